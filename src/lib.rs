@@ -1,0 +1,3 @@
+//! pgvakt: a PostgreSQL wire-protocol proxy that enforces data-protection (GDPR) policy.
+
+pub mod policy;

@@ -1,0 +1,3 @@
+//! Policies: the data inventory, roles, masks and user grants.
+
+pub mod model;

@@ -1,0 +1,158 @@
+//! The compiled policy model: what the session and the analyser consult for every statement.
+//!
+//! This is the contract between policy loading (YAML → validated → compiled) and enforcement.
+//! Everything here is plain data plus pure functions, so decisions are unit-testable without IO.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// What a statement does, for per-role limits and for audit records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StatementClass {
+    Read,
+    Write,
+    Ddl,
+    Copy,
+    Utility,
+}
+
+/// The type of a column as the catalog reports it, enough for a mask to keep the type.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ColumnType {
+    /// `format_type(atttypid, atttypmod)`, e.g. `character varying(40)`, `date`, `numeric(12,2)`.
+    pub sql_name: String,
+    /// `pg_type.typcategory`: `S` string, `D` date/time, `N` numeric, `B` boolean, `U` user, ...
+    pub category: char,
+}
+
+/// A masking method compiled from its SQL template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaskMethod {
+    pub name: String,
+    /// SQL expression template; `{col}` is the column expression, `{type}` its SQL type name.
+    pub template: String,
+}
+
+impl MaskMethod {
+    /// SQL expression that masks `col_sql` (an already-rendered column reference) while keeping
+    /// the column's type. An error means the method cannot mask this type: enforcement refuses
+    /// the statement rather than forwarding the column unmasked.
+    pub fn render(&self, col_sql: &str, ty: &ColumnType) -> Result<String, String> {
+        Ok(format!(
+            "CAST(({}) AS {})",
+            self.template.replace("{col}", col_sql).replace("{type}", &ty.sql_name),
+            ty.sql_name
+        ))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnAction {
+    Allow,
+    Mask(Arc<MaskMethod>),
+    Block,
+}
+
+/// The decision for one column for one role, with the rule that produced it (for messages,
+/// `explain` and audit records).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnDecision {
+    pub action: ColumnAction,
+    /// Inventory category, e.g. `financial`; `none` for non-personal columns.
+    pub category: String,
+    /// Human-readable origin of the decision, e.g. `roles.secretary.categories.financial (policies/crm.yaml:41)`.
+    pub rule: String,
+}
+
+/// Per-table inventory facts needed by enforcement and audit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableInventory {
+    pub schema: String,
+    pub table: String,
+    /// Column identifying the data subject of a row, e.g. `id` for contacts, `contact_id` for activities.
+    pub subject_key: Option<String>,
+}
+
+/// Constructs a restricted role may use only when the policy explicitly allows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Capability {
+    /// DO blocks, CREATE FUNCTION/PROCEDURE.
+    ProceduralCode,
+    /// CREATE TEMP TABLE / VIEW, SELECT INTO.
+    TempObjects,
+    /// PREPARE / EXECUTE / DECLARE CURSOR (analysed like the wrapped statement either way).
+    SqlPrepare,
+    /// LISTEN / NOTIFY / pg_notify.
+    Notify,
+    /// Catalog views with statistics or other sessions' query text.
+    StatisticsViews,
+    /// COPY to/from server files or programs.
+    ServerFiles,
+}
+
+pub trait RoleRules: Send + Sync {
+    /// Policy role name.
+    fn name(&self) -> &str;
+    /// True when the role has no restriction at all: statements pass through untouched.
+    fn is_unrestricted(&self) -> bool;
+    /// Decision for a base-table column (schema-qualified, as in the catalog).
+    fn column(&self, schema: &str, table: &str, column: &str) -> ColumnDecision;
+    /// Whether the role may run statements of this class.
+    fn allows_class(&self, class: StatementClass) -> bool;
+    /// Whether the role may use a construct that is otherwise refused.
+    fn allows(&self, capability: Capability) -> bool;
+}
+
+/// A compiled policy role; built by the loader.
+#[derive(Debug, Clone)]
+pub struct RolePolicy {
+    pub name: String,
+    pub unrestricted: bool,
+    /// Decision per (schema, table, column); columns absent here fall back to `default_for`.
+    pub columns: BTreeMap<(String, String, String), ColumnDecision>,
+    /// Decision for personal columns not matched by any rule (privacy by default).
+    pub default_action: ColumnAction,
+    pub default_rule: String,
+    /// Tables that hold personal data: (schema, table) → category of unclassified columns.
+    pub personal_tables: BTreeMap<(String, String), String>,
+    pub classes: Vec<StatementClass>,
+    pub capabilities: Vec<Capability>,
+}
+
+impl RoleRules for RolePolicy {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn is_unrestricted(&self) -> bool {
+        self.unrestricted
+    }
+
+    fn column(&self, schema: &str, table: &str, column: &str) -> ColumnDecision {
+        let key = (schema.to_owned(), table.to_owned(), column.to_owned());
+        if let Some(d) = self.columns.get(&key) {
+            return d.clone();
+        }
+        match self.personal_tables.get(&(schema.to_owned(), table.to_owned())) {
+            // An unclassified column of a table holding personal data is personal by default.
+            Some(category) if !self.unrestricted => ColumnDecision {
+                action: self.default_action.clone(),
+                category: category.clone(),
+                rule: self.default_rule.clone(),
+            },
+            _ => ColumnDecision {
+                action: ColumnAction::Allow,
+                category: "none".into(),
+                rule: "not in the data inventory".into(),
+            },
+        }
+    }
+
+    fn allows_class(&self, class: StatementClass) -> bool {
+        self.unrestricted || self.classes.contains(&class)
+    }
+
+    fn allows(&self, capability: Capability) -> bool {
+        self.unrestricted || self.capabilities.contains(&capability)
+    }
+}
