@@ -1,3 +1,15 @@
 //! pgvakt: a PostgreSQL wire-protocol proxy that enforces data-protection (GDPR) policy.
 
+pub mod cancel;
+pub mod certs;
+pub mod config;
+pub mod enforce;
+pub mod listener;
+pub mod metrics;
 pub mod policy;
+pub mod protocol;
+pub mod proxy;
+pub mod session;
+pub mod stream;
+pub mod tls;
+pub mod upstream;

@@ -1,1 +1,85 @@
-fn main() {}
+//! The `pgvakt` command line.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use pgvakt::config::{Config, LogFormat};
+use pgvakt::enforce::Enforcer;
+use pgvakt::listener::Server;
+
+#[derive(Parser)]
+#[command(name = "pgvakt", version, about = "PostgreSQL proxy that enforces data-protection policy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        /// Configuration file (YAML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file without starting.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+fn init_logging(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => {
+            let cfg = Config::load(&config)?;
+            init_logging(&cfg.log.level, cfg.log.format);
+            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            rt.block_on(run(cfg))
+        }
+        Command::CheckConfig { config } => {
+            Config::load(&config)?;
+            println!("{}: ok", config.display());
+            Ok(())
+        }
+    }
+}
+
+async fn run(cfg: Config) -> anyhow::Result<()> {
+    let server = Server::start(cfg, Enforcer::new()).await?;
+    wait_for_signals(&server).await?;
+    server.shutdown().await;
+    tracing::info!("pgvakt stopped");
+    Ok(())
+}
+
+/// SIGHUP reloads certificates (and policy); SIGTERM/SIGINT start a graceful shutdown.
+async fn wait_for_signals(server: &Server) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => match server.reload_tls() {
+                Ok(()) => tracing::info!("TLS certificates reloaded"),
+                Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the previous certificates"),
+            },
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The accept loop and the server's life cycle: start, reload, drain, stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::enforce::Enforcer;
+use crate::metrics::{self, Metrics, RefuseReason};
+use crate::protocol::PgError;
+use crate::proxy::{Phase, Proxy};
+use crate::upstream::Upstream;
+use crate::{session, tls};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream::UpstreamError),
+}
+
+/// A running proxy: its addresses and the handle to stop it.
+pub struct Server {
+    pub proxy: Arc<Proxy>,
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    accept: tokio::task::JoinHandle<()>,
+    metrics_task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Bind both listeners and start accepting.
+    pub async fn start(config: Config, enforcer: Enforcer) -> Result<Server, ServerError> {
+        let server_tls = tls::server_config(&config.tls)?;
+        let upstream = Upstream::new(&config.upstream)?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let metrics_listener =
+            metrics::bind(config.metrics.listen)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.metrics.listen,
+                    source,
+                })?;
+        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let metrics_addr = metrics_listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind {
+                addr: config.metrics.listen,
+                source,
+            })?;
+        let metrics = Arc::new(Metrics::new());
+        metrics.set_policy_ready(true);
+        metrics.set_upstream_ready(upstream.connect().await.is_ok());
+        let (phase, _) = watch::channel(Phase::Running);
+        let proxy = Arc::new(Proxy {
+            config,
+            tls: ArcSwap::new(server_tls),
+            upstream,
+            cancels: Default::default(),
+            metrics: metrics.clone(),
+            enforcer,
+            phase,
+        });
+        let metrics_task = tokio::spawn(metrics::serve(metrics_listener, metrics));
+        let accept = tokio::spawn(accept_loop(listener, proxy.clone()));
+        tracing::info!(listen = %addr, metrics = %metrics_addr, upstream = %proxy.upstream.addr(), "pgvakt listening");
+        Ok(Server {
+            proxy,
+            addr,
+            metrics_addr,
+            accept,
+            metrics_task,
+        })
+    }
+
+    /// Re-read the TLS certificate and key; the next handshake uses them.
+    pub fn reload_tls(&self) -> Result<(), tls::TlsError> {
+        let cfg = tls::server_config(&self.proxy.config.tls)?;
+        self.proxy.tls.store(cfg);
+        Ok(())
+    }
+
+    /// Stop accepting, let sessions finish for the grace period, then end the rest with FATAL
+    /// 57P01 and wait for them.
+    pub async fn shutdown(self) {
+        let grace = Duration::from_millis(self.proxy.config.limits.shutdown_grace_ms);
+        let _ = self.proxy.phase.send(Phase::Draining);
+        let mut accept = self.accept;
+        // The accept loop owns the session tasks; it returns when they have all ended.
+        if tokio::time::timeout(grace, &mut accept).await.is_err() {
+            let _ = self.proxy.phase.send(Phase::Terminating);
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut accept).await;
+            accept.abort();
+        }
+        self.metrics_task.abort();
+    }
+}
+
+async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>) {
+    let permits = Arc::new(Semaphore::new(proxy.config.limits.max_connections));
+    let mut sessions = JoinSet::new();
+    let mut phase = proxy.phase.subscribe();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Typically EMFILE: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                match permits.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let proxy = proxy.clone();
+                        sessions.spawn(async move {
+                            session::run(tcp, peer, proxy).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        proxy.metrics.refused(RefuseReason::TooManyConnections);
+                        let proxy = proxy.clone();
+                        sessions.spawn(refuse_over_limit(tcp, proxy));
+                    }
+                }
+            }
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            _ = async { phase.wait_for(|p| *p != Phase::Running).await.map(|_| ()) } => break,
+        }
+    }
+    drop(listener);
+    while sessions.join_next().await.is_some() {}
+}
+
+/// Over the connection limit: answer like PostgreSQL does (53300), after TLS when the client
+/// asks for it, so the client can read the reason.
+async fn refuse_over_limit(mut tcp: tokio::net::TcpStream, proxy: Arc<Proxy>) {
+    let msg = PgError::too_many_connections().to_bytes();
+    let mut header = [0u8; 8];
+    let read = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut header)).await;
+    let is_ssl = matches!(read, Ok(Ok(_)))
+        && i32::from_be_bytes([header[4], header[5], header[6], header[7]])
+            == crate::protocol::startup::SSL_REQUEST;
+    if is_ssl && tcp.write_all(b"S").await.is_ok() {
+        let acceptor = tokio_rustls::TlsAcceptor::from(proxy.tls.load_full());
+        if let Ok(Ok(mut tls)) = tokio::time::timeout(Duration::from_secs(5), acceptor.accept(tcp)).await {
+            let _ = tls.write_all(&msg).await;
+            let _ = tls.shutdown().await;
+        }
+        return;
+    }
+    let _ = tcp.write_all(&msg).await;
+}

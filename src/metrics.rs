@@ -1,0 +1,289 @@
+//! Prometheus metrics, declared once, and the HTTP listener serving `/metrics`, `/healthz` and
+//! `/readyz`.
+//!
+//! prometheus-client is the Prometheus project's own crate: explicit registry, OpenMetrics text.
+//! Label values come only from the fixed sets below, never from SQL, user or table names.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum RefuseReason {
+    TlsRequired,
+    TlsHandshake,
+    TooManyConnections,
+    Protocol,
+    StartupTimeout,
+    Upstream,
+    ShuttingDown,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: RefuseReason,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Decision {
+    Passthrough,
+    Allowed,
+    Rewritten,
+    Refused,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Class {
+    Read,
+    Write,
+    Ddl,
+    Copy,
+    Utility,
+    Unknown,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatementLabels {
+    pub decision: Decision,
+    pub class: Class,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Direction {
+    ClientToUpstream,
+    UpstreamToClient,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    pub direction: Direction,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Outcome {
+    Ok,
+    Failed,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: Outcome,
+}
+
+/// Every metric pgvakt exports.
+pub struct Metrics {
+    registry: Registry,
+    pub connections_current: Gauge,
+    pub connections_total: Counter,
+    pub connections_refused: Family<ReasonLabel, Counter>,
+    pub tls_handshakes: Family<OutcomeLabel, Counter>,
+    pub statements: Family<StatementLabels, Counter>,
+    pub statement_seconds: Histogram,
+    pub upstream_connect_errors: Counter,
+    pub bytes: Family<DirectionLabel, Counter>,
+    pub policy_reloads: Family<OutcomeLabel, Counter>,
+    pub enforcement_anomalies: Counter,
+    pub analysis_cache_hits: Counter,
+    pub analysis_cache_misses: Counter,
+    pub analysis_cache_entries: Gauge,
+    ready_policy: AtomicBool,
+    ready_upstream: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("pgvakt");
+        let connections_current = Gauge::default();
+        registry.register(
+            "client_connections",
+            "Client sessions currently open",
+            connections_current.clone(),
+        );
+        let connections_total = Counter::default();
+        registry.register(
+            "client_connections_accepted",
+            "Client TCP connections accepted",
+            connections_total.clone(),
+        );
+        let connections_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "client_connections_refused",
+            "Client connections refused, by reason",
+            connections_refused.clone(),
+        );
+        let tls_handshakes = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "tls_handshakes",
+            "Client TLS handshakes by outcome",
+            tls_handshakes.clone(),
+        );
+        let statements = Family::<StatementLabels, Counter>::default();
+        registry.register(
+            "statements",
+            "Statements by enforcement decision and class",
+            statements.clone(),
+        );
+        let statement_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
+        registry.register(
+            "statement_duration_seconds",
+            "Time from a request reaching the proxy to ReadyForQuery leaving it",
+            statement_seconds.clone(),
+        );
+        let upstream_connect_errors = Counter::default();
+        registry.register(
+            "upstream_connect_errors",
+            "Failed connection attempts to the upstream PostgreSQL",
+            upstream_connect_errors.clone(),
+        );
+        let bytes = Family::<DirectionLabel, Counter>::default();
+        registry.register("relayed_bytes", "Bytes relayed, by direction", bytes.clone());
+        let policy_reloads = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "policy_reloads",
+            "Policy reloads by outcome; a failed reload keeps the previous policy",
+            policy_reloads.clone(),
+        );
+        let enforcement_anomalies = Counter::default();
+        registry.register(
+            "enforcement_anomalies",
+            "Protected columns seen unmasked in a result for a restricted role (values replaced)",
+            enforcement_anomalies.clone(),
+        );
+        let analysis_cache_hits = Counter::default();
+        registry.register(
+            "analysis_cache_hits",
+            "Statement analyses answered from the cache",
+            analysis_cache_hits.clone(),
+        );
+        let analysis_cache_misses = Counter::default();
+        registry.register(
+            "analysis_cache_misses",
+            "Statement analyses computed",
+            analysis_cache_misses.clone(),
+        );
+        let analysis_cache_entries = Gauge::default();
+        registry.register(
+            "analysis_cache_entries",
+            "Entries in the analysis cache",
+            analysis_cache_entries.clone(),
+        );
+        Metrics {
+            registry,
+            connections_current,
+            connections_total,
+            connections_refused,
+            tls_handshakes,
+            statements,
+            statement_seconds,
+            upstream_connect_errors,
+            bytes,
+            policy_reloads,
+            enforcement_anomalies,
+            analysis_cache_hits,
+            analysis_cache_misses,
+            analysis_cache_entries,
+            ready_policy: AtomicBool::new(false),
+            ready_upstream: AtomicBool::new(false),
+        }
+    }
+
+    pub fn refused(&self, reason: RefuseReason) {
+        self.connections_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub fn statement(&self, decision: Decision, class: Class) {
+        self.statements
+            .get_or_create(&StatementLabels { decision, class })
+            .inc();
+    }
+
+    pub fn set_policy_ready(&self, ready: bool) {
+        self.ready_policy.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn set_upstream_ready(&self, ready: bool) {
+        self.ready_upstream.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready_policy.load(Ordering::Relaxed) && self.ready_upstream.load(Ordering::Relaxed)
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Serve `/metrics`, `/healthz` and `/readyz` until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            let mut n = 0;
+            // A request line and headers fit in 2 KiB; anything else is not for us.
+            while n < buf.len() {
+                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf[n..])).await {
+                    Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+                    Ok(Ok(m)) => n += m,
+                }
+                if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let path = request.split_whitespace().nth(1).unwrap_or("");
+            let (status, ctype, body) = match path {
+                "/metrics" => (
+                    "200 OK",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    metrics.render(),
+                ),
+                "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
+                "/readyz" if metrics.is_ready() => ("200 OK", "text/plain", "ready\n".to_owned()),
+                "/readyz" => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "not ready\n".to_owned(),
+                ),
+                _ => ("404 Not Found", "text/plain", "not found\n".to_owned()),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = sock.write_all(head.as_bytes()).await;
+            let _ = sock.write_all(body.as_bytes()).await;
+            let _ = sock.shutdown().await;
+        });
+    }
+}
+
+/// Bind the metrics listener.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}

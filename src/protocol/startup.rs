@@ -1,0 +1,171 @@
+//! The untagged messages that open a connection: SSLRequest, GSSENCRequest, CancelRequest and
+//! StartupMessage.
+
+use super::frame::get_cstr;
+
+pub const SSL_REQUEST: i32 = 80877103;
+pub const GSSENC_REQUEST: i32 = 80877104;
+pub const CANCEL_REQUEST: i32 = 80877102;
+/// Startup packets are small; PostgreSQL itself caps them at 10000 bytes.
+pub const MAX_STARTUP_LEN: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Initial {
+    SslRequest,
+    GssEncRequest,
+    Cancel { pid: i32, secret: Vec<u8> },
+    Startup(StartupMessage),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartupMessage {
+    pub major: u16,
+    pub minor: u16,
+    pub params: Vec<(String, String)>,
+}
+
+impl StartupMessage {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn user(&self) -> &str {
+        self.param("user").unwrap_or("")
+    }
+
+    /// The database, defaulting to the user name as PostgreSQL does.
+    pub fn database(&self) -> &str {
+        self.param("database").unwrap_or_else(|| self.user())
+    }
+
+    /// Encode the startup packet (length included).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut body = Vec::with_capacity(128);
+        body.extend_from_slice(&self.major.to_be_bytes());
+        body.extend_from_slice(&self.minor.to_be_bytes());
+        for (k, v) in &self.params {
+            body.extend_from_slice(k.as_bytes());
+            body.push(0);
+            body.extend_from_slice(v.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut out = Vec::with_capacity(body.len() + 4);
+        out.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StartupError {
+    #[error("invalid startup packet length {0}")]
+    BadLength(i64),
+    #[error("unsupported frontend protocol {major}.{minor}: pgvakt supports protocol 3")]
+    UnsupportedProtocol { major: u16, minor: u16 },
+    #[error("invalid startup packet layout")]
+    Malformed,
+    #[error("startup parameters are not valid UTF-8")]
+    NotUtf8,
+    #[error("no PostgreSQL user name specified in startup packet")]
+    NoUser,
+}
+
+/// Length of the packet announced by the first four bytes, validated.
+pub fn packet_len(header: [u8; 4]) -> Result<usize, StartupError> {
+    let len = i32::from_be_bytes(header);
+    if !(8..=MAX_STARTUP_LEN as i32).contains(&len) {
+        return Err(StartupError::BadLength(len as i64));
+    }
+    Ok(len as usize)
+}
+
+/// Decode the body (after the length) of an untagged initial packet.
+pub fn decode(body: &[u8]) -> Result<Initial, StartupError> {
+    if body.len() < 4 {
+        return Err(StartupError::Malformed);
+    }
+    let code = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+    let rest = &body[4..];
+    match code {
+        SSL_REQUEST if rest.is_empty() => Ok(Initial::SslRequest),
+        GSSENC_REQUEST if rest.is_empty() => Ok(Initial::GssEncRequest),
+        CANCEL_REQUEST => {
+            // Protocol 3.2 allows secret keys of up to 256 bytes.
+            if rest.len() < 8 || rest.len() > 4 + 256 {
+                return Err(StartupError::Malformed);
+            }
+            let pid = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            Ok(Initial::Cancel {
+                pid,
+                secret: rest[4..].to_vec(),
+            })
+        }
+        _ => {
+            let major = (code >> 16) as u16;
+            let minor = (code & 0xffff) as u16;
+            if major != 3 {
+                return Err(StartupError::UnsupportedProtocol { major, minor });
+            }
+            let mut b = rest;
+            let mut params = Vec::new();
+            loop {
+                let key = get_cstr(&mut b).ok_or(StartupError::Malformed)?;
+                if key.is_empty() {
+                    break;
+                }
+                let value = get_cstr(&mut b).ok_or(StartupError::Malformed)?;
+                let key = std::str::from_utf8(key).map_err(|_| StartupError::NotUtf8)?;
+                let value = std::str::from_utf8(value).map_err(|_| StartupError::NotUtf8)?;
+                params.push((key.to_owned(), value.to_owned()));
+            }
+            if !b.is_empty() {
+                return Err(StartupError::Malformed);
+            }
+            let msg = StartupMessage {
+                major,
+                minor,
+                params,
+            };
+            if msg.user().is_empty() {
+                return Err(StartupError::NoUser);
+            }
+            Ok(Initial::Startup(msg))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn startup_round_trip() {
+        let msg = StartupMessage {
+            major: 3,
+            minor: 0,
+            params: vec![("user".into(), "sales".into()), ("database".into(), "crm".into())],
+        };
+        let raw = msg.encode();
+        let len = packet_len([raw[0], raw[1], raw[2], raw[3]]).unwrap();
+        assert_eq!(len, raw.len());
+        assert_eq!(decode(&raw[4..]).unwrap(), Initial::Startup(msg));
+    }
+
+    #[test]
+    fn malformed_startups_are_errors() {
+        assert!(packet_len(1_000_000i32.to_be_bytes()).is_err());
+        assert!(packet_len(3i32.to_be_bytes()).is_err());
+        let mut body = 196608i32.to_be_bytes().to_vec();
+        body.extend_from_slice(b"user\0x");
+        assert_eq!(decode(&body), Err(StartupError::Malformed));
+        let body = (2i32 << 16).to_be_bytes();
+        assert!(matches!(decode(&body), Err(StartupError::UnsupportedProtocol { .. })));
+        let mut body = 196608i32.to_be_bytes().to_vec();
+        body.extend_from_slice(b"database\0crm\0\0");
+        assert_eq!(decode(&body), Err(StartupError::NoUser));
+    }
+}

@@ -1,0 +1,39 @@
+//! State shared by every session: configuration, TLS, upstream, cancel keys, metrics, policy.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+use tokio::sync::watch;
+
+use crate::cancel::CancelRegistry;
+use crate::config::Config;
+use crate::enforce::Enforcer;
+use crate::metrics::Metrics;
+use crate::upstream::Upstream;
+
+/// Life-cycle phases every session watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Running,
+    /// No new connections; sessions may finish.
+    Draining,
+    /// Grace period over: sessions end with FATAL 57P01.
+    Terminating,
+}
+
+pub struct Proxy {
+    pub config: Config,
+    pub tls: ArcSwap<ServerConfig>,
+    pub upstream: Upstream,
+    pub cancels: CancelRegistry,
+    pub metrics: Arc<Metrics>,
+    pub enforcer: Enforcer,
+    pub phase: watch::Sender<Phase>,
+}
+
+impl Proxy {
+    pub fn phase(&self) -> Phase {
+        *self.phase.borrow()
+    }
+}

@@ -1,0 +1,192 @@
+//! Authentication relayed between the client and the upstream, then the upstream's
+//! ParameterStatus and BackendKeyData, up to the first ReadyForQuery.
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::SessionError;
+use crate::cancel::CancelTarget;
+use crate::protocol::message::{self, decode_auth, decode_sasl_mechanisms, encode_auth};
+use crate::protocol::{Frame, FrameReader, PgError};
+use crate::proxy::Proxy;
+use crate::stream::BoxStream;
+
+/// Authentication exchanges are small; anything larger is not a legitimate startup message.
+const AUTH_MAX_MESSAGE: usize = 1 << 20;
+
+const AUTH_OK: i32 = 0;
+const AUTH_CLEARTEXT: i32 = 3;
+const AUTH_MD5: i32 = 5;
+const AUTH_SASL: i32 = 10;
+const AUTH_SASL_CONTINUE: i32 = 11;
+const AUTH_SASL_FINAL: i32 = 12;
+
+/// The state the relay starts from after a successful login.
+pub struct LoggedIn {
+    /// The cancel key handed to the client (the proxy's own).
+    pub proxy_pid: i32,
+    /// ParameterStatus values the upstream reported.
+    pub parameters: Vec<(String, String)>,
+}
+
+pub async fn read_frame(
+    stream: &mut BoxStream,
+    buf: &mut BytesMut,
+    reader: &FrameReader,
+) -> Result<Frame, SessionError> {
+    loop {
+        if let Some(f) = reader
+            .next(buf)
+            .map_err(|e| SessionError::Protocol(e.to_string()))?
+        {
+            return Ok(f);
+        }
+        buf.reserve(4096);
+        if stream.read_buf(buf).await? == 0 {
+            return Err(SessionError::Closed);
+        }
+    }
+}
+
+/// Relay the login. On success the client has seen everything up to and including the first
+/// ReadyForQuery. `upstream_buf` keeps any bytes read past it.
+pub async fn relay_login(
+    client: &mut BoxStream,
+    client_buf: &mut BytesMut,
+    upstream: &mut BoxStream,
+    upstream_buf: &mut BytesMut,
+    proxy: &Proxy,
+) -> Result<LoggedIn, SessionError> {
+    let reader = FrameReader::new(AUTH_MAX_MESSAGE);
+    loop {
+        let frame = read_frame(upstream, upstream_buf, &reader).await?;
+        match frame.tag {
+            b'R' => {
+                let (code, data) = decode_auth(&frame).map_err(SessionError::upstream)?;
+                match code {
+                    AUTH_OK => {
+                        client.write_all(&frame.raw).await?;
+                        break;
+                    }
+                    AUTH_CLEARTEXT | AUTH_MD5 | AUTH_SASL_CONTINUE => {
+                        client.write_all(&frame.raw).await?;
+                        client.flush().await?;
+                        relay_client_response(client, client_buf, upstream, &reader).await?;
+                    }
+                    AUTH_SASL => {
+                        let offered = decode_sasl_mechanisms(data).map_err(SessionError::upstream)?;
+                        // Channel binding ties SCRAM to one TLS connection; the client's TLS
+                        // ends at the proxy, so only mechanisms without binding can be relayed.
+                        let relayable: Vec<&[u8]> =
+                            offered.into_iter().filter(|m| !m.ends_with(b"-PLUS")).collect();
+                        if relayable.is_empty() {
+                            return Err(SessionError::Client(PgError::auth_failed(
+                                "pgvakt cannot relay SCRAM with channel binding and the server offers nothing else",
+                            )));
+                        }
+                        let mut data = Vec::new();
+                        for m in relayable {
+                            data.extend_from_slice(m);
+                            data.push(0);
+                        }
+                        data.push(0);
+                        client.write_all(&encode_auth(AUTH_SASL, &data).raw).await?;
+                        client.flush().await?;
+                        relay_client_response(client, client_buf, upstream, &reader).await?;
+                    }
+                    AUTH_SASL_FINAL => client.write_all(&frame.raw).await?,
+                    other => {
+                        return Err(SessionError::Client(PgError::auth_failed(format!(
+                            "pgvakt cannot relay authentication method {other} (supported: trust, password, md5, scram-sha-256)"
+                        ))))
+                    }
+                }
+            }
+            b'E' => {
+                client.write_all(&frame.raw).await?;
+                client.flush().await?;
+                return Err(SessionError::LoginFailed(error_text(&frame)));
+            }
+            b'v' | b'N' => client.write_all(&frame.raw).await?,
+            other => {
+                return Err(SessionError::Upstream(format!(
+                    "unexpected message {:?} during authentication",
+                    other as char
+                )))
+            }
+        }
+    }
+
+    let mut parameters = Vec::new();
+    let mut proxy_pid = 0;
+    loop {
+        let frame = read_frame(upstream, upstream_buf, &reader).await?;
+        match frame.tag {
+            b'S' => {
+                parameters.push(message::decode_parameter_status(&frame).map_err(SessionError::upstream)?);
+                client.write_all(&frame.raw).await?;
+            }
+            b'K' => {
+                let (pid, secret) =
+                    message::decode_backend_key(&frame).map_err(SessionError::upstream)?;
+                let (ppid, psecret) = proxy.cancels.register(CancelTarget {
+                    upstream_pid: pid,
+                    upstream_secret: secret,
+                });
+                proxy_pid = ppid;
+                client
+                    .write_all(&message::encode_backend_key(ppid, &psecret).raw)
+                    .await?;
+            }
+            b'N' => client.write_all(&frame.raw).await?,
+            b'E' => {
+                client.write_all(&frame.raw).await?;
+                client.flush().await?;
+                return Err(SessionError::LoginFailed(error_text(&frame)));
+            }
+            b'Z' => {
+                client.write_all(&frame.raw).await?;
+                client.flush().await?;
+                return Ok(LoggedIn {
+                    proxy_pid,
+                    parameters,
+                });
+            }
+            other => {
+                return Err(SessionError::Upstream(format!(
+                    "unexpected message {:?} after authentication",
+                    other as char
+                )))
+            }
+        }
+    }
+}
+
+async fn relay_client_response(
+    client: &mut BoxStream,
+    client_buf: &mut BytesMut,
+    upstream: &mut BoxStream,
+    reader: &FrameReader,
+) -> Result<(), SessionError> {
+    let frame = read_frame(client, client_buf, reader).await?;
+    match frame.tag {
+        b'p' => {
+            upstream.write_all(&frame.raw).await?;
+            upstream.flush().await?;
+            Ok(())
+        }
+        // A client that gives up at the password prompt (psql does, to ask the user) just leaves.
+        b'X' => Err(SessionError::Closed),
+        other => Err(SessionError::Protocol(format!(
+            "expected a password message, got message type {:?}",
+            other as char
+        ))),
+    }
+}
+
+fn error_text(frame: &Frame) -> String {
+    message::decode_fields(frame)
+        .ok()
+        .and_then(|f| f.into_iter().find(|(c, _)| *c == b'M').map(|(_, m)| m))
+        .unwrap_or_else(|| "login failed".into())
+}

@@ -1,0 +1,182 @@
+//! One client session: open (TLS, startup) → login relayed to the upstream → statement relay.
+
+mod auth;
+mod handshake;
+mod refusals;
+mod relay;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+use crate::metrics::RefuseReason;
+use crate::protocol::PgError;
+use crate::proxy::{Phase, Proxy};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("connection closed")]
+    Closed,
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("{0}")]
+    Upstream(String),
+    #[error("login failed: {0}")]
+    LoginFailed(String),
+    /// An error the client should see before the session closes.
+    #[error("{0}")]
+    Client(PgError),
+}
+
+impl SessionError {
+    fn upstream(e: crate::protocol::message::MessageError) -> Self {
+        SessionError::Upstream(format!("upstream sent a {e}"))
+    }
+
+    /// The FATAL message to send the client for this error, if one should be sent.
+    fn client_error(&self) -> Option<PgError> {
+        match self {
+            SessionError::Protocol(m) => Some(PgError::protocol_violation(format!(
+                "pgvakt: invalid message from client: {m}"
+            ))),
+            SessionError::Upstream(m) => Some(PgError::upstream_unavailable(format!("pgvakt: {m}"))),
+            SessionError::Client(e) => Some(e.clone()),
+            _ => None,
+        }
+    }
+}
+
+static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// Run one client connection to completion. Never panics on peer input; errors end only this
+/// session.
+pub async fn run(tcp: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
+    let id = SESSION_IDS.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("session", session.id = id, client.addr = %peer);
+    async move {
+        let _ = tcp.set_nodelay(true);
+        proxy.metrics.connections_total.inc();
+        proxy.metrics.connections_current.inc();
+        let result = serve(tcp, peer, id, &proxy).await;
+        proxy.metrics.connections_current.dec();
+        match result {
+            Ok(()) | Err(SessionError::Closed) => tracing::debug!("session ended"),
+            Err(SessionError::LoginFailed(m)) => tracing::info!(reason = %m, "login failed"),
+            Err(e) => tracing::info!(error = %e, "session ended with error"),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn serve(tcp: TcpStream, peer: SocketAddr, id: u64, proxy: &Arc<Proxy>) -> Result<(), SessionError> {
+    let startup_timeout = Duration::from_millis(proxy.config.limits.startup_timeout_ms);
+    let started = tokio::time::timeout(startup_timeout, start(tcp, proxy)).await;
+    let Ok(started) = started else {
+        proxy.metrics.refused(RefuseReason::StartupTimeout);
+        return Err(SessionError::Protocol("startup timed out".into()));
+    };
+    let Some(mut s) = started? else {
+        return Ok(());
+    };
+    let result = relay::run(&mut s, proxy).await;
+    proxy.cancels.unregister(s.proxy_pid);
+    if let Err(e) = &result {
+        if let Some(pg) = e.client_error() {
+            let _ = s.client_wr.write_all(&pg.to_bytes()).await;
+        }
+    }
+    let _ = s.client_wr.shutdown().await;
+    let _ = (peer, id);
+    result
+}
+
+/// A logged-in session ready for the statement relay.
+pub struct Started {
+    pub client_rd: tokio::io::ReadHalf<crate::stream::BoxStream>,
+    pub client_wr: tokio::io::WriteHalf<crate::stream::BoxStream>,
+    pub client_buf: BytesMut,
+    pub upstream_rd: tokio::io::ReadHalf<crate::stream::BoxStream>,
+    pub upstream_wr: tokio::io::WriteHalf<crate::stream::BoxStream>,
+    pub upstream_buf: BytesMut,
+    pub proxy_pid: i32,
+    pub policy: crate::enforce::SessionPolicy,
+    pub user: String,
+    pub tls_version: Option<String>,
+}
+
+async fn start(tcp: TcpStream, proxy: &Arc<Proxy>) -> Result<Option<Started>, SessionError> {
+    let (mut client, startup, tls_version) = match handshake::open(tcp, proxy).await? {
+        handshake::Opened::Done => return Ok(None),
+        handshake::Opened::Session {
+            stream,
+            startup,
+            tls_version,
+        } => (stream, startup, tls_version),
+    };
+    let refuse = |e: PgError| SessionError::Client(e);
+    if proxy.phase() != Phase::Running {
+        proxy.metrics.refused(RefuseReason::ShuttingDown);
+        let _ = client.write_all(&PgError::admin_shutdown().to_bytes()).await;
+        return Ok(None);
+    }
+    let user = startup.user().to_owned();
+    let policy = proxy.enforcer.session(&user, startup.database());
+    if let Err(e) = policy.check_startup_options(&startup.params) {
+        let _ = client.write_all(&e.to_bytes()).await;
+        return Ok(None);
+    }
+    let mut upstream = match proxy.upstream.connect().await {
+        Ok(u) => u,
+        Err(e) => {
+            proxy.metrics.upstream_connect_errors.inc();
+            proxy.metrics.refused(RefuseReason::Upstream);
+            proxy.metrics.set_upstream_ready(false);
+            tracing::warn!(error = %e, "upstream connection failed");
+            let _ = client
+                .write_all(&PgError::upstream_unavailable(format!("pgvakt: {e}")).to_bytes())
+                .await;
+            return Ok(None);
+        }
+    };
+    proxy.metrics.set_upstream_ready(true);
+    upstream.write_all(&startup.encode()).await?;
+    upstream.flush().await?;
+    let mut client_buf = handshake::startup_buffer();
+    let mut upstream_buf = handshake::startup_buffer();
+    let logged_in = match auth::relay_login(&mut client, &mut client_buf, &mut upstream, &mut upstream_buf, proxy).await {
+        Ok(l) => l,
+        Err(e) => {
+            if let Some(pg) = e.client_error() {
+                let _ = client.write_all(&pg.to_bytes()).await;
+            }
+            return Err(e);
+        }
+    };
+    tracing::info!(user = %user, database = %startup.database(), tls = tls_version.as_deref().unwrap_or("none"), "login");
+    let _ = refuse;
+    let (client_rd, client_wr) = tokio::io::split(client);
+    let (upstream_rd, upstream_wr) = tokio::io::split(upstream);
+    Ok(Some(Started {
+        client_rd,
+        client_wr,
+        client_buf,
+        upstream_rd,
+        upstream_wr,
+        upstream_buf,
+        proxy_pid: logged_in.proxy_pid,
+        policy,
+        user,
+        tls_version,
+    }))
+}

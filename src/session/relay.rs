@@ -1,0 +1,359 @@
+//! The statement relay: client → upstream with policy decisions, upstream → client with
+//! refusals put back in place. Frames that need no change are copied as raw bytes.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, watch};
+
+use super::refusals::Refusals;
+use super::{SessionError, Started};
+use crate::enforce::{SessionPolicy, Verdict};
+use crate::metrics::{Class, Decision, Direction, DirectionLabel};
+use crate::protocol::message::{self, decode_parse, decode_query, encode_parse, encode_query};
+use crate::protocol::{Frame, FrameReader, PgError};
+use crate::proxy::{Phase, Proxy};
+use crate::stream::BoxStream;
+
+/// Upstream messages can legitimately be large (big rows); PostgreSQL's own ceiling is 1 GiB.
+const UPSTREAM_MAX_MESSAGE: usize = 1 << 30;
+/// Read granularity; buffers grow only while a larger message is in flight.
+const READ_CHUNK: usize = 16 * 1024;
+/// A buffer that grew beyond this is released once it drains, so idle sessions stay small.
+const SHRINK_ABOVE: usize = 256 * 1024;
+
+/// How the frontend side tells the backend side to finish.
+enum Control {
+    /// The client ended the session (Terminate or EOF).
+    Close,
+    /// Send this FATAL to the client, then close.
+    Fatal(PgError),
+}
+
+/// State both directions consult.
+struct Shared {
+    refusals: Refusals,
+    /// Start times of requests awaiting ReadyForQuery, for the latency histogram.
+    inflight: Mutex<VecDeque<Instant>>,
+    /// Transaction status of the last ReadyForQuery ('I', 'T', 'E').
+    tx_status: AtomicU8,
+    restricted: bool,
+}
+
+impl Shared {
+    fn push_inflight(&self) {
+        if let Ok(mut q) = self.inflight.lock() {
+            // A client that pipelines without reading is bounded by PostgreSQL's own buffers;
+            // the cap keeps a misbehaving one from growing this queue without limit.
+            if q.len() < 65_536 {
+                q.push_back(Instant::now());
+            }
+        }
+    }
+
+    fn pop_inflight(&self) -> Option<Instant> {
+        self.inflight.lock().ok()?.pop_front()
+    }
+}
+
+pub async fn run(s: &mut Started, proxy: &Proxy) -> Result<(), SessionError> {
+    let Started {
+        client_rd,
+        client_wr,
+        client_buf,
+        upstream_rd,
+        upstream_wr,
+        upstream_buf,
+        policy,
+        ..
+    } = s;
+    let shared = Shared {
+        refusals: Refusals::new(),
+        inflight: Mutex::new(VecDeque::new()),
+        tx_status: AtomicU8::new(b'I'),
+        restricted: policy.is_restricted(),
+    };
+    let (control_tx, control_rx) = mpsc::channel::<Control>(1);
+    let (done_tx, done_rx) = watch::channel(false);
+    let front = async {
+        let r = frontend(client_rd, client_buf, upstream_wr, policy, proxy, &shared, done_rx).await;
+        let control = match r.as_ref().err().and_then(|e| e.client_error()) {
+            Some(pg) => Control::Fatal(pg),
+            None => Control::Close,
+        };
+        let _ = control_tx.send(control).await;
+        r
+    };
+    let back = async {
+        let r = backend(upstream_rd, upstream_buf, client_wr, proxy, &shared, control_rx).await;
+        let _ = done_tx.send(true);
+        r
+    };
+    let (front, back) = tokio::join!(front, back);
+    let _ = upstream_wr.shutdown().await;
+    if let Err(e) = &front {
+        // Its FATAL, if any, has been delivered by the backend side.
+        if !matches!(e, SessionError::Closed) {
+            tracing::info!(error = %e, "client side ended with error");
+        }
+    }
+    back
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn frontend(
+    client_rd: &mut ReadHalf<BoxStream>,
+    buf: &mut BytesMut,
+    upstream_wr: &mut WriteHalf<BoxStream>,
+    policy: &mut SessionPolicy,
+    proxy: &Proxy,
+    shared: &Shared,
+    mut done: watch::Receiver<bool>,
+) -> Result<(), SessionError> {
+    let reader = FrameReader::new(proxy.config.limits.max_message_bytes);
+    let idle_timeout = Duration::from_millis(proxy.config.limits.idle_timeout_ms);
+    let bytes_in = proxy.metrics.bytes.get_or_create(&DirectionLabel {
+        direction: Direction::ClientToUpstream,
+    }).clone();
+    let mut out = BytesMut::new();
+    loop {
+        while let Some(frame) = reader
+            .next(buf)
+            .map_err(|e| SessionError::Protocol(e.to_string()))?
+        {
+            match frame.tag {
+                b'X' => {
+                    out.extend_from_slice(&frame.raw);
+                    upstream_wr.write_all(&out).await?;
+                    upstream_wr.flush().await?;
+                    return Ok(());
+                }
+                b'Q' => {
+                    shared.push_inflight();
+                    if shared.restricted {
+                        let sql = decode_query(&frame).map_err(|e| SessionError::Protocol(e.to_string()))?;
+                        let verdict = policy.check(sql);
+                        count(proxy, &verdict);
+                        match verdict {
+                            Verdict::Forward => out.extend_from_slice(&frame.raw),
+                            Verdict::Rewrite(sql) => out.extend_from_slice(&encode_query(&sql).raw),
+                            Verdict::Refuse(e) => {
+                                out.extend_from_slice(&encode_query(&shared.refusals.marker(e)).raw)
+                            }
+                        }
+                    } else {
+                        proxy.metrics.statement(Decision::Passthrough, Class::Unknown);
+                        out.extend_from_slice(&frame.raw);
+                    }
+                }
+                b'P' if shared.restricted => {
+                    let parse = decode_parse(&frame).map_err(|e| SessionError::Protocol(e.to_string()))?;
+                    let verdict = policy.check(parse.sql);
+                    count(proxy, &verdict);
+                    match verdict {
+                        Verdict::Forward => out.extend_from_slice(&frame.raw),
+                        Verdict::Rewrite(sql) => out.extend_from_slice(
+                            &encode_parse(parse.name, &sql, &parse.param_types).raw,
+                        ),
+                        Verdict::Refuse(e) => out.extend_from_slice(
+                            &encode_parse(parse.name, &shared.refusals.marker(e), &parse.param_types).raw,
+                        ),
+                    }
+                }
+                b'F' if shared.restricted => {
+                    // FunctionCall runs any function by OID, past every analysis.
+                    shared.push_inflight();
+                    let e = PgError::insufficient_privilege(
+                        "pgvakt: the FunctionCall protocol message is not allowed for this role",
+                    );
+                    proxy.metrics.statement(Decision::Refused, Class::Unknown);
+                    out.extend_from_slice(&encode_query(&shared.refusals.marker(e)).raw);
+                }
+                b'S' | b'F' => {
+                    shared.push_inflight();
+                    out.extend_from_slice(&frame.raw);
+                }
+                b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'd' | b'c' | b'f' => {
+                    out.extend_from_slice(&frame.raw)
+                }
+                other => {
+                    return Err(SessionError::Protocol(format!(
+                        "unexpected message type {:?} ({other})",
+                        other as char
+                    )))
+                }
+            }
+        }
+        if !out.is_empty() {
+            upstream_wr.write_all(&out).await?;
+            upstream_wr.flush().await?;
+            bytes_in.inc_by(out.len() as u64);
+            out.clear();
+            if out.capacity() > SHRINK_ABOVE {
+                out = BytesMut::new();
+            }
+        }
+        make_room(buf);
+        let idle = !idle_timeout.is_zero() && shared.tx_status.load(Ordering::Relaxed) == b'I';
+        let read = client_rd.read_buf(buf);
+        tokio::select! {
+            r = read => {
+                if r? == 0 {
+                    return Err(SessionError::Closed);
+                }
+            }
+            _ = sleep_if(idle, idle_timeout) => {
+                return Err(SessionError::Client(PgError::fatal(
+                    "57P05",
+                    "pgvakt: terminating connection due to idle-session timeout",
+                )));
+            }
+            _ = done.changed() => return Ok(()),
+        }
+    }
+}
+
+async fn sleep_if(enabled: bool, d: Duration) {
+    if enabled {
+        tokio::time::sleep(d).await
+    } else {
+        std::future::pending::<()>().await
+    }
+}
+
+fn count(proxy: &Proxy, v: &Verdict) {
+    let d = match v {
+        Verdict::Forward => Decision::Allowed,
+        Verdict::Rewrite(_) => Decision::Rewritten,
+        Verdict::Refuse(_) => Decision::Refused,
+    };
+    proxy.metrics.statement(d, Class::Unknown);
+}
+
+/// Keep at least a chunk of spare capacity, and give back memory a large message left behind.
+fn make_room(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > SHRINK_ABOVE {
+        *buf = BytesMut::with_capacity(READ_CHUNK);
+    }
+    if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
+async fn backend(
+    upstream_rd: &mut ReadHalf<BoxStream>,
+    buf: &mut BytesMut,
+    client_wr: &mut WriteHalf<BoxStream>,
+    proxy: &Proxy,
+    shared: &Shared,
+    mut control: mpsc::Receiver<Control>,
+) -> Result<(), SessionError> {
+    let reader = FrameReader::new(UPSTREAM_MAX_MESSAGE);
+    let mut phase = proxy.phase.subscribe();
+    let bytes_out = proxy.metrics.bytes.get_or_create(&DirectionLabel {
+        direction: Direction::UpstreamToClient,
+    }).clone();
+    loop {
+        // Forward the longest run of complete frames straight from the buffer; only frames that
+        // must change are handled one by one.
+        let mut pos = 0;
+        while let Some(len) = reader
+            .peek_len(&buf[pos..])
+            .map_err(|e| SessionError::Upstream(format!("upstream sent an invalid message: {e}")))?
+        {
+            if buf.len() - pos < len {
+                break;
+            }
+            let tag = buf[pos];
+            match tag {
+                b'Z' => {
+                    if let Some(&status) = buf.get(pos + 5) {
+                        shared.tx_status.store(status, Ordering::Relaxed);
+                    }
+                    if let Some(t) = shared.pop_inflight() {
+                        proxy.metrics.statement_seconds.observe(t.elapsed().as_secs_f64());
+                    }
+                }
+                b'S' if shared.restricted => {
+                    let frame = Frame {
+                        tag,
+                        raw: bytes::Bytes::copy_from_slice(&buf[pos..pos + len]),
+                    };
+                    if let Ok((name, value)) = message::decode_parameter_status(&frame) {
+                        if name == "standard_conforming_strings" && value != "on" {
+                            // Analysis assumes standard string syntax; reading strings another
+                            // way would let PostgreSQL execute something else than was analysed.
+                            write_out(client_wr, &buf[..pos], &bytes_out).await?;
+                            return Err(SessionError::Client(PgError::fatal(
+                                "42501",
+                                "pgvakt: standard_conforming_strings must stay on for this role",
+                            )));
+                        }
+                    }
+                }
+                b'E' if shared.restricted && shared.refusals.has_pending() => {
+                    let frame = Frame {
+                        tag,
+                        raw: bytes::Bytes::copy_from_slice(&buf[pos..pos + len]),
+                    };
+                    let refusal = message::decode_fields(&frame).ok().and_then(|fields| {
+                        fields
+                            .iter()
+                            .find(|(c, _)| *c == b'M')
+                            .and_then(|(_, m)| shared.refusals.resolve(m))
+                    });
+                    if let Some(err) = refusal {
+                        write_out(client_wr, &buf[..pos], &bytes_out).await?;
+                        buf.advance(pos + len);
+                        pos = 0;
+                        client_wr.write_all(&err.to_bytes()).await?;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            pos += len;
+        }
+        if pos > 0 {
+            write_out(client_wr, &buf[..pos], &bytes_out).await?;
+            buf.advance(pos);
+        }
+        client_wr.flush().await?;
+        make_room(buf);
+        tokio::select! {
+            r = upstream_rd.read_buf(buf) => {
+                if r? == 0 {
+                    return Err(SessionError::Closed);
+                }
+            }
+            c = control.recv() => {
+                if let Some(Control::Fatal(e)) = c {
+                    client_wr.write_all(&e.to_bytes()).await?;
+                    client_wr.flush().await?;
+                }
+                return Ok(());
+            }
+            _ = async { phase.wait_for(|p| *p == Phase::Terminating).await.map(|_| ()) } => {
+                client_wr.write_all(&PgError::admin_shutdown().to_bytes()).await?;
+                client_wr.flush().await?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn write_out(
+    client_wr: &mut WriteHalf<BoxStream>,
+    bytes: &[u8],
+    counter: &prometheus_client::metrics::counter::Counter,
+) -> Result<(), SessionError> {
+    if !bytes.is_empty() {
+        client_wr.write_all(bytes).await?;
+        counter.inc_by(bytes.len() as u64);
+    }
+    Ok(())
+}

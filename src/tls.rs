@@ -1,0 +1,173 @@
+//! TLS configuration: the server side clients connect to, and the optional client side towards
+//! PostgreSQL.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+
+use crate::config::{ClientTlsConfig, TlsVersion, UpstreamConfig, UpstreamTlsMode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: cannot read certificates: {reason}")]
+    Certs { path: String, reason: String },
+    #[error("{path}: cannot read private key: {reason}")]
+    Key { path: String, reason: String },
+    #[error("TLS configuration rejected: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("client certificate verifier: {0}")]
+    Verifier(String),
+    #[error("invalid upstream TLS server name {0:?}")]
+    ServerName(String),
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| TlsError::Certs {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?
+        .collect();
+    let certs = certs.map_err(|e| TlsError::Certs {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    if certs.is_empty() {
+        return Err(TlsError::Certs {
+            path: path.display().to_string(),
+            reason: "no CERTIFICATE block found".into(),
+        });
+    }
+    Ok(certs)
+}
+
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Key {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn roots(path: &Path) -> Result<RootCertStore, TlsError> {
+    let mut store = RootCertStore::empty();
+    for cert in load_certs(path)? {
+        store.add(cert).map_err(|e| TlsError::Certs {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(store)
+}
+
+/// The server configuration for client connections. Called again on SIGHUP so renewed
+/// certificates are used by the next handshake.
+pub fn server_config(cfg: &ClientTlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
+    let versions: &[&rustls::SupportedProtocolVersion] = match cfg.min_version {
+        TlsVersion::V12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::V13 => &[&rustls::version::TLS13],
+    };
+    let builder = ServerConfig::builder_with_provider(provider()).with_protocol_versions(versions)?;
+    let builder = match &cfg.client_ca_file {
+        Some(ca) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots(ca)?),
+                provider(),
+            )
+            .build()
+            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config =
+        builder.with_single_cert(load_certs(&cfg.cert_file)?, load_key(&cfg.key_file)?)?;
+    // PostgreSQL 17 clients using direct TLS negotiation insist on this ALPN protocol.
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The client configuration towards the upstream, or `None` when upstream TLS is off.
+pub fn upstream_config(cfg: &UpstreamConfig) -> Result<Option<Arc<ClientConfig>>, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let config = match cfg.tls {
+        UpstreamTlsMode::Disable => return Ok(None),
+        UpstreamTlsMode::Require => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+            .with_no_client_auth(),
+        UpstreamTlsMode::VerifyFull => {
+            let Some(ca) = &cfg.ca_file else {
+                return Err(TlsError::Certs {
+                    path: "upstream.ca_file".into(),
+                    reason: "required for verify-full".into(),
+                });
+            };
+            builder.with_root_certificates(roots(ca)?).with_no_client_auth()
+        }
+    };
+    Ok(Some(Arc::new(config)))
+}
+
+/// The name the upstream certificate is checked against.
+pub fn upstream_server_name(cfg: &UpstreamConfig) -> Result<ServerName<'static>, TlsError> {
+    let name = cfg.server_name.clone().unwrap_or_else(|| cfg.host.clone());
+    ServerName::try_from(name.clone()).map_err(|_| TlsError::ServerName(name))
+}
+
+/// `sslmode=require` semantics: encrypted, but the server is not authenticated. Signatures are
+/// still checked so the handshake itself is sound.
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
