@@ -12,7 +12,7 @@ pub enum ConfigError {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path}: {message}")]
+    #[error("{message}")]
     Parse { path: String, message: String },
     #[error("{path}: invalid configuration:\n{}", .problems.join("\n"))]
     Invalid { path: String, problems: Vec<String> },
@@ -289,11 +289,13 @@ impl Config {
         serde_saphyr::from_str::<Config>(text).map_err(|e| {
             let location = e
                 .location()
-                .map(|l| format!("{}:{}: ", l.line(), l.column()))
+                .map(|l| format!(":{}:{}", l.line(), l.column()))
                 .unwrap_or_default();
+            // The parser's own text shows the offending lines; name the real file in it.
+            let detail = e.to_string().replace("<input>", origin);
             ConfigError::Parse {
                 path: origin.to_owned(),
-                message: format!("{location}{e}"),
+                message: format!("{origin}{location}: {detail}"),
             }
         })
     }
@@ -370,7 +372,8 @@ impl Config {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = "upstream:\n  host: 127.0.0.1\ntls:\n  cert_file: c.pem\n  key_file: k.pem\n";
+    const MINIMAL: &str =
+        "upstream:\n  host: 127.0.0.1\ntls:\n  cert_file: c.pem\n  key_file: k.pem\n";
 
     #[test]
     fn defaults_apply() {
@@ -386,7 +389,7 @@ mod tests {
     fn unknown_field_is_reported_with_line() {
         let text = format!("{MINIMAL}limits:\n  max_mesage_bytes: 10\n");
         let err = Config::parse(&text, "t.yaml").unwrap_err().to_string();
-        assert!(err.starts_with("t.yaml: 6:"), "{err}");
+        assert!(err.starts_with("t.yaml:7:3: "), "{err}");
         assert!(err.contains("max_mesage_bytes"), "{err}");
     }
 
@@ -399,7 +402,24 @@ mod tests {
         c.limits.max_connections = 0;
         let err = c.validate("t.yaml").unwrap_err().to_string();
         assert!(err.contains("upstream.ca_file: required"), "{err}");
-        assert!(err.contains("tls.cert_file: file c.pem does not exist"), "{err}");
+        assert!(
+            err.contains("tls.cert_file: file c.pem does not exist"),
+            "{err}"
+        );
         assert!(err.contains("limits.max_connections"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    use super::Config;
+
+    /// The shipped example must stay a valid configuration (files aside).
+    #[test]
+    fn deploy_example_parses() {
+        let text = include_str!("../deploy/pgvakt.example.yaml");
+        let cfg = Config::parse(text, "deploy/pgvakt.example.yaml").expect("example parses");
+        assert_eq!(cfg.listen.port(), 6432);
+        assert_eq!(cfg.limits.max_message_bytes, 64 << 20);
     }
 }

@@ -45,19 +45,19 @@ impl Server {
     pub async fn start(config: Config, enforcer: Enforcer) -> Result<Server, ServerError> {
         let server_tls = tls::server_config(&config.tls)?;
         let upstream = Upstream::new(&config.upstream)?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: config.listen,
-                source,
-            })?;
-        let metrics_listener =
-            metrics::bind(config.metrics.listen)
+        let listener =
+            TcpListener::bind(config.listen)
                 .await
                 .map_err(|source| ServerError::Bind {
-                    addr: config.metrics.listen,
+                    addr: config.listen,
                     source,
                 })?;
+        let metrics_listener = metrics::bind(config.metrics.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.metrics.listen,
+                source,
+            })?;
         let addr = listener.local_addr().map_err(|source| ServerError::Bind {
             addr: config.listen,
             source,
@@ -160,13 +160,19 @@ async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>) {
 async fn refuse_over_limit(mut tcp: tokio::net::TcpStream, proxy: Arc<Proxy>) {
     let msg = PgError::too_many_connections().to_bytes();
     let mut header = [0u8; 8];
-    let read = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut header)).await;
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut header),
+    )
+    .await;
     let is_ssl = matches!(read, Ok(Ok(_)))
         && i32::from_be_bytes([header[4], header[5], header[6], header[7]])
             == crate::protocol::startup::SSL_REQUEST;
     if is_ssl && tcp.write_all(b"S").await.is_ok() {
         let acceptor = tokio_rustls::TlsAcceptor::from(proxy.tls.load_full());
-        if let Ok(Ok(mut tls)) = tokio::time::timeout(Duration::from_secs(5), acceptor.accept(tcp)).await {
+        if let Ok(Ok(mut tls)) =
+            tokio::time::timeout(Duration::from_secs(5), acceptor.accept(tcp)).await
+        {
             let _ = tls.write_all(&msg).await;
             let _ = tls.shutdown().await;
         }

@@ -10,7 +10,11 @@ use pgvakt::enforce::Enforcer;
 use pgvakt::listener::Server;
 
 #[derive(Parser)]
-#[command(name = "pgvakt", version, about = "PostgreSQL proxy that enforces data-protection policy")]
+#[command(
+    name = "pgvakt",
+    version,
+    about = "PostgreSQL proxy that enforces data-protection policy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,7 +38,9 @@ enum Command {
 fn init_logging(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -151,7 +151,11 @@ impl Metrics {
             upstream_connect_errors.clone(),
         );
         let bytes = Family::<DirectionLabel, Counter>::default();
-        registry.register("relayed_bytes", "Bytes relayed, by direction", bytes.clone());
+        registry.register(
+            "relayed_bytes",
+            "Bytes relayed, by direction",
+            bytes.clone(),
+        );
         let policy_reloads = Family::<OutcomeLabel, Counter>::default();
         registry.register(
             "policy_reloads",
@@ -247,7 +251,12 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
             let mut n = 0;
             // A request line and headers fit in 2 KiB; anything else is not for us.
             while n < buf.len() {
-                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf[n..])).await {
+                match tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    sock.read(&mut buf[n..]),
+                )
+                .await
+                {
                     Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
                     Ok(Ok(m)) => n += m,
                 }

@@ -74,7 +74,8 @@ pub fn server_config(cfg: &ClientTlsConfig) -> Result<Arc<ServerConfig>, TlsErro
         TlsVersion::V12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::V13 => &[&rustls::version::TLS13],
     };
-    let builder = ServerConfig::builder_with_provider(provider()).with_protocol_versions(versions)?;
+    let builder =
+        ServerConfig::builder_with_provider(provider()).with_protocol_versions(versions)?;
     let builder = match &cfg.client_ca_file {
         Some(ca) => {
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -96,7 +97,8 @@ pub fn server_config(cfg: &ClientTlsConfig) -> Result<Arc<ServerConfig>, TlsErro
 
 /// The client configuration towards the upstream, or `None` when upstream TLS is off.
 pub fn upstream_config(cfg: &UpstreamConfig) -> Result<Option<Arc<ClientConfig>>, TlsError> {
-    let builder = ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder =
+        ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let config = match cfg.tls {
         UpstreamTlsMode::Disable => return Ok(None),
         UpstreamTlsMode::Require => builder
@@ -110,7 +112,9 @@ pub fn upstream_config(cfg: &UpstreamConfig) -> Result<Option<Arc<ClientConfig>>
                     reason: "required for verify-full".into(),
                 });
             };
-            builder.with_root_certificates(roots(ca)?).with_no_client_auth()
+            builder
+                .with_root_certificates(roots(ca)?)
+                .with_no_client_auth()
         }
     };
     Ok(Some(Arc::new(config)))

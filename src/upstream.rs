@@ -63,13 +63,16 @@ impl Upstream {
     pub async fn connect(&self) -> Result<BoxStream, UpstreamError> {
         let addr = self.addr();
         let timeout = Duration::from_millis(self.cfg.connect_timeout_ms);
-        let tcp = tokio::time::timeout(timeout, TcpStream::connect((self.cfg.host.as_str(), self.cfg.port)))
-            .await
-            .map_err(|_| UpstreamError::Timeout(addr.clone()))?
-            .map_err(|source| UpstreamError::Connect {
-                addr: addr.clone(),
-                source,
-            })?;
+        let tcp = tokio::time::timeout(
+            timeout,
+            TcpStream::connect((self.cfg.host.as_str(), self.cfg.port)),
+        )
+        .await
+        .map_err(|_| UpstreamError::Timeout(addr.clone()))?
+        .map_err(|source| UpstreamError::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
         let _ = tcp.set_nodelay(true);
         let Some((connector, name)) = &self.tls else {
             return Ok(Box::new(tcp));

@@ -37,8 +37,12 @@ impl PgError {
 
     /// A plaintext startup where TLS is required.
     pub fn tls_required() -> Self {
-        Self::new("FATAL", "28000", "pgvakt requires TLS: connect with sslmode=require or stronger")
-            .with_hint("Set sslmode=require (libpq) or enable TLS in your driver.")
+        Self::new(
+            "FATAL",
+            "28000",
+            "pgvakt requires TLS: connect with sslmode=require or stronger",
+        )
+        .with_hint("Set sslmode=require (libpq) or enable TLS in your driver.")
     }
 
     /// Malformed or unexpected bytes from a peer; the session ends.

@@ -134,11 +134,17 @@ mod tests {
     fn rejects_short_and_oversize_lengths_before_body_arrives() {
         let r = FrameReader::new(100);
         let mut buf = BytesMut::from(&b"Q\0\0\0\x03"[..]);
-        assert!(matches!(r.next(&mut buf), Err(FrameError::BadLength { .. })));
+        assert!(matches!(
+            r.next(&mut buf),
+            Err(FrameError::BadLength { .. })
+        ));
         let mut buf = BytesMut::from(&b"Q\x7f\0\0\0"[..]);
         assert!(matches!(r.next(&mut buf), Err(FrameError::TooLarge { .. })));
         let mut buf = BytesMut::from(&b"Q\xff\xff\xff\xff"[..]);
-        assert!(matches!(r.next(&mut buf), Err(FrameError::BadLength { .. })));
+        assert!(matches!(
+            r.next(&mut buf),
+            Err(FrameError::BadLength { .. })
+        ));
     }
 
     #[test]

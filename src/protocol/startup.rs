@@ -147,7 +147,10 @@ mod tests {
         let msg = StartupMessage {
             major: 3,
             minor: 0,
-            params: vec![("user".into(), "sales".into()), ("database".into(), "crm".into())],
+            params: vec![
+                ("user".into(), "sales".into()),
+                ("database".into(), "crm".into()),
+            ],
         };
         let raw = msg.encode();
         let len = packet_len([raw[0], raw[1], raw[2], raw[3]]).unwrap();
@@ -163,7 +166,10 @@ mod tests {
         body.extend_from_slice(b"user\0x");
         assert_eq!(decode(&body), Err(StartupError::Malformed));
         let body = (2i32 << 16).to_be_bytes();
-        assert!(matches!(decode(&body), Err(StartupError::UnsupportedProtocol { .. })));
+        assert!(matches!(
+            decode(&body),
+            Err(StartupError::UnsupportedProtocol { .. })
+        ));
         let mut body = 196608i32.to_be_bytes().to_vec();
         body.extend_from_slice(b"database\0crm\0\0");
         assert_eq!(decode(&body), Err(StartupError::NoUser));

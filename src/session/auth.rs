@@ -123,7 +123,9 @@ pub async fn relay_login(
         let frame = read_frame(upstream, upstream_buf, &reader).await?;
         match frame.tag {
             b'S' => {
-                parameters.push(message::decode_parameter_status(&frame).map_err(SessionError::upstream)?);
+                parameters.push(
+                    message::decode_parameter_status(&frame).map_err(SessionError::upstream)?,
+                );
                 client.write_all(&frame.raw).await?;
             }
             b'K' => {

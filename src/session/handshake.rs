@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
@@ -30,13 +30,30 @@ pub enum Opened {
 /// TLS record type of a ClientHello: a client using direct TLS negotiation (PostgreSQL 17+).
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
-async fn read_initial<S: AsyncRead + Unpin>(s: &mut S) -> Result<Initial, SessionError> {
+/// Read one untagged packet; a malformed one is answered with FATAL 08P01 before the error
+/// ends the session.
+async fn read_initial<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+) -> Result<Initial, SessionError> {
     let mut header = [0u8; 4];
     s.read_exact(&mut header).await?;
-    let len = startup::packet_len(header).map_err(|e| SessionError::Protocol(e.to_string()))?;
-    let mut body = vec![0u8; len - 4];
-    s.read_exact(&mut body).await?;
-    startup::decode(&body).map_err(|e| SessionError::Protocol(e.to_string()))
+    let decoded = match startup::packet_len(header) {
+        Ok(len) => {
+            let mut body = vec![0u8; len - 4];
+            s.read_exact(&mut body).await?;
+            startup::decode(&body)
+        }
+        Err(e) => Err(e),
+    };
+    match decoded {
+        Ok(initial) => Ok(initial),
+        Err(e) => {
+            let err = PgError::protocol_violation(format!("pgvakt: {e}"));
+            let _ = s.write_all(&err.to_bytes()).await;
+            let _ = s.flush().await;
+            Err(SessionError::Protocol(e.to_string()))
+        }
+    }
 }
 
 pub async fn open(mut tcp: TcpStream, proxy: &Arc<Proxy>) -> Result<Opened, SessionError> {

@@ -49,7 +49,9 @@ impl SessionError {
             SessionError::Protocol(m) => Some(PgError::protocol_violation(format!(
                 "pgvakt: invalid message from client: {m}"
             ))),
-            SessionError::Upstream(m) => Some(PgError::upstream_unavailable(format!("pgvakt: {m}"))),
+            SessionError::Upstream(m) => {
+                Some(PgError::upstream_unavailable(format!("pgvakt: {m}")))
+            }
             SessionError::Client(e) => Some(e.clone()),
             _ => None,
         }
@@ -79,7 +81,12 @@ pub async fn run(tcp: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
     .await
 }
 
-async fn serve(tcp: TcpStream, peer: SocketAddr, id: u64, proxy: &Arc<Proxy>) -> Result<(), SessionError> {
+async fn serve(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    proxy: &Arc<Proxy>,
+) -> Result<(), SessionError> {
     let startup_timeout = Duration::from_millis(proxy.config.limits.startup_timeout_ms);
     let started = tokio::time::timeout(startup_timeout, start(tcp, proxy)).await;
     let Ok(started) = started else {
@@ -127,7 +134,9 @@ async fn start(tcp: TcpStream, proxy: &Arc<Proxy>) -> Result<Option<Started>, Se
     let refuse = |e: PgError| SessionError::Client(e);
     if proxy.phase() != Phase::Running {
         proxy.metrics.refused(RefuseReason::ShuttingDown);
-        let _ = client.write_all(&PgError::admin_shutdown().to_bytes()).await;
+        let _ = client
+            .write_all(&PgError::admin_shutdown().to_bytes())
+            .await;
         return Ok(None);
     }
     let user = startup.user().to_owned();
@@ -154,7 +163,15 @@ async fn start(tcp: TcpStream, proxy: &Arc<Proxy>) -> Result<Option<Started>, Se
     upstream.flush().await?;
     let mut client_buf = handshake::startup_buffer();
     let mut upstream_buf = handshake::startup_buffer();
-    let logged_in = match auth::relay_login(&mut client, &mut client_buf, &mut upstream, &mut upstream_buf, proxy).await {
+    let logged_in = match auth::relay_login(
+        &mut client,
+        &mut client_buf,
+        &mut upstream,
+        &mut upstream_buf,
+        proxy,
+    )
+    .await
+    {
         Ok(l) => l,
         Err(e) => {
             if let Some(pg) = e.client_error() {

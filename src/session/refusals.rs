@@ -90,12 +90,18 @@ mod tests {
         let r = Refusals::new();
         let a = r.marker(PgError::insufficient_privilege("a"));
         let b = r.marker(PgError::insufficient_privilege("b"));
-        let col = |m: &str| m.trim_start_matches("SELECT \"").trim_end_matches('"').to_owned();
+        let col = |m: &str| {
+            m.trim_start_matches("SELECT \"")
+                .trim_end_matches('"')
+                .to_owned()
+        };
         let msg_b = format!("column \"{}\" does not exist", col(&b));
         assert_eq!(r.resolve(&msg_b).unwrap().message, "b");
         assert!(!r.has_pending());
         let msg_a = format!("column \"{}\" does not exist", col(&a));
         assert!(r.resolve(&msg_a).is_none());
-        assert!(r.resolve("column \"pgvakt-refusal-0-1\" does not exist").is_none());
+        assert!(r
+            .resolve("column \"pgvakt-refusal-0-1\" does not exist")
+            .is_none());
     }
 }

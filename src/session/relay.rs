@@ -80,7 +80,16 @@ pub async fn run(s: &mut Started, proxy: &Proxy) -> Result<(), SessionError> {
     let (control_tx, control_rx) = mpsc::channel::<Control>(1);
     let (done_tx, done_rx) = watch::channel(false);
     let front = async {
-        let r = frontend(client_rd, client_buf, upstream_wr, policy, proxy, &shared, done_rx).await;
+        let r = frontend(
+            client_rd,
+            client_buf,
+            upstream_wr,
+            policy,
+            proxy,
+            &shared,
+            done_rx,
+        )
+        .await;
         let control = match r.as_ref().err().and_then(|e| e.client_error()) {
             Some(pg) => Control::Fatal(pg),
             None => Control::Close,
@@ -89,7 +98,15 @@ pub async fn run(s: &mut Started, proxy: &Proxy) -> Result<(), SessionError> {
         r
     };
     let back = async {
-        let r = backend(upstream_rd, upstream_buf, client_wr, proxy, &shared, control_rx).await;
+        let r = backend(
+            upstream_rd,
+            upstream_buf,
+            client_wr,
+            proxy,
+            &shared,
+            control_rx,
+        )
+        .await;
         let _ = done_tx.send(true);
         r
     };
@@ -116,9 +133,13 @@ async fn frontend(
 ) -> Result<(), SessionError> {
     let reader = FrameReader::new(proxy.config.limits.max_message_bytes);
     let idle_timeout = Duration::from_millis(proxy.config.limits.idle_timeout_ms);
-    let bytes_in = proxy.metrics.bytes.get_or_create(&DirectionLabel {
-        direction: Direction::ClientToUpstream,
-    }).clone();
+    let bytes_in = proxy
+        .metrics
+        .bytes
+        .get_or_create(&DirectionLabel {
+            direction: Direction::ClientToUpstream,
+        })
+        .clone();
     let mut out = BytesMut::new();
     loop {
         while let Some(frame) = reader
@@ -135,7 +156,8 @@ async fn frontend(
                 b'Q' => {
                     shared.push_inflight();
                     if shared.restricted {
-                        let sql = decode_query(&frame).map_err(|e| SessionError::Protocol(e.to_string()))?;
+                        let sql = decode_query(&frame)
+                            .map_err(|e| SessionError::Protocol(e.to_string()))?;
                         let verdict = policy.check(sql);
                         count(proxy, &verdict);
                         match verdict {
@@ -146,12 +168,15 @@ async fn frontend(
                             }
                         }
                     } else {
-                        proxy.metrics.statement(Decision::Passthrough, Class::Unknown);
+                        proxy
+                            .metrics
+                            .statement(Decision::Passthrough, Class::Unknown);
                         out.extend_from_slice(&frame.raw);
                     }
                 }
                 b'P' if shared.restricted => {
-                    let parse = decode_parse(&frame).map_err(|e| SessionError::Protocol(e.to_string()))?;
+                    let parse =
+                        decode_parse(&frame).map_err(|e| SessionError::Protocol(e.to_string()))?;
                     let verdict = policy.check(parse.sql);
                     count(proxy, &verdict);
                     match verdict {
@@ -160,7 +185,12 @@ async fn frontend(
                             &encode_parse(parse.name, &sql, &parse.param_types).raw,
                         ),
                         Verdict::Refuse(e) => out.extend_from_slice(
-                            &encode_parse(parse.name, &shared.refusals.marker(e), &parse.param_types).raw,
+                            &encode_parse(
+                                parse.name,
+                                &shared.refusals.marker(e),
+                                &parse.param_types,
+                            )
+                            .raw,
                         ),
                     }
                 }
@@ -254,9 +284,13 @@ async fn backend(
 ) -> Result<(), SessionError> {
     let reader = FrameReader::new(UPSTREAM_MAX_MESSAGE);
     let mut phase = proxy.phase.subscribe();
-    let bytes_out = proxy.metrics.bytes.get_or_create(&DirectionLabel {
-        direction: Direction::UpstreamToClient,
-    }).clone();
+    let bytes_out = proxy
+        .metrics
+        .bytes
+        .get_or_create(&DirectionLabel {
+            direction: Direction::UpstreamToClient,
+        })
+        .clone();
     loop {
         // Forward the longest run of complete frames straight from the buffer; only frames that
         // must change are handled one by one.
@@ -275,7 +309,10 @@ async fn backend(
                         shared.tx_status.store(status, Ordering::Relaxed);
                     }
                     if let Some(t) = shared.pop_inflight() {
-                        proxy.metrics.statement_seconds.observe(t.elapsed().as_secs_f64());
+                        proxy
+                            .metrics
+                            .statement_seconds
+                            .observe(t.elapsed().as_secs_f64());
                     }
                 }
                 b'S' if shared.restricted => {

@@ -1,0 +1,186 @@
+//! Shared fixtures: a throwaway PostgreSQL, pgvakt started in-process in front of it, and
+//! clients that connect through it with TLS.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pgvakt::certs::{self, GeneratedCerts};
+use pgvakt::cluster::{Cluster, ClusterOptions};
+use pgvakt::config::Config;
+use pgvakt::enforce::Enforcer;
+use pgvakt::listener::Server;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use tokio_postgres::{Client, Config as PgConfig};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+pub struct Env {
+    pub cluster: Cluster,
+    pub server: Option<Server>,
+    pub certs: GeneratedCerts,
+    pub dir: tempfile::TempDir,
+}
+
+/// Extra YAML appended to the generated proxy configuration.
+#[derive(Default, Clone)]
+pub struct EnvOptions {
+    pub extra_yaml: String,
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        Self::start_with(EnvOptions::default()).await
+    }
+
+    pub async fn start_with(opts: EnvOptions) -> Env {
+        let cluster = Cluster::start_async(ClusterOptions::default())
+            .await
+            .expect("start PostgreSQL");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let certs = certs::generate(dir.path(), "client").expect("certs");
+        let yaml = format!(
+            "listen: 127.0.0.1:0\nupstream:\n  host: 127.0.0.1\n  port: {}\ntls:\n  cert_file: {}\n  key_file: {}\nmetrics:\n  listen: 127.0.0.1:0\nlimits:\n  max_message_bytes: 1048576\n  shutdown_grace_ms: 1000\n{}",
+            cluster.port(),
+            certs.server_cert.display(),
+            certs.server_key.display(),
+            opts.extra_yaml
+        );
+        let config = Config::parse(&yaml, "test.yaml").expect("config");
+        let server = Server::start(config, Enforcer::new())
+            .await
+            .expect("start pgvakt");
+        Env {
+            cluster,
+            server: Some(server),
+            certs,
+            dir,
+        }
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("server running")
+    }
+
+    pub fn proxy_port(&self) -> u16 {
+        self.server().addr.port()
+    }
+
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.server().metrics_addr)
+    }
+
+    /// Superuser connection straight to PostgreSQL, for setup and for comparisons.
+    pub async fn direct(&self) -> Client {
+        self.cluster
+            .connect("postgres")
+            .await
+            .expect("direct connection")
+    }
+
+    /// Create a login role with a SCRAM password.
+    pub async fn create_user(&self, user: &str, password: &str, superuser: bool) {
+        let su = if superuser { "SUPERUSER" } else { "" };
+        self.direct()
+            .await
+            .batch_execute(&format!(
+                "CREATE ROLE {user} LOGIN {su} PASSWORD '{password}'"
+            ))
+            .await
+            .expect("create role");
+    }
+
+    /// Let `user` log in without a password (for hand-written protocol clients).
+    pub async fn trust_user(&self, user: &str) {
+        let hba = self.cluster.data_dir().join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+        std::fs::write(&hba, format!("host all {user} 127.0.0.1/32 trust\n{old}"))
+            .expect("write pg_hba.conf");
+        self.direct()
+            .await
+            .batch_execute("SELECT pg_reload_conf()")
+            .await
+            .expect("reload");
+    }
+
+    pub fn pg_config(&self, user: &str, password: &str, db: &str) -> PgConfig {
+        let mut c = PgConfig::new();
+        c.host("127.0.0.1")
+            .port(self.proxy_port())
+            .user(user)
+            .password(password)
+            .dbname(db)
+            .ssl_mode(tokio_postgres::config::SslMode::Require);
+        c
+    }
+
+    pub fn tls(&self) -> MakeRustlsConnect {
+        MakeRustlsConnect::new((*client_tls(&self.certs.ca_cert)).clone())
+    }
+
+    /// Connect through pgvakt with TLS; the connection task runs in the background.
+    pub async fn connect(
+        &self,
+        user: &str,
+        password: &str,
+        db: &str,
+    ) -> Result<Client, tokio_postgres::Error> {
+        let (client, conn) = self
+            .pg_config(user, password, db)
+            .connect(self.tls())
+            .await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+
+    pub async fn metrics(&self) -> String {
+        http_get(self.server().metrics_addr, "/metrics").await
+    }
+}
+
+/// rustls client configuration trusting the test CA.
+pub fn client_tls(ca: &PathBuf) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("ca") {
+        roots.add(cert.expect("cert")).expect("add ca");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// Minimal HTTP GET returning the body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect metrics");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
+}
+
+/// Value of a metric line `name{labels} value` (labels given exactly as exported), 0 if absent.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+/// SQLSTATE of a tokio-postgres error.
+pub fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_owned()).unwrap_or_default()
+}

@@ -1,0 +1,96 @@
+//! Bad input from one peer ends only that peer's session.
+
+mod common;
+
+use common::raw::{msg, query, Raw};
+use common::{client_tls, Env};
+
+#[tokio::test]
+async fn oversize_and_garbage_messages_close_only_their_session() {
+    let env = Env::start().await;
+    env.create_user("alice", "pw", false).await;
+    env.create_user("mallory", "x", false).await;
+    env.trust_user("mallory").await;
+    let good = env.connect("alice", "pw", "postgres").await.unwrap();
+    good.batch_execute("BEGIN; CREATE TEMP TABLE keep(a int); INSERT INTO keep VALUES (1)")
+        .await
+        .unwrap();
+
+    // A length far above the configured limit: refused before the body is read.
+    let mut raw = Raw::connect(env.proxy_port(), client_tls(&env.certs.ca_cert), "mallory").await;
+    raw.send(&[b'Q', 0x40, 0, 0, 0]).await.unwrap();
+    let m = raw.recv().await.expect("an error before close");
+    assert_eq!(m.tag, b'E');
+    assert_eq!(m.field(b'C').as_deref(), Some("08P01"));
+    assert!(
+        m.field(b'M').unwrap().contains("over the limit"),
+        "{:?}",
+        m.field(b'M')
+    );
+    assert!(raw.recv().await.is_none(), "session must be closed");
+
+    // An impossible length.
+    let mut raw = Raw::connect(env.proxy_port(), client_tls(&env.certs.ca_cert), "mallory").await;
+    raw.send(&[b'Q', 0, 0, 0, 2]).await.unwrap();
+    assert_eq!(
+        raw.recv().await.unwrap().field(b'C').as_deref(),
+        Some("08P01")
+    );
+
+    // A message type no frontend sends.
+    let mut raw = Raw::connect(env.proxy_port(), client_tls(&env.certs.ca_cert), "mallory").await;
+    raw.send(&msg(b'Z', b"I")).await.unwrap();
+    let m = raw.recv().await.unwrap();
+    assert_eq!(m.field(b'C').as_deref(), Some("08P01"));
+
+    // A query that is not NUL-terminated still reaches PostgreSQL's own checks or ours, but
+    // never crashes anything.
+    let mut raw = Raw::connect(env.proxy_port(), client_tls(&env.certs.ca_cert), "mallory").await;
+    raw.send(&msg(b'Q', b"SELECT 1")).await.unwrap();
+    let _ = raw.until_ready().await;
+
+    // A well-behaved raw session still works.
+    let mut raw = Raw::connect(env.proxy_port(), client_tls(&env.certs.ca_cert), "mallory").await;
+    raw.send(&query("SELECT 1")).await.unwrap();
+    let msgs = raw.until_ready().await;
+    assert!(msgs.iter().any(|m| m.tag == b'D'));
+
+    // The other session, mid-transaction, never noticed.
+    let n: i64 = good
+        .query_one("SELECT count(*) FROM keep", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    good.batch_execute("COMMIT").await.unwrap();
+}
+
+#[tokio::test]
+async fn garbage_startup_gets_protocol_violation() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::start().await;
+    for packet in [
+        vec![0, 0, 0, 8, 0, 2, 0, 0],                 // protocol 2
+        vec![0x7f, 0, 0, 0, 0, 3, 0, 0],              // absurd length
+        vec![0, 0, 0, 12, 0, 3, 0, 0, b'u', 0, 0, 0], // no user
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", env.proxy_port()))
+            .await
+            .unwrap();
+        tcp.write_all(&packet).await.unwrap();
+        let mut reply = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            tcp.read_to_end(&mut reply),
+        )
+        .await;
+        assert_eq!(reply.first(), Some(&b'E'), "{packet:?} → {reply:?}");
+        let text = String::from_utf8_lossy(&reply);
+        assert!(text.contains("08P01"), "{text}");
+    }
+    let m = env.metrics().await;
+    assert!(
+        m.contains("pgvakt_client_connections_accepted_total 3"),
+        "{m}"
+    );
+}
