@@ -2,6 +2,7 @@
 
 pub mod cancel;
 pub mod certs;
+pub mod cluster;
 pub mod config;
 pub mod enforce;
 pub mod listener;
