@@ -26,6 +26,7 @@ pub struct LoggedIn {
     /// The cancel key handed to the client (the proxy's own).
     pub proxy_pid: i32,
     /// ParameterStatus values the upstream reported.
+    #[allow(dead_code)]
     pub parameters: Vec<(String, String)>,
 }
 

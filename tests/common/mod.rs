@@ -2,6 +2,8 @@
 //! clients that connect through it with TLS.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -183,4 +185,11 @@ pub fn metric(text: &str, series: &str) -> f64 {
 /// SQLSTATE of a tokio-postgres error.
 pub fn sqlstate(e: &tokio_postgres::Error) -> String {
     e.code().map(|c| c.code().to_owned()).unwrap_or_default()
+}
+
+/// Primary message of a tokio-postgres error from the server (or its text otherwise).
+pub fn message(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.message().to_owned())
+        .unwrap_or_else(|| e.to_string())
 }

@@ -38,7 +38,9 @@ impl Raw {
     /// TLS through SSLRequest, then a startup for `user` (who must be trusted by pg_hba).
     pub async fn connect(port: u16, tls: Arc<rustls::ClientConfig>, user: &str) -> Raw {
         let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
-        tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await.expect("ssl request");
+        tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+            .await
+            .expect("ssl request");
         let mut b = [0u8; 1];
         tcp.read_exact(&mut b).await.expect("ssl answer");
         assert_eq!(b[0], b'S');
