@@ -10,6 +10,9 @@
 //! - `store.rs`: the atomically swapped current policy; `check.rs` and `testcases.rs` back the
 //!   `pgvakt policy check` and `pgvakt policy test` commands.
 
+pub mod diag;
+pub mod grants;
 pub mod inventory;
 pub mod masks;
 pub mod model;
+pub mod source;
