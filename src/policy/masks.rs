@@ -351,3 +351,136 @@ pub fn validate_custom_template(template: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hmac::{Hmac, Mac};
+    use proptest::prelude::*;
+    use sqlparser::ast::{DataType, Expr};
+
+    const TYPES: &[(&str, char)] = &[
+        ("text", 'S'),
+        ("character varying(40)", 'S'),
+        ("date", 'D'),
+        ("timestamp with time zone", 'D'),
+        ("integer", 'N'),
+        ("numeric(12,2)", 'N'),
+    ];
+
+    fn methods() -> Vec<MaskMethod> {
+        vec![
+            MaskMethod::builtin(MaskKind::Null),
+            MaskMethod::builtin(MaskKind::Redact),
+            MaskMethod::builtin(MaskKind::Partial {
+                keep_first: 2,
+                keep_last: 1,
+            }),
+            MaskMethod::builtin(MaskKind::Email),
+            MaskMethod::builtin(MaskKind::Phone),
+            MaskMethod::builtin(MaskKind::BankAccount),
+            MaskMethod::builtin(MaskKind::DateYear),
+            MaskMethod::builtin(MaskKind::Pseudonym(Some(PseudonymKey::new(
+                b"0123456789abcdef",
+            )))),
+            MaskMethod::custom("c", "left(CAST({col} AS text), 1) || '***'"),
+        ]
+    }
+
+    fn parse(sql: &str) -> Expr {
+        let dialect = PostgreSqlDialect {};
+        let mut p = Parser::new(&dialect)
+            .try_with_sql(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let e = p.parse_expr().unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(p.peek_token().token, Token::EOF, "{sql}");
+        e
+    }
+
+    proptest! {
+        /// Every method either refuses a type or yields SQL that parses and whose outermost
+        /// node is a cast to exactly the column's type.
+        #[test]
+        fn masks_keep_the_column_type(m in 0usize..9, t in 0usize..6, col in "[a-z][a-z_]{0,8}") {
+            let method = &methods()[m];
+            let (name, cat) = TYPES[t];
+            let ty = ColumnType { sql_name: name.into(), category: cat };
+            let col_sql = format!("c.\"{col}\"");
+            if let Ok(sql) = method.render(&col_sql, &ty) {
+                prop_assert!(sql.starts_with("CAST("), "{}", sql);
+                prop_assert!(sql.ends_with(&format!(" AS {name})")), "{}", sql);
+                let Expr::Cast { data_type, .. } = parse(&sql) else {
+                    return Err(TestCaseError::fail(format!("not a cast: {sql}")));
+                };
+                let target = parse(&format!("CAST(NULL AS {name})"));
+                let Expr::Cast { data_type: want, .. } = target else { unreachable!() };
+                prop_assert_eq!(data_type, want);
+                // The NULL guard: NULL in, NULL out, for every method.
+                prop_assert!(method.kind == MaskKind::Null || sql.contains(&format!("CASE WHEN ({col_sql}) IS NULL THEN NULL")), "{}", sql);
+            }
+        }
+    }
+
+    #[test]
+    fn methods_refuse_types_they_cannot_mask() {
+        let date = ColumnType {
+            sql_name: "date".into(),
+            category: 'D',
+        };
+        let int = ColumnType {
+            sql_name: "integer".into(),
+            category: 'N',
+        };
+        let text = ColumnType {
+            sql_name: "text".into(),
+            category: 'S',
+        };
+        assert!(MaskMethod::builtin(MaskKind::Email)
+            .render("x", &date)
+            .is_err());
+        assert!(MaskMethod::builtin(MaskKind::BankAccount)
+            .render("x", &int)
+            .is_err());
+        assert!(MaskMethod::builtin(MaskKind::DateYear)
+            .render("x", &text)
+            .is_err());
+        assert!(MaskMethod::builtin(MaskKind::Pseudonym(None))
+            .render("x", &text)
+            .is_err());
+        assert!(MaskMethod::builtin(MaskKind::Null)
+            .render(
+                "x",
+                &ColumnType {
+                    sql_name: "int; DROP".into(),
+                    category: 'N'
+                }
+            )
+            .is_err());
+        let _ = DataType::Text;
+    }
+
+    /// The SQL composition sha256(opad || sha256(ipad || msg)) is HMAC-SHA256: recompute it in
+    /// Rust the same way and compare with the hmac crate.
+    #[test]
+    fn pseudonym_template_is_hmac_sha256() {
+        let key = b"a pseudonym key that is long enough";
+        let k = PseudonymKey::new(key);
+        let msg = b"alice@example.com";
+        let ipad = hex::decode(&k.ipad_hex).unwrap_or_default();
+        let opad = hex::decode(&k.opad_hex).unwrap_or_default();
+        let inner = Sha256::digest([ipad.as_slice(), msg].concat());
+        let outer = Sha256::digest([opad.as_slice(), inner.as_slice()].concat());
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+        mac.update(msg);
+        assert_eq!(outer.as_slice(), mac.finalize().into_bytes().as_slice());
+        assert!(!format!("{k:?}").contains(&k.ipad_hex));
+    }
+
+    #[test]
+    fn documented_templates() {
+        assert_eq!(
+            MaskMethod::builtin(MaskKind::BankAccount).template,
+            "regexp_replace(CAST({col} AS text), '[0-9](?=(?:[^0-9]*[0-9]){4})', '*', 'g')"
+        );
+    }
+}

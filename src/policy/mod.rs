@@ -10,6 +10,7 @@
 //! - `store.rs`: the atomically swapped current policy; `check.rs` and `testcases.rs` back the
 //!   `pgvakt policy check` and `pgvakt policy test` commands.
 
+pub mod check;
 pub mod compile;
 pub mod diag;
 pub mod grants;
@@ -18,6 +19,7 @@ pub mod masks;
 pub mod model;
 pub mod source;
 pub mod store;
+pub mod testcases;
 pub mod validate;
 mod validate_roles;
 

@@ -234,3 +234,170 @@ fn pseudonym_without_key_is_unavailable_not_defaulted() {
     };
     assert!(m.render("email", &ty).is_err());
 }
+
+#[test]
+fn json_schema_is_valid_json_and_lists_every_top_level_key() {
+    let text = include_str!("../../policies/schema/pgvakt-policy.schema.json");
+    let v: serde_json::Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}"));
+    let props = v["properties"]
+        .as_object()
+        .map(|o| o.keys().cloned().collect::<Vec<_>>())
+        .unwrap_or_default();
+    let mut want: Vec<String> = source::TOP_LEVEL_KEYS
+        .iter()
+        .map(|k| (*k).to_owned())
+        .collect();
+    let mut got = props.clone();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
+    // And the loader really accepts each of them (an unknown one would be refused).
+    for key in source::TOP_LEVEL_KEYS {
+        let mut d = Diagnostics::default();
+        parse("k.yaml", format!("{key}: null\n"), &mut d);
+        assert!(
+            !d.items.iter().any(|i| i.message.contains("unknown field")),
+            "{key}: {d}"
+        );
+    }
+}
+
+#[test]
+fn demo_test_cases_parse_and_run() {
+    let path = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/policies/tests/crm.yaml"
+    ));
+    let tests = testcases::parse_test_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(tests.cases.len() >= 25);
+    let p = demo();
+    for c in &tests.cases {
+        assert!(p.roles.contains_key(&c.value.role), "{}", c.value.role);
+    }
+    // A stand-in analyser that refuses everything: only the refuse cases pass.
+    let report = testcases::run("crm.yaml", &tests, |_, _| testcases::TestOutcome {
+        decision: testcases::Decision::Refuse,
+        masked: vec![],
+        blocked: vec![
+            "contacts.bank_account".into(),
+            "contacts.date_of_birth".into(),
+            "contacts.email".into(),
+        ],
+        sql_out: None,
+    });
+    let refusals = tests
+        .cases
+        .iter()
+        .filter(|c| c.value.expect == testcases::Decision::Refuse)
+        .count();
+    assert_eq!(report.passed, refusals, "{report}");
+    assert!(report
+        .to_string()
+        .contains("FAIL secretary reads names and contact data: expected Allow, got Refuse"));
+}
+
+#[test]
+fn check_reports_and_compares_with_live_schema() {
+    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/crm.yaml"));
+    let report = check::check(&[path.clone()]);
+    assert!(report.ok(), "{report}");
+    let p = demo();
+    let cols = |v: &[&str]| {
+        v.iter()
+            .map(|c| ((*c).to_owned(), "text".to_owned()))
+            .collect::<Vec<_>>()
+    };
+    let live = vec![
+        (
+            "public".into(),
+            "contacts".into(),
+            cols(&[
+                "id",
+                "first_name",
+                "last_name",
+                "email",
+                "phone",
+                "street_address",
+                "postal_code",
+                "city",
+                "country",
+                "date_of_birth",
+                "bank_account",
+                "notes",
+                "created_at",
+                "last_activity_at",
+                "company_id",
+            ]),
+        ),
+        (
+            "public".into(),
+            "activities".into(),
+            cols(&["id", "contact_id", "kind", "subject", "body", "happened_at"]),
+        ),
+        (
+            "public".into(),
+            "consents".into(),
+            cols(&[
+                "id",
+                "contact_id",
+                "purpose",
+                "legal_basis",
+                "source",
+                "granted_at",
+                "granted_by",
+                "withdrawn_at",
+            ]),
+        ),
+        (
+            "public".into(),
+            "companies".into(),
+            cols(&["id", "name", "org_number", "industry", "city", "created_at"]),
+        ),
+        (
+            "public".into(),
+            "invoices".into(),
+            cols(&["id", "iban", "amount"]),
+        ),
+    ];
+    let d = check::check_against_schema(&p, &live, &[]);
+    let lines: Vec<String> = d.items.iter().map(ToString::to_string).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("warning: public.invoices.iban: column (text) looks personal"),
+        "{lines:?}"
+    );
+    let mut live = live;
+    live[0].2.retain(|(c, _)| c != "notes");
+    let d = check::check_against_schema(&p, &live, &[]);
+    assert!(
+        d.items.iter().any(|i| i.severity == Severity::Error
+            && i.message == "column 'notes' does not exist in public.contacts"),
+        "{d}"
+    );
+}
+
+#[test]
+fn store_keeps_old_policy_on_bad_reload() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.path().join("p.yaml");
+    std::fs::write(&file, BASE).unwrap_or_else(|e| panic!("{e}"));
+    let store = store::PolicyStore::open(vec![file.clone()]).unwrap_or_else(|e| panic!("{e}"));
+    let v1 = store.current().version.clone();
+    std::fs::write(&file, format!("{BASE}  x: {{default: allow}}\n"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = store
+        .reload(&[file.clone()])
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("roles.x.default: the default must be a mask or 'block'"),
+        "{err}"
+    );
+    assert_eq!(store.current().version, v1);
+    std::fs::write(&file, format!("{BASE}  x: {{default: block}}\n"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let v2 = store.reload(&[file]).unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(v1, v2);
+    assert_eq!(store.current().version, v2);
+}
