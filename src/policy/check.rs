@@ -83,6 +83,9 @@ pub fn check(paths: &[PathBuf]) -> CheckReport {
     }
 }
 
+/// Example values of one live column: ((schema, table, column), values).
+pub type Sample = ((String, String, String), Vec<String>);
+
 /// One live table: (schema, table, [(column, type)]).
 pub type LiveTable = (String, String, Vec<(String, String)>);
 
@@ -92,7 +95,7 @@ pub type LiveTable = (String, String, Vec<(String, String)>);
 pub fn check_against_schema(
     set: &PolicySet,
     live: &[LiveTable],
-    samples: &[((String, String, String), Vec<String>)],
+    samples: &[Sample],
 ) -> Diagnostics {
     let mut d = Diagnostics::default();
     let file = set.files.first().cloned().unwrap_or_default();

@@ -299,7 +299,7 @@ fn demo_test_cases_parse_and_run() {
 #[test]
 fn check_reports_and_compares_with_live_schema() {
     let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/crm.yaml"));
-    let report = check::check(&[path.clone()]);
+    let report = check::check(std::slice::from_ref(&path));
     assert!(report.ok(), "{report}");
     let p = demo();
     let cols = |v: &[&str]| {
@@ -386,7 +386,7 @@ fn store_keeps_old_policy_on_bad_reload() {
     std::fs::write(&file, format!("{BASE}  x: {{default: allow}}\n"))
         .unwrap_or_else(|e| panic!("{e}"));
     let err = store
-        .reload(&[file.clone()])
+        .reload(std::slice::from_ref(&file))
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
