@@ -6,6 +6,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::inventory::{ColumnRules, Inventory, NONE};
+use super::masks::{self, MaskKind};
+
 /// What a statement does, for per-role limits and for audit records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum StatementClass {
@@ -30,7 +33,10 @@ pub struct ColumnType {
 pub struct MaskMethod {
     pub name: String,
     /// SQL expression template; `{col}` is the column expression, `{type}` its SQL type name.
+    /// For built-in methods this is the text-column form, kept for `explain` output.
     pub template: String,
+    /// Which method this is; decides the SQL per column type (see `masks.rs`).
+    pub kind: MaskKind,
 }
 
 impl MaskMethod {
@@ -38,13 +44,7 @@ impl MaskMethod {
     /// the column's type. An error means the method cannot mask this type: enforcement refuses
     /// the statement rather than forwarding the column unmasked.
     pub fn render(&self, col_sql: &str, ty: &ColumnType) -> Result<String, String> {
-        Ok(format!(
-            "CAST(({}) AS {})",
-            self.template
-                .replace("{col}", col_sql)
-                .replace("{type}", &ty.sql_name),
-            ty.sql_name
-        ))
+        masks::render(self, col_sql, ty)
     }
 }
 
@@ -105,20 +105,37 @@ pub trait RoleRules: Send + Sync {
     fn allows(&self, capability: Capability) -> bool;
 }
 
+/// A role's rule for a column or category, with its origin for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleAction {
+    pub action: ColumnAction,
+    /// e.g. `roles.secretary.categories.financial (policies/crm.yaml:41:7)`.
+    pub rule: String,
+}
+
 /// A compiled policy role; built by the loader.
 #[derive(Debug, Clone)]
 pub struct RolePolicy {
     pub name: String,
     pub unrestricted: bool,
-    /// Decision per (schema, table, column); columns absent here fall back to `default_for`.
-    pub columns: BTreeMap<(String, String, String), ColumnDecision>,
-    /// Decision for personal columns not matched by any rule (privacy by default).
+    /// The data inventory shared by all roles of one policy set.
+    pub inventory: Arc<Inventory>,
+    /// Column rules (exact or pattern names); they win over category rules.
+    pub columns: ColumnRules<RuleAction>,
+    /// Category → rule.
+    pub categories: BTreeMap<String, RuleAction>,
+    /// Decision for personal columns not opened by any rule (privacy by default).
     pub default_action: ColumnAction,
     pub default_rule: String,
-    /// Tables that hold personal data: (schema, table) → category of unclassified columns.
-    pub personal_tables: BTreeMap<(String, String), String>,
     pub classes: Vec<StatementClass>,
     pub capabilities: Vec<Capability>,
+}
+
+impl RolePolicy {
+    /// Inventory facts (subject key) for a base table, if the inventory lists it.
+    pub fn table_inventory(&self, schema: &str, table: &str) -> Option<TableInventory> {
+        self.inventory.table(schema, table)
+    }
 }
 
 impl RoleRules for RolePolicy {
@@ -131,25 +148,46 @@ impl RoleRules for RolePolicy {
     }
 
     fn column(&self, schema: &str, table: &str, column: &str) -> ColumnDecision {
-        let key = (schema.to_owned(), table.to_owned(), column.to_owned());
-        if let Some(d) = self.columns.get(&key) {
-            return d.clone();
-        }
-        match self
-            .personal_tables
-            .get(&(schema.to_owned(), table.to_owned()))
-        {
-            // An unclassified column of a table holding personal data is personal by default.
-            Some(category) if !self.unrestricted => ColumnDecision {
-                action: self.default_action.clone(),
-                category: category.clone(),
-                rule: self.default_rule.clone(),
-            },
-            _ => ColumnDecision {
+        let classified = self.inventory.classify(schema, table, column);
+        let category = classified
+            .as_ref()
+            .map_or_else(|| NONE.to_owned(), |c| c.category.clone());
+        let decide = |r: &RuleAction| ColumnDecision {
+            action: r.action.clone(),
+            category: category.clone(),
+            rule: r.rule.clone(),
+        };
+        if self.unrestricted {
+            return ColumnDecision {
                 action: ColumnAction::Allow,
-                category: "none".into(),
+                category,
+                rule: format!("roles.{} is unrestricted", self.name),
+            };
+        }
+        if let Some(r) = self.columns.get(schema, table, column) {
+            return decide(r);
+        }
+        let Some(classified) = classified else {
+            return ColumnDecision {
+                action: ColumnAction::Allow,
+                category,
                 rule: "not in the data inventory".into(),
-            },
+            };
+        };
+        if classified.category == NONE {
+            return ColumnDecision {
+                action: ColumnAction::Allow,
+                category,
+                rule: classified.rule,
+            };
+        }
+        if let Some(r) = self.categories.get(&classified.category) {
+            return decide(r);
+        }
+        ColumnDecision {
+            action: self.default_action.clone(),
+            category,
+            rule: self.default_rule.clone(),
         }
     }
 

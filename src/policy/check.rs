@@ -1,0 +1,170 @@
+//! `pgvakt policy check`: validate policy files without starting the proxy, optionally against
+//! the live schema.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use super::diag::{Diagnostics, Pos, Severity};
+use super::inventory::{is_pattern, NONE};
+use super::model::RoleRules;
+use super::{load, PolicySet};
+
+/// Column names that usually hold personal data; an unclassified column like this is a warning.
+const PERSONAL_HINTS: &[&str] = &[
+    "email",
+    "mail",
+    "phone",
+    "mobile",
+    "iban",
+    "account",
+    "birth",
+    "dob",
+    "ssn",
+    "personnummer",
+    "address",
+    "street",
+    "postal",
+    "zip",
+    "name",
+    "passport",
+    "salary",
+    "ip",
+];
+
+/// Everything `check` found, printable as `file:line:col: error: path: message` lines.
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    pub version: Option<String>,
+    pub diagnostics: Diagnostics,
+}
+
+impl CheckReport {
+    /// The caller exits non-zero when this is false.
+    pub fn ok(&self) -> bool {
+        !self.diagnostics.has_errors()
+    }
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.diagnostics)?;
+        let count = |s| {
+            self.diagnostics
+                .items
+                .iter()
+                .filter(|d| d.severity == s)
+                .count()
+        };
+        match &self.version {
+            Some(v) if self.ok() => {
+                writeln!(f, "policy {v}: ok, {} warning(s)", count(Severity::Warning))
+            }
+            _ => writeln!(
+                f,
+                "policy invalid: {} error(s), {} warning(s)",
+                count(Severity::Error),
+                count(Severity::Warning)
+            ),
+        }
+    }
+}
+
+/// Validates the files; the set is returned too so `--upstream` can reuse it.
+pub fn check(paths: &[PathBuf]) -> CheckReport {
+    match load(paths) {
+        Ok(set) => CheckReport {
+            version: Some(set.version.clone()),
+            diagnostics: set.warnings.clone(),
+        },
+        Err(e) => CheckReport {
+            version: None,
+            diagnostics: e.diagnostics,
+        },
+    }
+}
+
+/// Example values of one live column: ((schema, table, column), values).
+pub type Sample = ((String, String, String), Vec<String>);
+
+/// One live table: (schema, table, [(column, type)]).
+pub type LiveTable = (String, String, Vec<(String, String)>);
+
+/// Compares the inventory with the live schema: inventory names that do not exist are errors
+/// (a typo there silently protects nothing); unclassified columns whose name looks personal are
+/// warnings. `samples` may give example values per (schema, table, column) for extra hints.
+pub fn check_against_schema(
+    set: &PolicySet,
+    live: &[LiveTable],
+    samples: &[Sample],
+) -> Diagnostics {
+    let mut d = Diagnostics::default();
+    let file = set.files.first().cloned().unwrap_or_default();
+    let pos = Pos::file_only(&file);
+    for entry in &set.inventory.tables {
+        if is_pattern(&entry.schema) || is_pattern(&entry.table) {
+            continue;
+        }
+        let Some((_, _, cols)) = live
+            .iter()
+            .find(|(s, t, _)| *s == entry.schema && *t == entry.table)
+        else {
+            let known = live.iter().map(|(_, t, _)| t.as_str());
+            d.unknown(
+                &pos,
+                entry.rule.clone(),
+                format!(
+                    "table '{}.{}' does not exist upstream",
+                    entry.schema, entry.table
+                ),
+                &entry.table,
+                known,
+            );
+            continue;
+        };
+        for (name, cls) in &entry.columns {
+            if !is_pattern(name) && !cols.iter().any(|(c, _)| c == name) {
+                d.unknown(
+                    &pos,
+                    cls.rule.clone(),
+                    format!(
+                        "column '{name}' does not exist in {}.{}",
+                        entry.schema, entry.table
+                    ),
+                    name,
+                    cols.iter().map(|(c, _)| c.as_str()),
+                );
+            }
+        }
+    }
+    // Any role shows whether the inventory classifies a column; the default role always exists.
+    let role = &set.default_role;
+    for (schema, table, cols) in live {
+        for (col, ty) in cols {
+            let decision = role.column(schema, table, col);
+            let classified = set.inventory.classify(schema, table, col);
+            let unclassified = classified
+                .as_ref()
+                .is_none_or(|c| c.category == super::inventory::UNCLASSIFIED);
+            let lower = col.to_lowercase();
+            let looks_personal = PERSONAL_HINTS.iter().any(|h| lower.contains(h))
+                || samples.iter().any(|((s, t, c), vals)| {
+                    s == schema && t == table && c == col && vals.iter().any(|v| v.contains('@'))
+                });
+            if unclassified && looks_personal {
+                d.warning(
+                    &pos,
+                    format!("{schema}.{table}.{col}"),
+                    format!(
+                        "column ({ty}) looks personal but is not classified (currently: {})",
+                        if decision.category == NONE {
+                            "not personal"
+                        } else {
+                            "masked by default"
+                        }
+                    ),
+                );
+            }
+        }
+    }
+    d
+}

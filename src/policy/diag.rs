@@ -1,0 +1,170 @@
+//! Policy problems: each with file, line, column, field path and an optional suggestion.
+
+use std::fmt;
+
+use serde_saphyr::Location;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+    /// Field path inside the file, e.g. `roles.secretary.categories.finance`.
+    pub path: String,
+    pub message: String,
+    pub suggestion: Option<String>,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let level = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{}:{}:{}: {level}: ", self.file, self.line, self.column)?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        write!(f, "{}", self.message)?;
+        if let Some(s) = &self.suggestion {
+            write!(f, " (did you mean '{s}'?)")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a problem is: file plus position; `Location::UNKNOWN`-like zeros are kept as 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pos {
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+}
+
+impl Pos {
+    pub fn new(file: &str, loc: &Location) -> Self {
+        Pos {
+            file: file.to_owned(),
+            line: loc.line(),
+            column: loc.column(),
+        }
+    }
+
+    pub fn file_only(file: &str) -> Self {
+        Pos {
+            file: file.to_owned(),
+            line: 0,
+            column: 0,
+        }
+    }
+}
+
+impl fmt::Display for Pos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// Collects every problem instead of stopping at the first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diagnostics {
+    pub items: Vec<Diagnostic>,
+}
+
+impl Diagnostics {
+    pub fn error(&mut self, pos: &Pos, path: impl Into<String>, message: impl Into<String>) {
+        self.push(Severity::Error, pos, path.into(), message.into(), None);
+    }
+
+    pub fn warning(&mut self, pos: &Pos, path: impl Into<String>, message: impl Into<String>) {
+        self.push(Severity::Warning, pos, path.into(), message.into(), None);
+    }
+
+    /// An error about an unknown name, with the closest known name as suggestion.
+    pub fn unknown<'a>(
+        &mut self,
+        pos: &Pos,
+        path: impl Into<String>,
+        message: impl Into<String>,
+        name: &str,
+        known: impl IntoIterator<Item = &'a str>,
+    ) {
+        let suggestion = suggest(name, known);
+        self.push(
+            Severity::Error,
+            pos,
+            path.into(),
+            message.into(),
+            suggestion,
+        );
+    }
+
+    fn push(
+        &mut self,
+        severity: Severity,
+        pos: &Pos,
+        path: String,
+        message: String,
+        suggestion: Option<String>,
+    ) {
+        self.items.push(Diagnostic {
+            severity,
+            file: pos.file.clone(),
+            line: pos.line,
+            column: pos.column,
+            path,
+            message,
+            suggestion,
+        });
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.items.iter().any(|d| d.severity == Severity::Error)
+    }
+
+    pub fn extend(&mut self, other: Diagnostics) {
+        self.items.extend(other.items);
+    }
+
+    /// Sorted by file and position so reports read top to bottom.
+    pub fn sorted(mut self) -> Self {
+        self.items.sort_by(|a, b| {
+            (&a.file, a.line, a.column, a.severity).cmp(&(&b.file, b.line, b.column, b.severity))
+        });
+        self
+    }
+}
+
+impl fmt::Display for Diagnostics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for d in &self.items {
+            writeln!(f, "{d}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The closest known name, if it is close enough to be a plausible typo.
+pub fn suggest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    known
+        .into_iter()
+        .filter(|k| *k != name)
+        .map(|k| (strsim::jaro_winkler(name, k), k))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, k)| k.to_owned())
+}
+
+/// A policy that failed to load; the old policy (if any) stays in force.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("policy has {} error(s):\n{}", .diagnostics.items.iter().filter(|d| d.severity == Severity::Error).count(), .diagnostics)]
+pub struct PolicyErrors {
+    pub diagnostics: Diagnostics,
+}

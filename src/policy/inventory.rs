@@ -1,0 +1,214 @@
+//! The compiled data inventory: which columns hold personal data, and of what category.
+//!
+//! Names match exactly or by `*` glob patterns. Precedence, most specific first: a table's own
+//! exact column, the table's column patterns, then the global `schema.table.column` patterns.
+//! Overlapping patterns that disagree are rejected at load time, so lookup order among patterns
+//! never decides anything.
+
+use std::collections::BTreeMap;
+
+use super::model::TableInventory;
+
+/// Category given to columns of a personal table that no rule classifies: personal by default.
+pub const UNCLASSIFIED: &str = "unclassified";
+/// Category of non-personal columns.
+pub const NONE: &str = "none";
+
+/// `*` matches any run of characters (including none); everything else matches itself.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    // Classic iterative wildcard match with backtracking to the last star.
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ni));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == n[ni] {
+            pi += 1;
+            ni += 1;
+        } else if let Some((sp, sn)) = star {
+            pi = sp + 1;
+            ni = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+pub fn is_pattern(name: &str) -> bool {
+    name.contains('*')
+}
+
+/// Whether some name matches both globs.
+pub fn globs_overlap(a: &str, b: &str) -> bool {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // reach[i][j]: the prefixes a[..i] and b[..j] can generate a common string.
+    let mut reach = vec![vec![false; b.len() + 1]; a.len() + 1];
+    reach[0][0] = true;
+    for i in 0..=a.len() {
+        for j in 0..=b.len() {
+            if !reach[i][j] {
+                continue;
+            }
+            if i < a.len() && a[i] == '*' {
+                reach[i + 1][j] = true;
+                if j < b.len() {
+                    reach[i][j + 1] = true;
+                }
+            }
+            if j < b.len() && b[j] == '*' {
+                reach[i][j + 1] = true;
+                if i < a.len() {
+                    reach[i + 1][j] = true;
+                }
+            }
+            if i < a.len() && j < b.len() && a[i] == b[j] {
+                reach[i + 1][j + 1] = true;
+            }
+        }
+    }
+    reach[a.len()][b.len()]
+}
+
+/// A schema-qualified column name whose parts may be globs.
+pub type ColumnName = (String, String, String);
+
+/// Values keyed by column names, exact or pattern.
+#[derive(Debug, Clone)]
+pub struct ColumnRules<V> {
+    pub exact: BTreeMap<ColumnName, V>,
+    pub patterns: Vec<(ColumnName, V)>,
+}
+
+impl<V> Default for ColumnRules<V> {
+    fn default() -> Self {
+        ColumnRules {
+            exact: BTreeMap::new(),
+            patterns: Vec::new(),
+        }
+    }
+}
+
+impl<V> ColumnRules<V> {
+    pub fn insert(&mut self, name: ColumnName, value: V) {
+        if is_pattern(&name.0) || is_pattern(&name.1) || is_pattern(&name.2) {
+            self.patterns.push((name, value));
+        } else {
+            self.exact.insert(name, value);
+        }
+    }
+
+    pub fn get(&self, schema: &str, table: &str, column: &str) -> Option<&V> {
+        let key = (schema.to_owned(), table.to_owned(), column.to_owned());
+        self.exact.get(&key).or_else(|| {
+            self.patterns
+                .iter()
+                .find(|((s, t, c), _)| {
+                    glob_match(s, schema) && glob_match(t, table) && glob_match(c, column)
+                })
+                .map(|(_, v)| v)
+        })
+    }
+}
+
+/// A category with the rule that assigned it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    pub category: String,
+    pub rule: String,
+}
+
+/// One `inventory.tables` entry (the table name may be a pattern).
+#[derive(Debug, Clone)]
+pub struct TableEntry {
+    pub schema: String,
+    pub table: String,
+    pub subject_key: Option<String>,
+    pub personal: bool,
+    /// Column name (exact or pattern) → classification.
+    pub columns: Vec<(String, Classified)>,
+    pub rule: String,
+}
+
+impl TableEntry {
+    fn column(&self, column: &str) -> Option<&Classified> {
+        let exact = self.columns.iter().find(|(c, _)| c == column);
+        exact
+            .or_else(|| {
+                self.columns
+                    .iter()
+                    .find(|(c, _)| is_pattern(c) && glob_match(c, column))
+            })
+            .map(|(_, cls)| cls)
+    }
+
+    fn matches(&self, schema: &str, table: &str) -> bool {
+        glob_match(&self.schema, schema) && glob_match(&self.table, table)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    pub tables: Vec<TableEntry>,
+    pub columns: ColumnRules<Classified>,
+}
+
+impl Inventory {
+    /// The entry for a table: an exact entry wins over pattern entries.
+    pub fn table_entry(&self, schema: &str, table: &str) -> Option<&TableEntry> {
+        self.tables
+            .iter()
+            .find(|t| t.schema == schema && t.table == table)
+            .or_else(|| self.tables.iter().find(|t| t.matches(schema, table)))
+    }
+
+    /// Category of a column, or `None` when the inventory says nothing about it (not personal).
+    pub fn classify(&self, schema: &str, table: &str, column: &str) -> Option<Classified> {
+        let entry = self.table_entry(schema, table);
+        if let Some(cls) = entry.and_then(|e| e.column(column)) {
+            return Some(cls.clone());
+        }
+        if let Some(cls) = self.columns.get(schema, table, column) {
+            return Some(cls.clone());
+        }
+        match entry {
+            Some(e) if e.personal => Some(Classified {
+                category: UNCLASSIFIED.into(),
+                rule: format!("{} (column not classified)", e.rule),
+            }),
+            _ => None,
+        }
+    }
+
+    pub fn table(&self, schema: &str, table: &str) -> Option<TableInventory> {
+        self.table_entry(schema, table).map(|e| TableInventory {
+            schema: schema.to_owned(),
+            table: table.to_owned(),
+            subject_key: e.subject_key.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("*", ""));
+        assert!(glob_match("*_at", "created_at"));
+        assert!(!glob_match("*_at", "created_by"));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(!glob_match("email", "emails"));
+        assert!(globs_overlap("*_at", "created_*"));
+        assert!(globs_overlap("*", "x"));
+        assert!(!globs_overlap("*_at", "*_by"));
+        assert!(!globs_overlap("email", "phone"));
+        assert!(globs_overlap("e*l", "*mai*"));
+    }
+}

@@ -1,0 +1,486 @@
+//! Masking methods: each one a SQL expression template that PostgreSQL evaluates.
+//!
+//! PostgreSQL computes the masks (not the proxy) so that a masked column behaves in WHERE, JOIN,
+//! GROUP BY and ORDER BY exactly as if the table held masked values, and binary-format clients
+//! keep working. Every rendering is `CAST((CASE WHEN (col) IS NULL THEN NULL ELSE <mask> END) AS
+//! <type>)`: the NULL guard keeps NULL as NULL for every method (including custom ones) and the
+//! cast keeps the column's type, so clients see the same RowDescription as without the proxy.
+
+use std::ops::ControlFlow;
+
+use sha2::{Digest, Sha256};
+use sqlparser::ast::{visit_expressions, visit_relations, Expr, FunctionArguments};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::Token;
+
+use super::model::{ColumnType, MaskMethod};
+
+/// Names of the built-in methods; custom methods may not reuse them.
+pub const BUILTIN_METHODS: &[&str] = &[
+    "null",
+    "redact",
+    "partial",
+    "email",
+    "phone",
+    "bank_account",
+    "date_year",
+    "pseudonym",
+];
+
+/// Identifier substituted for `{col}` when a custom template is validated.
+const PLACEHOLDER_IDENT: &str = "pgvakt_masked_column";
+
+/// How a method masks; the template text alone cannot say which types a method supports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MaskKind {
+    Null,
+    Redact,
+    Partial {
+        keep_first: u32,
+        keep_last: u32,
+    },
+    Email,
+    Phone,
+    BankAccount,
+    DateYear,
+    /// `None` when no key is configured: the method exists but every rendering fails, so
+    /// statements that need it are refused instead of running with a guessable key.
+    Pseudonym(Option<PseudonymKey>),
+    /// A policy-defined template, validated at load by [`validate_custom_template`].
+    Custom,
+}
+
+/// HMAC-SHA256 key prepared for SQL: the (key XOR ipad) and (key XOR opad) blocks as hex.
+#[derive(Clone)]
+pub struct PseudonymKey {
+    ipad_hex: String,
+    opad_hex: String,
+    /// Non-secret identifier of the key (for the policy version and equality).
+    fingerprint: String,
+}
+
+// Manual impls so that key material never ends up in logs or assertion messages.
+impl std::fmt::Debug for PseudonymKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PseudonymKey({})", self.fingerprint)
+    }
+}
+
+impl PartialEq for PseudonymKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.fingerprint == other.fingerprint
+    }
+}
+
+impl Eq for PseudonymKey {}
+
+impl PseudonymKey {
+    /// Builds the HMAC pad blocks (RFC 2104) from raw key bytes.
+    pub fn new(key: &[u8]) -> Self {
+        let mut block = [0u8; 64];
+        if key.len() > 64 {
+            block[..32].copy_from_slice(&Sha256::digest(key));
+        } else {
+            block[..key.len()].copy_from_slice(key);
+        }
+        let ipad: Vec<u8> = block.iter().map(|b| b ^ 0x36).collect();
+        let opad: Vec<u8> = block.iter().map(|b| b ^ 0x5c).collect();
+        let mut fp = Sha256::new();
+        fp.update(b"pgvakt pseudonym key fingerprint\0");
+        fp.update(&ipad);
+        let fingerprint = hex::encode(&fp.finalize()[..6]);
+        PseudonymKey {
+            ipad_hex: hex::encode(ipad),
+            opad_hex: hex::encode(opad),
+            fingerprint,
+        }
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// HMAC-SHA256 of `text_sql` (a text expression) as a 64-character hex text expression.
+    fn hmac_hex_sql(&self, text_sql: &str) -> String {
+        format!(
+            "encode(sha256(decode('{}', 'hex') || sha256(decode('{}', 'hex') || convert_to({text_sql}, 'UTF8'))), 'hex')",
+            self.opad_hex, self.ipad_hex
+        )
+    }
+}
+
+impl MaskMethod {
+    /// A built-in method under its own name.
+    pub fn builtin(kind: MaskKind) -> Self {
+        let name = match &kind {
+            MaskKind::Null => "null",
+            MaskKind::Redact => "redact",
+            MaskKind::Partial { .. } => "partial",
+            MaskKind::Email => "email",
+            MaskKind::Phone => "phone",
+            MaskKind::BankAccount => "bank_account",
+            MaskKind::DateYear => "date_year",
+            MaskKind::Pseudonym(_) => "pseudonym",
+            MaskKind::Custom => "custom",
+        };
+        Self::named(name, kind)
+    }
+
+    /// A method (built-in kind or custom) under a policy-chosen name.
+    pub fn named(name: &str, kind: MaskKind) -> Self {
+        MaskMethod {
+            name: name.to_owned(),
+            template: documented_template(&kind),
+            kind,
+        }
+    }
+
+    /// A custom method; the template must have passed [`validate_custom_template`].
+    pub fn custom(name: &str, template: &str) -> Self {
+        MaskMethod {
+            name: name.to_owned(),
+            template: template.to_owned(),
+            kind: MaskKind::Custom,
+        }
+    }
+}
+
+/// The text-column form of each built-in template, for `explain` output and documentation.
+fn documented_template(kind: &MaskKind) -> String {
+    let text = ty("text", 'S');
+    match kind {
+        MaskKind::Pseudonym(_) => {
+            "encode(sha256(decode('<opad>','hex') || sha256(decode('<ipad>','hex') || convert_to(({col})::text,'UTF8'))),'hex')".into()
+        }
+        MaskKind::Null => "NULL".into(),
+        other => mask_expr(other, "", "{col}", &text).unwrap_or_default(),
+    }
+}
+
+fn ty(name: &str, category: char) -> ColumnType {
+    ColumnType {
+        sql_name: name.into(),
+        category,
+    }
+}
+
+/// Renders `method` for a column; see [`MaskMethod::render`].
+pub(crate) fn render(
+    method: &MaskMethod,
+    col_sql: &str,
+    ty: &ColumnType,
+) -> Result<String, String> {
+    check_type_name(&ty.sql_name)?;
+    if method.kind == MaskKind::Null {
+        return Ok(format!("CAST(NULL AS {})", ty.sql_name));
+    }
+    let col = format!("({col_sql})");
+    let expr = mask_expr(&method.kind, &method.template, &col, ty).map_err(|why| {
+        format!(
+            "mask '{}' cannot mask a column of type {}: {why}",
+            method.name, ty.sql_name
+        )
+    })?;
+    Ok(format!(
+        "CAST((CASE WHEN {col} IS NULL THEN NULL ELSE {expr} END) AS {})",
+        ty.sql_name
+    ))
+}
+
+/// Type names come from the catalog's `format_type`, but they end up inside forwarded SQL, so
+/// anything beyond the characters a type name can hold is refused.
+fn check_type_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || " _(),.\"[]".contains(c))
+        && name.matches('"').count() % 2 == 0;
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("unsupported column type name {name:?}"))
+    }
+}
+
+fn is_time_of_day(sql_name: &str) -> bool {
+    sql_name.starts_with("time") && !sql_name.starts_with("timestamp")
+}
+
+/// The mask expression for a non-NULL `col` (already parenthesised); its result is cast to the
+/// column type by the caller.
+fn mask_expr(
+    kind: &MaskKind,
+    template: &str,
+    col: &str,
+    ty: &ColumnType,
+) -> Result<String, String> {
+    let text = format!("CAST({col} AS text)");
+    let needs_string = |what: &str| -> Result<(), String> {
+        if ty.category == 'S' {
+            Ok(())
+        } else {
+            Err(format!("{what} works on string columns only"))
+        }
+    };
+    match kind {
+        MaskKind::Null => Ok("NULL".into()),
+        MaskKind::Redact => match ty.category {
+            'S' => Ok("'***'".into()),
+            'N' => Ok("0".into()),
+            'B' => Ok("false".into()),
+            'T' => Ok("'0'".into()),
+            'D' if is_time_of_day(&ty.sql_name) => Ok("'00:00:00'".into()),
+            'D' => Ok("'1970-01-01'".into()),
+            _ => Err("no constant of this type is defined; use 'null'".into()),
+        },
+        MaskKind::Partial {
+            keep_first,
+            keep_last,
+        } => {
+            needs_string("partial")?;
+            let keep = u64::from(*keep_first) + u64::from(*keep_last);
+            // Short values are hidden entirely: keeping first and last would reveal all of it.
+            // The middle is a fixed '***' so that the mask does not reveal the length either.
+            Ok(format!(
+                "CASE WHEN char_length({text}) <= {keep} THEN '***' ELSE left({text}, {keep_first}) || '***' || right({text}, {keep_last}) END"
+            ))
+        }
+        MaskKind::Email => {
+            needs_string("email")?;
+            // Greedy `^.*@` leaves '@domain' after the last '@'; no '@' at all shows nothing.
+            Ok(format!(
+                "CASE WHEN strpos({text}, '@') > 0 THEN left({text}, 1) || '***' || regexp_replace({text}, '^.*@', '@') ELSE '***' END"
+            ))
+        }
+        MaskKind::Phone => {
+            needs_string("phone")?;
+            // `[+]` instead of `\+` keeps the template independent of backslash handling.
+            let digits = format!("regexp_replace({text}, '[^0-9]', '', 'g')");
+            Ok(format!(
+                "CASE WHEN left(ltrim({text}), 1) = '+' THEN coalesce(substring(ltrim({text}) FROM '^([+][0-9]{{1,3}})[^0-9]'), left(ltrim({text}), 3)) || ' ***' || right({digits}, 2) ELSE '***' || right({digits}, 2) END"
+            ))
+        }
+        MaskKind::BankAccount => {
+            needs_string("bank_account")?;
+            // Every digit followed by at least four more digits becomes '*': separators and the
+            // last four digits stay, e.g. 1234.56.78903 -> ****.**.*8903.
+            Ok(format!(
+                "regexp_replace({text}, '[0-9](?=(?:[^0-9]*[0-9]){{4}})', '*', 'g')"
+            ))
+        }
+        MaskKind::DateYear => match ty.category {
+            'D' if ty.sql_name == "date" => Ok(format!(
+                "make_date(CAST(EXTRACT(YEAR FROM {col}) AS integer), 1, 1)"
+            )),
+            'D' if ty.sql_name.starts_with("timestamp") => Ok(format!("date_trunc('year', {col})")),
+            _ => Err("date_year works on date and timestamp columns only".into()),
+        },
+        MaskKind::Pseudonym(key) => {
+            let key = key.as_ref().ok_or_else(|| {
+                "no pseudonym key is configured (set the key environment variable or key file)"
+                    .to_string()
+            })?;
+            let hex = key.hmac_hex_sql(&text);
+            match (ty.category, ty.sql_name.as_str()) {
+                ('S', _) => Ok(hex),
+                // Integer keys get an integer pseudonym so joins between id columns still work.
+                ('N', "integer") => Ok(format!(
+                    "CAST(CAST('x' || left({hex}, 8) AS bit(32)) AS integer)"
+                )),
+                ('N', "bigint") => Ok(format!(
+                    "CAST(CAST('x' || left({hex}, 16) AS bit(64)) AS bigint)"
+                )),
+                _ => Err("pseudonym works on string, integer and bigint columns only".into()),
+            }
+        }
+        MaskKind::Custom => Ok(format!(
+            "({})",
+            template
+                .replace("{col}", col)
+                .replace("{type}", &ty.sql_name)
+        )),
+    }
+}
+
+/// Checks a custom template: it must mention `{col}`, parse as one SQL expression, and read
+/// nothing but the masked column (no sub-queries, no other columns, no statement separators).
+pub fn validate_custom_template(template: &str) -> Result<(), String> {
+    if !template.contains("{col}") {
+        return Err("template must contain the {col} placeholder".into());
+    }
+    if template.contains(';') {
+        return Err("template must not contain ';'".into());
+    }
+    let sql = template
+        .replace("{col}", PLACEHOLDER_IDENT)
+        .replace("{type}", "text");
+    let dialect = PostgreSqlDialect {};
+    let mut parser = Parser::new(&dialect)
+        .try_with_sql(&sql)
+        .map_err(|e| format!("template is not valid SQL: {e}"))?;
+    let expr = parser
+        .parse_expr()
+        .map_err(|e| format!("template is not a SQL expression: {e}"))?;
+    if parser.peek_token().token != Token::EOF {
+        return Err("template must be a single SQL expression".into());
+    }
+    let found = visit_expressions(&expr, |e| match e {
+        Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. } => {
+            ControlFlow::Break("template must not contain sub-queries".to_string())
+        }
+        Expr::Identifier(id) if id.value != PLACEHOLDER_IDENT => ControlFlow::Break(format!(
+            "template may only read {{col}}, not '{}'",
+            id.value
+        )),
+        Expr::Function(f) if matches!(f.args, FunctionArguments::Subquery(_)) => {
+            ControlFlow::Break("template must not contain sub-queries".to_string())
+        }
+        Expr::CompoundIdentifier(_) => {
+            ControlFlow::Break("template may only read {col}, not other columns".to_string())
+        }
+        _ => ControlFlow::Continue(()),
+    });
+    if let ControlFlow::Break(msg) = found {
+        return Err(msg);
+    }
+    // Belt and braces: any table reference at all means a query hid somewhere in the expression.
+    let relation = visit_relations(&expr, |r| ControlFlow::Break(r.to_string()));
+    if let ControlFlow::Break(r) = relation {
+        return Err(format!("template must not read tables ('{r}')"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hmac::{Hmac, Mac};
+    use proptest::prelude::*;
+    use sqlparser::ast::{DataType, Expr};
+
+    const TYPES: &[(&str, char)] = &[
+        ("text", 'S'),
+        ("character varying(40)", 'S'),
+        ("date", 'D'),
+        ("timestamp with time zone", 'D'),
+        ("integer", 'N'),
+        ("numeric(12,2)", 'N'),
+    ];
+
+    fn methods() -> Vec<MaskMethod> {
+        vec![
+            MaskMethod::builtin(MaskKind::Null),
+            MaskMethod::builtin(MaskKind::Redact),
+            MaskMethod::builtin(MaskKind::Partial {
+                keep_first: 2,
+                keep_last: 1,
+            }),
+            MaskMethod::builtin(MaskKind::Email),
+            MaskMethod::builtin(MaskKind::Phone),
+            MaskMethod::builtin(MaskKind::BankAccount),
+            MaskMethod::builtin(MaskKind::DateYear),
+            MaskMethod::builtin(MaskKind::Pseudonym(Some(PseudonymKey::new(
+                b"0123456789abcdef",
+            )))),
+            MaskMethod::custom("c", "left(CAST({col} AS text), 1) || '***'"),
+        ]
+    }
+
+    fn parse(sql: &str) -> Expr {
+        let dialect = PostgreSqlDialect {};
+        let mut p = Parser::new(&dialect)
+            .try_with_sql(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let e = p.parse_expr().unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(p.peek_token().token, Token::EOF, "{sql}");
+        e
+    }
+
+    proptest! {
+        /// Every method either refuses a type or yields SQL that parses and whose outermost
+        /// node is a cast to exactly the column's type.
+        #[test]
+        fn masks_keep_the_column_type(m in 0usize..9, t in 0usize..6, col in "[a-z][a-z_]{0,8}") {
+            let method = &methods()[m];
+            let (name, cat) = TYPES[t];
+            let ty = ColumnType { sql_name: name.into(), category: cat };
+            let col_sql = format!("c.\"{col}\"");
+            if let Ok(sql) = method.render(&col_sql, &ty) {
+                prop_assert!(sql.starts_with("CAST("), "{}", sql);
+                prop_assert!(sql.ends_with(&format!(" AS {name})")), "{}", sql);
+                let Expr::Cast { data_type, .. } = parse(&sql) else {
+                    return Err(TestCaseError::fail(format!("not a cast: {sql}")));
+                };
+                let target = parse(&format!("CAST(NULL AS {name})"));
+                let Expr::Cast { data_type: want, .. } = target else { unreachable!() };
+                prop_assert_eq!(data_type, want);
+                // The NULL guard: NULL in, NULL out, for every method.
+                prop_assert!(method.kind == MaskKind::Null || sql.contains(&format!("CASE WHEN ({col_sql}) IS NULL THEN NULL")), "{}", sql);
+            }
+        }
+    }
+
+    #[test]
+    fn methods_refuse_types_they_cannot_mask() {
+        let date = ColumnType {
+            sql_name: "date".into(),
+            category: 'D',
+        };
+        let int = ColumnType {
+            sql_name: "integer".into(),
+            category: 'N',
+        };
+        let text = ColumnType {
+            sql_name: "text".into(),
+            category: 'S',
+        };
+        assert!(MaskMethod::builtin(MaskKind::Email)
+            .render("x", &date)
+            .is_err());
+        assert!(MaskMethod::builtin(MaskKind::BankAccount)
+            .render("x", &int)
+            .is_err());
+        assert!(MaskMethod::builtin(MaskKind::DateYear)
+            .render("x", &text)
+            .is_err());
+        assert!(MaskMethod::builtin(MaskKind::Pseudonym(None))
+            .render("x", &text)
+            .is_err());
+        assert!(MaskMethod::builtin(MaskKind::Null)
+            .render(
+                "x",
+                &ColumnType {
+                    sql_name: "int; DROP".into(),
+                    category: 'N'
+                }
+            )
+            .is_err());
+        let _ = DataType::Text;
+    }
+
+    /// The SQL composition sha256(opad || sha256(ipad || msg)) is HMAC-SHA256: recompute it in
+    /// Rust the same way and compare with the hmac crate.
+    #[test]
+    fn pseudonym_template_is_hmac_sha256() {
+        let key = b"a pseudonym key that is long enough";
+        let k = PseudonymKey::new(key);
+        let msg = b"alice@example.com";
+        let ipad = hex::decode(&k.ipad_hex).unwrap_or_default();
+        let opad = hex::decode(&k.opad_hex).unwrap_or_default();
+        let inner = Sha256::digest([ipad.as_slice(), msg].concat());
+        let outer = Sha256::digest([opad.as_slice(), inner.as_slice()].concat());
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+        mac.update(msg);
+        assert_eq!(outer.as_slice(), mac.finalize().into_bytes().as_slice());
+        assert!(!format!("{k:?}").contains(&k.ipad_hex));
+    }
+
+    #[test]
+    fn documented_templates() {
+        assert_eq!(
+            MaskMethod::builtin(MaskKind::BankAccount).template,
+            "regexp_replace(CAST({col} AS text), '[0-9](?=(?:[^0-9]*[0-9]){4})', '*', 'g')"
+        );
+    }
+}

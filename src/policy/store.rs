@@ -1,0 +1,97 @@
+//! The policy in force, swapped atomically on reload.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+
+use super::{load, PolicyErrors, PolicySet};
+
+/// Holds the current [`PolicySet`]; the session calls [`PolicyStore::current`] per statement.
+pub struct PolicyStore {
+    current: ArcSwap<PolicySet>,
+    paths: Vec<PathBuf>,
+}
+
+impl PolicyStore {
+    /// Loads the policy; the proxy does not start without a valid one.
+    pub fn open(paths: Vec<PathBuf>) -> Result<Self, PolicyErrors> {
+        let set = load(&paths)?;
+        Ok(PolicyStore {
+            current: ArcSwap::from_pointee(set),
+            paths,
+        })
+    }
+
+    pub fn from_set(set: PolicySet, paths: Vec<PathBuf>) -> Self {
+        PolicyStore {
+            current: ArcSwap::from_pointee(set),
+            paths,
+        }
+    }
+
+    pub fn current(&self) -> Arc<PolicySet> {
+        self.current.load_full()
+    }
+
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    /// Reloads from `paths`; on any error the old policy stays in force and the errors are
+    /// returned (the caller audits and counts them). Returns the new version.
+    pub fn reload(&self, paths: &[PathBuf]) -> Result<String, PolicyErrors> {
+        let set = load(paths)?;
+        let version = set.version.clone();
+        self.current.store(Arc::new(set));
+        Ok(version)
+    }
+
+    /// Installs an already compiled set (tests, or loaders with a custom environment).
+    pub fn swap(&self, set: PolicySet) {
+        self.current.store(Arc::new(set));
+    }
+}
+
+/// Latest modification time over the given files and directories' YAML files; `None` when
+/// nothing can be read (a missing file is a change worth a reload attempt).
+pub fn fingerprint(paths: &[PathBuf]) -> Option<Vec<(PathBuf, SystemTime)>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).ok()?;
+        out.push((p.clone(), meta.modified().ok()?));
+        if meta.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                .ok()?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            entries.sort();
+            for e in entries {
+                if let Ok(m) = std::fs::metadata(&e).and_then(|m| m.modified()) {
+                    out.push((e, m));
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Polls the policy files every `interval` and reloads when their modification times change.
+/// `on_reload` sees each attempt's outcome (for audit events and metrics). Polling rather than
+/// inotify: it works the same on every platform and on network file systems.
+pub async fn watch<F>(store: Arc<PolicyStore>, interval: Duration, mut on_reload: F)
+where
+    F: FnMut(Result<String, PolicyErrors>) + Send,
+{
+    let mut last = fingerprint(store.paths());
+    loop {
+        tokio::time::sleep(interval).await;
+        let now = fingerprint(store.paths());
+        if now != last {
+            last = now;
+            let paths = store.paths().to_vec();
+            on_reload(store.reload(&paths));
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! Semantic checks over all parsed files, every problem collected, names resolved.
+//!
+//! The result, [`Checked`], is only used when no error was found; `compile.rs` then needs no
+//! error handling of its own beyond reading the pseudonym key.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_saphyr::Spanned;
+
+use super::diag::{Diagnostics, Pos};
+use super::grants::Grant;
+use super::inventory::{
+    globs_overlap, is_pattern, Classified, ColumnName, ColumnRules, Inventory, TableEntry, NONE,
+    UNCLASSIFIED,
+};
+use super::masks::{validate_custom_template, MaskKind, BUILTIN_METHODS};
+use super::model::{Capability, StatementClass};
+use super::source::{ActionSpec, CapabilitySpec, ClassSpec, PolicyFile, SourceFile};
+
+/// Categories every policy knows; `categories:` adds more.
+pub const BUILTIN_CATEGORIES: &[&str] = &[
+    NONE,
+    "identity",
+    "contact",
+    "financial",
+    "special",
+    "free_text",
+    "location",
+    "online_id",
+    UNCLASSIFIED,
+];
+
+/// Default environment variable for the pseudonym key.
+pub const DEFAULT_KEY_ENV: &str = "PGVAKT_PSEUDONYM_KEY";
+
+/// Default statement classes of a restricted role: DDL can copy protected data into new tables,
+/// so it must be granted explicitly.
+pub const DEFAULT_CLASSES: &[StatementClass] = &[
+    StatementClass::Read,
+    StatementClass::Write,
+    StatementClass::Copy,
+    StatementClass::Utility,
+];
+
+/// A resolved action; mask methods by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionRef {
+    Allow,
+    Block,
+    Mask(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckedRole {
+    pub name: String,
+    pub unrestricted: bool,
+    pub default: (ActionRef, String),
+    pub categories: BTreeMap<String, (ActionRef, String)>,
+    pub columns: Vec<(ColumnName, (ActionRef, String))>,
+    pub classes: Vec<StatementClass>,
+    pub capabilities: Vec<Capability>,
+}
+
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// Every file parsed; otherwise "missing" checks are skipped (the parse error explains).
+    pub complete: bool,
+    pub default_role: String,
+    pub key_env: String,
+    pub key_file: Option<String>,
+    pub inventory: Inventory,
+    /// Method name → (kind, custom template). Built-ins are included.
+    pub masks: BTreeMap<String, (MaskKind, Option<String>)>,
+    pub roles: BTreeMap<String, CheckedRole>,
+    pub grants: Vec<Grant>,
+}
+
+pub(crate) fn origin(path: &str, pos: &Pos) -> String {
+    format!("{path} ({pos})")
+}
+
+/// Splits `[schema.]table` or `[[schema.]table.]column`-style names into `parts` parts, filling
+/// the schema from the file default.
+pub(crate) fn qualify(name: &str, parts: usize, schema: &str) -> Option<Vec<String>> {
+    let mut v: Vec<String> = name.split('.').map(str::to_owned).collect();
+    if v.iter().any(String::is_empty) || v.len() > parts || v.len() < parts - 1 {
+        return None;
+    }
+    if v.len() == parts - 1 {
+        v.insert(0, schema.to_owned());
+    }
+    Some(v)
+}
+
+pub(crate) fn action(spec: &ActionSpec) -> ActionRef {
+    match spec {
+        ActionSpec::Allow => ActionRef::Allow,
+        ActionSpec::Block => ActionRef::Block,
+        ActionSpec::Mask(m) => ActionRef::Mask(m.value.clone()),
+    }
+}
+
+pub(crate) fn sorted<K, V>(m: &std::collections::HashMap<Spanned<K>, V>) -> Vec<(&Spanned<K>, &V)> {
+    let mut v: Vec<_> = m.iter().collect();
+    v.sort_by_key(|(k, _)| (k.referenced.line(), k.referenced.column()));
+    v
+}
+
+/// Validates all files together.
+pub fn validate(files: &[SourceFile], diags: &mut Diagnostics) -> Checked {
+    let docs: Vec<(&str, &PolicyFile)> = files
+        .iter()
+        .filter_map(|f| f.doc.as_ref().map(|d| (f.path.as_str(), d)))
+        .collect();
+    let mut c = Checked {
+        key_env: DEFAULT_KEY_ENV.into(),
+        complete: files.iter().all(|f| f.doc.is_some()),
+        ..Checked::default()
+    };
+    let mut seen: BTreeMap<String, Pos> = BTreeMap::new();
+    let mut first = |key: String, pos: &Pos, path: &str, diags: &mut Diagnostics| -> bool {
+        if let Some(prev) = seen.get(&key) {
+            diags.error(
+                pos,
+                path,
+                format!("duplicate definition, first defined at {prev}"),
+            );
+            false
+        } else {
+            seen.insert(key, pos.clone());
+            true
+        }
+    };
+
+    // Pass 1: names that other sections refer to (categories, masks, roles).
+    let mut categories: BTreeSet<String> =
+        BUILTIN_CATEGORIES.iter().map(|s| (*s).to_owned()).collect();
+    for (file, doc) in &docs {
+        for (name, _) in sorted(&doc.categories) {
+            let pos = Pos::new(file, &name.referenced);
+            let path = format!("categories.{}", name.value);
+            if BUILTIN_CATEGORIES.contains(&name.value.as_str()) {
+                diags.error(&pos, path, "redefines a built-in category");
+            } else if first(format!("category {}", name.value), &pos, &path, diags) {
+                categories.insert(name.value.clone());
+            }
+        }
+        if let Some(p) = &doc.pseudonym {
+            let pos = Pos::new(file, &p.referenced);
+            if first("pseudonym".into(), &pos, "pseudonym", diags) {
+                if let Some(env) = &p.value.key_env {
+                    c.key_env = env.clone();
+                }
+                c.key_file = p.value.key_file.clone();
+            }
+        }
+        if let Some(r) = &doc.default_role {
+            let pos = Pos::new(file, &r.referenced);
+            if first("default_role".into(), &pos, "default_role", diags) {
+                c.default_role = r.value.clone();
+            }
+        }
+    }
+    for b in BUILTIN_METHODS {
+        let kind = match *b {
+            "null" => MaskKind::Null,
+            "redact" => MaskKind::Redact,
+            "partial" => MaskKind::Partial {
+                keep_first: 1,
+                keep_last: 0,
+            },
+            "email" => MaskKind::Email,
+            "phone" => MaskKind::Phone,
+            "bank_account" => MaskKind::BankAccount,
+            "date_year" => MaskKind::DateYear,
+            _ => MaskKind::Pseudonym(None),
+        };
+        c.masks.insert((*b).to_owned(), (kind, None));
+    }
+    for (file, doc) in &docs {
+        for (name, spec) in sorted(&doc.masks) {
+            let pos = Pos::new(file, &name.referenced);
+            let path = format!("masks.{}", name.value);
+            if BUILTIN_METHODS.contains(&name.value.as_str()) {
+                diags.error(&pos, &path, "redefines a built-in mask method");
+                continue;
+            }
+            if !first(format!("mask {}", name.value), &pos, &path, diags) {
+                continue;
+            }
+            let s = &spec.value;
+            let params = s.keep_first.is_some() || s.keep_last.is_some();
+            match (&s.method, &s.sql) {
+                (Some(m), None) => {
+                    let mpos = Pos::new(file, &m.referenced);
+                    if m.value != "partial" && params {
+                        diags.error(
+                            &mpos,
+                            format!("{path}.method"),
+                            "keep_first/keep_last apply to method 'partial' only",
+                        );
+                    }
+                    match c.masks.get(&m.value) {
+                        Some((MaskKind::Partial { .. }, None)) => {
+                            let kind = MaskKind::Partial {
+                                keep_first: s.keep_first.unwrap_or(1),
+                                keep_last: s.keep_last.unwrap_or(0),
+                            };
+                            c.masks.insert(name.value.clone(), (kind, None));
+                        }
+                        Some((kind, None)) => {
+                            let kind = kind.clone();
+                            c.masks.insert(name.value.clone(), (kind, None));
+                        }
+                        _ => diags.unknown(
+                            &mpos,
+                            format!("{path}.method"),
+                            format!("unknown built-in method '{}'", m.value),
+                            &m.value,
+                            BUILTIN_METHODS.iter().copied(),
+                        ),
+                    }
+                }
+                (None, Some(sql)) => {
+                    if params {
+                        diags.error(
+                            &pos,
+                            &path,
+                            "keep_first/keep_last apply to method 'partial' only",
+                        );
+                    }
+                    match validate_custom_template(&sql.value) {
+                        Ok(()) => {
+                            c.masks.insert(
+                                name.value.clone(),
+                                (MaskKind::Custom, Some(sql.value.clone())),
+                            );
+                        }
+                        Err(e) => {
+                            diags.error(&Pos::new(file, &sql.referenced), format!("{path}.sql"), e)
+                        }
+                    }
+                }
+                _ => diags.error(&pos, &path, "a mask needs exactly one of 'method' or 'sql'"),
+            }
+        }
+    }
+
+    // Pass 2: the inventory.
+    let mut global: Vec<(ColumnName, Classified, Pos, String)> = Vec::new();
+    for (file, doc) in &docs {
+        let schema = doc.schema.as_ref().map_or("public", |s| s.value.as_str());
+        let Some(inv) = &doc.inventory else { continue };
+        for (name, cat) in sorted(&inv.columns) {
+            let pos = Pos::new(file, &name.referenced);
+            let path = format!("inventory.columns.{}", name.value);
+            let Some(q) = qualify(&name.value, 3, schema) else {
+                diags.error(&pos, &path, "expected table.column or schema.table.column");
+                continue;
+            };
+            let key = (q[0].clone(), q[1].clone(), q[2].clone());
+            if !first(format!("column {key:?}"), &pos, &path, diags) {
+                continue;
+            }
+            if check_category(
+                &cat.value,
+                &categories,
+                &Pos::new(file, &cat.referenced),
+                &path,
+                diags,
+            ) {
+                let cls = Classified {
+                    category: cat.value.clone(),
+                    rule: origin(&path, &pos),
+                };
+                global.push((key, cls, pos, path));
+            }
+        }
+        for (name, spec) in sorted(&inv.tables) {
+            let pos = Pos::new(file, &name.referenced);
+            let path = format!("inventory.tables.{}", name.value);
+            let Some(q) = qualify(&name.value, 2, schema) else {
+                diags.error(&pos, &path, "expected table or schema.table");
+                continue;
+            };
+            if !first(format!("table {q:?}"), &pos, &path, diags) {
+                continue;
+            }
+            let t = &spec.value;
+            let personal = t.personal.unwrap_or(true);
+            let mut columns: Vec<(String, Classified, Pos)> = Vec::new();
+            for (col, cat) in sorted(&t.columns) {
+                let cpos = Pos::new(file, &col.referenced);
+                let cpath = format!("{path}.columns.{}", col.value);
+                if col.value.contains('.') {
+                    diags.error(&cpos, &cpath, "column names inside a table have no '.'");
+                    continue;
+                }
+                if !check_category(
+                    &cat.value,
+                    &categories,
+                    &Pos::new(file, &cat.referenced),
+                    &cpath,
+                    diags,
+                ) {
+                    continue;
+                }
+                if !personal && cat.value != NONE {
+                    diags.error(
+                        &Pos::new(file, &cat.referenced),
+                        &cpath,
+                        format!(
+                            "table is marked 'personal: false' but the column is classified '{}'",
+                            cat.value
+                        ),
+                    );
+                }
+                for (other, ocls, opos) in &columns {
+                    if is_pattern(&col.value)
+                        && is_pattern(other)
+                        && ocls.category != cat.value
+                        && globs_overlap(other, &col.value)
+                    {
+                        diags.error(&cpos, &cpath, format!("pattern conflicts with '{other}' at {opos}: a column could match both with different categories"));
+                    }
+                }
+                let cls = Classified {
+                    category: cat.value.clone(),
+                    rule: origin(&cpath, &cpos),
+                };
+                columns.push((col.value.clone(), cls, cpos));
+            }
+            if let Some(sk) = &t.subject_key {
+                let known = columns.iter().any(|(n, _, _)| *n == sk.value);
+                if !known && !columns.is_empty() {
+                    diags.unknown(
+                        &Pos::new(file, &sk.referenced),
+                        format!("{path}.subject_key"),
+                        format!("'{}' is not a column of this table", sk.value),
+                        &sk.value,
+                        columns.iter().map(|(n, _, _)| n.as_str()),
+                    );
+                }
+            } else if personal && !is_pattern(&q[1]) {
+                diags.warning(
+                    &pos,
+                    &path,
+                    "personal table without subject_key: audit cannot name data subjects",
+                );
+            }
+            c.inventory.tables.push(TableEntry {
+                schema: q[0].clone(),
+                table: q[1].clone(),
+                subject_key: t.subject_key.as_ref().map(|s| s.value.clone()),
+                personal,
+                columns: columns.into_iter().map(|(n, cls, _)| (n, cls)).collect(),
+                rule: origin(&path, &pos),
+            });
+        }
+    }
+    for (i, (key, cls, pos, path)) in global.iter().enumerate() {
+        for (okey, ocls, opos, _) in &global[..i] {
+            if ocls.category != cls.category
+                && globs_overlap(&okey.0, &key.0)
+                && globs_overlap(&okey.1, &key.1)
+                && globs_overlap(&okey.2, &key.2)
+            {
+                diags.error(pos, path, format!("pattern conflicts with '{}.{}.{}' at {opos}: a column could match both with different categories", okey.0, okey.1, okey.2));
+            }
+        }
+    }
+    let table_patterns: Vec<&TableEntry> = c
+        .inventory
+        .tables
+        .iter()
+        .filter(|t| is_pattern(&t.schema) || is_pattern(&t.table))
+        .collect();
+    for (i, t) in table_patterns.iter().enumerate() {
+        for o in &table_patterns[..i] {
+            if globs_overlap(&o.schema, &t.schema) && globs_overlap(&o.table, &t.table) {
+                diags.error(
+                    &Pos::file_only(""),
+                    "",
+                    format!(
+                        "table pattern {} conflicts with {}: a table could match both",
+                        t.rule, o.rule
+                    ),
+                );
+            }
+        }
+    }
+    c.inventory.columns = ColumnRules::default();
+    for (key, cls, _, _) in global {
+        c.inventory.columns.insert(key, cls);
+    }
+
+    super::validate_roles::roles_and_grants(&docs, &categories, &mut c, &mut first, diags);
+    c
+}
+
+/// Reports an unknown category; true when the category is known.
+pub(crate) fn check_category(
+    cat: &str,
+    known: &BTreeSet<String>,
+    pos: &Pos,
+    path: &str,
+    diags: &mut Diagnostics,
+) -> bool {
+    if known.contains(cat) {
+        return true;
+    }
+    diags.unknown(
+        pos,
+        path,
+        format!("unknown category '{cat}'"),
+        cat,
+        known.iter().map(String::as_str),
+    );
+    false
+}
+
+pub(crate) fn class(c: ClassSpec) -> StatementClass {
+    match c {
+        ClassSpec::Read => StatementClass::Read,
+        ClassSpec::Write => StatementClass::Write,
+        ClassSpec::Ddl => StatementClass::Ddl,
+        ClassSpec::Copy => StatementClass::Copy,
+        ClassSpec::Utility => StatementClass::Utility,
+    }
+}
+
+pub(crate) fn capability(c: CapabilitySpec) -> Capability {
+    match c {
+        CapabilitySpec::ProceduralCode => Capability::ProceduralCode,
+        CapabilitySpec::TempObjects => Capability::TempObjects,
+        CapabilitySpec::SqlPrepare => Capability::SqlPrepare,
+        CapabilitySpec::Notify => Capability::Notify,
+        CapabilitySpec::StatisticsViews => Capability::StatisticsViews,
+        CapabilitySpec::ServerFiles => Capability::ServerFiles,
+    }
+}

@@ -1,0 +1,331 @@
+//! Semantic checks of roles, the default role and grants (continues `validate.rs`).
+
+use std::collections::BTreeSet;
+
+use super::diag::{Diagnostics, Pos};
+use super::grants::{parse_bound, Grant, Grantee};
+use super::inventory::{glob_match, globs_overlap, is_pattern, NONE};
+use super::source::{ActionSpec, PolicyFile};
+use super::validate::{
+    action, capability, check_category, class, origin, qualify, sorted, ActionRef, Checked,
+    CheckedRole, DEFAULT_CLASSES,
+};
+
+type First<'a> = dyn FnMut(String, &Pos, &str, &mut Diagnostics) -> bool + 'a;
+
+pub(crate) fn roles_and_grants(
+    docs: &[(&str, &PolicyFile)],
+    categories: &BTreeSet<String>,
+    c: &mut Checked,
+    first: &mut First<'_>,
+    diags: &mut Diagnostics,
+) {
+    let mask_names: Vec<String> = c.masks.keys().cloned().collect();
+    let check_action = |a: &ActionSpec, file: &str, path: &str, diags: &mut Diagnostics| -> bool {
+        if let ActionSpec::Mask(m) = a {
+            if !mask_names.contains(&m.value) {
+                diags.unknown(
+                    &Pos::new(file, &m.referenced),
+                    format!("{path}.mask"),
+                    format!("unknown mask method '{}'", m.value),
+                    &m.value,
+                    mask_names.iter().map(String::as_str),
+                );
+                return false;
+            }
+        }
+        true
+    };
+    for (file, doc) in docs {
+        let schema = doc.schema.as_ref().map_or("public", |s| s.value.as_str());
+        for (name, spec) in sorted(&doc.roles) {
+            let pos = Pos::new(file, &name.referenced);
+            let path = format!("roles.{}", name.value);
+            if !first(format!("role {}", name.value), &pos, &path, diags) {
+                continue;
+            }
+            let r = &spec.value;
+            let has_rules = r.default.is_some()
+                || !r.categories.is_empty()
+                || !r.columns.is_empty()
+                || r.statements.is_some()
+                || !r.capabilities.is_empty();
+            if r.unrestricted && has_rules {
+                diags.error(&pos, &path, "an unrestricted role cannot also have rules");
+            }
+            let mut role = CheckedRole {
+                name: name.value.clone(),
+                unrestricted: r.unrestricted,
+                default: (
+                    ActionRef::Mask("redact".into()),
+                    format!("{path}.default (built-in default: mask redact) ({pos})"),
+                ),
+                categories: Default::default(),
+                columns: Vec::new(),
+                classes: DEFAULT_CLASSES.to_vec(),
+                capabilities: Vec::new(),
+            };
+            if let Some(d) = &r.default {
+                let dpos = Pos::new(file, &d.referenced);
+                let dpath = format!("{path}.default");
+                if d.value == ActionSpec::Allow {
+                    diags.error(&dpos, &dpath, "the default must be a mask or 'block' (privacy by default); allow categories or columns explicitly");
+                } else if check_action(&d.value, file, &dpath, diags) {
+                    role.default = (action(&d.value), origin(&dpath, &dpos));
+                }
+            }
+            for (cat, act) in sorted(&r.categories) {
+                let cpos = Pos::new(file, &cat.referenced);
+                let cpath = format!("{path}.categories.{}", cat.value);
+                if !check_category(&cat.value, categories, &cpos, &cpath, diags) {
+                    continue;
+                }
+                if cat.value == NONE {
+                    diags.error(
+                        &cpos,
+                        &cpath,
+                        "category 'none' is not personal data and is always allowed",
+                    );
+                    continue;
+                }
+                if check_action(&act.value, file, &cpath, diags) {
+                    role.categories.insert(
+                        cat.value.clone(),
+                        (action(&act.value), origin(&cpath, &cpos)),
+                    );
+                }
+            }
+            let mut seen_cols: Vec<((String, String, String), ActionRef, Pos)> = Vec::new();
+            for (col, act) in sorted(&r.columns) {
+                let cpos = Pos::new(file, &col.referenced);
+                let cpath = format!("{path}.columns.{}", col.value);
+                let Some(q) = qualify(&col.value, 3, schema) else {
+                    diags.error(
+                        &cpos,
+                        &cpath,
+                        "expected table.column or schema.table.column",
+                    );
+                    continue;
+                };
+                let key = (q[0].clone(), q[1].clone(), q[2].clone());
+                if !check_column_known(c, &key, &cpos, &cpath, diags)
+                    || !check_action(&act.value, file, &cpath, diags)
+                {
+                    continue;
+                }
+                let a = action(&act.value);
+                let mut ok = true;
+                for (okey, oact, opos) in &seen_cols {
+                    if *okey == key {
+                        diags.error(
+                            &cpos,
+                            &cpath,
+                            format!("duplicate rule for the same column, first at {opos}"),
+                        );
+                        ok = false;
+                    } else if *oact != a
+                        && is_pattern_name(okey)
+                        && is_pattern_name(&key)
+                        && globs_overlap(&okey.0, &key.0)
+                        && globs_overlap(&okey.1, &key.1)
+                        && globs_overlap(&okey.2, &key.2)
+                    {
+                        diags.error(&cpos, &cpath, format!("pattern conflicts with the rule at {opos}: a column could match both with different actions"));
+                        ok = false;
+                    }
+                }
+                if ok {
+                    seen_cols.push((key.clone(), a.clone(), cpos.clone()));
+                    role.columns.push((key, (a, origin(&cpath, &cpos))));
+                }
+            }
+            if let Some(classes) = &r.statements {
+                role.classes = classes.iter().map(|s| class(s.value)).collect();
+            }
+            role.capabilities = r.capabilities.iter().map(|s| capability(s.value)).collect();
+            c.roles.insert(role.name.clone(), role);
+        }
+    }
+    check_default_role(docs, c, diags);
+    grants(docs, c, diags);
+}
+
+/// Exact names win over patterns, so only two patterns can conflict.
+fn is_pattern_name(k: &(String, String, String)) -> bool {
+    is_pattern(&k.0) || is_pattern(&k.1) || is_pattern(&k.2)
+}
+
+/// A role rule must name a column the inventory knows, or it silently does nothing.
+fn check_column_known(
+    c: &Checked,
+    key: &(String, String, String),
+    pos: &Pos,
+    path: &str,
+    diags: &mut Diagnostics,
+) -> bool {
+    let (s, t, col) = key;
+    if is_pattern(s) || is_pattern(t) {
+        return true;
+    }
+    let Some(entry) = c.inventory.table_entry(s, t) else {
+        let known: Vec<String> = c.inventory.tables.iter().map(|e| e.table.clone()).collect();
+        let global = c
+            .inventory
+            .columns
+            .patterns
+            .iter()
+            .any(|(k, _)| glob_match(&k.0, s) && glob_match(&k.1, t));
+        if !global {
+            diags.unknown(
+                pos,
+                path,
+                format!("unknown table '{s}.{t}' (not in the inventory)"),
+                t,
+                known.iter().map(String::as_str),
+            );
+            return false;
+        }
+        return true;
+    };
+    if is_pattern(col) || entry.columns.is_empty() {
+        return true;
+    }
+    if entry
+        .columns
+        .iter()
+        .any(|(n, _)| n == col || (is_pattern(n) && glob_match(n, col)))
+    {
+        return true;
+    }
+    diags.unknown(
+        pos,
+        path,
+        format!("unknown column '{col}' of table '{s}.{t}'"),
+        col,
+        entry.columns.iter().map(|(n, _)| n.as_str()),
+    );
+    false
+}
+
+/// The default role is what unknown users get: it must exist and open no personal data.
+fn check_default_role(docs: &[(&str, &PolicyFile)], c: &Checked, diags: &mut Diagnostics) {
+    let Some((file, name)) = docs
+        .iter()
+        .find_map(|(f, d)| d.default_role.as_ref().map(|r| (*f, r)))
+    else {
+        if !c.complete {
+            // A file that failed to parse may well hold it; its parse error is reported.
+            return;
+        }
+        let file = docs.first().map_or("<policy>", |(f, _)| *f);
+        diags.error(
+            &Pos::file_only(file),
+            "default_role",
+            "no default_role is set (the role for users without a grant)",
+        );
+        return;
+    };
+    let pos = Pos::new(file, &name.referenced);
+    let Some(role) = c.roles.get(&name.value) else {
+        diags.unknown(
+            &pos,
+            "default_role",
+            format!("unknown role '{}'", name.value),
+            &name.value,
+            c.roles.keys().map(String::as_str),
+        );
+        return;
+    };
+    let opens = role.unrestricted
+        || role
+            .categories
+            .values()
+            .any(|(a, _)| *a == ActionRef::Allow)
+        || role
+            .columns
+            .iter()
+            .any(|(_, (a, _))| *a == ActionRef::Allow);
+    if opens {
+        diags.error(&pos, "default_role", format!("role '{}' allows personal data, but the default role must not (privacy by default)", name.value));
+    }
+}
+
+fn grants(docs: &[(&str, &PolicyFile)], c: &mut Checked, diags: &mut Diagnostics) {
+    let mut index = 0usize;
+    let mut placed: Vec<(Grant, Pos)> = Vec::new();
+    for (file, doc) in docs {
+        for g in &doc.grants {
+            let pos = Pos::new(file, &g.referenced);
+            let path = format!("grants[{index}]");
+            index += 1;
+            let s = &g.value;
+            let grantee = match (&s.user, &s.group) {
+                (Some(u), None) => Grantee::User(u.value.clone()),
+                (None, Some(gr)) => Grantee::Group(gr.value.clone()),
+                _ => {
+                    diags.error(
+                        &pos,
+                        &path,
+                        "a grant needs exactly one of 'user' or 'group'",
+                    );
+                    continue;
+                }
+            };
+            if !c.roles.contains_key(&s.role.value) {
+                diags.unknown(
+                    &Pos::new(file, &s.role.referenced),
+                    format!("{path}.role"),
+                    format!("unknown role '{}'", s.role.value),
+                    &s.role.value,
+                    c.roles.keys().map(String::as_str),
+                );
+                continue;
+            }
+            let mut parse = |v: &Option<super::source::Name>,
+                             field: &str,
+                             end: bool|
+             -> Result<Option<i64>, ()> {
+                match v {
+                    None => Ok(None),
+                    Some(v) => parse_bound(&v.value, end).map(Some).map_err(|e| {
+                        diags.error(&Pos::new(file, &v.referenced), format!("{path}.{field}"), e);
+                    }),
+                }
+            };
+            let (Ok(from), Ok(until)) = (
+                parse(&s.valid_from, "valid_from", false),
+                parse(&s.valid_until, "valid_until", true),
+            ) else {
+                continue;
+            };
+            if let (Some(f), Some(u)) = (from, until) {
+                if f >= u {
+                    diags.error(&pos, &path, "valid_from is not before valid_until");
+                    continue;
+                }
+            }
+            let grant = Grant {
+                grantee,
+                role: s.role.value.clone(),
+                valid_from: from,
+                valid_until: until,
+                origin: origin(&path, &pos),
+            };
+            if let Some((_, opos)) = placed
+                .iter()
+                .find(|(o, _)| o.grantee == grant.grantee && o.overlaps(&grant))
+            {
+                diags.error(
+                    &pos,
+                    &path,
+                    format!(
+                        "duplicate grant: overlaps the grant at {opos} for the same user or group"
+                    ),
+                );
+                continue;
+            }
+            placed.push((grant, pos));
+        }
+    }
+    c.grants = placed.into_iter().map(|(g, _)| g).collect();
+}
