@@ -1,3 +1,4 @@
 //! pgvakt: a PostgreSQL wire-protocol proxy that enforces data-protection (GDPR) policy.
 
+pub mod cluster;
 pub mod policy;

@@ -40,7 +40,9 @@ impl MaskMethod {
     pub fn render(&self, col_sql: &str, ty: &ColumnType) -> Result<String, String> {
         Ok(format!(
             "CAST(({}) AS {})",
-            self.template.replace("{col}", col_sql).replace("{type}", &ty.sql_name),
+            self.template
+                .replace("{col}", col_sql)
+                .replace("{type}", &ty.sql_name),
             ty.sql_name
         ))
     }
@@ -133,7 +135,10 @@ impl RoleRules for RolePolicy {
         if let Some(d) = self.columns.get(&key) {
             return d.clone();
         }
-        match self.personal_tables.get(&(schema.to_owned(), table.to_owned())) {
+        match self
+            .personal_tables
+            .get(&(schema.to_owned(), table.to_owned()))
+        {
             // An unclassified column of a table holding personal data is personal by default.
             Some(category) if !self.unrestricted => ColumnDecision {
                 action: self.default_action.clone(),
