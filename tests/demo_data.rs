@@ -377,3 +377,22 @@ async fn default_size_installs_quickly() {
         summary.elapsed
     );
 }
+
+/// Benchmark-sized data set; run with `cargo test --release --test demo_data -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "loads a million contacts (about a minute)"]
+async fn a_million_contacts_stream_in() {
+    let opts = ClusterOptions {
+        settings: vec![
+            ("shared_buffers".into(), "256MB".into()),
+            ("max_wal_size".into(), "4GB".into()),
+        ],
+        ..ClusterOptions::default()
+    };
+    let cluster = Cluster::start_async(opts).await.unwrap();
+    let summary = demo::install(&cluster.superuser_config("postgres"), 1_000_000)
+        .await
+        .unwrap();
+    println!("installed {:?} in {:?}", summary.rows, summary.elapsed);
+    assert_eq!(summary.rows.contacts, 1_000_000);
+}
