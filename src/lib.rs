@@ -4,6 +4,7 @@ pub mod cancel;
 pub mod certs;
 pub mod cluster;
 pub mod config;
+pub mod demo;
 pub mod enforce;
 pub mod listener;
 pub mod metrics;

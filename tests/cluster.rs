@@ -107,3 +107,34 @@ fn kept_directory_survives_drop() {
     assert!(!dir.join("data/postmaster.pid").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn tls_option_turns_on_ssl_with_a_private_key_copy() {
+    let pems = tempfile::tempdir().unwrap();
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert_pem = pems.path().join("server.crt");
+    let key_pem = pems.path().join("server.key");
+    std::fs::write(&cert_pem, generated.cert.pem()).unwrap();
+    // Deliberately world-readable: the cluster must fix this in its own copy.
+    std::fs::write(&key_pem, generated.signing_key.serialize_pem()).unwrap();
+
+    let cluster = Cluster::start_async(ClusterOptions {
+        tls: Some(pgvakt::cluster::ServerTls { cert_pem, key_pem }),
+        ..ClusterOptions::default()
+    })
+    .await
+    .unwrap();
+    let client = cluster.connect("postgres").await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT current_setting('ssl'), current_setting('ssl_key_file')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "on");
+    let key_copy = std::path::PathBuf::from(row.get::<_, String>(1));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key_copy).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
