@@ -80,6 +80,10 @@ pub struct UpstreamConfig {
     /// then only the statically configured catalog snapshot, if any, is used.
     #[serde(default)]
     pub service_user: Option<String>,
+    /// File holding the service user's password (first line). Takes precedence over the
+    /// environment variable. Default none.
+    #[serde(default)]
+    pub service_password_file: Option<PathBuf>,
     /// Environment variable holding the service user's password. Default `PGVAKT_SERVICE_PASSWORD`.
     #[serde(default = "default_service_password_env")]
     pub service_password_env: String,
@@ -312,6 +316,9 @@ impl Config {
             fix(p);
         }
         if let Some(p) = self.upstream.ca_file.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.upstream.service_password_file.as_mut() {
             fix(p);
         }
         for p in self.policy.paths.iter_mut() {

