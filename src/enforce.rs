@@ -1,5 +1,20 @@
 //! Per-statement policy decisions for a session: which role applies and what is forwarded.
+//!
+//! The policy store and the catalog are shared; each session keeps its user, groups and
+//! search_path. Analysis results are cached per (statement text, role, policy version,
+//! search_path), so a repeated statement costs a hash lookup.
 
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+
+use crate::analysis::{self, Ctx, Outcome};
+use crate::catalog::Catalog;
+use crate::config::{Config, UpstreamTlsMode};
+use crate::policy::model::RoleRules;
+use crate::policy::store::PolicyStore;
 use crate::protocol::PgError;
 
 /// What the session does with one statement text.
@@ -13,10 +28,6 @@ pub enum Verdict {
     Refuse(PgError),
 }
 
-/// Builds the per-session view of the policy.
-#[derive(Default)]
-pub struct Enforcer {}
-
 #[derive(Debug, thiserror::Error)]
 pub enum EnforceError {
     #[error("policy: {0}")]
@@ -25,45 +36,314 @@ pub enum EnforceError {
     Catalog(String),
 }
 
+/// Cache bound: beyond it the cache starts over (statements are re-analysed, nothing is lost).
+const CACHE_MAX: usize = 20_000;
+
+struct Inner {
+    store: Arc<PolicyStore>,
+    catalog: ArcSwap<Catalog>,
+    service: Option<tokio_postgres::Client>,
+    cache: DashMap<(String, String, String, String), Arc<Outcome>>,
+    refresh: tokio::sync::Notify,
+}
+
+/// Builds the per-session view of the policy. Without policy files every session passes
+/// through untouched (the proxy is then a plain TLS-terminating relay).
+#[derive(Default, Clone)]
+pub struct Enforcer {
+    inner: Option<Arc<Inner>>,
+}
+
 impl Enforcer {
     pub fn new() -> Self {
-        Enforcer {}
+        Enforcer { inner: None }
+    }
+
+    /// Enforcer over a given policy store and catalog (tests, offline explain).
+    pub fn with_parts(store: Arc<PolicyStore>, catalog: Catalog) -> Self {
+        Enforcer {
+            inner: Some(Arc::new(Inner {
+                store,
+                catalog: ArcSwap::from_pointee(catalog),
+                service: None,
+                cache: DashMap::new(),
+                refresh: tokio::sync::Notify::new(),
+            })),
+        }
     }
 
     /// Load the policy files and the upstream catalog named by the configuration.
-    pub async fn load(_config: &crate::config::Config) -> Result<Enforcer, EnforceError> {
-        Ok(Enforcer::new())
+    pub async fn load(config: &Config) -> Result<Enforcer, EnforceError> {
+        if config.policy.paths.is_empty() {
+            tracing::warn!("no policy configured: every statement passes through unchanged");
+            return Ok(Enforcer::new());
+        }
+        let store = Arc::new(
+            PolicyStore::open(config.policy.paths.clone())
+                .map_err(|e| EnforceError::Policy(e.to_string()))?,
+        );
+        let db = config.upstream.service_database.clone();
+        let service = match &config.upstream.service_user {
+            Some(user) => Some(service_connect(config, user).await?),
+            None => None,
+        };
+        let catalog = match &service {
+            Some(c) => Catalog::load(c, &db)
+                .await
+                .map_err(|e| EnforceError::Catalog(e.to_string()))?,
+            None => {
+                tracing::warn!("no upstream.service_user: the catalog is empty, restricted roles can read no table");
+                Catalog::new(&db)
+            }
+        };
+        tracing::info!(relations = catalog.len(), policy.version = %store.current().version, "policy and catalog loaded");
+        let inner = Arc::new(Inner {
+            store: store.clone(),
+            catalog: ArcSwap::from_pointee(catalog),
+            service,
+            cache: DashMap::new(),
+            refresh: tokio::sync::Notify::new(),
+        });
+        if config.policy.watch_interval_ms > 0 {
+            tokio::spawn(crate::policy::store::watch(
+                store,
+                Duration::from_millis(config.policy.watch_interval_ms),
+                |r| match r {
+                    Ok(v) => tracing::info!(policy.version = %v, "policy reloaded"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "policy reload failed; the previous policy stays in force")
+                    }
+                },
+            ));
+        }
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(30), inner.refresh.notified()).await;
+                if let Some(c) = &inner.service {
+                    match Catalog::load(c, &inner.catalog.load().database).await {
+                        Ok(cat) => {
+                            inner.catalog.store(Arc::new(cat));
+                            inner.cache.clear();
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "catalog refresh failed; keeping the previous one")
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Enforcer { inner: Some(inner) })
+    }
+
+    /// Reload the policy files now (SIGHUP).
+    pub fn reload_policy(&self) -> Option<Result<String, String>> {
+        let inner = self.inner.as_ref()?;
+        let paths = inner.store.paths().to_vec();
+        Some(inner.store.reload(&paths).map_err(|e| e.to_string()))
     }
 
     /// The policy view for a new session of `user`.
-    pub fn session(&self, user: &str, database: &str) -> SessionPolicy {
+    pub async fn session(&self, user: &str, database: &str) -> SessionPolicy {
+        let groups = match self.inner.as_ref().and_then(|i| i.service.as_ref()) {
+            Some(c) => tokio::time::timeout(
+                Duration::from_secs(2),
+                c.query(
+                    "SELECT r.rolname::text FROM pg_roles r WHERE pg_has_role($1::text, r.oid, 'MEMBER') AND r.rolname <> $1::text",
+                    &[&user],
+                ),
+            )
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+            .map(|rows| rows.iter().map(|r| r.get::<_, String>(0)).collect())
+            .unwrap_or_default(),
+            None => Vec::new(),
+        };
         SessionPolicy {
+            inner: self.inner.clone(),
             user: user.to_owned(),
             database: database.to_owned(),
+            groups,
+            search_path: analysis::default_search_path(),
         }
     }
 }
 
+async fn service_connect(
+    config: &Config,
+    user: &str,
+) -> Result<tokio_postgres::Client, EnforceError> {
+    let up = &config.upstream;
+    let password = match &up.service_password_file {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| EnforceError::Catalog(format!("{}: {e}", p.display())))?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned(),
+        None => std::env::var(&up.service_password_env).unwrap_or_default(),
+    };
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(&up.host)
+        .port(up.port)
+        .user(user)
+        .password(password)
+        .dbname(&up.service_database)
+        .application_name("pgvakt-catalog")
+        .connect_timeout(Duration::from_millis(up.connect_timeout_ms));
+    let err = |e: tokio_postgres::Error| {
+        EnforceError::Catalog(format!("service connection as {user}: {e}"))
+    };
+    let client =
+        match crate::tls::upstream_config(up).map_err(|e| EnforceError::Catalog(e.to_string()))? {
+            Some(tls) if up.tls != UpstreamTlsMode::Disable => {
+                let (c, conn) = pg
+                    .connect(tokio_postgres_rustls::MakeRustlsConnect::new(
+                        (*tls).clone(),
+                    ))
+                    .await
+                    .map_err(err)?;
+                tokio::spawn(conn);
+                c
+            }
+            _ => {
+                let (c, conn) = pg.connect(tokio_postgres::NoTls).await.map_err(err)?;
+                tokio::spawn(conn);
+                c
+            }
+        };
+    Ok(client)
+}
+
 /// The policy as one session sees it, with the session state analysis depends on.
-#[derive(Debug)]
 pub struct SessionPolicy {
+    inner: Option<Arc<Inner>>,
     pub user: String,
     pub database: String,
+    pub groups: Vec<String>,
+    pub search_path: Vec<String>,
 }
 
 impl SessionPolicy {
-    /// True when statements must be analysed before they are forwarded.
+    /// True when statements must go through `check` (a policy is loaded).
     pub fn is_restricted(&self) -> bool {
-        false
+        self.inner.is_some()
+    }
+
+    /// The session's current policy role and whether it has any restriction.
+    pub fn role(&self) -> Option<(String, bool)> {
+        let inner = self.inner.as_ref()?;
+        let r = inner
+            .store
+            .current()
+            .resolve(&self.user, &self.groups, SystemTime::now());
+        Some((r.role.name().to_owned(), !r.role.is_unrestricted()))
     }
 
     /// Decide a simple-protocol query or a statement to prepare.
-    pub fn check(&mut self, _sql: &str) -> Verdict {
-        Verdict::Forward
+    pub fn check(&mut self, sql: &str) -> Verdict {
+        let Some(inner) = self.inner.clone() else {
+            return Verdict::Forward;
+        };
+        let set = inner.store.current();
+        let resolution = set.resolve(&self.user, &self.groups, SystemTime::now());
+        let rules = resolution.role;
+        if rules.is_unrestricted() {
+            if looks_like_ddl(sql) {
+                inner.refresh.notify_one();
+            }
+            return Verdict::Forward;
+        }
+        let catalog = inner.catalog.load();
+        if catalog.database != self.database {
+            return Verdict::Refuse(PgError::insufficient_privilege(format!(
+                "pgvakt: role {} may only use database {}, which pgvakt has a catalog for",
+                rules.name(),
+                catalog.database
+            )));
+        }
+        let key = (
+            sql.to_owned(),
+            rules.name().to_owned(),
+            set.version.clone(),
+            self.search_path.join(","),
+        );
+        let outcome = match inner.cache.get(&key) {
+            Some(o) => o.clone(),
+            None => {
+                let ctx = Ctx {
+                    catalog: &catalog,
+                    rules: rules.as_ref(),
+                    search_path: &self.search_path,
+                    user: &self.user,
+                    policy_version: &set.version,
+                };
+                let o = Arc::new(analysis::analyse(sql, &ctx));
+                if inner.cache.len() >= CACHE_MAX {
+                    inner.cache.clear();
+                }
+                inner.cache.insert(key, o.clone());
+                o
+            }
+        };
+        match outcome.as_ref() {
+            Outcome::Forward(a) => {
+                if let Some(p) = &a.search_path {
+                    self.search_path = p.clone();
+                }
+                Verdict::Rewrite(a.sql.clone())
+            }
+            Outcome::Refuse(e) => Verdict::Refuse(e.clone()),
+        }
     }
 
     /// Startup parameters that would change identity or parsing are refused for restricted roles.
-    pub fn check_startup_options(&self, _params: &[(String, String)]) -> Result<(), PgError> {
+    pub fn check_startup_options(&self, params: &[(String, String)]) -> Result<(), PgError> {
+        let Some((role, true)) = self.role() else {
+            return Ok(());
+        };
+        for (k, v) in params {
+            let lower = v.to_ascii_lowercase();
+            let bad = match k.as_str() {
+                "options" => [
+                    "role",
+                    "session_authorization",
+                    "search_path",
+                    "standard_conforming_strings",
+                    "client_encoding",
+                ]
+                .iter()
+                .any(|s| lower.contains(s)),
+                "client_encoding" => {
+                    !matches!(lower.replace(['-', '_'], "").as_str(), "utf8" | "unicode")
+                }
+                "replication" => {
+                    lower != "false" && lower != "0" && lower != "off" && lower != "no"
+                }
+                _ => false,
+            };
+            if bad {
+                return Err(PgError::fatal(
+                    "42501",
+                    format!("pgvakt: startup parameter {k}={v} is not allowed for role {role}"),
+                ));
+            }
+        }
         Ok(())
     }
+}
+
+fn looks_like_ddl(sql: &str) -> bool {
+    let head: String = sql
+        .trim_start()
+        .chars()
+        .take(8)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    ["create", "alter", "drop", "comment"]
+        .iter()
+        .any(|k| head.starts_with(k))
 }

@@ -1,6 +1,8 @@
 //! pgvakt: a PostgreSQL wire-protocol proxy that enforces data-protection (GDPR) policy.
 
+pub mod analysis;
 pub mod cancel;
+pub mod catalog;
 pub mod certs;
 pub mod cluster;
 pub mod config;

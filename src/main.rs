@@ -65,7 +65,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
-    let server = Server::start(cfg, Enforcer::new()).await?;
+    let enforcer = Enforcer::load(&cfg).await?;
+    let server = Server::start(cfg, enforcer).await?;
     wait_for_signals(&server).await?;
     server.shutdown().await;
     tracing::info!("pgvakt stopped");
@@ -82,10 +83,17 @@ async fn wait_for_signals(server: &Server) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
-            _ = hup.recv() => match server.reload_tls() {
-                Ok(()) => tracing::info!("TLS certificates reloaded"),
-                Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the previous certificates"),
-            },
+            _ = hup.recv() => {
+                match server.reload_tls() {
+                    Ok(()) => tracing::info!("TLS certificates reloaded"),
+                    Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the previous certificates"),
+                }
+                match server.proxy.enforcer.reload_policy() {
+                    Some(Ok(v)) => tracing::info!(policy.version = %v, "policy reloaded"),
+                    Some(Err(e)) => tracing::error!(error = %e, "policy reload failed; the previous policy stays in force"),
+                    None => {}
+                }
+            }
         }
     }
 }

@@ -140,7 +140,7 @@ async fn start(tcp: TcpStream, proxy: &Arc<Proxy>) -> Result<Option<Started>, Se
         return Ok(None);
     }
     let user = startup.user().to_owned();
-    let policy = proxy.enforcer.session(&user, startup.database());
+    let policy = proxy.enforcer.session(&user, startup.database()).await;
     if let Err(e) = policy.check_startup_options(&startup.params) {
         let _ = client.write_all(&e.to_bytes()).await;
         return Ok(None);

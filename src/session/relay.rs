@@ -41,7 +41,10 @@ struct Shared {
     inflight: Mutex<VecDeque<Instant>>,
     /// Transaction status of the last ReadyForQuery ('I', 'T', 'E').
     tx_status: AtomicU8,
+    /// Statements go through the policy (a policy is loaded).
     restricted: bool,
+    /// The session's role has restrictions (decides the standard_conforming_strings guard).
+    role_restricted: bool,
 }
 
 impl Shared {
@@ -76,6 +79,7 @@ pub async fn run(s: &mut Started, proxy: &Proxy) -> Result<(), SessionError> {
         inflight: Mutex::new(VecDeque::new()),
         tx_status: AtomicU8::new(b'I'),
         restricted: policy.is_restricted(),
+        role_restricted: policy.role().is_some_and(|(_, r)| r),
     };
     let (control_tx, control_rx) = mpsc::channel::<Control>(1);
     let (done_tx, done_rx) = watch::channel(false);
@@ -315,7 +319,7 @@ async fn backend(
                             .observe(t.elapsed().as_secs_f64());
                     }
                 }
-                b'S' if shared.restricted => {
+                b'S' if shared.role_restricted => {
                     let frame = Frame {
                         tag,
                         raw: bytes::Bytes::copy_from_slice(&buf[pos..pos + len]),

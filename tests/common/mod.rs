@@ -28,6 +28,8 @@ pub struct Env {
 #[derive(Default, Clone)]
 pub struct EnvOptions {
     pub extra_yaml: String,
+    /// Install the demo CRM database with this many contacts and enforce `policies/crm.yaml`.
+    pub demo_contacts: Option<usize>,
 }
 
 impl Env {
@@ -41,17 +43,30 @@ impl Env {
             .expect("start PostgreSQL");
         let dir = tempfile::tempdir().expect("tempdir");
         let certs = certs::generate(dir.path(), "client").expect("certs");
+        let mut extra = opts.extra_yaml.clone();
+        if let Some(n) = opts.demo_contacts {
+            pgvakt::demo::install(&cluster.superuser_config("postgres"), n)
+                .await
+                .expect("demo install");
+            let pw = dir.path().join("service-password");
+            std::fs::write(&pw, "admin\n").expect("password file");
+            let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.yaml");
+            extra.push_str(&format!(
+                "policy:\n  paths: [{}]\n  watch_interval_ms: 0\n",
+                policy.display()
+            ));
+        }
         let yaml = format!(
-            "listen: 127.0.0.1:0\nupstream:\n  host: 127.0.0.1\n  port: {}\ntls:\n  cert_file: {}\n  key_file: {}\nmetrics:\n  listen: 127.0.0.1:0\nlimits:\n  max_message_bytes: 1048576\n  shutdown_grace_ms: 1000\n{}",
+            "listen: 127.0.0.1:0\nupstream:\n  host: 127.0.0.1\n  port: {}\n{}tls:\n  cert_file: {}\n  key_file: {}\nmetrics:\n  listen: 127.0.0.1:0\nlimits:\n  max_message_bytes: 1048576\n  shutdown_grace_ms: 1000\n{}",
             cluster.port(),
+            service_lines(&opts, dir.path()),
             certs.server_cert.display(),
             certs.server_key.display(),
-            opts.extra_yaml
+            extra
         );
         let config = Config::parse(&yaml, "test.yaml").expect("config");
-        let server = Server::start(config, Enforcer::new())
-            .await
-            .expect("start pgvakt");
+        let enforcer = Enforcer::load(&config).await.expect("policy and catalog");
+        let server = Server::start(config, enforcer).await.expect("start pgvakt");
         Env {
             cluster,
             server: Some(server),
@@ -139,6 +154,16 @@ impl Env {
 
     pub async fn metrics(&self) -> String {
         http_get(self.server().metrics_addr, "/metrics").await
+    }
+}
+
+fn service_lines(opts: &EnvOptions, dir: &std::path::Path) -> String {
+    match opts.demo_contacts {
+        Some(_) => format!(
+            "  service_user: admin\n  service_password_file: {}\n  service_database: crm\n",
+            dir.join("service-password").display()
+        ),
+        None => String::new(),
     }
 }
 

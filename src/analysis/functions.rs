@@ -1,0 +1,84 @@
+//! Functions and catalog relations a restricted role may not use: they run SQL text, read
+//! files, or expose values and query text past the analysis.
+
+/// Built-in functions refused for restricted roles (names without schema, lower case).
+pub fn is_denied_function(name: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "query_to_xml",
+        "query_to_xml_and_xmlschema",
+        "query_to_xmlschema",
+        "cursor_to_xml",
+        "cursor_to_xmlschema",
+        "table_to_xml",
+        "table_to_xml_and_xmlschema",
+        "table_to_xmlschema",
+        "schema_to_xml",
+        "schema_to_xml_and_xmlschema",
+        "schema_to_xmlschema",
+        "database_to_xml",
+        "database_to_xml_and_xmlschema",
+        "database_to_xmlschema",
+        "ts_stat",
+        "current_query",
+        "pg_read_file",
+        "pg_read_binary_file",
+        "pg_stat_file",
+        "pg_file_write",
+        "pg_stat_get_activity",
+        "pg_stat_statements",
+        "pg_stat_statements_info",
+        "pg_prepared_statement",
+        "pg_cursor",
+        "pg_get_backend_memory_contexts",
+        "pg_log_backend_memory_contexts",
+        "pg_stat_get_backend_activity",
+        "set_role",
+        "dblink",
+    ];
+    const PREFIXES: &[&str] = &[
+        "lo_",
+        "pg_ls_",
+        "dblink_",
+        "pg_read_",
+        "pg_stat_get_backend_",
+    ];
+    EXACT.contains(&name)
+        || PREFIXES.iter().any(|p| name.starts_with(p))
+        || name == "loread"
+        || name == "lowrite"
+}
+
+/// Catalog relations whose rows hold column values, statistics or other sessions' SQL.
+pub fn is_denied_relation(schema: &str, name: &str) -> bool {
+    const DENIED: &[&str] = &[
+        "pg_stats",
+        "pg_stats_ext",
+        "pg_stats_ext_exprs",
+        "pg_statistic",
+        "pg_statistic_ext_data",
+        "pg_stat_activity",
+        "pg_stat_statements",
+        "pg_stat_statements_info",
+        "pg_prepared_statements",
+        "pg_cursors",
+        "pg_largeobject",
+        "pg_file_settings",
+        "pg_hba_file_rules",
+        "pg_ident_file_mappings",
+    ];
+    schema == "pg_catalog" && DENIED.contains(&name)
+}
+
+/// Settings a restricted role may not change with SET or set_config.
+pub fn is_protected_setting(name: &str) -> bool {
+    matches!(
+        name,
+        "role"
+            | "session_authorization"
+            | "standard_conforming_strings"
+            | "search_path"
+            | "backslash_quote"
+            | "escape_string_warning"
+            | "client_encoding"
+    )
+}

@@ -1,0 +1,131 @@
+//! A small scan of the raw SQL text for constructs the parser reads differently from
+//! PostgreSQL, before anything is parsed.
+
+/// Why the text cannot be analysed faithfully, if it cannot.
+pub fn unfaithful(sql: &str) -> Option<&'static str> {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    let word_start = |i: usize| {
+        i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_' || b[i - 1] == b'$')
+    };
+    while i < b.len() {
+        match b[i] {
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let mut depth = 1;
+                i += 2;
+                while i < b.len() && depth > 0 {
+                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+                        depth += 1;
+                        i += 2;
+                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
+                        depth -= 1;
+                        i += 2;
+                    } else {
+                        i += 1;
+                    }
+                }
+                continue;
+            }
+            b'\'' => {
+                let escapes =
+                    i > 0 && (b[i - 1] == b'e' || b[i - 1] == b'E') && (i < 2 || word_start(i - 1));
+                i += 1;
+                while i < b.len() {
+                    if escapes && b[i] == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                    if b[i] == b'\'' {
+                        if b.get(i + 1) == Some(&b'\'') {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                // PostgreSQL joins string constants separated by whitespace with a newline.
+                let mut j = i + 1;
+                let mut newline = false;
+                while j < b.len() && b[j].is_ascii_whitespace() {
+                    newline |= b[j] == b'\n' || b[j] == b'\r';
+                    j += 1;
+                }
+                if newline && b.get(j) == Some(&b'\'') {
+                    return Some("string constants continued across lines");
+                }
+            }
+            b'"' => {
+                i += 1;
+                while i < b.len() {
+                    if b[i] == b'"' {
+                        if b.get(i + 1) == Some(&b'"') {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            b'$' if word_start(i) => {
+                let tag_end = b[i + 1..]
+                    .iter()
+                    .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+                    .map(|p| p + i + 1);
+                if let Some(e) = tag_end {
+                    if b[e] == b'$' && !b[i + 1..e].first().is_some_and(|c| c.is_ascii_digit()) {
+                        let tag = &b[i..=e];
+                        let body = e + 1;
+                        match b[body..].windows(tag.len()).position(|w| w == tag) {
+                            Some(p) => i = body + p + tag.len(),
+                            None => return Some("an unterminated dollar-quoted string"),
+                        }
+                        continue;
+                    }
+                }
+            }
+            b'u' | b'U' if word_start(i) => {
+                if b.get(i + 1) == Some(&b'&') && matches!(b.get(i + 2), Some(b'\'') | Some(b'"')) {
+                    return Some("Unicode-escaped identifiers or strings (U&)");
+                }
+                if b.len() >= i + 7 && b[i..i + 7].eq_ignore_ascii_case(b"uescape") {
+                    return Some("UESCAPE");
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unfaithful;
+
+    #[test]
+    fn finds_unicode_escapes_outside_strings_only() {
+        assert!(unfaithful(r#"SELECT U&"\0062ank_account" FROM contacts"#).is_some());
+        assert!(unfaithful("SELECT u&'\\0041'").is_some());
+        assert!(unfaithful("SELECT 'U&\"x\"' AS a").is_none());
+        assert!(unfaithful("SELECT 1 -- U&\"x\"\n").is_none());
+        assert!(unfaithful("SELECT /* /* U&\"x\" */ */ 1").is_none());
+        assert!(unfaithful("SELECT $q$ U&\"x\" $q$").is_none());
+        assert!(unfaithful("SELECT 'a' UESCAPE '!'").is_some());
+        assert!(unfaithful("SELECT menu&1 FROM t").is_none());
+    }
+
+    #[test]
+    fn finds_continued_strings_and_unterminated_dollar_quotes() {
+        assert!(unfaithful("SELECT 'a'\n'b'").is_some());
+        assert!(unfaithful("SELECT 'a' 'b'").is_none());
+        assert!(unfaithful("SELECT $a$ never closed").is_some());
+        assert!(unfaithful("SELECT E'it\\'s' AS x").is_none());
+    }
+}

@@ -1,0 +1,253 @@
+//! Statement analysis for restricted roles: parse, check, rewrite, render.
+//!
+//! The rule "as if the table held masked values" is implemented literally: every protected
+//! table a statement reads is replaced by a derived table whose columns are the masked values
+//! (blocked columns left out), so every clause — projections, filters, joins, grouping,
+//! ordering, window and aggregate arguments, whole-row references, sub-queries, CTEs — sees
+//! only what the role may see, and PostgreSQL itself keeps types right. Every other relation is
+//! schema-qualified. What is forwarded is the rendering of the rewritten AST, never the
+//! client's text, so a parser differential turns into an error rather than a leak.
+
+mod functions;
+mod lexer;
+mod relations;
+mod statements;
+mod writes;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use sqlparser::ast::{Ident, Query, TableFactor};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::{Parser, ParserError};
+
+use crate::catalog::{Catalog, Relation};
+use crate::policy::model::{ColumnAction, RoleRules, StatementClass};
+use crate::protocol::PgError;
+
+pub use statements::{analyse, default_search_path};
+
+/// What a restricted role's statement text becomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Forward this text (the rendering of the analysed, rewritten statements).
+    Forward(Analysed),
+    /// Refuse with this error.
+    Refuse(PgError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Analysed {
+    pub sql: String,
+    pub classes: Vec<StatementClass>,
+    /// `schema.table` of protected tables read (their masks applied).
+    pub protected_reads: Vec<String>,
+    /// New search_path set by the statements, if any.
+    pub search_path: Option<Vec<String>>,
+    /// The statements changed the schema: the catalog should be refreshed.
+    pub ddl: bool,
+}
+
+/// Everything analysis consults.
+pub struct Ctx<'a> {
+    pub catalog: &'a Catalog,
+    pub rules: &'a dyn RoleRules,
+    pub search_path: &'a [String],
+    pub user: &'a str,
+    pub policy_version: &'a str,
+}
+
+pub(crate) fn dialect() -> PostgreSqlDialect {
+    PostgreSqlDialect {}
+}
+
+pub(crate) fn parse_query(sql: &str) -> Result<Box<Query>, ParserError> {
+    Parser::new(&dialect()).try_with_sql(sql)?.parse_query()
+}
+
+pub(crate) fn parse_table_factor(sql: &str) -> Result<TableFactor, ParserError> {
+    Parser::new(&dialect())
+        .try_with_sql(sql)?
+        .parse_table_factor()
+}
+
+pub(crate) fn parse_expr(sql: &str) -> Result<sqlparser::ast::Expr, ParserError> {
+    Parser::new(&dialect()).try_with_sql(sql)?.parse_expr()
+}
+
+/// PostgreSQL folds unquoted identifiers to lower case (ASCII only).
+pub(crate) fn fold(i: &Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_ascii_lowercase()
+    }
+}
+
+pub(crate) fn quote(name: &str) -> Ident {
+    Ident::with_quote('"', name)
+}
+
+impl Ctx<'_> {
+    pub fn role(&self) -> &str {
+        self.rules.name()
+    }
+
+    pub fn refuse(&self, message: String) -> PgError {
+        PgError::insufficient_privilege(format!("pgvakt: {message}"))
+            .with_detail(format!("policy {}", self.policy_version))
+    }
+
+    pub fn unsupported(&self, what: &str) -> PgError {
+        PgError::insufficient_privilege(format!(
+            "pgvakt: cannot analyse {what} for role {}, so it is refused",
+            self.role()
+        ))
+        .with_detail(format!("policy {}", self.policy_version))
+        .with_hint("pgvakt refuses what it cannot fully analyse for roles with restrictions.")
+    }
+
+    pub fn blocked(&self, schema: &str, table: &str, column: &str, rule: &str) -> PgError {
+        PgError::insufficient_privilege(format!(
+            "pgvakt: column {table}.{column} is blocked for role {} by rule {rule}",
+            self.role()
+        ))
+        .with_detail(format!(
+            "table {schema}.{table}, policy {}",
+            self.policy_version
+        ))
+    }
+
+    pub fn resolve(
+        &self,
+        parts: &[String],
+        name: &sqlparser::ast::ObjectName,
+    ) -> Result<Arc<Relation>, PgError> {
+        self.catalog
+            .resolve(parts, self.search_path, self.user)
+            .cloned()
+            .ok_or_else(|| {
+                self.refuse(format!(
+                    "relation {name} is not in pgvakt's catalog, so it cannot be checked for role {}",
+                    self.role()
+                ))
+                .with_hint("Temporary and newly created relations are refused for restricted roles; the catalog refreshes after DDL.")
+            })
+    }
+
+    fn decisions(&self, rel: &Relation) -> Vec<(usize, crate::policy::model::ColumnDecision)> {
+        rel.columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i, self.rules.column(&rel.schema, &rel.name, &c.name)))
+            .collect()
+    }
+
+    pub fn is_protected(&self, rel: &Relation) -> bool {
+        self.decisions(rel)
+            .iter()
+            .any(|(_, d)| d.action != ColumnAction::Allow)
+    }
+
+    /// The SELECT that stands in for a protected relation, or None when nothing is protected.
+    pub fn masked_relation_sql(&self, rel: &Relation) -> Result<Option<String>, PgError> {
+        let decisions = self.decisions(rel);
+        if decisions
+            .iter()
+            .all(|(_, d)| d.action == ColumnAction::Allow)
+        {
+            return Ok(None);
+        }
+        let mut cols = Vec::with_capacity(rel.columns.len());
+        for (i, d) in decisions {
+            let c = &rel.columns[i];
+            let q = quote(&c.name).to_string();
+            match &d.action {
+                ColumnAction::Allow => cols.push(q),
+                ColumnAction::Mask(m) => {
+                    let masked = m.render(&q, &c.ty).map_err(|e| {
+                        self.refuse(format!(
+                            "mask {} cannot be applied to {}.{} ({}): {e}",
+                            m.name, rel.name, c.name, c.ty.sql_name
+                        ))
+                    })?;
+                    cols.push(format!("{masked} AS {q}"));
+                }
+                ColumnAction::Block => {}
+            }
+        }
+        if cols.is_empty() {
+            return Err(self.refuse(format!(
+                "every column of {}.{} is blocked for role {}",
+                rel.schema,
+                rel.name,
+                self.role()
+            )));
+        }
+        Ok(Some(format!(
+            "SELECT {} FROM {}.{}",
+            cols.join(", "),
+            quote(&rel.schema),
+            quote(&rel.name)
+        )))
+    }
+
+    /// The first protected relation a view reads, directly or through other views.
+    pub fn view_reads_protected(&self, view: &Relation) -> Option<String> {
+        let mut seen = HashSet::new();
+        let mut stack: Vec<u32> = view.reads.clone();
+        while let Some(oid) = stack.pop() {
+            if !seen.insert(oid) {
+                continue;
+            }
+            let Some(rel) = self.catalog.by_oid(oid) else {
+                continue;
+            };
+            if self.is_protected(rel) {
+                return Some(format!("{}.{}", rel.schema, rel.name));
+            }
+            stack.extend(rel.reads.iter().copied());
+        }
+        None
+    }
+
+    /// Functions: built-ins only, minus those that run SQL text, read files or expose other
+    /// sessions; a name that also exists outside pg_catalog could resolve to user code.
+    pub fn check_function(
+        &self,
+        parts: &[String],
+        f: Option<&sqlparser::ast::Function>,
+    ) -> Result<(), PgError> {
+        let (schema, name) = match parts {
+            [n] => (None, n.as_str()),
+            [s, n] => (Some(s.as_str()), n.as_str()),
+            _ => return Err(self.unsupported(&format!("function {}", parts.join(".")))),
+        };
+        if let Some(s) = schema {
+            if s != "pg_catalog" {
+                return Err(self.refuse(format!(
+                    "function {s}.{name} is not a built-in function; user-defined functions are not allowed for role {}",
+                    self.role()
+                )));
+            }
+        } else if self.catalog.is_user_function(name) {
+            return Err(self.refuse(format!(
+                "function {name} is (or may resolve to) a user-defined function, which is not allowed for role {}",
+                self.role()
+            )));
+        }
+        if functions::is_denied_function(name) {
+            return Err(self.refuse(format!(
+                "function {name} is not allowed for role {}: it can read data past pgvakt's analysis",
+                self.role()
+            )));
+        }
+        if name == "set_config" && !f.is_some_and(relations::setting_allowed) {
+            return Err(self.refuse(format!(
+                "set_config of this setting is not allowed for role {}",
+                self.role()
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,246 @@
+//! Rewriting of everything a statement reads: each protected table becomes a derived table
+//! that holds masked values (blocked columns absent), so every clause sees only what the role
+//! may see; every other relation is schema-qualified so PostgreSQL reads exactly what was
+//! analysed; functions and catalog relations are checked.
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use sqlparser::ast::{Expr, ObjectName, Query, SetExpr, TableFactor, VisitorMut};
+
+use super::{fold, parse_query, parse_table_factor, quote, Ctx};
+use crate::analysis::functions::is_denied_relation;
+use crate::catalog::{RelKind, Relation};
+use crate::policy::model::ColumnAction;
+use crate::protocol::PgError;
+
+pub struct Reads<'a, 'c> {
+    pub ctx: &'a Ctx<'c>,
+    pub cte_names: HashSet<String>,
+    /// Lower-cased last parts of every column reference, for the blocked-column check.
+    pub idents: HashSet<String>,
+    /// Protected relations the statement reads.
+    pub protected: Vec<Arc<Relation>>,
+    /// Every relation the statement reads.
+    pub read: Vec<Arc<Relation>>,
+}
+
+impl<'a, 'c> Reads<'a, 'c> {
+    pub fn new(ctx: &'a Ctx<'c>) -> Self {
+        Reads {
+            ctx,
+            cte_names: HashSet::new(),
+            idents: HashSet::new(),
+            protected: Vec::new(),
+            read: Vec::new(),
+        }
+    }
+
+    fn name_parts(&self, name: &ObjectName) -> Result<Vec<String>, PgError> {
+        name.0
+            .iter()
+            .map(|p| p.as_ident().map(fold))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| self.ctx.unsupported(&format!("the name {name}")))
+    }
+
+    fn table(&mut self, tf: &mut TableFactor) -> Result<(), PgError> {
+        let TableFactor::Table {
+            name,
+            alias,
+            args,
+            sample,
+            ..
+        } = tf
+        else {
+            return Ok(());
+        };
+        let parts = self.name_parts(name)?;
+        if args.is_some() {
+            // A set-returning function in FROM.
+            return self.ctx.check_function(&parts, None);
+        }
+        if parts.len() == 1 && self.cte_names.contains(&parts[0]) {
+            return Ok(());
+        }
+        let rel = self.ctx.resolve(&parts, name)?;
+        if is_denied_relation(&rel.schema, &rel.name) {
+            return Err(self.ctx.refuse(format!(
+                "reading {}.{} is not allowed for role {}: it exposes column values or other sessions' statements",
+                rel.schema, rel.name, self.ctx.role()
+            )));
+        }
+        self.read.push(rel.clone());
+        if matches!(rel.kind, RelKind::View | RelKind::MaterializedView) {
+            if let Some(base) = self.ctx.view_reads_protected(&rel) {
+                return Err(self.ctx.refuse(format!(
+                    "view {}.{} reads protected table {} for role {}; query the table itself so its masks apply",
+                    rel.schema, rel.name, base, self.ctx.role()
+                )));
+            }
+        }
+        let Some(derived) = self.ctx.masked_relation_sql(&rel)? else {
+            *name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
+            return Ok(());
+        };
+        if sample.is_some() {
+            return Err(self.ctx.refuse(format!(
+                "TABLESAMPLE on protected table {}.{} is not supported for role {}",
+                rel.schema,
+                rel.name,
+                self.ctx.role()
+            )));
+        }
+        let alias_sql = match alias {
+            Some(a) if a.columns.is_empty() => a.name.to_string(),
+            Some(a) => format!(
+                "{} ({})",
+                a.name,
+                a.columns
+                    .iter()
+                    .map(|c| c.name.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| quote(&rel.name).to_string()),
+        };
+        *tf = parse_table_factor(&format!("({derived}) AS {alias_sql}")).map_err(|e| {
+            self.ctx
+                .unsupported(&format!("rewriting {}: {e}", rel.name))
+        })?;
+        self.protected.push(rel);
+        Ok(())
+    }
+
+    fn query(&mut self, q: &mut Query) -> Result<(), PgError> {
+        if let Some(with) = &q.with {
+            for cte in &with.cte_tables {
+                let n = fold(&cte.alias.name);
+                if self.ctx.catalog.has_relation_named(&n) {
+                    return Err(self.ctx.refuse(format!(
+                        "the WITH query name {n} hides a table of the same name; rename it"
+                    )));
+                }
+                self.cte_names.insert(n);
+            }
+        }
+        self.expand_table_exprs(&mut q.body)
+    }
+
+    /// `TABLE t` reads all of t: make it `SELECT * FROM t` so the table rule applies.
+    fn expand_table_exprs(&self, body: &mut SetExpr) -> Result<(), PgError> {
+        match body {
+            SetExpr::Table(t) => {
+                let name = match (&t.schema_name, &t.table_name) {
+                    (Some(s), Some(n)) => format!("{s}.{n}"),
+                    (None, Some(n)) => n.clone(),
+                    _ => return Err(self.ctx.unsupported("TABLE without a name")),
+                };
+                let q = parse_query(&format!("SELECT * FROM {name}"))
+                    .map_err(|e| self.ctx.unsupported(&format!("TABLE {name}: {e}")))?;
+                *body = *q.body;
+                Ok(())
+            }
+            SetExpr::SetOperation { left, right, .. } => {
+                self.expand_table_exprs(left)?;
+                self.expand_table_exprs(right)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn expr(&mut self, e: &mut Expr) -> Result<(), PgError> {
+        match e {
+            Expr::Identifier(i) => {
+                self.idents.insert(fold(i));
+            }
+            Expr::CompoundIdentifier(parts) => {
+                if let Some(i) = parts.last() {
+                    self.idents.insert(fold(i));
+                }
+            }
+            Expr::Function(f) => {
+                let parts = self.name_parts(&f.name)?;
+                self.ctx.check_function(&parts, Some(f))?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// After the walk: a reference by name to a blocked column is refused with its rule.
+    pub fn check_blocked(&self) -> Result<(), PgError> {
+        for rel in &self.protected {
+            for c in &rel.columns {
+                let d = self.ctx.rules.column(&rel.schema, &rel.name, &c.name);
+                if d.action == ColumnAction::Block && self.idents.contains(&c.name) {
+                    return Err(self.ctx.blocked(&rel.schema, &rel.name, &c.name, &d.rule));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl VisitorMut for Reads<'_, '_> {
+    type Break = PgError;
+
+    fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<PgError> {
+        to_flow(self.query(q))
+    }
+
+    fn pre_visit_select(&mut self, s: &mut sqlparser::ast::Select) -> ControlFlow<PgError> {
+        if s.into.is_some()
+            && !self
+                .ctx
+                .rules
+                .allows(crate::policy::model::Capability::TempObjects)
+        {
+            return ControlFlow::Break(self.ctx.refuse(format!(
+                "SELECT INTO (creating a table from query results) is not allowed for role {}",
+                self.ctx.role()
+            )));
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_table_factor(&mut self, tf: &mut TableFactor) -> ControlFlow<PgError> {
+        to_flow(self.table(tf))
+    }
+
+    fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<PgError> {
+        to_flow(self.expr(e))
+    }
+}
+
+pub fn to_flow(r: Result<(), PgError>) -> ControlFlow<PgError> {
+    match r {
+        Ok(()) => ControlFlow::Continue(()),
+        Err(e) => ControlFlow::Break(e),
+    }
+}
+
+/// The setting name of a `set_config(name, ...)` call when it is a plain literal.
+pub fn literal_setting(f: &sqlparser::ast::Function) -> Option<String> {
+    use sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments, Value};
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    match list.args.first()? {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v))) => match &v.value {
+            Value::SingleQuotedString(s) => Some(s.to_ascii_lowercase()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+pub fn setting_allowed(f: &sqlparser::ast::Function) -> bool {
+    literal_setting(f).is_some_and(|s| !crate::analysis::functions::is_protected_setting(&s))
+}

@@ -1,0 +1,419 @@
+//! Per-statement decisions: which statements a restricted role may run and how each is
+//! rewritten before it is forwarded.
+
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    AssignmentTarget, CopySource, CopyTarget, Expr, FromTable, ObjectName, OnConflictAction,
+    OnInsert, Set, Statement, TableFactor, TableObject, VisitMut,
+};
+use sqlparser::parser::Parser;
+
+use super::functions::is_protected_setting;
+use super::relations::Reads;
+use super::writes::Target;
+use super::{dialect, fold, lexer, parse_query, quote, Analysed, Ctx, Outcome};
+use crate::policy::model::{Capability, StatementClass};
+use crate::protocol::PgError;
+
+/// Analyse `sql` for a restricted role.
+pub fn analyse(sql: &str, ctx: &Ctx) -> Outcome {
+    match analyse_inner(sql, ctx) {
+        Ok(a) => Outcome::Forward(a),
+        Err(e) => Outcome::Refuse(e),
+    }
+}
+
+fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
+    if let Some(why) = lexer::unfaithful(sql) {
+        return Err(ctx.unsupported(why));
+    }
+    let mut stmts = Parser::parse_sql(&dialect(), sql).map_err(|e| {
+        PgError::error(
+            "42601",
+            format!("pgvakt could not parse this statement, so it is refused: {e}"),
+        )
+        .with_detail(format!("policy {}", ctx.policy_version))
+    })?;
+    let mut out = Analysed::default();
+    for stmt in stmts.iter_mut() {
+        let class = statement(stmt, ctx, &mut out)?;
+        if !ctx.rules.allows_class(class) {
+            return Err(ctx.refuse(format!(
+                "{class:?} statements are not allowed for role {}",
+                ctx.role()
+            )));
+        }
+        out.classes.push(class);
+    }
+    let rendered: Vec<String> = stmts.iter().map(|s| s.to_string()).collect();
+    let sql_out = rendered.join(";\n");
+    // What is forwarded must read back as what was analysed.
+    let again = Parser::parse_sql(&dialect(), &sql_out)
+        .map_err(|e| ctx.unsupported(&format!("the rewritten statement ({e})")))?;
+    let rerendered: Vec<String> = again.iter().map(|s| s.to_string()).collect();
+    if rerendered != rendered {
+        return Err(ctx.unsupported("a statement whose rendering does not read back the same"));
+    }
+    out.sql = sql_out;
+    Ok(out)
+}
+
+fn walk_reads<T: VisitMut>(node: &mut T, ctx: &Ctx, out: &mut Analysed) -> Result<(), PgError> {
+    let mut reads = Reads::new(ctx);
+    if let ControlFlow::Break(e) = node.visit(&mut reads) {
+        return Err(e);
+    }
+    reads.check_blocked()?;
+    for r in &reads.protected {
+        out.protected_reads.push(format!("{}.{}", r.schema, r.name));
+    }
+    Ok(())
+}
+
+/// Walk several parts of one statement with one scope (used where the written table itself
+/// must not be replaced).
+fn walk_parts(
+    ctx: &Ctx,
+    out: &mut Analysed,
+    f: impl FnOnce(&mut Reads) -> ControlFlow<PgError>,
+) -> Result<(), PgError> {
+    let mut reads = Reads::new(ctx);
+    if let ControlFlow::Break(e) = f(&mut reads) {
+        return Err(e);
+    }
+    reads.check_blocked()?;
+    for r in &reads.protected {
+        out.protected_reads.push(format!("{}.{}", r.schema, r.name));
+    }
+    Ok(())
+}
+
+fn walk_target<T: VisitMut>(node: &mut T, target: &mut Target) -> Result<(), PgError> {
+    match node.visit(target) {
+        ControlFlow::Break(e) => Err(e),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+fn name_parts(ctx: &Ctx, name: &ObjectName) -> Result<Vec<String>, PgError> {
+    name.0
+        .iter()
+        .map(|p| p.as_ident().map(fold))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| ctx.unsupported(&format!("the name {name}")))
+}
+
+fn column_name(ctx: &Ctx, name: &ObjectName) -> Result<String, PgError> {
+    name_parts(ctx, name)?
+        .pop()
+        .ok_or_else(|| ctx.unsupported("an empty column name"))
+}
+
+fn statement(
+    stmt: &mut Statement,
+    ctx: &Ctx,
+    out: &mut Analysed,
+) -> Result<StatementClass, PgError> {
+    let refuse_kind =
+        |what: &str| Err(ctx.refuse(format!("{what} is not allowed for role {}", ctx.role())));
+    match stmt {
+        Statement::Query(q) => {
+            walk_reads(q.as_mut(), ctx, out)?;
+            Ok(StatementClass::Read)
+        }
+        Statement::Insert(ins) => {
+            let TableObject::TableName(name) = &mut ins.table else {
+                return refuse_kind("INSERT into a table function");
+            };
+            let rel = ctx.resolve(&name_parts(ctx, name)?, name)?;
+            *name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
+            let alias = ins.table_alias.as_ref().map(|a| fold(&a.alias));
+            let mut target = Target::new(ctx, &rel, alias);
+            if ins.columns.is_empty() {
+                target.check_all_writable()?;
+            }
+            for c in &ins.columns {
+                target.check_write(&column_name(ctx, c)?)?;
+            }
+            if let Some(OnInsert::OnConflict(oc)) = &ins.on {
+                if let OnConflictAction::DoUpdate(du) = &oc.action {
+                    for a in &du.assignments {
+                        assignment_targets(ctx, &a.target, &target)?;
+                    }
+                }
+            }
+            if let Some(r) = &ins.returning {
+                target.check_returning(r)?;
+            }
+            walk_target(ins, &mut target)?;
+            walk_reads(ins, ctx, out)?;
+            Ok(StatementClass::Write)
+        }
+        Statement::Update(u) => {
+            let TableFactor::Table { name, alias, .. } = &mut u.table.relation else {
+                return refuse_kind("UPDATE of a derived table");
+            };
+            let rel = ctx.resolve(&name_parts(ctx, name)?, name)?;
+            *name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
+            let alias = alias.as_ref().map(|a| fold(&a.name));
+            let mut target = Target::new(ctx, &rel, alias);
+            for a in &u.assignments {
+                assignment_targets(ctx, &a.target, &target)?;
+            }
+            if let Some(r) = &u.returning {
+                target.check_returning(r)?;
+            }
+            walk_target(u, &mut target)?;
+            walk_parts(ctx, out, |r| {
+                u.table.joins.visit(r)?;
+                u.assignments.visit(r)?;
+                u.from.visit(r)?;
+                u.selection.visit(r)?;
+                u.returning.visit(r)
+            })?;
+            Ok(StatementClass::Write)
+        }
+        Statement::Delete(d) => {
+            let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) = &mut d.from;
+            if from.len() != 1 || !d.tables.is_empty() {
+                return refuse_kind("DELETE from several tables");
+            }
+            let TableFactor::Table { name, alias, .. } = &mut from[0].relation else {
+                return refuse_kind("DELETE from a derived table");
+            };
+            let rel = ctx.resolve(&name_parts(ctx, name)?, name)?;
+            *name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
+            let alias = alias.as_ref().map(|a| fold(&a.name));
+            let mut target = Target::new(ctx, &rel, alias);
+            if let Some(r) = &d.returning {
+                target.check_returning(r)?;
+            }
+            walk_target(d, &mut target)?;
+            walk_parts(ctx, out, |r| {
+                d.using.visit(r)?;
+                d.selection.visit(r)?;
+                d.returning.visit(r)
+            })?;
+            Ok(StatementClass::Write)
+        }
+        Statement::Copy {
+            source, to, target, ..
+        } => {
+            if !matches!(target, CopyTarget::Stdin | CopyTarget::Stdout)
+                && !ctx.rules.allows(Capability::ServerFiles)
+            {
+                return refuse_kind("COPY to or from a server file or program");
+            }
+            if *to {
+                if let CopySource::Table {
+                    table_name,
+                    columns,
+                } = source
+                {
+                    let cols = if columns.is_empty() {
+                        "*".to_owned()
+                    } else {
+                        columns
+                            .iter()
+                            .map(|c| c.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    let q = parse_query(&format!("SELECT {cols} FROM {table_name}"))
+                        .map_err(|e| ctx.unsupported(&format!("COPY {table_name}: {e}")))?;
+                    *source = CopySource::Query(q);
+                }
+                if let CopySource::Query(q) = source {
+                    walk_reads(q.as_mut(), ctx, out)?;
+                }
+            } else {
+                let CopySource::Table {
+                    table_name,
+                    columns,
+                } = source
+                else {
+                    return refuse_kind("COPY FROM into a query");
+                };
+                let rel = ctx.resolve(&name_parts(ctx, table_name)?, table_name)?;
+                *table_name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
+                let target = Target::new(ctx, &rel, None);
+                if columns.is_empty() {
+                    target.check_all_writable()?;
+                }
+                for c in columns.iter() {
+                    target.check_write(&fold(c))?;
+                }
+            }
+            Ok(StatementClass::Copy)
+        }
+        Statement::Explain {
+            verbose,
+            statement: inner,
+            ..
+        } => {
+            if *verbose {
+                return refuse_kind("EXPLAIN VERBOSE (it prints the expressions that mask values)");
+            }
+            statement(inner, ctx, out)
+        }
+        Statement::Prepare {
+            statement: inner, ..
+        } => {
+            statement(inner, ctx, out)?;
+            Ok(StatementClass::Utility)
+        }
+        Statement::Declare { stmts } => {
+            for d in stmts.iter_mut() {
+                if let Some(q) = d.for_query.as_mut() {
+                    walk_reads(q.as_mut(), ctx, out)?;
+                }
+            }
+            Ok(StatementClass::Read)
+        }
+        Statement::Execute { .. }
+        | Statement::Deallocate { .. }
+        | Statement::Fetch { .. }
+        | Statement::Close { .. }
+        | Statement::StartTransaction { .. }
+        | Statement::Commit { .. }
+        | Statement::Rollback { .. }
+        | Statement::Savepoint { .. }
+        | Statement::ReleaseSavepoint { .. }
+        | Statement::ShowVariable { .. }
+        | Statement::LISTEN { .. }
+        | Statement::UNLISTEN { .. }
+        | Statement::NOTIFY { .. } => {
+            walk_reads(stmt, ctx, out)?;
+            Ok(StatementClass::Utility)
+        }
+        Statement::Discard { .. } => {
+            out.search_path = Some(default_search_path());
+            Ok(StatementClass::Utility)
+        }
+        Statement::Reset(r) => {
+            let text = r.to_string().to_ascii_lowercase();
+            if text.contains("role") || text.contains("session") {
+                return refuse_kind("RESET ROLE / SESSION AUTHORIZATION");
+            }
+            if text.contains(" all") || text.contains("search_path") {
+                out.search_path = Some(default_search_path());
+            }
+            Ok(StatementClass::Utility)
+        }
+        Statement::Set(set) => {
+            set_statement(set, ctx, out)?;
+            Ok(StatementClass::Utility)
+        }
+        other => {
+            let kind = other.to_string();
+            let kind: String = kind
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
+            refuse_kind(&format!("the statement {kind} ..."))
+        }
+    }
+}
+
+fn assignment_targets(ctx: &Ctx, t: &AssignmentTarget, target: &Target) -> Result<(), PgError> {
+    match t {
+        AssignmentTarget::ColumnName(n) => target.check_write(&column_name(ctx, n)?),
+        AssignmentTarget::Tuple(ns) => {
+            for n in ns {
+                target.check_write(&column_name(ctx, n)?)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn default_search_path() -> Vec<String> {
+    vec!["$user".into(), "public".into()]
+}
+
+fn set_statement(set: &mut Set, ctx: &Ctx, out: &mut Analysed) -> Result<(), PgError> {
+    let refuse =
+        |what: &str| Err(ctx.refuse(format!("{what} is not allowed for role {}", ctx.role())));
+    match set {
+        Set::SetRole { .. } => refuse("SET ROLE"),
+        Set::SetSessionAuthorization(_) => refuse("SET SESSION AUTHORIZATION"),
+        Set::SetNames { charset_name, .. } => {
+            if fold(charset_name)
+                .replace('-', "")
+                .eq_ignore_ascii_case("utf8")
+            {
+                Ok(())
+            } else {
+                refuse("changing client_encoding")
+            }
+        }
+        Set::SingleAssignment {
+            variable, values, ..
+        } => {
+            let name = variable.to_string().to_ascii_lowercase();
+            match name.as_str() {
+                "search_path" => {
+                    let mut path = Vec::new();
+                    for v in values.iter() {
+                        let s = match v {
+                            Expr::Identifier(i) => fold(i),
+                            Expr::Value(v) => v.value.to_string().trim_matches('\'').to_owned(),
+                            _ => return refuse("this search_path value"),
+                        };
+                        path.push(s);
+                    }
+                    if path
+                        .iter()
+                        .position(|s| s == "pg_catalog")
+                        .is_some_and(|p| p > 0)
+                    {
+                        return refuse("a search_path that puts pg_catalog after other schemas");
+                    }
+                    out.search_path = Some(path);
+                    Ok(())
+                }
+                "standard_conforming_strings" => {
+                    let v = values.first().map(|v| v.to_string().to_ascii_lowercase());
+                    match v.as_deref().map(|s| s.trim_matches('\'')) {
+                        Some("on") | Some("true") | Some("1") => Ok(()),
+                        _ => refuse("turning standard_conforming_strings off"),
+                    }
+                }
+                "client_encoding" => {
+                    let v = values.first().map(|v| {
+                        v.to_string()
+                            .to_ascii_lowercase()
+                            .replace(['\'', '-', '_'], "")
+                    });
+                    if v.as_deref() == Some("utf8") {
+                        Ok(())
+                    } else {
+                        refuse("changing client_encoding")
+                    }
+                }
+                n if is_protected_setting(n) => refuse(&format!("SET {n}")),
+                _ => Ok(()),
+            }
+        }
+        Set::ParenthesizedAssignments { variables, .. } => {
+            for v in variables.iter() {
+                if is_protected_setting(&v.to_string().to_ascii_lowercase()) {
+                    return refuse(&format!("SET {v}"));
+                }
+            }
+            Ok(())
+        }
+        Set::MultipleAssignments { assignments } => {
+            for a in assignments.iter() {
+                let n = a.name.to_string().to_ascii_lowercase();
+                if is_protected_setting(&n) {
+                    return refuse(&format!("SET {n}"));
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}

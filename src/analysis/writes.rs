@@ -1,0 +1,169 @@
+//! The table an INSERT, UPDATE or DELETE writes cannot be replaced by a masked derived table,
+//! so references to its protected columns (in WHERE, SET values, RETURNING, ON CONFLICT and
+//! sub-queries) are replaced by the mask expression one by one, and writing a column the role
+//! cannot see is refused.
+
+use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{Expr, SelectItem, VisitorMut};
+
+use super::relations::to_flow;
+use super::{fold, parse_expr, Ctx};
+use crate::catalog::Relation;
+use crate::policy::model::{ColumnAction, ColumnDecision};
+use crate::protocol::PgError;
+
+pub struct Target<'a, 'c> {
+    ctx: &'a Ctx<'c>,
+    rel: &'a Relation,
+    /// Names the target is known by in the statement: its name and alias.
+    names: HashSet<String>,
+    decisions: HashMap<String, ColumnDecision>,
+}
+
+impl<'a, 'c> Target<'a, 'c> {
+    pub fn new(ctx: &'a Ctx<'c>, rel: &'a Relation, alias: Option<String>) -> Self {
+        let mut names = HashSet::new();
+        names.insert(rel.name.clone());
+        if let Some(a) = alias {
+            names.insert(a);
+        }
+        let decisions = rel
+            .columns
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    ctx.rules.column(&rel.schema, &rel.name, &c.name),
+                )
+            })
+            .collect();
+        Target {
+            ctx,
+            rel,
+            names,
+            decisions,
+        }
+    }
+
+    /// A column written by the statement must be fully visible to the role.
+    pub fn check_write(&self, column: &str) -> Result<(), PgError> {
+        match self.decisions.get(column) {
+            Some(d) if d.action == ColumnAction::Allow => Ok(()),
+            Some(d) => Err(self.ctx.refuse(format!(
+                "role {} may not write column {}.{}: it is {} for this role by rule {}",
+                self.ctx.role(),
+                self.rel.name,
+                column,
+                if d.action == ColumnAction::Block {
+                    "blocked"
+                } else {
+                    "masked"
+                },
+                d.rule
+            ))),
+            None => Err(self.ctx.refuse(format!(
+                "column {}.{} is not in pgvakt's catalog",
+                self.rel.name, column
+            ))),
+        }
+    }
+
+    /// Columns an INSERT without a column list would write.
+    pub fn check_all_writable(&self) -> Result<(), PgError> {
+        for c in &self.rel.columns {
+            self.check_write(&c.name)?;
+        }
+        Ok(())
+    }
+
+    fn masked(&self, column_sql: &str, column: &str) -> Result<Option<Expr>, PgError> {
+        let Some(d) = self.decisions.get(column) else {
+            return Ok(None);
+        };
+        match &d.action {
+            ColumnAction::Allow => Ok(None),
+            ColumnAction::Block => {
+                Err(self
+                    .ctx
+                    .blocked(&self.rel.schema, &self.rel.name, column, &d.rule))
+            }
+            ColumnAction::Mask(m) => {
+                let Some(c) = self.rel.columns.iter().find(|c| c.name == column) else {
+                    return Ok(None);
+                };
+                let sql = m.render(column_sql, &c.ty).map_err(|e| {
+                    self.ctx.refuse(format!(
+                        "mask {} cannot be applied to {}.{column}: {e}",
+                        m.name, self.rel.name
+                    ))
+                })?;
+                parse_expr(&sql)
+                    .map(Some)
+                    .map_err(|e| self.ctx.unsupported(&format!("the mask of {column}: {e}")))
+            }
+        }
+    }
+
+    fn expr(&mut self, e: &mut Expr) -> Result<(), PgError> {
+        let replacement = match e {
+            Expr::Identifier(i) => {
+                let n = fold(i);
+                if self.names.contains(&n) && !self.decisions.contains_key(&n) {
+                    return Err(self.ctx.refuse(format!(
+                        "whole-row reference to {} is not allowed for role {}; list the columns",
+                        self.rel.name,
+                        self.ctx.role()
+                    )));
+                }
+                self.masked(&e.to_string(), &n)?
+            }
+            Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+                let qualifier = fold(&parts[parts.len() - 2]);
+                let col = fold(&parts[parts.len() - 1]);
+                if self.names.contains(&qualifier) {
+                    self.masked(&e.to_string(), &col)?
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        if let Some(r) = replacement {
+            *e = Expr::Nested(Box::new(r));
+        }
+        Ok(())
+    }
+
+    /// RETURNING * or t.* of a protected target would return raw values.
+    pub fn check_returning(&self, items: &[SelectItem]) -> Result<(), PgError> {
+        let protected = self
+            .decisions
+            .values()
+            .any(|d| d.action != ColumnAction::Allow);
+        for item in items {
+            if protected
+                && matches!(
+                    item,
+                    SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+                )
+            {
+                return Err(self.ctx.refuse(format!(
+                    "RETURNING * on {} is not allowed for role {}; list the columns",
+                    self.rel.name,
+                    self.ctx.role()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl VisitorMut for Target<'_, '_> {
+    type Break = PgError;
+
+    fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<PgError> {
+        to_flow(self.expr(e))
+    }
+}

@@ -1,0 +1,210 @@
+//! What the upstream database holds: relations with their columns and types, which views read
+//! which relations, and which function names exist outside `pg_catalog`. Loaded through the
+//! proxy's own connection and refreshed, so analysis can expand `*`, qualify every table it
+//! forwards and see through views.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::policy::model::ColumnType;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    pub attnum: i16,
+    pub ty: ColumnType,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelKind {
+    Table,
+    View,
+    MaterializedView,
+    Foreign,
+    Partitioned,
+}
+
+#[derive(Debug, Clone)]
+pub struct Relation {
+    pub oid: u32,
+    pub schema: String,
+    pub name: String,
+    pub kind: RelKind,
+    pub columns: Vec<Column>,
+    /// Relations a view's rules read (direct dependencies only).
+    pub reads: Vec<u32>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Catalog {
+    relations: HashMap<(String, String), Arc<Relation>>,
+    by_oid: HashMap<u32, Arc<Relation>>,
+    /// Function names defined outside pg_catalog: a call by such a name might run user code.
+    user_functions: HashSet<String>,
+    schemas: HashSet<String>,
+    pub database: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("loading the catalog failed: {0}")]
+    Query(#[from] tokio_postgres::Error),
+}
+
+impl Catalog {
+    pub fn new(database: &str) -> Self {
+        Catalog {
+            database: database.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    pub fn add_relation(&mut self, rel: Relation) {
+        let rel = Arc::new(rel);
+        self.schemas.insert(rel.schema.clone());
+        self.by_oid.insert(rel.oid, rel.clone());
+        self.relations
+            .insert((rel.schema.clone(), rel.name.clone()), rel);
+    }
+
+    pub fn add_user_function(&mut self, name: &str) {
+        self.user_functions.insert(name.to_owned());
+    }
+
+    pub fn is_user_function(&self, name: &str) -> bool {
+        self.user_functions.contains(name)
+    }
+
+    pub fn relation(&self, schema: &str, name: &str) -> Option<&Arc<Relation>> {
+        self.relations.get(&(schema.to_owned(), name.to_owned()))
+    }
+
+    /// Whether any schema other than the system ones has a relation of this name.
+    pub fn has_relation_named(&self, name: &str) -> bool {
+        self.relations
+            .keys()
+            .any(|(s, n)| n == name && s != "pg_catalog" && s != "information_schema")
+    }
+
+    pub fn by_oid(&self, oid: u32) -> Option<&Arc<Relation>> {
+        self.by_oid.get(&oid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.relations.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.relations.is_empty()
+    }
+
+    /// Resolve a relation name (parts already case-folded) the way PostgreSQL does:
+    /// `pg_catalog` first unless the path names it, then the path (`$user` is the user's schema).
+    pub fn resolve(
+        &self,
+        parts: &[String],
+        search_path: &[String],
+        user: &str,
+    ) -> Option<&Arc<Relation>> {
+        match parts {
+            [name] => {
+                let mut path: Vec<&str> = Vec::with_capacity(search_path.len() + 1);
+                if !search_path.iter().any(|s| s == "pg_catalog") {
+                    path.push("pg_catalog");
+                }
+                for s in search_path {
+                    path.push(if s == "$user" { user } else { s.as_str() });
+                }
+                path.into_iter().find_map(|s| self.relation(s, name))
+            }
+            [schema, name] => self.relation(schema, name),
+            [db, schema, name] if *db == self.database => self.relation(schema, name),
+            _ => None,
+        }
+    }
+
+    /// Load from the upstream.
+    pub async fn load(
+        client: &tokio_postgres::Client,
+        database: &str,
+    ) -> Result<Catalog, CatalogError> {
+        let mut cat = Catalog::new(database);
+        let rows = client
+            .query(
+                "SELECT c.oid, n.nspname::text, c.relname::text, c.relkind::text, \
+                        a.attname::text, a.attnum, format_type(a.atttypid, a.atttypmod), t.typcategory::text \
+                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+                 LEFT JOIN pg_type t ON t.oid = a.atttypid \
+                 WHERE c.relkind IN ('r','v','m','f','p') AND n.nspname NOT LIKE 'pg\\_toast%' \
+                   AND n.nspname NOT LIKE 'pg\\_temp\\_%' \
+                 ORDER BY c.oid, a.attnum",
+                &[],
+            )
+            .await?;
+        let deps = client
+            .query(
+                "SELECT DISTINCT r.ev_class, d.refobjid FROM pg_depend d \
+                 JOIN pg_rewrite r ON d.objid = r.oid \
+                 WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass \
+                   AND d.refobjid <> r.ev_class",
+                &[],
+            )
+            .await?;
+        let mut reads: HashMap<u32, Vec<u32>> = HashMap::new();
+        for d in deps {
+            reads.entry(d.get(0)).or_default().push(d.get(1));
+        }
+        let mut current: Option<Relation> = None;
+        for r in rows {
+            let oid: u32 = r.get(0);
+            if current.as_ref().map(|c| c.oid) != Some(oid) {
+                if let Some(done) = current.take() {
+                    cat.add_relation(done);
+                }
+                let kind = match r.get::<_, String>(3).as_str() {
+                    "v" => RelKind::View,
+                    "m" => RelKind::MaterializedView,
+                    "f" => RelKind::Foreign,
+                    "p" => RelKind::Partitioned,
+                    _ => RelKind::Table,
+                };
+                current = Some(Relation {
+                    oid,
+                    schema: r.get(1),
+                    name: r.get(2),
+                    kind,
+                    columns: Vec::new(),
+                    reads: reads.remove(&oid).unwrap_or_default(),
+                });
+            }
+            if let (Some(rel), Some(name)) = (current.as_mut(), r.get::<_, Option<String>>(4)) {
+                rel.columns.push(Column {
+                    name,
+                    attnum: r.get(5),
+                    ty: ColumnType {
+                        sql_name: r.get::<_, Option<String>>(6).unwrap_or_default(),
+                        category: r
+                            .get::<_, Option<String>>(7)
+                            .and_then(|s| s.chars().next())
+                            .unwrap_or('U'),
+                    },
+                });
+            }
+        }
+        if let Some(done) = current.take() {
+            cat.add_relation(done);
+        }
+        for f in client
+            .query(
+                "SELECT DISTINCT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')",
+                &[],
+            )
+            .await?
+        {
+            cat.add_user_function(&f.get::<_, String>(0));
+        }
+        Ok(cat)
+    }
+}
