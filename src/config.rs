@@ -361,7 +361,8 @@ impl Config {
         if self.limits.max_connections == 0 {
             problems.push("limits.max_connections: must be at least 1".into());
         }
-        if self.listen == self.metrics.listen {
+        // Port 0 means "any free port" (tests, the demo): two such listeners never collide.
+        if self.listen == self.metrics.listen && self.listen.port() != 0 {
             problems.push("metrics.listen: must differ from listen".into());
         }
         if problems.is_empty() {
@@ -414,6 +415,18 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("limits.max_connections"), "{err}");
+    }
+
+    #[test]
+    fn same_listen_address_is_refused_unless_both_pick_a_free_port() {
+        let mut c = Config::parse(MINIMAL, "t.yaml").unwrap();
+        c.metrics.listen = c.listen;
+        let err = c.validate("t.yaml").unwrap_err().to_string();
+        assert!(err.contains("metrics.listen: must differ"), "{err}");
+        c.listen = "127.0.0.1:0".parse().unwrap();
+        c.metrics.listen = c.listen;
+        let err = c.validate("t.yaml").unwrap_err().to_string();
+        assert!(!err.contains("metrics.listen"), "{err}");
     }
 }
 

@@ -1,4 +1,26 @@
 //! pgvakt: a PostgreSQL wire-protocol proxy that enforces data-protection (GDPR) policy.
+//!
+//! Clients connect with TLS; each session relays authentication to the upstream PostgreSQL, then
+//! asks the enforcer for a verdict on every statement (forward, rewrite with masks, or refuse)
+//! before relaying it. The README describes the configuration, the policy format and the status.
+//!
+//! # Layout
+//!
+//! - [`listener`]: `Server`, the accept loop and the life cycle (start, TLS reload, drain, stop).
+//! - [`session`]: one client session: TLS handshake, startup, auth relay, statement relay.
+//! - [`protocol`]: PostgreSQL v3 messages and framing without IO, and pgvakt's own errors.
+//! - [`enforce`]: the per-session policy view and statement verdicts.
+//! - [`policy`]: policy files loaded, validated and compiled; masks, grants, `policy check`.
+//! - [`proxy`]: state shared by every session (config, TLS, upstream, cancel keys, metrics).
+//! - [`upstream`]: connections to the upstream PostgreSQL server.
+//! - [`tls`]: rustls configuration for clients and, optionally, towards the upstream.
+//! - [`stream`]: one byte-stream type for plaintext and TLS connections.
+//! - [`cancel`]: proxy-issued cancel keys mapped to the upstream's.
+//! - [`config`]: the strict YAML configuration file with its defaults and validation.
+//! - [`metrics`]: Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` listener.
+//! - [`certs`]: self-signed certificates for the demo and tests.
+//! - [`cluster`]: throwaway PostgreSQL clusters for tests, benchmarks and the demo.
+//! - [`demo`]: the demo CRM database and `pgvakt demo` ([`demo::run`]).
 
 pub mod analysis;
 pub mod cancel;

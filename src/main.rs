@@ -1,11 +1,13 @@
 //! The `pgvakt` command line.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use pgvakt::config::{Config, LogFormat};
+use pgvakt::demo::run::{self as demo, DemoOptions};
 use pgvakt::enforce::Enforcer;
 use pgvakt::listener::Server;
 
@@ -32,6 +34,36 @@ enum Command {
     CheckConfig {
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Start a throwaway PostgreSQL with the demo CRM and pgvakt in front of it.
+    Demo {
+        /// Address clients connect to.
+        #[arg(long, default_value = "127.0.0.1:6432")]
+        listen: SocketAddr,
+        /// Address of the /metrics, /healthz and /readyz endpoints.
+        #[arg(long, default_value = "127.0.0.1:9187")]
+        metrics_listen: SocketAddr,
+        /// Number of generated contacts.
+        #[arg(long, default_value_t = pgvakt::demo::DEFAULT_CONTACTS)]
+        contacts: usize,
+        /// Directory for the cluster, certificates, configuration and audit log; kept at exit.
+        /// Default: a temporary directory, removed at exit.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate policy files or directories; exits 1 when there are errors.
+    Check {
+        #[arg(default_value = "policies")]
+        paths: Vec<PathBuf>,
     },
 }
 
@@ -61,6 +93,33 @@ fn main() -> anyhow::Result<()> {
             println!("{}: ok", config.display());
             Ok(())
         }
+        Command::Demo {
+            listen,
+            metrics_listen,
+            contacts,
+            dir,
+        } => {
+            init_logging("info", LogFormat::Text);
+            let opts = DemoOptions {
+                listen,
+                metrics_listen,
+                contacts,
+                dir,
+                policy: None,
+            };
+            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            rt.block_on(run_demo(opts))
+        }
+        Command::Policy {
+            command: PolicyCommand::Check { paths },
+        } => {
+            let report = pgvakt::policy::check::check(&paths);
+            print!("{report}");
+            if !report.ok() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }
 
@@ -70,6 +129,22 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     wait_for_signals(&server).await?;
     server.shutdown().await;
     tracing::info!("pgvakt stopped");
+    Ok(())
+}
+
+async fn run_demo(opts: DemoOptions) -> anyhow::Result<()> {
+    let kept = opts.dir.is_some();
+    let demo = demo::start(opts).await?;
+    print!("{}", demo.instructions());
+    println!("press Ctrl-C to stop");
+    wait_for_signals(demo.server()).await?;
+    let dir = demo.dir().to_path_buf();
+    demo.shutdown().await?;
+    if kept {
+        println!("stopped; kept {}", dir.display());
+    } else {
+        println!("stopped; removed the demo's PostgreSQL and files");
+    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 //! - `words`: the names, places and free-text phrases the rows are made of.
 //! - `rng`: the seeded splitmix64 generator that keeps the data identical across runs.
 //! - `load`: streaming binary COPY into PostgreSQL.
+//! - `run`: `pgvakt demo`: a throwaway cluster with this data and the proxy in front of it.
 //!
 //! [`install`] needs a superuser connection configuration, e.g. from
 //! [`crate::cluster::Cluster::superuser_config`]:
@@ -21,6 +22,7 @@
 pub mod data;
 pub mod load;
 pub mod rng;
+pub mod run;
 pub mod schema;
 pub mod words;
 

@@ -1,0 +1,161 @@
+//! `pgvakt demo` started in-process, driven with the real PostgreSQL clients a user would run:
+//! psql for a query, pgbench for load, and a plaintext psql that must be turned away.
+
+use std::process::Output;
+use std::time::Duration;
+
+use pgvakt::demo::run::{self as demo, DemoHandle, DemoOptions};
+use tokio::process::Command;
+
+const CONTACTS: usize = 300;
+const PSQL: &str = "/usr/bin/psql";
+const PGBENCH: &str = "/usr/bin/pgbench";
+
+async fn start_demo() -> DemoHandle {
+    demo::start(DemoOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
+        contacts: CONTACTS,
+        ..Default::default()
+    })
+    .await
+    .expect("start the demo")
+}
+
+/// Runs a client binary with no inherited libpq settings, so only the connection string counts.
+async fn run(program: &str, args: &[&str]) -> Output {
+    let mut cmd = Command::new(program);
+    cmd.args(args).kill_on_drop(true);
+    for var in [
+        "PGHOST",
+        "PGPORT",
+        "PGUSER",
+        "PGPASSWORD",
+        "PGDATABASE",
+        "PGSSLMODE",
+        "PGSERVICE",
+        "PGCHANNELBINDING",
+    ] {
+        cmd.env_remove(var);
+    }
+    // No ~/.psqlrc or ~/.pgpass from whoever runs the tests.
+    cmd.env("PSQLRC", "/dev/null")
+        .env("PGPASSFILE", "/dev/null");
+    tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{program} timed out"))
+        .unwrap_or_else(|e| panic!("running {program}: {e}"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_psql_and_pgbench_over_tls_and_refuses_plaintext() {
+    let demo = start_demo().await;
+    let shown = demo.instructions();
+    assert!(
+        shown.contains(&format!(
+            "psql \"host=127.0.0.1 port={} user=secretary password=secretary dbname=crm sslmode=require\"",
+            demo.addr.port()
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.lines().any(|l| l
+            == format!(
+                "upstream: postgresql://admin:admin@127.0.0.1:{}/crm",
+                demo.upstream_port
+            )),
+        "{shown}"
+    );
+    assert!(demo.config_path.is_file());
+
+    // The secretary counts the contacts through the proxy with TLS.
+    let out = run(
+        PSQL,
+        &[
+            &demo.dsn("secretary", "require"),
+            "-XAtc",
+            "SELECT count(*) FROM contacts",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "psql failed: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), CONTACTS.to_string());
+
+    // A short select-only load with several clients.
+    let script = demo.dir().join("select.sql");
+    std::fs::write(
+        &script,
+        "\\set id random(1, 300)\nSELECT id, first_name, email FROM contacts WHERE id = :id;\n",
+    )
+    .unwrap();
+    let out = run(
+        PGBENCH,
+        &[
+            "-n",
+            "-f",
+            script.to_str().unwrap(),
+            "-T",
+            "3",
+            "-c",
+            "4",
+            "-j",
+            "2",
+            &demo.dsn("admin", "require"),
+        ],
+    )
+    .await;
+    let report = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pgbench failed: {}\n{report}",
+        text(&out.stderr)
+    );
+    assert!(
+        report.contains("number of failed transactions: 0"),
+        "{report}"
+    );
+
+    // Without TLS the proxy answers with PostgreSQL's own error and psql shows it.
+    let out = run(
+        PSQL,
+        &[&demo.dsn("secretary", "disable"), "-XAtc", "SELECT 1"],
+    )
+    .await;
+    assert!(!out.status.success(), "plaintext login was accepted");
+    assert!(
+        text(&out.stderr).contains("requires TLS"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    demo.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_in_a_chosen_directory_keeps_it_after_shutdown() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("demo");
+    let demo = demo::start(DemoOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
+        contacts: 20,
+        dir: Some(dir.clone()),
+        ..Default::default()
+    })
+    .await
+    .expect("start the demo");
+    assert!(dir.join("postgres").join("data").is_dir());
+    demo.shutdown().await.expect("shutdown");
+    assert!(dir.join("pgvakt.yaml").is_file());
+    assert!(dir.join("server.pem").is_file());
+    assert!(dir.join("postgres").join("data").is_dir());
+    assert!(!dir
+        .join("postgres")
+        .join("data")
+        .join("postmaster.pid")
+        .exists());
+}
