@@ -9,7 +9,9 @@
 //! - [`listener`]: `Server`, the accept loop and the life cycle (start, TLS reload, drain, stop).
 //! - [`session`]: one client session: TLS handshake, startup, auth relay, statement relay.
 //! - [`protocol`]: PostgreSQL v3 messages and framing without IO, and pgvakt's own errors.
-//! - [`enforce`]: the per-session policy view and statement verdicts.
+//! - [`enforce`]: the per-session policy view and statement verdicts, with the analysis cache.
+//! - [`analysis`]: parse, check and rewrite a restricted role's statements (masked derived tables).
+//! - [`catalog`]: relations, columns, view dependencies and user functions loaded from upstream.
 //! - [`policy`]: policy files loaded, validated and compiled; masks, grants, `policy check`.
 //! - [`proxy`]: state shared by every session (config, TLS, upstream, cancel keys, metrics).
 //! - [`upstream`]: connections to the upstream PostgreSQL server.
