@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use crate::policy::model::ColumnType;
 
+pub mod snapshot;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
     pub name: String,
@@ -86,6 +88,10 @@ impl Catalog {
             .any(|(s, n)| n == name && s != "pg_catalog" && s != "information_schema")
     }
 
+    pub fn relations(&self) -> impl Iterator<Item = &Arc<Relation>> {
+        self.by_oid.values()
+    }
+
     pub fn by_oid(&self, oid: u32) -> Option<&Arc<Relation>> {
         self.by_oid.get(&oid)
     }
@@ -121,6 +127,20 @@ impl Catalog {
             [db, schema, name] if *db == self.database => self.relation(schema, name),
             _ => None,
         }
+    }
+
+    /// PostgreSQL groups `user` is a member of (directly or through other groups).
+    pub async fn member_groups(
+        client: &tokio_postgres::Client,
+        user: &str,
+    ) -> Result<Vec<String>, tokio_postgres::Error> {
+        let rows = client
+            .query(
+                "SELECT r.rolname::text FROM pg_roles r WHERE pg_has_role($1::text, r.oid, 'MEMBER') AND r.rolname <> $1::text",
+                &[&user],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
     }
 
     /// Load from the upstream.

@@ -45,6 +45,25 @@ struct Inner {
     service: Option<tokio_postgres::Client>,
     cache: DashMap<(String, String, String, String), Arc<Outcome>>,
     refresh: tokio::sync::Notify,
+    /// Told about every reload (SIGHUP or file change), e.g. to count it in metrics.
+    reload_hook: std::sync::OnceLock<ReloadHook>,
+}
+
+/// Called with each reload's outcome: the new version or the error.
+pub type ReloadHook = Box<dyn Fn(&Result<String, String>) + Send + Sync>;
+
+impl Inner {
+    fn reloaded(&self, r: &Result<String, String>) {
+        match r {
+            Ok(v) => tracing::info!(policy.version = %v, "policy reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "policy reload failed; the previous policy stays in force")
+            }
+        }
+        if let Some(h) = self.reload_hook.get() {
+            h(r);
+        }
+    }
 }
 
 /// Builds the per-session view of the policy. Without policy files every session passes
@@ -68,6 +87,7 @@ impl Enforcer {
                 service: None,
                 cache: DashMap::new(),
                 refresh: tokio::sync::Notify::new(),
+                reload_hook: Default::default(),
             })),
         }
     }
@@ -103,15 +123,16 @@ impl Enforcer {
             service,
             cache: DashMap::new(),
             refresh: tokio::sync::Notify::new(),
+            reload_hook: Default::default(),
         });
         if config.policy.watch_interval_ms > 0 {
+            let weak = Arc::downgrade(&inner);
             tokio::spawn(crate::policy::store::watch(
                 store,
                 Duration::from_millis(config.policy.watch_interval_ms),
-                |r| match r {
-                    Ok(v) => tracing::info!(policy.version = %v, "policy reloaded"),
-                    Err(e) => {
-                        tracing::error!(error = %e, "policy reload failed; the previous policy stays in force")
+                move |r| {
+                    if let Some(inner) = weak.upgrade() {
+                        inner.reloaded(&r.map_err(|e| e.to_string()));
                     }
                 },
             ));
@@ -142,24 +163,33 @@ impl Enforcer {
     pub fn reload_policy(&self) -> Option<Result<String, String>> {
         let inner = self.inner.as_ref()?;
         let paths = inner.store.paths().to_vec();
-        Some(inner.store.reload(&paths).map_err(|e| e.to_string()))
+        let r = inner.store.reload(&paths).map_err(|e| e.to_string());
+        inner.reloaded(&r);
+        Some(r)
+    }
+
+    /// Install the function told about every reload (once; later calls are ignored).
+    pub fn on_reload(&self, hook: ReloadHook) {
+        if let Some(inner) = &self.inner {
+            let _ = inner.reload_hook.set(hook);
+        }
+    }
+
+    /// Version of the policy in force, if any.
+    pub fn policy_version(&self) -> Option<String> {
+        Some(self.inner.as_ref()?.store.current().version.clone())
     }
 
     /// The policy view for a new session of `user`.
     pub async fn session(&self, user: &str, database: &str) -> SessionPolicy {
         let groups = match self.inner.as_ref().and_then(|i| i.service.as_ref()) {
-            Some(c) => tokio::time::timeout(
-                Duration::from_secs(2),
-                c.query(
-                    "SELECT r.rolname::text FROM pg_roles r WHERE pg_has_role($1::text, r.oid, 'MEMBER') AND r.rolname <> $1::text",
-                    &[&user],
-                ),
-            )
-            .await
-            .ok()
-            .and_then(|r| r.ok())
-            .map(|rows| rows.iter().map(|r| r.get::<_, String>(0)).collect())
-            .unwrap_or_default(),
+            Some(c) => {
+                tokio::time::timeout(Duration::from_secs(2), Catalog::member_groups(c, user))
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
+                    .unwrap_or_default()
+            }
             None => Vec::new(),
         };
         SessionPolicy {

@@ -70,6 +70,18 @@ impl Server {
             })?;
         let metrics = Arc::new(Metrics::new());
         metrics.set_policy_ready(true);
+        let counted = metrics.clone();
+        enforcer.on_reload(Box::new(move |r| {
+            let outcome = if r.is_ok() {
+                metrics::Outcome::Ok
+            } else {
+                metrics::Outcome::Failed
+            };
+            counted
+                .policy_reloads
+                .get_or_create(&metrics::OutcomeLabel { outcome })
+                .inc();
+        }));
         metrics.set_upstream_ready(upstream.connect().await.is_ok());
         let (phase, _) = watch::channel(Phase::Running);
         let proxy = Arc::new(Proxy {

@@ -10,6 +10,7 @@ use pgvakt::config::{Config, LogFormat};
 use pgvakt::demo::run::{self as demo, DemoOptions};
 use pgvakt::enforce::Enforcer;
 use pgvakt::listener::Server;
+use pgvakt::policy_cli::{self, SchemaSource};
 
 #[derive(Parser)]
 #[command(
@@ -64,7 +65,65 @@ enum PolicyCommand {
     Check {
         #[arg(default_value = "policies")]
         paths: Vec<PathBuf>,
+        /// Also check the inventory against this live database (libpq connection string).
+        #[arg(long)]
+        upstream: Option<String>,
     },
+    /// Show what the proxy does with a statement for a role: decision, columns, rules, SQL.
+    Explain {
+        /// Policy files or directories.
+        #[arg(long, default_value = "policies")]
+        policy: Vec<PathBuf>,
+        /// Policy role to explain for.
+        #[arg(long)]
+        role: Option<String>,
+        /// Login user (its role is resolved like at login; groups need --upstream).
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        schema: SchemaArgs,
+        /// search_path as a comma-separated list.
+        #[arg(long)]
+        search_path: Option<String>,
+        sql: String,
+    },
+    /// Run policy test cases (YAML) and print `N passed, M failed`; exits 1 on failures.
+    Test {
+        files: Vec<PathBuf>,
+        /// Policy files (default: what each test file names).
+        #[arg(long)]
+        policy: Vec<PathBuf>,
+        #[command(flatten)]
+        schema: SchemaArgs,
+    },
+    /// Save the live schema as a snapshot for offline `explain` and `test`.
+    Snapshot {
+        #[arg(long)]
+        upstream: String,
+        /// Output file (default stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct SchemaArgs {
+    /// Schema snapshot written by `pgvakt policy snapshot`.
+    #[arg(long, conflicts_with = "upstream")]
+    schema: Option<PathBuf>,
+    /// Live database (libpq connection string) to read the schema from.
+    #[arg(long)]
+    upstream: Option<String>,
+}
+
+impl SchemaArgs {
+    fn source(self) -> Option<SchemaSource> {
+        match (self.schema, self.upstream) {
+            (Some(p), _) => Some(SchemaSource::Snapshot(p)),
+            (None, Some(d)) => Some(SchemaSource::Upstream(d)),
+            (None, None) => None,
+        }
+    }
 }
 
 fn init_logging(level: &str, format: LogFormat) {
@@ -110,15 +169,63 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
             rt.block_on(run_demo(opts))
         }
-        Command::Policy {
-            command: PolicyCommand::Check { paths },
-        } => {
-            let report = pgvakt::policy::check::check(&paths);
-            print!("{report}");
-            if !report.ok() {
-                std::process::exit(1);
+        Command::Policy { command } => {
+            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let code = rt.block_on(policy_command(command));
+            drop(rt);
+            match code {
+                Ok(0) => Ok(()),
+                Ok(c) => std::process::exit(c),
+                Err(e) => {
+                    eprintln!("pgvakt: {e}");
+                    std::process::exit(2)
+                }
             }
-            Ok(())
+        }
+    }
+}
+
+async fn policy_command(command: PolicyCommand) -> Result<i32, String> {
+    match command {
+        PolicyCommand::Check { paths, upstream } => {
+            let mut report = pgvakt::policy::check::check(&paths);
+            if let (Some(dsn), true) = (upstream, report.ok()) {
+                let set = pgvakt::policy::load(&paths).map_err(|e| e.to_string())?;
+                let live = policy_cli::check_upstream(&set, &dsn).await?;
+                report.diagnostics.extend(live);
+                report.diagnostics = report.diagnostics.sorted();
+            }
+            print!("{report}");
+            Ok(if report.ok() { 0 } else { 1 })
+        }
+        PolicyCommand::Explain {
+            policy,
+            role,
+            user,
+            schema,
+            search_path,
+            sql,
+        } => {
+            let schema = schema
+                .source()
+                .ok_or("give --schema FILE or --upstream DSN")?;
+            policy_cli::explain_command(policy_cli::ExplainArgs {
+                policy,
+                role,
+                user,
+                schema,
+                search_path,
+                sql,
+            })
+            .await
+        }
+        PolicyCommand::Test {
+            files,
+            policy,
+            schema,
+        } => policy_cli::test_command(&files, &policy, schema.source()).await,
+        PolicyCommand::Snapshot { upstream, out } => {
+            policy_cli::snapshot_command(&upstream, out.as_deref()).await
         }
     }
 }
@@ -163,11 +270,8 @@ async fn wait_for_signals(server: &Server) -> anyhow::Result<()> {
                     Ok(()) => tracing::info!("TLS certificates reloaded"),
                     Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the previous certificates"),
                 }
-                match server.proxy.enforcer.reload_policy() {
-                    Some(Ok(v)) => tracing::info!(policy.version = %v, "policy reloaded"),
-                    Some(Err(e)) => tracing::error!(error = %e, "policy reload failed; the previous policy stays in force"),
-                    None => {}
-                }
+                // Logged and counted by the enforcer's reload hook.
+                let _ = server.proxy.enforcer.reload_policy();
             }
         }
     }

@@ -129,3 +129,60 @@ mod tests {
         assert!(unfaithful("SELECT E'it\\'s' AS x").is_none());
     }
 }
+
+/// The first keyword of the text, lower-cased, past whitespace and comments (for messages).
+pub fn first_word(sql: &str) -> Option<String> {
+    let mut rest = sql;
+    loop {
+        rest = rest.trim_start();
+        if let Some(r) = rest.strip_prefix("--") {
+            rest = r.split_once('\n').map_or("", |(_, after)| after);
+        } else if rest.starts_with("/*") {
+            let mut depth = 0usize;
+            let mut end = rest.len();
+            let bytes = rest.as_bytes();
+            let mut i = 0;
+            while i + 1 < bytes.len() {
+                match &bytes[i..i + 2] {
+                    b"/*" => {
+                        depth += 1;
+                        i += 2;
+                    }
+                    b"*/" => {
+                        depth -= 1;
+                        i += 2;
+                        if depth == 0 {
+                            end = i;
+                            break;
+                        }
+                    }
+                    _ => i += 1,
+                }
+            }
+            rest = rest.get(end..).unwrap_or("");
+        } else {
+            break;
+        }
+    }
+    let word: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect();
+    (!word.is_empty()).then(|| word.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod first_word_tests {
+    use super::first_word;
+
+    #[test]
+    fn skips_comments_and_space() {
+        assert_eq!(
+            first_word("  /* a /* b */ */ -- x\n DO $$ $$").as_deref(),
+            Some("do")
+        );
+        assert_eq!(first_word("select 1").as_deref(), Some("select"));
+        assert_eq!(first_word("/* unterminated"), None);
+        assert_eq!(first_word(""), None);
+    }
+}

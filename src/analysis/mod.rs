@@ -46,6 +46,58 @@ pub struct Analysed {
     pub search_path: Option<Vec<String>>,
     /// The statements changed the schema: the catalog should be refreshed.
     pub ddl: bool,
+    /// Personal-data columns the statements read, with the role's action on each.
+    pub columns: Vec<ColumnUse>,
+    /// Personal-data columns the statements write (INSERT/UPDATE/COPY FROM targets).
+    pub written: Vec<ColumnUse>,
+}
+
+/// What a role does with a column it reads or writes, for `explain` and audit records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum UseAction {
+    Allowed,
+    Masked,
+    Blocked,
+}
+
+impl UseAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UseAction::Allowed => "allowed",
+            UseAction::Masked => "masked",
+            UseAction::Blocked => "blocked",
+        }
+    }
+}
+
+/// One column of a base table a statement uses.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ColumnUse {
+    pub schema: String,
+    pub table: String,
+    pub column: String,
+    pub category: String,
+    pub action: UseAction,
+    /// The policy rule that decided the action (with its file and line).
+    pub rule: String,
+}
+
+impl Analysed {
+    /// True when any column the statements read is masked for the role.
+    pub fn masks_anything(&self) -> bool {
+        self.columns.iter().any(|c| c.action == UseAction::Masked)
+    }
+
+    /// True when the statements read or write personal data (audit-relevant).
+    pub fn touches_personal_data(&self) -> bool {
+        !self.columns.is_empty() || !self.written.is_empty()
+    }
+
+    fn add_use(list: &mut Vec<ColumnUse>, u: ColumnUse) {
+        if !list.contains(&u) {
+            list.push(u);
+        }
+    }
 }
 
 /// Everything analysis consults.
@@ -86,6 +138,11 @@ pub(crate) fn fold(i: &Ident) -> String {
 
 pub(crate) fn quote(name: &str) -> Ident {
     Ident::with_quote('"', name)
+}
+
+/// `name` as a quoted SQL identifier.
+pub fn quote_ident(name: &str) -> String {
+    quote(name).to_string()
 }
 
 impl Ctx<'_> {
@@ -133,6 +190,26 @@ impl Ctx<'_> {
                 ))
                 .with_hint("Temporary and newly created relations are refused for restricted roles; the catalog refreshes after DDL.")
             })
+    }
+
+    /// The use record for a column of `rel`, or None for columns that are not personal data.
+    pub fn column_use(&self, rel: &Relation, column: &str) -> Option<ColumnUse> {
+        let d = self.rules.column(&rel.schema, &rel.name, column);
+        if d.category == crate::policy::inventory::NONE {
+            return None;
+        }
+        Some(ColumnUse {
+            schema: rel.schema.clone(),
+            table: rel.name.clone(),
+            column: column.to_owned(),
+            category: d.category,
+            action: match d.action {
+                ColumnAction::Allow => UseAction::Allowed,
+                ColumnAction::Mask(_) => UseAction::Masked,
+                ColumnAction::Block => UseAction::Blocked,
+            },
+            rule: d.rule,
+        })
     }
 
     fn decisions(&self, rel: &Relation) -> Vec<(usize, crate::policy::model::ColumnDecision)> {

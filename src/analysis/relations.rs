@@ -7,9 +7,11 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use sqlparser::ast::{Expr, ObjectName, Query, SetExpr, TableFactor, VisitorMut};
+use sqlparser::ast::{
+    Expr, JoinConstraint, JoinOperator, ObjectName, Query, SetExpr, TableFactor, VisitorMut,
+};
 
-use super::{fold, parse_query, parse_table_factor, quote, Ctx};
+use super::{fold, parse_query, parse_table_factor, quote, ColumnUse, Ctx};
 use crate::analysis::functions::is_denied_relation;
 use crate::catalog::{RelKind, Relation};
 use crate::policy::model::ColumnAction;
@@ -24,6 +26,12 @@ pub struct Reads<'a, 'c> {
     pub protected: Vec<Arc<Relation>>,
     /// Every relation the statement reads.
     pub read: Vec<Arc<Relation>>,
+    /// Names relations are known by in the statement (alias or table name): such a name used
+    /// as a value is a whole-row reference.
+    pub range_names: HashSet<String>,
+    /// Some construct reads columns without naming them (`*`, `t.*`, a whole-row reference,
+    /// NATURAL join, a column alias list): every column of every relation read counts as used.
+    pub wide: bool,
 }
 
 impl<'a, 'c> Reads<'a, 'c> {
@@ -34,6 +42,8 @@ impl<'a, 'c> Reads<'a, 'c> {
             idents: HashSet::new(),
             protected: Vec::new(),
             read: Vec::new(),
+            range_names: HashSet::new(),
+            wide: false,
         }
     }
 
@@ -72,6 +82,17 @@ impl<'a, 'c> Reads<'a, 'c> {
             )));
         }
         self.read.push(rel.clone());
+        match alias {
+            Some(a) => {
+                self.range_names.insert(fold(&a.name));
+                if !a.columns.is_empty() {
+                    self.wide = true;
+                }
+            }
+            None => {
+                self.range_names.insert(rel.name.clone());
+            }
+        }
         if matches!(rel.kind, RelKind::View | RelKind::MaterializedView) {
             if let Some(base) = self.ctx.view_reads_protected(&rel) {
                 return Err(self.ctx.refuse(format!(
@@ -168,10 +189,69 @@ impl<'a, 'c> Reads<'a, 'c> {
             Expr::Function(f) => {
                 let parts = self.name_parts(&f.name)?;
                 self.ctx.check_function(&parts, Some(f))?;
+                if function_reads_whole_rows(f) {
+                    self.wide = true;
+                }
             }
+            Expr::Wildcard(_) | Expr::QualifiedWildcard(..) => self.wide = true,
             _ => {}
         }
         Ok(())
+    }
+
+    /// Personal-data columns of the relations read that the statement uses: those named, or
+    /// all of them when a construct reads columns without naming them.
+    pub fn uses(&self) -> Vec<ColumnUse> {
+        let wide = self.wide || self.idents.iter().any(|i| self.range_names.contains(i));
+        let mut out = Vec::new();
+        for rel in &self.read {
+            for c in &rel.columns {
+                if wide || self.idents.contains(&c.name) {
+                    // Blocked columns are left out of what a protected table shows.
+                    if let Some(u) = self
+                        .ctx
+                        .column_use(rel, &c.name)
+                        .filter(|u| u.action != super::UseAction::Blocked)
+                    {
+                        if !out.contains(&u) {
+                            out.push(u);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn select(&mut self, s: &sqlparser::ast::Select) {
+        use sqlparser::ast::SelectItem;
+        if s.projection.iter().any(|p| {
+            matches!(
+                p,
+                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+            )
+        }) {
+            self.wide = true;
+        }
+        for twj in &s.from {
+            self.joins(&twj.joins);
+        }
+    }
+
+    fn joins(&mut self, joins: &[sqlparser::ast::Join]) {
+        for j in joins {
+            match join_constraint(&j.join_operator) {
+                Some(JoinConstraint::Natural) => self.wide = true,
+                Some(JoinConstraint::Using(names)) => {
+                    for n in names {
+                        if let Some(i) = n.0.last().and_then(|p| p.as_ident()) {
+                            self.idents.insert(fold(i));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     /// After the walk: a reference by name to a blocked column is refused with its rule.
@@ -196,6 +276,7 @@ impl VisitorMut for Reads<'_, '_> {
     }
 
     fn pre_visit_select(&mut self, s: &mut sqlparser::ast::Select) -> ControlFlow<PgError> {
+        self.select(s);
         if s.into.is_some()
             && !self
                 .ctx
@@ -211,11 +292,52 @@ impl VisitorMut for Reads<'_, '_> {
     }
 
     fn post_visit_table_factor(&mut self, tf: &mut TableFactor) -> ControlFlow<PgError> {
+        if let TableFactor::NestedJoin {
+            table_with_joins, ..
+        } = tf
+        {
+            self.joins(&table_with_joins.joins);
+        }
         to_flow(self.table(tf))
     }
 
     fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<PgError> {
         to_flow(self.expr(e))
+    }
+}
+
+/// `f(t.*)` and the like pass whole rows; a bare `*` argument is only `count(*)`.
+fn function_reads_whole_rows(f: &sqlparser::ast::Function) -> bool {
+    use sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments};
+    let FunctionArguments::List(list) = &f.args else {
+        return false;
+    };
+    list.args.iter().any(|a| {
+        let e = match a {
+            FunctionArg::Unnamed(e) => e,
+            FunctionArg::Named { arg, .. } | FunctionArg::ExprNamed { arg, .. } => arg,
+        };
+        matches!(e, FunctionArgExpr::QualifiedWildcard(_))
+    })
+}
+
+fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
+    match op {
+        JoinOperator::Join(c)
+        | JoinOperator::Inner(c)
+        | JoinOperator::Left(c)
+        | JoinOperator::LeftOuter(c)
+        | JoinOperator::Right(c)
+        | JoinOperator::RightOuter(c)
+        | JoinOperator::FullOuter(c)
+        | JoinOperator::CrossJoin(c)
+        | JoinOperator::Semi(c)
+        | JoinOperator::LeftSemi(c)
+        | JoinOperator::RightSemi(c)
+        | JoinOperator::Anti(c)
+        | JoinOperator::LeftAnti(c)
+        | JoinOperator::RightAnti(c) => Some(c),
+        _ => None,
     }
 }
 

@@ -29,16 +29,24 @@ fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
         return Err(ctx.unsupported(why));
     }
     let mut stmts = Parser::parse_sql(&dialect(), sql).map_err(|e| {
-        PgError::error(
-            "42601",
-            format!("pgvakt could not parse this statement, so it is refused: {e}"),
-        )
-        .with_detail(format!("policy {}", ctx.policy_version))
+        // What cannot be parsed cannot be analysed: a policy refusal, whatever PostgreSQL
+        // would make of the text.
+        let what = match lexer::first_word(sql).as_deref() {
+            Some("do") => format!(
+                "DO blocks (procedural code) are not allowed for role {}",
+                ctx.role()
+            ),
+            _ => "pgvakt could not parse this statement, so it is refused".to_owned(),
+        };
+        PgError::insufficient_privilege(format!("pgvakt: {what}"))
+            .with_detail(format!("policy {}; parser: {e}", ctx.policy_version))
     })?;
     let mut out = Analysed::default();
     for stmt in stmts.iter_mut() {
         let class = statement(stmt, ctx, &mut out)?;
-        if !ctx.rules.allows_class(class) {
+        // Transaction control, settings and the like are part of any session's work; the
+        // classes a policy limits are read, write, DDL and COPY.
+        if class != StatementClass::Utility && !ctx.rules.allows_class(class) {
             return Err(ctx.refuse(format!(
                 "{class:?} statements are not allowed for role {}",
                 ctx.role()
@@ -65,10 +73,7 @@ fn walk_reads<T: VisitMut>(node: &mut T, ctx: &Ctx, out: &mut Analysed) -> Resul
         return Err(e);
     }
     reads.check_blocked()?;
-    for r in &reads.protected {
-        out.protected_reads.push(format!("{}.{}", r.schema, r.name));
-    }
-    Ok(())
+    record_reads(&reads, out)
 }
 
 /// Walk several parts of one statement with one scope (used where the written table itself
@@ -83,10 +88,30 @@ fn walk_parts(
         return Err(e);
     }
     reads.check_blocked()?;
+    record_reads(&reads, out)
+}
+
+fn record_reads(reads: &Reads, out: &mut Analysed) -> Result<(), PgError> {
     for r in &reads.protected {
         out.protected_reads.push(format!("{}.{}", r.schema, r.name));
     }
+    for u in reads.uses() {
+        Analysed::add_use(&mut out.columns, u);
+    }
     Ok(())
+}
+
+fn record_writes(
+    ctx: &Ctx,
+    rel: &crate::catalog::Relation,
+    columns: impl IntoIterator<Item = String>,
+    out: &mut Analysed,
+) {
+    for c in columns {
+        if let Some(u) = ctx.column_use(rel, &c) {
+            Analysed::add_use(&mut out.written, u);
+        }
+    }
 }
 
 fn walk_target<T: VisitMut>(node: &mut T, target: &mut Target) -> Result<(), PgError> {
@@ -132,9 +157,12 @@ fn statement(
             let mut target = Target::new(ctx, &rel, alias);
             if ins.columns.is_empty() {
                 target.check_all_writable()?;
+                record_writes(ctx, &rel, rel.columns.iter().map(|c| c.name.clone()), out);
             }
             for c in &ins.columns {
-                target.check_write(&column_name(ctx, c)?)?;
+                let c = column_name(ctx, c)?;
+                target.check_write(&c)?;
+                record_writes(ctx, &rel, [c], out);
             }
             if let Some(OnInsert::OnConflict(oc)) = &ins.on {
                 if let OnConflictAction::DoUpdate(du) = &oc.action {
@@ -160,6 +188,14 @@ fn statement(
             let mut target = Target::new(ctx, &rel, alias);
             for a in &u.assignments {
                 assignment_targets(ctx, &a.target, &target)?;
+                let cols: Vec<String> = match &a.target {
+                    AssignmentTarget::ColumnName(n) => vec![column_name(ctx, n)?],
+                    AssignmentTarget::Tuple(ns) => ns
+                        .iter()
+                        .map(|n| column_name(ctx, n))
+                        .collect::<Result<_, _>>()?,
+                };
+                record_writes(ctx, &rel, cols, out);
             }
             if let Some(r) = &u.returning {
                 target.check_returning(r)?;
@@ -240,9 +276,11 @@ fn statement(
                 let target = Target::new(ctx, &rel, None);
                 if columns.is_empty() {
                     target.check_all_writable()?;
+                    record_writes(ctx, &rel, rel.columns.iter().map(|c| c.name.clone()), out);
                 }
                 for c in columns.iter() {
                     target.check_write(&fold(c))?;
+                    record_writes(ctx, &rel, [fold(c)], out);
                 }
             }
             Ok(StatementClass::Copy)
@@ -257,12 +295,11 @@ fn statement(
             }
             statement(inner, ctx, out)
         }
+        // A prepared statement has the class of what it prepares, so EXECUTE cannot run what
+        // the role's classes would refuse.
         Statement::Prepare {
             statement: inner, ..
-        } => {
-            statement(inner, ctx, out)?;
-            Ok(StatementClass::Utility)
-        }
+        } => statement(inner, ctx, out),
         Statement::Declare { stmts } => {
             for d in stmts.iter_mut() {
                 if let Some(q) = d.for_query.as_mut() {

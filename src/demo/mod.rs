@@ -108,7 +108,8 @@ pub async fn install(
     crm.batch_execute(schema::GRANTS_SQL)
         .await
         .map_err(sql("granting table privileges"))?;
-    crm.batch_execute("ANALYZE")
+    // Only the demo tables: a database-wide ANALYZE warns about every shared catalog.
+    crm.batch_execute(schema::ANALYZE_SQL)
         .await
         .map_err(sql("analysing the tables"))?;
     Ok(DemoSummary {

@@ -152,6 +152,8 @@ GRANT UPDATE, DELETE ON contacts TO dpo;
 ";
 
 /// Moves the identity sequences past the loaded ids so later INSERTs get fresh ones.
+pub const ANALYZE_SQL: &str = "ANALYZE companies, contacts, activities, consents";
+
 pub const RESET_SEQUENCES_SQL: &str = "
 SELECT setval(pg_get_serial_sequence('companies', 'id'), coalesce(max(id), 0) + 1, false) FROM companies;
 SELECT setval(pg_get_serial_sequence('contacts', 'id'), coalesce(max(id), 0) + 1, false) FROM contacts;

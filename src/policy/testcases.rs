@@ -14,6 +14,12 @@ use serde_saphyr::Spanned;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TestFile {
+    /// Policy files or directories the cases are written for, relative to the test file.
+    #[serde(default)]
+    pub policy: Vec<String>,
+    /// Schema snapshot (`pgvakt policy snapshot`) to analyse against, relative to the test file.
+    #[serde(default)]
+    pub schema: Option<String>,
     pub cases: Vec<Spanned<TestCase>>,
 }
 

@@ -30,6 +30,10 @@ pub struct EnvOptions {
     pub extra_yaml: String,
     /// Install the demo CRM database with this many contacts and enforce `policies/crm.yaml`.
     pub demo_contacts: Option<usize>,
+    /// With `demo_contacts`: enforce this policy file instead of `policies/crm.yaml`.
+    pub policy_file: Option<PathBuf>,
+    /// Policy file watch interval (0: reload only when asked).
+    pub policy_watch_ms: u64,
 }
 
 impl Env {
@@ -50,10 +54,13 @@ impl Env {
                 .expect("demo install");
             let pw = dir.path().join("service-password");
             std::fs::write(&pw, "admin\n").expect("password file");
-            let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.yaml");
+            let policy = opts.policy_file.clone().unwrap_or_else(|| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.yaml")
+            });
             extra.push_str(&format!(
-                "policy:\n  paths: [{}]\n  watch_interval_ms: 0\n",
-                policy.display()
+                "policy:\n  paths: [{}]\n  watch_interval_ms: {}\n",
+                policy.display(),
+                opts.policy_watch_ms
             ));
         }
         let yaml = format!(

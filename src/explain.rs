@@ -1,0 +1,187 @@
+//! `pgvakt policy explain` and the analyser behind `pgvakt policy test`: what the proxy would
+//! do with one statement for one role, and why. Both use the same analysis the relay uses, so
+//! what they print is what the proxy does.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::analysis::{self, ColumnUse, Ctx, Outcome, UseAction};
+use crate::catalog::snapshot::Snapshot;
+use crate::catalog::Catalog;
+use crate::policy::model::{RolePolicy, RoleRules};
+use crate::policy::testcases::{Decision, TestOutcome};
+use crate::policy::PolicySet;
+use crate::protocol::PgError;
+
+/// The proxy's decision for one statement.
+#[derive(Debug)]
+pub struct Explanation {
+    pub role: String,
+    /// How the role was chosen (grant origin), when explained for a user.
+    pub via: Option<String>,
+    pub policy_version: String,
+    pub decision: Decision,
+    pub reads: Vec<ColumnUse>,
+    pub writes: Vec<ColumnUse>,
+    /// What is forwarded upstream (None when refused, or the client's text when unrestricted).
+    pub sql_out: Option<String>,
+    pub error: Option<PgError>,
+}
+
+/// Decide `sql` as the proxy does for a session of `role`.
+pub fn explain(
+    set: &PolicySet,
+    catalog: &Catalog,
+    role: &Arc<RolePolicy>,
+    user: &str,
+    search_path: &[String],
+    sql: &str,
+) -> Explanation {
+    let mut e = Explanation {
+        role: role.name.clone(),
+        via: None,
+        policy_version: set.version.clone(),
+        decision: Decision::Allow,
+        reads: Vec::new(),
+        writes: Vec::new(),
+        sql_out: None,
+        error: None,
+    };
+    if role.is_unrestricted() {
+        e.sql_out = Some(sql.to_owned());
+        return e;
+    }
+    let ctx = Ctx {
+        catalog,
+        rules: role.as_ref(),
+        search_path,
+        user,
+        policy_version: &set.version,
+    };
+    match analysis::analyse(sql, &ctx) {
+        Outcome::Forward(a) => {
+            e.decision = if a.masks_anything() {
+                Decision::Rewrite
+            } else {
+                Decision::Allow
+            };
+            e.reads = a.columns;
+            e.writes = a.written;
+            e.sql_out = Some(a.sql);
+        }
+        Outcome::Refuse(err) => {
+            e.decision = Decision::Refuse;
+            e.error = Some(err);
+        }
+    }
+    e
+}
+
+impl Explanation {
+    /// `table.column` of the columns masked in what the statement reads.
+    pub fn masked(&self) -> Vec<String> {
+        self.reads
+            .iter()
+            .filter(|c| c.action == UseAction::Masked)
+            .map(|c| format!("{}.{}", c.table, c.column))
+            .collect()
+    }
+
+    /// `table.column` named by a refusal for a blocked column.
+    pub fn blocked(&self) -> Vec<String> {
+        let Some(err) = &self.error else {
+            return Vec::new();
+        };
+        let msg = &err.message;
+        let Some(start) = msg.find("column ") else {
+            return Vec::new();
+        };
+        let rest = &msg[start + "column ".len()..];
+        match rest.find(" is blocked") {
+            Some(end) => vec![rest[..end].to_owned()],
+            None => Vec::new(),
+        }
+    }
+
+    pub fn test_outcome(&self) -> TestOutcome {
+        TestOutcome {
+            decision: self.decision,
+            masked: self.masked(),
+            blocked: self.blocked(),
+            sql_out: self.sql_out.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Explanation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let decision = match self.decision {
+            Decision::Allow => "allow",
+            Decision::Rewrite => "rewrite",
+            Decision::Refuse => "refuse",
+        };
+        writeln!(f, "decision: {decision}")?;
+        write!(f, "role: {}", self.role)?;
+        if let Some(via) = &self.via {
+            write!(f, " (via {via})")?;
+        }
+        writeln!(f)?;
+        writeln!(f, "policy version: {}", self.policy_version)?;
+        for (title, list) in [("reads", &self.reads), ("writes", &self.writes)] {
+            if list.is_empty() {
+                continue;
+            }
+            writeln!(f, "{title}:")?;
+            for c in list {
+                writeln!(
+                    f,
+                    "  {}.{}.{}  category={}  action={}  rule: {}",
+                    c.schema,
+                    c.table,
+                    c.column,
+                    c.category,
+                    c.action.as_str(),
+                    c.rule
+                )?;
+            }
+        }
+        if let Some(err) = &self.error {
+            writeln!(f, "error: {} {}", err.code, err.message)?;
+            if let Some(d) = &err.detail {
+                writeln!(f, "detail: {d}")?;
+            }
+        }
+        if let Some(sql) = &self.sql_out {
+            writeln!(f, "forwarded SQL:\n  {sql}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Load a schema snapshot file written by `pgvakt policy snapshot`.
+pub fn load_snapshot(path: &Path) -> Result<Catalog, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Snapshot::from_json(&text)
+        .and_then(Snapshot::into_catalog)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Connect to a live database for `--upstream` (a libpq-style connection string).
+pub async fn connect(dsn: &str) -> Result<tokio_postgres::Client, String> {
+    let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| format!("--upstream: {e}"))?;
+    tokio::spawn(conn);
+    Ok(client)
+}
+
+/// The catalog of the database `dsn` names.
+pub async fn live_catalog(client: &tokio_postgres::Client) -> Result<Catalog, String> {
+    let db: String = client
+        .query_one("SELECT current_database()::text", &[])
+        .await
+        .map_err(|e| e.to_string())?
+        .get(0);
+    Catalog::load(client, &db).await.map_err(|e| e.to_string())
+}

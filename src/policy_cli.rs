@@ -1,0 +1,198 @@
+//! The `pgvakt policy` commands that need a schema: `explain`, `test`, `snapshot` and
+//! `check --upstream`. Output goes to stdout; the return value is the exit code.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::analysis::default_search_path;
+use crate::catalog::snapshot::Snapshot;
+use crate::catalog::{Catalog, RelKind};
+use crate::explain::{connect, explain, live_catalog, load_snapshot};
+use crate::policy::check::{check_against_schema, LiveTable, Sample};
+use crate::policy::testcases::{self, TestReport};
+use crate::policy::{load, PolicySet};
+
+/// Where analysis gets the schema from.
+pub enum SchemaSource {
+    Snapshot(PathBuf),
+    Upstream(String),
+}
+
+pub struct ExplainArgs {
+    pub policy: Vec<PathBuf>,
+    pub role: Option<String>,
+    pub user: Option<String>,
+    pub schema: SchemaSource,
+    pub search_path: Option<String>,
+    pub sql: String,
+}
+
+fn load_policy(paths: &[PathBuf]) -> Result<PolicySet, String> {
+    load(paths).map_err(|e| e.to_string())
+}
+
+async fn catalog_from(
+    source: &SchemaSource,
+) -> Result<(Catalog, Option<tokio_postgres::Client>), String> {
+    match source {
+        SchemaSource::Snapshot(p) => Ok((load_snapshot(p)?, None)),
+        SchemaSource::Upstream(dsn) => {
+            let client = connect(dsn).await?;
+            let cat = live_catalog(&client).await?;
+            Ok((cat, Some(client)))
+        }
+    }
+}
+
+pub async fn explain_command(args: ExplainArgs) -> Result<i32, String> {
+    let set = load_policy(&args.policy)?;
+    let (catalog, client) = catalog_from(&args.schema).await?;
+    let (role, via, user) = match (&args.role, &args.user) {
+        (Some(r), _) => {
+            let role = set.role(r).ok_or_else(|| {
+                let known: Vec<&str> = set.roles.keys().map(String::as_str).collect();
+                format!(
+                    "unknown role {r:?}; the policy defines: {}",
+                    known.join(", ")
+                )
+            })?;
+            let user = args.user.clone().unwrap_or_else(|| r.clone());
+            (role, None, user)
+        }
+        (None, Some(u)) => {
+            let groups = match &client {
+                Some(c) => Catalog::member_groups(c, u)
+                    .await
+                    .map_err(|e| e.to_string())?,
+                None => Vec::new(),
+            };
+            let r = set.resolve(u, &groups, SystemTime::now());
+            (r.role, Some(r.via), u.clone())
+        }
+        (None, None) => return Err("give --role or --user".into()),
+    };
+    let path: Vec<String> = match &args.search_path {
+        Some(p) => p.split(',').map(|s| s.trim().to_owned()).collect(),
+        None => default_search_path(),
+    };
+    let mut e = explain(&set, &catalog, &role, &user, &path, &args.sql);
+    e.via = via;
+    print!("{e}");
+    Ok(0)
+}
+
+/// Runs test files; `policy`/`schema` override what each file names.
+pub async fn test_command(
+    files: &[PathBuf],
+    policy: &[PathBuf],
+    schema: Option<SchemaSource>,
+) -> Result<i32, String> {
+    let mut total = TestReport::default();
+    for file in files {
+        let tests = testcases::parse_test_file(file).map_err(|e| e.to_string())?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        let policy_paths: Vec<PathBuf> = if policy.is_empty() {
+            tests.policy.iter().map(|p| base.join(p)).collect()
+        } else {
+            policy.to_vec()
+        };
+        if policy_paths.is_empty() {
+            return Err(format!(
+                "{}: name the policy with `policy:` in the file or --policy",
+                file.display()
+            ));
+        }
+        let source = match (&schema, &tests.schema) {
+            (Some(SchemaSource::Snapshot(p)), _) => SchemaSource::Snapshot(p.clone()),
+            (Some(SchemaSource::Upstream(d)), _) => SchemaSource::Upstream(d.clone()),
+            (None, Some(s)) => SchemaSource::Snapshot(base.join(s)),
+            (None, None) => {
+                return Err(format!(
+                    "{}: name a schema snapshot with `schema:` in the file, --schema or --upstream",
+                    file.display()
+                ))
+            }
+        };
+        let set = load_policy(&policy_paths)?;
+        let (catalog, _client) = catalog_from(&source).await?;
+        let path = default_search_path();
+        let report = testcases::run(&file.display().to_string(), &tests, |role, sql| {
+            match set.role(role) {
+                Some(r) => explain(&set, &catalog, &r, role, &path, sql).test_outcome(),
+                None => testcases::TestOutcome {
+                    decision: testcases::Decision::Refuse,
+                    masked: Vec::new(),
+                    blocked: vec![format!("unknown role {role}")],
+                    sql_out: None,
+                },
+            }
+        });
+        total.passed += report.passed;
+        total.failures.extend(report.failures);
+    }
+    print!("{total}");
+    Ok(if total.ok() { 0 } else { 1 })
+}
+
+pub async fn snapshot_command(dsn: &str, out: Option<&Path>) -> Result<i32, String> {
+    let client = connect(dsn).await?;
+    let json = Snapshot::of(&live_catalog(&client).await?).to_json();
+    match out {
+        Some(p) => std::fs::write(p, json).map_err(|e| format!("{}: {e}", p.display()))?,
+        None => print!("{json}"),
+    }
+    Ok(0)
+}
+
+/// `policy check --upstream`: the inventory against the live tables, with sample values of
+/// unclassified text columns as extra hints.
+pub async fn check_upstream(
+    set: &PolicySet,
+    dsn: &str,
+) -> Result<crate::policy::Diagnostics, String> {
+    let client = connect(dsn).await?;
+    let cat = live_catalog(&client).await?;
+    let mut live: Vec<LiveTable> = Vec::new();
+    let mut samples: Vec<Sample> = Vec::new();
+    for rel in cat.relations() {
+        if rel.schema == "pg_catalog"
+            || rel.schema == "information_schema"
+            || !matches!(
+                rel.kind,
+                RelKind::Table | RelKind::Partitioned | RelKind::Foreign
+            )
+        {
+            continue;
+        }
+        let cols = rel
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.ty.sql_name.clone()))
+            .collect();
+        live.push((rel.schema.clone(), rel.name.clone(), cols));
+        for c in rel.columns.iter().filter(|c| c.ty.category == 'S') {
+            if set
+                .inventory
+                .classify(&rel.schema, &rel.name, &c.name)
+                .is_some()
+            {
+                continue;
+            }
+            let q = format!(
+                "SELECT {col}::text FROM {s}.{t} WHERE {col} IS NOT NULL LIMIT 20",
+                col = crate::analysis::quote_ident(&c.name),
+                s = crate::analysis::quote_ident(&rel.schema),
+                t = crate::analysis::quote_ident(&rel.name),
+            );
+            if let Ok(rows) = client.query(q.as_str(), &[]).await {
+                let vals = rows
+                    .iter()
+                    .filter_map(|r| r.get::<_, Option<String>>(0))
+                    .collect();
+                samples.push(((rel.schema.clone(), rel.name.clone(), c.name.clone()), vals));
+            }
+        }
+    }
+    live.sort();
+    Ok(check_against_schema(set, &live, &samples))
+}
