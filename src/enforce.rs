@@ -13,9 +13,10 @@ use dashmap::DashMap;
 use crate::analysis::{self, Ctx, Outcome};
 use crate::catalog::Catalog;
 use crate::config::{Config, UpstreamTlsMode};
-use crate::policy::model::RoleRules;
+use crate::policy::model::{ColumnAction, RoleRules};
 use crate::policy::store::PolicyStore;
 use crate::protocol::PgError;
+use crate::session::rowwatch::Protected;
 
 /// What the session does with one statement text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +45,8 @@ struct Inner {
     catalog: ArcSwap<Catalog>,
     service: Option<tokio_postgres::Client>,
     cache: DashMap<(String, String, String, String), Arc<Outcome>>,
+    /// Per (role, policy version): columns the role may not see as stored, by origin.
+    protected: DashMap<(String, String), Arc<Protected>>,
     refresh: tokio::sync::Notify,
     /// Told about every reload (SIGHUP or file change), e.g. to count it in metrics.
     reload_hook: std::sync::OnceLock<ReloadHook>,
@@ -86,6 +89,7 @@ impl Enforcer {
                 catalog: ArcSwap::from_pointee(catalog),
                 service: None,
                 cache: DashMap::new(),
+                protected: DashMap::new(),
                 refresh: tokio::sync::Notify::new(),
                 reload_hook: Default::default(),
             })),
@@ -122,6 +126,7 @@ impl Enforcer {
             catalog: ArcSwap::from_pointee(catalog),
             service,
             cache: DashMap::new(),
+            protected: DashMap::new(),
             refresh: tokio::sync::Notify::new(),
             reload_hook: Default::default(),
         });
@@ -148,6 +153,7 @@ impl Enforcer {
                         Ok(cat) => {
                             inner.catalog.store(Arc::new(cat));
                             inner.cache.clear();
+                            inner.protected.clear();
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "catalog refresh failed; keeping the previous one")
@@ -198,6 +204,7 @@ impl Enforcer {
             database: database.to_owned(),
             groups,
             search_path: analysis::default_search_path(),
+            protected: None,
         }
     }
 }
@@ -255,6 +262,8 @@ pub struct SessionPolicy {
     pub database: String,
     pub groups: Vec<String>,
     pub search_path: Vec<String>,
+    /// Origins of the columns the current role may not see as stored (None: unrestricted).
+    pub protected: Option<Arc<Protected>>,
 }
 
 impl SessionPolicy {
@@ -281,6 +290,16 @@ impl SessionPolicy {
         let set = inner.store.current();
         let resolution = set.resolve(&self.user, &self.groups, SystemTime::now());
         let rules = resolution.role;
+        self.protected = (!rules.is_unrestricted()).then(|| {
+            let key = (rules.name().to_owned(), set.version.clone());
+            inner
+                .protected
+                .entry(key)
+                .or_insert_with(|| {
+                    Arc::new(protected_origins(&inner.catalog.load(), rules.as_ref()))
+                })
+                .clone()
+        });
         if rules.is_unrestricted() {
             if looks_like_ddl(sql) {
                 inner.refresh.notify_one();
@@ -364,6 +383,18 @@ impl SessionPolicy {
         }
         Ok(())
     }
+}
+
+fn protected_origins(catalog: &Catalog, rules: &dyn RoleRules) -> Protected {
+    let mut out = Protected::new();
+    for rel in catalog.relations() {
+        for c in &rel.columns {
+            if rules.column(&rel.schema, &rel.name, &c.name).action != ColumnAction::Allow {
+                out.insert((rel.oid, c.attnum));
+            }
+        }
+    }
+    out
 }
 
 fn looks_like_ddl(sql: &str) -> bool {

@@ -311,6 +311,110 @@ async fn restricted_roles_never_see_a_bank_account() {
     );
 }
 
+/// What a client receives for one case over the extended protocol, checked like the simple one.
+fn check_messages(
+    msgs: &[common::raw::Msg],
+    secrets: &Secrets,
+    what: &str,
+    expect: Expect,
+) -> Result<(), String> {
+    for m in msgs {
+        if let Some(leak) = secrets.leaks(&String::from_utf8_lossy(&m.body)) {
+            return Err(format!("{what}: LEAK of {leak}"));
+        }
+    }
+    let error = msgs.iter().find(|m| m.tag == b'E');
+    match (expect, error) {
+        (Refused, None) => Err(format!("{what}: expected refusal, but it ran")),
+        (Refused, Some(e)) if !matches!(e.field(b'C').as_deref(), Some("42501" | "42601")) => {
+            Err(format!(
+                "{what}: failed with {:?} instead of a refusal",
+                e.field(b'C')
+            ))
+        }
+        (Runs, Some(e)) => Err(format!("{what}: expected to run, got {:?}", e.field(b'M'))),
+        _ => Ok(()),
+    }
+}
+
+#[tokio::test]
+async fn extended_protocol_and_prepared_statements_never_leak() {
+    use common::raw::{self, Raw};
+    let env = demo_env().await;
+    let direct = env.cluster.connect("crm").await.unwrap();
+    let secrets = Secrets::load(&direct).await;
+    let tls = common::client_tls(&env.certs.ca_cert);
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (role, cases) in [("secretary", SECRETARY), ("marketing", MARKETING)] {
+        env.trust_user(role).await;
+        let mut c = Raw::connect_db(env.proxy_port(), tls.clone(), role, "crm").await;
+        // One statement per Parse: the extended protocol does not take several.
+        for (n, (sql, expect)) in cases
+            .iter()
+            .filter(|(s, _)| !s.starts_with("COPY") && !s.contains(';'))
+            .enumerate()
+        {
+            // Unnamed statement, text results, portal described.
+            let mut batch = raw::parse("", sql);
+            batch.extend(raw::bind("", 0));
+            batch.extend(raw::describe(b'P', ""));
+            batch.extend(raw::execute());
+            batch.extend(raw::sync());
+            c.send(&batch).await.unwrap();
+            let msgs = c.until_ready().await;
+            if let Err(f) =
+                check_messages(&msgs, &secrets, &format!("{role} unnamed {sql:?}"), *expect)
+            {
+                failures.push(f);
+            }
+            // Named statement described first, then executed with binary results.
+            {
+                let name = format!("s{n}");
+                let mut prep = raw::parse(&name, sql);
+                prep.extend(raw::describe(b'S', &name));
+                prep.extend(raw::sync());
+                c.send(&prep).await.unwrap();
+                let mut msgs = c.until_ready().await;
+                let prepared = !msgs.iter().any(|m| m.tag == b'E');
+                if prepared {
+                    let mut run = raw::bind(&name, 1);
+                    run.extend(raw::execute());
+                    run.extend(raw::close(b'S', &name));
+                    run.extend(raw::sync());
+                    c.send(&run).await.unwrap();
+                    msgs.extend(c.until_ready().await);
+                }
+                if let Err(f) = check_messages(
+                    &msgs,
+                    &secrets,
+                    &format!("{role} prepared binary {sql:?}"),
+                    *expect,
+                ) {
+                    failures.push(f);
+                }
+            }
+            checked += 1;
+        }
+        // The session survived every refusal.
+        c.send(&raw::query("SELECT 1")).await.unwrap();
+        let msgs = c.until_ready().await;
+        assert!(
+            msgs.iter().any(|m| m.tag == b'D'),
+            "{role}: session unusable"
+        );
+    }
+    assert!(checked > 100, "{checked}");
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    let anomalies = common::metric(&env.metrics().await, "pgvakt_enforcement_anomalies_total");
+    assert_eq!(anomalies, 0.0, "the analysis let protected columns through");
+}
+
 #[tokio::test]
 async fn masked_values_keep_types_in_text_and_binary() {
     let env = demo_env().await;

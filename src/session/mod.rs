@@ -4,6 +4,7 @@ mod auth;
 mod handshake;
 mod refusals;
 mod relay;
+pub mod rowwatch;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -3,14 +3,16 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch};
 
 use super::refusals::Refusals;
+use super::rowwatch::{self, Protected};
 use super::{SessionError, Started};
 use crate::enforce::{SessionPolicy, Verdict};
 use crate::metrics::{Class, Decision, Direction, DirectionLabel};
@@ -45,6 +47,8 @@ struct Shared {
     restricted: bool,
     /// The session's role has restrictions (decides the standard_conforming_strings guard).
     role_restricted: bool,
+    /// Origins of the columns the role may not see as stored, for the RowDescription watch.
+    protected: ArcSwapOption<Protected>,
 }
 
 impl Shared {
@@ -60,6 +64,18 @@ impl Shared {
 
     fn pop_inflight(&self) -> Option<Instant> {
         self.inflight.lock().ok()?.pop_front()
+    }
+
+    fn set_protected(&self, policy: &SessionPolicy) {
+        let current = self.protected.load();
+        let same = match (current.as_ref(), policy.protected.as_ref()) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.protected.store(policy.protected.clone());
+        }
     }
 }
 
@@ -80,6 +96,7 @@ pub async fn run(s: &mut Started, proxy: &Proxy) -> Result<(), SessionError> {
         tx_status: AtomicU8::new(b'I'),
         restricted: policy.is_restricted(),
         role_restricted: policy.role().is_some_and(|(_, r)| r),
+        protected: ArcSwapOption::empty(),
     };
     let (control_tx, control_rx) = mpsc::channel::<Control>(1);
     let (done_tx, done_rx) = watch::channel(false);
@@ -163,6 +180,7 @@ async fn frontend(
                         let sql = decode_query(&frame)
                             .map_err(|e| SessionError::Protocol(e.to_string()))?;
                         let verdict = policy.check(sql);
+                        shared.set_protected(policy);
                         count(proxy, &verdict);
                         match verdict {
                             Verdict::Forward => out.extend_from_slice(&frame.raw),
@@ -182,6 +200,7 @@ async fn frontend(
                     let parse =
                         decode_parse(&frame).map_err(|e| SessionError::Protocol(e.to_string()))?;
                     let verdict = policy.check(parse.sql);
+                    shared.set_protected(policy);
                     count(proxy, &verdict);
                     match verdict {
                         Verdict::Forward => out.extend_from_slice(&frame.raw),
@@ -288,6 +307,8 @@ async fn backend(
 ) -> Result<(), SessionError> {
     let reader = FrameReader::new(UPSTREAM_MAX_MESSAGE);
     let mut phase = proxy.phase.subscribe();
+    // Columns of the current result whose values are replaced (see rowwatch).
+    let mut nulling: Option<Vec<usize>> = None;
     let bytes_out = proxy
         .metrics
         .bytes
@@ -308,6 +329,33 @@ async fn backend(
             }
             let tag = buf[pos];
             match tag {
+                b'T' if shared.role_restricted => {
+                    nulling = None;
+                    if let Some(protected) = shared.protected.load().as_ref() {
+                        let flagged = rowwatch::flagged_columns(&buf[pos..pos + len], protected)
+                            .unwrap_or_default();
+                        if !flagged.is_empty() {
+                            proxy.metrics.enforcement_anomalies.inc();
+                            tracing::error!(
+                                columns = ?flagged.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>(),
+                                "enforcement anomaly: protected columns in a result for a restricted role; their values are replaced with NULL"
+                            );
+                            nulling = Some(flagged.into_iter().map(|(i, _)| i).collect());
+                        }
+                    }
+                }
+                b'D' if nulling.is_some() => {
+                    let cols = nulling.as_deref().unwrap_or_default();
+                    let replaced =
+                        rowwatch::null_columns(&buf[pos..pos + len], cols).ok_or_else(|| {
+                            SessionError::Upstream("upstream sent an invalid DataRow".into())
+                        })?;
+                    write_out(client_wr, &buf[..pos], &bytes_out).await?;
+                    buf.advance(pos + len);
+                    pos = 0;
+                    write_out(client_wr, &replaced, &bytes_out).await?;
+                    continue;
+                }
                 b'Z' => {
                     if let Some(&status) = buf.get(pos + 5) {
                         shared.tx_status.store(status, Ordering::Relaxed);

@@ -37,6 +37,16 @@ impl Msg {
 impl Raw {
     /// TLS through SSLRequest, then a startup for `user` (who must be trusted by pg_hba).
     pub async fn connect(port: u16, tls: Arc<rustls::ClientConfig>, user: &str) -> Raw {
+        Self::connect_db(port, tls, user, "postgres").await
+    }
+
+    /// Like `connect`, to database `db`.
+    pub async fn connect_db(
+        port: u16,
+        tls: Arc<rustls::ClientConfig>,
+        user: &str,
+        db: &str,
+    ) -> Raw {
         let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
         tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
             .await
@@ -49,7 +59,7 @@ impl Raw {
         let stream = connector.connect(name, tcp).await.expect("tls");
         let mut raw = Raw { stream };
         let mut body = vec![0, 3, 0, 0];
-        for (k, v) in [("user", user), ("database", "postgres")] {
+        for (k, v) in [("user", user), ("database", db)] {
             body.extend_from_slice(k.as_bytes());
             body.push(0);
             body.extend_from_slice(v.as_bytes());
@@ -109,4 +119,57 @@ pub fn query(sql: &str) -> Vec<u8> {
     let mut b = sql.as_bytes().to_vec();
     b.push(0);
     msg(b'Q', &b)
+}
+
+fn cstr(b: &mut Vec<u8>, s: &str) {
+    b.extend_from_slice(s.as_bytes());
+    b.push(0);
+}
+
+/// Parse `sql` as statement `name` (no parameter types).
+pub fn parse(name: &str, sql: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    cstr(&mut b, name);
+    cstr(&mut b, sql);
+    b.extend_from_slice(&0i16.to_be_bytes());
+    msg(b'P', &b)
+}
+
+/// Bind statement `stmt` to the unnamed portal, no parameters, all results in `format`
+/// (0 text, 1 binary).
+pub fn bind(stmt: &str, format: i16) -> Vec<u8> {
+    let mut b = Vec::new();
+    cstr(&mut b, "");
+    cstr(&mut b, stmt);
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&1i16.to_be_bytes());
+    b.extend_from_slice(&format.to_be_bytes());
+    msg(b'B', &b)
+}
+
+/// Describe a statement (`S`) or portal (`P`).
+pub fn describe(kind: u8, name: &str) -> Vec<u8> {
+    let mut b = vec![kind];
+    cstr(&mut b, name);
+    msg(b'D', &b)
+}
+
+/// Execute the unnamed portal to completion.
+pub fn execute() -> Vec<u8> {
+    let mut b = Vec::new();
+    cstr(&mut b, "");
+    b.extend_from_slice(&0i32.to_be_bytes());
+    msg(b'E', &b)
+}
+
+/// Close a statement (`S`) or portal (`P`).
+pub fn close(kind: u8, name: &str) -> Vec<u8> {
+    let mut b = vec![kind];
+    cstr(&mut b, name);
+    msg(b'C', &b)
+}
+
+pub fn sync() -> Vec<u8> {
+    msg(b'S', &[])
 }

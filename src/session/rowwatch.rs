@@ -1,0 +1,142 @@
+//! Defence in depth: PostgreSQL's RowDescription names the table OID and attribute number of
+//! every plain column output. Masked columns leave the analyser as expressions (no origin), so
+//! a protected column that arrives with its origin intact for a restricted role means the
+//! analysis missed something. Its values are replaced with NULL before they reach the client,
+//! and the event is counted and logged. Only results that trip the check have their DataRows
+//! decoded.
+
+use std::collections::HashSet;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// (table OID, attribute number) of columns the session's role may not see as stored.
+pub type Protected = HashSet<(u32, i16)>;
+
+/// The columns of a RowDescription that carry protected origins, with their names.
+pub fn flagged_columns(frame: &[u8], protected: &Protected) -> Option<Vec<(usize, String)>> {
+    let body = frame.get(5..)?;
+    let count = i16::from_be_bytes([*body.first()?, *body.get(1)?]);
+    let mut pos = 2;
+    let mut flagged = Vec::new();
+    for i in 0..usize::try_from(count).ok()? {
+        let nul = body.get(pos..)?.iter().position(|b| *b == 0)?;
+        let name = String::from_utf8_lossy(&body[pos..pos + nul]).into_owned();
+        pos += nul + 1;
+        let fixed = body.get(pos..pos + 18)?;
+        let oid = u32::from_be_bytes([fixed[0], fixed[1], fixed[2], fixed[3]]);
+        let attnum = i16::from_be_bytes([fixed[4], fixed[5]]);
+        pos += 18;
+        if oid != 0 && protected.contains(&(oid, attnum)) {
+            flagged.push((i, name));
+        }
+    }
+    Some(flagged)
+}
+
+/// A DataRow with the given columns replaced by NULL; None if the frame is malformed.
+pub fn null_columns(frame: &[u8], columns: &[usize]) -> Option<Bytes> {
+    let body = frame.get(5..)?;
+    let count = i16::from_be_bytes([*body.first()?, *body.get(1)?]);
+    let mut out = BytesMut::with_capacity(frame.len());
+    out.put_u8(b'D');
+    out.put_i32(0);
+    out.put_i16(count);
+    let mut pos = 2;
+    for i in 0..usize::try_from(count).ok()? {
+        let len = i32::from_be_bytes(body.get(pos..pos + 4)?.try_into().ok()?);
+        pos += 4;
+        let value = if len < 0 {
+            None
+        } else {
+            let n = usize::try_from(len).ok()?;
+            let v = body.get(pos..pos + n)?;
+            pos += n;
+            Some(v)
+        };
+        match value {
+            Some(v) if !columns.contains(&i) => {
+                out.put_i32(len);
+                out.put_slice(v);
+            }
+            _ => out.put_i32(-1),
+        }
+    }
+    let total = i32::try_from(out.len() - 1).ok()?;
+    out[1..5].copy_from_slice(&total.to_be_bytes());
+    Some(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row_description(fields: &[(&str, u32, i16)]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        b.put_u8(b'T');
+        b.put_i32(0);
+        b.put_i16(fields.len() as i16);
+        for (name, oid, att) in fields {
+            b.put_slice(name.as_bytes());
+            b.put_u8(0);
+            b.put_u32(*oid);
+            b.put_i16(*att);
+            b.put_u32(25);
+            b.put_i16(-1);
+            b.put_i32(-1);
+            b.put_i16(0);
+        }
+        let len = (b.len() - 1) as i32;
+        b[1..5].copy_from_slice(&len.to_be_bytes());
+        b.to_vec()
+    }
+
+    fn data_row(values: &[Option<&str>]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        b.put_u8(b'D');
+        b.put_i32(0);
+        b.put_i16(values.len() as i16);
+        for v in values {
+            match v {
+                Some(s) => {
+                    b.put_i32(s.len() as i32);
+                    b.put_slice(s.as_bytes());
+                }
+                None => b.put_i32(-1),
+            }
+        }
+        let len = (b.len() - 1) as i32;
+        b[1..5].copy_from_slice(&len.to_be_bytes());
+        b.to_vec()
+    }
+
+    #[test]
+    fn flags_only_protected_origins() {
+        let protected: Protected = [(16384, 12)].into_iter().collect();
+        let t = row_description(&[("id", 16384, 1), ("bank_account", 16384, 12), ("x", 0, 0)]);
+        assert_eq!(
+            flagged_columns(&t, &protected),
+            Some(vec![(1, "bank_account".to_owned())])
+        );
+        let masked = row_description(&[("bank_account", 0, 0)]);
+        assert_eq!(flagged_columns(&masked, &protected), Some(vec![]));
+    }
+
+    #[test]
+    fn nulls_flagged_values_and_keeps_the_rest() {
+        let d = data_row(&[Some("1"), Some("SE45 5000 0000 0583 9825 7466"), None]);
+        let out = null_columns(&d, &[1]).expect("well-formed");
+        assert_eq!(out.as_ref(), data_row(&[Some("1"), None, None]).as_slice());
+    }
+
+    #[test]
+    fn malformed_frames_are_rejected_not_panicked_on() {
+        let protected: Protected = [(1, 1)].into_iter().collect();
+        for cut in 0..20 {
+            let t = row_description(&[("a", 1, 1)]);
+            let _ = flagged_columns(&t[..cut.min(t.len())], &protected);
+            let d = data_row(&[Some("abc")]);
+            let _ = null_columns(&d[..cut.min(d.len())], &[0]);
+        }
+        assert!(null_columns(&data_row(&[Some("abc")])[..9], &[0]).is_none());
+    }
+}
