@@ -28,6 +28,9 @@ fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
     if let Some(why) = lexer::unfaithful(sql) {
         return Err(ctx.unsupported(why));
     }
+    if let Some(fetch) = move_as_fetch(sql) {
+        return analyse_move(&fetch, ctx);
+    }
     let mut stmts = Parser::parse_sql(&dialect(), sql).map_err(|e| {
         PgError::error(
             "42601",
@@ -56,6 +59,39 @@ fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
         return Err(ctx.unsupported("a statement whose rendering does not read back the same"));
     }
     out.sql = sql_out;
+    Ok(out)
+}
+
+/// `MOVE` has FETCH's grammar but the parser does not know it: psycopg's scrollable cursors and
+/// pgjdbc's `setFetchDirection` send it. It returns no rows, only repositions a cursor whose
+/// query was analysed at DECLARE; it is checked as the FETCH it mirrors.
+fn move_as_fetch(sql: &str) -> Option<String> {
+    let t = sql.trim_start();
+    let word = t.get(..4)?;
+    let next = t.as_bytes().get(4).copied();
+    let is_word_end = next.is_none_or(|c| !(c.is_ascii_alphanumeric() || c == b'_' || c == b'$'));
+    (word.eq_ignore_ascii_case("move") && is_word_end).then(|| format!("FETCH{}", &t[4..]))
+}
+
+fn analyse_move(fetch: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
+    let stmts = Parser::parse_sql(&dialect(), fetch)
+        .map_err(|e| ctx.unsupported(&format!("this MOVE statement ({e})")))?;
+    let [stmt @ Statement::Fetch { .. }] = stmts.as_slice() else {
+        return Err(ctx.unsupported("a MOVE statement combined with other statements"));
+    };
+    if !ctx.rules.allows_class(StatementClass::Utility) {
+        return Err(ctx.refuse(format!(
+            "Utility statements are not allowed for role {}",
+            ctx.role()
+        )));
+    }
+    let rendered = stmt.to_string();
+    let tail = rendered
+        .strip_prefix("FETCH")
+        .ok_or_else(|| ctx.unsupported("a MOVE statement that does not render back"))?;
+    let mut out = Analysed::default();
+    out.classes.push(StatementClass::Utility);
+    out.sql = format!("MOVE{tail}");
     Ok(out)
 }
 
