@@ -168,6 +168,7 @@ impl Enforcer {
             database: database.to_owned(),
             groups,
             search_path: analysis::default_search_path(),
+            ddl_sent: false,
         }
     }
 }
@@ -225,9 +226,33 @@ pub struct SessionPolicy {
     pub database: String,
     pub groups: Vec<String>,
     pub search_path: Vec<String>,
+    /// A statement that changes the schema was forwarded; the catalog is reloaded once it has
+    /// completed (reloading when it is sent would read the catalog before it commits).
+    ddl_sent: bool,
+}
+
+/// Reloads pgvakt's catalog on request; the relay's result side holds one.
+#[derive(Clone)]
+pub struct CatalogRefresh(Option<Arc<Inner>>);
+
+impl CatalogRefresh {
+    pub fn request(&self) {
+        if let Some(inner) = &self.0 {
+            inner.refresh.notify_one();
+        }
+    }
 }
 
 impl SessionPolicy {
+    pub fn catalog_refresh(&self) -> CatalogRefresh {
+        CatalogRefresh(self.inner.clone())
+    }
+
+    /// Whether a schema-changing statement was forwarded since the last call.
+    pub fn take_ddl_sent(&mut self) -> bool {
+        std::mem::take(&mut self.ddl_sent)
+    }
+
     /// True when statements must go through `check` (a policy is loaded).
     pub fn is_restricted(&self) -> bool {
         self.inner.is_some()
@@ -253,7 +278,7 @@ impl SessionPolicy {
         let rules = resolution.role;
         if rules.is_unrestricted() {
             if looks_like_ddl(sql) {
-                inner.refresh.notify_one();
+                self.ddl_sent = true;
             }
             return Verdict::Forward;
         }

@@ -2,7 +2,7 @@
 //! refusals put back in place. Frames that need no change are copied as raw bytes.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::refusals::Refusals;
 use super::{SessionError, Started};
-use crate::enforce::{SessionPolicy, Verdict};
+use crate::enforce::{CatalogRefresh, SessionPolicy, Verdict};
 use crate::metrics::{Class, Decision, Direction, DirectionLabel};
 use crate::protocol::message::{self, decode_parse, decode_query, encode_parse, encode_query};
 use crate::protocol::{Frame, FrameReader, PgError};
@@ -45,6 +45,10 @@ struct Shared {
     restricted: bool,
     /// The session's role has restrictions (decides the standard_conforming_strings guard).
     role_restricted: bool,
+    /// Set when schema-changing statements are in flight; the next idle ReadyForQuery (they
+    /// have committed) triggers a catalog reload.
+    ddl_in_flight: AtomicBool,
+    catalog_refresh: CatalogRefresh,
 }
 
 impl Shared {
@@ -80,6 +84,8 @@ pub async fn run(s: &mut Started, proxy: &Proxy) -> Result<(), SessionError> {
         tx_status: AtomicU8::new(b'I'),
         restricted: policy.is_restricted(),
         role_restricted: policy.role().is_some_and(|(_, r)| r),
+        ddl_in_flight: AtomicBool::new(false),
+        catalog_refresh: policy.catalog_refresh(),
     };
     let (control_tx, control_rx) = mpsc::channel::<Control>(1);
     let (done_tx, done_rx) = watch::channel(false);
@@ -163,6 +169,7 @@ async fn frontend(
                         let sql = decode_query(&frame)
                             .map_err(|e| SessionError::Protocol(e.to_string()))?;
                         let verdict = policy.check(sql);
+                        note_ddl(policy, shared);
                         count(proxy, &verdict);
                         match verdict {
                             Verdict::Forward => out.extend_from_slice(&frame.raw),
@@ -182,6 +189,7 @@ async fn frontend(
                     let parse =
                         decode_parse(&frame).map_err(|e| SessionError::Protocol(e.to_string()))?;
                     let verdict = policy.check(parse.sql);
+                    note_ddl(policy, shared);
                     count(proxy, &verdict);
                     match verdict {
                         Verdict::Forward => out.extend_from_slice(&frame.raw),
@@ -251,6 +259,12 @@ async fn frontend(
     }
 }
 
+fn note_ddl(policy: &mut SessionPolicy, shared: &Shared) {
+    if policy.take_ddl_sent() {
+        shared.ddl_in_flight.store(true, Ordering::Relaxed);
+    }
+}
+
 async fn sleep_if(enabled: bool, d: Duration) {
     if enabled {
         tokio::time::sleep(d).await
@@ -311,6 +325,9 @@ async fn backend(
                 b'Z' => {
                     if let Some(&status) = buf.get(pos + 5) {
                         shared.tx_status.store(status, Ordering::Relaxed);
+                        if status == b'I' && shared.ddl_in_flight.swap(false, Ordering::Relaxed) {
+                            shared.catalog_refresh.request();
+                        }
                     }
                     if let Some(t) = shared.pop_inflight() {
                         proxy
