@@ -342,8 +342,11 @@ impl SessionPolicy {
                 ]
                 .iter()
                 .any(|s| lower.contains(s)),
+                // PostgreSQL drops every non-alphanumeric character of an encoding name
+                // (asyncpg sends 'utf-8' with the quotes), so the same spellings pass here.
                 "client_encoding" => {
-                    !matches!(lower.replace(['-', '_'], "").as_str(), "utf8" | "unicode")
+                    let name: String = lower.chars().filter(char::is_ascii_alphanumeric).collect();
+                    !matches!(name.as_str(), "utf8" | "unicode")
                 }
                 "replication" => {
                     lower != "false" && lower != "0" && lower != "off" && lower != "no"
