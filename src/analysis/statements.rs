@@ -74,7 +74,14 @@ fn move_as_fetch(sql: &str) -> Option<String> {
 }
 
 fn analyse_move(fetch: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
+    // PostgreSQL lets FROM/IN be left out (asyncpg does); the parser needs it. Whatever is
+    // guessed here is checked by rendering, so a wrong guess is an error, never a leak.
     let stmts = Parser::parse_sql(&dialect(), fetch)
+        .or_else(|e| {
+            let t = fetch.trim_end().trim_end_matches(';').trim_end();
+            let (head, cursor) = t.rsplit_once(char::is_whitespace).ok_or(e)?;
+            Parser::parse_sql(&dialect(), &format!("{head} FROM {cursor}"))
+        })
         .map_err(|e| ctx.unsupported(&format!("this MOVE statement ({e})")))?;
     let [stmt @ Statement::Fetch { .. }] = stmts.as_slice() else {
         return Err(ctx.unsupported("a MOVE statement combined with other statements"));
