@@ -88,7 +88,7 @@ impl Suite {
             .connect("secretary", "secretary", "crm")
             .await
             .expect("secretary through pgvakt");
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(5);
         while let Err(e) = secretary.simple_query("SELECT count(*) FROM scratch").await {
             assert!(
                 Instant::now() < deadline,
