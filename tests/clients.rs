@@ -114,7 +114,15 @@ impl Suite {
             "{program} {args:?} as {role} failed ({}):\n{shown}",
             out.status
         );
-        eprintln!("{program} as {role}: ok in {:.1?}", started.elapsed());
+        let checks = text(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("ok: "))
+            .count();
+        assert!(checks > 0, "{program} as {role} checked nothing:\n{shown}");
+        eprintln!(
+            "{program} as {role}: {checks} checks passed in {:.1?}",
+            started.elapsed()
+        );
     }
 
     async fn command(&self, role: &str, program: &str, args: &[&str]) -> Output {
