@@ -101,7 +101,7 @@ impl Suite {
     }
 
     /// Runs `program args` as `role` and fails the test, showing its output, unless it exits 0.
-    async fn run(&self, role: &str, program: &str, args: &[&str]) {
+    async fn run(&self, name: &str, role: &str, program: &str, args: &[&str]) {
         let started = Instant::now();
         let out = self.command(role, program, args).await;
         let shown = format!(
@@ -111,16 +111,16 @@ impl Suite {
         );
         assert!(
             out.status.success(),
-            "{program} {args:?} as {role} failed ({}):\n{shown}",
+            "{name} ({program} {args:?}) as {role} failed ({}):\n{shown}",
             out.status
         );
         let checks = text(&out.stdout)
             .lines()
             .filter(|l| l.starts_with("ok: "))
             .count();
-        assert!(checks > 0, "{program} as {role} checked nothing:\n{shown}");
+        assert!(checks > 0, "{name} as {role} checked nothing:\n{shown}");
         eprintln!(
-            "{program} as {role}: {checks} checks passed in {:.1?}",
+            "{name} as {role}: {checks} checks passed in {:.1?}",
             started.elapsed()
         );
     }
@@ -167,9 +167,9 @@ impl Suite {
     }
 
     /// The same client as `admin`, then as `secretary`.
-    async fn run_both(&self, program: &str, args: &[&str]) {
-        self.run("admin", program, args).await;
-        self.run("secretary", program, args).await;
+    async fn run_both(&self, name: &str, program: &str, args: &[&str]) {
+        self.run(name, "admin", program, args).await;
+        self.run(name, "secretary", program, args).await;
     }
 }
 
@@ -188,14 +188,14 @@ fn client(name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql() {
     let suite = Suite::start().await;
-    suite.run_both("bash", &[&client("psql.sh")]).await;
+    suite.run_both("psql", "bash", &[&client("psql.sh")]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg3() {
     let suite = Suite::start().await;
     suite
-        .run_both(&venv_python(), &[&client("psycopg_client.py")])
+        .run_both("psycopg3", &venv_python(), &[&client("psycopg_client.py")])
         .await;
 }
 
@@ -203,7 +203,7 @@ async fn psycopg3() {
 async fn asyncpg() {
     let suite = Suite::start().await;
     suite
-        .run_both(&venv_python(), &[&client("asyncpg_client.py")])
+        .run_both("asyncpg", &venv_python(), &[&client("asyncpg_client.py")])
         .await;
 }
 
@@ -212,6 +212,7 @@ async fn pgjdbc() {
     let suite = Suite::start().await;
     suite
         .run_both(
+            "pgjdbc",
             "java",
             &[
                 "-cp",
@@ -225,11 +226,15 @@ async fn pgjdbc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_postgres() {
     let suite = Suite::start().await;
-    suite.run_both("node", &[&client("node/client.js")]).await;
+    suite
+        .run_both("node_postgres", "node", &[&client("node/client.js")])
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgbench() {
     let suite = Suite::start().await;
-    suite.run_both("bash", &[&client("pgbench.sh")]).await;
+    suite
+        .run_both("pgbench", "bash", &[&client("pgbench.sh")])
+        .await;
 }

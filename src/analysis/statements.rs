@@ -460,3 +460,23 @@ fn set_statement(set: &mut Set, ctx: &Ctx, out: &mut Analysed) -> Result<(), PgE
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::move_as_fetch;
+
+    #[test]
+    fn move_is_read_as_fetch_only_when_it_is_the_keyword() {
+        assert_eq!(
+            move_as_fetch("  MOVE 20 FROM \"c\"").as_deref(),
+            Some("FETCH 20 FROM \"c\"")
+        );
+        assert_eq!(
+            move_as_fetch("move\tforward 10 c").as_deref(),
+            Some("FETCH\tforward 10 c")
+        );
+        assert_eq!(move_as_fetch("MOVEMENT"), None);
+        assert_eq!(move_as_fetch("SELECT 1; MOVE 1 c"), None);
+        assert_eq!(move_as_fetch("mov"), None);
+    }
+}
