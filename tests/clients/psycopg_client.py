@@ -188,7 +188,15 @@ def transactions():
 
 def cancel():
     with connect(autocommit=True) as conn:
-        timer = threading.Timer(0.5, conn.cancel_safe)
+        cancel_errors = []
+
+        def send_cancel():
+            try:
+                conn.cancel_safe()
+            except Exception as e:  # noqa: BLE001 - the cancel call itself must succeed
+                cancel_errors.append(e)
+
+        timer = threading.Timer(0.5, send_cancel)
         timer.start()
         started = time.monotonic()
         try:
@@ -198,6 +206,8 @@ def cancel():
             checks.true("cancel arrives as 57014", e.sqlstate == "57014" and time.monotonic() - started < 10)
         finally:
             timer.cancel()
+            timer.join()
+        checks.true("cancel call succeeded", not cancel_errors, repr(cancel_errors))
         checks.equal("session after cancel", conn.execute("SELECT 41 + 1").fetchone(), (42,))
 
 
