@@ -205,6 +205,7 @@ impl Enforcer {
             groups,
             search_path: analysis::default_search_path(),
             protected: None,
+            ddl_sent: false,
         }
     }
 }
@@ -264,9 +265,33 @@ pub struct SessionPolicy {
     pub search_path: Vec<String>,
     /// Origins of the columns the current role may not see as stored (None: unrestricted).
     pub protected: Option<Arc<Protected>>,
+    /// A statement that changes the schema was forwarded; the catalog is reloaded once it has
+    /// completed (reloading when it is sent would read the catalog before it commits).
+    ddl_sent: bool,
+}
+
+/// Reloads pgvakt's catalog on request; the relay's result side holds one.
+#[derive(Clone)]
+pub struct CatalogRefresh(Option<Arc<Inner>>);
+
+impl CatalogRefresh {
+    pub fn request(&self) {
+        if let Some(inner) = &self.0 {
+            inner.refresh.notify_one();
+        }
+    }
 }
 
 impl SessionPolicy {
+    pub fn catalog_refresh(&self) -> CatalogRefresh {
+        CatalogRefresh(self.inner.clone())
+    }
+
+    /// Whether a schema-changing statement was forwarded since the last call.
+    pub fn take_ddl_sent(&mut self) -> bool {
+        std::mem::take(&mut self.ddl_sent)
+    }
+
     /// True when statements must go through `check` (a policy is loaded).
     pub fn is_restricted(&self) -> bool {
         self.inner.is_some()
@@ -302,7 +327,7 @@ impl SessionPolicy {
         });
         if rules.is_unrestricted() {
             if looks_like_ddl(sql) {
-                inner.refresh.notify_one();
+                self.ddl_sent = true;
             }
             return Verdict::Forward;
         }
@@ -366,8 +391,11 @@ impl SessionPolicy {
                 ]
                 .iter()
                 .any(|s| lower.contains(s)),
+                // PostgreSQL drops every non-alphanumeric character of an encoding name
+                // (asyncpg sends 'utf-8' with the quotes), so the same spellings pass here.
                 "client_encoding" => {
-                    !matches!(lower.replace(['-', '_'], "").as_str(), "utf8" | "unicode")
+                    let name: String = lower.chars().filter(char::is_ascii_alphanumeric).collect();
+                    !matches!(name.as_str(), "utf8" | "unicode")
                 }
                 "replication" => {
                     lower != "false" && lower != "0" && lower != "off" && lower != "no"

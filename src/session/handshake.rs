@@ -144,6 +144,9 @@ async fn after_tls(
         }),
         Initial::Cancel { pid, secret } => {
             forward_cancel(proxy, pid, &secret).await;
+            // libpq 17 sends cancel requests over TLS and reports a close without close_notify
+            // as "SSL error: unexpected eof", failing the cancel call that did its work.
+            let _ = stream.shutdown().await;
             Ok(Opened::Done)
         }
         Initial::SslRequest | Initial::GssEncRequest => Err(SessionError::Protocol(

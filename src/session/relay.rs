@@ -2,7 +2,7 @@
 //! refusals put back in place. Frames that need no change are copied as raw bytes.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use super::refusals::Refusals;
 use super::rowwatch::{self, Protected};
 use super::{SessionError, Started};
-use crate::enforce::{SessionPolicy, Verdict};
+use crate::enforce::{CatalogRefresh, SessionPolicy, Verdict};
 use crate::metrics::{Class, Decision, Direction, DirectionLabel};
 use crate::protocol::message::{self, decode_parse, decode_query, encode_parse, encode_query};
 use crate::protocol::{Frame, FrameReader, PgError};
@@ -49,6 +49,10 @@ struct Shared {
     role_restricted: bool,
     /// Origins of the columns the role may not see as stored, for the RowDescription watch.
     protected: ArcSwapOption<Protected>,
+    /// Set when schema-changing statements are in flight; the next idle ReadyForQuery (they
+    /// have committed) triggers a catalog reload.
+    ddl_in_flight: AtomicBool,
+    catalog_refresh: CatalogRefresh,
 }
 
 impl Shared {
@@ -97,6 +101,8 @@ pub async fn run(s: &mut Started, proxy: &Proxy) -> Result<(), SessionError> {
         restricted: policy.is_restricted(),
         role_restricted: policy.role().is_some_and(|(_, r)| r),
         protected: ArcSwapOption::empty(),
+        ddl_in_flight: AtomicBool::new(false),
+        catalog_refresh: policy.catalog_refresh(),
     };
     let (control_tx, control_rx) = mpsc::channel::<Control>(1);
     let (done_tx, done_rx) = watch::channel(false);
@@ -181,6 +187,7 @@ async fn frontend(
                             .map_err(|e| SessionError::Protocol(e.to_string()))?;
                         let verdict = policy.check(sql);
                         shared.set_protected(policy);
+                        note_ddl(policy, shared);
                         count(proxy, &verdict);
                         match verdict {
                             Verdict::Forward => out.extend_from_slice(&frame.raw),
@@ -201,6 +208,7 @@ async fn frontend(
                         decode_parse(&frame).map_err(|e| SessionError::Protocol(e.to_string()))?;
                     let verdict = policy.check(parse.sql);
                     shared.set_protected(policy);
+                    note_ddl(policy, shared);
                     count(proxy, &verdict);
                     match verdict {
                         Verdict::Forward => out.extend_from_slice(&frame.raw),
@@ -267,6 +275,12 @@ async fn frontend(
             }
             _ = done.changed() => return Ok(()),
         }
+    }
+}
+
+fn note_ddl(policy: &mut SessionPolicy, shared: &Shared) {
+    if policy.take_ddl_sent() {
+        shared.ddl_in_flight.store(true, Ordering::Relaxed);
     }
 }
 
@@ -359,6 +373,9 @@ async fn backend(
                 b'Z' => {
                     if let Some(&status) = buf.get(pos + 5) {
                         shared.tx_status.store(status, Ordering::Relaxed);
+                        if status == b'I' && shared.ddl_in_flight.swap(false, Ordering::Relaxed) {
+                            shared.catalog_refresh.request();
+                        }
                     }
                     if let Some(t) = shared.pop_inflight() {
                         proxy
