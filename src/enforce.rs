@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 
-use crate::analysis::{self, Ctx, Outcome};
+use crate::analysis::{self, Analysed, Ctx, Outcome};
 use crate::catalog::Catalog;
 use crate::config::{Config, UpstreamTlsMode};
 use crate::policy::model::{ColumnAction, RoleRules};
@@ -23,8 +23,9 @@ use crate::session::rowwatch::Protected;
 pub enum Verdict {
     /// Forward the client's bytes unchanged.
     Forward,
-    /// Forward this text instead (the rendering of the analysed, rewritten statement).
-    Rewrite(String),
+    /// Forward `sql` of this analysis instead (the rendering of the analysed, rewritten
+    /// statement); it also says what the statement reads and writes.
+    Rewrite(Arc<Analysed>),
     /// Do not forward; the client gets this error.
     Refuse(PgError),
 }
@@ -44,13 +45,46 @@ struct Inner {
     store: Arc<PolicyStore>,
     catalog: ArcSwap<Catalog>,
     service: Option<tokio_postgres::Client>,
-    cache: DashMap<(String, String, String, String), Arc<Outcome>>,
+    /// Analysis results by a hash of (statement text, role, policy version, search_path); each
+    /// entry keeps its key so a hit is confirmed without allocating.
+    cache: DashMap<u64, Arc<CacheEntry>>,
     /// Per (role, policy version): columns the role may not see as stored, by origin.
     protected: DashMap<(String, String), Arc<Protected>>,
     refresh: tokio::sync::Notify,
     /// Told about every reload (SIGHUP or file change), e.g. to count it in metrics.
     reload_hook: std::sync::OnceLock<ReloadHook>,
 }
+
+struct CacheEntry {
+    sql: Box<str>,
+    role: Box<str>,
+    version: Box<str>,
+    search_path: Box<[String]>,
+    outcome: Arc<Outcome>,
+}
+
+impl CacheEntry {
+    fn is_for(&self, sql: &str, role: &str, version: &str, search_path: &[String]) -> bool {
+        &*self.sql == sql
+            && &*self.role == role
+            && &*self.version == version
+            && &*self.search_path == search_path
+    }
+}
+
+fn cache_key(sql: &str, role: &str, version: &str, search_path: &[String]) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    // A fixed-key hasher is enough: entries are confirmed against their full key on a hit.
+    let mut h = CACHE_HASHER.build_hasher();
+    sql.hash(&mut h);
+    role.hash(&mut h);
+    version.hash(&mut h);
+    search_path.hash(&mut h);
+    h.finish()
+}
+
+static CACHE_HASHER: std::sync::LazyLock<std::collections::hash_map::RandomState> =
+    std::sync::LazyLock::new(std::collections::hash_map::RandomState::new);
 
 /// Called with each reload's outcome: the new version or the error.
 pub type ReloadHook = Box<dyn Fn(&Result<String, String>) + Send + Sync>;
@@ -205,6 +239,7 @@ impl Enforcer {
             groups,
             search_path: analysis::default_search_path(),
             protected: None,
+            protected_for: None,
             ddl_sent: false,
         }
     }
@@ -265,6 +300,8 @@ pub struct SessionPolicy {
     pub search_path: Vec<String>,
     /// Origins of the columns the current role may not see as stored (None: unrestricted).
     pub protected: Option<Arc<Protected>>,
+    /// (role, policy version) `protected` was computed for.
+    protected_for: Option<(String, String)>,
     /// A statement that changes the schema was forwarded; the catalog is reloaded once it has
     /// completed (reloading when it is sent would read the catalog before it commits).
     ddl_sent: bool,
@@ -315,16 +352,27 @@ impl SessionPolicy {
         let set = inner.store.current();
         let resolution = set.resolve(&self.user, &self.groups, SystemTime::now());
         let rules = resolution.role;
-        self.protected = (!rules.is_unrestricted()).then(|| {
+        if rules.is_unrestricted() {
+            self.protected = None;
+            self.protected_for = None;
+        } else if self
+            .protected_for
+            .as_ref()
+            .is_none_or(|(r, v)| r != rules.name() || *v != set.version)
+            || self.protected.is_none()
+        {
             let key = (rules.name().to_owned(), set.version.clone());
-            inner
-                .protected
-                .entry(key)
-                .or_insert_with(|| {
-                    Arc::new(protected_origins(&inner.catalog.load(), rules.as_ref()))
-                })
-                .clone()
-        });
+            self.protected = Some(
+                inner
+                    .protected
+                    .entry(key.clone())
+                    .or_insert_with(|| {
+                        Arc::new(protected_origins(&inner.catalog.load(), rules.as_ref()))
+                    })
+                    .clone(),
+            );
+            self.protected_for = Some(key);
+        }
         if rules.is_unrestricted() {
             if looks_like_ddl(sql) {
                 self.ddl_sent = true;
@@ -339,14 +387,15 @@ impl SessionPolicy {
                 catalog.database
             )));
         }
-        let key = (
-            sql.to_owned(),
-            rules.name().to_owned(),
-            set.version.clone(),
-            self.search_path.join(","),
-        );
-        let outcome = match inner.cache.get(&key) {
-            Some(o) => o.clone(),
+        let role = rules.name();
+        let key = cache_key(sql, role, &set.version, &self.search_path);
+        let cached = inner
+            .cache
+            .get(&key)
+            .filter(|e| e.is_for(sql, role, &set.version, &self.search_path))
+            .map(|e| e.outcome.clone());
+        let outcome = match cached {
+            Some(o) => o,
             None => {
                 let ctx = Ctx {
                     catalog: &catalog,
@@ -359,7 +408,16 @@ impl SessionPolicy {
                 if inner.cache.len() >= CACHE_MAX {
                     inner.cache.clear();
                 }
-                inner.cache.insert(key, o.clone());
+                inner.cache.insert(
+                    key,
+                    Arc::new(CacheEntry {
+                        sql: sql.into(),
+                        role: role.into(),
+                        version: set.version.as_str().into(),
+                        search_path: self.search_path.clone().into_boxed_slice(),
+                        outcome: o.clone(),
+                    }),
+                );
                 o
             }
         };
@@ -368,7 +426,7 @@ impl SessionPolicy {
                 if let Some(p) = &a.search_path {
                     self.search_path = p.clone();
                 }
-                Verdict::Rewrite(a.sql.clone())
+                Verdict::Rewrite(a.clone())
             }
             Outcome::Refuse(e) => Verdict::Refuse(e.clone()),
         }

@@ -66,9 +66,9 @@ pub fn explain(
             } else {
                 Decision::Allow
             };
-            e.reads = a.columns;
-            e.writes = a.written;
-            e.sql_out = Some(a.sql);
+            e.reads = a.columns.clone();
+            e.writes = a.written.clone();
+            e.sql_out = Some(a.sql.clone());
         }
         Outcome::Refuse(err) => {
             e.decision = Decision::Refuse;

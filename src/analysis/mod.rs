@@ -31,7 +31,7 @@ pub use statements::{analyse, default_search_path};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Forward this text (the rendering of the analysed, rewritten statements).
-    Forward(Analysed),
+    Forward(Arc<Analysed>),
     /// Refuse with this error.
     Refuse(PgError),
 }

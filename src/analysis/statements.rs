@@ -19,7 +19,7 @@ use crate::protocol::PgError;
 /// Analyse `sql` for a restricted role.
 pub fn analyse(sql: &str, ctx: &Ctx) -> Outcome {
     match analyse_inner(sql, ctx) {
-        Ok(a) => Outcome::Forward(a),
+        Ok(a) => Outcome::Forward(std::sync::Arc::new(a)),
         Err(e) => Outcome::Refuse(e),
     }
 }

@@ -191,7 +191,7 @@ async fn frontend(
                         count(proxy, &verdict);
                         match verdict {
                             Verdict::Forward => out.extend_from_slice(&frame.raw),
-                            Verdict::Rewrite(sql) => out.extend_from_slice(&encode_query(&sql).raw),
+                            Verdict::Rewrite(a) => out.extend_from_slice(&encode_query(&a.sql).raw),
                             Verdict::Refuse(e) => {
                                 out.extend_from_slice(&encode_query(&shared.refusals.marker(e)).raw)
                             }
@@ -212,8 +212,8 @@ async fn frontend(
                     count(proxy, &verdict);
                     match verdict {
                         Verdict::Forward => out.extend_from_slice(&frame.raw),
-                        Verdict::Rewrite(sql) => out.extend_from_slice(
-                            &encode_parse(parse.name, &sql, &parse.param_types).raw,
+                        Verdict::Rewrite(a) => out.extend_from_slice(
+                            &encode_parse(parse.name, &a.sql, &parse.param_types).raw,
                         ),
                         Verdict::Refuse(e) => out.extend_from_slice(
                             &encode_parse(
