@@ -56,6 +56,19 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Audit trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the HMAC chain; exits 1 at the first broken record, 2 if it cannot check.
+    Verify(pgvakt::audit::verify::VerifyArgs),
+    /// Find the records that concern a data subject, a user, a period or an outcome.
+    Search(pgvakt::audit::search::SearchArgs),
 }
 
 #[derive(Subcommand)]
@@ -120,6 +133,10 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Audit { command } => std::process::exit(match command {
+            AuditCommand::Verify(args) => pgvakt::audit::verify::run(&args),
+            AuditCommand::Search(args) => pgvakt::audit::search::run(&args),
+        }),
     }
 }
 

@@ -1,0 +1,1 @@
+//! Writer, chain and verify tests over real files.
