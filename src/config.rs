@@ -550,6 +550,53 @@ mod tests {
     }
 
     #[test]
+    fn audit_without_keys_is_a_configuration_error() {
+        let text = format!(
+            "{MINIMAL}audit:\n  dir: log\n  chain_key_env: PGVAKT_TEST_NO_SUCH_VAR_A\n  \
+             subject_key_env: PGVAKT_TEST_NO_SUCH_VAR_B\n"
+        );
+        let c = Config::parse(&text, "t.yaml").unwrap();
+        let audit = c.audit.as_ref().unwrap();
+        assert_eq!(audit.on_full, OnFull::Block);
+        assert_eq!(audit.max_subjects, 1000);
+        let err = c.validate("t.yaml").unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "audit.chain_key_env: environment variable PGVAKT_TEST_NO_SUCH_VAR_A is not set"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("audit.subject_key_env: environment variable PGVAKT_TEST_NO_SUCH_VAR_B"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn audit_keys_must_differ_and_resolve_against_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = "k".repeat(40);
+        std::fs::write(dir.path().join("a.key"), &key).unwrap();
+        std::fs::write(dir.path().join("b.key"), &key).unwrap();
+        let path = dir.path().join("pgvakt.yaml");
+        let body = "audit:\n  dir: log\n  chain_key_file: a.key\n  subject_key_file: b.key\n";
+        std::fs::write(&path, format!("{MINIMAL}{body}")).unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("audit.subject_key: must differ from audit.chain_key"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("b.key"), "s".repeat(40)).unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(!err.contains("audit"), "{err}");
+        let text = format!("{MINIMAL}audit:\n  file: audit.jsonl\n");
+        assert!(
+            Config::parse(&text, "t.yaml").is_err(),
+            "audit.file is gone: dir replaces it"
+        );
+    }
+
+    #[test]
     fn same_listen_address_is_refused_unless_both_pick_a_free_port() {
         let mut c = Config::parse(MINIMAL, "t.yaml").unwrap();
         c.metrics.listen = c.listen;
