@@ -191,11 +191,16 @@ fn query(args: &SearchArgs) -> Result<Query, String> {
     })
 }
 
-/// Matching records with the raw line each came from.
-pub fn search_files(
-    files: &[PathBuf],
-    q: &Query,
-) -> Result<(Vec<(Match, Record, String)>, u64), String> {
+/// A matching record and the line it was read from.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub matched: Match,
+    pub record: Record,
+    pub line: String,
+}
+
+/// Matching records, and how many lines were not records at all.
+pub fn search_files(files: &[PathBuf], q: &Query) -> Result<(Vec<Hit>, u64), String> {
     let mut found = Vec::new();
     let mut skipped = 0u64;
     let mut refs = HashMap::new();
@@ -208,8 +213,12 @@ pub fn search_files(
                 skipped += 1;
                 continue;
             };
-            if let Some(m) = q.matches(&rec, &mut refs) {
-                found.push((m, rec, text.into_owned()));
+            if let Some(matched) = q.matches(&rec, &mut refs) {
+                found.push(Hit {
+                    matched,
+                    record: rec,
+                    line: text.into_owned(),
+                });
             }
         }
     }
@@ -217,7 +226,7 @@ pub fn search_files(
 }
 
 /// The human table: one row per record.
-pub fn render_table(found: &[(Match, Record, String)]) -> String {
+pub fn render_table(found: &[Hit]) -> String {
     let header = [
         "time",
         "event",
@@ -235,32 +244,36 @@ pub fn render_table(found: &[(Match, Record, String)]) -> String {
     let opt = |s: &Option<String>| s.clone().unwrap_or_else(|| "-".into());
     let rows: Vec<[String; 12]> = found
         .iter()
-        .map(|(m, r, _)| {
-            let tables: Vec<&str> = r.tables.iter().map(|t| t.table.as_str()).collect();
-            [
-                r.ts.clone(),
-                r.event.as_str().to_owned(),
-                format!("{:?}", r.outcome).to_lowercase(),
-                opt(&r.user),
-                opt(&r.role),
-                opt(&r.session_id),
-                opt(&r.client_addr),
-                opt(&r.application_name),
-                r.statement
-                    .as_ref()
-                    .map_or_else(|| "-".into(), |s| s.command.clone()),
-                if tables.is_empty() {
-                    "-".into()
-                } else {
-                    tables.join(",")
-                },
-                opt(&r.purpose),
-                match m {
-                    Match::Yes => "yes".into(),
-                    Match::Possible => "possible".into(),
-                },
-            ]
-        })
+        .map(
+            |Hit {
+                 matched, record: r, ..
+             }| {
+                let tables: Vec<&str> = r.tables.iter().map(|t| t.table.as_str()).collect();
+                [
+                    r.ts.clone(),
+                    r.event.as_str().to_owned(),
+                    format!("{:?}", r.outcome).to_lowercase(),
+                    opt(&r.user),
+                    opt(&r.role),
+                    opt(&r.session_id),
+                    opt(&r.client_addr),
+                    opt(&r.application_name),
+                    r.statement
+                        .as_ref()
+                        .map_or_else(|| "-".into(), |s| s.command.clone()),
+                    if tables.is_empty() {
+                        "-".into()
+                    } else {
+                        tables.join(",")
+                    },
+                    opt(&r.purpose),
+                    match matched {
+                        Match::Yes => "yes".into(),
+                        Match::Possible => "possible".into(),
+                    },
+                ]
+            },
+        )
         .collect();
     let mut widths = header.map(str::len);
     for row in &rows {
@@ -307,10 +320,14 @@ pub fn run(args: &SearchArgs) -> i32 {
     }
     match args.format {
         Format::Json => {
-            for (m, _, line) in &found {
-                let mut v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+            for hit in &found {
+                let mut v: Value = serde_json::from_str(&hit.line).unwrap_or(Value::Null);
                 if let Value::Object(map) = &mut v {
-                    let m = if *m == Match::Yes { "yes" } else { "possible" };
+                    let m = if hit.matched == Match::Yes {
+                        "yes"
+                    } else {
+                        "possible"
+                    };
                     map.insert("match".into(), Value::String(m.into()));
                 }
                 println!("{v}");

@@ -236,7 +236,14 @@ async fn after_a_torn_write_the_chain_continues_after_the_last_complete_record()
 /// A sink that blocks in `write_batch` until opened, to fill the queue deterministically.
 #[derive(Clone, Default)]
 struct GateSink {
-    state: Arc<(Mutex<(bool, bool, Vec<u8>)>, Condvar)>,
+    state: Arc<(Mutex<Gate>, Condvar)>,
+}
+
+#[derive(Default)]
+struct Gate {
+    open: bool,
+    entered: bool,
+    written: Vec<u8>,
 }
 
 impl GateSink {
@@ -244,12 +251,12 @@ impl GateSink {
         let (m, cv) = &*self.state;
         let g = m.lock().unwrap();
         let _g = cv
-            .wait_timeout_while(g, Duration::from_secs(5), |s| !s.1)
+            .wait_timeout_while(g, Duration::from_secs(5), |s| !s.entered)
             .unwrap();
     }
     fn open(&self) {
         let (m, cv) = &*self.state;
-        m.lock().unwrap().0 = true;
+        m.lock().unwrap().open = true;
         cv.notify_all();
     }
     fn lines(&self) -> usize {
@@ -257,7 +264,7 @@ impl GateSink {
             .0
             .lock()
             .unwrap()
-            .2
+            .written
             .iter()
             .filter(|b| **b == b'\n')
             .count()
@@ -268,10 +275,10 @@ impl Sink for GateSink {
     fn write_batch(&mut self, _first_seq: u64, bytes: &[u8]) -> std::io::Result<()> {
         let (m, cv) = &*self.state;
         let mut g = m.lock().unwrap();
-        g.1 = true;
+        g.entered = true;
         cv.notify_all();
-        let mut g = cv.wait_while(g, |s| !s.0).unwrap();
-        g.2.extend_from_slice(bytes);
+        let mut g = cv.wait_while(g, |s| !s.open).unwrap();
+        g.written.extend_from_slice(bytes);
         Ok(())
     }
 }
@@ -449,10 +456,10 @@ async fn search_finds_the_records_that_listed_a_subject() {
         event: None,
         include_unknown: false,
     };
-    let users = |found: Vec<(Match, Record, String)>| -> Vec<(String, Match)> {
+    let users = |found: Vec<super::search::Hit>| -> Vec<(String, Match)> {
         found
             .into_iter()
-            .map(|(m, r, _)| (r.user.unwrap_or_default(), m))
+            .map(|h| (h.record.user.unwrap_or_default(), h.matched))
             .collect()
     };
     let (found, skipped) = search_files(&files, &q).unwrap();
