@@ -69,7 +69,7 @@ pub enum AuditError {
     Keys(Vec<KeyError>),
     #[error("audit.dir: required when audit.sink is file")]
     NoDir,
-    #[error("audit.dir: cannot create {}: {source}", path.display())]
+    #[error("audit.dir: cannot create or write in {}: {source}", path.display())]
     Dir {
         path: std::path::PathBuf,
         source: std::io::Error,
@@ -102,7 +102,11 @@ impl Audit {
                 };
                 let rotate_after =
                     (cfg.rotate_seconds > 0).then(|| Duration::from_secs(cfg.rotate_seconds));
-                let sink = FileSink::new(dir, cfg.rotate_bytes, rotate_after);
+                let mut sink = FileSink::new(dir.clone(), cfg.rotate_bytes, rotate_after);
+                // Open the first file now, so an unwritable directory stops the start instead of
+                // the first personal-data read; the first batch goes into this same file.
+                sink.write_batch(chain.next_seq, b"")
+                    .map_err(|source| AuditError::Dir { path: dir, source })?;
                 (Box::new(sink), chain)
             }
             AuditSink::Stdout => (Box::new(StdoutSink), Chain::genesis(chain_key)),

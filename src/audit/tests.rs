@@ -383,6 +383,19 @@ async fn a_failing_sink_refuses_records_and_recovers() {
     assert_eq!((report.first_seq, report.last_seq), (Some(2), Some(3)));
 }
 
+#[test]
+fn an_unwritable_directory_stops_the_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    std::fs::write(tmp.path().join("file"), "").unwrap();
+    cfg.dir = Some(tmp.path().join("file").join("log"));
+    let err = Audit::start(&cfg, &AuditMetrics::default()).unwrap_err();
+    assert!(
+        err.to_string().starts_with("audit.dir: cannot create"),
+        "{err}"
+    );
+}
+
 #[tokio::test]
 async fn close_drains_everything_queued() {
     let tmp = tempfile::tempdir().unwrap();
