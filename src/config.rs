@@ -33,8 +33,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// Absent: no audit trail.
     #[serde(default)]
-    pub audit: AuditConfig,
+    pub audit: Option<AuditConfig>,
     #[serde(default)]
     pub log: LogConfig,
 }
@@ -229,13 +230,132 @@ fn default_watch_ms() -> u64 {
     2000
 }
 
-/// Audit trail settings.
-#[derive(Debug, Clone, Deserialize, Default)]
+/// Where audit records go.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditSink {
+    /// Rotated JSON-lines files in `dir` (the default).
+    #[default]
+    File,
+    /// Standard output, for a log collector; the chain restarts at seq 1 at every start.
+    Stdout,
+}
+
+/// What happens when the audit queue is full or the sink is failing.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFull {
+    /// Callers wait up to `block_timeout_ms`, then get an error; while the sink fails they get
+    /// it at once. Personal data is not released unrecorded. The default.
+    #[default]
+    Block,
+    /// Records that do not fit are dropped and counted (`pgvakt_audit_records_dropped_total`).
+    Drop,
+}
+
+/// Audit trail settings. Absent section: no audit trail.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
-    /// JSON-lines file the records are appended to. Default none (audit off).
+    /// `file` (default) or `stdout`.
     #[serde(default)]
-    pub file: Option<PathBuf>,
+    pub sink: AuditSink,
+    /// Directory of the audit files (`audit-<seq>-<UTC time>.jsonl`); required for `file`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Start a new file when the current one would grow past this many bytes. Default 64 MiB;
+    /// 0 = never.
+    #[serde(default = "default_rotate_bytes")]
+    pub rotate_bytes: u64,
+    /// Start a new file when the current one is this old (checked at each write). Default
+    /// 86400 (a day); 0 = never.
+    #[serde(default = "default_rotate_seconds")]
+    pub rotate_seconds: u64,
+    /// Records that may wait for the writer. Default 10000.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// `block` (default) or `drop`.
+    #[serde(default)]
+    pub on_full: OnFull,
+    /// With `block`, how long a caller waits for queue space before its statement fails, ms.
+    /// Default 2000.
+    #[serde(default = "default_block_timeout_ms")]
+    pub block_timeout_ms: u64,
+    /// Environment variable holding the chain key (at least 32 bytes). Default
+    /// `PGVAKT_AUDIT_CHAIN_KEY`.
+    #[serde(default = "default_chain_key_env")]
+    pub chain_key_env: String,
+    /// File holding the chain key; takes precedence over the variable. Default none.
+    #[serde(default)]
+    pub chain_key_file: Option<PathBuf>,
+    /// Environment variable holding the subject-pseudonym key (at least 32 bytes, different
+    /// from the chain key). Default `PGVAKT_AUDIT_SUBJECT_KEY`.
+    #[serde(default = "default_subject_key_env")]
+    pub subject_key_env: String,
+    /// File holding the subject key; takes precedence over the variable. Default none.
+    #[serde(default)]
+    pub subject_key_file: Option<PathBuf>,
+    /// Most subject pseudonyms listed in one record; beyond it `subjects_truncated` is set.
+    /// Default 1000.
+    #[serde(default = "default_max_subjects")]
+    pub max_subjects: usize,
+}
+
+fn default_rotate_bytes() -> u64 {
+    64 << 20
+}
+fn default_rotate_seconds() -> u64 {
+    86_400
+}
+fn default_queue_capacity() -> usize {
+    10_000
+}
+fn default_block_timeout_ms() -> u64 {
+    2000
+}
+fn default_chain_key_env() -> String {
+    "PGVAKT_AUDIT_CHAIN_KEY".into()
+}
+fn default_subject_key_env() -> String {
+    "PGVAKT_AUDIT_SUBJECT_KEY".into()
+}
+fn default_max_subjects() -> usize {
+    1000
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            sink: AuditSink::default(),
+            dir: None,
+            rotate_bytes: default_rotate_bytes(),
+            rotate_seconds: default_rotate_seconds(),
+            queue_capacity: default_queue_capacity(),
+            on_full: OnFull::default(),
+            block_timeout_ms: default_block_timeout_ms(),
+            chain_key_env: default_chain_key_env(),
+            chain_key_file: None,
+            subject_key_env: default_subject_key_env(),
+            subject_key_file: None,
+            max_subjects: default_max_subjects(),
+        }
+    }
+}
+
+impl AuditConfig {
+    fn problems(&self, problems: &mut Vec<String>) {
+        if self.sink == AuditSink::File && self.dir.is_none() {
+            problems.push("audit.dir: required when audit.sink is file".into());
+        }
+        if self.queue_capacity == 0 {
+            problems.push("audit.queue_capacity: must be at least 1".into());
+        }
+        // Privacy by default: an audit trail without its keys would be neither tamper-evident
+        // nor pseudonymous, so it is a configuration error rather than a warning.
+        if let Err(errors) = crate::audit::keys::Keys::load(self) {
+            problems.extend(errors.iter().map(ToString::to_string));
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -324,8 +444,17 @@ impl Config {
         for p in self.policy.paths.iter_mut() {
             fix(p);
         }
-        if let Some(p) = self.audit.file.as_mut() {
-            fix(p);
+        if let Some(audit) = self.audit.as_mut() {
+            for p in [
+                audit.dir.as_mut(),
+                audit.chain_key_file.as_mut(),
+                audit.subject_key_file.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                fix(p);
+            }
         }
     }
 
@@ -364,6 +493,9 @@ impl Config {
         // Port 0 means "any free port" (tests, the demo): two such listeners never collide.
         if self.listen == self.metrics.listen && self.listen.port() != 0 {
             problems.push("metrics.listen: must differ from listen".into());
+        }
+        if let Some(audit) = &self.audit {
+            audit.problems(&mut problems);
         }
         if problems.is_empty() {
             Ok(())
@@ -415,6 +547,53 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("limits.max_connections"), "{err}");
+    }
+
+    #[test]
+    fn audit_without_keys_is_a_configuration_error() {
+        let text = format!(
+            "{MINIMAL}audit:\n  dir: log\n  chain_key_env: PGVAKT_TEST_NO_SUCH_VAR_A\n  \
+             subject_key_env: PGVAKT_TEST_NO_SUCH_VAR_B\n"
+        );
+        let c = Config::parse(&text, "t.yaml").unwrap();
+        let audit = c.audit.as_ref().unwrap();
+        assert_eq!(audit.on_full, OnFull::Block);
+        assert_eq!(audit.max_subjects, 1000);
+        let err = c.validate("t.yaml").unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "audit.chain_key_env: environment variable PGVAKT_TEST_NO_SUCH_VAR_A is not set"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("audit.subject_key_env: environment variable PGVAKT_TEST_NO_SUCH_VAR_B"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn audit_keys_must_differ_and_resolve_against_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = "k".repeat(40);
+        std::fs::write(dir.path().join("a.key"), &key).unwrap();
+        std::fs::write(dir.path().join("b.key"), &key).unwrap();
+        let path = dir.path().join("pgvakt.yaml");
+        let body = "audit:\n  dir: log\n  chain_key_file: a.key\n  subject_key_file: b.key\n";
+        std::fs::write(&path, format!("{MINIMAL}{body}")).unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("audit.subject_key: must differ from audit.chain_key"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("b.key"), "s".repeat(40)).unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(!err.contains("audit"), "{err}");
+        let text = format!("{MINIMAL}audit:\n  file: audit.jsonl\n");
+        assert!(
+            Config::parse(&text, "t.yaml").is_err(),
+            "audit.file is gone: dir replaces it"
+        );
     }
 
     #[test]

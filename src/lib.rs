@@ -11,6 +11,7 @@
 //! - [`protocol`]: PostgreSQL v3 messages and framing without IO, and pgvakt's own errors.
 //! - [`enforce`]: the per-session policy view and statement verdicts, with the analysis cache.
 //! - [`analysis`]: parse, check and rewrite a restricted role's statements (masked derived tables).
+//! - [`audit`]: the tamper-evident audit trail (writer, subject pseudonyms, `audit verify`/`search`).
 //! - [`catalog`]: relations, columns, view dependencies and user functions loaded from upstream.
 //! - [`policy`]: policy files loaded, validated and compiled; masks, grants, `policy check`.
 //! - [`proxy`]: state shared by every session (config, TLS, upstream, cancel keys, metrics).
@@ -25,6 +26,7 @@
 //! - [`demo`]: the demo CRM database and `pgvakt demo` ([`demo::run`]).
 
 pub mod analysis;
+pub mod audit;
 pub mod cancel;
 pub mod catalog;
 pub mod certs;

@@ -57,6 +57,19 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Audit trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the HMAC chain; exits 1 at the first broken record, 2 if it cannot check.
+    Verify(pgvakt::audit::verify::VerifyArgs),
+    /// Find the records that concern a data subject, a user, a period or an outcome.
+    Search(pgvakt::audit::search::SearchArgs),
 }
 
 #[derive(Subcommand)]
@@ -227,6 +240,10 @@ async fn policy_command(command: PolicyCommand) -> Result<i32, String> {
         PolicyCommand::Snapshot { upstream, out } => {
             policy_cli::snapshot_command(&upstream, out.as_deref()).await
         }
+        Command::Audit { command } => std::process::exit(match command {
+            AuditCommand::Verify(args) => pgvakt::audit::verify::run(&args),
+            AuditCommand::Search(args) => pgvakt::audit::search::run(&args),
+        }),
     }
 }
 

@@ -95,6 +95,7 @@ pub struct Metrics {
     pub analysis_cache_hits: Counter,
     pub analysis_cache_misses: Counter,
     pub analysis_cache_entries: Gauge,
+    pub audit: crate::audit::AuditMetrics,
     ready_policy: AtomicBool,
     ready_upstream: AtomicBool,
 }
@@ -186,6 +187,8 @@ impl Metrics {
             "Entries in the analysis cache",
             analysis_cache_entries.clone(),
         );
+        let audit = crate::audit::AuditMetrics::default();
+        audit.register(&mut registry);
         Metrics {
             registry,
             connections_current,
@@ -201,6 +204,7 @@ impl Metrics {
             analysis_cache_hits,
             analysis_cache_misses,
             analysis_cache_entries,
+            audit,
             ready_policy: AtomicBool::new(false),
             ready_upstream: AtomicBool::new(false),
         }

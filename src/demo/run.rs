@@ -144,7 +144,12 @@ impl DemoHandle {
         for user in LOGIN_ROLES {
             let _ = writeln!(out, "  psql \"{}\"", self.dsn(user, "require"));
         }
-        let _ = writeln!(out, "audit log: {}", self.audit_path.display());
+        let _ = writeln!(
+            out,
+            "audit log: {} (keys: {}/audit-*.key)",
+            self.audit_path.display(),
+            self.dir.display()
+        );
         let _ = writeln!(out, "metrics: http://{}/metrics", self.metrics_addr);
         let _ = writeln!(out, "config: {}", self.config_path.display());
         let _ = writeln!(out, "upstream: {}", self.upstream_url());
@@ -209,7 +214,17 @@ pub async fn start(opts: DemoOptions) -> Result<DemoHandle, DemoRunError> {
     let password_file = dir.join("service-password");
     write_file(&password_file, &format!("{SERVICE_USER}\n"))?;
     restrict(&password_file)?;
-    let audit_path = dir.join("audit.jsonl");
+    let audit_path = dir.join("audit");
+    // Fresh random keys per demo: the audit trail refuses to run without them.
+    for name in ["audit-chain.key", "audit-subject.key"] {
+        let key = format!(
+            "{:032x}{:032x}\n",
+            rand::random::<u128>(),
+            rand::random::<u128>()
+        );
+        write_file(&dir.join(name), &key)?;
+        restrict(&dir.join(name))?;
+    }
     let config_path = dir.join("pgvakt.yaml");
     let yaml = config_yaml(&ConfigValues {
         listen: opts.listen,
@@ -265,7 +280,8 @@ fn config_yaml(v: &ConfigValues<'_>) -> String {
          limits:\n  shutdown_grace_ms: {SHUTDOWN_GRACE_MS}\n\
          metrics:\n  listen: {metrics}\n\
          policy:\n  paths: [{policy}]\n\
-         audit:\n  file: {audit}\n",
+         audit:\n  dir: {audit}\n  chain_key_file: audit-chain.key\n  \
+         subject_key_file: audit-subject.key\n",
         listen = v.listen,
         port = v.upstream_port,
         password = q(v.password_file),
@@ -345,6 +361,11 @@ mod tests {
         assert_eq!(cfg.policy.paths, vec![odd.to_path_buf()]);
         assert_eq!(cfg.upstream.service_user.as_deref(), Some("admin"));
         assert_eq!(cfg.upstream.service_database, "crm");
-        assert_eq!(cfg.audit.file.as_deref(), Some(odd));
+        let audit = cfg.audit.expect("audit section");
+        assert_eq!(audit.dir.as_deref(), Some(odd));
+        assert_eq!(
+            audit.chain_key_file.as_deref(),
+            Some(Path::new("audit-chain.key"))
+        );
     }
 }

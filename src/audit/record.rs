@@ -1,0 +1,359 @@
+//! One audit event as it is written: the record's fields, its canonical JSON form and the UTC
+//! timestamps it carries.
+//!
+//! Records hold no identities of data subjects (only keyed pseudonyms, see `subjects.rs`) and
+//! no SQL literals or parameters: the caller supplies the fingerprint and the normalised text.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Version of the record layout; readers ignore fields they do not know.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    StatementRead,
+    StatementWrite,
+    Refused,
+    Login,
+    LoginFailed,
+    Disconnect,
+    PolicyReload,
+    Anomaly,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::StatementRead => "statement_read",
+            EventType::StatementWrite => "statement_write",
+            EventType::Refused => "refused",
+            EventType::Login => "login",
+            EventType::LoginFailed => "login_failed",
+            EventType::Disconnect => "disconnect",
+            EventType::PolicyReload => "policy_reload",
+            EventType::Anomaly => "anomaly",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The statement or login succeeded.
+    Ok,
+    /// pgvakt refused it (policy); `sqlstate` says how the client was answered.
+    Refused,
+    /// PostgreSQL or the connection failed; `sqlstate` when PostgreSQL sent one.
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatementClass {
+    Read,
+    Write,
+    Ddl,
+    Copy,
+    Utility,
+}
+
+impl From<crate::policy::model::StatementClass> for StatementClass {
+    fn from(c: crate::policy::model::StatementClass) -> Self {
+        use crate::policy::model::StatementClass as P;
+        match c {
+            P::Read => StatementClass::Read,
+            P::Write => StatementClass::Write,
+            P::Ddl => StatementClass::Ddl,
+            P::Copy => StatementClass::Copy,
+            P::Utility => StatementClass::Utility,
+        }
+    }
+}
+
+/// The statement, without literals or parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Statement {
+    pub class: StatementClass,
+    /// Command tag, e.g. `SELECT`, `UPDATE`, `COPY`.
+    pub command: String,
+    /// Stable hash of the normalised text, to group executions of one statement.
+    pub fingerprint: String,
+    /// The statement with every literal and parameter replaced by a placeholder.
+    pub normalized: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    Read,
+    Write,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Allowed,
+    Masked,
+    Blocked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnAccess {
+    pub column: String,
+    /// Inventory category, e.g. `contact`, `financial`.
+    pub category: String,
+    pub action: Action,
+}
+
+/// A table the statement read or wrote, with the columns involved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableAccess {
+    /// `schema.table`.
+    pub table: String,
+    pub access: Access,
+    #[serde(default)]
+    pub columns: Vec<ColumnAccess>,
+}
+
+/// Pseudonyms of the data subjects whose rows of one table were returned or written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubjectGroup {
+    /// `schema.table`; part of the pseudonym's input, so search recomputes it per table.
+    pub table: String,
+    pub refs: Vec<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// One audit event. Build it with [`Record::new`] and fill in what applies; the writer assigns
+/// `seq` and the chain MAC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub schema: u32,
+    pub event_id: String,
+    /// Position in the chain; assigned by the writer.
+    #[serde(default)]
+    pub seq: u64,
+    /// RFC 3339 UTC with milliseconds, when the event happened.
+    pub ts: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    pub event: EventType,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqlstate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Policy role the session ran under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_addr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legal_basis: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement: Option<Statement>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<TableAccess>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+    /// Distinct subjects seen; exact unless `subjects_truncated` (then an upper bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subjects: Vec<SubjectGroup>,
+    /// More subjects than `audit.max_subjects`: `subjects` lists only the first ones.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub subjects_truncated: bool,
+    /// The result's shape (e.g. an aggregate) did not let the proxy name the subjects.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub subjects_unknown: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
+    /// Refusal reason, anomaly or reload detail; never SQL literals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Record {
+    /// A record of `event` happening now, with a fresh event id and every optional field empty.
+    pub fn new(event: EventType, outcome: Outcome) -> Record {
+        Record {
+            schema: SCHEMA_VERSION,
+            event_id: format!("{:032x}", rand::random::<u128>()),
+            seq: 0,
+            ts: rfc3339_millis(SystemTime::now()),
+            duration_ms: None,
+            event,
+            outcome,
+            sqlstate: None,
+            user: None,
+            role: None,
+            session_id: None,
+            client_addr: None,
+            application_name: None,
+            tls_version: None,
+            database: None,
+            purpose: None,
+            legal_basis: None,
+            statement: None,
+            tables: Vec::new(),
+            rows: None,
+            subject_count: None,
+            subjects: Vec::new(),
+            subjects_truncated: false,
+            subjects_unknown: false,
+            policy_version: None,
+            message: None,
+        }
+    }
+}
+
+/// Canonical JSON: object keys sorted bytewise at every level, no whitespace, serde_json's
+/// string escaping. Parsing a canonical line and writing it again gives the same bytes, which is
+/// what lets `verify` recompute a MAC from the file alone, whatever fields a newer writer added.
+pub fn canonical(value: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                if let Some(v) = map.get(k) {
+                    write_canonical(v, out);
+                }
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(v, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`. Written here (with the civil-from-days algorithm) rather than
+/// pulling a date-time crate in for one format, as `policy::grants` does for parsing.
+pub fn rfc3339_millis(t: SystemTime) -> String {
+    let millis = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    };
+    let secs = millis.div_euclid(1000);
+    let ms = millis.rem_euclid(1000);
+    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
+    let tod = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        tod / 3600,
+        tod % 3600 / 60,
+        tod % 60
+    )
+}
+
+/// Compact form for file names: `YYYYMMDDTHHMMSSZ`.
+pub fn compact_utc(t: SystemTime) -> String {
+    let full = rfc3339_millis(t);
+    let digits: String = full[..19]
+        .chars()
+        .filter(|c| *c != '-' && *c != ':')
+        .collect();
+    format!("{digits}Z")
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn canonical_json_sorts_keys_and_is_stable() {
+        let a: Value = serde_json::from_str(
+            r#"{ "b": 1, "a": {"z": [1, {"y": "é\n", "x": null}], "c": true} }"#,
+        )
+        .unwrap();
+        let text = canonical(&a);
+        assert_eq!(
+            text,
+            r#"{"a":{"c":true,"z":[1,{"x":null,"y":"é\n"}]},"b":1}"#
+        );
+        let again: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(canonical(&again), text);
+    }
+
+    #[test]
+    fn record_canonical_form_round_trips() {
+        let mut r = Record::new(EventType::StatementRead, Outcome::Ok);
+        r.user = Some("secretary".into());
+        r.subjects.push(SubjectGroup {
+            table: "public.contacts".into(),
+            refs: vec!["ab".into()],
+        });
+        let text = canonical(&serde_json::to_value(&r).unwrap());
+        let back: Record = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(canonical(&serde_json::to_value(&back).unwrap()), text);
+        assert!(
+            !text.contains("subjects_truncated"),
+            "false flags are left out: {text}"
+        );
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_709_209_815_123);
+        assert_eq!(rfc3339_millis(t), "2024-02-29T12:30:15.123Z");
+        assert_eq!(compact_utc(t), "20240229T123015Z");
+        assert_eq!(rfc3339_millis(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let parsed = crate::policy::grants::parse_rfc3339(&rfc3339_millis(t)).unwrap();
+        assert_eq!(parsed, 1_709_209_815);
+    }
+}

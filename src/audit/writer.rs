@@ -1,0 +1,274 @@
+//! The path of a record from a session to the sink: a bounded queue, then one writer thread that
+//! seals records into the chain, writes them in batches and syncs each batch.
+//!
+//! The writer is a plain thread, not a tokio task: it blocks in `write` and `fsync`, and must
+//! keep draining during the runtime's own shutdown.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::chain::Chain;
+use super::files::Sink;
+use super::metrics::AuditMetrics;
+use super::record::Record;
+use super::subjects::{SubjectKey, SubjectSet};
+use crate::config::OnFull;
+
+/// Records per write and sync; bounds the work lost to a crash between write and sync.
+const MAX_BATCH: usize = 1024;
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// At shutdown a sink that keeps failing is given this long before queued records are given up.
+const CLOSE_RETRY: Duration = Duration::from_secs(5);
+
+/// Why a record could not be accepted. The text is meant for the client's ErrorResponse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuditUnavailable {
+    #[error("audit trail unavailable: the audit queue stayed full for {waited_ms} ms")]
+    QueueFull { waited_ms: u64 },
+    #[error("audit trail unavailable: writing the audit log is failing; retrying")]
+    SinkFailing,
+    #[error("audit trail unavailable: the audit writer has stopped")]
+    Closed,
+}
+
+enum Msg {
+    Record(Box<Record>),
+    Close(oneshot::Sender<()>),
+}
+
+pub(crate) struct Settings {
+    pub on_full: OnFull,
+    pub block_timeout: Duration,
+    pub capacity: usize,
+    pub max_subjects: usize,
+}
+
+struct Shared {
+    healthy: AtomicBool,
+    closing: AtomicBool,
+}
+
+struct Inner {
+    tx: mpsc::Sender<Msg>,
+    shared: Arc<Shared>,
+    on_full: OnFull,
+    block_timeout: Duration,
+    subject_key: SubjectKey,
+    max_subjects: usize,
+    metrics: AuditMetrics,
+}
+
+/// What sessions hold to record events. Cheap to clone; all clones feed one writer.
+#[derive(Clone)]
+pub struct AuditHandle {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AuditHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditHandle")
+            .field("healthy", &self.is_healthy())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditHandle {
+    /// Queue `rec`. With `on_full: block` this waits for queue space up to `block_timeout_ms`
+    /// and fails at once while the sink is failing: a caller that gets `Err` must not let
+    /// personal data through unrecorded. With `on_full: drop` a full queue drops the record
+    /// (counted) and returns `Ok`; only a stopped writer is an error.
+    pub async fn record(&self, rec: Record) -> Result<(), AuditUnavailable> {
+        let inner = &*self.inner;
+        let msg = Msg::Record(Box::new(rec));
+        let result = match inner.on_full {
+            OnFull::Drop => match inner.tx.try_send(msg) {
+                Ok(()) => Ok(()),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    inner.metrics.records_dropped.inc();
+                    Ok(())
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => Err(AuditUnavailable::Closed),
+            },
+            OnFull::Block => {
+                if !inner.shared.healthy.load(Ordering::Acquire) {
+                    return Err(AuditUnavailable::SinkFailing);
+                }
+                match tokio::time::timeout(inner.block_timeout, inner.tx.send(msg)).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(_)) => Err(AuditUnavailable::Closed),
+                    Err(_) => Err(AuditUnavailable::QueueFull {
+                        waited_ms: inner.block_timeout.as_millis() as u64,
+                    }),
+                }
+            }
+        };
+        inner.metrics.queue_depth.set(queued(&inner.tx));
+        result
+    }
+
+    /// False while the sink is failing (for `/readyz`, and for callers that want to refuse a
+    /// personal-data read before running it rather than after).
+    pub fn is_healthy(&self) -> bool {
+        self.inner.shared.healthy.load(Ordering::Acquire)
+    }
+
+    /// The pseudonym of the subject whose key column in `table` (`schema.table`) has the text
+    /// value `key`.
+    pub fn subject_ref(&self, table: &str, key: &str) -> String {
+        self.inner.subject_key.pseudonym(table, key)
+    }
+
+    /// A collector for one statement's subjects, capped at `audit.max_subjects`.
+    pub fn subjects(&self) -> SubjectSet {
+        SubjectSet::new(self.inner.subject_key.clone(), self.inner.max_subjects)
+    }
+
+    /// Stop accepting records, write and sync everything already queued (by any clone), then
+    /// return. If the sink keeps failing, queued records are given up after a few seconds
+    /// (counted as dropped and logged).
+    pub async fn close(self) {
+        let inner = &*self.inner;
+        inner.shared.closing.store(true, Ordering::Release);
+        let (ack, done) = oneshot::channel();
+        if inner.tx.send(Msg::Close(ack)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+fn queued<T>(tx: &mpsc::Sender<T>) -> i64 {
+    (tx.max_capacity() - tx.capacity()) as i64
+}
+
+pub(crate) fn spawn(
+    sink: Box<dyn Sink>,
+    chain: Chain,
+    settings: Settings,
+    subject_key: SubjectKey,
+    metrics: AuditMetrics,
+) -> std::io::Result<AuditHandle> {
+    let (tx, rx) = mpsc::channel(settings.capacity.max(1));
+    let shared = Arc::new(Shared {
+        healthy: AtomicBool::new(true),
+        closing: AtomicBool::new(false),
+    });
+    let mut writer = Writer {
+        sink,
+        chain,
+        shared: shared.clone(),
+        metrics: metrics.clone(),
+    };
+    std::thread::Builder::new()
+        .name("pgvakt-audit".into())
+        .spawn(move || writer.run(rx))?;
+    Ok(AuditHandle {
+        inner: Arc::new(Inner {
+            tx,
+            shared,
+            on_full: settings.on_full,
+            block_timeout: settings.block_timeout,
+            subject_key,
+            max_subjects: settings.max_subjects,
+            metrics,
+        }),
+    })
+}
+
+struct Writer {
+    sink: Box<dyn Sink>,
+    chain: Chain,
+    shared: Arc<Shared>,
+    metrics: AuditMetrics,
+}
+
+impl Writer {
+    fn run(&mut self, mut rx: mpsc::Receiver<Msg>) {
+        let mut acks = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            let mut msgs = vec![first];
+            while msgs.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(m) => msgs.push(m),
+                    Err(_) => break,
+                }
+            }
+            self.metrics.queue_depth.set(rx.len() as i64);
+            let mut lines = String::new();
+            let first_seq = self.chain.next_seq;
+            let mut count = 0u64;
+            for msg in msgs {
+                match msg {
+                    Msg::Record(mut rec) => match self.chain.seal(&mut rec) {
+                        Ok(line) => {
+                            lines.push_str(&line);
+                            count += 1;
+                        }
+                        Err(e) => {
+                            self.metrics.records_dropped.inc();
+                            tracing::error!(error = %e, "audit record could not be serialised; dropped");
+                        }
+                    },
+                    Msg::Close(ack) => {
+                        // No new records from here on; those already queued are still written
+                        // because the loop runs until the channel is empty.
+                        rx.close();
+                        acks.push(ack);
+                    }
+                }
+            }
+            if count > 0 {
+                self.write(first_seq, lines.as_bytes(), count);
+            }
+        }
+        for ack in acks {
+            let _ = ack.send(());
+        }
+    }
+
+    /// Write one batch, retrying until it succeeds; the chain has already advanced past these
+    /// records, so the same bytes must land.
+    fn write(&mut self, first_seq: u64, bytes: &[u8], count: u64) {
+        let mut backoff = Duration::from_millis(50);
+        let mut give_up_at: Option<Instant> = None;
+        loop {
+            let started = Instant::now();
+            match self.sink.write_batch(first_seq, bytes) {
+                Ok(()) => {
+                    self.metrics
+                        .write_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    self.metrics.records_written.inc_by(count);
+                    if !self.shared.healthy.swap(true, Ordering::AcqRel) {
+                        tracing::info!(audit.seq = first_seq, "audit sink recovered");
+                    }
+                    return;
+                }
+                Err(e) => {
+                    self.metrics.write_failures.inc();
+                    if self.shared.healthy.swap(false, Ordering::AcqRel) {
+                        tracing::error!(error = %e, audit.seq = first_seq, "audit sink failing; retrying");
+                    }
+                    if self.shared.closing.load(Ordering::Acquire) {
+                        let deadline =
+                            *give_up_at.get_or_insert_with(|| Instant::now() + CLOSE_RETRY);
+                        if Instant::now() >= deadline {
+                            self.metrics.records_dropped.inc_by(count);
+                            tracing::error!(
+                                error = %e,
+                                audit.first_seq = first_seq,
+                                audit.records = count,
+                                "audit sink still failing at shutdown; records lost"
+                            );
+                            return;
+                        }
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+}
