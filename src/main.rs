@@ -182,6 +182,10 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
             rt.block_on(run_demo(opts))
         }
+        Command::Audit { command } => std::process::exit(match command {
+            AuditCommand::Verify(args) => pgvakt::audit::verify::run(&args),
+            AuditCommand::Search(args) => pgvakt::audit::search::run(&args),
+        }),
         Command::Policy { command } => {
             let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
             let code = rt.block_on(policy_command(command));
@@ -240,10 +244,6 @@ async fn policy_command(command: PolicyCommand) -> Result<i32, String> {
         PolicyCommand::Snapshot { upstream, out } => {
             policy_cli::snapshot_command(&upstream, out.as_deref()).await
         }
-        Command::Audit { command } => std::process::exit(match command {
-            AuditCommand::Verify(args) => pgvakt::audit::verify::run(&args),
-            AuditCommand::Search(args) => pgvakt::audit::search::run(&args),
-        }),
     }
 }
 
