@@ -29,6 +29,8 @@ pub enum ServerError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Upstream(#[from] crate::upstream::UpstreamError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 /// A running proxy: its addresses and the handle to stop it.
@@ -71,18 +73,19 @@ impl Server {
         let metrics = Arc::new(Metrics::new());
         metrics.set_policy_ready(true);
         let counted = metrics.clone();
-        enforcer.on_reload(Box::new(move |r| {
-            let outcome = if r.is_ok() {
-                metrics::Outcome::Ok
-            } else {
-                metrics::Outcome::Failed
-            };
-            counted
-                .policy_reloads
-                .get_or_create(&metrics::OutcomeLabel { outcome })
-                .inc();
-        }));
         metrics.set_upstream_ready(upstream.connect().await.is_ok());
+        let audit = match &config.audit {
+            Some(a) => Some(crate::audit::Audit::start(a, &metrics.audit)?),
+            None => None,
+        };
+        if let Some(h) = &audit {
+            metrics.set_audit(h.clone());
+        }
+        enforcer.on_reload(reload_hook(
+            counted,
+            audit.clone(),
+            enforcer.policy_version(),
+        ));
         let (phase, _) = watch::channel(Phase::Running);
         let proxy = Arc::new(Proxy {
             config,
@@ -92,6 +95,7 @@ impl Server {
             metrics: metrics.clone(),
             enforcer,
             phase,
+            audit,
         });
         let metrics_task = tokio::spawn(metrics::serve(metrics_listener, metrics));
         let accept = tokio::spawn(accept_loop(listener, proxy.clone()));
@@ -124,8 +128,53 @@ impl Server {
             let _ = tokio::time::timeout(Duration::from_secs(5), &mut accept).await;
             accept.abort();
         }
+        // Every session has ended: what they queued is written and synced before exit.
+        if let Some(h) = self.proxy.audit.clone() {
+            h.close().await;
+        }
         self.metrics_task.abort();
     }
+}
+
+/// Counts every policy reload and, with an audit trail, records it.
+fn reload_hook(
+    metrics: Arc<Metrics>,
+    audit: Option<crate::audit::AuditHandle>,
+    version: Option<String>,
+) -> crate::enforce::ReloadHook {
+    use crate::audit::{EventType, Outcome as AuditOutcome, Record};
+    Box::new(move |r| {
+        let outcome = if r.is_ok() {
+            metrics::Outcome::Ok
+        } else {
+            metrics::Outcome::Failed
+        };
+        metrics
+            .policy_reloads
+            .get_or_create(&metrics::OutcomeLabel { outcome })
+            .inc();
+        let Some(h) = audit.clone() else { return };
+        let mut rec = Record::new(
+            EventType::PolicyReload,
+            if r.is_ok() {
+                AuditOutcome::Ok
+            } else {
+                AuditOutcome::Error
+            },
+        );
+        match r {
+            Ok(v) => rec.policy_version = Some(v.clone()),
+            Err(e) => {
+                rec.policy_version = version.clone();
+                rec.message = Some(e.clone());
+            }
+        }
+        tokio::spawn(async move {
+            if let Err(e) = h.record(rec).await {
+                tracing::error!(error = %e, "audit record of a policy reload not written");
+            }
+        });
+    })
 }
 
 async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>) {

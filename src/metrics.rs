@@ -98,6 +98,7 @@ pub struct Metrics {
     pub audit: crate::audit::AuditMetrics,
     ready_policy: AtomicBool,
     ready_upstream: AtomicBool,
+    audit_handle: std::sync::OnceLock<crate::audit::AuditHandle>,
 }
 
 impl Default for Metrics {
@@ -207,6 +208,7 @@ impl Metrics {
             audit,
             ready_policy: AtomicBool::new(false),
             ready_upstream: AtomicBool::new(false),
+            audit_handle: std::sync::OnceLock::new(),
         }
     }
 
@@ -231,7 +233,14 @@ impl Metrics {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready_policy.load(Ordering::Relaxed) && self.ready_upstream.load(Ordering::Relaxed)
+        self.ready_policy.load(Ordering::Relaxed)
+            && self.ready_upstream.load(Ordering::Relaxed)
+            && self.audit_handle.get().is_none_or(|h| h.is_healthy())
+    }
+
+    /// Readiness then also requires the audit sink to be writable.
+    pub fn set_audit(&self, h: crate::audit::AuditHandle) {
+        let _ = self.audit_handle.set(h);
     }
 
     /// The text exposition of every metric.

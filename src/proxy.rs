@@ -30,6 +30,8 @@ pub struct Proxy {
     pub metrics: Arc<Metrics>,
     pub enforcer: Enforcer,
     pub phase: watch::Sender<Phase>,
+    /// The audit trail writer, when `audit` is configured.
+    pub audit: Option<crate::audit::AuditHandle>,
 }
 
 impl Proxy {

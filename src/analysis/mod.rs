@@ -10,6 +10,7 @@
 
 mod functions;
 mod lexer;
+mod normalize;
 mod relations;
 mod statements;
 mod writes;
@@ -26,6 +27,21 @@ use crate::policy::model::{ColumnAction, RoleRules, StatementClass};
 use crate::protocol::PgError;
 
 pub use statements::{analyse, default_search_path};
+
+/// (fingerprint, text with literals replaced) of any statement text, for audit records.
+pub fn normalize_text(sql: &str) -> (String, String) {
+    normalize::normalize(sql)
+}
+
+/// The first keyword of the text, lower-cased.
+pub fn first_word(sql: &str) -> Option<String> {
+    lexer::first_word(sql)
+}
+
+/// Whether the text holds constructs the parser reads differently from PostgreSQL.
+pub fn is_unfaithful(sql: &str) -> bool {
+    lexer::unfaithful(sql).is_some()
+}
 
 /// What a restricted role's statement text becomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +66,11 @@ pub struct Analysed {
     pub columns: Vec<ColumnUse>,
     /// Personal-data columns the statements write (INSERT/UPDATE/COPY FROM targets).
     pub written: Vec<ColumnUse>,
+    /// The client's text, for the audit record's normalised form (computed when first needed).
+    pub original: String,
+    /// Command of the first statement, e.g. `SELECT`.
+    pub command: String,
+    normalized: std::sync::OnceLock<(String, String)>,
 }
 
 /// What a role does with a column it reads or writes, for `explain` and audit records.
@@ -91,6 +112,13 @@ impl Analysed {
     /// True when the statements read or write personal data (audit-relevant).
     pub fn touches_personal_data(&self) -> bool {
         !self.columns.is_empty() || !self.written.is_empty()
+    }
+
+    /// (fingerprint, text) of the client's statement with every literal replaced by `?`, for
+    /// audit records: they must never hold values.
+    pub fn normalized(&self) -> &(String, String) {
+        self.normalized
+            .get_or_init(|| normalize::normalize(&self.original))
     }
 
     fn add_use(list: &mut Vec<ColumnUse>, u: ColumnUse) {

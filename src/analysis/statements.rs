@@ -44,7 +44,13 @@ fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
         PgError::insufficient_privilege(format!("pgvakt: {what}"))
             .with_detail(format!("policy {}; parser: {e}", ctx.policy_version))
     })?;
-    let mut out = Analysed::default();
+    let mut out = Analysed {
+        original: sql.to_owned(),
+        command: lexer::first_word(sql)
+            .unwrap_or_default()
+            .to_ascii_uppercase(),
+        ..Default::default()
+    };
     for stmt in stmts.iter_mut() {
         let class = statement(stmt, ctx, &mut out)?;
         // Transaction control, settings and the like are part of any session's work; the
@@ -104,7 +110,11 @@ fn analyse_move(fetch: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
     let tail = rendered
         .strip_prefix("FETCH")
         .ok_or_else(|| ctx.unsupported("a MOVE statement that does not render back"))?;
-    let mut out = Analysed::default();
+    let mut out = Analysed {
+        original: fetch.to_owned(),
+        command: "MOVE".into(),
+        ..Default::default()
+    };
     out.classes.push(StatementClass::Utility);
     out.sql = format!("MOVE{tail}");
     Ok(out)

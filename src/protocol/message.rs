@@ -185,3 +185,155 @@ mod tests {
         assert_eq!(m, vec![&b"SCRAM-SHA-256-PLUS"[..], &b"SCRAM-SHA-256"[..]]);
     }
 }
+
+/// The SQLSTATE of an ErrorResponse frame (tag and length included).
+pub fn error_code(frame: &[u8]) -> Option<String> {
+    let mut body = frame.get(5..)?;
+    while let Some((&code, rest)) = body.split_first() {
+        if code == 0 {
+            break;
+        }
+        let end = rest.iter().position(|b| *b == 0)?;
+        if code == b'C' {
+            return std::str::from_utf8(&rest[..end]).ok().map(str::to_owned);
+        }
+        body = &rest[end + 1..];
+    }
+    None
+}
+
+/// One field of a RowDescription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowField {
+    pub table_oid: u32,
+    pub attnum: i16,
+    pub type_oid: u32,
+    pub format: i16,
+}
+
+/// The fields of a RowDescription frame (tag and length included); None if malformed.
+pub fn row_fields(frame: &[u8]) -> Option<Vec<RowField>> {
+    let body = frame.get(5..)?;
+    let count = i16::from_be_bytes([*body.first()?, *body.get(1)?]);
+    let mut pos = 2;
+    let mut out = Vec::with_capacity(usize::try_from(count).ok()?);
+    for _ in 0..count {
+        let nul = body.get(pos..)?.iter().position(|b| *b == 0)?;
+        pos += nul + 1;
+        let f = body.get(pos..pos + 18)?;
+        out.push(RowField {
+            table_oid: u32::from_be_bytes([f[0], f[1], f[2], f[3]]),
+            attnum: i16::from_be_bytes([f[4], f[5]]),
+            type_oid: u32::from_be_bytes([f[6], f[7], f[8], f[9]]),
+            format: i16::from_be_bytes([f[16], f[17]]),
+        });
+        pos += 18;
+    }
+    Some(out)
+}
+
+/// The parts of a Bind the audit trail needs: portal, statement and result format codes.
+pub struct Bind<'a> {
+    pub portal: &'a [u8],
+    pub statement: &'a [u8],
+    pub result_formats: Vec<i16>,
+}
+
+pub fn decode_bind(frame: &Frame) -> Result<Bind<'_>, MessageError> {
+    const WHAT: &str = "Bind";
+    let bad = MessageError::Malformed(WHAT);
+    let mut b = frame.body();
+    let portal = get_cstr(&mut b).ok_or(MessageError::Malformed(WHAT))?;
+    let statement = get_cstr(&mut b).ok_or(MessageError::Malformed(WHAT))?;
+    let nformats = get_i16(&mut b).ok_or(MessageError::Malformed(WHAT))?;
+    let skip = usize::try_from(nformats).map_err(|_| MessageError::Malformed(WHAT))? * 2;
+    b = b.get(skip..).ok_or(MessageError::Malformed(WHAT))?;
+    let nparams = get_i16(&mut b).ok_or(MessageError::Malformed(WHAT))?;
+    for _ in 0..nparams {
+        let len = b
+            .get(..4)
+            .map(|l| i32::from_be_bytes([l[0], l[1], l[2], l[3]]))
+            .ok_or(MessageError::Malformed(WHAT))?;
+        b = &b[4..];
+        if len > 0 {
+            b = b.get(len as usize..).ok_or(MessageError::Malformed(WHAT))?;
+        }
+    }
+    let nresults = get_i16(&mut b).ok_or(bad)?;
+    let mut result_formats = Vec::new();
+    for _ in 0..nresults {
+        result_formats.push(get_i16(&mut b).ok_or(MessageError::Malformed(WHAT))?);
+    }
+    Ok(Bind {
+        portal,
+        statement,
+        result_formats,
+    })
+}
+
+/// Describe or Close: the kind (`S` statement, `P` portal) and the name.
+pub fn decode_target(frame: &Frame) -> Result<(u8, &[u8]), MessageError> {
+    let mut b = frame.body();
+    let (&kind, rest) = b
+        .split_first()
+        .ok_or(MessageError::Malformed("Describe/Close"))?;
+    b = rest;
+    let name = get_cstr(&mut b).ok_or(MessageError::Malformed("Describe/Close"))?;
+    Ok((kind, name))
+}
+
+/// The portal an Execute runs.
+pub fn decode_execute(frame: &Frame) -> Result<&[u8], MessageError> {
+    let mut b = frame.body();
+    get_cstr(&mut b).ok_or(MessageError::Malformed("Execute"))
+}
+
+/// Rows reported by a CommandComplete tag (`SELECT 5`, `INSERT 0 3`, `COPY 7`).
+pub fn command_rows(frame: &[u8]) -> u64 {
+    let body = frame.get(5..).unwrap_or_default();
+    let text = body.split(|b| *b == 0).next().unwrap_or_default();
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| t.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The values of a DataRow (None for NULL); None if malformed.
+pub fn data_row_values(frame: &[u8]) -> Option<Vec<Option<&[u8]>>> {
+    let body = frame.get(5..)?;
+    let count = i16::from_be_bytes([*body.first()?, *body.get(1)?]);
+    let mut pos = 2;
+    let mut out = Vec::with_capacity(usize::try_from(count).ok()?);
+    for _ in 0..count {
+        let len = i32::from_be_bytes(body.get(pos..pos + 4)?.try_into().ok()?);
+        pos += 4;
+        if len < 0 {
+            out.push(None);
+        } else {
+            let n = usize::try_from(len).ok()?;
+            out.push(Some(body.get(pos..pos + n)?));
+            pos += n;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod row_tests {
+    use super::*;
+
+    #[test]
+    fn command_tags_give_row_counts() {
+        let tag = |t: &str| {
+            let mut f = vec![b'C', 0, 0, 0, 0];
+            f.extend_from_slice(t.as_bytes());
+            f.push(0);
+            f
+        };
+        assert_eq!(command_rows(&tag("SELECT 5")), 5);
+        assert_eq!(command_rows(&tag("INSERT 0 3")), 3);
+        assert_eq!(command_rows(&tag("BEGIN")), 0);
+        assert_eq!(command_rows(b"C"), 0);
+    }
+}

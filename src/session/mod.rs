@@ -1,5 +1,7 @@
 //! One client session: open (TLS, startup) → login relayed to the upstream → statement relay.
 
+mod audit_front;
+mod audit_trail;
 mod auth;
 mod handshake;
 mod refusals;
@@ -89,15 +91,33 @@ async fn serve(
     proxy: &Arc<Proxy>,
 ) -> Result<(), SessionError> {
     let startup_timeout = Duration::from_millis(proxy.config.limits.startup_timeout_ms);
-    let started = tokio::time::timeout(startup_timeout, start(tcp, proxy)).await;
+    let started = tokio::time::timeout(startup_timeout, start(tcp, peer, id, proxy)).await;
     let Ok(started) = started else {
         proxy.metrics.refused(RefuseReason::StartupTimeout);
         return Err(SessionError::Protocol("startup timed out".into()));
     };
-    let Some(mut s) = started? else {
+    let started = match started {
+        Err(SessionError::LoginFailed(m)) => {
+            if let Some(h) = &proxy.audit {
+                login_failed(h, peer, id, &m).await;
+            }
+            return Err(SessionError::LoginFailed(m));
+        }
+        other => other?,
+    };
+    let Some(mut s) = started else {
         return Ok(());
     };
+    let since = std::time::Instant::now();
+    if let Some(a) = &s.audit {
+        let w = a.lock().writer();
+        w.login().await;
+    }
     let result = relay::run(&mut s, proxy).await;
+    if let Some(a) = &s.audit {
+        let w = a.lock().writer();
+        w.disconnect(since.elapsed().as_millis() as u64).await;
+    }
     proxy.cancels.unregister(s.proxy_pid);
     if let Err(e) = &result {
         if let Some(pg) = e.client_error() {
@@ -105,7 +125,6 @@ async fn serve(
         }
     }
     let _ = s.client_wr.shutdown().await;
-    let _ = (peer, id);
     result
 }
 
@@ -121,9 +140,28 @@ pub struct Started {
     pub policy: crate::enforce::SessionPolicy,
     pub user: String,
     pub tls_version: Option<String>,
+    pub audit: Option<audit_front::FrontAudit>,
 }
 
-async fn start(tcp: TcpStream, proxy: &Arc<Proxy>) -> Result<Option<Started>, SessionError> {
+async fn login_failed(h: &crate::audit::AuditHandle, peer: SocketAddr, id: u64, why: &str) {
+    let mut r = crate::audit::Record::new(
+        crate::audit::EventType::LoginFailed,
+        crate::audit::Outcome::Error,
+    );
+    r.session_id = Some(id.to_string());
+    r.client_addr = Some(peer.to_string());
+    r.message = Some(why.to_owned());
+    if let Err(e) = h.record(r).await {
+        tracing::error!(error = %e, "audit record not written");
+    }
+}
+
+async fn start(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    proxy: &Arc<Proxy>,
+) -> Result<Option<Started>, SessionError> {
     let (mut client, startup, tls_version) = match handshake::open(tcp, proxy).await? {
         handshake::Opened::Done => return Ok(None),
         handshake::Opened::Session {
@@ -183,6 +221,25 @@ async fn start(tcp: TcpStream, proxy: &Arc<Proxy>) -> Result<Option<Started>, Se
     };
     tracing::info!(user = %user, database = %startup.database(), tls = tls_version.as_deref().unwrap_or("none"), "login");
     let _ = refuse;
+    let audit = proxy.audit.as_ref().map(|h| {
+        let info = audit_trail::SessionInfo {
+            user: user.clone(),
+            role: policy.role().map(|(r, _)| r).unwrap_or_default(),
+            session_id: id.to_string(),
+            client_addr: peer,
+            application_name: startup
+                .params
+                .iter()
+                .find(|(k, _)| k == "application_name")
+                .map(|(_, v)| v.clone()),
+            tls_version: tls_version.clone(),
+            database: startup.database().to_owned(),
+            policy_version: policy.policy_version(),
+        };
+        let mut trail = audit_trail::AuditTrail::new(h.clone(), info);
+        trail.set_facts(policy.audit_facts());
+        audit_front::FrontAudit::new(trail)
+    });
     let (client_rd, client_wr) = tokio::io::split(client);
     let (upstream_rd, upstream_wr) = tokio::io::split(upstream);
     Ok(Some(Started {
@@ -196,5 +253,6 @@ async fn start(tcp: TcpStream, proxy: &Arc<Proxy>) -> Result<Option<Started>, Se
         policy,
         user,
         tls_version,
+        audit,
     }))
 }

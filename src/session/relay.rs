@@ -11,6 +11,8 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch};
 
+use super::audit_front::FrontAudit;
+use super::audit_trail::AuditTrail;
 use super::refusals::Refusals;
 use super::rowwatch::{self, Protected};
 use super::{SessionError, Started};
@@ -49,6 +51,8 @@ struct Shared {
     role_restricted: bool,
     /// Origins of the columns the role may not see as stored, for the RowDescription watch.
     protected: ArcSwapOption<Protected>,
+    /// The session's audit trail (result side), when audit records are written.
+    trail: Option<Arc<Mutex<AuditTrail>>>,
     /// Set when schema-changing statements are in flight; the next idle ReadyForQuery (they
     /// have committed) triggers a catalog reload.
     ddl_in_flight: AtomicBool,
@@ -92,6 +96,7 @@ pub async fn run(s: &mut Started, proxy: &Proxy) -> Result<(), SessionError> {
         upstream_wr,
         upstream_buf,
         policy,
+        audit,
         ..
     } = s;
     let shared = Shared {
@@ -101,6 +106,7 @@ pub async fn run(s: &mut Started, proxy: &Proxy) -> Result<(), SessionError> {
         restricted: policy.is_restricted(),
         role_restricted: policy.role().is_some_and(|(_, r)| r),
         protected: ArcSwapOption::empty(),
+        trail: audit.as_ref().map(|a| a.trail.clone()),
         ddl_in_flight: AtomicBool::new(false),
         catalog_refresh: policy.catalog_refresh(),
     };
@@ -112,6 +118,7 @@ pub async fn run(s: &mut Started, proxy: &Proxy) -> Result<(), SessionError> {
             client_buf,
             upstream_wr,
             policy,
+            audit,
             proxy,
             &shared,
             done_rx,
@@ -154,6 +161,7 @@ async fn frontend(
     buf: &mut BytesMut,
     upstream_wr: &mut WriteHalf<BoxStream>,
     policy: &mut SessionPolicy,
+    audit: &mut Option<FrontAudit>,
     proxy: &Proxy,
     shared: &Shared,
     mut done: watch::Receiver<bool>,
@@ -185,9 +193,14 @@ async fn frontend(
                     if shared.restricted {
                         let sql = decode_query(&frame)
                             .map_err(|e| SessionError::Protocol(e.to_string()))?;
-                        let verdict = policy.check(sql);
+                        let mut verdict = policy.check(sql);
                         shared.set_protected(policy);
                         note_ddl(policy, shared);
+                        if let Some(a) = audit.as_mut() {
+                            if let Err(e) = a.query(policy, &verdict, sql).await {
+                                verdict = Verdict::Refuse(e);
+                            }
+                        }
                         count(proxy, &verdict);
                         match verdict {
                             Verdict::Forward => out.extend_from_slice(&frame.raw),
@@ -197,6 +210,9 @@ async fn frontend(
                             }
                         }
                     } else {
+                        if let Some(a) = audit.as_mut() {
+                            a.other();
+                        }
                         proxy
                             .metrics
                             .statement(Decision::Passthrough, Class::Unknown);
@@ -206,9 +222,14 @@ async fn frontend(
                 b'P' if shared.restricted => {
                     let parse =
                         decode_parse(&frame).map_err(|e| SessionError::Protocol(e.to_string()))?;
-                    let verdict = policy.check(parse.sql);
+                    let mut verdict = policy.check(parse.sql);
                     shared.set_protected(policy);
                     note_ddl(policy, shared);
+                    if let Some(a) = audit.as_mut() {
+                        if let Err(e) = a.parse(policy, parse.name, &verdict, parse.sql).await {
+                            verdict = Verdict::Refuse(e);
+                        }
+                    }
                     count(proxy, &verdict);
                     match verdict {
                         Verdict::Forward => out.extend_from_slice(&frame.raw),
@@ -232,11 +253,32 @@ async fn frontend(
                         "pgvakt: the FunctionCall protocol message is not allowed for this role",
                     );
                     proxy.metrics.statement(Decision::Refused, Class::Unknown);
+                    if let Some(a) = audit.as_mut() {
+                        a.other();
+                    }
                     out.extend_from_slice(&encode_query(&shared.refusals.marker(e)).raw);
                 }
                 b'S' | b'F' => {
                     shared.push_inflight();
+                    if let Some(a) = audit.as_mut() {
+                        if frame.tag == b'S' {
+                            a.sync();
+                        } else {
+                            a.other();
+                        }
+                    }
                     out.extend_from_slice(&frame.raw);
+                }
+                b'B' | b'D' | b'E' | b'C' if audit.is_some() => {
+                    if let Some(a) = audit.as_mut() {
+                        match frame.tag {
+                            b'B' => a.bind(&frame),
+                            b'D' => a.describe(&frame),
+                            b'E' => a.execute(&frame),
+                            _ => a.close(&frame),
+                        }
+                    }
+                    out.extend_from_slice(&frame.raw)
                 }
                 b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'd' | b'c' | b'f' => {
                     out.extend_from_slice(&frame.raw)
@@ -342,6 +384,20 @@ async fn backend(
                 break;
             }
             let tag = buf[pos];
+            if let Some(t) = &shared.trail {
+                let records = {
+                    let mut trail = lock(t);
+                    if trail.wants(tag) {
+                        let done = trail.on_frame(tag, &buf[pos..pos + len]);
+                        (!done.is_empty()).then(|| (done, trail.writer()))
+                    } else {
+                        None
+                    }
+                };
+                if let Some((records, w)) = records {
+                    w.write_all(records).await;
+                }
+            }
             match tag {
                 b'T' if shared.role_restricted => {
                     nulling = None;
@@ -354,6 +410,12 @@ async fn backend(
                                 columns = ?flagged.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>(),
                                 "enforcement anomaly: protected columns in a result for a restricted role; their values are replaced with NULL"
                             );
+                            if let Some(t) = &shared.trail {
+                                let names: Vec<String> =
+                                    flagged.iter().map(|(_, n)| n.clone()).collect();
+                                let w = lock(t).writer();
+                                w.anomaly(&names).await;
+                            }
                             nulling = Some(flagged.into_iter().map(|(i, _)| i).collect());
                         }
                     }
@@ -449,6 +511,13 @@ async fn backend(
                 return Ok(());
             }
         }
+    }
+}
+
+fn lock(t: &Mutex<AuditTrail>) -> std::sync::MutexGuard<'_, AuditTrail> {
+    match t.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
     }
 }
 

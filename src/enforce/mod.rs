@@ -13,10 +13,14 @@ use dashmap::DashMap;
 use crate::analysis::{self, Analysed, Ctx, Outcome};
 use crate::catalog::Catalog;
 use crate::config::{Config, UpstreamTlsMode};
-use crate::policy::model::{ColumnAction, RoleRules};
+use crate::policy::model::RoleRules;
 use crate::policy::store::PolicyStore;
 use crate::protocol::PgError;
 use crate::session::rowwatch::Protected;
+
+mod origins;
+use origins::protected_origins;
+pub use origins::AuditFacts;
 
 /// What the session does with one statement text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +54,8 @@ struct Inner {
     cache: DashMap<u64, Arc<CacheEntry>>,
     /// Per (role, policy version): columns the role may not see as stored, by origin.
     protected: DashMap<(String, String), Arc<Protected>>,
+    /// Per policy version: what audit records need to know about the catalog.
+    audit_facts: DashMap<String, Arc<AuditFacts>>,
     refresh: tokio::sync::Notify,
     /// Told about every reload (SIGHUP or file change), e.g. to count it in metrics.
     reload_hook: std::sync::OnceLock<ReloadHook>,
@@ -85,6 +91,13 @@ fn cache_key(sql: &str, role: &str, version: &str, search_path: &[String]) -> u6
 
 static CACHE_HASHER: std::sync::LazyLock<std::collections::hash_map::RandomState> =
     std::sync::LazyLock::new(std::collections::hash_map::RandomState::new);
+
+/// What an unrestricted role's statement touches, for its audit record.
+pub enum Observed {
+    Reads(Arc<Analysed>),
+    /// It could not be analysed: personal data may have been read.
+    Unknown,
+}
 
 /// Called with each reload's outcome: the new version or the error.
 pub type ReloadHook = Box<dyn Fn(&Result<String, String>) + Send + Sync>;
@@ -124,6 +137,7 @@ impl Enforcer {
                 service: None,
                 cache: DashMap::new(),
                 protected: DashMap::new(),
+                audit_facts: DashMap::new(),
                 refresh: tokio::sync::Notify::new(),
                 reload_hook: Default::default(),
             })),
@@ -161,6 +175,7 @@ impl Enforcer {
             service,
             cache: DashMap::new(),
             protected: DashMap::new(),
+            audit_facts: DashMap::new(),
             refresh: tokio::sync::Notify::new(),
             reload_hook: Default::default(),
         });
@@ -188,6 +203,7 @@ impl Enforcer {
                             inner.catalog.store(Arc::new(cat));
                             inner.cache.clear();
                             inner.protected.clear();
+                            inner.audit_facts.clear();
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "catalog refresh failed; keeping the previous one")
@@ -334,6 +350,11 @@ impl SessionPolicy {
         self.inner.is_some()
     }
 
+    /// Version of the policy in force, if any.
+    pub fn policy_version(&self) -> Option<String> {
+        Some(self.inner.as_ref()?.store.current().version.clone())
+    }
+
     /// The session's current policy role and whether it has any restriction.
     pub fn role(&self) -> Option<(String, bool)> {
         let inner = self.inner.as_ref()?;
@@ -379,49 +400,7 @@ impl SessionPolicy {
             }
             return Verdict::Forward;
         }
-        let catalog = inner.catalog.load();
-        if catalog.database != self.database {
-            return Verdict::Refuse(PgError::insufficient_privilege(format!(
-                "pgvakt: role {} may only use database {}, which pgvakt has a catalog for",
-                rules.name(),
-                catalog.database
-            )));
-        }
-        let role = rules.name();
-        let key = cache_key(sql, role, &set.version, &self.search_path);
-        let cached = inner
-            .cache
-            .get(&key)
-            .filter(|e| e.is_for(sql, role, &set.version, &self.search_path))
-            .map(|e| e.outcome.clone());
-        let outcome = match cached {
-            Some(o) => o,
-            None => {
-                let ctx = Ctx {
-                    catalog: &catalog,
-                    rules: rules.as_ref(),
-                    search_path: &self.search_path,
-                    user: &self.user,
-                    policy_version: &set.version,
-                };
-                let o = Arc::new(analysis::analyse(sql, &ctx));
-                if inner.cache.len() >= CACHE_MAX {
-                    inner.cache.clear();
-                }
-                inner.cache.insert(
-                    key,
-                    Arc::new(CacheEntry {
-                        sql: sql.into(),
-                        role: role.into(),
-                        version: set.version.as_str().into(),
-                        search_path: self.search_path.clone().into_boxed_slice(),
-                        outcome: o.clone(),
-                    }),
-                );
-                o
-            }
-        };
-        match outcome.as_ref() {
+        match self.analysed(&inner, &set, rules.as_ref(), sql).as_ref() {
             Outcome::Forward(a) => {
                 if let Some(p) = &a.search_path {
                     self.search_path = p.clone();
@@ -430,6 +409,96 @@ impl SessionPolicy {
             }
             Outcome::Refuse(e) => Verdict::Refuse(e.clone()),
         }
+    }
+
+    /// For audit records of an unrestricted role, whose statements pass unchanged: what the
+    /// statement reads and writes. None when it cannot touch personal data.
+    pub fn observe(&mut self, sql: &str) -> Option<Observed> {
+        let inner = self.inner.clone()?;
+        let set = inner.store.current();
+        let facts = self.audit_facts()?;
+        if !facts.may_touch(sql) {
+            return None;
+        }
+        let rules = set
+            .resolve(&self.user, &self.groups, SystemTime::now())
+            .role;
+        Some(
+            match self.analysed(&inner, &set, rules.as_ref(), sql).as_ref() {
+                Outcome::Forward(a) => {
+                    if let Some(p) = &a.search_path {
+                        self.search_path = p.clone();
+                    }
+                    if !a.touches_personal_data() {
+                        return None;
+                    }
+                    Observed::Reads(a.clone())
+                }
+                Outcome::Refuse(_) => Observed::Unknown,
+            },
+        )
+    }
+
+    /// Subject keys and personal relation names for the policy and catalog in force.
+    pub fn audit_facts(&self) -> Option<Arc<AuditFacts>> {
+        let inner = self.inner.as_ref()?;
+        let set = inner.store.current();
+        Some(
+            inner
+                .audit_facts
+                .entry(set.version.clone())
+                .or_insert_with(|| Arc::new(AuditFacts::compute(&inner.catalog.load(), &set)))
+                .clone(),
+        )
+    }
+
+    fn analysed(
+        &self,
+        inner: &Inner,
+        set: &crate::policy::PolicySet,
+        rules: &dyn RoleRules,
+        sql: &str,
+    ) -> Arc<Outcome> {
+        let catalog = inner.catalog.load();
+        if catalog.database != self.database {
+            return Arc::new(Outcome::Refuse(PgError::insufficient_privilege(format!(
+                "pgvakt: role {} may only use database {}, which pgvakt has a catalog for",
+                rules.name(),
+                catalog.database
+            ))));
+        }
+        let role = rules.name();
+        let key = cache_key(sql, role, &set.version, &self.search_path);
+        let cached = inner
+            .cache
+            .get(&key)
+            .filter(|e| e.is_for(sql, role, &set.version, &self.search_path))
+            .map(|e| e.outcome.clone());
+        if let Some(o) = cached {
+            return o;
+        }
+        let ctx = Ctx {
+            catalog: &catalog,
+            rules,
+            search_path: &self.search_path,
+            user: &self.user,
+            policy_version: &set.version,
+        };
+        let o = Arc::new(analysis::analyse(sql, &ctx));
+        if inner.cache.len() >= CACHE_MAX {
+            inner.cache.clear();
+        }
+        inner.cache.insert(
+            key,
+            Arc::new(CacheEntry {
+                sql: sql.into(),
+                role: role.into(),
+                version: set.version.as_str().into(),
+                search_path: self.search_path.clone().into_boxed_slice(),
+                outcome: o.clone(),
+            }),
+        );
+        o
     }
 
     /// Startup parameters that would change identity or parsing are refused for restricted roles.
@@ -469,18 +538,6 @@ impl SessionPolicy {
         }
         Ok(())
     }
-}
-
-fn protected_origins(catalog: &Catalog, rules: &dyn RoleRules) -> Protected {
-    let mut out = Protected::new();
-    for rel in catalog.relations() {
-        for c in &rel.columns {
-            if rules.column(&rel.schema, &rel.name, &c.name).action != ColumnAction::Allow {
-                out.insert((rel.oid, c.attnum));
-            }
-        }
-    }
-    out
 }
 
 fn looks_like_ddl(sql: &str) -> bool {

@@ -1,0 +1,76 @@
+//! What the result side of a session needs to know about columns by their origin (table OID,
+//! attribute number), which is what PostgreSQL's RowDescription reports: which ones the role
+//! may not see as stored, and which ones identify data subjects. Computed once per (role,
+//! policy version) and catalog.
+
+use std::collections::HashMap;
+
+use crate::catalog::{Catalog, RelKind};
+use crate::policy::model::{ColumnAction, RoleRules};
+use crate::policy::PolicySet;
+use crate::session::rowwatch::Protected;
+
+pub fn protected_origins(catalog: &Catalog, rules: &dyn RoleRules) -> Protected {
+    let mut out = Protected::new();
+    for rel in catalog.relations() {
+        for c in &rel.columns {
+            if rules.column(&rel.schema, &rel.name, &c.name).action != ColumnAction::Allow {
+                out.insert((rel.oid, c.attnum));
+            }
+        }
+    }
+    out
+}
+
+/// Facts audit records need, per policy version and catalog.
+#[derive(Debug, Default)]
+pub struct AuditFacts {
+    /// Subject-key column origins → `schema.table`.
+    pub subject_keys: HashMap<(u32, i16), String>,
+    /// Lower-cased names of relations that hold personal data, and of every view (a view may
+    /// read them): a statement naming none of them reads no personal data.
+    pub personal_names: Vec<String>,
+}
+
+impl AuditFacts {
+    pub fn compute(catalog: &Catalog, set: &PolicySet) -> AuditFacts {
+        let mut facts = AuditFacts::default();
+        let rules = set.default_role.as_ref();
+        for rel in catalog.relations() {
+            if let Some(key) = set
+                .table(&rel.schema, &rel.name)
+                .and_then(|t| t.subject_key)
+            {
+                if let Some(c) = rel.columns.iter().find(|c| c.name == key) {
+                    facts
+                        .subject_keys
+                        .insert((rel.oid, c.attnum), format!("{}.{}", rel.schema, rel.name));
+                }
+            }
+            let personal = rel.columns.iter().any(|c| {
+                rules.column(&rel.schema, &rel.name, &c.name).category
+                    != crate::policy::inventory::NONE
+            });
+            let view = matches!(rel.kind, RelKind::View | RelKind::MaterializedView)
+                && rel.schema != "pg_catalog"
+                && rel.schema != "information_schema";
+            if personal || view {
+                facts.personal_names.push(rel.name.to_lowercase());
+            }
+        }
+        facts.personal_names.sort();
+        facts.personal_names.dedup();
+        facts
+    }
+
+    /// Whether `sql` may read personal data: it names a personal relation or a view, or it
+    /// cannot be scanned faithfully.
+    pub fn may_touch(&self, sql: &str) -> bool {
+        let lower = sql.to_lowercase();
+        crate::analysis::is_unfaithful(sql)
+            || self
+                .personal_names
+                .iter()
+                .any(|n| lower.contains(n.as_str()))
+    }
+}

@@ -1,0 +1,179 @@
+//! The client side of a session's audit trail: which requests read or write personal data,
+//! in the order PostgreSQL will answer them, and the refusal of personal-data reads while the
+//! audit trail cannot be written (nothing is read without being recorded).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::audit_trail::{AuditTrail, Audited};
+use crate::enforce::{Observed, SessionPolicy, Verdict};
+use crate::protocol::message::{decode_bind, decode_execute, decode_target};
+use crate::protocol::{Frame, PgError};
+
+pub struct FrontAudit {
+    pub trail: Arc<Mutex<AuditTrail>>,
+    statements: HashMap<Vec<u8>, Audited>,
+    portals: HashMap<Vec<u8>, Audited>,
+}
+
+/// Prepared statements and portals a session may keep track of for its audit records; a
+/// client that creates more without closing them gets its oldest forgotten (their reads are
+/// then recorded as not analysed).
+const MAX_NAMES: usize = 10_000;
+
+impl FrontAudit {
+    pub fn new(trail: AuditTrail) -> FrontAudit {
+        FrontAudit {
+            trail: Arc::new(Mutex::new(trail)),
+            statements: HashMap::new(),
+            portals: HashMap::new(),
+        }
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, AuditTrail> {
+        match self.trail.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// What a statement the policy let through touches.
+    fn audited(policy: &mut SessionPolicy, verdict: &Verdict, sql: &str) -> Audited {
+        match verdict {
+            Verdict::Rewrite(a) if a.touches_personal_data() => Audited::Yes(a.clone()),
+            Verdict::Rewrite(_) | Verdict::Refuse(_) => Audited::No,
+            Verdict::Forward => match policy.observe(sql) {
+                Some(Observed::Reads(a)) => Audited::Yes(a),
+                Some(Observed::Unknown) => Audited::Unknown(sql.into()),
+                None => Audited::No,
+            },
+        }
+    }
+
+    /// Before a statement is forwarded: its audit entry, or the error that replaces it when
+    /// it touches personal data and the trail cannot be written.
+    async fn admit(&self, audited: &Audited) -> Result<(), PgError> {
+        if matches!(audited, Audited::No) {
+            return Ok(());
+        }
+        let handle = self.lock().handle().clone();
+        if handle.is_healthy() {
+            return Ok(());
+        }
+        Err(PgError::insufficient_privilege(
+            "pgvakt: personal data cannot be read or written now: the audit trail cannot be written",
+        )
+        .with_hint("Reads of personal data resume as soon as audit records can be written again."))
+    }
+
+    pub async fn refused(&self, sql: &str, err: &PgError) {
+        let trail = self.snapshot();
+        trail.refused(sql, err).await;
+    }
+
+    /// A copy of the record-writing half (handle and session facts) to await on without
+    /// holding the lock.
+    fn snapshot(&self) -> AuditTrail {
+        self.lock().writer()
+    }
+
+    /// A simple-protocol Query: returns the error to send instead, if it must be refused.
+    pub async fn query(
+        &mut self,
+        policy: &mut SessionPolicy,
+        verdict: &Verdict,
+        sql: &str,
+    ) -> Result<(), PgError> {
+        self.sync_role(policy);
+        if let Verdict::Refuse(e) = verdict {
+            self.refused(sql, e).await;
+        }
+        let audited = Self::audited(policy, verdict, sql);
+        if let Err(e) = self.admit(&audited).await {
+            self.lock().query(Audited::No);
+            return Err(e);
+        }
+        self.lock().query(audited);
+        Ok(())
+    }
+
+    /// A Parse: remembered per statement name for the Executes that follow.
+    pub async fn parse(
+        &mut self,
+        policy: &mut SessionPolicy,
+        name: &[u8],
+        verdict: &Verdict,
+        sql: &str,
+    ) -> Result<(), PgError> {
+        self.sync_role(policy);
+        if let Verdict::Refuse(e) = verdict {
+            self.refused(sql, e).await;
+        }
+        let audited = Self::audited(policy, verdict, sql);
+        self.admit(&audited).await?;
+        if self.statements.len() >= MAX_NAMES {
+            self.statements.clear();
+        }
+        self.statements.insert(name.to_vec(), audited);
+        Ok(())
+    }
+
+    pub fn bind(&mut self, frame: &Frame) {
+        let Ok(b) = decode_bind(frame) else { return };
+        let audited = self
+            .statements
+            .get(b.statement)
+            .cloned()
+            .unwrap_or_else(|| Audited::Unknown(Arc::from("(prepared before pgvakt saw it)")));
+        if self.portals.len() >= MAX_NAMES {
+            self.portals.clear();
+        }
+        self.portals.insert(b.portal.to_vec(), audited);
+        self.lock().bind(b.portal, b.statement, b.result_formats);
+    }
+
+    pub fn describe(&mut self, frame: &Frame) {
+        if let Ok((kind, name)) = decode_target(frame) {
+            self.lock().describe(kind, name);
+        }
+    }
+
+    pub fn execute(&mut self, frame: &Frame) {
+        let Ok(portal) = decode_execute(frame) else {
+            return;
+        };
+        let audited = self.portals.get(portal).cloned().unwrap_or(Audited::No);
+        self.lock().execute(portal, audited);
+    }
+
+    pub fn close(&mut self, frame: &Frame) {
+        if let Ok((kind, name)) = decode_target(frame) {
+            if kind == b'S' {
+                self.statements.remove(name);
+            } else {
+                self.portals.remove(name);
+            }
+            self.lock().close(kind, name);
+        }
+    }
+
+    pub fn sync(&mut self) {
+        self.lock().sync();
+    }
+
+    /// A request answered up to ReadyForQuery that reads nothing audited (FunctionCall).
+    pub fn other(&mut self) {
+        self.lock().query(Audited::No);
+    }
+
+    fn sync_role(&self, policy: &SessionPolicy) {
+        let facts = policy.audit_facts();
+        let role = policy.role().map(|(r, _)| r);
+        let version = policy.policy_version();
+        let mut t = self.lock();
+        t.set_facts(facts);
+        if let Some(r) = role {
+            t.set_role(&r, version);
+        }
+    }
+}
