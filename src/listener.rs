@@ -115,9 +115,18 @@ impl Server {
         let grace = Duration::from_millis(self.proxy.config.limits.shutdown_grace_ms);
         let _ = self.proxy.phase.send(Phase::Draining);
         self.proxy.metrics.set_draining();
+        tracing::info!(
+            grace_ms = self.proxy.config.limits.shutdown_grace_ms,
+            sessions = self.proxy.metrics.connections_current.get(),
+            "shutting down"
+        );
         let mut accept = self.accept;
         // The accept loop owns the session tasks; it returns when they have all ended.
         if tokio::time::timeout(grace, &mut accept).await.is_err() {
+            tracing::info!(
+                sessions = self.proxy.metrics.connections_current.get(),
+                "grace period over: ending the remaining sessions"
+            );
             let _ = self.proxy.phase.send(Phase::Terminating);
             let _ = tokio::time::timeout(Duration::from_secs(5), &mut accept).await;
             accept.abort();
