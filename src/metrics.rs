@@ -166,6 +166,7 @@ pub struct Metrics {
     pub analysis_cache_misses: Counter,
     pub analysis_cache_entries: Gauge,
     pub audit: crate::audit::AuditMetrics,
+    ready: Gauge,
     ready_policy: AtomicBool,
     ready_upstream: AtomicBool,
     draining: AtomicBool,
@@ -266,6 +267,12 @@ impl Metrics {
         );
         let audit = crate::audit::AuditMetrics::default();
         audit.register(&mut registry);
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 when /readyz answers 200 (policy loaded, upstream reachable, not draining)",
+            ready.clone(),
+        );
         Metrics {
             registry,
             connections_current,
@@ -283,6 +290,7 @@ impl Metrics {
             analysis_cache_misses,
             analysis_cache_entries,
             audit,
+            ready,
             ready_policy: AtomicBool::new(false),
             ready_upstream: AtomicBool::new(false),
             draining: AtomicBool::new(false),
@@ -341,6 +349,7 @@ impl Metrics {
 
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
+        self.ready.set(i64::from(self.is_ready()));
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
