@@ -267,6 +267,48 @@ impl Metrics {
         );
         let audit = crate::audit::AuditMetrics::default();
         audit.register(&mut registry);
+        // Every series of a fixed label set starts at 0, so increase() and rate() see the first
+        // event (a failed reload, a plaintext attempt) instead of a series appearing at 1.
+        for reason in [
+            RefuseReason::TlsRequired,
+            RefuseReason::TlsHandshake,
+            RefuseReason::TooManyConnections,
+            RefuseReason::Protocol,
+            RefuseReason::StartupTimeout,
+            RefuseReason::Upstream,
+            RefuseReason::ShuttingDown,
+        ] {
+            let _ = connections_refused.get_or_create(&ReasonLabel { reason });
+        }
+        for outcome in [Outcome::Ok, Outcome::Failed] {
+            let _ = tls_handshakes.get_or_create(&OutcomeLabel {
+                outcome: outcome.clone(),
+            });
+            let _ = policy_reloads.get_or_create(&OutcomeLabel { outcome });
+        }
+        for direction in [Direction::ClientToUpstream, Direction::UpstreamToClient] {
+            let _ = bytes.get_or_create(&DirectionLabel { direction });
+        }
+        for decision in [
+            Decision::Passthrough,
+            Decision::Allowed,
+            Decision::Rewritten,
+            Decision::Refused,
+        ] {
+            for class in [
+                Class::Read,
+                Class::Write,
+                Class::Ddl,
+                Class::Copy,
+                Class::Utility,
+                Class::Unknown,
+            ] {
+                let _ = statements.get_or_create(&StatementLabels {
+                    decision: decision.clone(),
+                    class,
+                });
+            }
+        }
         let ready = Gauge::default();
         registry.register(
             "ready",
