@@ -351,7 +351,7 @@ fn container_image_runs_as_a_non_root_user() {
     let user = runtime
         .lines()
         .filter_map(|l| l.trim().strip_prefix("USER "))
-        .last()
+        .next_back()
         .expect("the runtime stage sets USER");
     let uid = user.split(':').next().unwrap().trim();
     assert!(!matches!(uid, "0" | "root"), "runtime user {uid}");
@@ -384,7 +384,7 @@ fn systemd_unit_is_hardened_and_outlasts_the_shutdown_grace() {
     let value = |key: &str| {
         unit.lines()
             .filter_map(|l| l.strip_prefix(&format!("{key}=")))
-            .last()
+            .next_back()
             .unwrap_or_else(|| panic!("{key} not set"))
             .to_owned()
     };
