@@ -118,6 +118,21 @@ async fn metrics_count_connections_statements_refusals_and_bytes() {
         "{m}"
     );
 
+    // A reload (SIGHUP or a changed file) is counted and renews the policy's load time.
+    let loaded = metric(&m, "pgvakt_policy_loaded_timestamp_seconds");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(matches!(
+        env.server().proxy.enforcer.reload_policy(),
+        Some(Ok(_))
+    ));
+    let reloaded = env.metrics().await;
+    assert_eq!(
+        metric(&reloaded, "pgvakt_policy_reloads_total{outcome=\"Ok\"}"),
+        1.0,
+        "{reloaded}"
+    );
+    assert!(metric(&reloaded, "pgvakt_policy_loaded_timestamp_seconds") > loaded);
+
     // Relayed bytes keep growing with traffic; closed sessions leave the gauge.
     admin
         .simple_query("SELECT repeat('x', 100000)")
@@ -238,19 +253,24 @@ async fn sigterm_drains_then_ends_open_transactions_with_57p01_and_exits_0() {
 
     let exit = proxy.wait(Duration::from_secs(10)).await;
     assert_eq!(exit.code(), Some(0), "{exit:?}");
-    assert!(
-        env.direct()
-            .await
+    // The open transaction's backend ends with the proxy's side of it.
+    let direct = env.direct().await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let n: i64 = direct
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity WHERE usename = 'alice'",
-                &[]
+                &[],
             )
             .await
             .unwrap()
-            .get::<_, i64>(0)
-            <= 1,
-        "the upstream session goes away with the client's"
-    );
+            .get(0);
+        if n == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{n} upstream sessions left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The leaf certificate a TLS handshake with the proxy presents.
