@@ -37,9 +37,9 @@ pub struct ReasonLabel {
 pub enum Decision {
     /// An unrestricted role's statement, forwarded byte for byte without analysis.
     Passthrough,
-    /// A restricted role's statement that reads no protected table, forwarded as analysed.
+    /// A restricted role's statement that reads nothing masked, forwarded as analysed.
     Allowed,
-    /// A restricted role's statement whose protected tables were replaced by masked ones.
+    /// A restricted role's statement that reads masked columns.
     Rewritten,
     Refused,
 }
