@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::process::{self, Proxy};
+use common::process::{self, PgvaktProcess};
 use common::raw::{query, Raw};
 use common::{http_get, metric, sqlstate, Env, EnvOptions};
 use nix::sys::signal::Signal;
@@ -211,7 +211,7 @@ async fn sigterm_drains_then_ends_open_transactions_with_57p01_and_exits_0() {
         &env.certs.server_key,
         grace.as_millis() as u64,
     );
-    let mut proxy = Proxy::start(env.dir.path(), &yaml).await;
+    let mut proxy = PgvaktProcess::start(env.dir.path(), &yaml).await;
     let tls = common::client_tls(&env.certs.ca_cert);
     let mut session = Raw::connect(proxy.addr.port(), tls, "alice").await;
     session.send(&query("BEGIN")).await.unwrap();
@@ -319,7 +319,7 @@ async fn sighup_presents_a_renewed_certificate_while_sessions_continue() {
     std::fs::copy(&env.certs.server_cert, &cert).unwrap();
     std::fs::copy(&env.certs.server_key, &key).unwrap();
     let yaml = process::config(env.cluster.port(), &cert, &key, 1000);
-    let mut proxy = Proxy::start(env.dir.path(), &yaml).await;
+    let mut proxy = PgvaktProcess::start(env.dir.path(), &yaml).await;
     let old_ca = env.certs.ca_cert.as_path();
     assert_eq!(
         presented_certificate(proxy.addr, &[old_ca]).await,

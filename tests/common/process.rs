@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-pub struct Proxy {
+pub struct PgvaktProcess {
     pub child: Child,
     pub addr: SocketAddr,
     pub metrics_addr: SocketAddr,
@@ -31,9 +31,9 @@ pub fn config(upstream_port: u16, cert: &Path, key: &Path, grace_ms: u64) -> Str
     )
 }
 
-impl Proxy {
+impl PgvaktProcess {
     /// Write `yaml` into `dir`, start the binary and wait until it listens.
-    pub async fn start(dir: &Path, yaml: &str) -> Proxy {
+    pub async fn start(dir: &Path, yaml: &str) -> PgvaktProcess {
         let config = dir.join("pgvakt.yaml");
         std::fs::write(&config, yaml).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_pgvakt"))
@@ -76,7 +76,7 @@ impl Proxy {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or_else(|| panic!("no {k} address in {listening}"))
         };
-        Proxy {
+        PgvaktProcess {
             addr: addr("listen"),
             metrics_addr: addr("metrics"),
             child,
