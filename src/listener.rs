@@ -72,8 +72,9 @@ impl Server {
             })?;
         let metrics = Arc::new(Metrics::new());
         metrics.set_policy_ready(true);
+        enforcer.attach_metrics(metrics.clone());
         let counted = metrics.clone();
-        metrics.set_upstream_ready(upstream.connect().await.is_ok());
+        metrics.set_upstream_ready(upstream_reachable(&upstream).await);
         let audit = match &config.audit {
             Some(a) => Some(crate::audit::Audit::start(a, &metrics.audit)?),
             None => None,
@@ -87,6 +88,7 @@ impl Server {
             enforcer.policy_version(),
         ));
         let (phase, _) = watch::channel(Phase::Running);
+        let upstream_probe = upstream.clone();
         let proxy = Arc::new(Proxy {
             config,
             tls: ArcSwap::new(server_tls),
@@ -97,7 +99,12 @@ impl Server {
             phase,
             audit,
         });
-        let metrics_task = tokio::spawn(metrics::serve(metrics_listener, metrics));
+        let metrics_task = tokio::spawn(async move {
+            tokio::join!(
+                metrics::serve(metrics_listener, metrics.clone()),
+                probe_upstream(upstream_probe, metrics)
+            );
+        });
         let accept = tokio::spawn(accept_loop(listener, proxy.clone()));
         tracing::info!(listen = %addr, metrics = %metrics_addr, upstream = %proxy.upstream.addr(), "pgvakt listening");
         Ok(Server {
@@ -121,9 +128,19 @@ impl Server {
     pub async fn shutdown(self) {
         let grace = Duration::from_millis(self.proxy.config.limits.shutdown_grace_ms);
         let _ = self.proxy.phase.send(Phase::Draining);
+        self.proxy.metrics.set_draining();
+        tracing::info!(
+            grace_ms = self.proxy.config.limits.shutdown_grace_ms,
+            sessions = self.proxy.metrics.connections_current.get(),
+            "shutting down"
+        );
         let mut accept = self.accept;
         // The accept loop owns the session tasks; it returns when they have all ended.
         if tokio::time::timeout(grace, &mut accept).await.is_err() {
+            tracing::info!(
+                sessions = self.proxy.metrics.connections_current.get(),
+                "grace period over: ending the remaining sessions"
+            );
             let _ = self.proxy.phase.send(Phase::Terminating);
             let _ = tokio::time::timeout(Duration::from_secs(5), &mut accept).await;
             accept.abort();
@@ -175,6 +192,25 @@ fn reload_hook(
             }
         });
     })
+}
+
+/// How often readiness re-checks that the upstream accepts connections.
+const UPSTREAM_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A bare TCP connect: PostgreSQL does not log connections that send nothing, and it is
+/// enough for a load balancer to stop sending clients while the database is down.
+async fn upstream_reachable(upstream: &Upstream) -> bool {
+    let cfg = upstream.config();
+    let timeout = Duration::from_millis(cfg.connect_timeout_ms);
+    let connect = tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port));
+    matches!(tokio::time::timeout(timeout, connect).await, Ok(Ok(_)))
+}
+
+async fn probe_upstream(upstream: Upstream, metrics: Arc<Metrics>) {
+    loop {
+        tokio::time::sleep(UPSTREAM_PROBE_INTERVAL).await;
+        metrics.set_upstream_ready(upstream_reachable(&upstream).await);
+    }
 }
 
 async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>) {

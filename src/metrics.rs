@@ -35,12 +35,17 @@ pub struct ReasonLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 pub enum Decision {
+    /// An unrestricted role's statement, forwarded byte for byte without analysis.
     Passthrough,
+    /// A restricted role's statement that reads nothing masked, forwarded as analysed.
     Allowed,
+    /// A restricted role's statement that reads masked columns.
     Rewritten,
     Refused,
 }
 
+/// Statement class by leading keyword: cheap enough for every statement, including those of
+/// unrestricted roles that are never parsed. A data-modifying `WITH` counts as `Read`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 pub enum Class {
     Read,
@@ -49,6 +54,70 @@ pub enum Class {
     Copy,
     Utility,
     Unknown,
+}
+
+impl Class {
+    pub fn of_sql(sql: &[u8]) -> Class {
+        let word = leading_keyword(sql);
+        let is = |k: &str| word.eq_ignore_ascii_case(k.as_bytes());
+        if [
+            "select", "with", "values", "table", "show", "explain", "fetch",
+        ]
+        .iter()
+        .any(|k| is(k))
+        {
+            Class::Read
+        } else if ["insert", "update", "delete", "merge"]
+            .iter()
+            .any(|k| is(k))
+        {
+            Class::Write
+        } else if [
+            "create", "alter", "drop", "comment", "grant", "revoke", "truncate", "reindex",
+            "cluster", "security",
+        ]
+        .iter()
+        .any(|k| is(k))
+        {
+            Class::Ddl
+        } else if is("copy") {
+            Class::Copy
+        } else if word.is_empty() {
+            Class::Unknown
+        } else {
+            Class::Utility
+        }
+    }
+}
+
+/// The first word of a statement, after white space, comments and opening parentheses.
+fn leading_keyword(sql: &[u8]) -> &[u8] {
+    let mut rest = sql;
+    loop {
+        let before = rest.len();
+        rest = rest.trim_ascii_start();
+        while let Some(r) = rest.strip_prefix(b"(") {
+            rest = r;
+        }
+        if let Some(r) = rest.strip_prefix(b"--") {
+            rest = r.iter().position(|&b| b == b'\n').map_or(&[], |i| &r[i..]);
+        } else if let Some(r) = rest.strip_prefix(b"/*") {
+            // Nested comments end early here; the label is then Utility or Unknown, never wrong
+            // in a way that matters for enforcement.
+            rest = r
+                .windows(2)
+                .position(|w| w == b"*/")
+                .map_or(&[], |i| &r[i + 2..]);
+        }
+        if rest.len() == before {
+            break;
+        }
+    }
+    let end = rest
+        .iter()
+        .position(|b| !b.is_ascii_alphabetic())
+        .unwrap_or(rest.len());
+    &rest[..end]
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -91,14 +160,17 @@ pub struct Metrics {
     pub upstream_connect_errors: Counter,
     pub bytes: Family<DirectionLabel, Counter>,
     pub policy_reloads: Family<OutcomeLabel, Counter>,
+    pub policy_loaded_at: Gauge,
     pub enforcement_anomalies: Counter,
     pub analysis_cache_hits: Counter,
     pub analysis_cache_misses: Counter,
     pub analysis_cache_entries: Gauge,
     pub audit: crate::audit::AuditMetrics,
+    ready: Gauge,
     ready_policy: AtomicBool,
     ready_upstream: AtomicBool,
     audit_handle: std::sync::OnceLock<crate::audit::AuditHandle>,
+    draining: AtomicBool,
 }
 
 impl Default for Metrics {
@@ -164,6 +236,12 @@ impl Metrics {
             "Policy reloads by outcome; a failed reload keeps the previous policy",
             policy_reloads.clone(),
         );
+        let policy_loaded_at = Gauge::default();
+        registry.register(
+            "policy_loaded_timestamp_seconds",
+            "Unix time the policy in force was loaded (age = time() - this); 0 without a policy",
+            policy_loaded_at.clone(),
+        );
         let enforcement_anomalies = Counter::default();
         registry.register(
             "enforcement_anomalies",
@@ -190,6 +268,54 @@ impl Metrics {
         );
         let audit = crate::audit::AuditMetrics::default();
         audit.register(&mut registry);
+        // Every series of a fixed label set starts at 0, so increase() and rate() see the first
+        // event (a failed reload, a plaintext attempt) instead of a series appearing at 1.
+        for reason in [
+            RefuseReason::TlsRequired,
+            RefuseReason::TlsHandshake,
+            RefuseReason::TooManyConnections,
+            RefuseReason::Protocol,
+            RefuseReason::StartupTimeout,
+            RefuseReason::Upstream,
+            RefuseReason::ShuttingDown,
+        ] {
+            let _ = connections_refused.get_or_create(&ReasonLabel { reason });
+        }
+        for outcome in [Outcome::Ok, Outcome::Failed] {
+            let _ = tls_handshakes.get_or_create(&OutcomeLabel {
+                outcome: outcome.clone(),
+            });
+            let _ = policy_reloads.get_or_create(&OutcomeLabel { outcome });
+        }
+        for direction in [Direction::ClientToUpstream, Direction::UpstreamToClient] {
+            let _ = bytes.get_or_create(&DirectionLabel { direction });
+        }
+        for decision in [
+            Decision::Passthrough,
+            Decision::Allowed,
+            Decision::Rewritten,
+            Decision::Refused,
+        ] {
+            for class in [
+                Class::Read,
+                Class::Write,
+                Class::Ddl,
+                Class::Copy,
+                Class::Utility,
+                Class::Unknown,
+            ] {
+                let _ = statements.get_or_create(&StatementLabels {
+                    decision: decision.clone(),
+                    class,
+                });
+            }
+        }
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 when /readyz answers 200 (policy loaded, upstream reachable, not draining)",
+            ready.clone(),
+        );
         Metrics {
             registry,
             connections_current,
@@ -201,14 +327,17 @@ impl Metrics {
             upstream_connect_errors,
             bytes,
             policy_reloads,
+            policy_loaded_at,
             enforcement_anomalies,
             analysis_cache_hits,
             analysis_cache_misses,
             analysis_cache_entries,
             audit,
+            ready,
             ready_policy: AtomicBool::new(false),
             ready_upstream: AtomicBool::new(false),
             audit_handle: std::sync::OnceLock::new(),
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -232,19 +361,44 @@ impl Metrics {
         self.ready_upstream.store(ready, Ordering::Relaxed);
     }
 
+    /// A draining proxy accepts no new sessions, so load balancers should stop sending them.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
     pub fn is_ready(&self) -> bool {
         self.ready_policy.load(Ordering::Relaxed)
             && self.ready_upstream.load(Ordering::Relaxed)
             && self.audit_handle.get().is_none_or(|h| h.is_healthy())
+            && !self.draining.load(Ordering::Relaxed)
     }
 
     /// Readiness then also requires the audit sink to be writable.
     pub fn set_audit(&self, h: crate::audit::AuditHandle) {
         let _ = self.audit_handle.set(h);
     }
+    /// Count a policy reload attempt; a successful one also resets the policy's age.
+    pub fn policy_reloaded(&self, ok: bool) {
+        let outcome = if ok { Outcome::Ok } else { Outcome::Failed };
+        self.policy_reloads
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+        if ok {
+            self.set_policy_loaded_at(std::time::SystemTime::now());
+        }
+    }
+
+    pub fn set_policy_loaded_at(&self, at: std::time::SystemTime) {
+        let secs = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.policy_loaded_at
+            .set(i64::try_from(secs).unwrap_or(i64::MAX));
+    }
 
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
+        self.ready.set(i64::from(self.is_ready()));
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -308,4 +462,43 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
 /// Bind the metrics listener.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_by_leading_keyword() {
+        for (sql, class) in [
+            ("SELECT 1", Class::Read),
+            ("  -- note\n(select 1) union select 2", Class::Read),
+            (
+                "/* hint */ WITH x AS (SELECT 1) SELECT * FROM x",
+                Class::Read,
+            ),
+            ("insert into t values (1)", Class::Write),
+            ("DELETE FROM t", Class::Write),
+            ("create table t (a int)", Class::Ddl),
+            ("TRUNCATE t", Class::Ddl),
+            ("COPY t TO STDOUT", Class::Copy),
+            ("BEGIN", Class::Utility),
+            ("set search_path = public", Class::Utility),
+            ("", Class::Unknown),
+            ("-- only a comment", Class::Unknown),
+            ("/* unterminated", Class::Unknown),
+        ] {
+            assert_eq!(Class::of_sql(sql.as_bytes()), class, "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn draining_is_not_ready() {
+        let m = Metrics::new();
+        m.set_policy_ready(true);
+        m.set_upstream_ready(true);
+        assert!(m.is_ready());
+        m.set_draining();
+        assert!(!m.is_ready());
+    }
 }

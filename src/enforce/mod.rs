@@ -13,6 +13,7 @@ use dashmap::DashMap;
 use crate::analysis::{self, Analysed, Ctx, Outcome};
 use crate::catalog::Catalog;
 use crate::config::{Config, UpstreamTlsMode};
+use crate::metrics::Metrics;
 use crate::policy::model::RoleRules;
 use crate::policy::store::PolicyStore;
 use crate::protocol::PgError;
@@ -59,6 +60,9 @@ struct Inner {
     refresh: tokio::sync::Notify,
     /// Told about every reload (SIGHUP or file change), e.g. to count it in metrics.
     reload_hook: std::sync::OnceLock<ReloadHook>,
+    loaded_at: SystemTime,
+    /// Where the analysis cache is counted, once the server exists.
+    metrics: std::sync::OnceLock<Arc<Metrics>>,
 }
 
 struct CacheEntry {
@@ -140,6 +144,8 @@ impl Enforcer {
                 audit_facts: DashMap::new(),
                 refresh: tokio::sync::Notify::new(),
                 reload_hook: Default::default(),
+                loaded_at: SystemTime::now(),
+                metrics: Default::default(),
             })),
         }
     }
@@ -178,6 +184,8 @@ impl Enforcer {
             audit_facts: DashMap::new(),
             refresh: tokio::sync::Notify::new(),
             reload_hook: Default::default(),
+            loaded_at: SystemTime::now(),
+            metrics: Default::default(),
         });
         if config.policy.watch_interval_ms > 0 {
             let weak = Arc::downgrade(&inner);
@@ -204,6 +212,9 @@ impl Enforcer {
                             inner.cache.clear();
                             inner.protected.clear();
                             inner.audit_facts.clear();
+                            if let Some(m) = inner.metrics.get() {
+                                m.analysis_cache_entries.set(0);
+                            }
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "catalog refresh failed; keeping the previous one")
@@ -222,6 +233,14 @@ impl Enforcer {
         let r = inner.store.reload(&paths).map_err(|e| e.to_string());
         inner.reloaded(&r);
         Some(r)
+    }
+
+    /// Export the initial policy's load time and count the analysis cache in `metrics`.
+    pub fn attach_metrics(&self, metrics: Arc<Metrics>) {
+        if let Some(inner) = &self.inner {
+            metrics.set_policy_loaded_at(inner.loaded_at);
+            let _ = inner.metrics.set(metrics);
+        }
     }
 
     /// Install the function told about every reload (once; later calls are ignored).
@@ -474,7 +493,11 @@ impl SessionPolicy {
             .get(&key)
             .filter(|e| e.is_for(sql, role, &set.version, &self.search_path))
             .map(|e| e.outcome.clone());
+        let metrics = inner.metrics.get();
         if let Some(o) = cached {
+            if let Some(m) = metrics {
+                m.analysis_cache_hits.inc();
+            }
             return o;
         }
         let ctx = Ctx {
@@ -498,6 +521,11 @@ impl SessionPolicy {
                 outcome: o.clone(),
             }),
         );
+        if let Some(m) = metrics {
+            m.analysis_cache_misses.inc();
+            m.analysis_cache_entries
+                .set(i64::try_from(inner.cache.len()).unwrap_or(i64::MAX));
+        }
         o
     }
 

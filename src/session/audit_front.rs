@@ -14,6 +14,9 @@ pub struct FrontAudit {
     pub trail: Arc<Mutex<AuditTrail>>,
     statements: HashMap<Vec<u8>, Audited>,
     portals: HashMap<Vec<u8>, Audited>,
+    /// A policy is loaded, so statements are analysed; without one nothing is known to be
+    /// personal data and only session events are recorded.
+    analysing: bool,
 }
 
 /// Prepared statements and portals a session may keep track of for its audit records; a
@@ -22,11 +25,12 @@ pub struct FrontAudit {
 const MAX_NAMES: usize = 10_000;
 
 impl FrontAudit {
-    pub fn new(trail: AuditTrail) -> FrontAudit {
+    pub fn new(trail: AuditTrail, analysing: bool) -> FrontAudit {
         FrontAudit {
             trail: Arc::new(Mutex::new(trail)),
             statements: HashMap::new(),
             portals: HashMap::new(),
+            analysing,
         }
     }
 
@@ -124,7 +128,13 @@ impl FrontAudit {
             .statements
             .get(b.statement)
             .cloned()
-            .unwrap_or_else(|| Audited::Unknown(Arc::from("(prepared before pgvakt saw it)")));
+            .unwrap_or_else(|| {
+                if self.analysing {
+                    Audited::Unknown(Arc::from("(prepared before pgvakt saw it)"))
+                } else {
+                    Audited::No
+                }
+            });
         if self.portals.len() >= MAX_NAMES {
             self.portals.clear();
         }

@@ -238,7 +238,7 @@ async fn start(
         };
         let mut trail = audit_trail::AuditTrail::new(h.clone(), info);
         trail.set_facts(policy.audit_facts());
-        audit_front::FrontAudit::new(trail)
+        audit_front::FrontAudit::new(trail, policy.is_restricted())
     });
     let (client_rd, client_wr) = tokio::io::split(client);
     let (upstream_rd, upstream_wr) = tokio::io::split(upstream);

@@ -201,7 +201,7 @@ async fn frontend(
                                 verdict = Verdict::Refuse(e);
                             }
                         }
-                        count(proxy, &verdict);
+                        count(proxy, &verdict, sql);
                         match verdict {
                             Verdict::Forward => out.extend_from_slice(&frame.raw),
                             Verdict::Rewrite(a) => out.extend_from_slice(&encode_query(&a.sql).raw),
@@ -213,9 +213,10 @@ async fn frontend(
                         if let Some(a) = audit.as_mut() {
                             a.other();
                         }
+                        let sql = frame.raw.get(5..).unwrap_or_default();
                         proxy
                             .metrics
-                            .statement(Decision::Passthrough, Class::Unknown);
+                            .statement(Decision::Passthrough, Class::of_sql(sql));
                         out.extend_from_slice(&frame.raw);
                     }
                 }
@@ -230,7 +231,7 @@ async fn frontend(
                             verdict = Verdict::Refuse(e);
                         }
                     }
-                    count(proxy, &verdict);
+                    count(proxy, &verdict, parse.sql);
                     match verdict {
                         Verdict::Forward => out.extend_from_slice(&frame.raw),
                         Verdict::Rewrite(a) => out.extend_from_slice(
@@ -280,7 +281,20 @@ async fn frontend(
                     }
                     out.extend_from_slice(&frame.raw)
                 }
-                b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'd' | b'c' | b'f' => {
+                b'P' => {
+                    // Without a policy nothing decodes Parse; its query text follows the
+                    // statement name.
+                    let body = frame.raw.get(5..).unwrap_or_default();
+                    let sql = body
+                        .iter()
+                        .position(|&b| b == 0)
+                        .map_or(&[][..], |i| &body[i + 1..]);
+                    proxy
+                        .metrics
+                        .statement(Decision::Passthrough, Class::of_sql(sql));
+                    out.extend_from_slice(&frame.raw)
+                }
+                b'B' | b'D' | b'E' | b'C' | b'H' | b'd' | b'c' | b'f' => {
                     out.extend_from_slice(&frame.raw)
                 }
                 other => {
@@ -334,13 +348,15 @@ async fn sleep_if(enabled: bool, d: Duration) {
     }
 }
 
-fn count(proxy: &Proxy, v: &Verdict) {
+fn count(proxy: &Proxy, v: &Verdict, sql: &str) {
     let d = match v {
-        Verdict::Forward => Decision::Allowed,
-        Verdict::Rewrite(_) => Decision::Rewritten,
+        Verdict::Forward => Decision::Passthrough,
+        // As `policy explain` reports it: rewritten when a column read is masked.
+        Verdict::Rewrite(a) if a.masks_anything() => Decision::Rewritten,
+        Verdict::Rewrite(_) => Decision::Allowed,
         Verdict::Refuse(_) => Decision::Refused,
     };
-    proxy.metrics.statement(d, Class::Unknown);
+    proxy.metrics.statement(d, Class::of_sql(sql.as_bytes()));
 }
 
 /// Keep at least a chunk of spare capacity, and give back memory a large message left behind.

@@ -2,6 +2,7 @@
 //! clients that connect through it with TLS.
 #![allow(dead_code)]
 
+pub mod process;
 pub mod raw;
 
 use std::path::PathBuf;

@@ -1,0 +1,388 @@
+//! The files under deploy/ stay consistent with the product: they parse, the metrics that
+//! dashboards and alerts query exist, probes point at the metrics listener, containers do not
+//! run as root, and stop timeouts cover the shutdown grace period.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use pgvakt::config::Config;
+use pgvakt::metrics::Metrics;
+use serde_json::Value;
+
+/// After SIGTERM's grace period, sessions get this long to take their FATAL and close
+/// (`Server::shutdown`).
+const TERMINATE_WAIT_MS: u64 = 5_000;
+
+fn deploy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
+}
+
+fn read(rel: &str) -> String {
+    let p = deploy().join(rel);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+fn yaml_docs(rel: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(&read(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn yaml(rel: &str) -> Value {
+    let mut docs = yaml_docs(rel);
+    assert_eq!(docs.len(), 1, "{rel}: one document expected");
+    docs.remove(0)
+}
+
+#[test]
+fn every_yaml_and_json_file_parses() {
+    let mut all = Vec::new();
+    files(&deploy(), &mut all);
+    let mut seen = 0;
+    for p in all {
+        let text = std::fs::read_to_string(&p).unwrap();
+        match p.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => {
+                let docs = serde_saphyr::from_multiple::<Value>(&text)
+                    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                assert!(!docs.is_empty(), "{}", p.display());
+                seen += 1;
+            }
+            Some("json") => {
+                serde_json::from_str::<Value>(&text)
+                    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                seen += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        seen >= 12,
+        "only {seen} YAML/JSON files found under deploy/"
+    );
+}
+
+/// Metric names the registry exports, with the suffixes Prometheus queries use.
+fn exported() -> BTreeSet<String> {
+    let text = Metrics::new().render();
+    let mut names = BTreeSet::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let mut parts = rest.split_whitespace();
+        let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        match kind {
+            "counter" => {
+                names.insert(format!("{name}_total"));
+            }
+            "histogram" => {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    names.insert(format!("{name}{suffix}"));
+                }
+            }
+            _ => {
+                names.insert(name.to_owned());
+            }
+        }
+    }
+    names
+}
+
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("pgvakt_") {
+        let preceded_by_word = rest[..i]
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':');
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        if !preceded_by_word {
+            out.push(tail[..end].to_owned());
+        }
+        rest = &tail[end..];
+    }
+    out
+}
+
+fn check_metrics(origin: &str, exprs: &[String]) {
+    let exported = exported();
+    let mut names = 0;
+    for expr in exprs {
+        for name in metric_names(expr) {
+            names += 1;
+            assert!(
+                exported.contains(&name),
+                "{origin}: {name} is not exported by pgvakt (in `{expr}`); exported: {exported:?}"
+            );
+        }
+    }
+    assert!(names > 0, "{origin}: no pgvakt metric referenced");
+}
+
+#[test]
+fn dashboard_queries_only_exported_metrics() {
+    let dash: Value = serde_json::from_str(&read("grafana/pgvakt-dashboard.json")).unwrap();
+    let panels = dash["panels"].as_array().expect("panels");
+    let exprs: Vec<String> = panels
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_owned))
+        .collect();
+    check_metrics("dashboard", &exprs);
+    let all = exprs.join("\n");
+    for needed in [
+        "pgvakt_statements_total",
+        "pgvakt_enforcement_anomalies_total",
+        "pgvakt_audit_records_written_total",
+        "pgvakt_audit_queue_records",
+        "pgvakt_audit_write_failures_total",
+        "pgvakt_audit_records_dropped_total",
+        "pgvakt_tls_handshakes_total",
+        "pgvakt_client_connections",
+        "pgvakt_statement_duration_seconds_bucket",
+        "pgvakt_policy_reloads_total",
+        "pgvakt_policy_loaded_timestamp_seconds",
+        "pgvakt_relayed_bytes_total",
+        "pgvakt_analysis_cache_hits_total",
+    ] {
+        assert!(
+            all.contains(needed),
+            "the dashboard has no panel on {needed}"
+        );
+    }
+    // Every query panel reads from the provisioned data source.
+    let ds = yaml("grafana/provisioning/datasources/prometheus.yml");
+    let uid = ds["datasources"][0]["uid"].as_str().unwrap();
+    for p in panels.iter().filter(|p| p["type"] != "row") {
+        assert_eq!(p["datasource"]["uid"], uid, "{}", p["title"]);
+    }
+}
+
+#[test]
+fn alert_rules_query_only_exported_metrics() {
+    let rules = yaml("prometheus/alerts.yml");
+    let mut exprs = Vec::new();
+    let mut alerts = BTreeSet::new();
+    for group in rules["groups"].as_array().unwrap() {
+        for rule in group["rules"].as_array().unwrap() {
+            let name = rule["alert"].as_str().expect("alerting rules only");
+            assert!(rule["labels"]["severity"].is_string(), "{name}: severity");
+            assert!(
+                rule["annotations"]["summary"].is_string(),
+                "{name}: summary"
+            );
+            exprs.push(rule["expr"].as_str().unwrap().to_owned());
+            alerts.insert(name.to_owned());
+        }
+    }
+    check_metrics("alerts", &exprs);
+    for a in [
+        "PgvaktDown",
+        "PgvaktNotReady",
+        "PgvaktAuditFailures",
+        "PgvaktAuditDropped",
+        "PgvaktRefusedStatementsSpike",
+        "PgvaktEnforcementAnomaly",
+        "PgvaktPolicyReloadFailed",
+        "PgvaktTlsHandshakeFailures",
+    ] {
+        assert!(alerts.contains(a), "missing alert {a}");
+    }
+    let prom = yaml("prometheus/prometheus.yml");
+    assert_eq!(prom["rule_files"][0], "alerts.yml");
+    let target = prom["scrape_configs"][0]["static_configs"][0]["targets"][0]
+        .as_str()
+        .unwrap();
+    let image_config = Config::parse(&read("docker/pgvakt.yaml"), "docker/pgvakt.yaml").unwrap();
+    assert!(
+        target.ends_with(&format!(":{}", image_config.metrics.listen.port())),
+        "Prometheus scrapes {target}"
+    );
+}
+
+fn find_kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind}"))
+}
+
+#[test]
+fn kubernetes_probes_ports_and_shutdown_match_the_configuration() {
+    let cm = yaml("k8s/configmap.yaml");
+    let config = Config::parse(
+        cm["data"]["pgvakt.yaml"].as_str().unwrap(),
+        "k8s/configmap.yaml",
+    )
+    .expect("the ConfigMap holds a valid pgvakt configuration");
+    let deployment = yaml("k8s/deployment.yaml");
+    assert!(deployment["spec"]["replicas"].as_u64().unwrap() >= 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let port = |name: &str| {
+        c["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["containerPort"].as_u64())
+            .unwrap_or_else(|| panic!("no {name} port"))
+    };
+    assert_eq!(port("metrics"), u64::from(config.metrics.listen.port()));
+    assert_eq!(port("postgres"), u64::from(config.listen.port()));
+    assert!(
+        config.metrics.listen.ip().is_unspecified(),
+        "kubelet must reach the probes"
+    );
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        assert_eq!(c[probe]["httpGet"]["path"], path, "{probe}");
+        assert_eq!(c[probe]["httpGet"]["port"], "metrics", "{probe}");
+    }
+    assert_eq!(
+        c["args"][2]
+            .as_str()
+            .map(|p| p.starts_with("/etc/pgvakt/config/")),
+        Some(true),
+        "the container reads the mounted ConfigMap"
+    );
+
+    let sc = &c["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_ne!(pod["securityContext"]["runAsUser"], 0);
+
+    // preStop, then the grace period, then the terminate wait, all before SIGKILL.
+    let pre_stop = c["lifecycle"]["preStop"]["exec"]["command"][1]
+        .as_str()
+        .and_then(|s| s.parse::<u64>().ok())
+        .expect("preStop sleep seconds");
+    let termination = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(
+        termination * 1000 > pre_stop * 1000 + config.limits.shutdown_grace_ms + TERMINATE_WAIT_MS,
+        "terminationGracePeriodSeconds {termination} is too short"
+    );
+
+    // Every mounted path the configuration names is mounted.
+    let mounts: Vec<&str> = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["mountPath"].as_str())
+        .collect();
+    let audit = config.audit.as_ref().expect("the audit trail is on");
+    let mut paths = vec![
+        config.tls.cert_file.clone(),
+        config.tls.key_file.clone(),
+        audit.dir.clone().expect("audit directory"),
+    ];
+    paths.extend(config.policy.paths.iter().cloned());
+    paths.extend(config.upstream.ca_file.clone());
+    paths.extend(config.upstream.service_password_file.clone());
+    paths.extend(audit.chain_key_file.clone());
+    paths.extend(audit.subject_key_file.clone());
+    for p in paths {
+        assert!(
+            mounts.iter().any(|m| p.starts_with(m)),
+            "{} is on no mounted volume",
+            p.display()
+        );
+    }
+
+    let services = yaml_docs("k8s/service.yaml");
+    assert_eq!(
+        find_kind(&services, "Service")["spec"]["ports"][0]["targetPort"],
+        "postgres"
+    );
+    let pdb = yaml("k8s/pdb.yaml");
+    assert_eq!(pdb["kind"], "PodDisruptionBudget");
+    assert!(
+        pdb["spec"]["minAvailable"].as_u64().unwrap()
+            < deployment["spec"]["replicas"].as_u64().unwrap()
+    );
+    let secrets = yaml_docs("k8s/secret.yaml");
+    assert_eq!(find_kind(&secrets, "Secret")["type"], "kubernetes.io/tls");
+    let kustomize = yaml("k8s/kustomization.yaml");
+    for r in kustomize["resources"].as_array().unwrap() {
+        assert!(
+            deploy().join("k8s").join(r.as_str().unwrap()).is_file(),
+            "{r}"
+        );
+    }
+}
+
+#[test]
+fn container_image_runs_as_a_non_root_user() {
+    let dockerfile = read("Dockerfile");
+    let runtime = dockerfile
+        .rsplit_once("\nFROM ")
+        .map(|(_, stage)| stage)
+        .expect("a multi-stage build");
+    let user = runtime
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("USER "))
+        .next_back()
+        .expect("the runtime stage sets USER");
+    let uid = user.split(':').next().unwrap().trim();
+    assert!(!matches!(uid, "0" | "root"), "runtime user {uid}");
+    assert!(dockerfile.contains("cargo build --release --locked"));
+    assert!(runtime.contains("EXPOSE 6432 9187"));
+    let image_config = Config::parse(&read("docker/pgvakt.yaml"), "docker/pgvakt.yaml").unwrap();
+    assert_eq!(image_config.listen.port(), 6432);
+    assert_eq!(image_config.metrics.listen.port(), 9187);
+
+    let compose = yaml("docker-compose.yml");
+    let pgvakt = &compose["services"]["pgvakt"];
+    assert_eq!(pgvakt["read_only"], true);
+    assert_eq!(
+        compose["services"]["postgres"]["image"]
+            .as_str()
+            .map(|i| i.starts_with("postgres:15")),
+        Some(true)
+    );
+    for service in ["prometheus", "grafana"] {
+        assert!(compose["services"][service].is_object(), "{service}");
+    }
+    let stop = pgvakt["stop_grace_period"].as_str().unwrap();
+    let stop_ms = stop.trim_end_matches('s').parse::<u64>().unwrap() * 1000;
+    assert!(stop_ms > image_config.limits.shutdown_grace_ms + TERMINATE_WAIT_MS);
+}
+
+#[test]
+fn systemd_unit_is_hardened_and_outlasts_the_shutdown_grace() {
+    let unit = read("systemd/pgvakt.service");
+    let value = |key: &str| {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+            .next_back()
+            .unwrap_or_else(|| panic!("{key} not set"))
+            .to_owned()
+    };
+    assert_eq!(value("ProtectSystem"), "strict");
+    assert_eq!(value("NoNewPrivileges"), "yes");
+    assert_eq!(value("CapabilityBoundingSet"), "");
+    assert_eq!(value("ReadWritePaths"), "/var/log/pgvakt");
+    assert_eq!(value("KillSignal"), "SIGTERM");
+    assert!(value("ExecReload").contains("-HUP $MAINPID"));
+    assert!(unit.contains("SystemCallFilter=@system-service"));
+    assert!(value("RestrictAddressFamilies").contains("AF_INET"));
+    assert_ne!(value("User"), "root");
+    let example = Config::parse(&read("pgvakt.example.yaml"), "pgvakt.example.yaml").unwrap();
+    let stop_ms = value("TimeoutStopSec").parse::<u64>().unwrap() * 1000;
+    assert!(stop_ms > example.limits.shutdown_grace_ms + TERMINATE_WAIT_MS);
+}
