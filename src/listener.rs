@@ -161,15 +161,7 @@ fn reload_hook(
 ) -> crate::enforce::ReloadHook {
     use crate::audit::{EventType, Outcome as AuditOutcome, Record};
     Box::new(move |r| {
-        let outcome = if r.is_ok() {
-            metrics::Outcome::Ok
-        } else {
-            metrics::Outcome::Failed
-        };
-        metrics
-            .policy_reloads
-            .get_or_create(&metrics::OutcomeLabel { outcome })
-            .inc();
+        metrics.policy_reloaded(r.is_ok());
         let Some(h) = audit.clone() else { return };
         let mut rec = Record::new(
             EventType::PolicyReload,
