@@ -3,8 +3,10 @@
 //! The catalog is built by hand from the demo DDL (same names and types `format_type` reports), so
 //! the benches need no PostgreSQL and measure only the proxy's own work.
 
+// Each bench includes this file and uses only part of it.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use pgvakt::catalog::{Catalog, Column, RelKind, Relation};
 use pgvakt::policy::model::ColumnType;
@@ -50,9 +52,9 @@ pub fn policy_path() -> PathBuf {
 }
 
 pub fn catalog() -> Catalog {
-    let text = |n: &str| (n, "text", 'S');
-    let bigint = |n: &str| (n, "bigint", 'N');
-    let tstz = |n: &str| (n, "timestamp with time zone", 'D');
+    let text = |n: &'static str| (n, "text", 'S');
+    let bigint = |n: &'static str| (n, "bigint", 'N');
+    let tstz = |n: &'static str| (n, "timestamp with time zone", 'D');
     let tables: Vec<(&str, Vec<(&str, &str, char)>)> = vec![
         (
             "companies",
@@ -143,8 +145,4 @@ pub fn catalog() -> Catalog {
         });
     }
     catalog
-}
-
-pub fn shared_policy() -> Arc<PolicySet> {
-    Arc::new(policy())
 }
