@@ -51,11 +51,14 @@ pub fn policy_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.yaml")
 }
 
+/// Column name, `format_type` name and `pg_type.typcategory`.
+type ColumnSpec = (&'static str, &'static str, char);
+
 pub fn catalog() -> Catalog {
     let text = |n: &'static str| (n, "text", 'S');
     let bigint = |n: &'static str| (n, "bigint", 'N');
     let tstz = |n: &'static str| (n, "timestamp with time zone", 'D');
-    let tables: Vec<(&str, Vec<(&str, &str, char)>)> = vec![
+    let tables: Vec<(&str, Vec<ColumnSpec>)> = vec![
         (
             "companies",
             vec![

@@ -68,7 +68,10 @@ fn framing(c: &mut Criterion) {
         })
     });
 
-    let query = Frame::build(b'Q', b"SELECT abalance FROM pgbench_accounts WHERE aid = 12345;\0");
+    let query = Frame::build(
+        b'Q',
+        b"SELECT abalance FROM pgbench_accounts WHERE aid = 12345;\0",
+    );
     group.throughput(Throughput::Elements(1));
     group.bench_function("next/one_query", |b| {
         b.iter_batched_ref(

@@ -19,7 +19,10 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 #[derive(Parser)]
-#[command(name = "bench-tool", about = "Helpers for pgvakt's end-to-end benchmark")]
+#[command(
+    name = "bench-tool",
+    about = "Helpers for pgvakt's end-to-end benchmark"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
