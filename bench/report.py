@@ -1,0 +1,332 @@
+#!/usr/bin/env python3
+"""Turns bench/run's raw output into bench/results/<date>-<mode>.md and .json.
+
+Every figure is a median over the runs of one path, shown with its ratio to direct PostgreSQL and
+to PgBouncer measured in the same run. Latencies come from pgbench's per-transaction logs
+(`-l`), so percentiles are exact over every transaction rather than averaged per interval.
+
+Usage: report.py RAW_DIR RESULTS_DIR
+"""
+
+import datetime
+import glob
+import json
+import os
+import re
+import statistics
+import sys
+
+RAW, OUT = sys.argv[1], sys.argv[2]
+meta = json.load(open(os.path.join(RAW, "meta.json")))
+
+NAMES = {
+    "direct": "direct PostgreSQL",
+    "pgbouncer": "PgBouncer (session)",
+    "pgvakt": "pgvakt, no policy",
+    "pgvakt_policy": "pgvakt, policy + audit",
+    "pgvakt_policy_noaudit": "pgvakt, policy, audit off",
+}
+SCRIPTS = ["select_only", "contact_by_id", "contacts_by_name", "company_listing",
+           "contact_activities", "activity_insert"]
+
+
+def percentile(values, p):
+    if not values:
+        return None
+    values = sorted(values)
+    k = min(len(values) - 1, max(0, round(p / 100 * (len(values) - 1))))
+    return values[k]
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def runs(workload, variant, path):
+    return sorted(glob.glob(os.path.join(RAW, workload, variant, path, "*")))
+
+
+def txn_log(run_dir):
+    """(script_no, latency_us) per transaction; with -R the schedule lag is taken out, so the
+    figure is the statement's own service time."""
+    out = []
+    for f in glob.glob(os.path.join(run_dir, "txn*")):
+        for line in open(f):
+            cols = line.split()
+            if len(cols) < 6:
+                continue
+            latency = int(cols[2])
+            if len(cols) >= 7:
+                latency -= int(cols[6])
+            out.append((int(cols[3]), latency))
+    return out
+
+
+def tps(run_dir):
+    text = open(os.path.join(run_dir, "stdout.txt")).read()
+    m = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", text)
+    return float(m.group(1)) if m else None
+
+
+def ratio(a, b):
+    return round(a / b, 3) if a is not None and b not in (None, 0) else None
+
+
+def fmt(v, digits=0):
+    if v is None:
+        return "–"
+    return f"{v:,.{digits}f}"
+
+
+def fmt_ratio(v):
+    return "–" if v is None else f"{v:.2f}×"
+
+
+results = {"meta": meta, "throughput": {}, "fixed_rate": {}, "bulk": {}, "idle": {},
+           "analysis": {}, "targets": []}
+
+
+def target(name, value, limit, met, unit=""):
+    results["targets"].append({"target": name, "measured": value, "limit": limit,
+                               "met": met, "unit": unit})
+
+
+# ---- throughput workloads ------------------------------------------------------------------
+for workload in ("select_only", "crm"):
+    base = os.path.join(RAW, workload)
+    if not os.path.isdir(base):
+        continue
+    for variant in sorted(os.listdir(base)):
+        rows = {}
+        for path in sorted(os.listdir(os.path.join(base, variant))):
+            per_run = []
+            for r in runs(workload, variant, path):
+                lat = [l for _, l in txn_log(r)]
+                per_run.append((tps(r), percentile(lat, 50), percentile(lat, 99)))
+            rows[path] = {
+                "tps": median([t for t, _, _ in per_run]),
+                "p50_us": median([p for _, p, _ in per_run]),
+                "p99_us": median([p for _, _, p in per_run]),
+                "runs": len(per_run),
+                "tps_runs": [t for t, _, _ in per_run],
+            }
+        for path, row in rows.items():
+            row["tps_vs_direct"] = ratio(row["tps"], rows.get("direct", {}).get("tps"))
+            row["tps_vs_pgbouncer"] = ratio(row["tps"], rows.get("pgbouncer", {}).get("tps"))
+        results["throughput"][f"{workload}/{variant}"] = rows
+
+for variant in ("simple", "prepared"):
+    rows = results["throughput"].get(f"select_only/{variant}", {})
+    v = rows.get("pgvakt_policy", {})
+    if v:
+        target(f"select-only {variant}: pgvakt (policy + audit) TPS vs PgBouncer",
+               v["tps_vs_pgbouncer"], 1.1, (v["tps_vs_pgbouncer"] or 0) >= 1.1, "×")
+        target(f"select-only {variant}: pgvakt (policy + audit) TPS vs direct",
+               v["tps_vs_direct"], 0.8, (v["tps_vs_direct"] or 0) >= 0.8, "×")
+for variant in ("extended", "simple"):
+    rows = results["throughput"].get(f"crm/{variant}", {})
+    v = rows.get("pgvakt_policy", {})
+    if v:
+        target(f"CRM workload ({variant} protocol) as secretary: pgvakt TPS vs direct",
+               v["tps_vs_direct"], 0.75, (v["tps_vs_direct"] or 0) >= 0.75, "×")
+    off = rows.get("pgvakt_policy_noaudit", {})
+    if v and off:
+        r = ratio(v["tps"], off["tps"])
+        target(f"audit cost, CRM ({variant}): TPS audit on vs off", r, 0.95, (r or 0) >= 0.95, "×")
+
+# ---- fixed rate: added latency per statement ------------------------------------------------
+fr_base = os.path.join(RAW, "fixed_rate", "extended")
+if os.path.isdir(fr_base):
+    per_path = {}
+    for path in sorted(os.listdir(fr_base)):
+        by_script = {}
+        for r in runs("fixed_rate", "extended", path):
+            for script, lat in txn_log(r):
+                by_script.setdefault(script, []).append(lat)
+        per_path[path] = {SCRIPTS[s] if s < len(SCRIPTS) else str(s):
+                          {"p50_us": percentile(v, 50), "p99_us": percentile(v, 99), "n": len(v)}
+                          for s, v in sorted(by_script.items())}
+    direct = per_path.get("direct", {})
+    for path, scripts in per_path.items():
+        for name, row in scripts.items():
+            d = direct.get(name)
+            if d:
+                row["added_p50_us"] = row["p50_us"] - d["p50_us"]
+                row["added_p99_us"] = row["p99_us"] - d["p99_us"]
+    results["fixed_rate"] = per_path
+    proxy = per_path.get("pgvakt_policy", {})
+    if proxy:
+        worst50 = max(r.get("added_p50_us", 0) for r in proxy.values())
+        worst99 = max(r.get("added_p99_us", 0) for r in proxy.values())
+        target("fixed rate: added p50 latency, worst statement", worst50, 60, worst50 <= 60, "µs")
+        target("fixed rate: added p99 latency, worst statement", worst99, 250, worst99 <= 250, "µs")
+
+# ---- bulk read -------------------------------------------------------------------------------
+bulk_base = os.path.join(RAW, "bulk")
+if os.path.isdir(bulk_base):
+    for method in sorted(os.listdir(bulk_base)):
+        rows = {}
+        for path in sorted(os.listdir(os.path.join(bulk_base, method))):
+            res = [json.load(open(os.path.join(r, "result.json"))) for r in runs("bulk", method, path)]
+            peaks = [x["peak_rss_kib"] for x in res if x["peak_rss_kib"] is not None]
+            rows[path] = {
+                "seconds": median([x["end"] - x["start"] for x in res]),
+                "rows": res[0]["rows"] if res else None,
+                "peak_rss_mib": round(max(peaks) / 1024, 1) if peaks else None,
+                "runs": len(res),
+            }
+        for path, row in rows.items():
+            row["time_vs_direct"] = ratio(row["seconds"], rows.get("direct", {}).get("seconds"))
+            row["time_vs_pgbouncer"] = ratio(row["seconds"], rows.get("pgbouncer", {}).get("seconds"))
+        results["bulk"][method] = rows
+        v = rows.get("pgvakt_policy")
+        if v:
+            target(f"bulk masked read via {method.upper()}: wall time vs direct",
+                   v["time_vs_direct"], 1.15, (v["time_vs_direct"] or 99) <= 1.15, "×")
+            target(f"bulk masked read via {method.upper()}: proxy peak RSS ({v['rows']:,} rows)",
+                   v["peak_rss_mib"], 64, (v["peak_rss_mib"] or 999) <= 64, "MiB")
+
+# ---- idle sessions -----------------------------------------------------------------------------
+idle_base = os.path.join(RAW, "idle", "sessions")
+if os.path.isdir(idle_base):
+    rows = {}
+    for path in sorted(os.listdir(idle_base)):
+        res = [json.load(open(os.path.join(r, "result.json"))) for r in runs("idle", "sessions", path)]
+        if res:
+            rows[path] = res[0]
+    for path, row in rows.items():
+        row["rate_vs_direct"] = ratio(row["connect_rate_per_s"], rows.get("direct", {}).get("connect_rate_per_s"))
+        row["rate_vs_pgbouncer"] = ratio(row["connect_rate_per_s"], rows.get("pgbouncer", {}).get("connect_rate_per_s"))
+        row["rss_vs_pgbouncer"] = ratio(row.get("rss_per_session_kib"), rows.get("pgbouncer", {}).get("rss_per_session_kib"))
+    results["idle"] = rows
+    v = rows.get("pgvakt_policy")
+    if v and v.get("rss_per_session_kib") is not None:
+        target(f"idle sessions: proxy RSS per session ({v['sessions']} sessions)",
+               round(v["rss_per_session_kib"], 1), 50, v["rss_per_session_kib"] <= 50, "KiB")
+
+# ---- analysis (criterion) ----------------------------------------------------------------------
+for f in sorted(glob.glob(os.path.join(RAW, "criterion", "*.json"))):
+    group, name = os.path.basename(f)[:-5].split("--", 1)
+    ns = json.load(open(f))["mean"]["point_estimate"]
+    results["analysis"].setdefault(group, {})[name] = round(ns / 1000, 3)
+if results["analysis"]:
+    cached = results["analysis"].get("analysis_cached", {})
+    uncached = {k: v for k, v in results["analysis"].get("analysis_uncached", {}).items()
+                if k != "pgbench_select"}
+    if cached:
+        worst = max(cached.values())
+        target("analysis cached, worst CRM statement", worst, 1, worst <= 1, "µs")
+    if uncached:
+        worst = max(uncached.values())
+        target("analysis uncached, worst typical CRM statement", worst, 20, worst <= 20, "µs")
+
+# ---- write -------------------------------------------------------------------------------------
+os.makedirs(OUT, exist_ok=True)
+stamp = datetime.date.today().isoformat()
+base = os.path.join(OUT, f"{stamp}-{meta['mode']}")
+json.dump(results, open(base + ".json", "w"), indent=2)
+
+md = []
+w = md.append
+quick = meta["mode"] == "quick"
+w(f"# pgvakt benchmark, {stamp} ({meta['mode']} mode)\n")
+if quick:
+    w("> **Quick mode: small sizes, short runs, one repetition. These figures show that the harness "
+      "works; they are noisy and are not the product's performance.**\n")
+w(f"Machine: {meta['cpu']}, {meta['cores']} cores, {meta['ram_gib']} GiB RAM, Linux {meta['kernel']}; "
+  f"load average at start {' '.join(meta['loadavg_at_start'])}, at end {' '.join(meta['loadavg_at_end'])}. "
+  f"{meta['postgres']}; {meta['pgbouncer']}; {meta['pgbench']}. Commit {meta['git']}.\n")
+s = meta["sizes"]
+w(f"Sizes: {s['contacts']:,} contacts, pgbench scale {s['pgbench_scale']}, {s['clients']} clients "
+  f"({s['threads']} pgbench threads), {s['duration_s']} s per run, {s['reps']} run(s) per path "
+  f"(median shown), paths interleaved. Every client uses TLS (`sslmode=require`); PgBouncer and "
+  f"pgvakt reach PostgreSQL over plain TCP on loopback. PostgreSQL runs with fsync off (throwaway data). "
+  f"pgbench, PostgreSQL and the proxy share the machine's cores, so a proxy's CPU time is taken from "
+  f"the database's.\n")
+w("Paths: " + "; ".join(f"`{k}` = {v}" for k, v in NAMES.items()) + ". "
+  "All runs are as the demo user `secretary`, whose policy role masks `bank_account` and "
+  "`date_of_birth`; with the policy, every statement is analysed and the rewritten text forwarded.\n")
+
+w("## Targets\n")
+w("| target | measured | limit | |")
+w("|---|---|---|---|")
+for t in results["targets"]:
+    m = t["measured"]
+    shown = "–" if m is None else (f"{m:.2f}" if isinstance(m, float) else str(m))
+    w(f"| {t['target']} | {shown} {t['unit']} | {t['limit']} {t['unit']} | "
+      f"{'met' if t['met'] else '**not met**'} |")
+w("")
+
+w("## Throughput (pgbench, 8 clients)\n")
+w("`select_only` is `pgbench -S`; `crm` mixes contact lookups by id (40 %) and by name (20 %), "
+  "company listings with a join (10 %), a contact's activities (20 %) and activity inserts (10 %); "
+  "`extended` sends each statement with Parse/Bind (cached analysis), `simple` inlines values "
+  "(each text is new: uncached analysis).\n")
+w("| workload | path | TPS | vs direct | vs PgBouncer | p50 µs | p99 µs |")
+w("|---|---|---|---|---|---|---|")
+for key, rows in results["throughput"].items():
+    for path in NAMES:
+        r = rows.get(path)
+        if r:
+            w(f"| {key} | {NAMES[path]} | {fmt(r['tps'])} | {fmt_ratio(r['tps_vs_direct'])} | "
+              f"{fmt_ratio(r['tps_vs_pgbouncer'])} | {fmt(r['p50_us'])} | {fmt(r['p99_us'])} |")
+w("")
+
+if results["fixed_rate"]:
+    w(f"## Latency at a fixed rate ({s['rate']} transactions/s, 2 clients, extended protocol)\n")
+    w("Service time per statement (schedule lag removed); *added* is the difference to direct.\n")
+    w("| statement | path | p50 µs | p99 µs | added p50 µs | added p99 µs |")
+    w("|---|---|---|---|---|---|")
+    for name in SCRIPTS:
+        for path in NAMES:
+            r = results["fixed_rate"].get(path, {}).get(name)
+            if r:
+                w(f"| {name} | {NAMES[path]} | {fmt(r['p50_us'])} | {fmt(r['p99_us'])} | "
+                  f"{fmt(r.get('added_p50_us'))} | {fmt(r.get('added_p99_us'))} |")
+    w("")
+
+if results["bulk"]:
+    w("## Bulk read (`psql`, every contact)\n")
+    w("Wall time of the whole `psql` command; peak RSS is the proxy's VmHWM, reset before each run.\n")
+    w("| method | path | rows | seconds | vs direct | vs PgBouncer | proxy peak RSS MiB |")
+    w("|---|---|---|---|---|---|---|")
+    for method, rows in results["bulk"].items():
+        for path in NAMES:
+            r = rows.get(path)
+            if r:
+                w(f"| {method} | {NAMES[path]} | {fmt(r['rows'])} | {fmt(r['seconds'], 2)} | "
+                  f"{fmt_ratio(r['time_vs_direct'])} | {fmt_ratio(r['time_vs_pgbouncer'])} | "
+                  f"{fmt(r['peak_rss_mib'], 1)} |")
+    w("")
+
+if results["idle"]:
+    w(f"## Idle TLS sessions ({s['idle_sessions']:,})\n")
+    w("RSS per session is the server process's VmRSS growth divided by the sessions (direct "
+      "PostgreSQL has a process per session, so it has no single figure).\n")
+    w("| path | connects/s | vs direct | vs PgBouncer | RSS per session KiB | vs PgBouncer |")
+    w("|---|---|---|---|---|---|")
+    for path in NAMES:
+        r = results["idle"].get(path)
+        if r:
+            w(f"| {NAMES[path]} | {fmt(r['connect_rate_per_s'])} | {fmt_ratio(r['rate_vs_direct'])} | "
+              f"{fmt_ratio(r['rate_vs_pgbouncer'])} | {fmt(r.get('rss_per_session_kib'), 1)} | "
+              f"{fmt_ratio(r['rss_vs_pgbouncer'])} |")
+    w("")
+
+if results["analysis"]:
+    w("## Statement analysis (criterion, `--quick`, role secretary)\n")
+    w("| statement | uncached µs | cached µs |")
+    w("|---|---|---|")
+    names = sorted(set().union(*[set(v) for v in results["analysis"].values()]))
+    for n in names:
+        w(f"| {n} | {fmt(results['analysis'].get('analysis_uncached', {}).get(n), 2)} | "
+          f"{fmt(results['analysis'].get('analysis_cached', {}).get(n), 3)} |")
+    w("")
+
+w("## Audit\n")
+w(f"Audit records written by the policy + audit pgvakt during the run: {meta['audit_records_written']:,}. "
+  "When this is 0 the build has no audit writer yet, and the audit-on/off comparison measures "
+  "only run-to-run variation.\n")
+open(base + ".md", "w").write("\n".join(md))
+print(base + ".md")
