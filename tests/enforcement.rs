@@ -126,6 +126,17 @@ const SECRETARY: &[(&str, Expect)] = &[
     ("SELECT hashtext(bank_account) FROM contacts", Runs),
     ("SELECT md5(bank_account) FROM contacts", Runs),
     ("SELECT * FROM contacts FOR UPDATE", NoLeak),
+    // Derived stand-ins hold only the columns a statement names; every unnamed route stays wide.
+    ("SELECT contacts FROM contacts", Runs),
+    ("SELECT public.contacts FROM public.contacts", NoLeak),
+    ("SELECT x FROM contacts x WHERE x.id = 1", Runs),
+    ("SELECT (x).* FROM contacts x", NoLeak),
+    ("SELECT to_json(x.*) FROM contacts x", Runs),
+    ("SELECT count(*) FROM contacts", Runs),
+    ("SELECT 1 FROM contacts c JOIN contacts d USING (bank_account)", Runs),
+    ("SELECT * FROM (SELECT id FROM contacts) s NATURAL JOIN contacts", Runs),
+    ("SELECT a FROM contacts AS t(a) WHERE t.a > 0", Runs),
+    ("SELECT t.b FROM contacts AS t(a, b2, c3, d, e, f, g, h, i, j, k, b)", Runs),
 ];
 
 /// Statements marketing (bank_account and date_of_birth blocked) might try.

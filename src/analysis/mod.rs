@@ -10,6 +10,7 @@
 
 mod functions;
 mod lexer;
+mod names;
 mod normalize;
 mod relations;
 mod statements;
@@ -255,7 +256,13 @@ impl Ctx<'_> {
     }
 
     /// The SELECT that stands in for a protected relation, or None when nothing is protected.
-    pub fn masked_relation_sql(&self, rel: &Relation) -> Result<Option<String>, PgError> {
+    /// Only the columns in `reach` are included (all when None): a statement cannot name the
+    /// others, and a smaller stand-in is cheaper to analyse and to run.
+    pub fn masked_relation_sql(
+        &self,
+        rel: &Relation,
+        reach: Option<&HashSet<String>>,
+    ) -> Result<Option<String>, PgError> {
         let decisions = self.decisions(rel);
         if decisions
             .iter()
@@ -264,8 +271,15 @@ impl Ctx<'_> {
             return Ok(None);
         }
         let mut cols = Vec::with_capacity(rel.columns.len());
+        let mut visible = 0;
         for (i, d) in decisions {
             let c = &rel.columns[i];
+            if d.action != ColumnAction::Block {
+                visible += 1;
+            }
+            if reach.is_some_and(|r| !r.contains(&c.name)) {
+                continue;
+            }
             let q = quote(&c.name).to_string();
             match &d.action {
                 ColumnAction::Allow => cols.push(q),
@@ -281,13 +295,17 @@ impl Ctx<'_> {
                 ColumnAction::Block => {}
             }
         }
-        if cols.is_empty() {
+        if visible == 0 {
             return Err(self.refuse(format!(
                 "every column of {}.{} is blocked for role {}",
                 rel.schema,
                 rel.name,
                 self.role()
             )));
+        }
+        if cols.is_empty() {
+            // The statement names no column of it (e.g. count(*)): rows only.
+            cols.push("NULL AS \"pgvakt_no_column\"".to_owned());
         }
         Ok(Some(format!(
             "SELECT {} FROM {}.{}",

@@ -32,6 +32,8 @@ pub struct Reads<'a, 'c> {
     /// Some construct reads columns without naming them (`*`, `t.*`, a whole-row reference,
     /// NATURAL join, a column alias list): every column of every relation read counts as used.
     pub wide: bool,
+    /// Column names the whole statement can reach (None: all), from a first pass.
+    pub reach: Option<HashSet<String>>,
 }
 
 impl<'a, 'c> Reads<'a, 'c> {
@@ -44,6 +46,7 @@ impl<'a, 'c> Reads<'a, 'c> {
             read: Vec::new(),
             range_names: HashSet::new(),
             wide: false,
+            reach: None,
         }
     }
 
@@ -101,7 +104,7 @@ impl<'a, 'c> Reads<'a, 'c> {
                 )));
             }
         }
-        let Some(derived) = self.ctx.masked_relation_sql(&rel)? else {
+        let Some(derived) = self.ctx.masked_relation_sql(&rel, self.reach.as_ref())? else {
             *name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
             return Ok(());
         };
@@ -321,7 +324,7 @@ fn function_reads_whole_rows(f: &sqlparser::ast::Function) -> bool {
     })
 }
 
-fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
+pub fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
     match op {
         JoinOperator::Join(c)
         | JoinOperator::Inner(c)

@@ -10,6 +10,7 @@ use sqlparser::ast::{
 use sqlparser::parser::Parser;
 
 use super::functions::is_protected_setting;
+use super::names::Names;
 use super::relations::Reads;
 use super::writes::Target;
 use super::{dialect, fold, lexer, parse_query, quote, Analysed, Ctx, Outcome};
@@ -120,8 +121,13 @@ fn analyse_move(fetch: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
     Ok(out)
 }
 
-fn walk_reads<T: VisitMut>(node: &mut T, ctx: &Ctx, out: &mut Analysed) -> Result<(), PgError> {
+fn walk_reads<T: VisitMut + sqlparser::ast::Visit>(
+    node: &mut T,
+    ctx: &Ctx,
+    out: &mut Analysed,
+) -> Result<(), PgError> {
     let mut reads = Reads::new(ctx);
+    reads.reach = Names::of(&*node).reachable().cloned();
     if let ControlFlow::Break(e) = node.visit(&mut reads) {
         return Err(e);
     }
