@@ -42,7 +42,7 @@ fn evaluation(c: &mut Criterion) {
     };
     let contacts = catalog.relation("public", "contacts").expect("contacts");
     group.bench_function("masked_relation_sql/contacts", |b| {
-        b.iter(|| ctx.masked_relation_sql(black_box(contacts)))
+        b.iter(|| ctx.masked_relation_sql(black_box(contacts), None))
     });
     group.finish();
 }

@@ -13,6 +13,7 @@ mod lexer;
 mod names;
 mod normalize;
 mod relations;
+mod stand_in;
 mod statements;
 mod writes;
 
@@ -71,6 +72,8 @@ pub struct Analysed {
     pub original: String,
     /// Command of the first statement, e.g. `SELECT`.
     pub command: String,
+    /// (placeholder, SQL) of masked stand-ins, put in place after rendering.
+    stand_ins: Vec<(String, Arc<str>)>,
     normalized: std::sync::OnceLock<(String, String)>,
 }
 
@@ -120,6 +123,18 @@ impl Analysed {
     pub fn normalized(&self) -> &(String, String) {
         self.normalized
             .get_or_init(|| normalize::normalize(&self.original))
+    }
+
+    fn take_stand_ins(&mut self, from: &mut Vec<(String, Arc<str>)>) {
+        self.stand_ins.append(from);
+    }
+
+    fn put_stand_ins(&mut self, sql: String) -> Result<String, String> {
+        let stand_ins = std::mem::take(&mut self.stand_ins);
+        if stand_ins.is_empty() {
+            return Ok(sql);
+        }
+        stand_in::put_in_place(&sql, &stand_ins)
     }
 
     fn add_use(list: &mut Vec<ColumnUse>, u: ColumnUse) {

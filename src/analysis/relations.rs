@@ -34,6 +34,8 @@ pub struct Reads<'a, 'c> {
     pub wide: bool,
     /// Column names the whole statement can reach (None: all), from a first pass.
     pub reach: Option<HashSet<String>>,
+    /// (placeholder, masked stand-in SQL) for each protected table replaced.
+    pub stand_ins: Vec<(String, std::sync::Arc<str>)>,
 }
 
 impl<'a, 'c> Reads<'a, 'c> {
@@ -47,6 +49,7 @@ impl<'a, 'c> Reads<'a, 'c> {
             range_names: HashSet::new(),
             wide: false,
             reach: None,
+            stand_ins: Vec::new(),
         }
     }
 
@@ -134,10 +137,18 @@ impl<'a, 'c> Reads<'a, 'c> {
                 .map(|i| i.to_string())
                 .unwrap_or_else(|| quote(&rel.name).to_string()),
         };
-        *tf = parse_table_factor(&format!("({derived}) AS {alias_sql}")).map_err(|e| {
+        let derived = super::stand_in::check(&derived).map_err(|e| {
             self.ctx
                 .unsupported(&format!("rewriting {}: {e}", rel.name))
         })?;
+        // The stand-in goes in as a placeholder name and its text is put in place after the
+        // rendering check: short texts to re-parse, and each stand-in is checked once.
+        let placeholder = super::stand_in::placeholder();
+        *tf = parse_table_factor(&format!("{placeholder} AS {alias_sql}")).map_err(|e| {
+            self.ctx
+                .unsupported(&format!("rewriting {}: {e}", rel.name))
+        })?;
+        self.stand_ins.push((placeholder, derived));
         self.protected.push(rel);
         Ok(())
     }

@@ -73,7 +73,9 @@ fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
     if rerendered != rendered {
         return Err(ctx.unsupported("a statement whose rendering does not read back the same"));
     }
-    out.sql = sql_out;
+    out.sql = out
+        .put_stand_ins(sql_out)
+        .map_err(|e| ctx.unsupported(&format!("the rewritten statement ({e})")))?;
     Ok(out)
 }
 
@@ -132,7 +134,7 @@ fn walk_reads<T: VisitMut + sqlparser::ast::Visit>(
         return Err(e);
     }
     reads.check_blocked()?;
-    record_reads(&reads, out)
+    record_reads(&mut reads, out)
 }
 
 /// Walk several parts of one statement with one scope (used where the written table itself
@@ -147,10 +149,11 @@ fn walk_parts(
         return Err(e);
     }
     reads.check_blocked()?;
-    record_reads(&reads, out)
+    record_reads(&mut reads, out)
 }
 
-fn record_reads(reads: &Reads, out: &mut Analysed) -> Result<(), PgError> {
+fn record_reads(reads: &mut Reads, out: &mut Analysed) -> Result<(), PgError> {
+    out.take_stand_ins(&mut reads.stand_ins);
     for r in &reads.protected {
         out.protected_reads.push(format!("{}.{}", r.schema, r.name));
     }
