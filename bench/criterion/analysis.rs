@@ -56,5 +56,35 @@ fn cached(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, uncached, cached);
+/// The simple protocol with constants written into the text (pgbench, many ORMs): every text
+/// is new, but its shape is cached.
+fn varying_constants(c: &mut Criterion) {
+    let store = Arc::new(PolicyStore::from_set(
+        demo::policy(),
+        vec![demo::policy_path()],
+    ));
+    let enforcer = Enforcer::with_parts(store, demo::catalog());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let mut session = runtime.block_on(enforcer.session("secretary", "crm"));
+    let texts: Vec<String> = (0..4096)
+        .map(|i| {
+            format!(
+                "SELECT id, first_name, last_name, email, phone, bank_account, date_of_birth \
+                 FROM contacts WHERE id = {i}"
+            )
+        })
+        .collect();
+    assert!(matches!(session.check(&texts[0]), Verdict::Rewrite(_)));
+    let mut i = 0;
+    c.bench_function("analysis_shapes/contact_by_id_new_constant", |b| {
+        b.iter(|| {
+            i = (i + 1) % texts.len();
+            session.check(black_box(&texts[i]))
+        })
+    });
+}
+
+criterion_group!(benches, uncached, cached, varying_constants);
 criterion_main!(benches);

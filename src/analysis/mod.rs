@@ -10,6 +10,7 @@
 
 mod functions;
 mod lexer;
+pub mod literals;
 mod names;
 mod normalize;
 mod relations;

@@ -30,7 +30,7 @@ pub enum Verdict {
     Forward,
     /// Forward `sql` of this analysis instead (the rendering of the analysed, rewritten
     /// statement); it also says what the statement reads and writes.
-    Rewrite(Arc<Analysed>),
+    Rewrite(Rewrite),
     /// Do not forward; the client gets this error.
     Refuse(PgError),
 }
@@ -95,6 +95,28 @@ fn cache_key(sql: &str, role: &str, version: &str, search_path: &[String]) -> u6
 
 static CACHE_HASHER: std::sync::LazyLock<std::collections::hash_map::RandomState> =
     std::sync::LazyLock::new(std::collections::hash_map::RandomState::new);
+
+/// A statement to forward as rewritten: its analysis, and the text when the analysis was of
+/// the statement's shape (constants put back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    pub analysed: Arc<Analysed>,
+    filled: Option<String>,
+}
+
+impl Rewrite {
+    /// The text to forward.
+    pub fn sql(&self) -> &str {
+        self.filled.as_deref().unwrap_or(&self.analysed.sql)
+    }
+}
+
+impl std::ops::Deref for Rewrite {
+    type Target = Analysed;
+    fn deref(&self) -> &Analysed {
+        &self.analysed
+    }
+}
 
 /// What an unrestricted role's statement touches, for its audit record.
 pub enum Observed {
@@ -419,12 +441,16 @@ impl SessionPolicy {
             }
             return Verdict::Forward;
         }
-        match self.analysed(&inner, &set, rules.as_ref(), sql).as_ref() {
+        let (outcome, filled) = self.analysed(&inner, &set, rules.as_ref(), sql);
+        match outcome.as_ref() {
             Outcome::Forward(a) => {
                 if let Some(p) = &a.search_path {
                     self.search_path = p.clone();
                 }
-                Verdict::Rewrite(a.clone())
+                Verdict::Rewrite(Rewrite {
+                    analysed: a.clone(),
+                    filled,
+                })
             }
             Outcome::Refuse(e) => Verdict::Refuse(e.clone()),
         }
@@ -443,7 +469,7 @@ impl SessionPolicy {
             .resolve(&self.user, &self.groups, SystemTime::now())
             .role;
         Some(
-            match self.analysed(&inner, &set, rules.as_ref(), sql).as_ref() {
+            match self.analysed(&inner, &set, rules.as_ref(), sql).0.as_ref() {
                 Outcome::Forward(a) => {
                     if let Some(p) = &a.search_path {
                         self.search_path = p.clone();
@@ -471,7 +497,27 @@ impl SessionPolicy {
         )
     }
 
+    /// The analysis of `sql`, through its shape when it has one (one analysis for every
+    /// choice of constants), with the text to forward when that differs from the analysis's.
     fn analysed(
+        &self,
+        inner: &Inner,
+        set: &crate::policy::PolicySet,
+        rules: &dyn RoleRules,
+        sql: &str,
+    ) -> (Arc<Outcome>, Option<String>) {
+        if let Some(shape) = analysis::literals::shape(sql) {
+            let o = self.analysed_text(inner, set, rules, &shape.text);
+            if let Outcome::Forward(a) = o.as_ref() {
+                if let Some(filled) = analysis::literals::fill(&a.sql, &shape.literals) {
+                    return (o, Some(filled));
+                }
+            }
+        }
+        (self.analysed_text(inner, set, rules, sql), None)
+    }
+
+    fn analysed_text(
         &self,
         inner: &Inner,
         set: &crate::policy::PolicySet,

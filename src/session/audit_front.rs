@@ -44,7 +44,7 @@ impl FrontAudit {
     /// What a statement the policy let through touches.
     fn audited(policy: &mut SessionPolicy, verdict: &Verdict, sql: &str) -> Audited {
         match verdict {
-            Verdict::Rewrite(a) if a.touches_personal_data() => Audited::Yes(a.clone()),
+            Verdict::Rewrite(a) if a.touches_personal_data() => Audited::Yes(a.analysed.clone()),
             Verdict::Rewrite(_) | Verdict::Refuse(_) => Audited::No,
             Verdict::Forward => match policy.observe(sql) {
                 Some(Observed::Reads(a)) => Audited::Yes(a),

@@ -204,7 +204,9 @@ async fn frontend(
                         count(proxy, &verdict, sql);
                         match verdict {
                             Verdict::Forward => out.extend_from_slice(&frame.raw),
-                            Verdict::Rewrite(a) => out.extend_from_slice(&encode_query(&a.sql).raw),
+                            Verdict::Rewrite(a) => {
+                                out.extend_from_slice(&encode_query(a.sql()).raw)
+                            }
                             Verdict::Refuse(e) => {
                                 out.extend_from_slice(&encode_query(&shared.refusals.marker(e)).raw)
                             }
@@ -235,7 +237,7 @@ async fn frontend(
                     match verdict {
                         Verdict::Forward => out.extend_from_slice(&frame.raw),
                         Verdict::Rewrite(a) => out.extend_from_slice(
-                            &encode_parse(parse.name, &a.sql, &parse.param_types).raw,
+                            &encode_parse(parse.name, a.sql(), &parse.param_types).raw,
                         ),
                         Verdict::Refuse(e) => out.extend_from_slice(
                             &encode_parse(

@@ -1,0 +1,282 @@
+//! Statement shapes: the same query with different constants (`WHERE id = 42`, `... = 43`) is
+//! analysed once. A shape is the client's text with each plain string and number constant
+//! replaced by a numbered marker; the analysis of the shape is reused and the constants are
+//! put back, token for token, into its rendering.
+//!
+//! This is sound because the decision never depends on a constant's value (the one function
+//! whose argument matters, `set_config`, keeps a statement out of shapes), and fail-safe: any
+//! text the scan is unsure about (prefixed or dollar-quoted strings, unusual numbers, markers
+//! already present) is analysed as it is, and a rendering in which a marker does not appear
+//! exactly once is not used.
+
+/// Markers are `$9000000` + index: parameters PostgreSQL would reject (it allows at most
+/// 65535), of one width so no marker is the prefix of another.
+const MARKER_BASE: usize = 9_000_000;
+const MAX_LITERALS: usize = 99_999;
+
+/// A statement's shape and the constants taken out of it, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub text: String,
+    pub literals: Vec<String>,
+}
+
+fn marker(i: usize) -> String {
+    format!("${}", MARKER_BASE + i)
+}
+
+fn ident_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'$'
+}
+
+/// The shape of `sql`, or None when it should be analysed as it is.
+pub fn shape(sql: &str) -> Option<Shape> {
+    let first = super::lexer::first_word(sql)?;
+    if !matches!(
+        first.as_str(),
+        "select" | "insert" | "update" | "delete" | "with" | "values"
+    ) || sql.contains("$9")
+        || sql.to_ascii_lowercase().contains("set_config")
+    {
+        return None;
+    }
+    let b = sql.as_bytes();
+    let mut text = String::with_capacity(sql.len());
+    let mut literals = Vec::new();
+    let mut i = 0;
+    let mut copied = 0;
+    while i < b.len() {
+        match b[i] {
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                let mut depth = 1;
+                i += 2;
+                while i < b.len() && depth > 0 {
+                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
+                        depth += 1;
+                        i += 2;
+                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
+                        depth -= 1;
+                        i += 2;
+                    } else {
+                        i += 1;
+                    }
+                }
+                if depth > 0 {
+                    return None;
+                }
+            }
+            b'"' => {
+                i += 1;
+                loop {
+                    match b.get(i) {
+                        None => return None,
+                        Some(b'"') if b.get(i + 1) == Some(&b'"') => i += 2,
+                        Some(b'"') => {
+                            i += 1;
+                            break;
+                        }
+                        Some(_) => i += 1,
+                    }
+                }
+            }
+            b'\'' => {
+                // Only plain strings: E'', B'', X'', N'', U&'' and the like stay as they are.
+                if i > 0 && (ident_char(b[i - 1]) || b[i - 1] == b'&') {
+                    return None;
+                }
+                let start = i;
+                i += 1;
+                loop {
+                    match b.get(i) {
+                        None => return None,
+                        Some(b'\'') if b.get(i + 1) == Some(&b'\'') => i += 2,
+                        Some(b'\'') => {
+                            i += 1;
+                            break;
+                        }
+                        Some(_) => i += 1,
+                    }
+                }
+                // A constant continued on the next line is one string to PostgreSQL.
+                let rest = &b[i..];
+                let ws = rest.iter().take_while(|c| c.is_ascii_whitespace()).count();
+                if rest.get(ws) == Some(&b'\'') {
+                    return None;
+                }
+                push(sql, start, i, &mut copied, &mut text, &mut literals)?;
+            }
+            b'$' => {
+                // Parameters ($1) pass; dollar-quoted strings are analysed as they are.
+                let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+                if digits == 0 {
+                    return None;
+                }
+                i += 1 + digits;
+            }
+            c if c.is_ascii_digit()
+                || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) =>
+            {
+                if i > 0 && (ident_char(b[i - 1]) || b[i - 1] == b'.') {
+                    // Part of a name (t1) or a qualified reference.
+                    i += 1;
+                    continue;
+                }
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.') {
+                    i += 1;
+                }
+                if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+                    i += 1;
+                    if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+                        i += 1;
+                    }
+                    let exp = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+                    if exp == 0 {
+                        // `1e` is a number and a name to PostgreSQL.
+                        return None;
+                    }
+                    i += exp;
+                }
+                if i < b.len() && ident_char(b[i]) {
+                    // 1_000, 0x1F, 1abc: not a plain number to every reader.
+                    return None;
+                }
+                if sql[start..i].matches('.').count() > 1 {
+                    return None;
+                }
+                push(sql, start, i, &mut copied, &mut text, &mut literals)?;
+            }
+            c if ident_char(c) => {
+                // Skip a whole word so digits inside it are not read as numbers.
+                while i < b.len() && ident_char(b[i]) {
+                    i += 1;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    if literals.is_empty() {
+        return None;
+    }
+    text.push_str(&sql[copied..]);
+    Some(Shape { text, literals })
+}
+
+fn push(
+    sql: &str,
+    start: usize,
+    end: usize,
+    copied: &mut usize,
+    text: &mut String,
+    literals: &mut Vec<String>,
+) -> Option<()> {
+    if literals.len() >= MAX_LITERALS {
+        return None;
+    }
+    text.push_str(&sql[*copied..start]);
+    text.push(' ');
+    text.push_str(&marker(literals.len()));
+    text.push(' ');
+    literals.push(sql[start..end].to_owned());
+    *copied = end;
+    Some(())
+}
+
+/// The rendering of a shape's analysis with the constants put back; None if a marker does not
+/// occur exactly once as a whole token.
+pub fn fill(rendered: &str, literals: &[String]) -> Option<String> {
+    let mut out = String::with_capacity(rendered.len() + 16 * literals.len());
+    let mut rest = rendered;
+    let mut expected = 0;
+    while let Some(pos) = rest.find("$9") {
+        let digits: String = rest[pos + 1..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let n: usize = digits.parse().ok()?;
+        let i = n.checked_sub(MARKER_BASE)?;
+        if i != expected || i >= literals.len() {
+            return None;
+        }
+        out.push_str(&rest[..pos]);
+        out.push_str(&literals[i]);
+        rest = &rest[pos + 1 + digits.len()..];
+        expected += 1;
+    }
+    if expected != literals.len() {
+        return None;
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constants_become_markers_and_come_back() {
+        let s = shape("SELECT a, 't1' FROM t1 WHERE id = 42 AND x > 1.5e3 AND name = 'O''Brien'")
+            .expect("shape");
+        assert_eq!(
+            s.text,
+            "SELECT a,  $9000000  FROM t1 WHERE id =  $9000001  AND x >  $9000002  AND name =  $9000003 "
+        );
+        assert_eq!(s.literals, ["'t1'", "42", "1.5e3", "'O''Brien'"]);
+        let rendered =
+            "SELECT a, $9000000 FROM t1 WHERE id = $9000001 AND x > $9000002 AND name = $9000003";
+        assert_eq!(
+            fill(rendered, &s.literals).as_deref(),
+            Some("SELECT a, 't1' FROM t1 WHERE id = 42 AND x > 1.5e3 AND name = 'O''Brien'")
+        );
+    }
+
+    #[test]
+    fn unsure_text_is_analysed_as_it_is() {
+        for sql in [
+            "SELECT E'\\'' FROM t",
+            "SELECT $$x$$",
+            "SELECT 'a'\n'b'",
+            "SELECT set_config('search_path', 'x', false)",
+            "SET search_path = 'x'",
+            "SELECT 1_000",
+            "SELECT 0x1F",
+            "SELECT $9000000",
+            "SELECT 'unterminated",
+            "SELECT 1 /* unterminated",
+            "SELECT U&'\\0041'",
+            "SELECT b'101'",
+            "SELECT 1.2.3",
+            "SELECT 1e FROM t",
+            "SELECT 1e+ FROM t",
+        ] {
+            assert_eq!(shape(sql), None, "{sql}");
+        }
+        assert_eq!(shape("SELECT a FROM t WHERE b = $1"), None, "no constants");
+    }
+
+    #[test]
+    fn names_comments_and_quoted_identifiers_keep_their_digits() {
+        let s =
+            shape("SELECT \"col 1\", t2.c3 -- 5\n FROM t2 /* 6 */ WHERE c3 = 7").expect("shape");
+        assert_eq!(s.literals, ["7"]);
+        assert!(s.text.contains("\"col 1\", t2.c3 -- 5\n FROM t2 /* 6 */"));
+    }
+
+    #[test]
+    fn renderings_with_missing_duplicated_or_reordered_markers_are_not_used() {
+        let lits = vec!["1".to_owned(), "2".to_owned()];
+        assert_eq!(fill("a $9000000 b", &lits), None);
+        assert_eq!(fill("a $9000001 b $9000000", &lits), None);
+        assert_eq!(fill("a $9000000 b $9000000", &lits), None);
+        assert_eq!(
+            fill("a $9000000 b $9000001", &lits).as_deref(),
+            Some("a 1 b 2")
+        );
+    }
+}
