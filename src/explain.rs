@@ -58,6 +58,7 @@ pub fn explain(
         search_path,
         user,
         policy_version: &set.version,
+        hidden_subjects: false,
     };
     match analysis::analyse(sql, &ctx) {
         Outcome::Forward(a) => {

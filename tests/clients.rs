@@ -64,6 +64,9 @@ fn text(bytes: &[u8]) -> String {
 
 struct Suite {
     env: Env,
+    /// The audit trail is on, as in the demo: plain SELECTs carry hidden subject-key columns
+    /// that every driver must never see.
+    audit: tempfile::TempDir,
 }
 
 impl Suite {
@@ -71,8 +74,10 @@ impl Suite {
         tokio::task::spawn_blocking(ensure_drivers)
             .await
             .expect("driver installation");
+        let audit = tempfile::tempdir().expect("tempdir");
         let env = Env::start_with(EnvOptions {
             demo_contacts: Some(CONTACTS),
+            extra_yaml: common::audit_yaml(audit.path()),
             ..Default::default()
         })
         .await;
@@ -97,7 +102,7 @@ impl Suite {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Suite { env }
+        Suite { env, audit }
     }
 
     /// Runs `program args` as `role` and fails the test, showing its output, unless it exits 0.
@@ -170,6 +175,29 @@ impl Suite {
     async fn run_both(&self, name: &str, program: &str, args: &[&str]) {
         self.run(name, "admin", program, args).await;
         self.run(name, "secretary", program, args).await;
+        self.assert_reads_recorded(name).await;
+    }
+
+    /// The client's personal-data reads as `secretary` reached the audit trail.
+    async fn assert_reads_recorded(&self, name: &str) {
+        let dir = self.audit.path().join("audit");
+        for _ in 0..50 {
+            let recorded = std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .flat_map(|t| t.lines().map(str::to_owned).collect::<Vec<_>>())
+                .any(|l| {
+                    l.contains("\"event\":\"statement_read\"")
+                        && l.contains("\"user\":\"secretary\"")
+                });
+            if recorded {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{name}: no audit record of the secretary's reads");
     }
 }
 

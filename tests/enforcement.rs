@@ -285,9 +285,13 @@ async fn copy_case(
     }
 }
 
+/// The demo with the audit trail on, as the demo runs: plain SELECTs then carry hidden
+/// subject-key columns, which must change nothing the client sees.
 async fn demo_env() -> Env {
+    let audit = tempfile::tempdir().expect("tempdir").keep();
     Env::start_with(EnvOptions {
         demo_contacts: Some(200),
+        extra_yaml: common::audit_yaml(&audit),
         ..Default::default()
     })
     .await

@@ -65,6 +65,7 @@ async fn shape_path_forwards_exactly_what_the_statement_itself_analyses_to() {
             search_path: &path,
             user: "secretary",
             policy_version: &version,
+            hidden_subjects: false,
         };
         let direct = analysis::analyse(sql, &ctx);
         // Twice: the second time the shape comes from the cache.

@@ -24,6 +24,7 @@ fn uncached(c: &mut Criterion) {
         search_path: &search_path,
         user: "secretary",
         policy_version: &set.version,
+        hidden_subjects: false,
     };
     let mut group = c.benchmark_group("analysis_uncached");
     for (name, sql) in demo::CRM_STATEMENTS {

@@ -39,6 +39,7 @@ fn evaluation(c: &mut Criterion) {
         search_path: &search_path,
         user: "secretary",
         policy_version: &set.version,
+        hidden_subjects: false,
     };
     let contacts = catalog.relation("public", "contacts").expect("contacts");
     group.bench_function("masked_relation_sql/contacts", |b| {

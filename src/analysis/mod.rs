@@ -16,6 +16,7 @@ mod normalize;
 mod relations;
 mod stand_in;
 mod statements;
+pub mod subjects;
 mod writes;
 
 use std::collections::HashSet;
@@ -73,6 +74,10 @@ pub struct Analysed {
     pub original: String,
     /// Command of the first statement, e.g. `SELECT`.
     pub command: String,
+    /// Trailing output columns added for the audit trail (subject keys), which the session
+    /// strips before the client sees the result.
+    pub hidden: usize,
+    hide_subjects: bool,
     /// (placeholder, SQL) of masked stand-ins, put in place after rendering.
     stand_ins: Vec<(String, Arc<str>)>,
     normalized: std::sync::OnceLock<(String, String)>,
@@ -152,6 +157,8 @@ pub struct Ctx<'a> {
     pub search_path: &'a [String],
     pub user: &'a str,
     pub policy_version: &'a str,
+    /// Add hidden subject-key columns to plain SELECTs (when audit records are written).
+    pub hidden_subjects: bool,
 }
 
 pub(crate) fn dialect() -> PostgreSqlDialect {

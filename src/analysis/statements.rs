@@ -52,6 +52,8 @@ fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
             .to_ascii_uppercase(),
         ..Default::default()
     };
+    // Only a single statement's result can be told apart for stripping hidden columns.
+    out.hide_subjects = ctx.hidden_subjects && stmts.len() == 1;
     for stmt in stmts.iter_mut() {
         let class = statement(stmt, ctx, &mut out)?;
         // Transaction control, settings and the like are part of any session's work; the
@@ -206,7 +208,15 @@ fn statement(
         |what: &str| Err(ctx.refuse(format!("{what} is not allowed for role {}", ctx.role())));
     match stmt {
         Statement::Query(q) => {
+            if out.hide_subjects {
+                out.hidden = super::subjects::add_hidden_keys(q, ctx);
+            }
             walk_reads(q.as_mut(), ctx, out)?;
+            if out.hidden > 0 && !out.touches_personal_data() {
+                // Nothing personal is read, so there is no record to name subjects in.
+                super::subjects::remove_hidden_keys(q, out.hidden);
+                out.hidden = 0;
+            }
             Ok(StatementClass::Read)
         }
         Statement::Insert(ins) => {
@@ -352,6 +362,7 @@ fn statement(
             statement: inner,
             ..
         } => {
+            out.hide_subjects = false;
             if *verbose {
                 return refuse_kind("EXPLAIN VERBOSE (it prints the expressions that mask values)");
             }
@@ -361,7 +372,11 @@ fn statement(
         // the role's classes would refuse.
         Statement::Prepare {
             statement: inner, ..
-        } => statement(inner, ctx, out),
+        } => {
+            // EXECUTE's results are not matched to this statement: no hidden columns.
+            out.hide_subjects = false;
+            statement(inner, ctx, out)
+        }
         Statement::Declare { stmts } => {
             for d in stmts.iter_mut() {
                 if let Some(q) = d.for_query.as_mut() {

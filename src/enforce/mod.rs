@@ -58,6 +58,8 @@ struct Inner {
     /// Per policy version: what audit records need to know about the catalog.
     audit_facts: DashMap<String, Arc<AuditFacts>>,
     refresh: tokio::sync::Notify,
+    /// Audit records are written: plain SELECTs carry hidden subject-key columns.
+    hidden_subjects: bool,
     /// Told about every reload (SIGHUP or file change), e.g. to count it in metrics.
     reload_hook: std::sync::OnceLock<ReloadHook>,
     loaded_at: SystemTime,
@@ -166,6 +168,7 @@ impl Enforcer {
                 audit_facts: DashMap::new(),
                 refresh: tokio::sync::Notify::new(),
                 reload_hook: Default::default(),
+                hidden_subjects: false,
                 loaded_at: SystemTime::now(),
                 metrics: Default::default(),
             })),
@@ -206,6 +209,7 @@ impl Enforcer {
             audit_facts: DashMap::new(),
             refresh: tokio::sync::Notify::new(),
             reload_hook: Default::default(),
+            hidden_subjects: config.audit.is_some(),
             loaded_at: SystemTime::now(),
             metrics: Default::default(),
         });
@@ -552,6 +556,8 @@ impl SessionPolicy {
             search_path: &self.search_path,
             user: &self.user,
             policy_version: &set.version,
+            // Unrestricted roles' statements are forwarded as sent: nothing could be stripped.
+            hidden_subjects: inner.hidden_subjects && !rules.is_unrestricted(),
         };
         let o = Arc::new(analysis::analyse(sql, &ctx));
         if inner.cache.len() >= CACHE_MAX {

@@ -103,6 +103,10 @@ pub trait RoleRules: Send + Sync {
     fn allows_class(&self, class: StatementClass) -> bool;
     /// Whether the role may use a construct that is otherwise refused.
     fn allows(&self, capability: Capability) -> bool;
+    /// The column identifying a table's data subject, if the inventory names one.
+    fn subject_key(&self, _schema: &str, _table: &str) -> Option<String> {
+        None
+    }
 }
 
 /// A role's rule for a column or category, with its origin for messages.
@@ -197,5 +201,9 @@ impl RoleRules for RolePolicy {
 
     fn allows(&self, capability: Capability) -> bool {
         self.unrestricted || self.capabilities.contains(&capability)
+    }
+
+    fn subject_key(&self, schema: &str, table: &str) -> Option<String> {
+        self.inventory.table(schema, table)?.subject_key
     }
 }

@@ -122,8 +122,12 @@ impl FrontAudit {
         Ok(())
     }
 
-    pub fn bind(&mut self, frame: &Frame) {
-        let Ok(b) = decode_bind(frame) else { return };
+    /// A Bind; returns the Bind to forward instead when its statement carries hidden columns
+    /// and the client gave one result format per column (PostgreSQL wants one for each).
+    pub fn bind(&mut self, frame: &Frame) -> Option<Frame> {
+        let Ok(b) = decode_bind(frame) else {
+            return None;
+        };
         let audited = self
             .statements
             .get(b.statement)
@@ -138,13 +142,24 @@ impl FrontAudit {
         if self.portals.len() >= MAX_NAMES {
             self.portals.clear();
         }
+        let hidden = audited.hidden();
         self.portals.insert(b.portal.to_vec(), audited);
+        let padded = (hidden > 0 && b.result_formats.len() > 1)
+            .then(|| pad_result_formats(frame, b.result_formats.len(), hidden))
+            .flatten();
         self.lock().bind(b.portal, b.statement, b.result_formats);
+        padded
     }
 
     pub fn describe(&mut self, frame: &Frame) {
         if let Ok((kind, name)) = decode_target(frame) {
-            self.lock().describe(kind, name);
+            let map = if kind == b'S' {
+                &self.statements
+            } else {
+                &self.portals
+            };
+            let hidden = map.get(name).map_or(0, Audited::hidden);
+            self.lock().describe(kind, name, hidden);
         }
     }
 
@@ -186,4 +201,16 @@ impl FrontAudit {
             t.set_role(&r, version);
         }
     }
+}
+
+/// The Bind with `extra` text result formats appended to its `n` per-column formats (the
+/// formats are the message's last field).
+fn pad_result_formats(frame: &Frame, n: usize, extra: usize) -> Option<Frame> {
+    let body = frame.body();
+    let cut = body.len().checked_sub(2 + 2 * n)?;
+    let mut out = body[..cut].to_vec();
+    out.extend_from_slice(&i16::try_from(n + extra).ok()?.to_be_bytes());
+    out.extend_from_slice(body.get(cut + 2..)?);
+    out.extend(std::iter::repeat_n([0u8, 0u8], extra).flatten());
+    Some(Frame::build(b'B', &out))
 }

@@ -13,6 +13,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::{BufMut, Bytes, BytesMut};
+
 use crate::analysis::{Analysed, UseAction};
 use crate::audit::{
     Access, Action, AuditHandle, ColumnAccess, EventType, Outcome, Record, Statement, SubjectSet,
@@ -54,11 +56,22 @@ struct KeyColumn {
     binary: bool,
 }
 
+impl Audited {
+    /// Trailing hidden columns its results carry.
+    pub fn hidden(&self) -> usize {
+        match self {
+            Audited::Yes(a) => a.hidden,
+            _ => 0,
+        }
+    }
+}
+
 enum Entry {
     Query(Pending),
     Execute(Pending, Vec<u8>),
-    DescribeStatement(Vec<u8>),
-    DescribePortal(Vec<u8>),
+    /// Statement or portal name, and the hidden columns its RowDescription carries.
+    DescribeStatement(Vec<u8>, usize),
+    DescribePortal(Vec<u8>, usize),
     Sync,
 }
 
@@ -214,10 +227,10 @@ impl AuditTrail {
         self.push(Entry::Execute(Pending::new(audited), portal.to_vec()));
     }
 
-    pub fn describe(&mut self, kind: u8, name: &[u8]) {
+    pub fn describe(&mut self, kind: u8, name: &[u8], hidden: usize) {
         self.push(match kind {
-            b'S' => Entry::DescribeStatement(name.to_vec()),
-            _ => Entry::DescribePortal(name.to_vec()),
+            b'S' => Entry::DescribeStatement(name.to_vec(), hidden),
+            _ => Entry::DescribePortal(name.to_vec(), hidden),
         });
     }
 
@@ -251,9 +264,11 @@ impl AuditTrail {
             )
     }
 
-    /// Match one server message to the queued requests; returns records to write.
-    pub fn on_frame(&mut self, tag: u8, frame: &[u8]) -> Vec<Record> {
+    /// Match one server message to the queued requests. Returns the records to write and,
+    /// when the message carries hidden columns, the message the client gets instead.
+    pub fn on_frame(&mut self, tag: u8, frame: &[u8]) -> (Vec<Record>, Option<Bytes>) {
         let mut done = Vec::new();
+        let mut replaced = None;
         match tag {
             b'T' | b'n' => {
                 let shape = if tag == b'T' {
@@ -261,21 +276,29 @@ impl AuditTrail {
                 } else {
                     Vec::new()
                 };
-                match self.queue.front_mut() {
-                    Some(Entry::DescribeStatement(name)) => {
-                        let name = std::mem::take(name);
+                let hidden = match self.queue.front_mut() {
+                    Some(Entry::DescribeStatement(name, hidden)) => {
+                        let (name, hidden) = (std::mem::take(name), *hidden);
                         self.statement_shapes.insert(name, shape);
                         self.queue.pop_front();
+                        hidden
                     }
-                    Some(Entry::DescribePortal(name)) => {
-                        let name = std::mem::take(name);
+                    Some(Entry::DescribePortal(name, hidden)) => {
+                        let (name, hidden) = (std::mem::take(name), *hidden);
                         self.portal_shapes.insert(name, shape);
                         self.queue.pop_front();
+                        hidden
                     }
-                    Some(Entry::Query(p)) | Some(Entry::Execute(p, _)) if p.is_audited() => {
-                        p.keys = Some(shape);
+                    Some(Entry::Query(p)) | Some(Entry::Execute(p, _)) => {
+                        if p.is_audited() {
+                            p.keys = Some(shape);
+                        }
+                        p.audited.hidden()
                     }
-                    _ => {}
+                    _ => 0,
+                };
+                if hidden > 0 && tag == b'T' {
+                    replaced = strip_fields(frame, hidden);
                 }
             }
             b'H' => {
@@ -283,7 +306,16 @@ impl AuditTrail {
                     p.copy = true;
                 }
             }
-            b'D' => self.data_row(frame),
+            b'D' => {
+                self.data_row(frame);
+                let hidden = match self.queue.front() {
+                    Some(Entry::Query(p)) | Some(Entry::Execute(p, _)) => p.audited.hidden(),
+                    _ => 0,
+                };
+                if hidden > 0 {
+                    replaced = strip_values(frame, hidden);
+                }
+            }
             b'C' | b's' | b'I' => {
                 let rows = if tag == b'C' {
                     message::command_rows(frame)
@@ -334,7 +366,7 @@ impl AuditTrail {
             }
             _ => {}
         }
-        done
+        (done, replaced)
     }
 
     fn skip_to_sync(&mut self) {
@@ -488,6 +520,43 @@ impl AuditTrail {
             self.write(r).await;
         }
     }
+}
+
+/// A RowDescription without its last `n` fields (None if malformed: then it passes as is and
+/// the client sees a wrong column count rather than a wrong value).
+fn strip_fields(frame: &[u8], n: usize) -> Option<Bytes> {
+    let body = frame.get(5..)?;
+    let count = usize::try_from(i16::from_be_bytes([*body.first()?, *body.get(1)?])).ok()?;
+    let keep = count.checked_sub(n)?;
+    let mut pos = 2;
+    for _ in 0..keep {
+        let nul = body.get(pos..)?.iter().position(|b| *b == 0)?;
+        pos += nul + 1 + 18;
+    }
+    let mut out = BytesMut::with_capacity(5 + pos);
+    out.put_u8(b'T');
+    out.put_i32(i32::try_from(4 + pos).ok()?);
+    out.put_i16(i16::try_from(keep).ok()?);
+    out.put_slice(body.get(2..pos)?);
+    Some(out.freeze())
+}
+
+/// A DataRow without its last `n` values.
+fn strip_values(frame: &[u8], n: usize) -> Option<Bytes> {
+    let body = frame.get(5..)?;
+    let count = usize::try_from(i16::from_be_bytes([*body.first()?, *body.get(1)?])).ok()?;
+    let keep = count.checked_sub(n)?;
+    let mut pos = 2;
+    for _ in 0..keep {
+        let len = i32::from_be_bytes(body.get(pos..pos + 4)?.try_into().ok()?);
+        pos += 4 + usize::try_from(len).unwrap_or(0);
+    }
+    let mut out = BytesMut::with_capacity(5 + pos);
+    out.put_u8(b'D');
+    out.put_i32(i32::try_from(4 + pos).ok()?);
+    out.put_i16(i16::try_from(keep).ok()?);
+    out.put_slice(body.get(2..pos)?);
+    Some(out.freeze())
 }
 
 fn tables(a: &Analysed) -> Vec<TableAccess> {

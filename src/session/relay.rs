@@ -273,15 +273,16 @@ async fn frontend(
                     out.extend_from_slice(&frame.raw);
                 }
                 b'B' | b'D' | b'E' | b'C' if audit.is_some() => {
+                    let mut padded = None;
                     if let Some(a) = audit.as_mut() {
                         match frame.tag {
-                            b'B' => a.bind(&frame),
+                            b'B' => padded = a.bind(&frame),
                             b'D' => a.describe(&frame),
                             b'E' => a.execute(&frame),
                             _ => a.close(&frame),
                         }
                     }
-                    out.extend_from_slice(&frame.raw)
+                    out.extend_from_slice(padded.as_ref().map_or(&frame.raw, |f| &f.raw))
                 }
                 b'P' => {
                     // Without a policy nothing decodes Parse; its query text follows the
@@ -402,11 +403,14 @@ async fn backend(
                 break;
             }
             let tag = buf[pos];
+            // The client's version of this message, when it differs from upstream's.
+            let mut replaced: Option<bytes::Bytes> = None;
             if let Some(t) = &shared.trail {
                 let records = {
                     let mut trail = lock(t);
                     if trail.wants(tag) {
-                        let done = trail.on_frame(tag, &buf[pos..pos + len]);
+                        let (done, r) = trail.on_frame(tag, &buf[pos..pos + len]);
+                        replaced = r;
                         (!done.is_empty()).then(|| (done, trail.writer()))
                     } else {
                         None
@@ -440,15 +444,10 @@ async fn backend(
                 }
                 b'D' if nulling.is_some() => {
                     let cols = nulling.as_deref().unwrap_or_default();
-                    let replaced =
-                        rowwatch::null_columns(&buf[pos..pos + len], cols).ok_or_else(|| {
-                            SessionError::Upstream("upstream sent an invalid DataRow".into())
-                        })?;
-                    write_out(client_wr, &buf[..pos], &bytes_out).await?;
-                    buf.advance(pos + len);
-                    pos = 0;
-                    write_out(client_wr, &replaced, &bytes_out).await?;
-                    continue;
+                    let row = replaced.as_deref().unwrap_or(&buf[pos..pos + len]);
+                    replaced = Some(rowwatch::null_columns(row, cols).ok_or_else(|| {
+                        SessionError::Upstream("upstream sent an invalid DataRow".into())
+                    })?);
                 }
                 b'Z' => {
                     if let Some(&status) = buf.get(pos + 5) {
@@ -501,6 +500,13 @@ async fn backend(
                     }
                 }
                 _ => {}
+            }
+            if let Some(r) = replaced {
+                write_out(client_wr, &buf[..pos], &bytes_out).await?;
+                buf.advance(pos + len);
+                pos = 0;
+                write_out(client_wr, &r, &bytes_out).await?;
+                continue;
             }
             pos += len;
         }

@@ -226,3 +226,17 @@ pub fn message(e: &tokio_postgres::Error) -> String {
         .map(|d| d.message().to_owned())
         .unwrap_or_else(|| e.to_string())
 }
+
+/// An `audit:` configuration section writing under `dir`, with fresh keys there.
+pub fn audit_yaml(dir: &std::path::Path) -> String {
+    let chain = dir.join("chain.key");
+    let subject = dir.join("subject.key");
+    std::fs::write(&chain, "a chain key that is long enough for the tests\n").expect("key");
+    std::fs::write(&subject, "a subject key, different and long enough too\n").expect("key");
+    format!(
+        "audit:\n  dir: {}\n  chain_key_file: {}\n  subject_key_file: {}\n  block_timeout_ms: 500\n",
+        dir.join("audit").display(),
+        chain.display(),
+        subject.display()
+    )
+}

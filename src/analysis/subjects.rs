@@ -1,0 +1,179 @@
+//! Hidden subject keys: for a plain SELECT that reads a table with a subject key but does not
+//! return the key, the key is added as trailing output columns, so the audit trail can name the
+//! data subjects whose rows were returned. The session strips them from every RowDescription
+//! and DataRow (and pads Bind result formats), so the client never sees them.
+//!
+//! Only where an extra output column cannot change the result: no DISTINCT, GROUP BY, HAVING or
+//! aggregate (restricted roles can call built-in functions only, so the aggregates are known),
+//! no set operation, and only base tables named directly in FROM whose key the role may see.
+
+use std::collections::HashSet;
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    Expr, GroupByExpr, Ident, Query, SelectItem, SetExpr, TableFactor, Visit, Visitor,
+};
+
+use super::{fold, quote, Ctx};
+use crate::policy::model::ColumnAction;
+
+/// Built-in aggregates of PostgreSQL 15 (with a FILTER or OVER clause or not).
+const AGGREGATES: &[&str] = &[
+    "array_agg",
+    "avg",
+    "bit_and",
+    "bit_or",
+    "bit_xor",
+    "bool_and",
+    "bool_or",
+    "count",
+    "every",
+    "json_agg",
+    "json_object_agg",
+    "jsonb_agg",
+    "jsonb_object_agg",
+    "max",
+    "min",
+    "range_agg",
+    "range_intersect_agg",
+    "string_agg",
+    "sum",
+    "xmlagg",
+    "corr",
+    "covar_pop",
+    "covar_samp",
+    "regr_avgx",
+    "regr_avgy",
+    "regr_count",
+    "regr_intercept",
+    "regr_r2",
+    "regr_slope",
+    "regr_sxx",
+    "regr_sxy",
+    "regr_syy",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "variance",
+    "var_pop",
+    "var_samp",
+    "mode",
+    "percentile_cont",
+    "percentile_disc",
+    "rank",
+    "dense_rank",
+    "percent_rank",
+    "cume_dist",
+    "grouping",
+    "any_value",
+];
+
+/// Prefix of the hidden columns' names.
+pub const HIDDEN_PREFIX: &str = "pgvakt_subject_";
+
+struct Aggregates(bool);
+
+impl Visitor for Aggregates {
+    type Break = ();
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = e {
+            let name = f
+                .name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(fold)
+                .unwrap_or_default();
+            if f.over.is_none() && AGGREGATES.contains(&name.as_str()) {
+                self.0 = true;
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Adds the hidden key columns to `q`; returns how many.
+pub fn add_hidden_keys(q: &mut Query, ctx: &Ctx) -> usize {
+    let ctes: HashSet<String> = q
+        .with
+        .as_ref()
+        .map(|w| w.cte_tables.iter().map(|c| fold(&c.alias.name)).collect())
+        .unwrap_or_default();
+    let SetExpr::Select(sel) = q.body.as_mut() else {
+        return 0;
+    };
+    let grouped =
+        !matches!(&sel.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
+    if sel.distinct.is_some() || grouped || sel.having.is_some() || sel.into.is_some() {
+        return 0;
+    }
+    let mut agg = Aggregates(false);
+    let _ = sel.projection.visit(&mut agg);
+    if agg.0 {
+        return 0;
+    }
+    let mut keys: Vec<(Ident, String)> = Vec::new();
+    for twj in &sel.from {
+        let factors = std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation));
+        for tf in factors {
+            let TableFactor::Table {
+                name,
+                alias,
+                args: None,
+                ..
+            } = tf
+            else {
+                continue;
+            };
+            if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
+                continue;
+            }
+            let Some(parts) = name
+                .0
+                .iter()
+                .map(|p| p.as_ident().map(fold))
+                .collect::<Option<Vec<_>>>()
+            else {
+                continue;
+            };
+            if parts.len() == 1 && ctes.contains(&parts[0]) {
+                continue;
+            }
+            let Some(rel) = ctx.catalog.resolve(&parts, ctx.search_path, ctx.user) else {
+                continue;
+            };
+            let Some(key) = ctx.rules.subject_key(&rel.schema, &rel.name) else {
+                continue;
+            };
+            if !rel.columns.iter().any(|c| c.name == key)
+                || ctx.rules.column(&rel.schema, &rel.name, &key).action != ColumnAction::Allow
+            {
+                continue;
+            }
+            let reference = match alias {
+                Some(a) => a.name.clone(),
+                None => match name.0.last().and_then(|p| p.as_ident()) {
+                    Some(i) => i.clone(),
+                    None => continue,
+                },
+            };
+            keys.push((reference, key));
+        }
+    }
+    for (i, (reference, key)) in keys.iter().enumerate() {
+        sel.projection.push(SelectItem::ExprWithAlias {
+            expr: Expr::CompoundIdentifier(vec![reference.clone(), quote(key)]),
+            alias: quote(&format!("{HIDDEN_PREFIX}{i}")),
+        });
+    }
+    keys.len()
+}
+
+/// Undoes `add_hidden_keys`.
+pub fn remove_hidden_keys(q: &mut Query, n: usize) {
+    if let SetExpr::Select(sel) = q.body.as_mut() {
+        let keep = sel.projection.len().saturating_sub(n);
+        sel.projection.truncate(keep);
+    }
+}
