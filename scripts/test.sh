@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 bash scripts/ensure-deps.sh
 # Client drivers for tests/clients.rs, in project-local directories.
 bash scripts/clients-deps.sh
-cargo test --all-targets --locked -- --test-threads="${PGVAKT_TEST_THREADS:-4}"
+# The thread count goes through the environment: criterion benches (also built and run once
+# here, in their test mode) take no libtest arguments.
+RUST_TEST_THREADS="${PGVAKT_TEST_THREADS:-4}" cargo test --all-targets --locked

@@ -263,10 +263,14 @@ fn mask_expr(
         }
         MaskKind::BankAccount => {
             needs_string("bank_account")?;
-            // Every digit followed by at least four more digits becomes '*': separators and the
-            // last four digits stay, e.g. 1234.56.78903 -> ****.**.*8903.
+            // Only separators and the last four digits stay: letters (IBAN bank codes) and
+            // every earlier digit become '*', e.g. 1234.56.78903 -> ****.**.*8903. With four
+            // digits or fewer nothing but separators stays, or the "last four" would be all.
             Ok(format!(
-                "regexp_replace({text}, '[0-9](?=(?:[^0-9]*[0-9]){{4}})', '*', 'g')"
+                "CASE WHEN length(regexp_replace({text}, '[^0-9]', '', 'g')) <= 4 \
+                 THEN regexp_replace({text}, '[^ ./-]', '*', 'g') \
+                 ELSE regexp_replace(regexp_replace({text}, '[^0-9 ./-]', '*', 'g'), \
+                 '[0-9](?=(?:[^0-9]*[0-9]){{4}})', '*', 'g') END"
             ))
         }
         MaskKind::DateYear => match ty.category {
@@ -480,7 +484,10 @@ mod tests {
     fn documented_templates() {
         assert_eq!(
             MaskMethod::builtin(MaskKind::BankAccount).template,
-            "regexp_replace(CAST({col} AS text), '[0-9](?=(?:[^0-9]*[0-9]){4})', '*', 'g')"
+            "CASE WHEN length(regexp_replace(CAST({col} AS text), '[^0-9]', '', 'g')) <= 4 \
+             THEN regexp_replace(CAST({col} AS text), '[^ ./-]', '*', 'g') \
+             ELSE regexp_replace(regexp_replace(CAST({col} AS text), '[^0-9 ./-]', '*', 'g'), \
+             '[0-9](?=(?:[^0-9]*[0-9]){4})', '*', 'g') END"
         );
     }
 }
