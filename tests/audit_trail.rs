@@ -444,7 +444,10 @@ async fn sigterm_under_load_loses_no_audit_record() {
         clients.push(tokio::spawn(async move {
             let mut ok = 0u64;
             loop {
-                let sql = format!("SELECT first_name FROM contacts WHERE id = {}", 1 + (ok as i64 + n) % 50);
+                let sql = format!(
+                    "SELECT first_name FROM contacts WHERE id = {}",
+                    1 + (ok as i64 + n) % 50
+                );
                 match client.simple_query(&sql).await {
                     Ok(_) => ok += 1,
                     Err(_) => return ok,
