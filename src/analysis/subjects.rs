@@ -158,6 +158,10 @@ pub fn add_hidden_keys(q: &mut Query, ctx: &Ctx) -> usize {
                     None => continue,
                 },
             };
+            if projects(&sel.projection, &fold(&reference), &key) {
+                // Already in the result: the audit trail finds it by its origin.
+                continue;
+            }
             keys.push((reference, key));
         }
     }
@@ -168,6 +172,28 @@ pub fn add_hidden_keys(q: &mut Query, ctx: &Ctx) -> usize {
         });
     }
     keys.len()
+}
+
+/// Whether the projection returns `reference.key` as a plain column (or all of `reference`).
+fn projects(projection: &[SelectItem], reference: &str, key: &str) -> bool {
+    projection.iter().any(|item| match item {
+        SelectItem::Wildcard(_) => true,
+        SelectItem::QualifiedWildcard(kind, _) => kind
+            .to_string()
+            .rsplit('.')
+            .next()
+            .is_some_and(|r| r.trim_matches('"').eq_ignore_ascii_case(reference)),
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => match e {
+            Expr::Identifier(i) => fold(i) == key,
+            Expr::CompoundIdentifier(parts) => {
+                parts.len() >= 2
+                    && fold(&parts[parts.len() - 1]) == key
+                    && fold(&parts[parts.len() - 2]) == reference
+            }
+            _ => false,
+        },
+        _ => false,
+    })
 }
 
 /// Undoes `add_hidden_keys`.

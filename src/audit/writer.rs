@@ -177,6 +177,9 @@ pub(crate) fn spawn(
     })
 }
 
+/// How long the writer lets records gather after the first of a batch arrives.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(10);
+
 struct Writer {
     sink: Box<dyn Sink>,
     chain: Chain,
@@ -188,6 +191,12 @@ impl Writer {
     fn run(&mut self, mut rx: mpsc::Receiver<Msg>) {
         let mut acks = Vec::new();
         while let Some(first) = rx.blocking_recv() {
+            // Let a batch gather: one wake-up and one fsync per few milliseconds instead of
+            // per record keeps the writer from competing with sessions for the CPU. Sessions
+            // only enqueue, so this delays the file, never a statement.
+            if !matches!(first, Msg::Close(_)) {
+                std::thread::sleep(GATHER);
+            }
             let mut msgs = vec![first];
             while msgs.len() < MAX_BATCH {
                 match rx.try_recv() {

@@ -400,6 +400,13 @@ impl SessionPolicy {
         Some(self.inner.as_ref()?.store.current().version.clone())
     }
 
+    /// Identity of the policy set in force: changes with every reload (cheap to compare).
+    pub fn policy_generation(&self) -> usize {
+        self.inner
+            .as_ref()
+            .map_or(0, |i| Arc::as_ptr(&i.store.current()) as usize)
+    }
+
     /// The session's current policy role and whether it has any restriction.
     pub fn role(&self) -> Option<(String, bool)> {
         let inner = self.inner.as_ref()?;

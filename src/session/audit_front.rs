@@ -17,6 +17,8 @@ pub struct FrontAudit {
     /// A policy is loaded, so statements are analysed; without one nothing is known to be
     /// personal data and only session events are recorded.
     analysing: bool,
+    /// Policy generation and time the session facts were last refreshed for.
+    synced: Option<(usize, std::time::Instant)>,
 }
 
 /// Prepared statements and portals a session may keep track of for its audit records; a
@@ -31,6 +33,7 @@ impl FrontAudit {
             statements: HashMap::new(),
             portals: HashMap::new(),
             analysing,
+            synced: None,
         }
     }
 
@@ -191,7 +194,16 @@ impl FrontAudit {
         self.lock().query(Audited::No);
     }
 
-    fn sync_role(&self, policy: &SessionPolicy) {
+    /// Refresh the role and facts records carry after a reload, and once a second (grants
+    /// can expire without a reload).
+    fn sync_role(&mut self, policy: &SessionPolicy) {
+        let generation = policy.policy_generation();
+        if self.synced.is_some_and(|(g, at)| {
+            g == generation && at.elapsed() < std::time::Duration::from_secs(1)
+        }) {
+            return;
+        }
+        self.synced = Some((generation, std::time::Instant::now()));
         let facts = policy.audit_facts();
         let role = policy.role().map(|(r, _)| r);
         let version = policy.policy_version();
