@@ -137,6 +137,18 @@ const SECRETARY: &[(&str, Expect)] = &[
     ("SELECT * FROM (SELECT id FROM contacts) s NATURAL JOIN contacts", Runs),
     ("SELECT a FROM contacts AS t(a) WHERE t.a > 0", Runs),
     ("SELECT t.b FROM contacts AS t(a, b2, c3, d, e, f, g, h, i, j, k, b)", Runs),
+    // Routes found in review: writes inside WITH, SQL run by a function, quoted setting names,
+    // settings written through a catalog view, a search_path hidden behind constants.
+    ("WITH w AS (INSERT INTO contacts (id, first_name, last_name) SELECT id, 'x', 'x' FROM contacts ON CONFLICT (id) DO UPDATE SET first_name = contacts.first_name RETURNING id, bank_account || '' AS b) SELECT * FROM w", Refused),
+    ("WITH w AS (UPDATE contacts SET phone = phone WHERE id = 1 RETURNING bank_account) SELECT * FROM w", Refused),
+    ("WITH w AS (DELETE FROM activities WHERE id = -1 RETURNING body) SELECT * FROM w", Refused),
+    ("SELECT ts_rewrite('a'::tsquery, 'SELECT ''a''::tsquery, quote_literal(bank_account)::tsquery FROM public.contacts WHERE id = 1')", Refused),
+    ("SET \"standard_conforming_strings\" = off", Refused),
+    ("SET \"STANDARD_CONFORMING_STRINGS\" = off", NoLeak),
+    ("UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'", Refused),
+    ("SELECT set_config('standard_conforming_strings', 'off', false)", Refused),
+    ("SELECT 1; SET search_path = 'public', 'pg_catalog'", Refused),
+    ("SELECT j FROM (contacts c CROSS JOIN companies) AS j", NoLeak),
 ];
 
 /// Statements marketing (bank_account and date_of_birth blocked) might try.
@@ -536,4 +548,49 @@ async fn unrestricted_and_dpo_see_what_postgres_returns() {
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&err), "42501", "{}", common::message(&err));
+}
+
+#[tokio::test]
+async fn startup_settings_that_change_how_statements_are_read_are_refused() {
+    let env = demo_env().await;
+    for options in [
+        "-c standard_conforming_strings=off",
+        "-c standard-conforming-strings=off",
+        "--standard-conforming-strings=off",
+        "-c search_path=evil",
+    ] {
+        let mut cfg = env.pg_config("secretary", "secretary", "crm");
+        cfg.options(options);
+        let Err(e) = cfg.connect(env.tls()).await else {
+            panic!("{options}: a restricted role must not start with it");
+        };
+        assert_eq!(sqlstate(&e), "42501", "{options}: {e}");
+    }
+    // A setting given as its own startup parameter (asyncpg's server_settings do this).
+    env.trust_user("secretary").await;
+    let tls = common::client_tls(&env.certs.ca_cert);
+    let refused = common::raw::Raw::try_connect_with(
+        env.proxy_port(),
+        tls,
+        &[
+            ("user", "secretary"),
+            ("database", "crm"),
+            ("standard_conforming_strings", "off"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        refused.as_deref(),
+        Some("42501"),
+        "startup parameter standard_conforming_strings"
+    );
+    // Unrestricted roles keep their freedom.
+    let mut cfg = env.pg_config("admin", "admin", "crm");
+    cfg.options("-c standard_conforming_strings=off");
+    let (admin, conn) = cfg.connect(env.tls()).await.expect("admin may");
+    tokio::spawn(conn);
+    admin
+        .simple_query("SELECT 1")
+        .await
+        .expect("admin session works");
 }

@@ -19,6 +19,8 @@ pub fn is_denied_function(name: &str) -> bool {
         "database_to_xml_and_xmlschema",
         "database_to_xmlschema",
         "ts_stat",
+        // The two-argument form runs its text argument as a query.
+        "ts_rewrite",
         "current_query",
         "pg_read_file",
         "pg_read_binary_file",

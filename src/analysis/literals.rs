@@ -94,6 +94,9 @@ pub fn shape(sql: &str) -> Option<Shape> {
                 loop {
                     match b.get(i) {
                         None => return None,
+                        // A backslash means nothing in a standard string, but a reader with
+                        // other settings would end the string elsewhere: not a shape.
+                        Some(b'\\') => return None,
                         Some(b'\'') if b.get(i + 1) == Some(&b'\'') => i += 2,
                         Some(b'\'') => {
                             i += 1;
@@ -150,6 +153,19 @@ pub fn shape(sql: &str) -> Option<Shape> {
                     return None;
                 }
                 push(sql, start, i, &mut copied, &mut text, &mut literals)?;
+            }
+            b';' => {
+                // Several statements: a later one (SET search_path = 'x') may depend on its
+                // constants' values, so the text is analysed as it is.
+                if !sql[i + 1..].trim().is_empty() {
+                    return None;
+                }
+                i += 1;
+            }
+            b'\\' => {
+                // Never part of a plain constant with standard strings; a reader that thinks
+                // otherwise would split constants differently.
+                return None;
             }
             c if ident_char(c) => {
                 // Skip a whole word so digits inside it are not read as numbers.
@@ -254,6 +270,8 @@ mod tests {
             "SELECT 1.2.3",
             "SELECT 1e FROM t",
             "SELECT 1e+ FROM t",
+            "SELECT 1; SET search_path = 'x'",
+            "SELECT 'a\\' FROM t",
         ] {
             assert_eq!(shape(sql), None, "{sql}");
         }

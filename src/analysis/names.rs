@@ -90,8 +90,14 @@ impl Visitor for Names {
                 }
             },
             TableFactor::NestedJoin {
-                table_with_joins, ..
-            } => self.joins(&table_with_joins.joins),
+                table_with_joins,
+                alias,
+            } => {
+                if let Some(a) = alias {
+                    self.range_names.insert(fold(&a.name));
+                }
+                self.joins(&table_with_joins.joins)
+            }
             TableFactor::Derived { alias: Some(a), .. } => {
                 self.range_names.insert(fold(&a.name));
             }

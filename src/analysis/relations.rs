@@ -306,11 +306,20 @@ impl VisitorMut for Reads<'_, '_> {
     }
 
     fn post_visit_table_factor(&mut self, tf: &mut TableFactor) -> ControlFlow<PgError> {
-        if let TableFactor::NestedJoin {
-            table_with_joins, ..
-        } = tf
-        {
-            self.joins(&table_with_joins.joins);
+        match tf {
+            TableFactor::NestedJoin {
+                table_with_joins,
+                alias,
+            } => {
+                if let Some(a) = alias {
+                    self.range_names.insert(fold(&a.name));
+                }
+                self.joins(&table_with_joins.joins);
+            }
+            TableFactor::Derived { alias: Some(a), .. } => {
+                self.range_names.insert(fold(&a.name));
+            }
+            _ => {}
         }
         to_flow(self.table(tf))
     }

@@ -208,6 +208,9 @@ fn statement(
         |what: &str| Err(ctx.refuse(format!("{what} is not allowed for role {}", ctx.role())));
     match stmt {
         Statement::Query(q) => {
+            if modifies_data(q) {
+                return refuse_kind("a data-modifying statement inside WITH");
+            }
             if out.hide_subjects {
                 out.hidden = super::subjects::add_hidden_keys(q, ctx);
             }
@@ -223,7 +226,7 @@ fn statement(
             let TableObject::TableName(name) = &mut ins.table else {
                 return refuse_kind("INSERT into a table function");
             };
-            let rel = ctx.resolve(&name_parts(ctx, name)?, name)?;
+            let rel = writable(ctx, ctx.resolve(&name_parts(ctx, name)?, name)?)?;
             *name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
             let alias = ins.table_alias.as_ref().map(|a| fold(&a.alias));
             let mut target = Target::new(ctx, &rel, alias);
@@ -254,7 +257,7 @@ fn statement(
             let TableFactor::Table { name, alias, .. } = &mut u.table.relation else {
                 return refuse_kind("UPDATE of a derived table");
             };
-            let rel = ctx.resolve(&name_parts(ctx, name)?, name)?;
+            let rel = writable(ctx, ctx.resolve(&name_parts(ctx, name)?, name)?)?;
             *name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
             let alias = alias.as_ref().map(|a| fold(&a.name));
             let mut target = Target::new(ctx, &rel, alias);
@@ -290,7 +293,7 @@ fn statement(
             let TableFactor::Table { name, alias, .. } = &mut from[0].relation else {
                 return refuse_kind("DELETE from a derived table");
             };
-            let rel = ctx.resolve(&name_parts(ctx, name)?, name)?;
+            let rel = writable(ctx, ctx.resolve(&name_parts(ctx, name)?, name)?)?;
             *name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
             let alias = alias.as_ref().map(|a| fold(&a.name));
             let mut target = Target::new(ctx, &rel, alias);
@@ -343,7 +346,7 @@ fn statement(
                 else {
                     return refuse_kind("COPY FROM into a query");
                 };
-                let rel = ctx.resolve(&name_parts(ctx, table_name)?, table_name)?;
+                let rel = writable(ctx, ctx.resolve(&name_parts(ctx, table_name)?, table_name)?)?;
                 *table_name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
                 let target = Target::new(ctx, &rel, None);
                 if columns.is_empty() {
@@ -431,6 +434,50 @@ fn statement(
     }
 }
 
+/// Whether a query contains INSERT, UPDATE, DELETE or MERGE (in a WITH clause or as a body):
+/// those would write and return rows past the write checks.
+fn modifies_data(q: &sqlparser::ast::Query) -> bool {
+    use sqlparser::ast::{SetExpr, Visit, Visitor};
+    struct Finder(bool);
+    impl Visitor for Finder {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &sqlparser::ast::Query) -> ControlFlow<()> {
+            fn body(b: &SetExpr) -> bool {
+                match b {
+                    SetExpr::Insert(_)
+                    | SetExpr::Update(_)
+                    | SetExpr::Delete(_)
+                    | SetExpr::Merge(_) => true,
+                    SetExpr::SetOperation { left, right, .. } => body(left) || body(right),
+                    SetExpr::Query(q) => body(&q.body),
+                    _ => false,
+                }
+            }
+            if body(&q.body) {
+                self.0 = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_statement(&mut self, s: &Statement) -> ControlFlow<()> {
+            if matches!(
+                s,
+                Statement::Insert(_)
+                    | Statement::Update { .. }
+                    | Statement::Delete(_)
+                    | Statement::Merge { .. }
+            ) {
+                self.0 = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut f = Finder(false);
+    let _ = q.visit(&mut f);
+    f.0
+}
+
 fn assignment_targets(ctx: &Ctx, t: &AssignmentTarget, target: &Target) -> Result<(), PgError> {
     match t {
         AssignmentTarget::ColumnName(n) => target.check_write(&column_name(ctx, n)?),
@@ -441,6 +488,28 @@ fn assignment_targets(ctx: &Ctx, t: &AssignmentTarget, target: &Target) -> Resul
             Ok(())
         }
     }
+}
+
+/// A setting's name as PostgreSQL reads it: quoted parts keep their case, others fold.
+/// System catalogs are never written by restricted roles: `UPDATE pg_settings` changes settings
+/// past every check.
+fn writable(
+    ctx: &Ctx,
+    rel: std::sync::Arc<crate::catalog::Relation>,
+) -> Result<std::sync::Arc<crate::catalog::Relation>, PgError> {
+    if rel.schema == "pg_catalog" || rel.schema == "information_schema" {
+        return Err(ctx.refuse(format!(
+            "writing {}.{} is not allowed for role {}",
+            rel.schema,
+            rel.name,
+            ctx.role()
+        )));
+    }
+    Ok(rel)
+}
+
+fn setting_name(ctx: &Ctx, name: &ObjectName) -> Result<String, PgError> {
+    Ok(name_parts(ctx, name)?.join(".").to_ascii_lowercase())
 }
 
 pub fn default_search_path() -> Vec<String> {
@@ -466,7 +535,7 @@ fn set_statement(set: &mut Set, ctx: &Ctx, out: &mut Analysed) -> Result<(), PgE
         Set::SingleAssignment {
             variable, values, ..
         } => {
-            let name = variable.to_string().to_ascii_lowercase();
+            let name = setting_name(ctx, variable)?;
             match name.as_str() {
                 "search_path" => {
                     let mut path = Vec::new();
@@ -513,7 +582,7 @@ fn set_statement(set: &mut Set, ctx: &Ctx, out: &mut Analysed) -> Result<(), PgE
         }
         Set::ParenthesizedAssignments { variables, .. } => {
             for v in variables.iter() {
-                if is_protected_setting(&v.to_string().to_ascii_lowercase()) {
+                if is_protected_setting(&setting_name(ctx, v)?) {
                     return refuse(&format!("SET {v}"));
                 }
             }
@@ -521,7 +590,7 @@ fn set_statement(set: &mut Set, ctx: &Ctx, out: &mut Analysed) -> Result<(), PgE
         }
         Set::MultipleAssignments { assignments } => {
             for a in assignments.iter() {
-                let n = a.name.to_string().to_ascii_lowercase();
+                let n = setting_name(ctx, &a.name)?;
                 if is_protected_setting(&n) {
                     return refuse(&format!("SET {n}"));
                 }

@@ -100,6 +100,19 @@ pub fn add_hidden_keys(q: &mut Query, ctx: &Ctx) -> usize {
         .as_ref()
         .map(|w| w.cte_tables.iter().map(|c| fold(&c.alias.name)).collect())
         .unwrap_or_default();
+    let order_blocks = q.order_by.as_ref().is_some_and(|order| {
+        let mut agg = Aggregates(false);
+        let _ = order.visit(&mut agg);
+        // `ORDER BY 2` names an output position: an added column would give it a meaning.
+        agg.0
+            || order
+                .to_string()
+                .split([' ', ',', '(', ')'])
+                .any(|w| w.parse::<u64>().is_ok())
+    });
+    if order_blocks {
+        return 0;
+    }
     let SetExpr::Select(sel) = q.body.as_mut() else {
         return 0;
     };

@@ -73,6 +73,8 @@ struct CacheEntry {
     version: Box<str>,
     search_path: Box<[String]>,
     outcome: Arc<Outcome>,
+    /// For a statement analysed through its shape: the text to forward.
+    filled: Option<Arc<str>>,
 }
 
 impl CacheEntry {
@@ -517,15 +519,66 @@ impl SessionPolicy {
         rules: &dyn RoleRules,
         sql: &str,
     ) -> (Arc<Outcome>, Option<String>) {
+        // The exact text first: a repeated statement costs one lookup.
+        let scope = self.cache_scope(rules);
+        let key = cache_key(sql, &scope, &set.version, &self.search_path);
+        if let Some(e) = inner
+            .cache
+            .get(&key)
+            .filter(|e| e.is_for(sql, &scope, &set.version, &self.search_path))
+        {
+            if let Some(m) = inner.metrics.get() {
+                m.analysis_cache_hits.inc();
+            }
+            return (e.outcome.clone(), e.filled.as_deref().map(str::to_owned));
+        }
         if let Some(shape) = analysis::literals::shape(sql) {
             let o = self.analysed_text(inner, set, rules, &shape.text);
             if let Outcome::Forward(a) = o.as_ref() {
                 if let Some(filled) = analysis::literals::fill(&a.sql, &shape.literals) {
+                    self.remember(inner, key, sql, &scope, set, o.clone(), Some(&filled));
                     return (o, Some(filled));
                 }
             }
         }
         (self.analysed_text(inner, set, rules, sql), None)
+    }
+
+    /// What besides the text decides an analysis: the role, and the user when the search_path
+    /// names `$user` (the same name can then mean another table for another user).
+    fn cache_scope(&self, rules: &dyn RoleRules) -> String {
+        if self.search_path.iter().any(|s| s == "$user") {
+            format!("{}\u{0}{}", rules.name(), self.user)
+        } else {
+            rules.name().to_owned()
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn remember(
+        &self,
+        inner: &Inner,
+        key: u64,
+        sql: &str,
+        role: &str,
+        set: &crate::policy::PolicySet,
+        outcome: Arc<Outcome>,
+        filled: Option<&str>,
+    ) {
+        if inner.cache.len() >= CACHE_MAX {
+            inner.cache.clear();
+        }
+        inner.cache.insert(
+            key,
+            Arc::new(CacheEntry {
+                sql: sql.into(),
+                role: role.into(),
+                version: set.version.as_str().into(),
+                search_path: self.search_path.clone().into_boxed_slice(),
+                outcome,
+                filled: filled.map(Into::into),
+            }),
+        );
     }
 
     fn analysed_text(
@@ -543,7 +596,8 @@ impl SessionPolicy {
                 catalog.database
             ))));
         }
-        let role = rules.name();
+        let role = self.cache_scope(rules);
+        let role = role.as_str();
         let key = cache_key(sql, role, &set.version, &self.search_path);
         let cached = inner
             .cache
@@ -567,19 +621,7 @@ impl SessionPolicy {
             hidden_subjects: inner.hidden_subjects && !rules.is_unrestricted(),
         };
         let o = Arc::new(analysis::analyse(sql, &ctx));
-        if inner.cache.len() >= CACHE_MAX {
-            inner.cache.clear();
-        }
-        inner.cache.insert(
-            key,
-            Arc::new(CacheEntry {
-                sql: sql.into(),
-                role: role.into(),
-                version: set.version.as_str().into(),
-                search_path: self.search_path.clone().into_boxed_slice(),
-                outcome: o.clone(),
-            }),
-        );
+        self.remember(inner, key, sql, role, set, o.clone(), None);
         if let Some(m) = metrics {
             m.analysis_cache_misses.inc();
             m.analysis_cache_entries
@@ -595,16 +637,27 @@ impl SessionPolicy {
         };
         for (k, v) in params {
             let lower = v.to_ascii_lowercase();
-            let bad = match k.as_str() {
-                "options" => [
-                    "role",
-                    "session_authorization",
-                    "search_path",
-                    "standard_conforming_strings",
-                    "client_encoding",
-                ]
-                .iter()
-                .any(|s| lower.contains(s)),
+            let bad = match k.to_ascii_lowercase().as_str() {
+                // PostgreSQL reads `-c name=value` and `--name=value`, with `-` in names read
+                // as `_` and backslash escapes: compare the folded text.
+                "options" => {
+                    let folded: String = lower
+                        .chars()
+                        .filter(|c| *c != '\\')
+                        .map(|c| if c == '-' { '_' } else { c })
+                        .collect();
+                    [
+                        "role",
+                        "session_authorization",
+                        "search_path",
+                        "standard_conforming_strings",
+                        "client_encoding",
+                        "escape_string_warning",
+                        "backslash_quote",
+                    ]
+                    .iter()
+                    .any(|s| folded.contains(s))
+                }
                 // PostgreSQL drops every non-alphanumeric character of an encoding name
                 // (asyncpg sends 'utf-8' with the quotes), so the same spellings pass here.
                 "client_encoding" => {
@@ -614,7 +667,9 @@ impl SessionPolicy {
                 "replication" => {
                     lower != "false" && lower != "0" && lower != "off" && lower != "no"
                 }
-                _ => false,
+                // Any other setting can be given at startup; only ones that cannot change how
+                // a statement is read or whose identity it runs as are let through.
+                other => !STARTUP_ALLOWED.contains(&other),
             };
             if bad {
                 return Err(PgError::fatal(
@@ -626,6 +681,30 @@ impl SessionPolicy {
         Ok(())
     }
 }
+
+/// Startup parameters restricted roles may send besides `options`, `client_encoding` and
+/// `replication` (checked above): identity, naming and display settings drivers send.
+const STARTUP_ALLOWED: &[&str] = &[
+    "user",
+    "database",
+    "application_name",
+    "fallback_application_name",
+    "datestyle",
+    "timezone",
+    "intervalstyle",
+    "extra_float_digits",
+    "lc_monetary",
+    "lc_numeric",
+    "lc_time",
+    "statement_timeout",
+    "lock_timeout",
+    "idle_in_transaction_session_timeout",
+    "default_transaction_isolation",
+    "default_transaction_read_only",
+    "geqo",
+    "jit",
+    "work_mem",
+];
 
 fn looks_like_ddl(sql: &str) -> bool {
     let head: String = sql

@@ -21,10 +21,10 @@ pub struct FrontAudit {
     synced: Option<(usize, std::time::Instant)>,
 }
 
-/// Prepared statements and portals a session may keep track of for its audit records; a
-/// client that creates more without closing them gets its oldest forgotten (their reads are
-/// then recorded as not analysed).
-const MAX_NAMES: usize = 10_000;
+/// Prepared statements a session may have open while audit records are written (beyond it a
+/// Parse is refused: forgetting one could misplace hidden columns); portals beyond it are
+/// forgotten (their reads are then recorded as not analysed).
+const MAX_NAMES: usize = 100_000;
 
 impl FrontAudit {
     pub fn new(trail: AuditTrail, analysing: bool) -> FrontAudit {
@@ -118,8 +118,16 @@ impl FrontAudit {
         }
         let audited = Self::audited(policy, verdict, sql);
         self.admit(&audited).await?;
+        if !name.is_empty() && self.statements.contains_key(name) {
+            // PostgreSQL rejects a second statement of the same name (42P05) and keeps the
+            // first: so does the audit trail's view of it.
+            return Ok(());
+        }
         if self.statements.len() >= MAX_NAMES {
-            self.statements.clear();
+            return Err(PgError::error(
+                "54000",
+                format!("pgvakt: more than {MAX_NAMES} prepared statements in one session; close some first"),
+            ));
         }
         self.statements.insert(name.to_vec(), audited);
         Ok(())

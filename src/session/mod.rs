@@ -219,6 +219,25 @@ async fn start(
             return Err(e);
         }
     };
+    if policy.role().is_some_and(|(_, restricted)| restricted) {
+        // Analysis reads strings the standard way and text as UTF-8; a session whose settings
+        // (role or database defaults) say otherwise would run something else than was analysed.
+        for (name, value) in &logged_in.parameters {
+            let bad = match name.as_str() {
+                "standard_conforming_strings" => value != "on",
+                "client_encoding" => value != "UTF8",
+                _ => false,
+            };
+            if bad {
+                let e = PgError::fatal(
+                    "42501",
+                    format!("pgvakt: {name} is {value} for this session; restricted roles need standard_conforming_strings on and UTF8"),
+                );
+                let _ = client.write_all(&e.to_bytes()).await;
+                return Ok(None);
+            }
+        }
+    }
     tracing::info!(user = %user, database = %startup.database(), tls = tls_version.as_deref().unwrap_or("none"), "login");
     let _ = refuse;
     let audit = proxy.audit.as_ref().map(|h| {

@@ -78,6 +78,45 @@ impl Raw {
         }
     }
 
+    /// Start a session with exactly these startup parameters; returns the SQLSTATE of the
+    /// error that ends the login, or None when it succeeds.
+    pub async fn try_connect_with(
+        port: u16,
+        tls: Arc<rustls::ClientConfig>,
+        params: &[(&str, &str)],
+    ) -> Option<String> {
+        let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
+        tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+            .await
+            .expect("ssl request");
+        let mut b = [0u8; 1];
+        tcp.read_exact(&mut b).await.expect("ssl answer");
+        let connector = tokio_rustls::TlsConnector::from(tls);
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let stream = connector.connect(name, tcp).await.expect("tls");
+        let mut raw = Raw { stream };
+        let mut body = vec![0, 3, 0, 0];
+        for (k, v) in params {
+            body.extend_from_slice(k.as_bytes());
+            body.push(0);
+            body.extend_from_slice(v.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+        packet.extend_from_slice(&body);
+        raw.stream.write_all(&packet).await.expect("startup");
+        loop {
+            let m = raw.recv().await?;
+            if m.tag == b'E' {
+                return m.field(b'C');
+            }
+            if m.tag == b'Z' {
+                return None;
+            }
+        }
+    }
+
     pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(bytes).await?;
         self.stream.flush().await
