@@ -14,6 +14,7 @@ pub mod literals;
 mod names;
 mod normalize;
 mod relations;
+mod settings;
 mod stand_in;
 mod statements;
 pub mod subjects;

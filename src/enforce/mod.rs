@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 
-use crate::analysis::{self, Analysed, Ctx, Outcome};
+use crate::analysis::{self, Analysed, Outcome};
 use crate::catalog::Catalog;
 use crate::config::{Config, UpstreamTlsMode};
 use crate::metrics::Metrics;
@@ -19,7 +19,10 @@ use crate::policy::store::PolicyStore;
 use crate::protocol::PgError;
 use crate::session::rowwatch::Protected;
 
+mod cache;
 mod origins;
+mod startup;
+use cache::CacheEntry;
 use origins::protected_origins;
 pub use origins::AuditFacts;
 
@@ -66,39 +69,6 @@ struct Inner {
     /// Where the analysis cache is counted, once the server exists.
     metrics: std::sync::OnceLock<Arc<Metrics>>,
 }
-
-struct CacheEntry {
-    sql: Box<str>,
-    role: Box<str>,
-    version: Box<str>,
-    search_path: Box<[String]>,
-    outcome: Arc<Outcome>,
-    /// For a statement analysed through its shape: the text to forward.
-    filled: Option<Arc<str>>,
-}
-
-impl CacheEntry {
-    fn is_for(&self, sql: &str, role: &str, version: &str, search_path: &[String]) -> bool {
-        &*self.sql == sql
-            && &*self.role == role
-            && &*self.version == version
-            && &*self.search_path == search_path
-    }
-}
-
-fn cache_key(sql: &str, role: &str, version: &str, search_path: &[String]) -> u64 {
-    use std::hash::{BuildHasher, Hash, Hasher};
-    // A fixed-key hasher is enough: entries are confirmed against their full key on a hit.
-    let mut h = CACHE_HASHER.build_hasher();
-    sql.hash(&mut h);
-    role.hash(&mut h);
-    version.hash(&mut h);
-    search_path.hash(&mut h);
-    h.finish()
-}
-
-static CACHE_HASHER: std::sync::LazyLock<std::collections::hash_map::RandomState> =
-    std::sync::LazyLock::new(std::collections::hash_map::RandomState::new);
 
 /// A statement to forward as rewritten: its analysis, and the text when the analysis was of
 /// the statement's shape (constants put back).
@@ -509,202 +479,7 @@ impl SessionPolicy {
                 .clone(),
         )
     }
-
-    /// The analysis of `sql`, through its shape when it has one (one analysis for every
-    /// choice of constants), with the text to forward when that differs from the analysis's.
-    fn analysed(
-        &self,
-        inner: &Inner,
-        set: &crate::policy::PolicySet,
-        rules: &dyn RoleRules,
-        sql: &str,
-    ) -> (Arc<Outcome>, Option<String>) {
-        // The exact text first: a repeated statement costs one lookup.
-        let scope = self.cache_scope(rules);
-        let key = cache_key(sql, &scope, &set.version, &self.search_path);
-        if let Some(e) = inner
-            .cache
-            .get(&key)
-            .filter(|e| e.is_for(sql, &scope, &set.version, &self.search_path))
-        {
-            if let Some(m) = inner.metrics.get() {
-                m.analysis_cache_hits.inc();
-            }
-            return (e.outcome.clone(), e.filled.as_deref().map(str::to_owned));
-        }
-        if let Some(shape) = analysis::literals::shape(sql) {
-            let o = self.analysed_text(inner, set, rules, &shape.text);
-            if let Outcome::Forward(a) = o.as_ref() {
-                if let Some(filled) = analysis::literals::fill(&a.sql, &shape.literals) {
-                    self.remember(inner, key, sql, &scope, set, o.clone(), Some(&filled));
-                    return (o, Some(filled));
-                }
-            }
-        }
-        (self.analysed_text(inner, set, rules, sql), None)
-    }
-
-    /// What besides the text decides an analysis: the role, and the user when the search_path
-    /// names `$user` (the same name can then mean another table for another user).
-    fn cache_scope(&self, rules: &dyn RoleRules) -> String {
-        if self.search_path.iter().any(|s| s == "$user") {
-            format!("{}\u{0}{}", rules.name(), self.user)
-        } else {
-            rules.name().to_owned()
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn remember(
-        &self,
-        inner: &Inner,
-        key: u64,
-        sql: &str,
-        role: &str,
-        set: &crate::policy::PolicySet,
-        outcome: Arc<Outcome>,
-        filled: Option<&str>,
-    ) {
-        if inner.cache.len() >= CACHE_MAX {
-            inner.cache.clear();
-        }
-        inner.cache.insert(
-            key,
-            Arc::new(CacheEntry {
-                sql: sql.into(),
-                role: role.into(),
-                version: set.version.as_str().into(),
-                search_path: self.search_path.clone().into_boxed_slice(),
-                outcome,
-                filled: filled.map(Into::into),
-            }),
-        );
-    }
-
-    fn analysed_text(
-        &self,
-        inner: &Inner,
-        set: &crate::policy::PolicySet,
-        rules: &dyn RoleRules,
-        sql: &str,
-    ) -> Arc<Outcome> {
-        let catalog = inner.catalog.load();
-        if catalog.database != self.database {
-            return Arc::new(Outcome::Refuse(PgError::insufficient_privilege(format!(
-                "pgvakt: role {} may only use database {}, which pgvakt has a catalog for",
-                rules.name(),
-                catalog.database
-            ))));
-        }
-        let role = self.cache_scope(rules);
-        let role = role.as_str();
-        let key = cache_key(sql, role, &set.version, &self.search_path);
-        let cached = inner
-            .cache
-            .get(&key)
-            .filter(|e| e.is_for(sql, role, &set.version, &self.search_path))
-            .map(|e| e.outcome.clone());
-        let metrics = inner.metrics.get();
-        if let Some(o) = cached {
-            if let Some(m) = metrics {
-                m.analysis_cache_hits.inc();
-            }
-            return o;
-        }
-        let ctx = Ctx {
-            catalog: &catalog,
-            rules,
-            search_path: &self.search_path,
-            user: &self.user,
-            policy_version: &set.version,
-            // Unrestricted roles' statements are forwarded as sent: nothing could be stripped.
-            hidden_subjects: inner.hidden_subjects && !rules.is_unrestricted(),
-        };
-        let o = Arc::new(analysis::analyse(sql, &ctx));
-        self.remember(inner, key, sql, role, set, o.clone(), None);
-        if let Some(m) = metrics {
-            m.analysis_cache_misses.inc();
-            m.analysis_cache_entries
-                .set(i64::try_from(inner.cache.len()).unwrap_or(i64::MAX));
-        }
-        o
-    }
-
-    /// Startup parameters that would change identity or parsing are refused for restricted roles.
-    pub fn check_startup_options(&self, params: &[(String, String)]) -> Result<(), PgError> {
-        let Some((role, true)) = self.role() else {
-            return Ok(());
-        };
-        for (k, v) in params {
-            let lower = v.to_ascii_lowercase();
-            let bad = match k.to_ascii_lowercase().as_str() {
-                // PostgreSQL reads `-c name=value` and `--name=value`, with `-` in names read
-                // as `_` and backslash escapes: compare the folded text.
-                "options" => {
-                    let folded: String = lower
-                        .chars()
-                        .filter(|c| *c != '\\')
-                        .map(|c| if c == '-' { '_' } else { c })
-                        .collect();
-                    [
-                        "role",
-                        "session_authorization",
-                        "search_path",
-                        "standard_conforming_strings",
-                        "client_encoding",
-                        "escape_string_warning",
-                        "backslash_quote",
-                    ]
-                    .iter()
-                    .any(|s| folded.contains(s))
-                }
-                // PostgreSQL drops every non-alphanumeric character of an encoding name
-                // (asyncpg sends 'utf-8' with the quotes), so the same spellings pass here.
-                "client_encoding" => {
-                    let name: String = lower.chars().filter(char::is_ascii_alphanumeric).collect();
-                    !matches!(name.as_str(), "utf8" | "unicode")
-                }
-                "replication" => {
-                    lower != "false" && lower != "0" && lower != "off" && lower != "no"
-                }
-                // Any other setting can be given at startup; only ones that cannot change how
-                // a statement is read or whose identity it runs as are let through.
-                other => !STARTUP_ALLOWED.contains(&other),
-            };
-            if bad {
-                return Err(PgError::fatal(
-                    "42501",
-                    format!("pgvakt: startup parameter {k}={v} is not allowed for role {role}"),
-                ));
-            }
-        }
-        Ok(())
-    }
 }
-
-/// Startup parameters restricted roles may send besides `options`, `client_encoding` and
-/// `replication` (checked above): identity, naming and display settings drivers send.
-const STARTUP_ALLOWED: &[&str] = &[
-    "user",
-    "database",
-    "application_name",
-    "fallback_application_name",
-    "datestyle",
-    "timezone",
-    "intervalstyle",
-    "extra_float_digits",
-    "lc_monetary",
-    "lc_numeric",
-    "lc_time",
-    "statement_timeout",
-    "lock_timeout",
-    "idle_in_transaction_session_timeout",
-    "default_transaction_isolation",
-    "default_transaction_read_only",
-    "geqo",
-    "jit",
-    "work_mem",
-];
 
 fn looks_like_ddl(sql: &str) -> bool {
     let head: String = sql

@@ -13,13 +13,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
-use crate::analysis::{Analysed, UseAction};
-use crate::audit::{
-    Access, Action, AuditHandle, ColumnAccess, EventType, Outcome, Record, Statement, SubjectSet,
-    TableAccess,
-};
+use super::audit_rows;
+use crate::analysis::Analysed;
+use crate::audit::{AuditHandle, EventType, Outcome, Record, Statement, SubjectSet};
 use crate::enforce::AuditFacts;
 use crate::protocol::message;
 use crate::protocol::PgError;
@@ -298,7 +296,7 @@ impl AuditTrail {
                     _ => 0,
                 };
                 if hidden > 0 && tag == b'T' {
-                    replaced = strip_fields(frame, hidden);
+                    replaced = audit_rows::strip_fields(frame, hidden);
                 }
             }
             b'H' => {
@@ -313,7 +311,7 @@ impl AuditTrail {
                     _ => 0,
                 };
                 if hidden > 0 {
-                    replaced = strip_values(frame, hidden);
+                    replaced = audit_rows::strip_values(frame, hidden);
                 }
             }
             b'C' | b's' | b'I' => {
@@ -424,7 +422,7 @@ impl AuditTrail {
         let values = message::data_row_values(frame);
         for k in keys {
             if let Some(Some(v)) = values.as_ref().and_then(|vals| vals.get(k.index)) {
-                if let Some(text) = key_text(v, k.type_oid, k.binary) {
+                if let Some(text) = audit_rows::key_text(v, k.type_oid, k.binary) {
                     set.add(&k.table, &text);
                 }
             }
@@ -489,7 +487,7 @@ impl AuditTrail {
                     fingerprint,
                     normalized,
                 });
-                r.tables = tables(a);
+                r.tables = audit_rows::tables(a);
             }
             Audited::Unknown(sql) => {
                 let (fingerprint, normalized) = crate::analysis::normalize_text(sql);
@@ -519,117 +517,5 @@ impl AuditTrail {
         for r in records {
             self.write(r).await;
         }
-    }
-}
-
-/// A RowDescription without its last `n` fields (None if malformed: then it passes as is and
-/// the client sees a wrong column count rather than a wrong value).
-fn strip_fields(frame: &[u8], n: usize) -> Option<Bytes> {
-    let body = frame.get(5..)?;
-    let count = usize::try_from(i16::from_be_bytes([*body.first()?, *body.get(1)?])).ok()?;
-    let keep = count.checked_sub(n)?;
-    let mut pos = 2;
-    for _ in 0..keep {
-        let nul = body.get(pos..)?.iter().position(|b| *b == 0)?;
-        pos += nul + 1 + 18;
-    }
-    let mut out = BytesMut::with_capacity(5 + pos);
-    out.put_u8(b'T');
-    out.put_i32(i32::try_from(4 + pos).ok()?);
-    out.put_i16(i16::try_from(keep).ok()?);
-    out.put_slice(body.get(2..pos)?);
-    Some(out.freeze())
-}
-
-/// A DataRow without its last `n` values.
-fn strip_values(frame: &[u8], n: usize) -> Option<Bytes> {
-    let body = frame.get(5..)?;
-    let count = usize::try_from(i16::from_be_bytes([*body.first()?, *body.get(1)?])).ok()?;
-    let keep = count.checked_sub(n)?;
-    let mut pos = 2;
-    for _ in 0..keep {
-        let len = i32::from_be_bytes(body.get(pos..pos + 4)?.try_into().ok()?);
-        pos += 4 + usize::try_from(len).unwrap_or(0);
-    }
-    let mut out = BytesMut::with_capacity(5 + pos);
-    out.put_u8(b'D');
-    out.put_i32(i32::try_from(4 + pos).ok()?);
-    out.put_i16(i16::try_from(keep).ok()?);
-    out.put_slice(body.get(2..pos)?);
-    Some(out.freeze())
-}
-
-fn tables(a: &Analysed) -> Vec<TableAccess> {
-    let mut out: Vec<TableAccess> = Vec::new();
-    for (uses, access) in [(&a.columns, Access::Read), (&a.written, Access::Write)] {
-        for u in uses {
-            let name = format!("{}.{}", u.schema, u.table);
-            let col = ColumnAccess {
-                column: u.column.clone(),
-                category: u.category.clone(),
-                action: match u.action {
-                    UseAction::Allowed => Action::Allowed,
-                    UseAction::Masked => Action::Masked,
-                    UseAction::Blocked => Action::Blocked,
-                },
-            };
-            match out
-                .iter_mut()
-                .find(|t| t.table == name && t.access == access)
-            {
-                Some(t) => t.columns.push(col),
-                None => out.push(TableAccess {
-                    table: name,
-                    access,
-                    columns: vec![col],
-                }),
-            }
-        }
-    }
-    out
-}
-
-/// A subject key's text form, as the DPO types it for `audit search --subject`.
-fn key_text(v: &[u8], type_oid: u32, binary: bool) -> Option<String> {
-    if !binary {
-        return std::str::from_utf8(v).ok().map(str::to_owned);
-    }
-    match (type_oid, v.len()) {
-        (20, 8) => Some(i64::from_be_bytes(v.try_into().ok()?).to_string()),
-        (23, 4) => Some(i32::from_be_bytes(v.try_into().ok()?).to_string()),
-        (21, 2) => Some(i16::from_be_bytes(v.try_into().ok()?).to_string()),
-        (2950, 16) => {
-            let h = hex::encode(v);
-            Some(format!(
-                "{}-{}-{}-{}-{}",
-                &h[0..8],
-                &h[8..12],
-                &h[12..16],
-                &h[16..20],
-                &h[20..32]
-            ))
-        }
-        // text, varchar, bpchar, name: binary is the text itself.
-        (25 | 1043 | 1042 | 19, _) => std::str::from_utf8(v).ok().map(str::to_owned),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn binary_keys_read_as_their_text_form() {
-        assert_eq!(
-            key_text(&42i64.to_be_bytes(), 20, true).as_deref(),
-            Some("42")
-        );
-        assert_eq!(
-            key_text(&7i32.to_be_bytes(), 23, true).as_deref(),
-            Some("7")
-        );
-        assert_eq!(key_text(b"42", 20, false).as_deref(), Some("42"));
-        assert_eq!(key_text(&[1, 2, 3], 20, true), None);
     }
 }

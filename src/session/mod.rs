@@ -1,6 +1,7 @@
 //! One client session: open (TLS, startup) → login relayed to the upstream → statement relay.
 
 mod audit_front;
+mod audit_rows;
 mod audit_trail;
 mod auth;
 mod handshake;

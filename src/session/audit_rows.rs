@@ -1,0 +1,120 @@
+//! What the audit trail reads from and changes in result messages: hidden columns stripped
+//! from RowDescription and DataRow, subject keys read as text, and the tables and columns a
+//! statement touched, as records list them.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::analysis::{Analysed, UseAction};
+use crate::audit::{Access, Action, ColumnAccess, TableAccess};
+
+/// A RowDescription without its last `n` fields (None if malformed: then it passes as is and
+/// the client sees a wrong column count rather than a wrong value).
+pub fn strip_fields(frame: &[u8], n: usize) -> Option<Bytes> {
+    let body = frame.get(5..)?;
+    let count = usize::try_from(i16::from_be_bytes([*body.first()?, *body.get(1)?])).ok()?;
+    let keep = count.checked_sub(n)?;
+    let mut pos = 2;
+    for _ in 0..keep {
+        let nul = body.get(pos..)?.iter().position(|b| *b == 0)?;
+        pos += nul + 1 + 18;
+    }
+    let mut out = BytesMut::with_capacity(5 + pos);
+    out.put_u8(b'T');
+    out.put_i32(i32::try_from(4 + pos).ok()?);
+    out.put_i16(i16::try_from(keep).ok()?);
+    out.put_slice(body.get(2..pos)?);
+    Some(out.freeze())
+}
+
+/// A DataRow without its last `n` values.
+pub fn strip_values(frame: &[u8], n: usize) -> Option<Bytes> {
+    let body = frame.get(5..)?;
+    let count = usize::try_from(i16::from_be_bytes([*body.first()?, *body.get(1)?])).ok()?;
+    let keep = count.checked_sub(n)?;
+    let mut pos = 2;
+    for _ in 0..keep {
+        let len = i32::from_be_bytes(body.get(pos..pos + 4)?.try_into().ok()?);
+        pos += 4 + usize::try_from(len).unwrap_or(0);
+    }
+    let mut out = BytesMut::with_capacity(5 + pos);
+    out.put_u8(b'D');
+    out.put_i32(i32::try_from(4 + pos).ok()?);
+    out.put_i16(i16::try_from(keep).ok()?);
+    out.put_slice(body.get(2..pos)?);
+    Some(out.freeze())
+}
+
+pub fn tables(a: &Analysed) -> Vec<TableAccess> {
+    let mut out: Vec<TableAccess> = Vec::new();
+    for (uses, access) in [(&a.columns, Access::Read), (&a.written, Access::Write)] {
+        for u in uses {
+            let name = format!("{}.{}", u.schema, u.table);
+            let col = ColumnAccess {
+                column: u.column.clone(),
+                category: u.category.clone(),
+                action: match u.action {
+                    UseAction::Allowed => Action::Allowed,
+                    UseAction::Masked => Action::Masked,
+                    UseAction::Blocked => Action::Blocked,
+                },
+            };
+            match out
+                .iter_mut()
+                .find(|t| t.table == name && t.access == access)
+            {
+                Some(t) => t.columns.push(col),
+                None => out.push(TableAccess {
+                    table: name,
+                    access,
+                    columns: vec![col],
+                }),
+            }
+        }
+    }
+    out
+}
+
+/// A subject key's text form, as the DPO types it for `audit search --subject`.
+pub fn key_text(v: &[u8], type_oid: u32, binary: bool) -> Option<String> {
+    if !binary {
+        return std::str::from_utf8(v).ok().map(str::to_owned);
+    }
+    match (type_oid, v.len()) {
+        (20, 8) => Some(i64::from_be_bytes(v.try_into().ok()?).to_string()),
+        (23, 4) => Some(i32::from_be_bytes(v.try_into().ok()?).to_string()),
+        (21, 2) => Some(i16::from_be_bytes(v.try_into().ok()?).to_string()),
+        (2950, 16) => {
+            let h = hex::encode(v);
+            Some(format!(
+                "{}-{}-{}-{}-{}",
+                &h[0..8],
+                &h[8..12],
+                &h[12..16],
+                &h[16..20],
+                &h[20..32]
+            ))
+        }
+        // text, varchar, bpchar, name: binary is the text itself.
+        (25 | 1043 | 1042 | 19, _) => std::str::from_utf8(v).ok().map(str::to_owned),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_keys_read_as_their_text_form() {
+        assert_eq!(
+            key_text(&42i64.to_be_bytes(), 20, true).as_deref(),
+            Some("42")
+        );
+        assert_eq!(
+            key_text(&7i32.to_be_bytes(), 23, true).as_deref(),
+            Some("7")
+        );
+        assert_eq!(key_text(b"42", 20, false).as_deref(), Some("42"));
+        assert_eq!(key_text(&[1, 2, 3], 20, true), None);
+    }
+}
