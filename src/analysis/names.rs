@@ -28,10 +28,7 @@ impl Names {
     pub fn of<T: Visit>(node: &T) -> Names {
         let mut n = Names::default();
         let _ = node.visit(&mut n);
-        if n.idents.iter().any(|i| n.range_names.contains(i)) {
-            // A relation's name used as a value is a whole-row reference.
-            n.wide = true;
-        }
+        n.wide = n.whole_rows();
         n
     }
 
@@ -60,6 +57,24 @@ impl Visitor for Names {
     }
 
     fn pre_visit_select(&mut self, s: &Select) -> ControlFlow<()> {
+        self.note_select(s);
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> ControlFlow<()> {
+        self.note_table_factor(tf);
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        self.note_expr(e);
+        ControlFlow::Continue(())
+    }
+}
+
+impl Names {
+    /// Wildcards in the projection, NATURAL joins and USING lists of a SELECT.
+    pub fn note_select(&mut self, s: &Select) {
         if s.projection.iter().any(|p| {
             matches!(
                 p,
@@ -71,10 +86,10 @@ impl Visitor for Names {
         for twj in &s.from {
             self.joins(&twj.joins);
         }
-        ControlFlow::Continue(())
     }
 
-    fn pre_visit_table_factor(&mut self, tf: &TableFactor) -> ControlFlow<()> {
+    /// The names a relation goes by, and column alias lists.
+    pub fn note_table_factor(&mut self, tf: &TableFactor) {
         match tf {
             TableFactor::Table { name, alias, .. } => match alias {
                 Some(a) => {
@@ -103,10 +118,10 @@ impl Visitor for Names {
             }
             _ => {}
         }
-        ControlFlow::Continue(())
     }
 
-    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+    /// Column names used, wildcards and whole rows passed to functions.
+    pub fn note_expr(&mut self, e: &Expr) {
         match e {
             Expr::Identifier(i) => {
                 self.idents.insert(fold(i));
@@ -134,11 +149,14 @@ impl Visitor for Names {
             }
             _ => {}
         }
-        ControlFlow::Continue(())
     }
-}
 
-impl Names {
+    /// Whether some construct reads columns without naming them, a relation's name used as
+    /// a value (a whole-row reference) included.
+    pub fn whole_rows(&self) -> bool {
+        self.wide || self.idents.iter().any(|i| self.range_names.contains(i))
+    }
+
     fn joins(&mut self, joins: &[sqlparser::ast::Join]) {
         use sqlparser::ast::JoinConstraint;
         for j in joins {

@@ -11,6 +11,7 @@ use sqlparser::ast::{
     Expr, JoinConstraint, JoinOperator, ObjectName, Query, SetExpr, TableFactor, VisitorMut,
 };
 
+use super::names::Names;
 use super::{fold, parse_query, parse_table_factor, quote, ColumnUse, Ctx};
 use crate::analysis::functions::is_denied_relation;
 use crate::catalog::{RelKind, Relation};
@@ -20,18 +21,13 @@ use crate::protocol::PgError;
 pub struct Reads<'a, 'c> {
     pub ctx: &'a Ctx<'c>,
     pub cte_names: HashSet<String>,
-    /// Lower-cased last parts of every column reference, for the blocked-column check.
-    pub idents: HashSet<String>,
+    /// Column names, relation names and unnamed reads seen so far (blocked-column check and
+    /// the columns records list).
+    pub names: Names,
     /// Protected relations the statement reads.
     pub protected: Vec<Arc<Relation>>,
     /// Every relation the statement reads.
     pub read: Vec<Arc<Relation>>,
-    /// Names relations are known by in the statement (alias or table name): such a name used
-    /// as a value is a whole-row reference.
-    pub range_names: HashSet<String>,
-    /// Some construct reads columns without naming them (`*`, `t.*`, a whole-row reference,
-    /// NATURAL join, a column alias list): every column of every relation read counts as used.
-    pub wide: bool,
     /// Column names the whole statement can reach (None: all), from a first pass.
     pub reach: Option<HashSet<String>>,
     /// (placeholder, masked stand-in SQL) for each protected table replaced.
@@ -43,11 +39,9 @@ impl<'a, 'c> Reads<'a, 'c> {
         Reads {
             ctx,
             cte_names: HashSet::new(),
-            idents: HashSet::new(),
+            names: Names::default(),
             protected: Vec::new(),
             read: Vec::new(),
-            range_names: HashSet::new(),
-            wide: false,
             reach: None,
             stand_ins: Vec::new(),
         }
@@ -88,17 +82,6 @@ impl<'a, 'c> Reads<'a, 'c> {
             )));
         }
         self.read.push(rel.clone());
-        match alias {
-            Some(a) => {
-                self.range_names.insert(fold(&a.name));
-                if !a.columns.is_empty() {
-                    self.wide = true;
-                }
-            }
-            None => {
-                self.range_names.insert(rel.name.clone());
-            }
-        }
         if matches!(rel.kind, RelKind::View | RelKind::MaterializedView) {
             if let Some(base) = self.ctx.view_reads_protected(&rel) {
                 return Err(self.ctx.refuse(format!(
@@ -191,24 +174,10 @@ impl<'a, 'c> Reads<'a, 'c> {
     }
 
     fn expr(&mut self, e: &mut Expr) -> Result<(), PgError> {
-        match e {
-            Expr::Identifier(i) => {
-                self.idents.insert(fold(i));
-            }
-            Expr::CompoundIdentifier(parts) => {
-                if let Some(i) = parts.last() {
-                    self.idents.insert(fold(i));
-                }
-            }
-            Expr::Function(f) => {
-                let parts = self.name_parts(&f.name)?;
-                self.ctx.check_function(&parts, Some(f))?;
-                if function_reads_whole_rows(f) {
-                    self.wide = true;
-                }
-            }
-            Expr::Wildcard(_) | Expr::QualifiedWildcard(..) => self.wide = true,
-            _ => {}
+        self.names.note_expr(e);
+        if let Expr::Function(f) = e {
+            let parts = self.name_parts(&f.name)?;
+            self.ctx.check_function(&parts, Some(f))?;
         }
         Ok(())
     }
@@ -216,11 +185,11 @@ impl<'a, 'c> Reads<'a, 'c> {
     /// Personal-data columns of the relations read that the statement uses: those named, or
     /// all of them when a construct reads columns without naming them.
     pub fn uses(&self) -> Vec<ColumnUse> {
-        let wide = self.wide || self.idents.iter().any(|i| self.range_names.contains(i));
+        let wide = self.names.whole_rows();
         let mut out = Vec::new();
         for rel in &self.read {
             for c in &rel.columns {
-                if wide || self.idents.contains(&c.name) {
+                if wide || self.names.idents.contains(&c.name) {
                     // Blocked columns are left out of what a protected table shows.
                     if let Some(u) = self
                         .ctx
@@ -237,43 +206,12 @@ impl<'a, 'c> Reads<'a, 'c> {
         out
     }
 
-    fn select(&mut self, s: &sqlparser::ast::Select) {
-        use sqlparser::ast::SelectItem;
-        if s.projection.iter().any(|p| {
-            matches!(
-                p,
-                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
-            )
-        }) {
-            self.wide = true;
-        }
-        for twj in &s.from {
-            self.joins(&twj.joins);
-        }
-    }
-
-    fn joins(&mut self, joins: &[sqlparser::ast::Join]) {
-        for j in joins {
-            match join_constraint(&j.join_operator) {
-                Some(JoinConstraint::Natural) => self.wide = true,
-                Some(JoinConstraint::Using(names)) => {
-                    for n in names {
-                        if let Some(i) = n.0.last().and_then(|p| p.as_ident()) {
-                            self.idents.insert(fold(i));
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-
     /// After the walk: a reference by name to a blocked column is refused with its rule.
     pub fn check_blocked(&self) -> Result<(), PgError> {
         for rel in &self.protected {
             for c in &rel.columns {
                 let d = self.ctx.rules.column(&rel.schema, &rel.name, &c.name);
-                if d.action == ColumnAction::Block && self.idents.contains(&c.name) {
+                if d.action == ColumnAction::Block && self.names.idents.contains(&c.name) {
                     return Err(self.ctx.blocked(&rel.schema, &rel.name, &c.name, &d.rule));
                 }
             }
@@ -290,7 +228,7 @@ impl VisitorMut for Reads<'_, '_> {
     }
 
     fn pre_visit_select(&mut self, s: &mut sqlparser::ast::Select) -> ControlFlow<PgError> {
-        self.select(s);
+        self.names.note_select(s);
         if s.into.is_some()
             && !self
                 .ctx
@@ -306,42 +244,14 @@ impl VisitorMut for Reads<'_, '_> {
     }
 
     fn post_visit_table_factor(&mut self, tf: &mut TableFactor) -> ControlFlow<PgError> {
-        match tf {
-            TableFactor::NestedJoin {
-                table_with_joins,
-                alias,
-            } => {
-                if let Some(a) = alias {
-                    self.range_names.insert(fold(&a.name));
-                }
-                self.joins(&table_with_joins.joins);
-            }
-            TableFactor::Derived { alias: Some(a), .. } => {
-                self.range_names.insert(fold(&a.name));
-            }
-            _ => {}
-        }
+        // Before the table is replaced by its stand-in: the names it goes by.
+        self.names.note_table_factor(tf);
         to_flow(self.table(tf))
     }
 
     fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<PgError> {
         to_flow(self.expr(e))
     }
-}
-
-/// `f(t.*)` and the like pass whole rows; a bare `*` argument is only `count(*)`.
-fn function_reads_whole_rows(f: &sqlparser::ast::Function) -> bool {
-    use sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments};
-    let FunctionArguments::List(list) = &f.args else {
-        return false;
-    };
-    list.args.iter().any(|a| {
-        let e = match a {
-            FunctionArg::Unnamed(e) => e,
-            FunctionArg::Named { arg, .. } | FunctionArg::ExprNamed { arg, .. } => arg,
-        };
-        matches!(e, FunctionArgExpr::QualifiedWildcard(_))
-    })
 }
 
 pub fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
