@@ -10,25 +10,8 @@ pub fn unfaithful(sql: &str) -> Option<&'static str> {
     };
     while i < b.len() {
         match b[i] {
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                let mut depth = 1;
-                i += 2;
-                while i < b.len() && depth > 0 {
-                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
-                        depth += 1;
-                        i += 2;
-                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
-                        depth -= 1;
-                        i += 2;
-                    } else {
-                        i += 1;
-                    }
-                }
+            b'-' | b'/' if comment_end(b, i).is_some() => {
+                i = comment_end(b, i).map_or(i + 1, |(end, _)| end);
                 continue;
             }
             b'\'' => {
@@ -127,6 +110,37 @@ mod tests {
         assert!(unfaithful("SELECT 'a' 'b'").is_none());
         assert!(unfaithful("SELECT $a$ never closed").is_some());
         assert!(unfaithful("SELECT E'it\\'s' AS x").is_none());
+    }
+}
+
+/// Where a comment starting at `i` ends (the `\n` of a line comment, or past the `*/` that
+/// closes a nested block comment), and whether it was closed; None if none starts there.
+pub fn comment_end(b: &[u8], i: usize) -> Option<(usize, bool)> {
+    match (b.get(i), b.get(i + 1)) {
+        (Some(b'-'), Some(b'-')) => {
+            let end = b[i..]
+                .iter()
+                .position(|c| *c == b'\n')
+                .map_or(b.len(), |p| i + p);
+            Some((end, true))
+        }
+        (Some(b'/'), Some(b'*')) => {
+            let mut depth = 1;
+            let mut j = i + 2;
+            while j < b.len() && depth > 0 {
+                if b[j] == b'/' && b.get(j + 1) == Some(&b'*') {
+                    depth += 1;
+                    j += 2;
+                } else if b[j] == b'*' && b.get(j + 1) == Some(&b'/') {
+                    depth -= 1;
+                    j += 2;
+                } else {
+                    j += 1;
+                }
+            }
+            Some((j, depth == 0))
+        }
+        _ => None,
     }
 }
 

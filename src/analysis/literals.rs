@@ -47,27 +47,10 @@ pub fn shape(sql: &str) -> Option<Shape> {
     let mut copied = 0;
     while i < b.len() {
         match b[i] {
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                let mut depth = 1;
-                i += 2;
-                while i < b.len() && depth > 0 {
-                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
-                        depth += 1;
-                        i += 2;
-                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
-                        depth -= 1;
-                        i += 2;
-                    } else {
-                        i += 1;
-                    }
-                }
-                if depth > 0 {
-                    return None;
+            b'-' | b'/' if super::lexer::comment_end(b, i).is_some() => {
+                match super::lexer::comment_end(b, i) {
+                    Some((end, true)) => i = end,
+                    _ => return None,
                 }
             }
             b'"' => {
