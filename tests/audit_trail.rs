@@ -100,6 +100,23 @@ fn pgvakt(args: &[&str]) -> std::process::Output {
         .expect("run pgvakt")
 }
 
+/// `pgvakt audit verify` accepts the log in `dir`.
+fn assert_chain_verifies(key: &Path, dir: &Path) {
+    let verify = pgvakt(&[
+        "audit",
+        "verify",
+        "--key-file",
+        key.to_str().expect("path"),
+        dir.to_str().expect("path"),
+    ]);
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
 /// Session ids of the `audit search --subject` matches.
 fn sessions_reading(a: &Audited, subject: &str) -> Vec<(String, String)> {
     let out = pgvakt(&[
@@ -331,19 +348,7 @@ async fn reads_are_recorded_with_their_subjects_and_found_by_search() {
         "the SELECT *, the simple read without the key and the extended read of 42"
     );
 
-    let verify = pgvakt(&[
-        "audit",
-        "verify",
-        "--key-file",
-        a.chain_key.to_str().expect("path"),
-        a.dir.to_str().expect("path"),
-    ]);
-    assert!(
-        verify.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    assert_chain_verifies(&a.chain_key, &a.dir);
 }
 
 #[tokio::test]
@@ -412,19 +417,7 @@ async fn a_failing_sink_stops_personal_data_reads_until_it_recovers() {
             >= 2
     })
     .await;
-    let verify = pgvakt(&[
-        "audit",
-        "verify",
-        "--key-file",
-        a.chain_key.to_str().expect("path"),
-        a.dir.to_str().expect("path"),
-    ]);
-    assert!(
-        verify.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    assert_chain_verifies(&a.chain_key, &a.dir);
 }
 
 #[tokio::test]
@@ -492,17 +485,5 @@ async fn sigterm_under_load_loses_no_audit_record() {
         reads >= completed && reads <= completed + 4,
         "{reads} records for {completed} completed reads"
     );
-    let verify = pgvakt(&[
-        "audit",
-        "verify",
-        "--key-file",
-        audit.path().join("chain.key").to_str().expect("path"),
-        dir.to_str().expect("path"),
-    ]);
-    assert!(
-        verify.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    assert_chain_verifies(&audit.path().join("chain.key"), &dir);
 }
