@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what pgvakt's demo and tests need on a fresh Debian machine, only when missing:
-# PostgreSQL server binaries (initdb, pg_ctl, postgres), psql and pgbench.
+# PostgreSQL server binaries (initdb, pg_ctl, postgres), psql and pgbench, and libclang, which
+# the pg_query crate (PostgreSQL's own parser, compiled into pgvakt) needs at build time.
 set -euo pipefail
 
 have_server() {
@@ -14,6 +15,8 @@ need=()
 have_server || need+=(postgresql)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 command -v pgbench >/dev/null 2>&1 || need+=(postgresql-contrib)
+have_libclang() { ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/*/libclang*.so* >/dev/null 2>&1; }
+have_libclang || need+=(libclang-dev)
 
 if [ "${#need[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then

@@ -248,6 +248,11 @@ impl Metrics {
             "Protected columns seen unmasked in a result for a restricted role (values replaced)",
             enforcement_anomalies.clone(),
         );
+        registry.register(
+            "parser_disagreements",
+            "Statements refused because PostgreSQL's parser read them differently from the analysis",
+            crate::analysis::authority::DISAGREEMENTS.clone(),
+        );
         let analysis_cache_hits = Counter::default();
         registry.register(
             "analysis_cache_hits",

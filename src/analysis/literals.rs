@@ -11,7 +11,7 @@
 
 /// Markers are `$9000000` + index: parameters PostgreSQL would reject (it allows at most
 /// 65535), of one width so no marker is the prefix of another.
-const MARKER_BASE: usize = 9_000_000;
+pub(crate) const MARKER_BASE: usize = 9_000_000;
 const MAX_LITERALS: usize = 99_999;
 
 /// A statement's shape and the constants taken out of it, in order.

@@ -8,6 +8,7 @@
 //! schema-qualified. What is forwarded is the rendering of the rewritten AST, never the
 //! client's text, so a parser differential turns into an error rather than a leak.
 
+pub mod authority;
 mod functions;
 mod lexer;
 pub mod literals;
@@ -81,6 +82,8 @@ pub struct Analysed {
     hide_subjects: bool,
     /// (placeholder, SQL) of masked stand-ins, put in place after rendering.
     stand_ins: Vec<(String, Arc<str>)>,
+    /// (placeholder name, columns its stand-in shows), for PostgreSQL's parser's check.
+    stand_in_columns: Vec<(String, Vec<String>)>,
     normalized: std::sync::OnceLock<(String, String)>,
 }
 
@@ -132,8 +135,19 @@ impl Analysed {
             .get_or_init(|| normalize::normalize(&self.original))
     }
 
-    fn take_stand_ins(&mut self, from: &mut Vec<(String, Arc<str>)>) {
+    fn take_stand_ins(
+        &mut self,
+        from: &mut Vec<(String, Arc<str>)>,
+        columns: &mut Vec<(String, Vec<String>)>,
+    ) {
         self.stand_ins.append(from);
+        self.stand_in_columns.append(columns);
+    }
+
+    /// Check the rendering (stand-ins still as placeholders) with PostgreSQL's parser.
+    fn verify_with_postgres(&self, sql: &str, ctx: &Ctx) -> Result<(), PgError> {
+        let stand_ins = self.stand_in_columns.iter().cloned().collect();
+        authority::verify(sql, ctx, &stand_ins)
     }
 
     fn put_stand_ins(&mut self, sql: String) -> Result<String, String> {

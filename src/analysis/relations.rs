@@ -32,6 +32,8 @@ pub struct Reads<'a, 'c> {
     pub reach: Option<HashSet<String>>,
     /// (placeholder, masked stand-in SQL) for each protected table replaced.
     pub stand_ins: Vec<(String, std::sync::Arc<str>)>,
+    /// (placeholder name, the columns its stand-in shows).
+    pub stand_in_columns: Vec<(String, Vec<String>)>,
 }
 
 impl<'a, 'c> Reads<'a, 'c> {
@@ -44,6 +46,7 @@ impl<'a, 'c> Reads<'a, 'c> {
             read: Vec::new(),
             reach: None,
             stand_ins: Vec::new(),
+            stand_in_columns: Vec::new(),
         }
     }
 
@@ -131,6 +134,21 @@ impl<'a, 'c> Reads<'a, 'c> {
             self.ctx
                 .unsupported(&format!("rewriting {}: {e}", rel.name))
         })?;
+        let shown = rel
+            .columns
+            .iter()
+            .filter(|c| self.reach.as_ref().is_none_or(|r| r.contains(&c.name)))
+            .filter(|c| {
+                self.ctx
+                    .rules
+                    .column(&rel.schema, &rel.name, &c.name)
+                    .action
+                    != ColumnAction::Block
+            })
+            .map(|c| c.name.clone())
+            .collect();
+        self.stand_in_columns
+            .push((placeholder.trim_matches('"').to_owned(), shown));
         self.stand_ins.push((placeholder, derived));
         self.protected.push(rel);
         Ok(())

@@ -42,6 +42,8 @@ pub fn check(sql: &str) -> Result<Arc<str>, String> {
     if again != rendered {
         return Err("the stand-in does not read back the same".into());
     }
+    // It is put in place of one token: PostgreSQL must read it as the same tokens.
+    super::authority::tokens_agree(&rendered)?;
     if cache.len() >= CHECKED_MAX {
         cache.clear();
     }

@@ -74,6 +74,8 @@ fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
     if rerendered != rendered {
         return Err(ctx.unsupported("a statement whose rendering does not read back the same"));
     }
+    // ... and PostgreSQL must read it as the analysis did.
+    out.verify_with_postgres(&sql_out, ctx)?;
     out.sql = out
         .put_stand_ins(sql_out)
         .map_err(|e| ctx.unsupported(&format!("the rewritten statement ({e})")))?;
@@ -121,6 +123,7 @@ fn analyse_move(fetch: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
     };
     out.classes.push(StatementClass::Utility);
     out.sql = format!("MOVE{tail}");
+    out.verify_with_postgres(&out.sql, ctx)?;
     Ok(out)
 }
 
@@ -154,7 +157,7 @@ fn walk_parts(
 }
 
 fn record_reads(reads: &mut Reads, out: &mut Analysed) -> Result<(), PgError> {
-    out.take_stand_ins(&mut reads.stand_ins);
+    out.take_stand_ins(&mut reads.stand_ins, &mut reads.stand_in_columns);
     for r in &reads.protected {
         out.protected_reads.push(format!("{}.{}", r.schema, r.name));
     }

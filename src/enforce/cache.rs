@@ -68,7 +68,11 @@ impl SessionPolicy {
         if let Some(shape) = analysis::literals::shape(sql) {
             let o = self.analysed_text(inner, set, rules, &shape.text);
             if let Outcome::Forward(a) = o.as_ref() {
-                if let Some(filled) = analysis::literals::fill(&a.sql, &shape.literals) {
+                // The constants go back only where PostgreSQL's scanner reads each as the one
+                // literal it was; otherwise the text is analysed as it is.
+                if let Some(filled) = analysis::literals::fill(&a.sql, &shape.literals)
+                    .filter(|f| analysis::authority::same_but_literals(&a.sql, f, &shape.literals))
+                {
                     self.remember(inner, key, sql, &scope, set, o.clone(), Some(&filled));
                     return (o, Some(filled));
                 }

@@ -1,0 +1,163 @@
+//! Lexical agreement: PostgreSQL's scanner and sqlparser's tokenizer must cut the forwarded
+//! text into the same tokens, or the statement is refused. A rendering holds no comments, so
+//! any comment PostgreSQL sees is something sqlparser read as code, or the reverse.
+
+use pg_query::protobuf::{ScanToken, Token as PgToken};
+use sqlparser::tokenizer::{Location, Token, Tokenizer, Whitespace};
+
+/// PostgreSQL's tokens of `sql`, checked against sqlparser's.
+pub fn agree(sql: &str) -> Result<Vec<ScanToken>, String> {
+    let pg = scan(sql)?;
+    let ours = Tokenizer::new(&super::super::dialect(), sql)
+        .tokenize_with_location()
+        .map_err(|e| format!("sqlparser cannot tokenize it ({e})"))?;
+    let offsets = Offsets::new(sql);
+    let mut mine = Vec::with_capacity(ours.len());
+    for t in &ours {
+        match &t.token {
+            Token::EOF => {}
+            Token::Whitespace(Whitespace::Space | Whitespace::Newline | Whitespace::Tab) => {}
+            Token::Whitespace(_) => return Err("sqlparser reads a comment in it".into()),
+            tok => mine.push((
+                offsets.byte(t.span.start),
+                offsets.byte(t.span.end),
+                is_string(tok),
+            )),
+        }
+    }
+    if mine.len() != pg.len() {
+        return Err(format!(
+            "PostgreSQL reads {} tokens where sqlparser reads {}",
+            pg.len(),
+            mine.len()
+        ));
+    }
+    for (p, (start, end, string)) in pg.iter().zip(&mine) {
+        let (ps, pe) = (p.start as usize, p.end as usize);
+        if Some(ps) != *start || Some(pe) != *end {
+            return Err(format!(
+                "PostgreSQL and sqlparser cut it differently near byte {}",
+                ps.min(start.unwrap_or(ps))
+            ));
+        }
+        if is_pg_string(p.token) != *string {
+            return Err(format!(
+                "PostgreSQL and sqlparser disagree whether {:?} is a string",
+                sql.get(ps..pe).unwrap_or("")
+            ));
+        }
+    }
+    Ok(pg)
+}
+
+/// PostgreSQL's scan, with the tokens a rendering never holds refused: comments, and numbers
+/// in forms newer servers read as one token and PostgreSQL 15 reads otherwise (`0x1F`, `1_000`).
+pub fn scan(sql: &str) -> Result<Vec<ScanToken>, String> {
+    let pg = pg_query::scan_tokens(sql).map_err(|e| format!("PostgreSQL cannot scan it ({e})"))?;
+    for t in &pg {
+        let text = sql.get(t.start as usize..t.end as usize).unwrap_or("");
+        if t.token == PgToken::SqlComment as i32 || t.token == PgToken::CComment as i32 {
+            return Err("PostgreSQL reads a comment in it".into());
+        }
+        if (t.token == PgToken::Iconst as i32 || t.token == PgToken::Fconst as i32)
+            && !text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+        {
+            return Err(format!(
+                "the number {text} is read differently by PostgreSQL versions"
+            ));
+        }
+    }
+    Ok(pg)
+}
+
+fn is_pg_string(token: i32) -> bool {
+    [
+        PgToken::Sconst,
+        PgToken::Usconst,
+        PgToken::Bconst,
+        PgToken::Xconst,
+    ]
+    .iter()
+    .any(|t| *t as i32 == token)
+}
+
+fn is_string(t: &Token) -> bool {
+    matches!(
+        t,
+        Token::SingleQuotedString(_)
+            | Token::NationalStringLiteral(_)
+            | Token::EscapedStringLiteral(_)
+            | Token::UnicodeStringLiteral(_)
+            | Token::HexStringLiteral(_)
+            | Token::DollarQuotedString(_)
+            | Token::SingleQuotedByteStringLiteral(_)
+            | Token::DoubleQuotedByteStringLiteral(_)
+            | Token::TripleSingleQuotedString(_)
+            | Token::TripleDoubleQuotedString(_)
+            | Token::DoubleQuotedString(_)
+    )
+}
+
+/// Byte offsets for sqlparser's (line, column) locations, both counted from 1 in characters.
+struct Offsets {
+    /// Byte offset of every character, and the text's length at the end.
+    chars: Vec<usize>,
+    /// Index in `chars` of every line's first character.
+    lines: Vec<usize>,
+}
+
+impl Offsets {
+    fn new(sql: &str) -> Self {
+        let mut chars = Vec::with_capacity(sql.len() + 1);
+        let mut lines = vec![0];
+        for (i, (b, c)) in sql.char_indices().enumerate() {
+            chars.push(b);
+            if c == '\n' {
+                lines.push(i + 1);
+            }
+        }
+        chars.push(sql.len());
+        Offsets { chars, lines }
+    }
+
+    fn byte(&self, l: Location) -> Option<usize> {
+        let line = usize::try_from(l.line).ok()?.checked_sub(1)?;
+        let col = usize::try_from(l.column).ok()?.checked_sub(1)?;
+        self.chars.get(self.lines.get(line)? + col).copied()
+    }
+}
+
+/// Whether `filled` is `shape` with each literal marker (`$9000000` + index) replaced by one
+/// token that is exactly that literal, as PostgreSQL's scanner reads both.
+pub fn same_but_literals(shape: &str, filled: &str, literals: &[String]) -> Result<(), String> {
+    let a = scan(shape)?;
+    let b = scan(filled)?;
+    if a.len() != b.len() {
+        return Err("the constants change how PostgreSQL cuts the statement".into());
+    }
+    for (s, f) in a.iter().zip(&b) {
+        let st = shape.get(s.start as usize..s.end as usize).unwrap_or("");
+        let ft = filled.get(f.start as usize..f.end as usize).unwrap_or("");
+        let marker = (s.token == PgToken::Param as i32)
+            .then(|| st.strip_prefix('$')?.parse::<usize>().ok())
+            .flatten()
+            .and_then(|n| n.checked_sub(super::super::literals::MARKER_BASE));
+        match marker {
+            Some(i) => {
+                let literal_kind = [PgToken::Sconst, PgToken::Iconst, PgToken::Fconst]
+                    .iter()
+                    .any(|k| *k as i32 == f.token);
+                if !literal_kind || literals.get(i).map(String::as_str) != Some(ft) {
+                    return Err("a constant is not read as one literal".into());
+                }
+            }
+            None if s.token != f.token || st != ft => {
+                return Err("the constants change how PostgreSQL reads the statement".into())
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}

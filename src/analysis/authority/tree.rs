@@ -1,0 +1,758 @@
+//! PostgreSQL's parse tree of the forwarded text, checked on its own terms: every statement,
+//! relation, function, operator and column reference in it, with names scoped exactly as
+//! PostgreSQL scopes them (WITH per query level, sub-queries seeing their outer levels).
+//!
+//! The tree is walked through its serde form so that no field of any node type can be missed:
+//! the walk descends into everything and stops only where a node needs a decision.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::Value;
+
+use super::allow::{self, Reads};
+use super::Finding;
+use crate::analysis::functions::is_protected_setting;
+use crate::analysis::Ctx;
+use crate::catalog::{RelKind, Relation};
+use crate::policy::model::{Capability, ColumnAction};
+
+type Checked = Result<(), Finding>;
+
+/// One query level's names: its WITH queries, its FROM items and, for INSERT/UPDATE/DELETE,
+/// the table written.
+#[derive(Default)]
+struct Level<'p> {
+    parent: Option<&'p Level<'p>>,
+    ctes: Vec<String>,
+    froms: Vec<FromItem>,
+    target: Option<Target>,
+}
+
+impl<'p> Level<'p> {
+    fn child(parent: &'p Level<'p>) -> Level<'p> {
+        Level {
+            parent: Some(parent),
+            ..Default::default()
+        }
+    }
+
+    fn sees_cte(&self, name: &str) -> bool {
+        self.ctes.iter().any(|c| c == name) || self.parent.is_some_and(|p| p.sees_cte(name))
+    }
+
+    fn any_target(&self) -> bool {
+        self.target.is_some() || self.parent.is_some_and(Level::any_target)
+    }
+
+    /// The written table a qualifier names, unless a nearer FROM item takes the name.
+    fn target_named(&self, q: &str) -> Option<&Target> {
+        if self.froms.iter().any(|f| f.name == q) {
+            return None;
+        }
+        match &self.target {
+            Some(t) if t.names.iter().any(|n| n == q) => Some(t),
+            _ => self.parent?.target_named(q),
+        }
+    }
+}
+
+/// A FROM item: the name it goes by and, when known, its columns.
+struct FromItem {
+    name: String,
+    columns: Option<Vec<String>>,
+}
+
+/// A written table with columns the role may not read as stored.
+struct Target {
+    names: Vec<String>,
+    columns: Vec<String>,
+    protected: Vec<String>,
+    table: String,
+}
+
+enum Field {
+    Name(String),
+    Star,
+}
+
+pub struct Gate<'a, 'c> {
+    ctx: &'a Ctx<'c>,
+    /// Placeholder name → the columns its stand-in shows.
+    stand_ins: &'a HashMap<String, Vec<String>>,
+    seen: HashSet<String>,
+}
+
+fn field<'v>(v: &'v Value, k: &str) -> Option<&'v Value> {
+    v.get(k).filter(|x| !x.is_null())
+}
+
+fn text<'v>(v: &'v Value, k: &str) -> &'v str {
+    v.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+fn list(v: Option<&Value>) -> &[Value] {
+    v.and_then(Value::as_array).map_or(&[], Vec::as_slice)
+}
+
+/// `{"node": {"Kind": body}}` (or `{"Kind": body}`) → (Kind, body).
+fn kind(v: &Value) -> Option<(&str, &Value)> {
+    let inner = v.get("node").unwrap_or(v);
+    let (k, body) = inner.as_object()?.iter().next()?;
+    Some((k.as_str(), body))
+}
+
+fn fields(v: Option<&Value>) -> Vec<Field> {
+    list(v)
+        .iter()
+        .filter_map(kind)
+        .map(|(k, b)| match k {
+            "AStar" => Field::Star,
+            _ => Field::Name(text(b, "sval").to_owned()),
+        })
+        .collect()
+}
+
+fn names(v: Option<&Value>) -> Vec<String> {
+    list(v)
+        .iter()
+        .filter_map(kind)
+        .map(|(_, b)| text(b, "sval").to_owned())
+        .collect()
+}
+
+fn policy(m: impl Into<String>) -> Finding {
+    Finding::Policy(m.into())
+}
+
+fn differs(m: impl Into<String>) -> Finding {
+    Finding::Disagreement(m.into())
+}
+
+impl<'a, 'c> Gate<'a, 'c> {
+    pub fn new(ctx: &'a Ctx<'c>, stand_ins: &'a HashMap<String, Vec<String>>) -> Self {
+        Gate {
+            ctx,
+            stand_ins,
+            seen: HashSet::new(),
+        }
+    }
+
+    /// Check every statement of a parse result; then every stand-in must have been met once.
+    pub fn parse_result(&mut self, tree: &Value) -> Checked {
+        let root = Level::default();
+        for raw in list(field(tree, "stmts")) {
+            let stmt = field(raw, "stmt").ok_or_else(|| differs("an empty statement"))?;
+            self.statement(stmt, &root)?;
+        }
+        if self.seen.len() != self.stand_ins.len() {
+            return Err(differs(
+                "a masked stand-in is not where the analysis put it",
+            ));
+        }
+        Ok(())
+    }
+
+    fn role(&self) -> &str {
+        self.ctx.role()
+    }
+
+    fn statement(&mut self, stmt: &Value, lvl: &Level) -> Checked {
+        let Some((k, s)) = kind(stmt) else {
+            return Err(differs("a statement PostgreSQL's parser does not name"));
+        };
+        match k {
+            "SelectStmt" => self.select(s, lvl),
+            "InsertStmt" | "UpdateStmt" | "DeleteStmt" => self.dml(k, s, lvl),
+            "CopyStmt" => self.copy(s, lvl),
+            "ExplainStmt" => {
+                for o in list(field(s, "options")).iter().filter_map(kind) {
+                    let name = text(o.1, "defname").to_ascii_lowercase();
+                    if !allow::explain_option(&name) {
+                        return Err(policy(format!(
+                            "EXPLAIN option {} is not allowed for role {} (VERBOSE prints the expressions that mask values)",
+                            name.to_ascii_uppercase(),
+                            self.role()
+                        )));
+                    }
+                }
+                self.inner_statement(s, lvl)
+            }
+            "PrepareStmt" => self.inner_statement(s, lvl),
+            "DeclareCursorStmt" => match field(s, "query").and_then(kind) {
+                Some(("SelectStmt", q)) => self.select(q, lvl),
+                _ => Err(policy("a cursor over anything but a query")),
+            },
+            "ExecuteStmt" => self.walk(s, lvl),
+            "VariableSetStmt" => {
+                let name = text(s, "name").to_ascii_lowercase();
+                if is_protected_setting(&name) {
+                    return Err(policy(format!(
+                        "changing the setting {name} is not allowed for role {}",
+                        self.role()
+                    )));
+                }
+                self.walk(s, lvl)
+            }
+            "ListenStmt" | "UnlistenStmt" | "NotifyStmt" => {
+                if !self.ctx.rules.allows(Capability::Notify) {
+                    return Err(policy(format!(
+                        "LISTEN/NOTIFY is not allowed for role {} (capability notify)",
+                        self.role()
+                    )));
+                }
+                Ok(())
+            }
+            "TransactionStmt" | "VariableShowStmt" | "DiscardStmt" | "FetchStmt"
+            | "ClosePortalStmt" | "DeallocateStmt" => Ok(()),
+            other => Err(policy(format!(
+                "the statement {other} is not allowed for role {}",
+                self.role()
+            ))),
+        }
+    }
+
+    fn inner_statement(&mut self, s: &Value, lvl: &Level) -> Checked {
+        let q = field(s, "query").ok_or_else(|| differs("a statement without its query"))?;
+        self.statement(q, lvl)
+    }
+
+    /// Descend into everything; nodes that need a decision stop here.
+    fn walk(&mut self, v: &Value, lvl: &Level) -> Checked {
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m {
+                    if k.as_bytes().first().is_some_and(u8::is_ascii_uppercase) {
+                        self.node(k, child, lvl)?;
+                    } else {
+                        self.walk(child, lvl)?;
+                    }
+                }
+                Ok(())
+            }
+            Value::Array(a) => a.iter().try_for_each(|x| self.walk(x, lvl)),
+            _ => Ok(()),
+        }
+    }
+
+    fn node(&mut self, k: &str, body: &Value, lvl: &Level) -> Checked {
+        match k {
+            "SelectStmt" => self.select(body, lvl),
+            "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => Err(policy(format!(
+                "a data-modifying statement inside another statement is not allowed for role {}",
+                self.role()
+            ))),
+            "RangeVar" => self.range_var(body, lvl),
+            "FuncCall" => {
+                self.function(body)?;
+                self.walk(body, lvl)
+            }
+            "AExpr" => {
+                self.operator(body)?;
+                self.walk(body, lvl)
+            }
+            "ColumnRef" => self.column_ref(body, lvl),
+            "IntoClause" => Err(policy(format!(
+                "SELECT INTO is not allowed for role {}",
+                self.role()
+            ))),
+            // FOR UPDATE OF names FROM items already checked.
+            "LockingClause" => Ok(()),
+            _ => self.walk(body, lvl),
+        }
+    }
+
+    fn select(&mut self, s: &Value, parent: &Level) -> Checked {
+        if field(s, "into_clause").is_some() && !self.ctx.rules.allows(Capability::TempObjects) {
+            return Err(policy(format!(
+                "SELECT INTO (creating a table from query results) is not allowed for role {}",
+                self.role()
+            )));
+        }
+        let mut lvl = Level::child(parent);
+        self.with(field(s, "with_clause"), &mut lvl)?;
+        let mut froms = Vec::new();
+        for item in list(field(s, "from_clause")) {
+            self.note_from_item(item, &lvl, &mut froms);
+        }
+        lvl.froms = froms;
+        for (k, v) in s.as_object().into_iter().flatten() {
+            if k != "with_clause" && k != "into_clause" {
+                self.walk(v, &lvl)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// WITH queries: each body sees the earlier ones (all of them when RECURSIVE) and the outer
+    /// levels; the level itself sees all of them.
+    fn with(&mut self, w: Option<&Value>, lvl: &mut Level) -> Checked {
+        let Some(w) = w else { return Ok(()) };
+        let recursive = w.get("recursive").and_then(Value::as_bool) == Some(true);
+        let mut ctes = Vec::new();
+        for c in list(field(w, "ctes")) {
+            match kind(c) {
+                Some(("CommonTableExpr", b)) => ctes.push((text(b, "ctename").to_owned(), b)),
+                _ => return Err(differs("a WITH item that is not a query")),
+            }
+        }
+        let all: Vec<String> = ctes.iter().map(|(n, _)| n.clone()).collect();
+        for (i, (_, body)) in ctes.iter().enumerate() {
+            let scope = Level {
+                parent: lvl.parent,
+                ctes: if recursive {
+                    all.clone()
+                } else {
+                    all[..i].to_vec()
+                },
+                ..Default::default()
+            };
+            self.walk(body, &scope)?;
+        }
+        lvl.ctes = all;
+        Ok(())
+    }
+
+    fn note_from_item(&self, item: &Value, lvl: &Level, out: &mut Vec<FromItem>) {
+        let Some((k, b)) = kind(item) else { return };
+        let alias = field(b, "alias");
+        let alias_name = alias.map(|a| text(a, "aliasname").to_owned());
+        let renamed = alias.is_some_and(|a| !list(field(a, "colnames")).is_empty());
+        match k {
+            "RangeVar" => {
+                let (schema, name) = (text(b, "schemaname"), text(b, "relname"));
+                let columns = if renamed {
+                    None
+                } else if schema.is_empty() {
+                    if lvl.sees_cte(name) {
+                        None
+                    } else {
+                        self.stand_ins.get(name).cloned()
+                    }
+                } else {
+                    self.ctx
+                        .catalog
+                        .relation(schema, name)
+                        .map(|r| r.columns.iter().map(|c| c.name.clone()).collect())
+                };
+                out.push(FromItem {
+                    name: alias_name.unwrap_or_else(|| name.to_owned()),
+                    columns,
+                });
+            }
+            "JoinExpr" => {
+                for side in ["larg", "rarg"] {
+                    if let Some(s) = field(b, side) {
+                        self.note_from_item(s, lvl, out);
+                    }
+                }
+                if let Some(n) = alias_name {
+                    out.push(FromItem {
+                        name: n,
+                        columns: None,
+                    });
+                }
+            }
+            "RangeTableSample" => {
+                if let Some(r) = field(b, "relation") {
+                    self.note_from_item(r, lvl, out);
+                }
+            }
+            _ => out.push(FromItem {
+                name: alias_name.unwrap_or_default(),
+                columns: None,
+            }),
+        }
+    }
+
+    /// A relation read: a visible WITH query, a masked stand-in, or a catalog relation the role
+    /// may read as stored.
+    fn range_var(&mut self, rv: &Value, lvl: &Level) -> Checked {
+        let (schema, name) = (text(rv, "schemaname"), text(rv, "relname"));
+        if !text(rv, "catalogname").is_empty() {
+            return Err(differs(format!("the three-part name of {name}")));
+        }
+        if schema.is_empty() {
+            if lvl.sees_cte(name) {
+                return Ok(());
+            }
+            if self.stand_ins.contains_key(name) {
+                if !self.seen.insert(name.to_owned()) {
+                    return Err(differs("a masked stand-in read twice"));
+                }
+                return Ok(());
+            }
+            return Err(differs(format!(
+                "relation {name} is read without a schema, so it is not the relation analysed"
+            )));
+        }
+        let rel = self.ctx.catalog.relation(schema, name).ok_or_else(|| {
+            differs(format!(
+                "relation {schema}.{name} is not in pgvakt's catalog"
+            ))
+        })?;
+        self.readable(rel)
+    }
+
+    fn readable(&self, rel: &Relation) -> Checked {
+        if allow::is_system_schema(&rel.schema) {
+            let stats = self.ctx.rules.allows(Capability::StatisticsViews);
+            if allow::catalog_relation(&rel.schema, &rel.name, stats) {
+                return Ok(());
+            }
+            return Err(policy(format!(
+                "reading {}.{} is not allowed for role {}: it is not on pgvakt's list of catalog relations without values or other sessions' statements",
+                rel.schema,
+                rel.name,
+                self.role()
+            )));
+        }
+        if self.ctx.is_protected(rel) {
+            return Err(differs(format!(
+                "protected table {}.{} is read without its masks",
+                rel.schema, rel.name
+            )));
+        }
+        if matches!(rel.kind, RelKind::View | RelKind::MaterializedView) {
+            if let Some(base) = self.ctx.view_reads_protected(rel) {
+                return Err(policy(format!(
+                    "view {}.{} reads protected table {base} for role {}",
+                    rel.schema,
+                    rel.name,
+                    self.role()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn function(&self, f: &Value) -> Checked {
+        let parts = names(field(f, "funcname"));
+        let (schema, name) = match parts.as_slice() {
+            [n] => (None, n.as_str()),
+            [s, n] => (Some(s.as_str()), n.as_str()),
+            _ => return Err(differs(format!("the function name {}", parts.join(".")))),
+        };
+        match schema {
+            Some(s) if allow::is_pgvakt_function(s, name) => return Ok(()),
+            Some("pg_catalog") => {}
+            Some(s) => {
+                return Err(policy(format!(
+                    "function {s}.{name} is not a built-in function; user-defined functions are not allowed for role {}",
+                    self.role()
+                )))
+            }
+            None if self.ctx.catalog.is_user_function(name) => {
+                return Err(policy(format!(
+                    "function {name} is (or may resolve to) a user-defined function, which is not allowed for role {}",
+                    self.role()
+                )))
+            }
+            None => {}
+        }
+        match allow::function(name) {
+            None => Err(policy(format!(
+                "function {name} is not allowed for role {}: it is not on pgvakt's list of functions that cannot read data past the analysis",
+                self.role()
+            ))),
+            Some(Reads::Needs(cap)) if !self.ctx.rules.allows(cap) => Err(policy(format!(
+                "function {name} is not allowed for role {} without capability {cap:?}",
+                self.role()
+            ))),
+            Some(_) if name == "set_config" => {
+                let first = list(field(f, "args")).first().and_then(kind);
+                let setting = match first {
+                    Some(("AConst", c)) => field(c, "sval").map(|s| text(s, "sval").to_ascii_lowercase()),
+                    _ => None,
+                };
+                match setting {
+                    Some(s) if !is_protected_setting(&s) => Ok(()),
+                    _ => Err(policy(format!(
+                        "set_config of this setting is not allowed for role {}",
+                        self.role()
+                    ))),
+                }
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn operator(&self, e: &Value) -> Checked {
+        let parts = names(field(e, "name"));
+        let ok = match parts.as_slice() {
+            [op] => allow::operator(op),
+            [s, op] => s == "pg_catalog" && allow::operator(op),
+            _ => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(policy(format!(
+                "operator {} is not allowed for role {}: only built-in operators are",
+                parts.join("."),
+                self.role()
+            )))
+        }
+    }
+
+    /// Column references only matter where a written table with protected columns is in
+    /// scope: there they read stored values, which must not reach the role.
+    fn column_ref(&self, cr: &Value, lvl: &Level) -> Checked {
+        if !lvl.any_target() {
+            return Ok(());
+        }
+        let fields = fields(field(cr, "fields"));
+        match fields.as_slice() {
+            [Field::Star] if lvl.target.is_some() => Err(self.whole_row(lvl.target.as_ref())),
+            [Field::Star] => Ok(()),
+            [Field::Name(x)] => self.unqualified(x, lvl),
+            _ => {
+                for (i, f) in fields.iter().enumerate().take(fields.len() - 1) {
+                    let Field::Name(q) = f else { continue };
+                    let Some(t) = lvl.target_named(q) else {
+                        continue;
+                    };
+                    match &fields[i + 1] {
+                        Field::Star => return Err(self.whole_row(Some(t))),
+                        Field::Name(c) if t.protected.contains(c) => return Err(self.stored(t, c)),
+                        Field::Name(_) => {}
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn unqualified(&self, x: &String, lvl: &Level) -> Checked {
+        let mut cur = Some(lvl);
+        while let Some(l) = cur {
+            if l.froms
+                .iter()
+                .any(|f| f.columns.as_ref().is_some_and(|c| c.contains(x)))
+            {
+                return Ok(());
+            }
+            if let Some(t) = &l.target {
+                if t.protected.contains(x) {
+                    return Err(self.stored(t, x));
+                }
+                if t.columns.contains(x) {
+                    return Ok(());
+                }
+            }
+            if l.froms.iter().any(|f| f.name == *x) {
+                return Ok(());
+            }
+            if let Some(t) = &l.target {
+                if t.names.contains(x) {
+                    return Err(self.whole_row(Some(t)));
+                }
+            }
+            if l.froms.iter().any(|f| f.columns.is_none()) && could_reach_target(x, l.parent) {
+                return Err(policy(format!(
+                    "pgvakt cannot tell whether {x} names a protected column of the table written, so it is refused for role {}",
+                    self.role()
+                )));
+            }
+            cur = l.parent;
+        }
+        Ok(())
+    }
+
+    fn whole_row(&self, t: Option<&Target>) -> Finding {
+        policy(format!(
+            "a whole-row reference to written table {} is not allowed for role {}: it reads columns the role may not see as stored",
+            t.map_or("", |t| t.table.as_str()),
+            self.role()
+        ))
+    }
+
+    fn stored(&self, t: &Target, c: &str) -> Finding {
+        let d = self.ctx.rules.column(
+            t.table.split('.').next().unwrap_or(""),
+            t.table.split('.').nth(1).unwrap_or(""),
+            c,
+        );
+        policy(format!(
+            "column {}.{c} of the written table is read as stored, which rule {} does not allow for role {}",
+            t.table,
+            d.rule,
+            self.role()
+        ))
+    }
+
+    /// The table an INSERT, UPDATE, DELETE or COPY FROM writes, with what the role may not
+    /// read of it.
+    fn target(&self, rv: &Value) -> Result<Option<Target>, Finding> {
+        let (schema, name) = (text(rv, "schemaname"), text(rv, "relname"));
+        if schema.is_empty() || !text(rv, "catalogname").is_empty() {
+            return Err(differs(format!(
+                "the written table {name} is not the one analysed"
+            )));
+        }
+        let rel = self.ctx.catalog.relation(schema, name).ok_or_else(|| {
+            differs(format!(
+                "relation {schema}.{name} is not in pgvakt's catalog"
+            ))
+        })?;
+        if allow::is_system_schema(&rel.schema) {
+            return Err(policy(format!(
+                "writing {}.{} is not allowed for role {}",
+                rel.schema,
+                rel.name,
+                self.role()
+            )));
+        }
+        let protected: Vec<String> = rel
+            .columns
+            .iter()
+            .filter(|c| {
+                self.ctx
+                    .rules
+                    .column(&rel.schema, &rel.name, &c.name)
+                    .action
+                    != ColumnAction::Allow
+            })
+            .map(|c| c.name.clone())
+            .collect();
+        if protected.is_empty() {
+            return Ok(None);
+        }
+        let mut names = vec![rel.name.clone()];
+        if let Some(a) = field(rv, "alias") {
+            names.push(text(a, "aliasname").to_owned());
+        }
+        Ok(Some(Target {
+            names,
+            columns: rel.columns.iter().map(|c| c.name.clone()).collect(),
+            protected,
+            table: format!("{}.{}", rel.schema, rel.name),
+        }))
+    }
+
+    fn written(&self, t: Option<&Target>, cols: &[String]) -> Checked {
+        let Some(t) = t else { return Ok(()) };
+        if cols.is_empty() {
+            return Err(policy(format!(
+                "writing every column of {} is not allowed for role {}: name the columns",
+                t.table,
+                self.role()
+            )));
+        }
+        match cols.iter().find(|c| t.protected.contains(c)) {
+            Some(c) => Err(policy(format!(
+                "writing column {}.{c} is not allowed for role {}: it is masked or blocked",
+                t.table,
+                self.role()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn dml(&mut self, k: &str, s: &Value, parent: &Level) -> Checked {
+        let mut lvl = Level::child(parent);
+        self.with(field(s, "with_clause"), &mut lvl)?;
+        let rv = field(s, "relation").ok_or_else(|| differs("a write without its table"))?;
+        let target = self.target(rv)?;
+        let mut skip = vec!["with_clause", "relation"];
+        match k {
+            "InsertStmt" => {
+                let cols: Vec<String> = list(field(s, "cols"))
+                    .iter()
+                    .filter_map(kind)
+                    .map(|(_, r)| text(r, "name").to_owned())
+                    .collect();
+                self.written(target.as_ref(), &cols)?;
+                // The rows inserted come from a query that cannot see the table written.
+                if let Some(q) = field(s, "select_stmt") {
+                    self.walk(q, &lvl)?;
+                }
+                if let Some(oc) = field(s, "on_conflict_clause") {
+                    let sets: Vec<String> = list(field(oc, "target_list"))
+                        .iter()
+                        .filter_map(kind)
+                        .map(|(_, r)| text(r, "name").to_owned())
+                        .collect();
+                    if !sets.is_empty() {
+                        self.written(target.as_ref(), &sets)?;
+                    }
+                }
+                // `excluded` is the row proposed by the client, not stored values.
+                lvl.froms.push(FromItem {
+                    name: "excluded".into(),
+                    columns: Some(Vec::new()),
+                });
+                skip.extend(["cols", "select_stmt"]);
+            }
+            "UpdateStmt" => {
+                let sets: Vec<String> = list(field(s, "target_list"))
+                    .iter()
+                    .filter_map(kind)
+                    .map(|(_, r)| text(r, "name").to_owned())
+                    .collect();
+                self.written(target.as_ref(), &sets)?;
+                for item in list(field(s, "from_clause")) {
+                    let mut froms = std::mem::take(&mut lvl.froms);
+                    self.note_from_item(item, &lvl, &mut froms);
+                    lvl.froms = froms;
+                }
+            }
+            _ => {
+                for item in list(field(s, "using_clause")) {
+                    let mut froms = std::mem::take(&mut lvl.froms);
+                    self.note_from_item(item, &lvl, &mut froms);
+                    lvl.froms = froms;
+                }
+            }
+        }
+        lvl.target = target;
+        for (key, v) in s.as_object().into_iter().flatten() {
+            if !skip.contains(&key.as_str()) {
+                self.walk(v, &lvl)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn copy(&mut self, s: &Value, lvl: &Level) -> Checked {
+        let to_file = !text(s, "filename").is_empty()
+            || s.get("is_program").and_then(Value::as_bool) == Some(true);
+        if to_file && !self.ctx.rules.allows(Capability::ServerFiles) {
+            return Err(policy(format!(
+                "COPY to or from a server file or program is not allowed for role {}",
+                self.role()
+            )));
+        }
+        if let Some(q) = field(s, "query") {
+            return match kind(q) {
+                Some(("SelectStmt", b)) => self.select(b, lvl),
+                _ => Err(policy("COPY of anything but a query or a table")),
+            };
+        }
+        let rv = field(s, "relation").ok_or_else(|| differs("COPY without a table"))?;
+        if s.get("is_from").and_then(Value::as_bool) != Some(true) {
+            return self.range_var(rv, lvl);
+        }
+        let target = self.target(rv)?;
+        let cols = names(field(s, "attlist"));
+        self.written(target.as_ref(), &cols)?;
+        let mut inner = Level::child(lvl);
+        inner.target = target;
+        match field(s, "where_clause") {
+            Some(w) => self.walk(w, &inner),
+            None => Ok(()),
+        }
+    }
+}
+
+fn could_reach_target(x: &String, lvl: Option<&Level>) -> bool {
+    let mut cur = lvl;
+    while let Some(l) = cur {
+        if let Some(t) = &l.target {
+            if t.protected.contains(x) || t.names.contains(x) {
+                return true;
+            }
+        }
+        cur = l.parent;
+    }
+    false
+}
