@@ -9,6 +9,7 @@ use crate::catalog::snapshot::Snapshot;
 use crate::catalog::{Catalog, RelKind};
 use crate::explain::{connect, explain, live_catalog, load_snapshot};
 use crate::policy::check::{check_against_schema, LiveTable, Sample};
+use crate::policy::inventory::{is_system_schema, UNCLASSIFIED};
 use crate::policy::testcases::{self, TestReport};
 use crate::policy::{load, PolicySet};
 
@@ -155,27 +156,33 @@ pub async fn check_upstream(
     let mut live: Vec<LiveTable> = Vec::new();
     let mut samples: Vec<Sample> = Vec::new();
     for rel in cat.relations() {
-        if rel.schema == "pg_catalog"
-            || rel.schema == "information_schema"
-            || !matches!(
-                rel.kind,
-                RelKind::Table | RelKind::Partitioned | RelKind::Foreign
-            )
-        {
+        if is_system_schema(&rel.schema) {
             continue;
         }
-        let cols = rel
-            .columns
-            .iter()
-            .map(|c| (c.name.clone(), c.ty.sql_name.clone()))
-            .collect();
-        live.push((rel.schema.clone(), rel.name.clone(), cols));
+        let kind = match rel.kind {
+            RelKind::Table => "table",
+            RelKind::Partitioned => "partitioned table",
+            RelKind::Foreign => "foreign table",
+            RelKind::View => "view",
+            RelKind::MaterializedView => "materialized view",
+        };
+        live.push(LiveTable {
+            schema: rel.schema.clone(),
+            name: rel.name.clone(),
+            kind: kind.into(),
+            columns: rel
+                .columns
+                .iter()
+                .map(|c| (c.name.clone(), c.ty.sql_name.clone()))
+                .collect(),
+        });
+        if matches!(rel.kind, RelKind::View | RelKind::MaterializedView) {
+            // Samples come from the tables themselves.
+            continue;
+        }
         for c in rel.columns.iter().filter(|c| c.ty.category == 'S') {
-            if set
-                .inventory
-                .classify(&rel.schema, &rel.name, &c.name)
-                .is_some()
-            {
+            let classified = set.inventory.classify(&rel.schema, &rel.name, &c.name);
+            if classified.is_some_and(|c| c.category != UNCLASSIFIED) {
                 continue;
             }
             let q = format!(

@@ -62,11 +62,17 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The demo policy plus an entry for the scratch table: a table the inventory does not list is
+/// personal data (`unclassified`), which the secretary could neither read nor write as stored.
+const SCRATCH_POLICY: &str = "inventory:\n  tables:\n    scratch: {personal: false}\n";
+
 struct Suite {
     env: Env,
     /// The audit trail is on, as in the demo: plain SELECTs carry hidden subject-key columns
     /// that every driver must never see.
     audit: tempfile::TempDir,
+    /// `policies/crm.yaml` and the scratch table's entry, loaded as one policy.
+    _policy: tempfile::TempDir,
 }
 
 impl Suite {
@@ -75,9 +81,17 @@ impl Suite {
             .await
             .expect("driver installation");
         let audit = tempfile::tempdir().expect("tempdir");
+        let policy = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(
+            root().join("policies/crm.yaml"),
+            policy.path().join("crm.yaml"),
+        )
+        .expect("copy the demo policy");
+        std::fs::write(policy.path().join("scratch.yaml"), SCRATCH_POLICY).expect("policy");
         let env = Env::start_with(EnvOptions {
             demo_contacts: Some(CONTACTS),
             extra_yaml: common::audit_yaml(audit.path()),
+            policy_file: Some(policy.path().to_path_buf()),
             ..Default::default()
         })
         .await;
@@ -102,7 +116,11 @@ impl Suite {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Suite { env, audit }
+        Suite {
+            env,
+            audit,
+            _policy: policy,
+        }
     }
 
     /// Runs `program args` as `role` and fails the test, showing its output, unless it exits 0.

@@ -40,10 +40,7 @@ fn uncached(c: &mut Criterion) {
 }
 
 fn cached(c: &mut Criterion) {
-    let store = Arc::new(PolicyStore::from_set(
-        demo::policy(),
-        vec![demo::policy_path()],
-    ));
+    let store = Arc::new(PolicyStore::from_set(demo::policy(), demo::policy_paths()));
     let enforcer = Enforcer::with_parts(store, demo::catalog());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -60,10 +57,7 @@ fn cached(c: &mut Criterion) {
 /// The simple protocol with constants written into the text (pgbench, many ORMs): every text
 /// is new, but its shape is cached.
 fn varying_constants(c: &mut Criterion) {
-    let store = Arc::new(PolicyStore::from_set(
-        demo::policy(),
-        vec![demo::policy_path()],
-    ));
+    let store = Arc::new(PolicyStore::from_set(demo::policy(), demo::policy_paths()));
     let enforcer = Enforcer::with_parts(store, demo::catalog());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()

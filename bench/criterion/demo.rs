@@ -42,13 +42,18 @@ pub const CRM_STATEMENTS: &[(&str, &str)] = &[
 ];
 
 pub fn policy() -> PolicySet {
-    let path = policy_path();
     // No pseudonym key: the demo policy's secretary role does not use the keyed mask.
-    pgvakt::policy::load_with_env(&[path], &|_| None).expect("the demo policy loads")
+    pgvakt::policy::load_with_env(&policy_paths(), &|_| None).expect("the demo policy loads")
 }
 
-pub fn policy_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.yaml")
+/// The demo policy and the entry that lists pgbench's tables as not personal (unlisted
+/// relations are personal by default).
+pub fn policy_paths() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    vec![
+        root.join("policies/crm.yaml"),
+        root.join("bench/pgbench-tables.yaml"),
+    ]
 }
 
 /// Column name, `format_type` name and `pg_type.typcategory`.

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use super::diag::{Diagnostics, Pos, Severity};
-use super::inventory::{is_pattern, NONE};
+use super::inventory::{is_pattern, is_system_schema, UnlistedRelations, NONE};
 use super::model::RoleRules;
 use super::{load, PolicySet};
 
@@ -86,12 +86,23 @@ pub fn check(paths: &[PathBuf]) -> CheckReport {
 /// Example values of one live column: ((schema, table, column), values).
 pub type Sample = ((String, String, String), Vec<String>);
 
-/// One live table: (schema, table, [(column, type)]).
-pub type LiveTable = (String, String, Vec<(String, String)>);
+/// One live relation (table, view, materialized view, ...).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LiveTable {
+    pub schema: String,
+    pub name: String,
+    /// For messages: `table`, `view`, `materialized view`, `foreign table`, `partitioned table`.
+    pub kind: String,
+    /// (column, type) in order.
+    pub columns: Vec<(String, String)>,
+}
 
 /// Compares the inventory with the live schema: inventory names that do not exist are errors
-/// (a typo there silently protects nothing); unclassified columns whose name looks personal are
-/// warnings. `samples` may give example values per (schema, table, column) for extra hints.
+/// (a typo there silently protects nothing), and so are relations in the policy's schemas that
+/// the inventory does not list (they are personal data of category `unclassified` by default;
+/// with `unlisted_relations: not_personal` a warning); unclassified columns whose name looks
+/// personal are warnings. `samples` may give example values per (schema, table, column) for
+/// extra hints.
 pub fn check_against_schema(
     set: &PolicySet,
     live: &[LiveTable],
@@ -100,15 +111,43 @@ pub fn check_against_schema(
     let mut d = Diagnostics::default();
     let file = set.files.first().cloned().unwrap_or_default();
     let pos = Pos::file_only(&file);
+    for rel in live {
+        if is_system_schema(&rel.schema)
+            || !set.inventory.schemas.contains(&rel.schema)
+            || set.inventory.is_listed(&rel.schema, &rel.name)
+        {
+            continue;
+        }
+        let path = format!("{}.{}", rel.schema, rel.name);
+        match set.inventory.unlisted {
+            UnlistedRelations::Personal => d.error(
+                &pos,
+                path,
+                format!(
+                    "{} is not in the data inventory: it is treated as personal data of category 'unclassified' (masked or blocked for restricted roles, reads audited); list it under inventory.tables, with 'personal: false' if it holds no personal data",
+                    rel.kind
+                ),
+            ),
+            UnlistedRelations::NotPersonal => d.warning(
+                &pos,
+                path,
+                format!(
+                    "{} is not in the data inventory and is treated as not personal ({})",
+                    rel.kind,
+                    set.inventory.non_personal_reason(&rel.schema, &rel.name)
+                ),
+            ),
+        }
+    }
     for entry in &set.inventory.tables {
         if is_pattern(&entry.schema) || is_pattern(&entry.table) {
             continue;
         }
-        let Some((_, _, cols)) = live
+        let Some(LiveTable { columns: cols, .. }) = live
             .iter()
-            .find(|(s, t, _)| *s == entry.schema && *t == entry.table)
+            .find(|t| t.schema == entry.schema && t.name == entry.table)
         else {
-            let known = live.iter().map(|(_, t, _)| t.as_str());
+            let known = live.iter().map(|t| t.name.as_str());
             d.unknown(
                 &pos,
                 entry.rule.clone(),
@@ -138,7 +177,16 @@ pub fn check_against_schema(
     }
     // Any role shows whether the inventory classifies a column; the default role always exists.
     let role = &set.default_role;
-    for (schema, table, cols) in live {
+    for LiveTable {
+        schema,
+        name: table,
+        columns: cols,
+        ..
+    } in live
+    {
+        if is_system_schema(schema) {
+            continue;
+        }
         for (col, ty) in cols {
             let decision = role.column(schema, table, col);
             let classified = set.inventory.classify(schema, table, col);
@@ -159,7 +207,7 @@ pub fn check_against_schema(
                         if decision.category == NONE {
                             "not personal"
                         } else {
-                            "masked by default"
+                            "personal, unclassified"
                         }
                     ),
                 );

@@ -4,8 +4,12 @@
 //! exact column, the table's column patterns, then the global `schema.table.column` patterns.
 //! Overlapping patterns that disagree are rejected at load time, so lookup order among patterns
 //! never decides anything.
+//!
+//! Privacy by default: a relation the inventory does not list is personal data of category
+//! `unclassified` unless the policy sets `unlisted_relations: not_personal`. System schemas
+//! ([`SYSTEM_SCHEMAS`]) are never personal data; a separate catalog allowlist governs them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::model::TableInventory;
 
@@ -13,6 +17,25 @@ use super::model::TableInventory;
 pub const UNCLASSIFIED: &str = "unclassified";
 /// Category of non-personal columns.
 pub const NONE: &str = "none";
+
+/// Schemas of PostgreSQL's own catalogs: never personal data, whatever the inventory says
+/// (the analyser's catalog allowlist decides what a restricted role may read there).
+pub const SYSTEM_SCHEMAS: &[&str] = &["pg_catalog", "information_schema", "pg_toast"];
+
+pub fn is_system_schema(schema: &str) -> bool {
+    SYSTEM_SCHEMAS.contains(&schema)
+}
+
+/// What a relation the inventory does not list is (policy setting `unlisted_relations`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UnlistedRelations {
+    /// Personal data of category `unclassified`: masked or blocked by each role's rule for
+    /// `unclassified` or its default, and audited (privacy by default).
+    #[default]
+    Personal,
+    /// Not personal data: readable by every role and not audited. A deliberate relaxation.
+    NotPersonal,
+}
 
 /// `*` matches any run of characters (including none); everything else matches itself.
 pub fn glob_match(pattern: &str, name: &str) -> bool {
@@ -156,6 +179,14 @@ impl TableEntry {
 pub struct Inventory {
     pub tables: Vec<TableEntry>,
     pub columns: ColumnRules<Classified>,
+    /// What relations no `tables` entry matches are.
+    pub unlisted: UnlistedRelations,
+    /// Where `unlisted_relations` is set, e.g. `unlisted_relations (p.yaml:3:1)`; empty when
+    /// the default applies.
+    pub unlisted_rule: String,
+    /// The schemas the policy is about: every file's `schema` (default `public`) and every
+    /// schema an inventory name spells out. `policy check --upstream` lists their relations.
+    pub schemas: BTreeSet<String>,
 }
 
 impl Inventory {
@@ -167,8 +198,19 @@ impl Inventory {
             .or_else(|| self.tables.iter().find(|t| t.matches(schema, table)))
     }
 
-    /// Category of a column, or `None` when the inventory says nothing about it (not personal).
+    /// Whether an `inventory.tables` entry (exact or pattern) names the relation.
+    pub fn is_listed(&self, schema: &str, table: &str) -> bool {
+        self.table_entry(schema, table).is_some()
+    }
+
+    /// Category of a column, or `None` when it is not personal data: a system schema, a column
+    /// of a `personal: false` table that no rule classifies, or a relation the inventory does
+    /// not list under `unlisted_relations: not_personal`. Anything else that no rule classifies
+    /// is `unclassified` (privacy by default).
     pub fn classify(&self, schema: &str, table: &str, column: &str) -> Option<Classified> {
+        if is_system_schema(schema) {
+            return None;
+        }
         let entry = self.table_entry(schema, table);
         if let Some(cls) = entry.and_then(|e| e.column(column)) {
             return Some(cls.clone());
@@ -181,7 +223,30 @@ impl Inventory {
                 category: UNCLASSIFIED.into(),
                 rule: format!("{} (column not classified)", e.rule),
             }),
-            _ => None,
+            Some(_) => None,
+            None if self.unlisted == UnlistedRelations::Personal => Some(Classified {
+                category: UNCLASSIFIED.into(),
+                rule: unlisted_rule(schema, table),
+            }),
+            None => None,
+        }
+    }
+
+    /// Why `classify` finds a column of this relation not personal, for decisions' `rule`.
+    pub fn non_personal_reason(&self, schema: &str, table: &str) -> String {
+        if is_system_schema(schema) {
+            return format!("system schema {schema} (not personal data)");
+        }
+        match self.table_entry(schema, table) {
+            Some(e) => format!("{} (personal: false)", e.rule),
+            None => format!(
+                "{schema}.{table} is not in the data inventory and {}",
+                if self.unlisted_rule.is_empty() {
+                    "unlisted_relations: not_personal".to_owned()
+                } else {
+                    format!("{} is not_personal", self.unlisted_rule)
+                }
+            ),
         }
     }
 
@@ -192,6 +257,11 @@ impl Inventory {
             subject_key: e.subject_key.clone(),
         })
     }
+}
+
+/// The classification rule of an unlisted relation's columns.
+pub fn unlisted_rule(schema: &str, table: &str) -> String {
+    format!("{schema}.{table} is not in the data inventory")
 }
 
 #[cfg(test)]

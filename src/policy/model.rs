@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::inventory::{ColumnRules, Inventory, NONE};
+use super::inventory::{ColumnRules, Inventory, NONE, UNCLASSIFIED};
 use super::masks::{self, MaskKind};
 
 /// What a statement does, for per-role limits and for audit records.
@@ -175,7 +175,7 @@ impl RoleRules for RolePolicy {
             return ColumnDecision {
                 action: ColumnAction::Allow,
                 category,
-                rule: "not in the data inventory".into(),
+                rule: self.inventory.non_personal_reason(schema, table),
             };
         };
         if classified.category == NONE {
@@ -185,14 +185,19 @@ impl RoleRules for RolePolicy {
                 rule: classified.rule,
             };
         }
-        if let Some(r) = self.categories.get(&classified.category) {
-            return decide(r);
+        let mut decision = match self.categories.get(&classified.category) {
+            Some(r) => decide(r),
+            None => ColumnDecision {
+                action: self.default_action.clone(),
+                category,
+                rule: self.default_rule.clone(),
+            },
+        };
+        if classified.category == UNCLASSIFIED && !self.inventory.is_listed(schema, table) {
+            // Privacy by default: say why a table nobody classified is treated as personal.
+            decision.rule = format!("{}; {}", decision.rule, classified.rule);
         }
-        ColumnDecision {
-            action: self.default_action.clone(),
-            category,
-            rule: self.default_rule.clone(),
-        }
+        decision
     }
 
     fn allows_class(&self, class: StatementClass) -> bool {

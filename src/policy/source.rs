@@ -30,6 +30,10 @@ pub struct PolicyFile {
     /// Where the pseudonym key comes from (never the key itself).
     #[serde(default)]
     pub pseudonym: Option<Spanned<PseudonymSource>>,
+    /// What relations the inventory does not list are. At most one file may set it.
+    /// Default: `personal` (category `unclassified`; privacy by default).
+    #[serde(default)]
+    pub unlisted_relations: Option<Spanned<UnlistedSpec>>,
     /// Extra inventory categories beyond the built-in ones: name → description.
     #[serde(default)]
     pub categories: HashMap<Name, String>,
@@ -49,6 +53,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "schema",
     "default_role",
     "pseudonym",
+    "unlisted_relations",
     "categories",
     "inventory",
     "masks",
@@ -65,6 +70,16 @@ pub struct PseudonymSource {
     /// File holding the key (trailing newline ignored); used when the variable is unset.
     #[serde(default)]
     pub key_file: Option<String>,
+}
+
+/// `unlisted_relations`: how relations no `inventory.tables` entry names are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnlistedSpec {
+    /// Personal data of category `unclassified` (the default).
+    Personal,
+    /// Not personal data: every role reads them unmasked and reads are not audited.
+    NotPersonal,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -306,6 +321,7 @@ fn empty_file() -> PolicyFile {
         schema: None,
         default_role: None,
         pseudonym: None,
+        unlisted_relations: None,
         categories: HashMap::new(),
         inventory: None,
         masks: HashMap::new(),

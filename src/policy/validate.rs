@@ -10,12 +10,12 @@ use serde_saphyr::Spanned;
 use super::diag::{Diagnostics, Pos};
 use super::grants::Grant;
 use super::inventory::{
-    globs_overlap, is_pattern, Classified, ColumnName, ColumnRules, Inventory, TableEntry, NONE,
-    UNCLASSIFIED,
+    globs_overlap, is_pattern, is_system_schema, Classified, ColumnName, ColumnRules, Inventory,
+    TableEntry, UnlistedRelations, NONE, UNCLASSIFIED,
 };
 use super::masks::{validate_custom_template, MaskKind, BUILTIN_METHODS};
 use super::model::{Capability, StatementClass};
-use super::source::{ActionSpec, CapabilitySpec, ClassSpec, PolicyFile, SourceFile};
+use super::source::{ActionSpec, CapabilitySpec, ClassSpec, PolicyFile, SourceFile, UnlistedSpec};
 
 /// Categories every policy knows; `categories:` adds more.
 pub const BUILTIN_CATEGORIES: &[&str] = &[
@@ -160,6 +160,26 @@ pub fn validate(files: &[SourceFile], diags: &mut Diagnostics) -> Checked {
                 c.default_role = r.value.clone();
             }
         }
+        if let Some(u) = &doc.unlisted_relations {
+            let pos = Pos::new(file, &u.referenced);
+            if first(
+                "unlisted_relations".into(),
+                &pos,
+                "unlisted_relations",
+                diags,
+            ) {
+                c.inventory.unlisted = match u.value {
+                    UnlistedSpec::Personal => UnlistedRelations::Personal,
+                    UnlistedSpec::NotPersonal => {
+                        diags.warning(&pos, "unlisted_relations", "relations the inventory does not list are not personal data: every role reads them unmasked and their reads are not audited");
+                        UnlistedRelations::NotPersonal
+                    }
+                };
+                c.inventory.unlisted_rule = origin("unlisted_relations", &pos);
+            }
+        }
+        let schema = doc.schema.as_ref().map_or("public", |s| s.value.as_str());
+        c.inventory.schemas.insert(schema.to_owned());
     }
     for b in BUILTIN_METHODS {
         let kind = match *b {
@@ -259,7 +279,9 @@ pub fn validate(files: &[SourceFile], diags: &mut Diagnostics) -> Checked {
                 continue;
             };
             let key = (q[0].clone(), q[1].clone(), q[2].clone());
-            if !first(format!("column {key:?}"), &pos, &path, diags) {
+            if !first(format!("column {key:?}"), &pos, &path, diags)
+                || !check_schema(&mut c.inventory, &q[0], &pos, &path, diags)
+            {
                 continue;
             }
             if check_category(
@@ -283,7 +305,9 @@ pub fn validate(files: &[SourceFile], diags: &mut Diagnostics) -> Checked {
                 diags.error(&pos, &path, "expected table or schema.table");
                 continue;
             };
-            if !first(format!("table {q:?}"), &pos, &path, diags) {
+            if !first(format!("table {q:?}"), &pos, &path, diags)
+                || !check_schema(&mut c.inventory, &q[0], &pos, &path, diags)
+            {
                 continue;
             }
             let t = &spec.value;
@@ -396,6 +420,25 @@ pub fn validate(files: &[SourceFile], diags: &mut Diagnostics) -> Checked {
 
     super::validate_roles::roles_and_grants(&docs, &categories, &mut c, &mut first, diags);
     c
+}
+
+/// Notes an inventory name's schema as one of the policy's schemas; a system schema is an
+/// error: its relations are never personal data, so the entry would silently do nothing.
+fn check_schema(
+    inv: &mut Inventory,
+    schema: &str,
+    pos: &Pos,
+    path: &str,
+    diags: &mut Diagnostics,
+) -> bool {
+    if is_system_schema(schema) {
+        diags.error(pos, path, format!("schema '{schema}' holds PostgreSQL's catalogs, which are not personal data (a separate catalog allowlist governs what restricted roles read there)"));
+        return false;
+    }
+    if !is_pattern(schema) {
+        inv.schemas.insert(schema.to_owned());
+    }
+    true
 }
 
 /// Reports an unknown category; true when the category is known.
