@@ -36,9 +36,11 @@ impl StartupMessage {
         self.param("user").unwrap_or("")
     }
 
-    /// The database, defaulting to the user name as PostgreSQL does.
+    /// The database, defaulting to the user name as PostgreSQL does (also when it is empty).
     pub fn database(&self) -> &str {
-        self.param("database").unwrap_or_else(|| self.user())
+        self.param("database")
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| self.user())
     }
 
     /// Encode the startup packet (length included).
@@ -72,6 +74,40 @@ pub enum StartupError {
     NotUtf8,
     #[error("no PostgreSQL user name specified in startup packet")]
     NoUser,
+    /// Two keys PostgreSQL could read as the same parameter: it takes the last value where
+    /// pgvakt would take the first, so the session would run as someone else than policy and
+    /// audit believe.
+    #[error("startup parameter {second:?} repeats {first:?}; each parameter may be given once")]
+    DuplicateKey { first: String, second: String },
+}
+
+/// The parameter a startup key names as PostgreSQL could read it. Keys other than `user`,
+/// `database`, `options` and `replication` are settings (GUCs), whose names PostgreSQL compares
+/// ASCII-case-insensitively and maps from a few obsolete names (`map_old_guc_names` in guc.c);
+/// folding every key this way refuses at least everything PostgreSQL reads as one parameter.
+fn parameter_name(key: &str) -> String {
+    let lower = key.to_ascii_lowercase();
+    let current = match lower.as_str() {
+        "sort_mem" => "work_mem",
+        "vacuum_mem" => "maintenance_work_mem",
+        "ssl_ecdh_curve" => "ssl_groups",
+        _ => return lower,
+    };
+    current.to_owned()
+}
+
+/// Refuse a key that repeats an earlier one (see [`StartupError::DuplicateKey`]).
+fn check_unique(params: &[(String, String)]) -> Result<(), StartupError> {
+    let mut seen = std::collections::HashMap::with_capacity(params.len());
+    for (key, _) in params {
+        if let Some(first) = seen.insert(parameter_name(key), key) {
+            return Err(StartupError::DuplicateKey {
+                first: first.clone(),
+                second: key.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Length of the packet announced by the first four bytes, validated.
@@ -113,6 +149,8 @@ pub fn decode(body: &[u8]) -> Result<Initial, StartupError> {
             let mut b = rest;
             let mut params = Vec::new();
             loop {
+                // An empty key is the terminator: anything after it is refused below, so an
+                // empty key with a value cannot pass.
                 let key = get_cstr(&mut b).ok_or(StartupError::Malformed)?;
                 if key.is_empty() {
                     break;
@@ -125,6 +163,7 @@ pub fn decode(body: &[u8]) -> Result<Initial, StartupError> {
             if !b.is_empty() {
                 return Err(StartupError::Malformed);
             }
+            check_unique(&params)?;
             let msg = StartupMessage {
                 major,
                 minor,
@@ -173,5 +212,83 @@ mod tests {
         let mut body = 196608i32.to_be_bytes().to_vec();
         body.extend_from_slice(b"database\0crm\0\0");
         assert_eq!(decode(&body), Err(StartupError::NoUser));
+    }
+
+    fn startup_body(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut body = 196608i32.to_be_bytes().to_vec();
+        for (k, v) in pairs {
+            body.extend_from_slice(k);
+            body.push(0);
+            body.extend_from_slice(v);
+            body.push(0);
+        }
+        body.push(0);
+        body
+    }
+
+    #[test]
+    fn repeated_keys_are_refused_whatever_their_case() {
+        let dup = |first: &str, second: &str| StartupError::DuplicateKey {
+            first: first.into(),
+            second: second.into(),
+        };
+        for (pairs, expected) in [
+            (
+                &[(&b"user"[..], &b"admin"[..]), (b"user", b"marketing")][..],
+                dup("user", "user"),
+            ),
+            (
+                &[
+                    (b"user", b"marketing"),
+                    (b"database", b"a"),
+                    (b"database", b"b"),
+                ],
+                dup("database", "database"),
+            ),
+            (
+                &[(b"User", b"admin"), (b"user", b"marketing")],
+                dup("User", "user"),
+            ),
+            (
+                &[
+                    (b"user", b"x"),
+                    (b"DateStyle", b"ISO"),
+                    (b"datestyle", b"SQL"),
+                ],
+                dup("DateStyle", "datestyle"),
+            ),
+            (
+                &[
+                    (b"user", b"x"),
+                    (b"work_mem", b"1MB"),
+                    (b"sort_mem", b"2MB"),
+                ],
+                dup("work_mem", "sort_mem"),
+            ),
+        ] {
+            assert_eq!(decode(&startup_body(pairs)), Err(expected), "{pairs:?}");
+        }
+        let distinct = startup_body(&[(b"user", b"x"), (b"database", b"user")]);
+        assert!(matches!(decode(&distinct), Ok(Initial::Startup(_))));
+    }
+
+    #[test]
+    fn empty_keys_and_invalid_utf8_are_refused() {
+        let mut body = 196608i32.to_be_bytes().to_vec();
+        body.extend_from_slice(b"user\0x\0\0marketing\0\0");
+        assert_eq!(decode(&body), Err(StartupError::Malformed));
+        let body = startup_body(&[(b"user", b"x"), (b"us\xffer", b"y")]);
+        assert_eq!(decode(&body), Err(StartupError::NotUtf8));
+        let body = startup_body(&[(b"user", b"\xc3")]);
+        assert_eq!(decode(&body), Err(StartupError::NotUtf8));
+    }
+
+    #[test]
+    fn an_empty_database_means_the_user_name() {
+        let body = startup_body(&[(b"user", b"sales"), (b"database", b"")]);
+        let Ok(Initial::Startup(msg)) = decode(&body) else {
+            panic!("valid startup");
+        };
+        assert_eq!(msg.database(), "sales");
     }
 }

@@ -26,8 +26,10 @@ pub struct LoggedIn {
     /// The cancel key handed to the client (the proxy's own).
     pub proxy_pid: i32,
     /// ParameterStatus values the upstream reported.
-    #[allow(dead_code)]
     pub parameters: Vec<(String, String)>,
+    /// The upstream's first ReadyForQuery, not yet relayed: the client gets it once the
+    /// session's identity is confirmed.
+    pub ready: Frame,
 }
 
 pub async fn read_frame(
@@ -49,14 +51,17 @@ pub async fn read_frame(
     }
 }
 
-/// Relay the login. On success the client has seen everything up to and including the first
-/// ReadyForQuery. `upstream_buf` keeps any bytes read past it.
+/// Relay the login. On success the client has seen everything up to, but not including, the
+/// first ReadyForQuery, which is returned. `after_auth` is written to the upstream as soon as
+/// it reports AuthenticationOk (the identity probe); `upstream_buf` keeps any bytes read past
+/// the ReadyForQuery.
 pub async fn relay_login(
     client: &mut BoxStream,
     client_buf: &mut BytesMut,
     upstream: &mut BoxStream,
     upstream_buf: &mut BytesMut,
     proxy: &Proxy,
+    after_auth: &Frame,
 ) -> Result<LoggedIn, SessionError> {
     let reader = FrameReader::new(AUTH_MAX_MESSAGE);
     loop {
@@ -67,6 +72,8 @@ pub async fn relay_login(
                 match code {
                     AUTH_OK => {
                         client.write_all(&frame.raw).await?;
+                        upstream.write_all(&after_auth.raw).await?;
+                        upstream.flush().await?;
                         break;
                     }
                     AUTH_CLEARTEXT | AUTH_MD5 | AUTH_SASL_CONTINUE => {
@@ -118,10 +125,36 @@ pub async fn relay_login(
         }
     }
 
-    let mut parameters = Vec::new();
     let mut proxy_pid = 0;
+    let result = session_start(
+        client,
+        upstream,
+        upstream_buf,
+        &reader,
+        proxy,
+        &mut proxy_pid,
+    )
+    .await;
+    if result.is_err() && proxy_pid != 0 {
+        // The cancel key of a session that never started would stay registered forever.
+        proxy.cancels.unregister(proxy_pid);
+    }
+    result
+}
+
+/// ParameterStatus, BackendKeyData and notices after AuthenticationOk, up to ReadyForQuery.
+/// `proxy_pid` is the registered cancel key, set as soon as there is one.
+async fn session_start(
+    client: &mut BoxStream,
+    upstream: &mut BoxStream,
+    upstream_buf: &mut BytesMut,
+    reader: &FrameReader,
+    proxy: &Proxy,
+    proxy_pid: &mut i32,
+) -> Result<LoggedIn, SessionError> {
+    let mut parameters = Vec::new();
     loop {
-        let frame = read_frame(upstream, upstream_buf, &reader).await?;
+        let frame = read_frame(upstream, upstream_buf, reader).await?;
         match frame.tag {
             b'S' => {
                 parameters.push(
@@ -136,7 +169,7 @@ pub async fn relay_login(
                     upstream_pid: pid,
                     upstream_secret: secret,
                 });
-                proxy_pid = ppid;
+                *proxy_pid = ppid;
                 client
                     .write_all(&message::encode_backend_key(ppid, &psecret).raw)
                     .await?;
@@ -148,11 +181,10 @@ pub async fn relay_login(
                 return Err(SessionError::LoginFailed(error_text(&frame)));
             }
             b'Z' => {
-                client.write_all(&frame.raw).await?;
-                client.flush().await?;
                 return Ok(LoggedIn {
-                    proxy_pid,
+                    proxy_pid: *proxy_pid,
                     parameters,
+                    ready: frame,
                 });
             }
             other => {
@@ -187,7 +219,7 @@ async fn relay_client_response(
     }
 }
 
-fn error_text(frame: &Frame) -> String {
+pub(super) fn error_text(frame: &Frame) -> String {
     message::decode_fields(frame)
         .ok()
         .and_then(|f| f.into_iter().find(|(c, _)| *c == b'M').map(|(_, m)| m))

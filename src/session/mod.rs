@@ -5,6 +5,7 @@ mod audit_rows;
 mod audit_trail;
 mod auth;
 mod handshake;
+mod identity;
 mod refusals;
 mod relay;
 pub mod rowwatch;
@@ -209,6 +210,7 @@ async fn start(
         &mut upstream,
         &mut upstream_buf,
         proxy,
+        &identity::probe(),
     )
     .await
     {
@@ -220,6 +222,31 @@ async fn start(
             return Err(e);
         }
     };
+    // PostgreSQL must have logged in the user and database the policy and audit use; the
+    // client gets its first ReadyForQuery only then.
+    let expected = identity::Expected {
+        user: &user,
+        database: startup.database(),
+    };
+    let confirmed = match identity::check_reported_user(&logged_in.parameters, &expected) {
+        Ok(()) => {
+            identity::check_probe(&mut client, &mut upstream, &mut upstream_buf, &expected).await
+        }
+        Err(e) => Err(SessionError::Client(e)),
+    };
+    if let Err(e) = confirmed {
+        if let Some(pg) = e.client_error() {
+            let _ = client.write_all(&pg.to_bytes()).await;
+        }
+        close_after_login(&mut client, &mut upstream, proxy, logged_in.proxy_pid).await;
+        return Err(match e {
+            SessionError::Client(pg) => {
+                tracing::warn!(user = %user, database = %startup.database(), reason = %pg.message, "session identity not confirmed");
+                SessionError::LoginFailed(pg.message)
+            }
+            other => other,
+        });
+    }
     if policy.role().is_some_and(|(_, restricted)| restricted) {
         // Analysis reads strings the standard way and text as UTF-8; a session whose settings
         // (role or database defaults) say otherwise would run something else than was analysed.
@@ -235,10 +262,13 @@ async fn start(
                     format!("pgvakt: {name} is {value} for this session; restricted roles need standard_conforming_strings on and UTF8"),
                 );
                 let _ = client.write_all(&e.to_bytes()).await;
+                close_after_login(&mut client, &mut upstream, proxy, logged_in.proxy_pid).await;
                 return Ok(None);
             }
         }
     }
+    client.write_all(&logged_in.ready.raw).await?;
+    client.flush().await?;
     tracing::info!(user = %user, database = %startup.database(), tls = tls_version.as_deref().unwrap_or("none"), "login");
     let _ = refuse;
     let audit = proxy.audit.as_ref().map(|h| {
@@ -275,4 +305,19 @@ async fn start(
         tls_version,
         audit,
     }))
+}
+
+/// End a session refused after the upstream logged it in: the client has its FATAL, the
+/// upstream gets Terminate, and the cancel key is forgotten.
+async fn close_after_login(
+    client: &mut crate::stream::BoxStream,
+    upstream: &mut crate::stream::BoxStream,
+    proxy: &Proxy,
+    proxy_pid: i32,
+) {
+    proxy.cancels.unregister(proxy_pid);
+    let _ = client.flush().await;
+    let _ = client.shutdown().await;
+    let _ = upstream.write_all(&[b'X', 0, 0, 0, 4]).await;
+    let _ = upstream.shutdown().await;
 }
