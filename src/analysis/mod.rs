@@ -84,6 +84,8 @@ pub struct Analysed {
     stand_ins: Vec<(String, Arc<str>)>,
     /// (placeholder name, columns its stand-in shows), for PostgreSQL's parser's check.
     stand_in_columns: Vec<(String, Vec<String>)>,
+    /// Placeholder names of masked column references of a written table.
+    mask_placeholders: Vec<String>,
     normalized: std::sync::OnceLock<(String, String)>,
 }
 
@@ -144,10 +146,21 @@ impl Analysed {
         self.stand_in_columns.append(columns);
     }
 
+    /// Masked column references of a written table, put in place like stand-ins.
+    fn take_mask_stand_ins(&mut self, from: &mut Vec<(String, Arc<str>)>) {
+        for (p, _) in from.iter() {
+            self.mask_placeholders.push(p.trim_matches('"').to_owned());
+        }
+        self.stand_ins.append(from);
+    }
+
     /// Check the rendering (stand-ins still as placeholders) with PostgreSQL's parser.
     fn verify_with_postgres(&self, sql: &str, ctx: &Ctx) -> Result<(), PgError> {
-        let stand_ins = self.stand_in_columns.iter().cloned().collect();
-        authority::verify(sql, ctx, &stand_ins)
+        let placeholders = authority::Placeholders {
+            relations: self.stand_in_columns.iter().cloned().collect(),
+            expressions: self.mask_placeholders.iter().cloned().collect(),
+        };
+        authority::verify(sql, ctx, &placeholders)
     }
 
     fn put_stand_ins(&mut self, sql: String) -> Result<String, String> {

@@ -52,6 +52,35 @@ pub fn check(sql: &str) -> Result<Arc<str>, String> {
     Ok(r)
 }
 
+/// The rendering of a generated mask expression, checked like a stand-in; it is put in
+/// place in parentheses.
+pub fn check_expr(sql: &str) -> Result<Arc<str>, String> {
+    let key = format!("expr:{sql}");
+    let mut cache = match CHECKED.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    if let Some(r) = cache.get(&key) {
+        return Ok(r.clone());
+    }
+    let rendered = super::parse_expr(sql)
+        .map_err(|e| e.to_string())?
+        .to_string();
+    let again = super::parse_expr(&rendered)
+        .map_err(|e| e.to_string())?
+        .to_string();
+    if again != rendered {
+        return Err("the mask expression does not read back the same".into());
+    }
+    super::authority::tokens_agree(&rendered)?;
+    if cache.len() >= CHECKED_MAX {
+        cache.clear();
+    }
+    let r: Arc<str> = rendered.into();
+    cache.insert(key, r.clone());
+    Ok(r)
+}
+
 /// `sql` with each placeholder replaced by its stand-in; every placeholder must occur exactly
 /// once (anything else means the rendering is not what was analysed).
 pub fn put_in_place(sql: &str, stand_ins: &[(String, Arc<str>)]) -> Result<String, String> {

@@ -252,6 +252,7 @@ fn statement(
                 target.check_returning(r)?;
             }
             walk_target(ins, &mut target)?;
+            out.take_mask_stand_ins(&mut target.stand_ins);
             walk_reads(ins, ctx, out)?;
             Ok(StatementClass::Write)
         }
@@ -278,6 +279,7 @@ fn statement(
                 target.check_returning(r)?;
             }
             walk_target(u, &mut target)?;
+            out.take_mask_stand_ins(&mut target.stand_ins);
             walk_parts(ctx, out, |r| {
                 u.table.joins.visit(r)?;
                 u.assignments.visit(r)?;
@@ -303,6 +305,7 @@ fn statement(
                 target.check_returning(r)?;
             }
             walk_target(d, &mut target)?;
+            out.take_mask_stand_ins(&mut target.stand_ins);
             walk_parts(ctx, out, |r| {
                 d.using.visit(r)?;
                 d.selection.visit(r)?;
@@ -400,9 +403,16 @@ fn statement(
         | Statement::Savepoint { .. }
         | Statement::ReleaseSavepoint { .. }
         | Statement::ShowVariable { .. }
-        | Statement::LISTEN { .. }
-        | Statement::UNLISTEN { .. }
-        | Statement::NOTIFY { .. } => {
+        | Statement::UNLISTEN { .. } => {
+            walk_reads(stmt, ctx, out)?;
+            Ok(StatementClass::Utility)
+        }
+        // Notifications carry data between sessions past the analysis of results; UNLISTEN
+        // (above) moves none, and pools send `UNLISTEN *` when a connection is returned.
+        Statement::LISTEN { .. } | Statement::NOTIFY { .. } => {
+            if !ctx.rules.allows(Capability::Notify) {
+                return refuse_kind("LISTEN/NOTIFY without the notify capability");
+            }
             walk_reads(stmt, ctx, out)?;
             Ok(StatementClass::Utility)
         }

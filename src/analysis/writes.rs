@@ -20,6 +20,9 @@ pub struct Target<'a, 'c> {
     /// Names the target is known by in the statement: its name and alias.
     names: HashSet<String>,
     decisions: HashMap<String, ColumnDecision>,
+    /// (placeholder, mask expression) for each protected column reference replaced: the
+    /// expressions go in after PostgreSQL's parser has checked the rendering.
+    pub stand_ins: Vec<(String, std::sync::Arc<str>)>,
 }
 
 impl<'a, 'c> Target<'a, 'c> {
@@ -44,6 +47,7 @@ impl<'a, 'c> Target<'a, 'c> {
             rel,
             names,
             decisions,
+            stand_ins: Vec::new(),
         }
     }
 
@@ -78,7 +82,7 @@ impl<'a, 'c> Target<'a, 'c> {
         Ok(())
     }
 
-    fn masked(&self, column_sql: &str, column: &str) -> Result<Option<Expr>, PgError> {
+    fn masked(&mut self, column_sql: &str, column: &str) -> Result<Option<Expr>, PgError> {
         let Some(d) = self.decisions.get(column) else {
             return Ok(None);
         };
@@ -99,9 +103,13 @@ impl<'a, 'c> Target<'a, 'c> {
                         m.name, self.rel.name
                     ))
                 })?;
-                parse_expr(&sql)
-                    .map(Some)
-                    .map_err(|e| self.ctx.unsupported(&format!("the mask of {column}: {e}")))
+                let unsupported =
+                    |e: String| self.ctx.unsupported(&format!("the mask of {column}: {e}"));
+                let checked = super::stand_in::check_expr(&sql).map_err(unsupported)?;
+                let placeholder = super::stand_in::placeholder();
+                let expr = parse_expr(&placeholder).map_err(|e| unsupported(e.to_string()))?;
+                self.stand_ins.push((placeholder, checked));
+                Ok(Some(expr))
             }
         }
     }
@@ -131,7 +139,7 @@ impl<'a, 'c> Target<'a, 'c> {
             _ => None,
         };
         if let Some(r) = replacement {
-            *e = Expr::Nested(Box::new(r));
+            *e = r;
         }
         Ok(())
     }

@@ -53,7 +53,7 @@ mod allow;
 mod tokens;
 mod tree;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 
 use prometheus_client::metrics::counter::Counter;
@@ -93,23 +93,27 @@ impl Finding {
     }
 }
 
-/// Check the text to forward (masked stand-ins still as placeholders: name → the columns
-/// each shows).
-pub fn verify(
-    sql: &str,
-    ctx: &Ctx,
-    stand_ins: &HashMap<String, Vec<String>>,
-) -> Result<(), PgError> {
-    check(sql, ctx, stand_ins).map_err(|f| f.into_error(ctx))
+/// What the analysis put in the rendering as placeholder names, to be replaced after the check.
+#[derive(Debug, Default)]
+pub struct Placeholders {
+    /// Masked stand-ins for protected tables: name → the columns each shows.
+    pub relations: HashMap<String, Vec<String>>,
+    /// Masked references to protected columns of a written table.
+    pub expressions: HashSet<String>,
 }
 
-fn check(sql: &str, ctx: &Ctx, stand_ins: &HashMap<String, Vec<String>>) -> Result<(), Finding> {
+/// Check the text to forward, masked stand-ins still as placeholders.
+pub fn verify(sql: &str, ctx: &Ctx, placeholders: &Placeholders) -> Result<(), PgError> {
+    check(sql, ctx, placeholders).map_err(|f| f.into_error(ctx))
+}
+
+fn check(sql: &str, ctx: &Ctx, placeholders: &Placeholders) -> Result<(), Finding> {
     tokens::agree(sql).map_err(Finding::Disagreement)?;
     let parsed = pg_query::parse(sql, pg_query::ParserOptions::DEFAULT)
         .map_err(|e| Finding::Disagreement(format!("PostgreSQL's grammar rejects it: {e}")))?;
     let tree = serde_json::to_value(&parsed.protobuf)
         .map_err(|e| Finding::Disagreement(format!("its parse tree: {e}")))?;
-    tree::Gate::new(ctx, stand_ins).parse_result(&tree)
+    tree::Gate::new(ctx, placeholders).parse_result(&tree)
 }
 
 /// Whether PostgreSQL's scanner and sqlparser cut `sql` into the same tokens (no comments).

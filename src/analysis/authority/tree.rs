@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::Value;
 
 use super::allow::{self, Reads};
-use super::Finding;
+use super::{Finding, Placeholders};
 use crate::analysis::functions::is_protected_setting;
 use crate::analysis::Ctx;
 use crate::catalog::{RelKind, Relation};
@@ -77,7 +77,8 @@ enum Field {
 
 pub struct Gate<'a, 'c> {
     ctx: &'a Ctx<'c>,
-    /// Placeholder name → the columns its stand-in shows.
+    placeholders: &'a Placeholders,
+    /// Relation placeholder name → the columns its stand-in shows.
     stand_ins: &'a HashMap<String, Vec<String>>,
     seen: HashSet<String>,
 }
@@ -129,10 +130,11 @@ fn differs(m: impl Into<String>) -> Finding {
 }
 
 impl<'a, 'c> Gate<'a, 'c> {
-    pub fn new(ctx: &'a Ctx<'c>, stand_ins: &'a HashMap<String, Vec<String>>) -> Self {
+    pub fn new(ctx: &'a Ctx<'c>, placeholders: &'a Placeholders) -> Self {
         Gate {
             ctx,
-            stand_ins,
+            placeholders,
+            stand_ins: &placeholders.relations,
             seen: HashSet::new(),
         }
     }
@@ -144,7 +146,7 @@ impl<'a, 'c> Gate<'a, 'c> {
             let stmt = field(raw, "stmt").ok_or_else(|| differs("an empty statement"))?;
             self.statement(stmt, &root)?;
         }
-        if self.seen.len() != self.stand_ins.len() {
+        if self.seen.len() != self.stand_ins.len() + self.placeholders.expressions.len() {
             return Err(differs(
                 "a masked stand-in is not where the analysis put it",
             ));
@@ -185,7 +187,13 @@ impl<'a, 'c> Gate<'a, 'c> {
             "ExecuteStmt" => self.walk(s, lvl),
             "VariableSetStmt" => {
                 let name = text(s, "name").to_ascii_lowercase();
-                if is_protected_setting(&name) {
+                // These three are allowed with the values the analysis checked (it reads the
+                // same tokens); the others are never changed by restricted roles.
+                let checked = matches!(
+                    name.as_str(),
+                    "search_path" | "standard_conforming_strings" | "client_encoding"
+                );
+                if !checked && is_protected_setting(&name) {
                     return Err(policy(format!(
                         "changing the setting {name} is not allowed for role {}",
                         self.role()
@@ -496,11 +504,19 @@ impl<'a, 'c> Gate<'a, 'c> {
 
     /// Column references only matter where a written table with protected columns is in
     /// scope: there they read stored values, which must not reach the role.
-    fn column_ref(&self, cr: &Value, lvl: &Level) -> Checked {
+    fn column_ref(&mut self, cr: &Value, lvl: &Level) -> Checked {
+        let fields = fields(field(cr, "fields"));
+        if let [Field::Name(x)] = fields.as_slice() {
+            if self.placeholders.expressions.contains(x) {
+                if !self.seen.insert(x.clone()) {
+                    return Err(differs("a masked column reference met twice"));
+                }
+                return Ok(());
+            }
+        }
         if !lvl.any_target() {
             return Ok(());
         }
-        let fields = fields(field(cr, "fields"));
         match fields.as_slice() {
             [Field::Star] if lvl.target.is_some() => Err(self.whole_row(lvl.target.as_ref())),
             [Field::Star] => Ok(()),
