@@ -2,6 +2,7 @@
 //! clients that connect through it with TLS.
 #![allow(dead_code)]
 
+pub mod leaks;
 pub mod process;
 pub mod raw;
 
@@ -35,6 +36,8 @@ pub struct EnvOptions {
     pub policy_file: Option<PathBuf>,
     /// Policy file watch interval (0: reload only when asked).
     pub policy_watch_ms: u64,
+    /// Further `postgresql.conf` settings of the throwaway server, e.g. `log_statement = all`.
+    pub pg_settings: Vec<(String, String)>,
 }
 
 impl Env {
@@ -43,9 +46,12 @@ impl Env {
     }
 
     pub async fn start_with(opts: EnvOptions) -> Env {
-        let cluster = Cluster::start_async(ClusterOptions::default())
-            .await
-            .expect("start PostgreSQL");
+        let cluster = Cluster::start_async(ClusterOptions {
+            settings: opts.pg_settings.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("start PostgreSQL");
         let dir = tempfile::tempdir().expect("tempdir");
         let certs = certs::generate(dir.path(), "client").expect("certs");
         let mut extra = opts.extra_yaml.clone();
@@ -73,6 +79,7 @@ impl Env {
             extra
         );
         let config = Config::parse(&yaml, "test.yaml").expect("config");
+        install_pseudonym(&cluster, &config).await;
         let enforcer = Enforcer::load(&config).await.expect("policy and catalog");
         let server = Server::start(config, enforcer).await.expect("start pgvakt");
         Env {
@@ -163,6 +170,34 @@ impl Env {
     pub async fn metrics(&self) -> String {
         http_get(self.server().metrics_addr, "/metrics").await
     }
+}
+
+/// `pgvakt install` as an operator runs it before starting pgvakt: when the policy configures a
+/// pseudonym key, into the service database as the service user (the demo's `admin`, which owns
+/// `crm`), or as the superuser when there is none.
+pub async fn install_pseudonym(cluster: &Cluster, config: &Config) {
+    if config.policy.paths.is_empty() {
+        return;
+    }
+    // A policy that does not load is the enforcer's to report.
+    let Ok(set) = pgvakt::policy::load(&config.policy.paths) else {
+        return;
+    };
+    let Some(key) = set.pseudonym_key() else {
+        return;
+    };
+    let up = &config.upstream;
+    let mut pg = cluster.superuser_config(&up.service_database);
+    if let (Some(user), Some(file)) = (&up.service_user, &up.service_password_file) {
+        let password = std::fs::read_to_string(file).expect("service password");
+        pg.user(user).password(password.trim_end());
+    }
+    let mut client = pgvakt::install::connect(&pg, None)
+        .await
+        .expect("connect for pgvakt install");
+    pgvakt::install::install(&mut client, key)
+        .await
+        .expect("pgvakt install");
 }
 
 fn service_lines(opts: &EnvOptions, dir: &std::path::Path) -> String {

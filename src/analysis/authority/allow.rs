@@ -62,7 +62,7 @@ const FUNCTIONS: &[(&[&str], Reads)] = &[
         "justify_days", "justify_hours", "justify_interval", "make_date", "make_interval",
         "make_time", "make_timestamp", "make_timestamptz", "now", "statement_timestamp",
         "timeofday", "transaction_timestamp", "timezone", "overlaps", "date", "time", "timetz",
-        "timestamp", "timestamptz", "interval", "pg_sleep_for", "pg_sleep_until",
+        "timestamp", "timestamptz", "interval", "pg_sleep", "pg_sleep_for", "pg_sleep_until",
     ], Arguments),
     // Enums, ranges, arrays, UUIDs, network addresses.
     (&[
@@ -400,7 +400,6 @@ mod tests {
             "dblink",
             "current_query",
             "pg_stat_get_activity",
-            "pg_sleep",
             "pg_terminate_backend",
         ] {
             assert_eq!(function(f), None, "{f}");
