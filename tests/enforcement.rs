@@ -117,7 +117,11 @@ const SECRETARY: &[(&str, Expect)] = &[
     ("DELETE FROM contacts WHERE bank_account = 'nope' RETURNING bank_account", NoLeak),
     ("INSERT INTO activities (contact_id, kind, subject, body, happened_at) SELECT id, 'note', 'x', bank_account, now() FROM contacts WHERE id = 2 RETURNING body", Runs),
     ("INSERT INTO contacts (first_name, last_name, email, bank_account) VALUES ('a','b','c@d','1')", Refused),
-    ("SELECT pg_notify('ch', (SELECT bank_account FROM contacts LIMIT 1))", Runs),
+    // The secretary has no `notify` capability.
+    ("SELECT pg_notify('ch', (SELECT bank_account FROM contacts LIMIT 1))", Refused),
+    ("LISTEN ch", Refused),
+    ("NOTIFY ch, 'x'", Refused),
+    ("UNLISTEN *", Runs),
     ("SELECT * FROM crm.public.contacts", Runs),
     ("SELECT * FROM nosuchtable", Refused),
     ("WITH contacts AS (SELECT 1) SELECT * FROM contacts", Refused),

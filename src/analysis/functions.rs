@@ -1,5 +1,36 @@
 //! Functions and catalog relations a restricted role may not use: they run SQL text, read
-//! files, or expose values and query text past the analysis.
+//! files, or expose values and query text past the analysis; and those it may use only with a
+//! policy capability.
+
+use crate::policy::model::Capability;
+
+/// The capability a restricted role needs to call a built-in function (name without schema,
+/// lower case), if any: `pg_notify` sends a payload to every listener, like NOTIFY.
+// Not called yet: `Ctx::check_function` (analysis/mod.rs) is to consult it.
+#[allow(dead_code)]
+pub fn needs_capability(name: &str) -> Option<Capability> {
+    match name {
+        "pg_notify" => Some(Capability::Notify),
+        _ => None,
+    }
+}
+
+/// Whether a relation is one of pg_catalog's statistics views or tables, readable by a
+/// restricted role only with the `statistics_views` capability: they hold column values (most
+/// common values, histogram bounds) or other sessions' activity and query text.
+// Not called yet: the relation check (analysis/relations.rs) is to consult it.
+#[allow(dead_code)]
+pub fn statistics_relation(schema: &str, name: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "pg_stats",
+        "pg_stats_ext",
+        "pg_stats_ext_exprs",
+        "pg_statistic",
+        "pg_statistic_ext_data",
+    ];
+    schema == "pg_catalog"
+        && (EXACT.contains(&name) || name.starts_with("pg_stat_") || name.starts_with("pg_statio_"))
+}
 
 /// Built-in functions refused for restricted roles (names without schema, lower case).
 pub fn is_denied_function(name: &str) -> bool {
@@ -83,4 +114,52 @@ pub fn is_protected_setting(name: &str) -> bool {
             | "escape_string_warning"
             | "client_encoding"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pg_notify_needs_the_notify_capability() {
+        assert_eq!(needs_capability("pg_notify"), Some(Capability::Notify));
+        for other in [
+            "lower",
+            "pg_listening_channels",
+            "pg_notification_queue_usage",
+            "notify",
+        ] {
+            assert_eq!(needs_capability(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn statistics_relations_are_pg_catalog_statistics_only() {
+        for name in [
+            "pg_stats",
+            "pg_stats_ext",
+            "pg_stats_ext_exprs",
+            "pg_statistic",
+            "pg_statistic_ext_data",
+            "pg_stat_activity",
+            "pg_stat_user_tables",
+            "pg_stat_all_indexes",
+            "pg_stat_database",
+            "pg_statio_user_tables",
+            "pg_statio_all_sequences",
+        ] {
+            assert!(statistics_relation("pg_catalog", name), "{name}");
+        }
+        for (schema, name) in [
+            ("pg_catalog", "pg_class"),
+            ("pg_catalog", "pg_statistic_ext"),
+            ("pg_catalog", "pg_settings"),
+            ("pg_catalog", "pg_stat"),
+            ("public", "pg_stats"),
+            ("public", "pg_stat_statements"),
+            ("information_schema", "tables"),
+        ] {
+            assert!(!statistics_relation(schema, name), "{schema}.{name}");
+        }
+    }
 }

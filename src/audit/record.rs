@@ -56,7 +56,6 @@ pub enum Outcome {
 pub enum StatementClass {
     Read,
     Write,
-    Ddl,
     Copy,
     Utility,
 }
@@ -67,7 +66,6 @@ impl From<crate::policy::model::StatementClass> for StatementClass {
         match c {
             P::Read => StatementClass::Read,
             P::Write => StatementClass::Write,
-            P::Ddl => StatementClass::Ddl,
             P::Copy => StatementClass::Copy,
             P::Utility => StatementClass::Utility,
         }

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use super::inventory::{ColumnRules, Inventory, NONE, UNCLASSIFIED};
 use super::masks::{self, MaskKind};
 
-/// What a statement does, for per-role limits and for audit records.
+/// What a statement does, for per-role limits and for audit records. There is no DDL class:
+/// restricted roles can never run DDL (pgvakt cannot analyse what it does with protected data).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum StatementClass {
     Read,
     Write,
-    Ddl,
     Copy,
     Utility,
 }
@@ -75,18 +75,19 @@ pub struct TableInventory {
     pub subject_key: Option<String>,
 }
 
-/// Constructs a restricted role may use only when the policy explicitly allows them.
+/// Constructs a restricted role may use only when the policy explicitly allows them. DO blocks,
+/// CREATE FUNCTION and DDL are never allowed to restricted roles, and PREPARE / EXECUTE /
+/// DECLARE are always analysed like the statement they wrap, so neither is a capability.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Capability {
-    /// DO blocks, CREATE FUNCTION/PROCEDURE.
-    ProceduralCode,
     /// CREATE TEMP TABLE / VIEW, SELECT INTO.
     TempObjects,
-    /// PREPARE / EXECUTE / DECLARE CURSOR (analysed like the wrapped statement either way).
-    SqlPrepare,
-    /// LISTEN / NOTIFY / pg_notify.
+    /// LISTEN, NOTIFY and `pg_notify` (`analysis::functions::needs_capability`). UNLISTEN is
+    /// always allowed: it moves no data, and connection pools send `UNLISTEN *` on release.
     Notify,
-    /// Catalog views with statistics or other sessions' query text.
+    /// pg_catalog's statistics views and tables (`analysis::functions::statistics_relation`):
+    /// `pg_stats`, `pg_statistic`, `pg_stat_*`, `pg_statio_*`, ... They hold column values
+    /// (most common values, histogram bounds) or other sessions' query text.
     StatisticsViews,
     /// COPY to/from server files or programs.
     ServerFiles,

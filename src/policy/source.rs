@@ -152,10 +152,11 @@ pub struct RoleSpec {
     /// Column (`table.column`, `schema.table.column`, patterns allowed) → action.
     #[serde(default)]
     pub columns: HashMap<Name, Spanned<ActionSpec>>,
-    /// Allowed statement classes. Default: read, write, copy, utility (no ddl).
+    /// Allowed statement classes. Default: read, write, copy, utility (all of them).
     #[serde(default)]
     pub statements: Option<Vec<Spanned<ClassSpec>>>,
-    /// Constructs otherwise refused. Default: none.
+    /// Constructs otherwise refused: `temp_objects`, `notify`, `statistics_views`,
+    /// `server_files`. Default: none.
     #[serde(default)]
     pub capabilities: Vec<Spanned<CapabilitySpec>>,
 }
@@ -165,20 +166,23 @@ pub struct RoleSpec {
 pub enum ClassSpec {
     Read,
     Write,
-    Ddl,
     Copy,
     Utility,
+    /// Removed: read only so that validation can say why (`validate::class`).
+    Ddl,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CapabilitySpec {
-    ProceduralCode,
     TempObjects,
-    SqlPrepare,
     Notify,
     StatisticsViews,
     ServerFiles,
+    /// Removed: read only so that validation can say why (`validate::capability`).
+    ProceduralCode,
+    /// Removed: read only so that validation can say why (`validate::capability`).
+    SqlPrepare,
 }
 
 /// A user or PostgreSQL group mapped to a policy role, optionally for a period.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::compile::compile_sources;
-use super::model::{ColumnAction, ColumnType, RoleRules, StatementClass};
+use super::model::{Capability, ColumnAction, ColumnType, RoleRules, StatementClass};
 use super::source::parse;
 use super::*;
 
@@ -69,7 +69,9 @@ fn demo_policy_loads_and_decides() {
     assert_eq!(d("secretary", "contacts", "unlisted_column"), "mask:redact");
     assert!(p.roles["admin"].is_unrestricted());
     assert!(!p.roles["marketing"].allows_class(StatementClass::Write));
-    assert!(!p.roles["secretary"].allows_class(StatementClass::Ddl));
+    assert!(p.roles["secretary"].allows_class(StatementClass::Utility));
+    assert!(!p.roles["secretary"].allows(Capability::Notify));
+    assert!(p.roles["admin"].allows(Capability::Notify));
     let rule = p.roles["secretary"]
         .column("public", "contacts", "bank_account")
         .rule;
@@ -609,4 +611,58 @@ fn unlisted_relations_setting_relaxes_deliberately_and_strictly() {
         errors,
         vec!["b.yaml:1:21: error: unlisted_relations: duplicate definition, first defined at a.yaml:1:21"]
     );
+}
+
+#[test]
+fn removed_capabilities_and_the_ddl_class_are_errors_that_say_why() {
+    let got = problems(&format!(
+        "{BASE}  clerk:\n    statements: [read, ddl]\n    capabilities: [notify, procedural_code, sql_prepare]\n"
+    ));
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(
+        got[0].starts_with("p.yaml:10:24: error: roles.clerk.statements[1]: statement class 'ddl' was removed: restricted roles can never run DDL, because pgvakt cannot analyse"),
+        "{got:?}"
+    );
+    assert!(
+        got[1].starts_with("p.yaml:11:28: error: roles.clerk.capabilities[1]: capability 'procedural_code' was removed: restricted roles can never run DO blocks or CREATE FUNCTION/PROCEDURE, because pgvakt cannot analyse procedural code"),
+        "{got:?}"
+    );
+    assert!(
+        got[2].starts_with("p.yaml:11:45: error: roles.clerk.capabilities[2]: capability 'sql_prepare' was removed: PREPARE, EXECUTE and DECLARE are always allowed and analysed like the statement they wrap"),
+        "{got:?}"
+    );
+    // An unknown name is still refused by the file's shape, listing what exists.
+    let got = problems(&format!(
+        "{BASE}  clerk: {{capabilities: [notifications]}}\n"
+    ));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].contains("unknown variant `notifications`"),
+        "{got:?}"
+    );
+
+    let p = compiled(&format!(
+        "{BASE}  clerk:\n    statements: [read]\n    capabilities: [notify, statistics_views, temp_objects, server_files]\n"
+    ));
+    let clerk = &p.roles["clerk"];
+    for c in [
+        Capability::Notify,
+        Capability::StatisticsViews,
+        Capability::TempObjects,
+        Capability::ServerFiles,
+    ] {
+        assert!(clerk.allows(c), "{c:?}");
+        assert!(!p.roles["nobody"].allows(c), "{c:?}");
+    }
+    assert!(clerk.allows_class(StatementClass::Read));
+    assert!(!clerk.allows_class(StatementClass::Write));
+    // Without `statements`, every class is allowed.
+    for c in [
+        StatementClass::Read,
+        StatementClass::Write,
+        StatementClass::Copy,
+        StatementClass::Utility,
+    ] {
+        assert!(p.roles["nobody"].allows_class(c), "{c:?}");
+    }
 }

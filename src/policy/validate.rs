@@ -33,8 +33,8 @@ pub const BUILTIN_CATEGORIES: &[&str] = &[
 /// Default environment variable for the pseudonym key.
 pub const DEFAULT_KEY_ENV: &str = "PGVAKT_PSEUDONYM_KEY";
 
-/// Default statement classes of a restricted role: DDL can copy protected data into new tables,
-/// so it must be granted explicitly.
+/// Default statement classes of a restricted role: all of them. DDL is not a class a policy can
+/// grant: restricted roles never run it (it can copy protected data into new tables).
 pub const DEFAULT_CLASSES: &[StatementClass] = &[
     StatementClass::Read,
     StatementClass::Write,
@@ -462,23 +462,25 @@ pub(crate) fn check_category(
     false
 }
 
-pub(crate) fn class(c: ClassSpec) -> StatementClass {
+/// The class, or why a removed one no longer exists.
+pub(crate) fn class(c: ClassSpec) -> Result<StatementClass, &'static str> {
     match c {
-        ClassSpec::Read => StatementClass::Read,
-        ClassSpec::Write => StatementClass::Write,
-        ClassSpec::Ddl => StatementClass::Ddl,
-        ClassSpec::Copy => StatementClass::Copy,
-        ClassSpec::Utility => StatementClass::Utility,
+        ClassSpec::Read => Ok(StatementClass::Read),
+        ClassSpec::Write => Ok(StatementClass::Write),
+        ClassSpec::Copy => Ok(StatementClass::Copy),
+        ClassSpec::Utility => Ok(StatementClass::Utility),
+        ClassSpec::Ddl => Err("statement class 'ddl' was removed: restricted roles can never run DDL, because pgvakt cannot analyse what it does with protected data (CREATE TABLE ... AS, CREATE VIEW, ALTER ...); run DDL as an unrestricted role and delete 'ddl' here"),
     }
 }
 
-pub(crate) fn capability(c: CapabilitySpec) -> Capability {
+/// The capability, or why a removed one no longer exists.
+pub(crate) fn capability(c: CapabilitySpec) -> Result<Capability, &'static str> {
     match c {
-        CapabilitySpec::ProceduralCode => Capability::ProceduralCode,
-        CapabilitySpec::TempObjects => Capability::TempObjects,
-        CapabilitySpec::SqlPrepare => Capability::SqlPrepare,
-        CapabilitySpec::Notify => Capability::Notify,
-        CapabilitySpec::StatisticsViews => Capability::StatisticsViews,
-        CapabilitySpec::ServerFiles => Capability::ServerFiles,
+        CapabilitySpec::TempObjects => Ok(Capability::TempObjects),
+        CapabilitySpec::Notify => Ok(Capability::Notify),
+        CapabilitySpec::StatisticsViews => Ok(Capability::StatisticsViews),
+        CapabilitySpec::ServerFiles => Ok(Capability::ServerFiles),
+        CapabilitySpec::ProceduralCode => Err("capability 'procedural_code' was removed: restricted roles can never run DO blocks or CREATE FUNCTION/PROCEDURE, because pgvakt cannot analyse procedural code; run it as an unrestricted role and delete 'procedural_code' here"),
+        CapabilitySpec::SqlPrepare => Err("capability 'sql_prepare' was removed: PREPARE, EXECUTE and DECLARE are always allowed and analysed like the statement they wrap, so it changed nothing; delete it"),
     }
 }

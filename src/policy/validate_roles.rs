@@ -140,9 +140,28 @@ pub(crate) fn roles_and_grants(
                 }
             }
             if let Some(classes) = &r.statements {
-                role.classes = classes.iter().map(|s| class(s.value)).collect();
+                role.classes.clear();
+                for (i, s) in classes.iter().enumerate() {
+                    match class(s.value) {
+                        Ok(c) => role.classes.push(c),
+                        Err(why) => diags.error(
+                            &Pos::new(file, &s.referenced),
+                            format!("{path}.statements[{i}]"),
+                            why,
+                        ),
+                    }
+                }
             }
-            role.capabilities = r.capabilities.iter().map(|s| capability(s.value)).collect();
+            for (i, s) in r.capabilities.iter().enumerate() {
+                match capability(s.value) {
+                    Ok(c) => role.capabilities.push(c),
+                    Err(why) => diags.error(
+                        &Pos::new(file, &s.referenced),
+                        format!("{path}.capabilities[{i}]"),
+                        why,
+                    ),
+                }
+            }
             c.roles.insert(role.name.clone(), role);
         }
     }

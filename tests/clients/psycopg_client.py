@@ -153,6 +153,16 @@ def server_side_cursor():
 
 
 def listen_notify():
+    if not UNRESTRICTED:
+        # The demo policy gives the secretary no `notify` capability: LISTEN and NOTIFY are
+        # refused as driver errors; UNLISTEN, which pools send on release, is not.
+        with connect(autocommit=True) as conn:
+            for sql in ["LISTEN pgvakt_events", "NOTIFY pgvakt_events, 'hello'"]:
+                checks.equal(f"SQLSTATE of {sql!r}", [sqlstate_of(conn, sql)], ["42501"])
+            conn.execute("UNLISTEN *")
+            checks.equal("session after LISTEN refused", conn.execute("SELECT 41 + 1").fetchone(),
+                         (42,))
+        return
     with connect(autocommit=True) as listener, connect(autocommit=True) as sender:
         listener.execute("LISTEN pgvakt_events")
         sender.execute("NOTIFY pgvakt_events, 'hello'")

@@ -201,7 +201,9 @@ impl<'a, 'c> Gate<'a, 'c> {
                 }
                 self.walk(s, lvl)
             }
-            "ListenStmt" | "UnlistenStmt" | "NotifyStmt" => {
+            // UNLISTEN moves no data, and pools send `UNLISTEN *` when a connection is
+            // returned (asyncpg's reset), so it needs no capability.
+            "ListenStmt" | "NotifyStmt" => {
                 if !self.ctx.rules.allows(Capability::Notify) {
                     return Err(policy(format!(
                         "LISTEN/NOTIFY is not allowed for role {} (capability notify)",
@@ -211,7 +213,7 @@ impl<'a, 'c> Gate<'a, 'c> {
                 Ok(())
             }
             "TransactionStmt" | "VariableShowStmt" | "DiscardStmt" | "FetchStmt"
-            | "ClosePortalStmt" | "DeallocateStmt" => Ok(()),
+            | "ClosePortalStmt" | "DeallocateStmt" | "UnlistenStmt" => Ok(()),
             other => Err(policy(format!(
                 "the statement {other} is not allowed for role {}",
                 self.role()
