@@ -2,34 +2,11 @@
 //! files, or expose values and query text past the analysis; and those it may use only with a
 //! policy capability.
 
-use crate::policy::model::Capability;
-
-/// The capability a restricted role needs to call a built-in function (name without schema,
-/// lower case), if any: `pg_notify` sends a payload to every listener, like NOTIFY.
-// Not called yet: `Ctx::check_function` (analysis/mod.rs) is to consult it.
-#[allow(dead_code)]
-pub fn needs_capability(name: &str) -> Option<Capability> {
-    match name {
-        "pg_notify" => Some(Capability::Notify),
-        _ => None,
-    }
-}
-
 /// Whether a relation is one of pg_catalog's statistics views or tables, readable by a
 /// restricted role only with the `statistics_views` capability: they hold column values (most
 /// common values, histogram bounds) or other sessions' activity and query text.
-// Not called yet: the relation check (analysis/relations.rs) is to consult it.
-#[allow(dead_code)]
 pub fn statistics_relation(schema: &str, name: &str) -> bool {
-    const EXACT: &[&str] = &[
-        "pg_stats",
-        "pg_stats_ext",
-        "pg_stats_ext_exprs",
-        "pg_statistic",
-        "pg_statistic_ext_data",
-    ];
-    schema == "pg_catalog"
-        && (EXACT.contains(&name) || name.starts_with("pg_stat_") || name.starts_with("pg_statio_"))
+    schema == "pg_catalog" && super::authority::is_statistics_relation(name)
 }
 
 /// Built-in functions refused for restricted roles (names without schema, lower case).

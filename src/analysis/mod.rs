@@ -220,6 +220,32 @@ pub(crate) fn quote(name: &str) -> Ident {
     Ident::with_quote('"', name)
 }
 
+/// A rule's origin as clients see it: `(crm.yaml:41:7)`, not the policy file's path on disk,
+/// which tells an attacker about the host and nothing a security team needs.
+pub fn without_paths(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('(') {
+        let Some(close) = rest[open..].find(')').map(|c| open + c) else {
+            break;
+        };
+        let inner = &rest[open + 1..close];
+        out.push_str(&rest[..=open]);
+        let is_location = (inner.contains(".yaml:") || inner.contains(".yml:"))
+            && inner.contains('/')
+            && !inner.contains(' ');
+        if is_location {
+            out.push_str(inner.rsplit('/').next().unwrap_or(inner));
+        } else {
+            out.push_str(inner);
+        }
+        out.push(')');
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// `name` as a quoted SQL identifier.
 pub fn quote_ident(name: &str) -> String {
     quote(name).to_string()
@@ -231,7 +257,7 @@ impl Ctx<'_> {
     }
 
     pub fn refuse(&self, message: String) -> PgError {
-        PgError::insufficient_privilege(format!("pgvakt: {message}"))
+        PgError::insufficient_privilege(format!("pgvakt: {}", without_paths(&message)))
             .with_detail(format!("policy {}", self.policy_version))
     }
 
@@ -246,8 +272,9 @@ impl Ctx<'_> {
 
     pub fn blocked(&self, schema: &str, table: &str, column: &str, rule: &str) -> PgError {
         PgError::insufficient_privilege(format!(
-            "pgvakt: column {table}.{column} is blocked for role {} by rule {rule}",
-            self.role()
+            "pgvakt: column {table}.{column} is blocked for role {} by rule {}",
+            self.role(),
+            without_paths(rule)
         ))
         .with_detail(format!(
             "table {schema}.{table}, policy {}",
@@ -423,5 +450,22 @@ impl Ctx<'_> {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_paths;
+
+    #[test]
+    fn refusals_name_the_rule_but_not_the_policy_path() {
+        assert_eq!(
+            without_paths(
+                "by rule roles.s.categories.financial (/etc/pgvakt/policies/crm.yaml:87:7); x (y)"
+            ),
+            "by rule roles.s.categories.financial (crm.yaml:87:7); x (y)"
+        );
+        assert_eq!(without_paths("no location (a b)"), "no location (a b)");
+        assert_eq!(without_paths("unclosed (x"), "unclosed (x");
     }
 }

@@ -78,7 +78,12 @@ impl<'a, 'c> Reads<'a, 'c> {
             return Ok(());
         }
         let rel = self.ctx.resolve(&parts, name)?;
-        if is_denied_relation(&rel.schema, &rel.name) {
+        let statistics_allowed = self
+            .ctx
+            .rules
+            .allows(crate::policy::model::Capability::StatisticsViews)
+            && crate::analysis::functions::statistics_relation(&rel.schema, &rel.name);
+        if is_denied_relation(&rel.schema, &rel.name) && !statistics_allowed {
             return Err(self.ctx.refuse(format!(
                 "reading {}.{} is not allowed for role {}: it exposes column values or other sessions' statements",
                 rel.schema, rel.name, self.ctx.role()

@@ -61,7 +61,7 @@ use prometheus_client::metrics::counter::Counter;
 use super::Ctx;
 use crate::protocol::PgError;
 
-pub use allow::{function as allowed_function, Reads};
+pub use allow::{function as allowed_function, is_statistics_relation, Reads};
 
 /// Statements refused because PostgreSQL's parser read them differently from the analysis;
 /// exported by the metrics module as `pgvakt_parser_disagreements_total`.
