@@ -98,19 +98,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pg_notify_needs_the_notify_capability() {
-        assert_eq!(needs_capability("pg_notify"), Some(Capability::Notify));
-        for other in [
-            "lower",
-            "pg_listening_channels",
-            "pg_notification_queue_usage",
-            "notify",
-        ] {
-            assert_eq!(needs_capability(other), None, "{other}");
-        }
-    }
-
-    #[test]
     fn statistics_relations_are_pg_catalog_statistics_only() {
         for name in [
             "pg_stats",
