@@ -1,7 +1,7 @@
 //! What the upstream database holds: relations with their columns and types, which views read
 //! which relations, and which function names exist outside `pg_catalog`. Loaded through the
 //! proxy's own connection and refreshed, so analysis can expand `*`, qualify every table it
-//! forwards and see through views.
+//! forwards and see through views; also whether `pgvakt install` put the pseudonym function there.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -45,6 +45,9 @@ pub struct Catalog {
     user_functions: HashSet<String>,
     schemas: HashSet<String>,
     pub database: String,
+    /// Whether the pseudonym mask's function is installed upstream; `None` for a catalog that
+    /// was not loaded from a live database (snapshots, tests), where nothing is forwarded.
+    pub pseudonym: Option<crate::install::Installed>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +228,7 @@ impl Catalog {
         {
             cat.add_user_function(&f.get::<_, String>(0));
         }
+        cat.pseudonym = Some(crate::install::inspect(client).await);
         Ok(cat)
     }
 }

@@ -14,6 +14,7 @@
 //! - [`audit`]: the tamper-evident audit trail (writer, subject pseudonyms, `audit verify`/`search`).
 //! - [`catalog`]: relations, columns, view dependencies and user functions loaded from upstream.
 //! - [`policy`]: policy files loaded, validated and compiled; masks, grants, `policy check`.
+//! - [`install`]: `pgvakt install`: the pseudonym key and function upstream, and their check.
 //! - [`proxy`]: state shared by every session (config, TLS, upstream, cancel keys, metrics).
 //! - [`upstream`]: connections to the upstream PostgreSQL server.
 //! - [`tls`]: rustls configuration for clients and, optionally, towards the upstream.
@@ -35,6 +36,7 @@ pub mod config;
 pub mod demo;
 pub mod enforce;
 pub mod explain;
+pub mod install;
 pub mod listener;
 pub mod metrics;
 pub mod policy;

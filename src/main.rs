@@ -57,6 +57,19 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Store the policy's pseudonym key upstream, with the function the `pseudonym` mask calls
+    /// (schema `pgvakt`); run as the database owner. Re-run to rotate the key.
+    Install {
+        /// Database to install into (libpq connection string), e.g. "host=db dbname=crm user=owner".
+        #[arg(long)]
+        upstream: String,
+        /// Policy files or directories whose `pseudonym:` section names the key.
+        #[arg(long, default_value = "policies")]
+        policy: Vec<PathBuf>,
+        /// Connect with TLS, verifying the server against these CA certificates (PEM).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
     /// Audit trail tools.
     Audit {
         #[command(subcommand)]
@@ -181,6 +194,17 @@ fn main() -> anyhow::Result<()> {
             };
             let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
             rt.block_on(run_demo(opts))
+        }
+        Command::Install {
+            upstream,
+            policy,
+            ca_file,
+        } => {
+            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let report =
+                rt.block_on(pgvakt::install::run(&upstream, &policy, ca_file.as_deref()))?;
+            print!("{report}");
+            Ok(())
         }
         Command::Audit { command } => std::process::exit(match command {
             AuditCommand::Verify(args) => pgvakt::audit::verify::run(&args),

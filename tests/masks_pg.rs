@@ -1,7 +1,8 @@
 //! Every masking method, rendered for every column type the policy format names, run by a real
 //! PostgreSQL: the result keeps the column's type (so binary-format clients decode it), NULL
 //! stays NULL, the masked value differs from the stored one where the method hides something,
-//! and the pseudonym is the keyed HMAC-SHA256 that pgvakt computes itself.
+//! and the pseudonym is the keyed HMAC-SHA256 that pgvakt computes itself (through the function
+//! `pgvakt install` creates), with the same values as the inline formula pgvakt rendered before.
 
 use hmac::{Hmac, Mac};
 use pgvakt::cluster::{Cluster, ClusterOptions};
@@ -21,6 +22,7 @@ const COLUMNS: &[(&str, &str, char, &str)] = &[
         "'2024-03-01 12:34:56+00'",
     ),
     ("i", "integer", 'N', "123456"),
+    ("b", "bigint", 'N', "9876543210"),
     ("n", "numeric(12,2)", 'N', "98765.43"),
 ];
 
@@ -43,12 +45,32 @@ fn methods() -> Vec<MaskMethod> {
     ]
 }
 
+/// The pseudonym SQL pgvakt rendered up to the key's move upstream (pads inline).
+fn old_pseudonym_sql(col: &str, ty: &str, cat: char) -> String {
+    let mut block = [0u8; 64];
+    block[..KEY.len()].copy_from_slice(KEY);
+    let ipad = hex::encode(block.map(|b| b ^ 0x36));
+    let opad = hex::encode(block.map(|b| b ^ 0x5c));
+    let hex = format!(
+        "encode(sha256(decode('{opad}', 'hex') || sha256(decode('{ipad}', 'hex') || convert_to(CAST(({col}) AS text), 'UTF8'))), 'hex')"
+    );
+    let expr = match (cat, ty) {
+        ('N', "integer") => format!("CAST(CAST('x' || left({hex}, 8) AS bit(32)) AS integer)"),
+        ('N', "bigint") => format!("CAST(CAST('x' || left({hex}, 16) AS bit(64)) AS bigint)"),
+        _ => hex,
+    };
+    format!("CAST((CASE WHEN ({col}) IS NULL THEN NULL ELSE {expr} END) AS {ty})")
+}
+
 #[tokio::test]
 async fn every_mask_keeps_the_column_type_in_postgresql() {
     let cluster = Cluster::start_async(ClusterOptions::default())
         .await
         .expect("PostgreSQL");
-    let c = cluster.connect("postgres").await.expect("connect");
+    let mut c = cluster.connect("postgres").await.expect("connect");
+    pgvakt::install::install(&mut c, &PseudonymKey::new(KEY))
+        .await
+        .expect("pgvakt install");
     let cols: Vec<String> = COLUMNS
         .iter()
         .map(|(n, t, _, _)| format!("{n} {t}"))
@@ -62,6 +84,7 @@ async fn every_mask_keeps_the_column_type_in_postgresql() {
     .await
     .expect("table");
     let mut checked = 0;
+    let mut old_checked = 0;
     for method in methods() {
         for (col, ty, cat, _) in COLUMNS {
             let column = ColumnType {
@@ -131,8 +154,30 @@ async fn every_mask_keeps_the_column_type_in_postgresql() {
                     "pseudonym {got} is not HMAC-SHA256 {want}"
                 );
             }
+            if method.name == "pseudonym" {
+                // The formula pgvakt rendered inline (key pads in the SQL text) before the key
+                // moved upstream gives the same value for every type.
+                let old = old_pseudonym_sql(&format!("m.\"{col}\""), ty, *cat);
+                let same: bool = c
+                    .query_one(
+                        &format!(
+                            "SELECT ({sql}) IS NOT DISTINCT FROM ({old}) FROM m \
+                             WHERE m.\"{col}\" IS NOT NULL"
+                        ),
+                        &[],
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("old formula on {ty}: {e}"))
+                    .get(0);
+                assert!(same, "pseudonym on {ty} differs from the old formula");
+                old_checked += 1;
+            }
             checked += 1;
         }
     }
     assert!(checked >= 25, "only {checked} method/type pairs rendered");
+    assert_eq!(
+        old_checked, 4,
+        "text, varchar, integer and bigint pseudonyms compared"
+    );
 }

@@ -4,7 +4,8 @@
 //! configuration and the audit log path) and returns a [`DemoHandle`] with the real addresses, so
 //! the CLI and the integration tests drive the same code. The configuration is written to a file
 //! and read back with [`Config::load`] on purpose: the demo then exercises the same loading path
-//! as `pgvakt run --config`, and the file shows users a working configuration.
+//! as `pgvakt run --config`, and the file shows users a working configuration. When the policy
+//! has a pseudonym key, `pgvakt install` runs as the database owner before the proxy starts.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -40,6 +41,8 @@ pub enum DemoRunError {
     Cluster(#[from] ClusterError),
     #[error("installing the demo data: {0}")]
     Install(#[from] DemoError),
+    #[error("pgvakt install (the pseudonym key): {0}")]
+    PseudonymInstall(#[from] crate::install::InstallError),
     #[error("generating certificates: {0}")]
     Certs(#[from] CertError),
     #[error(
@@ -209,6 +212,7 @@ pub async fn start(opts: DemoOptions) -> Result<DemoHandle, DemoRunError> {
         elapsed_ms = summary.elapsed.as_millis() as u64,
         "demo data installed"
     );
+    install_pseudonym(&cluster, &policy).await?;
 
     let certs = certs::generate(&dir, "demo-client")?;
     let password_file = dir.join("service-password");
@@ -253,6 +257,29 @@ pub async fn start(opts: DemoOptions) -> Result<DemoHandle, DemoRunError> {
         audit_path,
         startup: started.elapsed(),
     })
+}
+
+/// `pgvakt install` as the database owner, as an operator would run it, when the policy has a
+/// pseudonym key (e.g. `PGVAKT_PSEUDONYM_KEY` set for `pgvakt demo`); without one the mask is
+/// unavailable and statements needing it are refused, so there is nothing to install.
+async fn install_pseudonym(cluster: &Cluster, policy: &Path) -> Result<(), DemoRunError> {
+    // A policy that does not load is reported when the enforcer loads it.
+    let Ok(set) = crate::policy::load(&[policy.to_path_buf()]) else {
+        return Ok(());
+    };
+    let Some(key) = set.pseudonym_key() else {
+        tracing::info!("no pseudonym key configured: pgvakt install skipped");
+        return Ok(());
+    };
+    let mut owner = cluster.superuser_config(DATABASE);
+    owner
+        .user(SERVICE_USER)
+        .password(SERVICE_USER)
+        .application_name("pgvakt install");
+    let mut client = crate::install::connect(&owner, None).await?;
+    let report = crate::install::install(&mut client, key).await?;
+    tracing::info!(key = %report.key_id, owner = %report.owner, "pseudonym key installed");
+    Ok(())
 }
 
 struct ConfigValues<'a> {

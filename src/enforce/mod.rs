@@ -4,6 +4,7 @@
 //! search_path. Analysis results are cached per (statement text, role, policy version,
 //! search_path), so a repeated statement costs a hash lookup.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -14,8 +15,10 @@ use crate::analysis::{self, Analysed, Outcome};
 use crate::catalog::Catalog;
 use crate::config::{Config, UpstreamTlsMode};
 use crate::metrics::Metrics;
+use crate::policy::masks::PSEUDONYM_CALL;
 use crate::policy::model::RoleRules;
 use crate::policy::store::PolicyStore;
+use crate::policy::PolicySet;
 use crate::protocol::PgError;
 use crate::session::rowwatch::Protected;
 
@@ -68,6 +71,9 @@ struct Inner {
     loaded_at: SystemTime,
     /// Where the analysis cache is counted, once the server exists.
     metrics: std::sync::OnceLock<Arc<Metrics>>,
+    /// When (ms after `loaded_at`) a refusal for want of the pseudonym function last asked for
+    /// a catalog refresh, so that `pgvakt install` takes effect without waiting for the timer.
+    pseudonym_refresh_ms: AtomicU64,
 }
 
 /// A statement to forward as rewritten: its analysis, and the text when the analysis was of
@@ -143,6 +149,7 @@ impl Enforcer {
                 hidden_subjects: false,
                 loaded_at: SystemTime::now(),
                 metrics: Default::default(),
+                pseudonym_refresh_ms: AtomicU64::new(0),
             })),
         }
     }
@@ -184,6 +191,7 @@ impl Enforcer {
             hidden_subjects: config.audit.is_some(),
             loaded_at: SystemTime::now(),
             metrics: Default::default(),
+            pseudonym_refresh_ms: AtomicU64::new(0),
         });
         if config.policy.watch_interval_ms > 0 {
             let weak = Arc::downgrade(&inner);
@@ -427,6 +435,9 @@ impl SessionPolicy {
         let (outcome, filled) = self.analysed(&inner, &set, rules.as_ref(), sql);
         match outcome.as_ref() {
             Outcome::Forward(a) => {
+                if let Err(e) = pseudonym_ready(&inner, &set, &a.sql) {
+                    return Verdict::Refuse(e);
+                }
                 if let Some(p) = &a.search_path {
                     self.search_path = p.clone();
                 }
@@ -480,6 +491,49 @@ impl SessionPolicy {
         )
     }
 }
+
+/// A statement whose masks call `pgvakt.pseudonym` is forwarded only when the catalog found the
+/// function installed upstream with the policy's key (see `src/install.rs`); otherwise it is
+/// refused, and the catalog is refreshed soon so that a fresh `pgvakt install` takes effect.
+fn pseudonym_ready(inner: &Inner, set: &PolicySet, sql: &str) -> Result<(), PgError> {
+    let catalog = inner.catalog.load();
+    // A catalog not read from a live database (tests, offline tools) forwards nothing upstream.
+    let Some(installed) = &catalog.pseudonym else {
+        return Ok(());
+    };
+    let Err(why) = installed.check(set.pseudonym_key()) else {
+        return Ok(());
+    };
+    if !sql.contains(PSEUDONYM_CALL) {
+        return Ok(());
+    }
+    let now = SystemTime::now()
+        .duration_since(inner.loaded_at)
+        .map_or(0, |d| d.as_millis() as u64)
+        .max(1);
+    let last = inner.pseudonym_refresh_ms.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= PSEUDONYM_REFRESH_MS
+        && inner
+            .pseudonym_refresh_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        inner.refresh.notify_one();
+    }
+    Err(PgError::error(
+        "55000",
+        format!(
+            "the pseudonym mask is not available in database {}: {why}",
+            catalog.database
+        ),
+    )
+    .with_hint(
+        "An administrator must run `pgvakt install --upstream <dsn>` as the database owner          with the policy's pseudonym key; pgvakt notices it within seconds.",
+    ))
+}
+
+/// Refusals ask for a catalog refresh at most this often.
+const PSEUDONYM_REFRESH_MS: u64 = 1000;
 
 fn looks_like_ddl(sql: &str) -> bool {
     let head: String = sql

@@ -5,6 +5,10 @@
 //! keep working. Every rendering is `CAST((CASE WHEN (col) IS NULL THEN NULL ELSE <mask> END) AS
 //! <type>)`: the NULL guard keeps NULL as NULL for every method (including custom ones) and the
 //! cast keeps the column's type, so clients see the same RowDescription as without the proxy.
+//!
+//! The keyed `pseudonym` mask is the one method that needs a secret; it calls the function
+//! `pgvakt.pseudonym(text)` that `pgvakt install` creates upstream, so the key never appears in
+//! SQL text (see `src/install.rs` for the threat model).
 
 use std::ops::ControlFlow;
 
@@ -51,13 +55,28 @@ pub enum MaskKind {
     Custom,
 }
 
-/// HMAC-SHA256 key prepared for SQL: the (key XOR ipad) and (key XOR opad) blocks as hex.
+/// The function the `pseudonym` mask calls: `pgvakt install` creates it (see `src/install.rs`),
+/// holding the key in a table only its owner can read, so no key material is ever part of the
+/// SQL text pgvakt forwards (pg_stat_activity, server logs and EXPLAIN show the name only).
+pub const PSEUDONYM_FUNCTION: &str = "pgvakt.pseudonym";
+
+/// The text every rendering of the `pseudonym` mask contains, and nothing else pgvakt renders.
+pub const PSEUDONYM_CALL: &str = "pgvakt.pseudonym(";
+
+/// The input whose pseudonym pgvakt asks the installed function for, to check that it holds
+/// the policy's key before forwarding statements that need it. Not secret.
+pub const PSEUDONYM_PROBE: &str = "pgvakt pseudonym key probe";
+
+/// The policy's HMAC-SHA256 key (RFC 2104): its (key XOR ipad) and (key XOR opad) blocks, which
+/// `pgvakt install` stores upstream, and non-secret values derived from it.
 #[derive(Clone)]
 pub struct PseudonymKey {
-    ipad_hex: String,
-    opad_hex: String,
+    ipad: [u8; 64],
+    opad: [u8; 64],
     /// Non-secret identifier of the key (for the policy version and equality).
     fingerprint: String,
+    /// The pseudonym of [`PSEUDONYM_PROBE`] under this key.
+    probe: String,
 }
 
 // Manual impls so that key material never ends up in logs or assertion messages.
@@ -84,29 +103,48 @@ impl PseudonymKey {
         } else {
             block[..key.len()].copy_from_slice(key);
         }
-        let ipad: Vec<u8> = block.iter().map(|b| b ^ 0x36).collect();
-        let opad: Vec<u8> = block.iter().map(|b| b ^ 0x5c).collect();
+        let ipad = block.map(|b| b ^ 0x36);
+        let opad = block.map(|b| b ^ 0x5c);
         let mut fp = Sha256::new();
         fp.update(b"pgvakt pseudonym key fingerprint\0");
-        fp.update(&ipad);
+        fp.update(ipad);
         let fingerprint = hex::encode(&fp.finalize()[..6]);
-        PseudonymKey {
-            ipad_hex: hex::encode(ipad),
-            opad_hex: hex::encode(opad),
+        let mut k = PseudonymKey {
+            ipad,
+            opad,
             fingerprint,
-        }
+            probe: String::new(),
+        };
+        k.probe = k.hmac_hex(PSEUDONYM_PROBE.as_bytes());
+        k
     }
 
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
 
-    /// HMAC-SHA256 of `text_sql` (a text expression) as a 64-character hex text expression.
-    fn hmac_hex_sql(&self, text_sql: &str) -> String {
-        format!(
-            "encode(sha256(decode('{}', 'hex') || sha256(decode('{}', 'hex') || convert_to({text_sql}, 'UTF8'))), 'hex')",
-            self.opad_hex, self.ipad_hex
-        )
+    /// What `pgvakt.pseudonym` installed with this key answers for [`PSEUDONYM_PROBE`].
+    pub fn probe(&self) -> &str {
+        &self.probe
+    }
+
+    /// HMAC-SHA256 of `msg` as 64 lower-case hex digits: the text pseudonym of a value whose
+    /// text form is `msg`, as `pgvakt.pseudonym` computes it: sha256(opad || sha256(ipad || msg)).
+    pub fn hmac_hex(&self, msg: &[u8]) -> String {
+        let inner = Sha256::new()
+            .chain_update(self.ipad)
+            .chain_update(msg)
+            .finalize();
+        let outer = Sha256::new()
+            .chain_update(self.opad)
+            .chain_update(inner)
+            .finalize();
+        hex::encode(outer)
+    }
+
+    /// The pad blocks, for `pgvakt install` only: they are the key.
+    pub(crate) fn pads(&self) -> (&[u8; 64], &[u8; 64]) {
+        (&self.ipad, &self.opad)
     }
 }
 
@@ -150,9 +188,7 @@ impl MaskMethod {
 fn documented_template(kind: &MaskKind) -> String {
     let text = ty("text", 'S');
     match kind {
-        MaskKind::Pseudonym(_) => {
-            "encode(sha256(decode('<opad>','hex') || sha256(decode('<ipad>','hex') || convert_to(({col})::text,'UTF8'))),'hex')".into()
-        }
+        MaskKind::Pseudonym(_) => format!("{PSEUDONYM_FUNCTION}(CAST({{col}} AS text))"),
         MaskKind::Null => "NULL".into(),
         other => mask_expr(other, "", "{col}", &text).unwrap_or_default(),
     }
@@ -281,11 +317,15 @@ fn mask_expr(
             _ => Err("date_year works on date and timestamp columns only".into()),
         },
         MaskKind::Pseudonym(key) => {
-            let key = key.as_ref().ok_or_else(|| {
-                "no pseudonym key is configured (set the key environment variable or key file)"
-                    .to_string()
-            })?;
-            let hex = key.hmac_hex_sql(&text);
+            if key.is_none() {
+                return Err(
+                    "no pseudonym key is configured (set the key environment variable or key file)"
+                        .into(),
+                );
+            }
+            // The key stays upstream: the enforcer checks that the installed function holds
+            // the policy's key before it forwards a statement containing this call.
+            let hex = format!("{PSEUDONYM_FUNCTION}({text})");
             match (ty.category, ty.sql_name.as_str()) {
                 ('S', _) => Ok(hex),
                 // Integer keys get an integer pseudonym so joins between id columns still work.
@@ -463,21 +503,64 @@ mod tests {
         let _ = DataType::Text;
     }
 
-    /// The SQL composition sha256(opad || sha256(ipad || msg)) is HMAC-SHA256: recompute it in
-    /// Rust the same way and compare with the hmac crate.
+    /// `hmac_hex` (the composition sha256(opad || sha256(ipad || msg)) that the installed
+    /// function computes) is HMAC-SHA256: RFC 4231 vectors (short key; a key longer than the
+    /// block, which is hashed first) and the hmac crate for a key of exactly one block.
     #[test]
-    fn pseudonym_template_is_hmac_sha256() {
+    fn pseudonym_is_hmac_sha256() {
+        let rfc4231 = [
+            (
+                b"Jefe".to_vec(),
+                b"what do ya want for nothing?".to_vec(),
+                "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+            ),
+            (
+                vec![0xaa; 131],
+                b"Test Using Larger Than Block-Size Key - Hash Key First".to_vec(),
+                "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+            ),
+        ];
+        for (key, msg, want) in rfc4231 {
+            assert_eq!(PseudonymKey::new(&key).hmac_hex(&msg), want);
+        }
+        let key = [7u8; 64];
+        let k = PseudonymKey::new(&key);
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap_or_else(|_| unreachable!());
+        mac.update(b"alice@example.com");
+        assert_eq!(
+            k.hmac_hex(b"alice@example.com"),
+            hex::encode(mac.finalize().into_bytes())
+        );
+        assert_eq!(k.probe(), k.hmac_hex(PSEUDONYM_PROBE.as_bytes()));
+        assert!(!format!("{k:?}").contains(&hex::encode(k.pads().0)));
+    }
+
+    /// The rendering calls the installed function and carries no key material at all.
+    #[test]
+    fn pseudonym_rendering_holds_no_key_material() {
         let key = b"a pseudonym key that is long enough";
         let k = PseudonymKey::new(key);
-        let msg = b"alice@example.com";
-        let ipad = hex::decode(&k.ipad_hex).unwrap_or_default();
-        let opad = hex::decode(&k.opad_hex).unwrap_or_default();
-        let inner = Sha256::digest([ipad.as_slice(), msg].concat());
-        let outer = Sha256::digest([opad.as_slice(), inner.as_slice()].concat());
-        let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-        mac.update(msg);
-        assert_eq!(outer.as_slice(), mac.finalize().into_bytes().as_slice());
-        assert!(!format!("{k:?}").contains(&k.ipad_hex));
+        let (ipad, opad) = (hex::encode(k.pads().0), hex::encode(k.pads().1));
+        let m = MaskMethod::builtin(MaskKind::Pseudonym(Some(k)));
+        for (ty, cat) in [("text", 'S'), ("integer", 'N'), ("bigint", 'N')] {
+            let sql = m
+                .render(
+                    "c.\"email\"",
+                    &ColumnType {
+                        sql_name: ty.into(),
+                        category: cat,
+                    },
+                )
+                .unwrap_or_else(|e| panic!("{ty}: {e}"));
+            assert!(
+                sql.contains("pgvakt.pseudonym(CAST((c.\"email\") AS text))"),
+                "{sql}"
+            );
+            for secret in [&ipad, &opad, &hex::encode(key)] {
+                assert!(!sql.to_lowercase().contains(&secret[..16]), "{sql}");
+            }
+        }
+        assert_eq!(m.template, "pgvakt.pseudonym(CAST({col} AS text))");
     }
 
     #[test]

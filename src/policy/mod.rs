@@ -109,6 +109,14 @@ impl PolicySet {
         }
     }
 
+    /// The pseudonym key, when one is configured (every pseudonym-kind mask carries the same).
+    pub fn pseudonym_key(&self) -> Option<&masks::PseudonymKey> {
+        self.masks.values().find_map(|m| match &m.kind {
+            masks::MaskKind::Pseudonym(k) => k.as_ref(),
+            _ => None,
+        })
+    }
+
     pub fn role(&self, name: &str) -> Option<Arc<RolePolicy>> {
         self.roles.get(name).cloned()
     }
