@@ -153,6 +153,8 @@ const FUNCTIONS: &[(&str, Expect)] = &[
     ("UPDATE contacts SET notes = query_to_xml('SELECT bank_account FROM contacts', true, false, '')::text WHERE id = 1", Refused),
     ("INSERT INTO activities (contact_id, kind, subject, body, happened_at) VALUES (1, 'note', 'x', query_to_xml('SELECT bank_account FROM contacts', true, false, '')::text, now())", Refused),
     ("SELECT pg_sleep(0), lower('A')", Runs),
+    ("SELECT p FROM (SELECT 1) s, LATERAL pgvakt.pseudonym('kari.andersen@example.no') AS p", Refused),
+    ("SELECT pgvakt.pseudonym('x')", Refused),
 ];
 
 /// Whole-row and protected-column references of the table a statement writes.
@@ -190,6 +192,18 @@ const WRITES: &[(&str, Expect)] = &[
     ("UPDATE contacts SET (phone, bank_account) = ('1', 'x') WHERE id = 1", Refused),
     ("INSERT INTO contacts (first_name, last_name, bank_account) VALUES ('a', 'b', 'x')", Refused),
     ("INSERT INTO contacts VALUES (DEFAULT)", Refused),
+    ("UPDATE contacts SET notes = notes WHERE id = 3 RETURNING contacts.to_jsonb->>'bank_account'", Refused),
+    ("UPDATE contacts c SET notes = notes WHERE c.to_jsonb->>'bank_account' LIKE '1%' RETURNING id", Refused),
+    ("UPDATE contacts SET notes = notes WHERE id = 5 RETURNING (SELECT contacts.row_to_json), contacts.num_nulls", Refused),
+    ("UPDATE contacts SET notes = notes WHERE id = 1 RETURNING public.contacts.to_json", Refused),
+    ("UPDATE contacts SET notes = notes WHERE id = 1 RETURNING contacts.text", Refused),
+    ("INSERT INTO contacts AS t (id, first_name, last_name) VALUES (4, 'a', 'b') ON CONFLICT (id) DO UPDATE SET notes = t.notes RETURNING t.to_json", Refused),
+    ("DELETE FROM contacts c WHERE c.row_to_json::text LIKE '%zzz%'", Refused),
+    ("UPDATE contacts SET notes = (SELECT bank_account::text FROM (SELECT 1 AS y) AS bank_account) WHERE id = 1 RETURNING notes", NoLeak),
+    // Integrity errors describe the failing row, stored values included.
+    ("UPDATE contacts SET first_name = NULL WHERE id = 1", NoLeak),
+    ("UPDATE contacts SET country = NULL WHERE id = 2", NoLeak),
+    ("INSERT INTO contacts (id, first_name, last_name) VALUES (1, 'a', 'b')", NoLeak),
     ("UPDATE contacts SET notes = 'n' WHERE id = 1 RETURNING id, first_name", Runs),
 ];
 
@@ -260,14 +274,26 @@ const EXPLAIN: &[(&str, Expect)] = &[
     ),
 ];
 
-async fn demo_env() -> Env {
+async fn demo_env() -> (Env, std::path::PathBuf) {
     let audit = tempfile::tempdir().expect("tempdir").keep();
-    Env::start_with(EnvOptions {
+    let env = Env::start_with(EnvOptions {
         demo_contacts: Some(200),
         extra_yaml: common::audit_yaml(&audit),
         ..Default::default()
     })
-    .await
+    .await;
+    (env, audit.join("audit"))
+}
+
+/// Every audit record written so far, as text.
+fn audit_text(dir: &std::path::Path) -> String {
+    let mut out = String::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if let Ok(t) = std::fs::read_to_string(e.path()) {
+            out.push_str(&t);
+        }
+    }
+    out
 }
 
 /// Marketing may only read and may not name bank_account or date_of_birth at all: what runs
@@ -281,8 +307,11 @@ fn for_role(role: &str, sql: &str, expect: Expect) -> Expect {
     }
 }
 
-async fn run_classes(roles: &[&str], classes: &[(&str, &[(&str, Expect)])]) {
-    let env = demo_env().await;
+async fn run_classes(
+    roles: &[&str],
+    classes: &[(&str, &[(&str, Expect)])],
+) -> (Env, std::path::PathBuf) {
+    let (env, audit) = demo_env().await;
     let direct = env.cluster.connect("crm").await.expect("direct");
     let secrets = Secrets::load(&direct).await;
     assert!(secrets.len() >= 400);
@@ -349,15 +378,31 @@ async fn run_classes(roles: &[&str], classes: &[(&str, &[(&str, Expect)])]) {
         failures.len(),
         failures.join("\n")
     );
+    (env, audit)
 }
 
 #[tokio::test]
 async fn parser_differentials_and_functions_never_leak() {
-    run_classes(
+    let (env, audit) = run_classes(
         &["secretary", "marketing", "sales"],
         &[("lexer", LEXER), ("functions", FUNCTIONS)],
     )
     .await;
+    // The differentials were seen as such: counted, and recorded as anomalies.
+    let seen = common::metric(&env.metrics().await, "pgvakt_parser_disagreements_total");
+    assert!(seen > 0.0, "no parser disagreement counted");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let text = audit_text(&audit);
+        if text.contains("\"anomaly\"") && text.contains("parser disagreement") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no anomaly record of a parser disagreement in the audit trail"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test]

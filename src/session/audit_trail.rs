@@ -192,7 +192,21 @@ impl AuditTrail {
             normalized,
         });
         r.message = Some(err.message.clone());
+        let disagreement = err
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.starts_with(crate::analysis::authority::DISAGREEMENT));
+        let statement = r.statement.clone();
         self.write(r).await;
+        if disagreement {
+            // Someone sent text that PostgreSQL and the analysis read differently: refused,
+            // and worth a look as an attempt to get past the analysis.
+            let mut a = self.base(EventType::Anomaly, Outcome::Refused);
+            a.sqlstate = Some(err.code.to_owned());
+            a.statement = statement;
+            a.message = Some(format!("parser disagreement: {}", err.message));
+            self.write(a).await;
+        }
     }
 
     pub async fn anomaly(&self, columns: &[String]) {

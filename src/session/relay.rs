@@ -420,6 +420,11 @@ async fn backend(
                     w.write_all(records).await;
                 }
             }
+            if shared.role_restricted && (tag == b'E' || tag == b'N') {
+                if let Some(r) = rowwatch::withhold_row_detail(&buf[pos..pos + len]) {
+                    replaced = Some(r);
+                }
+            }
             match tag {
                 b'T' if shared.role_restricted => {
                     nulling = None;

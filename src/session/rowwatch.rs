@@ -66,9 +66,90 @@ pub fn null_columns(frame: &[u8], columns: &[usize]) -> Option<Bytes> {
     Some(out.freeze())
 }
 
+/// An ErrorResponse or NoticeResponse for a restricted role without a DETAIL that can show
+/// stored values: integrity errors (class 23) describe the failing row ("Failing row contains
+/// (...)", with every column the database user may select, masked ones included) or the
+/// conflicting key. None when the message is fine as it is, or malformed (relayed as is; the
+/// client's parser rejects it).
+pub fn withhold_row_detail(frame: &[u8]) -> Option<Bytes> {
+    let tag = *frame.first()?;
+    let mut fields: Vec<(u8, &[u8])> = Vec::new();
+    let mut body = frame.get(5..)?;
+    loop {
+        let (&code, rest) = body.split_first()?;
+        if code == 0 {
+            break;
+        }
+        let nul = rest.iter().position(|b| *b == 0)?;
+        fields.push((code, &rest[..nul]));
+        body = &rest[nul + 1..];
+    }
+    let integrity = fields
+        .iter()
+        .any(|(c, v)| *c == b'C' && v.starts_with(b"23"));
+    let shows_row = fields
+        .iter()
+        .any(|(c, v)| *c == b'D' && v.windows(20).any(|w| w == b"Failing row contains"));
+    if !(fields.iter().any(|(c, _)| *c == b'D') && (integrity || shows_row)) {
+        return None;
+    }
+    let mut out = BytesMut::with_capacity(frame.len());
+    out.put_u8(tag);
+    out.put_u32(0);
+    for (code, value) in fields {
+        out.put_u8(code);
+        if code == b'D' {
+            out.put_slice(b"pgvakt: the detail is withheld because it can show stored values");
+        } else {
+            out.put_slice(value);
+        }
+        out.put_u8(0);
+    }
+    out.put_u8(0);
+    let len = u32::try_from(out.len() - 1).ok()?;
+    out[1..5].copy_from_slice(&len.to_be_bytes());
+    Some(out.freeze())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn error(fields: &[(u8, &str)]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (c, v) in fields {
+            body.push(*c);
+            body.extend_from_slice(v.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut f = vec![b'E'];
+        f.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        f.extend(body);
+        f
+    }
+
+    #[test]
+    fn integrity_errors_lose_the_row_they_describe() {
+        let f = error(&[
+            (b'S', "ERROR"),
+            (b'C', "23502"),
+            (b'M', "null value in column \"first_name\""),
+            (b'D', "Failing row contains (1, null, 1645.31.50333)."),
+            (b't', "contacts"),
+        ]);
+        let out = withhold_row_detail(&f).expect("scrubbed");
+        let text = String::from_utf8_lossy(&out);
+        assert!(!text.contains("1645.31.50333"), "{text}");
+        assert!(text.contains("23502") && text.contains("first_name") && text.contains("contacts"));
+        assert_eq!(
+            u32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize,
+            out.len() - 1
+        );
+        let plain = error(&[(b'S', "ERROR"), (b'C', "42P01"), (b'M', "x"), (b'D', "y")]);
+        assert_eq!(withhold_row_detail(&plain), None);
+        assert_eq!(withhold_row_detail(&f[..f.len() - 3]), None);
+    }
 
     fn row_description(fields: &[(&str, u32, i16)]) -> Vec<u8> {
         let mut b = BytesMut::new();

@@ -181,12 +181,6 @@ pub fn function(name: &str) -> Option<Reads> {
     FUNCTION_INDEX.get(name).copied()
 }
 
-/// The one function pgvakt installs itself (`pgvakt install`): keyed pseudonyms computed
-/// upstream with a key only its owner can read.
-pub fn is_pgvakt_function(schema: &str, name: &str) -> bool {
-    schema == "pgvakt" && name == "pseudonym"
-}
-
 /// Built-in operators and the operator-like names the grammar puts in expressions.
 pub fn operator(name: &str) -> bool {
     const OPERATORS: &[&str] = &[

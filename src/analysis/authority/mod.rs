@@ -67,6 +67,10 @@ pub use allow::{function as allowed_function, is_statistics_relation, Reads};
 /// exported by the metrics module as `pgvakt_parser_disagreements_total`.
 pub static DISAGREEMENTS: LazyLock<Counter> = LazyLock::new(Counter::default);
 
+/// The detail of a refusal caused by a disagreement: the audit trail records such refusals
+/// as anomalies too.
+pub const DISAGREEMENT: &str = "parser disagreement";
+
 /// Why the gate refuses.
 #[derive(Debug)]
 pub enum Finding {
@@ -87,6 +91,7 @@ impl Finding {
                     "PostgreSQL's parser reads this statement differently from pgvakt's analysis ({m}), so it is refused for role {}",
                     ctx.role()
                 ))
+                .with_detail(format!("{DISAGREEMENT}; policy {}", ctx.policy_version))
                 .with_hint("Write the statement without comments and in plain syntax.")
             }
         }

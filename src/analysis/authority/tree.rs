@@ -443,7 +443,6 @@ impl<'a, 'c> Gate<'a, 'c> {
             _ => return Err(differs(format!("the function name {}", parts.join(".")))),
         };
         match schema {
-            Some(s) if allow::is_pgvakt_function(s, name) => return Ok(()),
             Some("pg_catalog") => {}
             Some(s) => {
                 return Err(policy(format!(
@@ -532,6 +531,11 @@ impl<'a, 'c> Gate<'a, 'c> {
                     match &fields[i + 1] {
                         Field::Star => return Err(self.whole_row(Some(t))),
                         Field::Name(c) if t.protected.contains(c) => return Err(self.stored(t, c)),
+                        // `t.f` where f is no column of t is `f(t)` to PostgreSQL: a function
+                        // of the whole stored row (`contacts.to_jsonb`).
+                        Field::Name(c) if !t.columns.contains(c) => {
+                            return Err(self.whole_row(Some(t)))
+                        }
                         Field::Name(_) => {}
                     }
                 }
@@ -540,6 +544,8 @@ impl<'a, 'c> Gate<'a, 'c> {
         }
     }
 
+    /// PostgreSQL binds a one-part name to a column at the nearest level that has one, looking
+    /// at every level before it tries the name as a whole-row reference to a FROM item.
     fn unqualified(&self, x: &String, lvl: &Level) -> Checked {
         let mut cur = Some(lvl);
         while let Some(l) = cur {
@@ -557,6 +563,16 @@ impl<'a, 'c> Gate<'a, 'c> {
                     return Ok(());
                 }
             }
+            if l.froms.iter().any(|f| f.columns.is_none()) && could_reach_target(x, l.parent) {
+                return Err(policy(format!(
+                    "pgvakt cannot tell whether {x} names a protected column of the table written, so it is refused for role {}",
+                    self.role()
+                )));
+            }
+            cur = l.parent;
+        }
+        let mut cur = Some(lvl);
+        while let Some(l) = cur {
             if l.froms.iter().any(|f| f.name == *x) {
                 return Ok(());
             }
@@ -564,12 +580,6 @@ impl<'a, 'c> Gate<'a, 'c> {
                 if t.names.contains(x) {
                     return Err(self.whole_row(Some(t)));
                 }
-            }
-            if l.froms.iter().any(|f| f.columns.is_none()) && could_reach_target(x, l.parent) {
-                return Err(policy(format!(
-                    "pgvakt cannot tell whether {x} names a protected column of the table written, so it is refused for role {}",
-                    self.role()
-                )));
             }
             cur = l.parent;
         }
