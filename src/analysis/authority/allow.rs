@@ -142,7 +142,7 @@ const FUNCTIONS: &[(&[&str], Reads)] = &[
         "to_regcollation", "pg_get_userbyid", "pg_get_constraintdef", "pg_get_indexdef",
         "pg_get_viewdef", "pg_get_expr", "pg_get_function_arguments", "pg_get_function_result",
         "pg_get_function_identity_arguments", "pg_get_triggerdef", "pg_get_ruledef",
-        "pg_get_serial_sequence", "pg_get_keywords", "pg_get_partkeydef",
+        "pg_get_serial_sequence", "pg_get_keywords", "pg_get_partkeydef", "getdatabaseencoding", "oidvectortypes", "pg_describe_object", "pg_identify_object", "pg_identify_object_as_address", "pg_opfamily_is_visible", "pg_relation_is_publishable", "pg_statistics_obj_is_visible", "pg_tablespace_size", "pg_timezone_names", "pg_timezone_abbrevs", "pg_ts_dict_is_visible", "pg_ts_parser_is_visible", "pg_ts_template_is_visible", "ts_token_type", "ts_parse", "ts_debug", "pg_get_keywords", "pg_get_constraintdef", "pg_partition_ancestors", "pg_partition_root", "pg_partition_tree", "pg_get_statisticsobjdef_expressions", "pg_get_publication_tables", "pg_get_replica_identity_index",
         "pg_get_partition_constraintdef", "pg_get_statisticsobjdef",
         "pg_get_statisticsobjdef_columns", "pg_table_is_visible", "pg_type_is_visible",
         "pg_function_is_visible", "pg_opclass_is_visible", "pg_operator_is_visible",

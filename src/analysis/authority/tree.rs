@@ -470,7 +470,9 @@ impl<'a, 'c> Gate<'a, 'c> {
             Some(_) if name == "set_config" => {
                 let first = list(field(f, "args")).first().and_then(kind);
                 let setting = match first {
-                    Some(("AConst", c)) => field(c, "sval").map(|s| text(s, "sval").to_ascii_lowercase()),
+                    Some(("AConst", c)) => field(c, "val")
+                        .and_then(|v| field(v, "Sval"))
+                        .map(|s| text(s, "sval").to_ascii_lowercase()),
                     _ => None,
                 };
                 match setting {
