@@ -81,5 +81,25 @@ fn varying_constants(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, uncached, cached, varying_constants);
+/// The parts of PostgreSQL's parser's check on a typical forwarded text (a stand-in
+/// placeholder in place of the protected table), to see where the check's time goes.
+fn authority(c: &mut Criterion) {
+    let sql = "SELECT id, first_name, last_name, email, phone, bank_account FROM \"pgvakt_stand_in_0123456789abcdef0123456789abcdef_1\" AS contacts WHERE id = $1";
+    let mut group = c.benchmark_group("authority");
+    group.bench_function("scan_tokens", |b| {
+        b.iter(|| pg_query::scan_tokens(black_box(sql)))
+    });
+    group.bench_function("sqlparser_tokenize", |b| {
+        let dialect = sqlparser::dialect::PostgreSqlDialect {};
+        b.iter(|| {
+            sqlparser::tokenizer::Tokenizer::new(&dialect, black_box(sql)).tokenize_with_location()
+        })
+    });
+    group.bench_function("pg_query_parse", |b| {
+        b.iter(|| pg_query::parse(black_box(sql), 0))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, authority, uncached, cached, varying_constants);
 criterion_main!(benches);

@@ -67,14 +67,8 @@ fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
     }
     let rendered: Vec<String> = stmts.iter().map(|s| s.to_string()).collect();
     let sql_out = rendered.join(";\n");
-    // What is forwarded must read back as what was analysed.
-    let again = Parser::parse_sql(&dialect(), &sql_out)
-        .map_err(|e| ctx.unsupported(&format!("the rewritten statement ({e})")))?;
-    let rerendered: Vec<String> = again.iter().map(|s| s.to_string()).collect();
-    if rerendered != rendered {
-        return Err(ctx.unsupported("a statement whose rendering does not read back the same"));
-    }
-    // ... and PostgreSQL must read it as the analysis did.
+    // PostgreSQL must read what is forwarded as the analysis did. This replaces reading the
+    // rendering back with sqlparser, which compared sqlparser with itself.
     out.verify_with_postgres(&sql_out, ctx)?;
     out.sql = out
         .put_stand_ins(sql_out)

@@ -39,27 +39,36 @@ pub enum UnlistedRelations {
 
 /// `*` matches any run of characters (including none); everything else matches itself.
 pub fn glob_match(pattern: &str, name: &str) -> bool {
+    // Names are matched on every column decision: ASCII (the common case) without allocating.
+    if pattern.is_ascii() && name.is_ascii() {
+        return wildcard(pattern.as_bytes(), name.as_bytes());
+    }
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
-    // Classic iterative wildcard match with backtracking to the last star.
+    wildcard(&p, &n)
+}
+
+/// Classic iterative wildcard match with backtracking to the last star.
+fn wildcard<T: PartialEq + Copy + Into<u32>>(p: &[T], n: &[T]) -> bool {
+    let star = |c: T| c.into() == u32::from(b'*');
     let (mut pi, mut ni) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
+    let mut last: Option<(usize, usize)> = None;
     while ni < n.len() {
-        if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ni));
+        if pi < p.len() && star(p[pi]) {
+            last = Some((pi, ni));
             pi += 1;
         } else if pi < p.len() && p[pi] == n[ni] {
             pi += 1;
             ni += 1;
-        } else if let Some((sp, sn)) = star {
+        } else if let Some((sp, sn)) = last {
             pi = sp + 1;
             ni = sn + 1;
-            star = Some((sp, sn + 1));
+            last = Some((sp, sn + 1));
         } else {
             return false;
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|&c| star(c))
 }
 
 pub fn is_pattern(name: &str) -> bool {

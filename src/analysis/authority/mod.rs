@@ -50,6 +50,7 @@
 //! lexing are pinned by the session checks (standard_conforming_strings must stay on).
 
 mod allow;
+mod fields;
 mod tokens;
 mod tree;
 
@@ -116,7 +117,7 @@ fn check(sql: &str, ctx: &Ctx, placeholders: &Placeholders) -> Result<(), Findin
     tokens::agree(sql).map_err(Finding::Disagreement)?;
     let parsed = pg_query::parse(sql, pg_query::ParserOptions::DEFAULT)
         .map_err(|e| Finding::Disagreement(format!("PostgreSQL's grammar rejects it: {e}")))?;
-    let tree = serde_json::to_value(&parsed.protobuf)
+    let tree = fields::of(&parsed.protobuf)
         .map_err(|e| Finding::Disagreement(format!("its parse tree: {e}")))?;
     tree::Gate::new(ctx, placeholders).parse_result(&tree)
 }

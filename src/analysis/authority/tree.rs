@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde_json::Value;
+use super::fields::V as Value;
 
 use super::allow::{self, Reads};
 use super::{Finding, Placeholders};
@@ -98,8 +98,8 @@ fn list(v: Option<&Value>) -> &[Value] {
 /// `{"node": {"Kind": body}}` (or `{"Kind": body}`) → (Kind, body).
 fn kind(v: &Value) -> Option<(&str, &Value)> {
     let inner = v.get("node").unwrap_or(v);
-    let (k, body) = inner.as_object()?.iter().next()?;
-    Some((k.as_str(), body))
+    let (k, body) = inner.as_object()?.first()?;
+    Some((*k, body))
 }
 
 fn fields(v: Option<&Value>) -> Vec<Field> {
@@ -229,7 +229,7 @@ impl<'a, 'c> Gate<'a, 'c> {
     /// Descend into everything; nodes that need a decision stop here.
     fn walk(&mut self, v: &Value, lvl: &Level) -> Checked {
         match v {
-            Value::Object(m) => {
+            Value::Map(m) => {
                 for (k, child) in m {
                     if k.as_bytes().first().is_some_and(u8::is_ascii_uppercase) {
                         self.node(k, child, lvl)?;
@@ -239,7 +239,7 @@ impl<'a, 'c> Gate<'a, 'c> {
                 }
                 Ok(())
             }
-            Value::Array(a) => a.iter().try_for_each(|x| self.walk(x, lvl)),
+            Value::Seq(a) => a.iter().try_for_each(|x| self.walk(x, lvl)),
             _ => Ok(()),
         }
     }
@@ -286,7 +286,7 @@ impl<'a, 'c> Gate<'a, 'c> {
         }
         lvl.froms = froms;
         for (k, v) in s.as_object().into_iter().flatten() {
-            if k != "with_clause" && k != "into_clause" {
+            if *k != "with_clause" && *k != "into_clause" {
                 self.walk(v, &lvl)?;
             }
         }
@@ -736,7 +736,7 @@ impl<'a, 'c> Gate<'a, 'c> {
         }
         lvl.target = target;
         for (key, v) in s.as_object().into_iter().flatten() {
-            if !skip.contains(&key.as_str()) {
+            if !skip.contains(key) {
                 self.walk(v, &lvl)?;
             }
         }
