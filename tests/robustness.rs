@@ -94,3 +94,60 @@ async fn garbage_startup_gets_protocol_violation() {
         "{m}"
     );
 }
+
+/// Statements whose ASTs are as deep as they are long, and multi-statement texts with many
+/// masked tables, from an unrestricted and a restricted role: each gets an answer, the proxy
+/// stays up, and another session is served meanwhile.
+#[tokio::test]
+async fn deep_and_long_statements_do_not_crash_or_stall_the_proxy() {
+    let audit = tempfile::tempdir().expect("tempdir").keep();
+    let env = Env::start_with(common::EnvOptions {
+        demo_contacts: Some(50),
+        extra_yaml: common::audit_yaml(&audit),
+        ..Default::default()
+    })
+    .await;
+    let chain = |sep: &str, n: usize| vec!["1"; n].join(sep);
+    let texts = [
+        format!("SELECT {}", chain("+", 40_000)),
+        format!("SELECT 1 WHERE {}", vec!["1 = 1"; 20_000].join(" AND ")),
+        format!("SELECT {}", vec!["'a'"; 30_000].join(" || ")),
+        vec!["SELECT 1"; 8_000].join(" UNION ALL "),
+        "SELECT first_name, bank_account FROM contacts WHERE id = 1;".repeat(8_000),
+        "SELECT 1;".repeat(50_000),
+    ];
+    for role in ["admin", "secretary"] {
+        let c = env.connect(role, role, "crm").await.expect("connect");
+        let other = env.connect("sales", "sales", "crm").await.expect("connect");
+        for sql in &texts {
+            let started = std::time::Instant::now();
+            // Refused or answered: either way an answer, well within the session's life.
+            let r = tokio::time::timeout(std::time::Duration::from_secs(120), c.simple_query(sql))
+                .await;
+            assert!(
+                r.is_ok(),
+                "{role}: no answer to a {}-byte statement",
+                sql.len()
+            );
+            let served = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                other.query_one("SELECT count(*) FROM contacts", &[]),
+            )
+            .await;
+            assert!(
+                matches!(served, Ok(Ok(_))),
+                "{role}: another session was not served after a {}-byte statement ({:?})",
+                sql.len(),
+                started.elapsed()
+            );
+        }
+        assert_eq!(
+            c.query_one("SELECT 1", &[])
+                .await
+                .expect("alive")
+                .get::<_, i32>(0),
+            1,
+            "{role}: the session survives"
+        );
+    }
+}

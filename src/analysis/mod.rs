@@ -34,6 +34,39 @@ use crate::protocol::PgError;
 
 pub use statements::{analyse, default_search_path};
 
+/// Statements up to this long are analysed on the caller's stack: their ASTs are at most a few
+/// thousand levels deep.
+const SHORT: usize = 4096;
+/// Stack reserved per byte of a longer statement (reserved, not committed: pages are touched
+/// only as deep as the recursion goes).
+const STACK_PER_BYTE: usize = 512;
+/// Longer statements are not analysed for restricted roles: refused, never forwarded.
+pub const MAX_ANALYSED_BYTES: usize = 4 << 20;
+
+/// [`analyse`], with the stack a statement of this length can need: parsing, rewriting,
+/// rendering and dropping an AST recurse as deep as an operator chain is long (`1+1+...`).
+pub fn analyse_on_a_fitting_stack(sql: &str, ctx: &Ctx) -> Outcome {
+    if sql.len() <= SHORT {
+        return analyse(sql, ctx);
+    }
+    if sql.len() > MAX_ANALYSED_BYTES {
+        return Outcome::Refuse(ctx.refuse(format!(
+            "statements longer than {} bytes cannot be analysed for role {}",
+            MAX_ANALYSED_BYTES,
+            ctx.role()
+        )));
+    }
+    on_a_fitting_stack(sql.len(), || analyse(sql, ctx))
+}
+
+/// Run `f`, which parses a text of `len` bytes, on a stack deep enough for its AST.
+pub(crate) fn on_a_fitting_stack<R>(len: usize, f: impl FnOnce() -> R) -> R {
+    if len <= SHORT {
+        return f();
+    }
+    stacker::grow((1 << 20) + len.min(MAX_ANALYSED_BYTES) * STACK_PER_BYTE, f)
+}
+
 /// (fingerprint, text with literals replaced) of any statement text, for audit records.
 pub fn normalize_text(sql: &str) -> (String, String) {
     normalize::normalize(sql)

@@ -28,6 +28,24 @@ impl VisitorMut for Literals {
 /// (fingerprint, normalised text). Text that does not parse is reduced to its first word:
 /// without a parse the literals cannot be told apart from the rest.
 pub fn normalize(sql: &str) -> (String, String) {
+    if sql.len() > super::MAX_ANALYSED_BYTES {
+        return summary(sql, "too long to parse");
+    }
+    super::on_a_fitting_stack(sql.len(), || normalize_parsed(sql))
+}
+
+fn summary(sql: &str, why: &str) -> (String, String) {
+    let text = format!(
+        "{} ({why})",
+        super::lexer::first_word(sql)
+            .unwrap_or_default()
+            .to_ascii_uppercase()
+    );
+    let digest = Sha256::digest(text.as_bytes());
+    (hex::encode(&digest[..8]), text)
+}
+
+fn normalize_parsed(sql: &str) -> (String, String) {
     let text = match Parser::parse_sql(&dialect(), sql) {
         Ok(mut stmts) => {
             let _ = stmts.visit(&mut Literals);

@@ -82,14 +82,39 @@ pub fn check_expr(sql: &str) -> Result<Arc<str>, String> {
 }
 
 /// `sql` with each placeholder replaced by its stand-in; every placeholder must occur exactly
-/// once (anything else means the rendering is not what was analysed).
+/// once (anything else means the rendering is not what was analysed). One pass over the text,
+/// however many stand-ins there are.
 pub fn put_in_place(sql: &str, stand_ins: &[(String, Arc<str>)]) -> Result<String, String> {
-    let mut out = sql.to_owned();
-    for (placeholder, text) in stand_ins {
-        if out.matches(placeholder.as_str()).count() != 1 {
-            return Err("a stand-in placeholder does not occur exactly once".into());
+    let by_name: HashMap<&str, &Arc<str>> =
+        stand_ins.iter().map(|(p, t)| (p.as_str(), t)).collect();
+    let prefix = format!("\"pgvakt_stand_in_{}_", *NONCE);
+    let mut out = String::with_capacity(
+        sql.len() + stand_ins.iter().map(|(_, t)| t.len() + 2).sum::<usize>(),
+    );
+    let mut used = std::collections::HashSet::new();
+    let mut rest = sql;
+    while let Some(at) = rest.find(&prefix) {
+        let tail = &rest[at + prefix.len()..];
+        let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+        let end = at + prefix.len() + digits + 1;
+        let placeholder = rest
+            .get(at..end)
+            .ok_or("a stand-in placeholder is cut off")?;
+        let text = by_name
+            .get(placeholder)
+            .ok_or("an unknown stand-in placeholder")?;
+        if !used.insert(placeholder) {
+            return Err("a stand-in placeholder occurs twice".into());
         }
-        out = out.replacen(placeholder.as_str(), &format!("({text})"), 1);
+        out.push_str(&rest[..at]);
+        out.push('(');
+        out.push_str(text);
+        out.push(')');
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    if used.len() != stand_ins.len() {
+        return Err("a stand-in placeholder does not occur".into());
     }
     Ok(out)
 }

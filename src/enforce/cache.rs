@@ -157,7 +157,7 @@ impl SessionPolicy {
             // Unrestricted roles' statements are forwarded as sent: nothing could be stripped.
             hidden_subjects: inner.hidden_subjects && !rules.is_unrestricted(),
         };
-        let o = Arc::new(analysis::analyse(sql, &ctx));
+        let o = Arc::new(analysis::analyse_on_a_fitting_stack(sql, &ctx));
         self.remember(inner, key, sql, role, set, o.clone(), None);
         if let Some(m) = metrics {
             m.analysis_cache_misses.inc();
