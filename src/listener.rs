@@ -89,6 +89,7 @@ impl Server {
         ));
         let (phase, _) = watch::channel(Phase::Running);
         let upstream_probe = upstream.clone();
+        let enforcer_probe = enforcer.clone();
         let proxy = Arc::new(Proxy {
             config,
             tls: ArcSwap::new(server_tls),
@@ -102,7 +103,7 @@ impl Server {
         let metrics_task = tokio::spawn(async move {
             tokio::join!(
                 metrics::serve(metrics_listener, metrics.clone()),
-                probe_upstream(upstream_probe, metrics)
+                probe_upstream(upstream_probe, enforcer_probe, metrics)
             );
         });
         let accept = tokio::spawn(accept_loop(listener, proxy.clone()));
@@ -198,10 +199,14 @@ async fn upstream_reachable(upstream: &Upstream) -> bool {
     matches!(tokio::time::timeout(timeout, connect).await, Ok(Ok(_)))
 }
 
-async fn probe_upstream(upstream: Upstream, metrics: Arc<Metrics>) {
+/// Ready means the upstream answers and pgvakt's own service connection (catalog, group
+/// lookups) is open: without it, logins that depend on groups are refused.
+async fn probe_upstream(upstream: Upstream, enforcer: Enforcer, metrics: Arc<Metrics>) {
     loop {
         tokio::time::sleep(UPSTREAM_PROBE_INTERVAL).await;
-        metrics.set_upstream_ready(upstream_reachable(&upstream).await);
+        let reachable = upstream_reachable(&upstream).await;
+        metrics.set_upstream_ready(reachable && enforcer.service_healthy());
+        metrics.set_role_lookup_failures(enforcer.role_lookup_failures());
     }
 }
 

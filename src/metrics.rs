@@ -26,6 +26,8 @@ pub enum RefuseReason {
     StartupTimeout,
     Upstream,
     ShuttingDown,
+    /// The login user's PostgreSQL groups decide its role and could not be looked up.
+    RoleLookup,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -165,6 +167,8 @@ pub struct Metrics {
     pub analysis_cache_hits: Counter,
     pub analysis_cache_misses: Counter,
     pub analysis_cache_entries: Gauge,
+    /// Logins refused because the user's PostgreSQL groups could not be looked up.
+    role_lookup_failures: Counter,
     pub audit: crate::audit::AuditMetrics,
     ready: Gauge,
     ready_policy: AtomicBool,
@@ -253,6 +257,12 @@ impl Metrics {
             "Statements refused because PostgreSQL's parser read them differently from the analysis",
             crate::analysis::authority::DISAGREEMENTS.clone(),
         );
+        let role_lookup_failures = Counter::default();
+        registry.register(
+            "role_lookup_failures",
+            "Logins refused because the user's PostgreSQL groups, which decide its policy role, could not be looked up",
+            role_lookup_failures.clone(),
+        );
         let analysis_cache_hits = Counter::default();
         registry.register(
             "analysis_cache_hits",
@@ -283,6 +293,7 @@ impl Metrics {
             RefuseReason::StartupTimeout,
             RefuseReason::Upstream,
             RefuseReason::ShuttingDown,
+            RefuseReason::RoleLookup,
         ] {
             let _ = connections_refused.get_or_create(&ReasonLabel { reason });
         }
@@ -337,6 +348,7 @@ impl Metrics {
             analysis_cache_hits,
             analysis_cache_misses,
             analysis_cache_entries,
+            role_lookup_failures,
             audit,
             ready,
             ready_policy: AtomicBool::new(false),
@@ -364,6 +376,14 @@ impl Metrics {
 
     pub fn set_upstream_ready(&self, ready: bool) {
         self.ready_upstream.store(ready, Ordering::Relaxed);
+    }
+
+    /// The service's count of failed group lookups, exported as a counter.
+    pub fn set_role_lookup_failures(&self, total: u64) {
+        let seen = self.role_lookup_failures.get();
+        if total > seen {
+            self.role_lookup_failures.inc_by(total - seen);
+        }
     }
 
     /// A draining proxy accepts no new sessions, so load balancers should stop sending them.

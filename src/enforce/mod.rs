@@ -24,6 +24,7 @@ use crate::session::rowwatch::Protected;
 
 mod cache;
 mod origins;
+mod service;
 mod startup;
 use cache::CacheEntry;
 use origins::protected_origins;
@@ -55,7 +56,7 @@ const CACHE_MAX: usize = 20_000;
 struct Inner {
     store: Arc<PolicyStore>,
     catalog: ArcSwap<Catalog>,
-    service: Option<tokio_postgres::Client>,
+    service: Option<Arc<service::Service>>,
     /// Analysis results by a hash of (statement text, role, policy version, search_path); each
     /// entry keeps its key so a hit is confirmed without allocating.
     cache: DashMap<u64, Arc<CacheEntry>>,
@@ -166,13 +167,15 @@ impl Enforcer {
         );
         let db = config.upstream.service_database.clone();
         let service = match &config.upstream.service_user {
-            Some(user) => Some(service_connect(config, user).await?),
+            Some(user) => Some(service::Service::start(config, user).await),
             None => None,
         };
         let catalog = match &service {
-            Some(c) => Catalog::load(c, &db)
-                .await
-                .map_err(|e| EnforceError::Catalog(e.to_string()))?,
+            // Until the catalog is read, restricted roles can read no table (fail closed).
+            Some(s) => s.load_catalog(&db).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "catalog not loaded yet; restricted roles can read no table until it is");
+                Catalog::new(&db)
+            }),
             None => {
                 tracing::warn!("no upstream.service_user: the catalog is empty, restricted roles can read no table");
                 Catalog::new(&db)
@@ -209,10 +212,16 @@ impl Enforcer {
         tokio::spawn(async move {
             loop {
                 let Some(inner) = weak.upgrade() else { return };
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(30), inner.refresh.notified()).await;
-                if let Some(c) = &inner.service {
-                    match Catalog::load(c, &inner.catalog.load().database).await {
+                let Some(service) = inner.service.clone() else {
+                    return;
+                };
+                tokio::select! {
+                    _ = inner.refresh.notified() => {}
+                    _ = service.reconnected.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                }
+                {
+                    match service.load_catalog(&inner.catalog.load().database).await {
                         Ok(cat) => {
                             inner.catalog.store(Arc::new(cat));
                             inner.cache.clear();
@@ -261,19 +270,48 @@ impl Enforcer {
         Some(self.inner.as_ref()?.store.current().version.clone())
     }
 
-    /// The policy view for a new session of `user`.
-    pub async fn session(&self, user: &str, database: &str) -> SessionPolicy {
-        let groups = match self.inner.as_ref().and_then(|i| i.service.as_ref()) {
-            Some(c) => {
-                tokio::time::timeout(Duration::from_secs(2), Catalog::member_groups(c, user))
-                    .await
-                    .ok()
-                    .and_then(|r| r.ok())
-                    .unwrap_or_default()
-            }
-            None => Vec::new(),
+    /// Whether the service connection (catalog, group lookups) is up, when there is one.
+    pub fn service_healthy(&self) -> bool {
+        self.inner
+            .as_ref()
+            .and_then(|i| i.service.as_ref())
+            .is_none_or(|s| s.is_healthy())
+    }
+
+    /// Group lookups that could not be answered since start.
+    pub fn role_lookup_failures(&self) -> u64 {
+        self.inner
+            .as_ref()
+            .and_then(|i| i.service.as_ref())
+            .map_or(0, |s| {
+                s.lookup_failures.load(std::sync::atomic::Ordering::Relaxed)
+            })
+    }
+
+    /// The policy view for a new session of `user`. When the policy grants roles to PostgreSQL
+    /// groups and `user`'s groups cannot be looked up now, the login is refused: any role
+    /// chosen without them could be wider than the one they would choose.
+    pub async fn session(&self, user: &str, database: &str) -> Result<SessionPolicy, PgError> {
+        let needs_groups = self
+            .inner
+            .as_ref()
+            .is_some_and(|i| i.store.current().has_group_grants());
+        let groups = if needs_groups {
+            let lookup = match self.inner.as_ref().and_then(|i| i.service.as_ref()) {
+                Some(s) => s.member_groups(user).await,
+                None => Err("no upstream.service_user is configured".to_owned()),
+            };
+            lookup.map_err(|e| {
+                PgError::fatal(
+                    "28000",
+                    format!("pgvakt: the policy role of user {user} depends on its PostgreSQL groups, which cannot be looked up now ({e}); the login is refused"),
+                )
+                .with_hint("Try again shortly; pgvakt reconnects to PostgreSQL on its own.")
+            })?
+        } else {
+            Vec::new()
         };
-        SessionPolicy {
+        Ok(SessionPolicy {
             inner: self.inner.clone(),
             user: user.to_owned(),
             database: database.to_owned(),
@@ -282,7 +320,7 @@ impl Enforcer {
             protected: None,
             protected_for: None,
             ddl_sent: false,
-        }
+        })
     }
 }
 

@@ -56,6 +56,13 @@ impl PolicySet {
     /// of the user's PostgreSQL groups; otherwise the default role. Group grants naming
     /// different roles are ambiguous and also give the default role: guessing could open more
     /// than intended.
+    /// Whether any grant names a PostgreSQL group (logins then need a group lookup).
+    pub fn has_group_grants(&self) -> bool {
+        self.grants
+            .iter()
+            .any(|g| matches!(g.grantee, grants::Grantee::Group(_)))
+    }
+
     pub fn resolve(&self, user: &str, groups: &[String], now: SystemTime) -> Resolution {
         let now = grants::unix_seconds(now);
         let fallback = |via: String| Resolution {

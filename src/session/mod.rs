@@ -181,7 +181,14 @@ async fn start(
         return Ok(None);
     }
     let user = startup.user().to_owned();
-    let policy = proxy.enforcer.session(&user, startup.database()).await;
+    let policy = match proxy.enforcer.session(&user, startup.database()).await {
+        Ok(p) => p,
+        Err(e) => {
+            proxy.metrics.refused(RefuseReason::RoleLookup);
+            let _ = client.write_all(&e.to_bytes()).await;
+            return Ok(None);
+        }
+    };
     if let Err(e) = policy.check_startup_options(&startup.params) {
         let _ = client.write_all(&e.to_bytes()).await;
         return Ok(None);
