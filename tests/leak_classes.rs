@@ -192,6 +192,11 @@ const WRITES: &[(&str, Expect)] = &[
     ("UPDATE contacts SET (phone, bank_account) = ('1', 'x') WHERE id = 1", Refused),
     ("INSERT INTO contacts (first_name, last_name, bank_account) VALUES ('a', 'b', 'x')", Refused),
     ("INSERT INTO contacts VALUES (DEFAULT)", Refused),
+    // ORMs list every column of a new row: NULL or DEFAULT where the role cannot see is fine.
+    ("INSERT INTO contacts (first_name, last_name, bank_account, date_of_birth) VALUES ('a', 'b', NULL, NULL) RETURNING id", Runs),
+    ("INSERT INTO contacts (first_name, last_name, bank_account) VALUES ('a', 'b', DEFAULT), ('c', 'd', NULL) RETURNING id", Runs),
+    ("INSERT INTO contacts (first_name, last_name, bank_account) VALUES ('a', 'b', NULL), ('c', 'd', 'x')", Refused),
+    ("INSERT INTO contacts (first_name, last_name, bank_account) SELECT first_name, last_name, NULL FROM contacts LIMIT 1", Refused),
     ("UPDATE contacts SET notes = notes WHERE id = 3 RETURNING contacts.to_jsonb->>'bank_account'", Refused),
     ("UPDATE contacts c SET notes = notes WHERE c.to_jsonb->>'bank_account' LIKE '1%' RETURNING id", Refused),
     ("UPDATE contacts SET notes = notes WHERE id = 5 RETURNING (SELECT contacts.row_to_json), contacts.num_nulls", Refused),

@@ -230,9 +230,13 @@ fn statement(
                 target.check_all_writable()?;
                 record_writes(ctx, &rel, rel.columns.iter().map(|c| c.name.clone()), out);
             }
-            for c in &ins.columns {
+            for (i, c) in ins.columns.iter().enumerate() {
                 let c = column_name(ctx, c)?;
-                target.check_write(&c)?;
+                // A new row's NULL or DEFAULT in a column the role cannot see reveals nothing
+                // and overwrites nothing: ORMs list every column when they create a row.
+                if !only_null_or_default(ins.source.as_deref(), i) {
+                    target.check_write(&c)?;
+                }
                 record_writes(ctx, &rel, [c], out);
             }
             if let Some(OnInsert::OnConflict(oc)) = &ins.on {
@@ -438,6 +442,27 @@ fn statement(
             refuse_kind(&format!("the statement {kind} ..."))
         }
     }
+}
+
+/// Whether every row of an INSERT's VALUES holds NULL or DEFAULT at position `i`.
+fn only_null_or_default(source: Option<&sqlparser::ast::Query>, i: usize) -> bool {
+    use sqlparser::ast::{Expr, SetExpr, Value};
+    let Some(q) = source else { return false };
+    let SetExpr::Values(values) = q.body.as_ref() else {
+        return false;
+    };
+    let is_null_or_default = |e: &Expr| match e {
+        Expr::Value(v) => matches!(v.value, Value::Null),
+        Expr::Identifier(id) => {
+            id.quote_style.is_none() && id.value.eq_ignore_ascii_case("default")
+        }
+        _ => false,
+    };
+    !values.rows.is_empty()
+        && values
+            .rows
+            .iter()
+            .all(|row| row.get(i).is_some_and(is_null_or_default))
 }
 
 /// Whether a query contains INSERT, UPDATE, DELETE or MERGE (in a WITH clause or as a body):

@@ -690,8 +690,13 @@ impl<'a, 'c> Gate<'a, 'c> {
                     .iter()
                     .filter_map(kind)
                     .map(|(_, r)| text(r, "name").to_owned())
+                    .enumerate()
+                    .filter(|(i, _)| !only_null_or_default(field(s, "select_stmt"), *i))
+                    .map(|(_, c)| c)
                     .collect();
-                self.written(target.as_ref(), &cols)?;
+                if !cols.is_empty() || list(field(s, "cols")).is_empty() {
+                    self.written(target.as_ref(), &cols)?;
+                }
                 // The rows inserted come from a query that cannot see the table written.
                 if let Some(q) = field(s, "select_stmt") {
                     self.walk(q, &lvl)?;
@@ -772,6 +777,27 @@ impl<'a, 'c> Gate<'a, 'c> {
             None => Ok(()),
         }
     }
+}
+
+/// Whether every row of an INSERT's VALUES holds NULL or DEFAULT at position `i`: a new row's
+/// NULL or DEFAULT in a column the role cannot see reveals nothing and overwrites nothing.
+fn only_null_or_default(select: Option<&Value>, i: usize) -> bool {
+    let Some(("SelectStmt", s)) = select.and_then(kind) else {
+        return false;
+    };
+    let rows = list(field(s, "values_lists"));
+    !rows.is_empty()
+        && rows.iter().all(|row| {
+            let items = row
+                .get("node")
+                .and_then(|n| n.get("List"))
+                .and_then(|l| field(l, "items"));
+            match list(items).get(i).and_then(kind) {
+                Some(("AConst", c)) => c.get("isnull").and_then(Value::as_bool) == Some(true),
+                Some(("SetToDefault", _)) => true,
+                _ => false,
+            }
+        })
 }
 
 fn could_reach_target(x: &String, lvl: Option<&Level>) -> bool {
