@@ -159,9 +159,9 @@ const FUNCTIONS: &[(&[&str], Reads)] = &[
         "pg_get_functiondef", "pg_get_function_sqlbody", "pg_settings_get_flags",
         "pg_relation_is_updatable", "pg_column_is_updatable", "pg_get_viewdef_wrap",
     ], Catalog),
-    // Sequences: counters, not personal data.
+    // Sequences: counters, not personal data (setval is left out: it changes them).
     (&[
-        "nextval", "currval", "setval", "lastval",
+        "nextval", "currval", "lastval",
     ], Sequences),
     // Needs a capability.
     (&[
