@@ -24,6 +24,8 @@ pub enum RelKind {
     MaterializedView,
     Foreign,
     Partitioned,
+    /// Counters (`contacts_id_seq`): never personal data.
+    Sequence,
 }
 
 #[derive(Debug, Clone)]
@@ -159,7 +161,7 @@ impl Catalog {
                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                  LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
                  LEFT JOIN pg_type t ON t.oid = a.atttypid \
-                 WHERE c.relkind IN ('r','v','m','f','p') AND n.nspname NOT LIKE 'pg\\_toast%' \
+                 WHERE c.relkind IN ('r','v','m','f','p','S') AND n.nspname NOT LIKE 'pg\\_toast%' \
                    AND n.nspname NOT LIKE 'pg\\_temp\\_%' \
                  ORDER BY c.oid, a.attnum",
                 &[],
@@ -190,6 +192,7 @@ impl Catalog {
                     "m" => RelKind::MaterializedView,
                     "f" => RelKind::Foreign,
                     "p" => RelKind::Partitioned,
+                    "S" => RelKind::Sequence,
                     _ => RelKind::Table,
                 };
                 current = Some(Relation {

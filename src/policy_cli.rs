@@ -156,7 +156,7 @@ pub async fn check_upstream(
     let mut live: Vec<LiveTable> = Vec::new();
     let mut samples: Vec<Sample> = Vec::new();
     for rel in cat.relations() {
-        if is_system_schema(&rel.schema) {
+        if is_system_schema(&rel.schema) || rel.kind == RelKind::Sequence {
             continue;
         }
         let kind = match rel.kind {
@@ -165,6 +165,7 @@ pub async fn check_upstream(
             RelKind::Foreign => "foreign table",
             RelKind::View => "view",
             RelKind::MaterializedView => "materialized view",
+            RelKind::Sequence => "sequence",
         };
         live.push(LiveTable {
             schema: rel.schema.clone(),

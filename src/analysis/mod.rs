@@ -334,7 +334,7 @@ impl Ctx<'_> {
 
     /// The use record for a column of `rel`, or None for columns that are not personal data.
     pub fn column_use(&self, rel: &Relation, column: &str) -> Option<ColumnUse> {
-        let d = self.rules.column(&rel.schema, &rel.name, column);
+        let d = self.column(rel, column);
         if d.category == crate::policy::inventory::NONE {
             return None;
         }
@@ -356,8 +356,20 @@ impl Ctx<'_> {
         rel.columns
             .iter()
             .enumerate()
-            .map(|(i, c)| (i, self.rules.column(&rel.schema, &rel.name, &c.name)))
+            .map(|(i, c)| (i, self.column(rel, &c.name)))
             .collect()
+    }
+
+    /// The role's decision on a column; sequences' columns are counters, never personal data.
+    pub fn column(&self, rel: &Relation, column: &str) -> crate::policy::model::ColumnDecision {
+        if rel.kind == crate::catalog::RelKind::Sequence {
+            return crate::policy::model::ColumnDecision {
+                action: ColumnAction::Allow,
+                category: crate::policy::inventory::NONE.to_owned(),
+                rule: "sequences hold no personal data".to_owned(),
+            };
+        }
+        self.rules.column(&rel.schema, &rel.name, column)
     }
 
     pub fn is_protected(&self, rel: &Relation) -> bool {

@@ -46,6 +46,7 @@ fn kind_name(k: RelKind) -> &'static str {
         RelKind::MaterializedView => "materialized_view",
         RelKind::Foreign => "foreign_table",
         RelKind::Partitioned => "partitioned_table",
+        RelKind::Sequence => "sequence",
     }
 }
 
@@ -56,6 +57,7 @@ fn kind_of(s: &str) -> Option<RelKind> {
         "materialized_view" => RelKind::MaterializedView,
         "foreign_table" => RelKind::Foreign,
         "partitioned_table" => RelKind::Partitioned,
+        "sequence" => RelKind::Sequence,
         _ => return None,
     })
 }
@@ -72,7 +74,8 @@ impl Snapshot {
         let mut relations: Vec<SnapRelation> = cat
             .by_oid
             .values()
-            .filter(|r| !is_system(&r.schema))
+            // Sequences hold no personal data and nothing checks them offline.
+            .filter(|r| !is_system(&r.schema) && r.kind != RelKind::Sequence)
             .map(|r| {
                 let mut reads: Vec<String> = r
                     .reads

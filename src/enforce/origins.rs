@@ -12,7 +12,8 @@ use crate::session::rowwatch::Protected;
 
 pub fn protected_origins(catalog: &Catalog, rules: &dyn RoleRules) -> Protected {
     let mut out = Protected::new();
-    for rel in catalog.relations() {
+    // Sequences are counters: never personal data, whatever the inventory's default says.
+    for rel in catalog.relations().filter(|r| r.kind != RelKind::Sequence) {
         for c in &rel.columns {
             if rules.column(&rel.schema, &rel.name, &c.name).action != ColumnAction::Allow {
                 out.insert((rel.oid, c.attnum));
@@ -47,10 +48,11 @@ impl AuditFacts {
                         .insert((rel.oid, c.attnum), format!("{}.{}", rel.schema, rel.name));
                 }
             }
-            let personal = rel.columns.iter().any(|c| {
-                rules.column(&rel.schema, &rel.name, &c.name).category
-                    != crate::policy::inventory::NONE
-            });
+            let personal = rel.kind != RelKind::Sequence
+                && rel.columns.iter().any(|c| {
+                    rules.column(&rel.schema, &rel.name, &c.name).category
+                        != crate::policy::inventory::NONE
+                });
             let view = matches!(rel.kind, RelKind::View | RelKind::MaterializedView)
                 && rel.schema != "pg_catalog"
                 && rel.schema != "information_schema";
