@@ -1,30 +1,81 @@
 //! The few tagged messages the relay decodes or writes itself.
 //!
-//! Strings from peers are kept as bytes until the caller needs text; SQL text must be valid
-//! UTF-8 (the proxy only supports UTF8 client encoding for restricted roles).
+//! Strings from peers are kept as bytes until the caller needs text. SQL text the proxy analyses
+//! must be valid UTF-8 (restricted roles only use the UTF8 client encoding); what PostgreSQL
+//! would refuse to read is reported as the error PostgreSQL answers it with ([`TextError`]).
 
 use super::frame::{get_cstr, get_i16, get_i32, Frame};
+use super::PgError;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum MessageError {
     #[error("malformed {0} message")]
     Malformed(&'static str),
-    #[error("{0} message text is not valid UTF-8")]
-    NotUtf8(&'static str),
 }
 
-fn text<'a>(b: &'a [u8], what: &'static str) -> Result<&'a str, MessageError> {
-    std::str::from_utf8(b).map_err(|_| MessageError::NotUtf8(what))
+/// Why PostgreSQL would not read the text of a Query or Parse. It answers each with an ERROR
+/// and keeps the session (checked against PostgreSQL 15), and so does the proxy.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum TextError {
+    /// No NUL terminator.
+    #[error("invalid string in message")]
+    Unterminated,
+    /// Bytes after the terminator, as when the text holds a NUL.
+    #[error("invalid message format")]
+    Trailing,
+    /// A Parse whose parameter types are cut short.
+    #[error("insufficient data left in message")]
+    Short,
+    /// Not UTF-8: PostgreSQL names the offending bytes.
+    #[error("invalid byte sequence for encoding \"UTF8\": {0}")]
+    NotUtf8(String),
+}
+
+impl TextError {
+    /// The ErrorResponse PostgreSQL sends for it.
+    pub fn to_pg_error(&self) -> PgError {
+        let code = match self {
+            TextError::NotUtf8(_) => "22021",
+            _ => "08P01",
+        };
+        PgError::error(code, self.to_string())
+    }
+}
+
+/// `b` as UTF-8, or the error PostgreSQL gives for its first invalid sequence (the bytes of one
+/// character as its lead byte announces it, as `report_invalid_encoding` prints them).
+pub fn utf8_text(b: &[u8]) -> Result<&str, TextError> {
+    std::str::from_utf8(b).map_err(|e| {
+        let bad = &b[e.valid_up_to()..];
+        let lead = bad.first().copied().unwrap_or(0);
+        let len = match lead {
+            l if l & 0xe0 == 0xc0 => 2,
+            l if l & 0xf0 == 0xe0 => 3,
+            l if l & 0xf8 == 0xf0 => 4,
+            _ => 1,
+        };
+        let shown: Vec<String> = bad
+            .iter()
+            .take(len.min(bad.len()))
+            .map(|b| format!("0x{b:02x}"))
+            .collect();
+        TextError::NotUtf8(shown.join(" "))
+    })
+}
+
+/// Query ('Q'): the SQL text of a simple-protocol request, as bytes.
+pub fn query_bytes(frame: &Frame) -> Result<&[u8], TextError> {
+    let mut b = frame.body();
+    let sql = get_cstr(&mut b).ok_or(TextError::Unterminated)?;
+    if !b.is_empty() {
+        return Err(TextError::Trailing);
+    }
+    Ok(sql)
 }
 
 /// Query ('Q'): the SQL text of a simple-protocol request.
-pub fn decode_query(frame: &Frame) -> Result<&str, MessageError> {
-    let mut b = frame.body();
-    let sql = get_cstr(&mut b).ok_or(MessageError::Malformed("Query"))?;
-    if !b.is_empty() {
-        return Err(MessageError::Malformed("Query"));
-    }
-    text(sql, "Query")
+pub fn decode_query(frame: &Frame) -> Result<&str, TextError> {
+    utf8_text(query_bytes(frame)?)
 }
 
 pub fn encode_query(sql: &str) -> Frame {
@@ -34,22 +85,24 @@ pub fn encode_query(sql: &str) -> Frame {
     Frame::build(b'Q', &body)
 }
 
-/// Parse ('P'): a statement to prepare.
+/// Parse ('P'): a statement to prepare, its text still bytes (see [`utf8_text`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parse<'a> {
     pub name: &'a [u8],
-    pub sql: &'a str,
+    pub sql: &'a [u8],
     pub param_types: Vec<u32>,
 }
 
-pub fn decode_parse(frame: &Frame) -> Result<Parse<'_>, MessageError> {
-    const WHAT: &str = "Parse";
+pub fn decode_parse(frame: &Frame) -> Result<Parse<'_>, TextError> {
     let mut b = frame.body();
-    let name = get_cstr(&mut b).ok_or(MessageError::Malformed(WHAT))?;
-    let sql = get_cstr(&mut b).ok_or(MessageError::Malformed(WHAT))?;
-    let n = get_i16(&mut b).ok_or(MessageError::Malformed(WHAT))?;
-    if n < 0 || b.len() != n as usize * 4 {
-        return Err(MessageError::Malformed(WHAT));
+    let name = get_cstr(&mut b).ok_or(TextError::Unterminated)?;
+    let sql = get_cstr(&mut b).ok_or(TextError::Unterminated)?;
+    let n = get_i16(&mut b).ok_or(TextError::Short)?;
+    if n < 0 || b.len() < n as usize * 4 {
+        return Err(TextError::Short);
+    }
+    if b.len() != n as usize * 4 {
+        return Err(TextError::Trailing);
     }
     let param_types = b
         .chunks_exact(4)
@@ -57,9 +110,15 @@ pub fn decode_parse(frame: &Frame) -> Result<Parse<'_>, MessageError> {
         .collect();
     Ok(Parse {
         name,
-        sql: text(sql, WHAT)?,
+        sql,
         param_types,
     })
+}
+
+/// The statement name of a Parse, when it can be read at all.
+pub fn parse_name(frame: &Frame) -> Option<&[u8]> {
+    let mut b = frame.body();
+    get_cstr(&mut b)
 }
 
 pub fn encode_parse(name: &[u8], sql: &str, param_types: &[u32]) -> Frame {
@@ -156,7 +215,7 @@ mod tests {
         let f = encode_parse(b"s1", "SELECT $1", &[23]);
         let p = decode_parse(&f).unwrap();
         assert_eq!(p.name, b"s1");
-        assert_eq!(p.sql, "SELECT $1");
+        assert_eq!(p.sql, b"SELECT $1");
         assert_eq!(p.param_types, vec![23]);
         let cut = Frame::build(b'P', &f.body()[..f.body().len() - 2]);
         assert!(decode_parse(&cut).is_err());
@@ -166,9 +225,26 @@ mod tests {
 
     #[test]
     fn query_needs_terminator_and_utf8() {
-        assert!(decode_query(&Frame::build(b'Q', b"SELECT 1")).is_err());
-        assert!(decode_query(&Frame::build(b'Q', b"\xff\0")).is_err());
+        let q = |b: &[u8]| decode_query(&Frame::build(b'Q', b)).map(str::to_owned);
+        assert_eq!(q(b"SELECT 1"), Err(TextError::Unterminated));
+        assert_eq!(q(b"SELECT 1\0x\0"), Err(TextError::Trailing));
+        assert_eq!(q(b"\xff\0"), Err(TextError::NotUtf8("0xff".into())));
+        assert_eq!(
+            q(b"SELECT '\xc3\x28'\0"),
+            Err(TextError::NotUtf8("0xc3 0x28".into()))
+        );
+        assert_eq!(
+            q(b"SELECT '\xe2\x82'\0"),
+            Err(TextError::NotUtf8("0xe2 0x82 0x27".into()))
+        );
         assert_eq!(decode_query(&encode_query("SELECT 1")).unwrap(), "SELECT 1");
+        let e = TextError::NotUtf8("0xff".into()).to_pg_error();
+        assert_eq!((e.severity, e.code), ("ERROR", "22021"));
+        assert_eq!(
+            e.message,
+            "invalid byte sequence for encoding \"UTF8\": 0xff"
+        );
+        assert_eq!(TextError::Trailing.to_pg_error().code, "08P01");
     }
 
     #[test]

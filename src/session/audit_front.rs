@@ -44,11 +44,18 @@ impl FrontAudit {
         }
     }
 
-    /// What a statement the policy let through touches.
-    fn audited(policy: &mut SessionPolicy, verdict: &Verdict, sql: &str) -> Audited {
+    /// What a statement the policy let through touches. `readable`: `sql` reads as PostgreSQL
+    /// will read it (see `texts`); an unrestricted role's text that does not is unknown.
+    fn audited(
+        policy: &mut SessionPolicy,
+        verdict: &Verdict,
+        sql: &str,
+        readable: bool,
+    ) -> Audited {
         match verdict {
             Verdict::Rewrite(a) if a.touches_personal_data() => Audited::Yes(a.analysed.clone()),
             Verdict::Rewrite(_) | Verdict::Refuse(_) => Audited::No,
+            Verdict::Forward if !readable => Audited::Unknown(sql.into()),
             Verdict::Forward => match policy.observe(sql) {
                 Some(Observed::Reads(a)) => Audited::Yes(a),
                 Some(Observed::Unknown) => Audited::Unknown(sql.into()),
@@ -90,12 +97,13 @@ impl FrontAudit {
         policy: &mut SessionPolicy,
         verdict: &Verdict,
         sql: &str,
+        readable: bool,
     ) -> Result<(), PgError> {
         self.sync_role(policy);
         if let Verdict::Refuse(e) = verdict {
             self.refused(sql, e).await;
         }
-        let audited = Self::audited(policy, verdict, sql);
+        let audited = Self::audited(policy, verdict, sql, readable);
         if let Err(e) = self.admit(&audited).await {
             self.lock().query(Audited::No);
             return Err(e);
@@ -111,12 +119,13 @@ impl FrontAudit {
         name: &[u8],
         verdict: &Verdict,
         sql: &str,
+        readable: bool,
     ) -> Result<(), PgError> {
         self.sync_role(policy);
         if let Verdict::Refuse(e) = verdict {
             self.refused(sql, e).await;
         }
-        let audited = Self::audited(policy, verdict, sql);
+        let audited = Self::audited(policy, verdict, sql, readable);
         self.admit(&audited).await?;
         if !name.is_empty() && self.statements.contains_key(name) {
             // PostgreSQL rejects a second statement of the same name (42P05) and keeps the

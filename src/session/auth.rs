@@ -5,7 +5,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::SessionError;
-use crate::cancel::CancelTarget;
+use crate::cancel::{CancelKey, CancelTarget};
 use crate::protocol::message::{self, decode_auth, decode_sasl_mechanisms, encode_auth};
 use crate::protocol::{Frame, FrameReader, PgError};
 use crate::proxy::Proxy;
@@ -23,8 +23,8 @@ const AUTH_SASL_FINAL: i32 = 12;
 
 /// The state the relay starts from after a successful login.
 pub struct LoggedIn {
-    /// The cancel key handed to the client (the proxy's own).
-    pub proxy_pid: i32,
+    /// The cancel key handed to the client: the upstream's process id with the proxy's secret.
+    pub cancel_key: CancelKey,
     /// ParameterStatus values the upstream reported.
     pub parameters: Vec<(String, String)>,
     /// The upstream's first ReadyForQuery, not yet relayed: the client gets it once the
@@ -125,32 +125,32 @@ pub async fn relay_login(
         }
     }
 
-    let mut proxy_pid = 0;
+    let mut cancel_key = None;
     let result = session_start(
         client,
         upstream,
         upstream_buf,
         &reader,
         proxy,
-        &mut proxy_pid,
+        &mut cancel_key,
     )
     .await;
-    if result.is_err() && proxy_pid != 0 {
+    if let (Err(_), Some(key)) = (&result, cancel_key) {
         // The cancel key of a session that never started would stay registered forever.
-        proxy.cancels.unregister(proxy_pid);
+        proxy.cancels.unregister(key);
     }
     result
 }
 
 /// ParameterStatus, BackendKeyData and notices after AuthenticationOk, up to ReadyForQuery.
-/// `proxy_pid` is the registered cancel key, set as soon as there is one.
+/// `cancel_key` is the registered cancel key, set as soon as there is one.
 async fn session_start(
     client: &mut BoxStream,
     upstream: &mut BoxStream,
     upstream_buf: &mut BytesMut,
     reader: &FrameReader,
     proxy: &Proxy,
-    proxy_pid: &mut i32,
+    cancel_key: &mut Option<CancelKey>,
 ) -> Result<LoggedIn, SessionError> {
     let mut parameters = Vec::new();
     loop {
@@ -165,13 +165,19 @@ async fn session_start(
             b'K' => {
                 let (pid, secret) =
                     message::decode_backend_key(&frame).map_err(SessionError::upstream)?;
-                let (ppid, psecret) = proxy.cancels.register(CancelTarget {
+                if let Some(old) = cancel_key.take() {
+                    // PostgreSQL sends one; a second replaces the first.
+                    proxy.cancels.unregister(old);
+                }
+                // The client sees PostgreSQL's process id (pg_stat_activity, notifications,
+                // pg_terminate_backend) but only the proxy's secret, which finds this session.
+                let (key, pid, secret) = proxy.cancels.register(CancelTarget {
                     upstream_pid: pid,
                     upstream_secret: secret,
                 });
-                *proxy_pid = ppid;
+                *cancel_key = Some(key);
                 client
-                    .write_all(&message::encode_backend_key(ppid, &psecret).raw)
+                    .write_all(&message::encode_backend_key(pid, &secret).raw)
                     .await?;
             }
             b'N' => client.write_all(&frame.raw).await?,
@@ -182,7 +188,7 @@ async fn session_start(
             }
             b'Z' => {
                 return Ok(LoggedIn {
-                    proxy_pid: *proxy_pid,
+                    cancel_key: cancel_key.unwrap_or(CancelKey::NONE),
                     parameters,
                     ready: frame,
                 });

@@ -9,6 +9,7 @@ mod identity;
 mod refusals;
 mod relay;
 pub mod rowwatch;
+mod texts;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -120,7 +121,7 @@ async fn serve(
         let w = a.lock().writer();
         w.disconnect(since.elapsed().as_millis() as u64).await;
     }
-    proxy.cancels.unregister(s.proxy_pid);
+    proxy.cancels.unregister(s.cancel_key);
     if let Err(e) = &result {
         if let Some(pg) = e.client_error() {
             let _ = s.client_wr.write_all(&pg.to_bytes()).await;
@@ -138,7 +139,9 @@ pub struct Started {
     pub upstream_rd: tokio::io::ReadHalf<crate::stream::BoxStream>,
     pub upstream_wr: tokio::io::WriteHalf<crate::stream::BoxStream>,
     pub upstream_buf: BytesMut,
-    pub proxy_pid: i32,
+    pub cancel_key: crate::cancel::CancelKey,
+    /// The session's client_encoding is UTF8 (as PostgreSQL reported it at login).
+    pub client_utf8: bool,
     pub policy: crate::enforce::SessionPolicy,
     pub user: String,
     pub tls_version: Option<String>,
@@ -245,7 +248,7 @@ async fn start(
         if let Some(pg) = e.client_error() {
             let _ = client.write_all(&pg.to_bytes()).await;
         }
-        close_after_login(&mut client, &mut upstream, proxy, logged_in.proxy_pid).await;
+        close_after_login(&mut client, &mut upstream, proxy, logged_in.cancel_key).await;
         return Err(match e {
             SessionError::Client(pg) => {
                 tracing::warn!(user = %user, database = %startup.database(), reason = %pg.message, "session identity not confirmed");
@@ -269,7 +272,7 @@ async fn start(
                     format!("pgvakt: {name} is {value} for this session; restricted roles need standard_conforming_strings on and UTF8"),
                 );
                 let _ = client.write_all(&e.to_bytes()).await;
-                close_after_login(&mut client, &mut upstream, proxy, logged_in.proxy_pid).await;
+                close_after_login(&mut client, &mut upstream, proxy, logged_in.cancel_key).await;
                 return Ok(None);
             }
         }
@@ -306,7 +309,13 @@ async fn start(
         upstream_rd,
         upstream_wr,
         upstream_buf,
-        proxy_pid: logged_in.proxy_pid,
+        cancel_key: logged_in.cancel_key,
+        client_utf8: logged_in
+            .parameters
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "client_encoding")
+            .is_some_and(|(_, v)| v == "UTF8"),
         policy,
         user,
         tls_version,
@@ -320,9 +329,9 @@ async fn close_after_login(
     client: &mut crate::stream::BoxStream,
     upstream: &mut crate::stream::BoxStream,
     proxy: &Proxy,
-    proxy_pid: i32,
+    cancel_key: crate::cancel::CancelKey,
 ) {
-    proxy.cancels.unregister(proxy_pid);
+    proxy.cancels.unregister(cancel_key);
     let _ = client.flush().await;
     let _ = client.shutdown().await;
     let _ = upstream.write_all(&[b'X', 0, 0, 0, 4]).await;

@@ -15,10 +15,11 @@ use super::audit_front::FrontAudit;
 use super::audit_trail::AuditTrail;
 use super::refusals::Refusals;
 use super::rowwatch::{self, Protected};
+use super::texts;
 use super::{SessionError, Started};
 use crate::enforce::{CatalogRefresh, SessionPolicy, Verdict};
 use crate::metrics::{Class, Decision, Direction, DirectionLabel};
-use crate::protocol::message::{self, decode_parse, decode_query, encode_parse, encode_query};
+use crate::protocol::message::{self, encode_parse, encode_query};
 use crate::protocol::{Frame, FrameReader, PgError};
 use crate::proxy::{Phase, Proxy};
 use crate::stream::BoxStream;
@@ -49,6 +50,8 @@ struct Shared {
     restricted: bool,
     /// The session's role has restrictions (decides the standard_conforming_strings guard).
     role_restricted: bool,
+    /// The session's client_encoding is UTF8, as PostgreSQL last reported it.
+    client_utf8: AtomicBool,
     /// Origins of the columns the role may not see as stored, for the RowDescription watch.
     protected: ArcSwapOption<Protected>,
     /// The session's audit trail (result side), when audit records are written.
@@ -97,6 +100,7 @@ pub async fn run(s: &mut Started, proxy: &Proxy) -> Result<(), SessionError> {
         upstream_buf,
         policy,
         audit,
+        client_utf8,
         ..
     } = s;
     let shared = Shared {
@@ -105,6 +109,7 @@ pub async fn run(s: &mut Started, proxy: &Proxy) -> Result<(), SessionError> {
         tx_status: AtomicU8::new(b'I'),
         restricted: policy.is_restricted(),
         role_restricted: policy.role().is_some_and(|(_, r)| r),
+        client_utf8: AtomicBool::new(*client_utf8),
         protected: ArcSwapOption::empty(),
         trail: audit.as_ref().map(|a| a.trail.clone()),
         ddl_in_flight: AtomicBool::new(false),
@@ -191,17 +196,18 @@ async fn frontend(
                 b'Q' => {
                     shared.push_inflight();
                     if shared.restricted {
-                        let sql = decode_query(&frame)
-                            .map_err(|e| SessionError::Protocol(e.to_string()))?;
-                        let mut verdict = policy.check(sql);
+                        let utf8 = shared.client_utf8.load(Ordering::Relaxed);
+                        let decided = texts::query(policy, utf8, &frame);
+                        let (mut verdict, sql) = (decided.verdict, decided.text);
                         shared.set_protected(policy);
                         note_ddl(policy, shared);
                         if let Some(a) = audit.as_mut() {
-                            if let Err(e) = a.query(policy, &verdict, sql).await {
+                            if let Err(e) = a.query(policy, &verdict, &sql, decided.readable).await
+                            {
                                 verdict = Verdict::Refuse(e);
                             }
                         }
-                        count(proxy, &verdict, sql);
+                        count(proxy, &verdict, &sql);
                         match verdict {
                             Verdict::Forward => out.extend_from_slice(&frame.raw),
                             Verdict::Rewrite(a) => {
@@ -223,17 +229,19 @@ async fn frontend(
                     }
                 }
                 b'P' if shared.restricted => {
-                    let parse =
-                        decode_parse(&frame).map_err(|e| SessionError::Protocol(e.to_string()))?;
-                    let mut verdict = policy.check(parse.sql);
+                    let utf8 = shared.client_utf8.load(Ordering::Relaxed);
+                    let (parse, decided) = texts::parse(policy, utf8, &frame);
+                    let (mut verdict, sql) = (decided.verdict, decided.text);
                     shared.set_protected(policy);
                     note_ddl(policy, shared);
                     if let Some(a) = audit.as_mut() {
-                        if let Err(e) = a.parse(policy, parse.name, &verdict, parse.sql).await {
+                        let readable = decided.readable;
+                        if let Err(e) = a.parse(policy, parse.name, &verdict, &sql, readable).await
+                        {
                             verdict = Verdict::Refuse(e);
                         }
                     }
-                    count(proxy, &verdict, parse.sql);
+                    count(proxy, &verdict, &sql);
                     match verdict {
                         Verdict::Forward => out.extend_from_slice(&frame.raw),
                         Verdict::Rewrite(a) => out.extend_from_slice(
@@ -249,12 +257,14 @@ async fn frontend(
                         ),
                     }
                 }
-                b'F' if shared.restricted => {
-                    // FunctionCall runs any function by OID, past every analysis.
+                b'F' if shared.restricted && policy.role().is_none_or(|(_, r)| r) => {
+                    // FunctionCall runs any function by OID, past every analysis; unrestricted
+                    // roles relay it (libpq's large-object functions use it).
                     shared.push_inflight();
                     let e = PgError::insufficient_privilege(
                         "pgvakt: the FunctionCall protocol message is not allowed for this role",
-                    );
+                    )
+                    .with_hint("Call the function in a SQL statement instead.");
                     proxy.metrics.statement(Decision::Refused, Class::Unknown);
                     if let Some(a) = audit.as_mut() {
                         a.other();
@@ -468,19 +478,29 @@ async fn backend(
                             .observe(t.elapsed().as_secs_f64());
                     }
                 }
-                b'S' if shared.role_restricted => {
+                b'S' => {
                     let frame = Frame {
                         tag,
                         raw: bytes::Bytes::copy_from_slice(&buf[pos..pos + len]),
                     };
                     if let Ok((name, value)) = message::decode_parameter_status(&frame) {
-                        if name == "standard_conforming_strings" && value != "on" {
-                            // Analysis assumes standard string syntax; reading strings another
-                            // way would let PostgreSQL execute something else than was analysed.
+                        let bad = match name.as_str() {
+                            "client_encoding" => {
+                                let utf8 = value == "UTF8";
+                                shared.client_utf8.store(utf8, Ordering::Relaxed);
+                                !utf8
+                            }
+                            "standard_conforming_strings" => value != "on",
+                            _ => false,
+                        };
+                        if bad && shared.role_restricted {
+                            // Analysis assumes standard string syntax and reads UTF-8; reading
+                            // text another way would let PostgreSQL execute something else than
+                            // was analysed.
                             write_out(client_wr, &buf[..pos], &bytes_out).await?;
                             return Err(SessionError::Client(PgError::fatal(
                                 "42501",
-                                "pgvakt: standard_conforming_strings must stay on for this role",
+                                format!("pgvakt: {name} cannot be {value} for this role: restricted roles need standard_conforming_strings on and UTF8"),
                             )));
                         }
                     }

@@ -47,6 +47,16 @@ impl Raw {
         user: &str,
         db: &str,
     ) -> Raw {
+        Self::connect_keyed(port, tls, user, db).await.0
+    }
+
+    /// Like `connect_db`, also returning the BackendKeyData: process id and secret key.
+    pub async fn connect_keyed(
+        port: u16,
+        tls: Arc<rustls::ClientConfig>,
+        user: &str,
+        db: &str,
+    ) -> (Raw, i32, Vec<u8>) {
         let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
         tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
             .await
@@ -69,11 +79,16 @@ impl Raw {
         let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
         packet.extend_from_slice(&body);
         raw.stream.write_all(&packet).await.expect("startup");
+        let mut key = (0, Vec::new());
         loop {
             let m = raw.recv().await.expect("login message");
             assert_ne!(m.tag, b'E', "login failed: {:?}", m.field(b'M'));
+            if m.tag == b'K' && m.body.len() >= 8 {
+                let pid = i32::from_be_bytes([m.body[0], m.body[1], m.body[2], m.body[3]]);
+                key = (pid, m.body[4..].to_vec());
+            }
             if m.tag == b'Z' {
-                return raw;
+                return (raw, key.0, key.1);
             }
         }
     }
