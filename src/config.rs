@@ -165,6 +165,10 @@ pub struct Limits {
     /// Close sessions idle (outside a transaction) for this long, ms. Default 0 (never).
     #[serde(default)]
     pub idle_timeout_ms: u64,
+    /// End a session whose client accepts no result bytes for this long, ms (0: never). A client
+    /// that stops reading would otherwise hold its session and PostgreSQL backend. Default 120000.
+    #[serde(default = "default_client_write_timeout_ms")]
+    pub client_write_timeout_ms: u64,
     /// On shutdown, how long sessions may finish their work before FATAL 57P01, ms. Default 10000.
     #[serde(default = "default_shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
@@ -179,6 +183,10 @@ fn default_max_connections() -> usize {
 fn default_startup_timeout_ms() -> u64 {
     15_000
 }
+fn default_client_write_timeout_ms() -> u64 {
+    120_000
+}
+
 fn default_shutdown_grace_ms() -> u64 {
     10_000
 }
@@ -190,6 +198,7 @@ impl Default for Limits {
             max_connections: default_max_connections(),
             startup_timeout_ms: default_startup_timeout_ms(),
             idle_timeout_ms: 0,
+            client_write_timeout_ms: default_client_write_timeout_ms(),
             shutdown_grace_ms: default_shutdown_grace_ms(),
         }
     }

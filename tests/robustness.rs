@@ -151,3 +151,75 @@ async fn deep_and_long_statements_do_not_crash_or_stall_the_proxy() {
         );
     }
 }
+
+/// Backends of `user` PostgreSQL still has, polled until `want` or the deadline.
+async fn backends_until(env: &Env, user: &str, want: i64, within: std::time::Duration) -> i64 {
+    let direct = env.direct().await;
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let n: i64 = direct
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
+                &[&user],
+            )
+            .await
+            .expect("count backends")
+            .get(0);
+        if n == want || std::time::Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Fill every buffer between PostgreSQL and a client that never reads: queries with large
+/// results, until sending blocks (bounded in count and time).
+async fn flood_without_reading(raw: &mut Raw) {
+    let q = query("SELECT repeat('x', 200000) FROM generate_series(1, 20)");
+    for _ in 0..2_000 {
+        let sent = tokio::time::timeout(std::time::Duration::from_millis(500), raw.send(&q)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_stop_reading_leave_no_session_or_backend_behind() {
+    let env = Env::start_with(common::EnvOptions {
+        limits_yaml: "  client_write_timeout_ms: 3000\n".into(),
+        ..Default::default()
+    })
+    .await;
+    env.create_user("flood", "x", false).await;
+    env.trust_user("flood").await;
+
+    // Sends queries without reading, then leaves.
+    let mut raw = Raw::connect(env.proxy_port(), client_tls(&env.certs.ca_cert), "flood").await;
+    flood_without_reading(&mut raw).await;
+    assert_eq!(
+        backends_until(&env, "flood", 1, std::time::Duration::from_secs(5)).await,
+        1
+    );
+    drop(raw);
+    let left = backends_until(&env, "flood", 0, std::time::Duration::from_secs(20)).await;
+    assert_eq!(left, 0, "the backend of a client that left is still there");
+
+    // Sends queries without reading and stays: ended once it has read nothing for a while.
+    let mut raw = Raw::connect(env.proxy_port(), client_tls(&env.certs.ca_cert), "flood").await;
+    flood_without_reading(&mut raw).await;
+    let left = backends_until(&env, "flood", 0, std::time::Duration::from_secs(30)).await;
+    assert_eq!(
+        left, 0,
+        "the backend of a client that stopped reading is still there"
+    );
+    drop(raw);
+
+    // Everyone else is served throughout.
+    env.create_user("alice", "pw", false).await;
+    let c = env
+        .connect("alice", "pw", "postgres")
+        .await
+        .expect("connect");
+    c.simple_query("SELECT 1").await.expect("served");
+}

@@ -122,12 +122,19 @@ async fn serve(
         w.disconnect(since.elapsed().as_millis() as u64).await;
     }
     proxy.cancels.unregister(s.cancel_key);
-    if let Err(e) = &result {
-        if let Some(pg) = e.client_error() {
-            let _ = s.client_wr.write_all(&pg.to_bytes()).await;
+    // The upstream goes first: its backend must end even if the client below never reads.
+    drop(s.upstream_wr);
+    drop(s.upstream_rd);
+    // A client that stopped reading would hold these writes (and the task) forever.
+    let last_words = async {
+        if let Err(e) = &result {
+            if let Some(pg) = e.client_error() {
+                let _ = s.client_wr.write_all(&pg.to_bytes()).await;
+            }
         }
-    }
-    let _ = s.client_wr.shutdown().await;
+        let _ = s.client_wr.shutdown().await;
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), last_words).await;
     result
 }
 

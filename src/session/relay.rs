@@ -149,8 +149,22 @@ pub async fn run(s: &mut Started, proxy: &Proxy) -> Result<(), SessionError> {
         let _ = done_tx.send(true);
         r
     };
-    let (front, back) = tokio::join!(front, back);
-    let _ = upstream_wr.shutdown().await;
+    // When the result side ends (client gone, upstream closed), the client side may be stuck
+    // writing to an upstream that no longer reads: it gets a moment, then is dropped, so the
+    // session and its backend end instead of waiting for each other for good.
+    let (front, back) = {
+        tokio::pin!(front, back);
+        tokio::select! {
+            f = &mut front => (f, back.await),
+            b = &mut back => {
+                let f = tokio::time::timeout(SIDE_GRACE, &mut front)
+                    .await
+                    .unwrap_or(Err(SessionError::Closed));
+                (f, b)
+            }
+        }
+    };
+    let _ = tokio::time::timeout(SIDE_GRACE, upstream_wr.shutdown()).await;
     if let Err(e) = &front {
         // Its FATAL, if any, has been delivered by the backend side.
         if !matches!(e, SessionError::Closed) {
@@ -159,6 +173,9 @@ pub async fn run(s: &mut Started, proxy: &Proxy) -> Result<(), SessionError> {
     }
     back
 }
+
+/// How long one side of a session may take to finish after the other has ended.
+const SIDE_GRACE: Duration = Duration::from_secs(1);
 
 #[allow(clippy::too_many_arguments)]
 async fn frontend(
@@ -394,13 +411,17 @@ async fn backend(
     let mut phase = proxy.phase.subscribe();
     // Columns of the current result whose values are replaced (see rowwatch).
     let mut nulling: Option<Vec<usize>> = None;
-    let bytes_out = proxy
-        .metrics
-        .bytes
-        .get_or_create(&DirectionLabel {
-            direction: Direction::UpstreamToClient,
-        })
-        .clone();
+    // What is written to the client is counted, and may stall only so long.
+    let bytes_out = (
+        proxy
+            .metrics
+            .bytes
+            .get_or_create(&DirectionLabel {
+                direction: Direction::UpstreamToClient,
+            })
+            .clone(),
+        Duration::from_millis(proxy.config.limits.client_write_timeout_ms),
+    );
     loop {
         // Forward the longest run of complete frames straight from the buffer; only frames that
         // must change are handled one by one.
@@ -539,7 +560,7 @@ async fn backend(
             write_out(client_wr, &buf[..pos], &bytes_out).await?;
             buf.advance(pos);
         }
-        client_wr.flush().await?;
+        stalled(bytes_out.1, client_wr.flush()).await?;
         make_room(buf);
         tokio::select! {
             r = upstream_rd.read_buf(buf) => {
@@ -573,11 +594,30 @@ fn lock(t: &Mutex<AuditTrail>) -> std::sync::MutexGuard<'_, AuditTrail> {
 async fn write_out(
     client_wr: &mut WriteHalf<BoxStream>,
     bytes: &[u8],
-    counter: &prometheus_client::metrics::counter::Counter,
+    counter: &(prometheus_client::metrics::counter::Counter, Duration),
 ) -> Result<(), SessionError> {
+    let (counter, stall) = counter;
     if !bytes.is_empty() {
-        client_wr.write_all(bytes).await?;
+        stalled(*stall, client_wr.write_all(bytes)).await?;
         counter.inc_by(bytes.len() as u64);
     }
     Ok(())
+}
+
+/// A write to the client that makes no progress for `stall` ends the session: a client that
+/// stops reading its results would otherwise hold its session and backend for good.
+async fn stalled<F: std::future::Future<Output = std::io::Result<()>>>(
+    stall: Duration,
+    write: F,
+) -> Result<(), SessionError> {
+    if stall.is_zero() {
+        return Ok(write.await?);
+    }
+    match tokio::time::timeout(stall, write).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(SessionError::Protocol(format!(
+            "the client read nothing for {} ms; session ended",
+            stall.as_millis()
+        ))),
+    }
 }

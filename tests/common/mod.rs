@@ -38,6 +38,8 @@ pub struct EnvOptions {
     pub policy_watch_ms: u64,
     /// Further `postgresql.conf` settings of the throwaway server, e.g. `log_statement = all`.
     pub pg_settings: Vec<(String, String)>,
+    /// Further lines of the proxy's `limits:` section, e.g. `  client_write_timeout_ms: 2000\n`.
+    pub limits_yaml: String,
 }
 
 impl Env {
@@ -71,11 +73,12 @@ impl Env {
             ));
         }
         let yaml = format!(
-            "listen: 127.0.0.1:0\nupstream:\n  host: 127.0.0.1\n  port: {}\n{}tls:\n  cert_file: {}\n  key_file: {}\nmetrics:\n  listen: 127.0.0.1:0\nlimits:\n  max_message_bytes: 1048576\n  shutdown_grace_ms: 1000\n{}",
+            "listen: 127.0.0.1:0\nupstream:\n  host: 127.0.0.1\n  port: {}\n{}tls:\n  cert_file: {}\n  key_file: {}\nmetrics:\n  listen: 127.0.0.1:0\nlimits:\n  max_message_bytes: 1048576\n  shutdown_grace_ms: 1000\n{}{}",
             cluster.port(),
             service_lines(&opts, dir.path()),
             certs.server_cert.display(),
             certs.server_key.display(),
+            opts.limits_yaml,
             extra
         );
         let config = Config::parse(&yaml, "test.yaml").expect("config");
