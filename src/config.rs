@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 mod audit;
-pub use audit::{AuditConfig, AuditSink, OnFull};
+pub use audit::{AuditConfig, AuditSink, Durability, OnFull};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -14,6 +14,7 @@ pub struct AuditMetrics {
     pub write_seconds: Histogram,
     pub write_failures: Counter,
     pub records_dropped: Counter,
+    pub statements_refused: Counter,
 }
 
 impl Default for AuditMetrics {
@@ -25,6 +26,7 @@ impl Default for AuditMetrics {
             write_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             write_failures: Counter::default(),
             records_dropped: Counter::default(),
+            statements_refused: Counter::default(),
         }
     }
 }
@@ -54,8 +56,13 @@ impl AuditMetrics {
         );
         registry.register(
             "audit_records_dropped",
-            "Audit records dropped because the queue was full (on_full: drop) or the sink failed at shutdown",
+            "Audit records not written: the queue was full (on_full: drop, or block past block_timeout_ms), the sink was failing, or it still failed at shutdown",
             self.records_dropped.clone(),
+        );
+        registry.register(
+            "audit_statements_refused",
+            "Statements that may touch personal data refused because their audit record could not be made durable first",
+            self.statements_refused.clone(),
         );
     }
 }

@@ -21,6 +21,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! With `audit.durability: before_release` (the default) a session writes a
+//! `statement_intent` record with `record_durable` before it forwards a statement that may
+//! touch personal data, and waits for it to be synced (group commit: one fsync serves every
+//! session waiting then); the completion record names the intent's event id in `intent`.
+//!
 //! `record` honours `audit.on_full`: `block` waits for queue space up to `block_timeout_ms` and
 //! fails at once while the sink is failing; `drop` counts and discards when the queue is full.
 //! The writer retries a failing sink forever (backing off to 2 s) and `is_healthy` turns true
@@ -126,6 +131,7 @@ impl Audit {
             block_timeout: Duration::from_millis(cfg.block_timeout_ms),
             capacity: cfg.queue_capacity,
             max_subjects: cfg.max_subjects,
+            durability: cfg.durability,
         };
         writer::spawn(sink, chain, settings, subject_key, metrics.clone())
             .map_err(AuditError::Thread)

@@ -15,6 +15,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventType {
+    /// Written and synced before a statement that may touch personal data is forwarded
+    /// (`audit.durability: before_release`); its completion record names it in `intent`.
+    StatementIntent,
     StatementRead,
     StatementWrite,
     Refused,
@@ -28,6 +31,7 @@ pub enum EventType {
 impl EventType {
     pub fn as_str(self) -> &'static str {
         match self {
+            EventType::StatementIntent => "statement_intent",
             EventType::StatementRead => "statement_read",
             EventType::StatementWrite => "statement_write",
             EventType::Refused => "refused",
@@ -184,6 +188,9 @@ pub struct Record {
     pub subjects_unknown: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_version: Option<String>,
+    /// Event id of the `statement_intent` record written before the statement ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
     /// Refusal reason, anomaly or reload detail; never SQL literals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -218,6 +225,7 @@ impl Record {
             subjects_truncated: false,
             subjects_unknown: false,
             policy_version: None,
+            intent: None,
             message: None,
         }
     }

@@ -147,8 +147,8 @@ impl Query {
 fn parse_event(s: &str) -> Result<EventType, String> {
     serde_json::from_value(Value::String(s.to_owned())).map_err(|_| {
         format!(
-            "--event: unknown event type '{s}' (statement_read, statement_write, refused, login, \
-             login_failed, disconnect, policy_reload, anomaly)"
+            "--event: unknown event type '{s}' (statement_intent, statement_read, \
+             statement_write, refused, login, login_failed, disconnect, policy_reload, anomaly)"
         )
     })
 }

@@ -3,6 +3,10 @@
 //!
 //! The writer is a plain thread, not a tokio task: it blocks in `write` and `fsync`, and must
 //! keep draining during the runtime's own shutdown.
+//!
+//! Group commit: `record_durable` callers wait until their record is synced. Whatever the
+//! sessions queue while one batch is written and synced goes into the next batch, so under load
+//! many sessions share one fsync; a batch holding a durable record is not held back to gather.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,7 +19,7 @@ use super::files::Sink;
 use super::metrics::AuditMetrics;
 use super::record::Record;
 use super::subjects::{SubjectKey, SubjectSet};
-use crate::config::OnFull;
+use crate::config::{Durability, OnFull};
 
 /// Records per write and sync; bounds the work lost to a crash between write and sync.
 const MAX_BATCH: usize = 1024;
@@ -34,8 +38,11 @@ pub enum AuditUnavailable {
     Closed,
 }
 
+/// Told to a `record_durable` caller once its batch is synced, or at its batch's first failure.
+type Ack = oneshot::Sender<Result<(), AuditUnavailable>>;
+
 enum Msg {
-    Record(Box<Record>),
+    Record(Box<Record>, Option<Ack>),
     Close(oneshot::Sender<()>),
 }
 
@@ -44,6 +51,7 @@ pub(crate) struct Settings {
     pub block_timeout: Duration,
     pub capacity: usize,
     pub max_subjects: usize,
+    pub durability: Durability,
 }
 
 struct Shared {
@@ -58,6 +66,7 @@ struct Inner {
     block_timeout: Duration,
     subject_key: SubjectKey,
     max_subjects: usize,
+    durability: Durability,
     metrics: AuditMetrics,
 }
 
@@ -80,9 +89,19 @@ impl AuditHandle {
     /// and fails at once while the sink is failing: a caller that gets `Err` must not let
     /// personal data through unrecorded. With `on_full: drop` a full queue drops the record
     /// (counted) and returns `Ok`; only a stopped writer is an error.
+    ///
+    /// A record that is not accepted is counted in `pgvakt_audit_records_dropped_total`.
     pub async fn record(&self, rec: Record) -> Result<(), AuditUnavailable> {
+        let result = self.enqueue(rec).await;
+        if result.is_err() {
+            self.inner.metrics.records_dropped.inc();
+        }
+        result
+    }
+
+    async fn enqueue(&self, rec: Record) -> Result<(), AuditUnavailable> {
         let inner = &*self.inner;
-        let msg = Msg::Record(Box::new(rec));
+        let msg = Msg::Record(Box::new(rec), None);
         let result = match inner.on_full {
             OnFull::Drop => match inner.tx.try_send(msg) {
                 Ok(()) => Ok(()),
@@ -107,6 +126,49 @@ impl AuditHandle {
         };
         inner.metrics.queue_depth.set(queued(&inner.tx));
         result
+    }
+
+    /// Queue `rec` and wait until it is written and synced (with other sessions' records: one
+    /// fsync per batch). Whatever `on_full` says, this waits for queue space, and fails at once
+    /// while the sink is failing, or after `block_timeout_ms` in all. `Err`: the record may
+    /// not be durable, and what it stands for must not happen. Failures are counted in
+    /// `pgvakt_audit_statements_refused_total` by `refused`, which the caller calls when it
+    /// refuses.
+    pub async fn record_durable(&self, rec: Record) -> Result<(), AuditUnavailable> {
+        let inner = &*self.inner;
+        if !inner.shared.healthy.load(Ordering::Acquire) {
+            return Err(AuditUnavailable::SinkFailing);
+        }
+        let (ack, synced) = oneshot::channel();
+        let msg = Msg::Record(Box::new(rec), Some(ack));
+        let waited = async {
+            inner
+                .tx
+                .send(msg)
+                .await
+                .map_err(|_| AuditUnavailable::Closed)?;
+            inner.metrics.queue_depth.set(queued(&inner.tx));
+            synced.await.unwrap_or(Err(AuditUnavailable::Closed))
+        };
+        match tokio::time::timeout(inner.block_timeout, waited).await {
+            Ok(r) => r,
+            Err(_) if !inner.shared.healthy.load(Ordering::Acquire) => {
+                Err(AuditUnavailable::SinkFailing)
+            }
+            Err(_) => Err(AuditUnavailable::QueueFull {
+                waited_ms: inner.block_timeout.as_millis() as u64,
+            }),
+        }
+    }
+
+    /// Count a statement refused because its record could not be made durable first.
+    pub fn refused_unrecorded(&self) {
+        self.inner.metrics.statements_refused.inc();
+    }
+
+    /// When records of personal-data statements must be durable (`audit.durability`).
+    pub fn durability(&self) -> Durability {
+        self.inner.durability
     }
 
     /// False while the sink is failing (for `/readyz`, and for callers that want to refuse a
@@ -172,13 +234,17 @@ pub(crate) fn spawn(
             block_timeout: settings.block_timeout,
             subject_key,
             max_subjects: settings.max_subjects,
+            durability: settings.durability,
             metrics,
         }),
     })
 }
 
-/// How long the writer lets records gather after the first of a batch arrives.
-const GATHER: std::time::Duration = std::time::Duration::from_millis(10);
+/// How long the writer lets records gather after the first of a batch arrives, unless a caller
+/// waits for the batch to be synced.
+const GATHER: Duration = Duration::from_millis(10);
+/// Steps of the gathering, to notice a waiting caller.
+const GATHER_STEP: Duration = Duration::from_millis(1);
 
 struct Writer {
     sink: Box<dyn Sink>,
@@ -192,15 +258,21 @@ impl Writer {
         let mut acks = Vec::new();
         while let Some(first) = rx.blocking_recv() {
             // Let a batch gather: one wake-up and one fsync per few milliseconds instead of
-            // per record keeps the writer from competing with sessions for the CPU. Sessions
-            // only enqueue, so this delays the file, never a statement.
-            if !matches!(first, Msg::Close(_)) {
-                std::thread::sleep(GATHER);
-            }
+            // per record keeps the writer from competing with sessions for the CPU. Records
+            // only queued delay the file, never a statement; as soon as a caller waits for the
+            // sync (an intent record), the batch goes.
+            let mut waiting = matches!(first, Msg::Record(_, Some(_)) | Msg::Close(_));
             let mut msgs = vec![first];
+            let gather_until = Instant::now() + GATHER;
             while msgs.len() < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(m) => msgs.push(m),
+                    Ok(m) => {
+                        waiting |= matches!(m, Msg::Record(_, Some(_)) | Msg::Close(_));
+                        msgs.push(m);
+                    }
+                    Err(_) if !waiting && Instant::now() < gather_until => {
+                        std::thread::sleep(GATHER_STEP)
+                    }
                     Err(_) => break,
                 }
             }
@@ -208,16 +280,21 @@ impl Writer {
             let mut lines = String::new();
             let first_seq = self.chain.next_seq;
             let mut count = 0u64;
+            let mut synced = Vec::new();
             for msg in msgs {
                 match msg {
-                    Msg::Record(mut rec) => match self.chain.seal(&mut rec) {
+                    Msg::Record(mut rec, ack) => match self.chain.seal(&mut rec) {
                         Ok(line) => {
                             lines.push_str(&line);
                             count += 1;
+                            synced.extend(ack);
                         }
                         Err(e) => {
                             self.metrics.records_dropped.inc();
                             tracing::error!(error = %e, "audit record could not be serialised; dropped");
+                            if let Some(ack) = ack {
+                                let _ = ack.send(Err(AuditUnavailable::SinkFailing));
+                            }
                         }
                     },
                     Msg::Close(ack) => {
@@ -229,7 +306,7 @@ impl Writer {
                 }
             }
             if count > 0 {
-                self.write(first_seq, lines.as_bytes(), count);
+                self.write(first_seq, lines.as_bytes(), count, synced);
             }
         }
         for ack in acks {
@@ -238,8 +315,10 @@ impl Writer {
     }
 
     /// Write one batch, retrying until it succeeds; the chain has already advanced past these
-    /// records, so the same bytes must land.
-    fn write(&mut self, first_seq: u64, bytes: &[u8], count: u64) {
+    /// records, so the same bytes must land. Callers waiting for the sync hear at once if the
+    /// first attempt fails (their statements are refused); their records may still land on a
+    /// retry, followed by nothing, as a statement that was refused.
+    fn write(&mut self, first_seq: u64, bytes: &[u8], count: u64, mut synced: Vec<Ack>) {
         let mut backoff = Duration::from_millis(50);
         let mut give_up_at: Option<Instant> = None;
         loop {
@@ -253,12 +332,18 @@ impl Writer {
                     if !self.shared.healthy.swap(true, Ordering::AcqRel) {
                         tracing::info!(audit.seq = first_seq, "audit sink recovered");
                     }
+                    for ack in synced {
+                        let _ = ack.send(Ok(()));
+                    }
                     return;
                 }
                 Err(e) => {
                     self.metrics.write_failures.inc();
                     if self.shared.healthy.swap(false, Ordering::AcqRel) {
                         tracing::error!(error = %e, audit.seq = first_seq, "audit sink failing; retrying");
+                    }
+                    for ack in synced.drain(..) {
+                        let _ = ack.send(Err(AuditUnavailable::SinkFailing));
                     }
                     if self.shared.closing.load(Ordering::Acquire) {
                         let deadline =

@@ -27,6 +27,23 @@ pub enum OnFull {
     Drop,
 }
 
+/// When the record of a statement that may touch personal data must be durable.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// An intent record (who, role, session, statement, columns and categories) is written and
+    /// synced before the statement is forwarded upstream, so no result reaches the client
+    /// without a durable record; if it cannot be, the statement is refused. Sessions share
+    /// fsyncs (group commit). The completion record (rows, subjects) follows, naming the
+    /// intent. The default.
+    #[default]
+    BeforeRelease,
+    /// Only the completion record, queued after the result is complete and synced in the next
+    /// batch: results released in the last batch window (about 10 ms plus one fsync, more
+    /// under load) have no record if the process is killed. Opt-in, for throughput.
+    AfterCompletion,
+}
+
 /// Audit trail settings. Absent section: no audit trail.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,9 +65,12 @@ pub struct AuditConfig {
     /// Records that may wait for the writer. Default 10000.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
-    /// `block` (default) or `drop`.
+    /// `block` (default) or `drop`. Intent records (`durability: before_release`) always wait.
     #[serde(default)]
     pub on_full: OnFull,
+    /// `before_release` (default) or `after_completion`; see [`Durability`].
+    #[serde(default)]
+    pub durability: Durability,
     /// With `block`, how long a caller waits for queue space before its statement fails, ms.
     /// Default 2000.
     #[serde(default = "default_block_timeout_ms")]
@@ -106,6 +126,7 @@ impl Default for AuditConfig {
             rotate_seconds: default_rotate_seconds(),
             queue_capacity: default_queue_capacity(),
             on_full: OnFull::default(),
+            durability: Durability::default(),
             block_timeout_ms: default_block_timeout_ms(),
             chain_key_env: default_chain_key_env(),
             chain_key_file: None,

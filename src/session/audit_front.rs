@@ -1,11 +1,16 @@
 //! The client side of a session's audit trail: which requests read or write personal data,
 //! in the order PostgreSQL will answer them, and the refusal of personal-data reads while the
 //! audit trail cannot be written (nothing is read without being recorded).
+//!
+//! With `audit.durability: before_release` a Query, or the first Execute of a Bind, that may
+//! touch personal data is forwarded only once its intent record is synced; if it cannot be,
+//! the client gets the audit error instead and the refusal is counted.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use super::audit_trail::{AuditTrail, Audited};
+use crate::config::Durability;
 use crate::enforce::{Observed, SessionPolicy, Verdict};
 use crate::protocol::message::{decode_bind, decode_execute, decode_target};
 use crate::protocol::{Frame, PgError};
@@ -14,6 +19,9 @@ pub struct FrontAudit {
     pub trail: Arc<Mutex<AuditTrail>>,
     statements: HashMap<Vec<u8>, Audited>,
     portals: HashMap<Vec<u8>, Audited>,
+    /// Intent records already synced for a bound portal (a portal run in several Executes,
+    /// with row limits, has one intent).
+    portal_intents: HashMap<Vec<u8>, String>,
     /// A policy is loaded, so statements are analysed; without one nothing is known to be
     /// personal data and only session events are recorded.
     analysing: bool,
@@ -32,6 +40,7 @@ impl FrontAudit {
             trail: Arc::new(Mutex::new(trail)),
             statements: HashMap::new(),
             portals: HashMap::new(),
+            portal_intents: HashMap::new(),
             analysing,
             synced: None,
         }
@@ -74,10 +83,33 @@ impl FrontAudit {
         if handle.is_healthy() {
             return Ok(());
         }
-        Err(PgError::insufficient_privilege(
-            "pgvakt: personal data cannot be read or written now: the audit trail cannot be written",
-        )
-        .with_hint("Reads of personal data resume as soon as audit records can be written again."))
+        handle.refused_unrecorded();
+        Err(unavailable())
+    }
+
+    /// With `durability: before_release`, write the intent record of an audited statement and
+    /// wait until it is synced; its event id, for the completion record. The error replaces the
+    /// statement when the record cannot be made durable.
+    async fn intent(&self, audited: &Audited) -> Result<Option<String>, PgError> {
+        let (handle, rec) = {
+            let trail = self.lock();
+            if trail.handle().durability() != Durability::BeforeRelease {
+                return Ok(None);
+            }
+            let Some(rec) = trail.intent_record(audited) else {
+                return Ok(None);
+            };
+            (trail.handle().clone(), rec)
+        };
+        let id = rec.event_id.clone();
+        match handle.record_durable(rec).await {
+            Ok(()) => Ok(Some(id)),
+            Err(e) => {
+                handle.refused_unrecorded();
+                tracing::error!(error = %e, "intent record not durable; statement refused");
+                Err(unavailable())
+            }
+        }
     }
 
     pub async fn refused(&self, sql: &str, err: &PgError) {
@@ -104,12 +136,20 @@ impl FrontAudit {
             self.refused(sql, e).await;
         }
         let audited = Self::audited(policy, verdict, sql, readable);
-        if let Err(e) = self.admit(&audited).await {
-            self.lock().query(Audited::No);
-            return Err(e);
+        let admitted = match self.admit(&audited).await {
+            Ok(()) => self.intent(&audited).await,
+            Err(e) => Err(e),
+        };
+        match admitted {
+            Ok(intent) => {
+                self.lock().query(audited, intent);
+                Ok(())
+            }
+            Err(e) => {
+                self.lock().query(Audited::No, None);
+                Err(e)
+            }
         }
-        self.lock().query(audited);
-        Ok(())
     }
 
     /// A Parse: remembered per statement name for the Executes that follow.
@@ -163,6 +203,7 @@ impl FrontAudit {
             self.portals.clear();
         }
         let hidden = audited.hidden();
+        self.portal_intents.remove(b.portal);
         self.portals.insert(b.portal.to_vec(), audited);
         let padded = (hidden > 0 && b.result_formats.len() > 1)
             .then(|| pad_result_formats(frame, b.result_formats.len(), hidden))
@@ -183,12 +224,31 @@ impl FrontAudit {
         }
     }
 
-    pub fn execute(&mut self, frame: &Frame) {
+    /// An Execute: with `durability: before_release` its portal's intent is synced first (once
+    /// per Bind). `Err`: the Execute must not be forwarded; the client gets the error.
+    pub async fn execute(&mut self, frame: &Frame) -> Result<(), PgError> {
         let Ok(portal) = decode_execute(frame) else {
-            return;
+            return Ok(());
         };
         let audited = self.portals.get(portal).cloned().unwrap_or(Audited::No);
-        self.lock().execute(portal, audited);
+        let intent = match self.portal_intents.get(portal) {
+            Some(id) => Some(id.clone()),
+            None => match self.intent(&audited).await {
+                Ok(id) => id,
+                Err(e) => {
+                    self.lock().execute(portal, Audited::No, None);
+                    return Err(e);
+                }
+            },
+        };
+        if let Some(id) = &intent {
+            if self.portal_intents.len() >= MAX_NAMES {
+                self.portal_intents.clear();
+            }
+            self.portal_intents.insert(portal.to_vec(), id.clone());
+        }
+        self.lock().execute(portal, audited, intent);
+        Ok(())
     }
 
     pub fn close(&mut self, frame: &Frame) {
@@ -197,6 +257,7 @@ impl FrontAudit {
                 self.statements.remove(name);
             } else {
                 self.portals.remove(name);
+                self.portal_intents.remove(name);
             }
             self.lock().close(kind, name);
         }
@@ -208,7 +269,7 @@ impl FrontAudit {
 
     /// A request answered up to ReadyForQuery that reads nothing audited (FunctionCall).
     pub fn other(&mut self) {
-        self.lock().query(Audited::No);
+        self.lock().query(Audited::No, None);
     }
 
     /// Refresh the role and facts records carry after a reload, and once a second (grants
@@ -230,6 +291,15 @@ impl FrontAudit {
             t.set_role(&r, version);
         }
     }
+}
+
+/// What the client gets instead of a statement that may touch personal data while its record
+/// cannot be written.
+fn unavailable() -> PgError {
+    PgError::insufficient_privilege(
+        "pgvakt: personal data cannot be read or written now: the audit trail cannot be written",
+    )
+    .with_hint("Reads of personal data resume as soon as audit records can be written again.")
 }
 
 /// The Bind with `extra` text result formats appended to its `n` per-column formats (the

@@ -81,11 +81,14 @@ struct Pending {
     keys: Option<Vec<KeyColumn>>,
     subjects: Option<SubjectSet>,
     copy: bool,
+    /// Event id of the intent record written before the statement was forwarded.
+    intent: Option<String>,
 }
 
 impl Pending {
-    fn new(audited: Audited) -> Pending {
+    fn new(audited: Audited, intent: Option<String>) -> Pending {
         Pending {
+            intent,
             audited,
             started: Instant::now(),
             rows: 0,
@@ -231,12 +234,30 @@ impl AuditTrail {
         }
     }
 
-    pub fn query(&mut self, audited: Audited) {
-        self.push(Entry::Query(Pending::new(audited)));
+    pub fn query(&mut self, audited: Audited, intent: Option<String>) {
+        self.push(Entry::Query(Pending::new(audited, intent)));
     }
 
-    pub fn execute(&mut self, portal: &[u8], audited: Audited) {
-        self.push(Entry::Execute(Pending::new(audited), portal.to_vec()));
+    pub fn execute(&mut self, portal: &[u8], audited: Audited, intent: Option<String>) {
+        self.push(Entry::Execute(
+            Pending::new(audited, intent),
+            portal.to_vec(),
+        ));
+    }
+
+    /// The `statement_intent` record written before an audited statement is forwarded: who,
+    /// the statement, and the columns and categories the analysis says it touches ("personal
+    /// data may be read" when it could not be analysed). None for statements not audited.
+    pub fn intent_record(&self, audited: &Audited) -> Option<Record> {
+        if matches!(audited, Audited::No) {
+            return None;
+        }
+        let mut r = self.base(EventType::StatementIntent, Outcome::Ok);
+        describe(&mut r, audited);
+        if matches!(audited, Audited::Unknown(_)) {
+            r.message = Some("not analysed: possible personal-data read".into());
+        }
+        Some(r)
     }
 
     pub fn describe(&mut self, kind: u8, name: &[u8], hidden: usize) {
@@ -487,35 +508,10 @@ impl AuditTrail {
         r.sqlstate = p.sqlstate.clone();
         r.duration_ms = Some(p.started.elapsed().as_millis() as u64);
         r.rows = Some(p.rows);
-        match &p.audited {
-            Audited::Yes(a) => {
-                let (fingerprint, normalized) = a.normalized().clone();
-                r.statement = Some(Statement {
-                    class: a
-                        .classes
-                        .first()
-                        .copied()
-                        .map(Into::into)
-                        .unwrap_or(crate::audit::StatementClass::Utility),
-                    command: a.command.clone(),
-                    fingerprint,
-                    normalized,
-                });
-                r.tables = audit_rows::tables(a);
-            }
-            Audited::Unknown(sql) => {
-                let (fingerprint, normalized) = crate::analysis::normalize_text(sql);
-                r.statement = Some(Statement {
-                    class: crate::audit::StatementClass::Utility,
-                    command: crate::analysis::first_word(sql)
-                        .unwrap_or_default()
-                        .to_ascii_uppercase(),
-                    fingerprint,
-                    normalized,
-                });
-                r.message = Some("not analysed: personal data may have been read".into());
-            }
-            Audited::No => {}
+        r.intent = p.intent.clone();
+        describe(&mut r, &p.audited);
+        if matches!(p.audited, Audited::Unknown(_)) {
+            r.message = Some("not analysed: personal data may have been read".into());
         }
         let key_in_output = p.keys.as_ref().is_some_and(|k| !k.is_empty());
         let mut subjects = p.subjects.unwrap_or_else(|| self.handle.subjects());
@@ -526,10 +522,44 @@ impl AuditTrail {
         Some(r)
     }
 
-    /// Write records for finished statements.
+    /// Write records for finished statements. A record the writer does not accept is counted
+    /// (`pgvakt_audit_records_dropped_total`) and logged.
     pub async fn write_all(&self, records: Vec<Record>) {
         for r in records {
             self.write(r).await;
         }
+    }
+}
+
+/// The statement and the tables and columns it touches, as a record lists them.
+fn describe(r: &mut Record, audited: &Audited) {
+    match audited {
+        Audited::Yes(a) => {
+            let (fingerprint, normalized) = a.normalized().clone();
+            r.statement = Some(Statement {
+                class: a
+                    .classes
+                    .first()
+                    .copied()
+                    .map(Into::into)
+                    .unwrap_or(crate::audit::StatementClass::Utility),
+                command: a.command.clone(),
+                fingerprint,
+                normalized,
+            });
+            r.tables = audit_rows::tables(a);
+        }
+        Audited::Unknown(sql) => {
+            let (fingerprint, normalized) = crate::analysis::normalize_text(sql);
+            r.statement = Some(Statement {
+                class: crate::audit::StatementClass::Utility,
+                command: crate::analysis::first_word(sql)
+                    .unwrap_or_default()
+                    .to_ascii_uppercase(),
+                fingerprint,
+                normalized,
+            });
+        }
+        Audited::No => {}
     }
 }

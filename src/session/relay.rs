@@ -174,6 +174,10 @@ pub async fn run(s: &mut Started, proxy: &Proxy) -> Result<(), SessionError> {
     back
 }
 
+/// Name of the statement an Execute refused by pgvakt is replaced with; its Parse fails in
+/// parse analysis, before PostgreSQL would store (or find a clash with) the name.
+const REFUSED_EXECUTE: &[u8] = b"pgvakt-refused-execute";
+
 /// How long one side of a session may take to finish after the other has ended.
 const SIDE_GRACE: Duration = Duration::from_secs(1);
 
@@ -305,7 +309,18 @@ async fn frontend(
                         match frame.tag {
                             b'B' => padded = a.bind(&frame),
                             b'D' => a.describe(&frame),
-                            b'E' => a.execute(&frame),
+                            b'E' => {
+                                if let Err(e) = a.execute(&frame).await {
+                                    // Not forwarded: a Parse that fails where the Execute would
+                                    // have run stands in, and its error becomes the refusal.
+                                    proxy.metrics.statement(Decision::Refused, Class::Unknown);
+                                    padded = Some(encode_parse(
+                                        REFUSED_EXECUTE,
+                                        &shared.refusals.marker(e),
+                                        &[],
+                                    ));
+                                }
+                            }
                             _ => a.close(&frame),
                         }
                     }
