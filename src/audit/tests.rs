@@ -318,8 +318,65 @@ async fn a_full_queue_blocks_then_fails_in_block_mode() {
     sink.open();
     audit.close().await;
     assert_eq!(sink.lines(), 3);
-    assert_eq!(metrics.records_dropped.get(), 0);
+    // The refused record is not lost silently: the caller got an error and it is counted.
+    assert_eq!(metrics.records_dropped.get(), 1);
     assert_eq!(metrics.records_written.get(), 3);
+}
+
+#[tokio::test]
+async fn a_durable_record_returns_only_once_its_batch_is_written() {
+    let (audit, sink, _metrics) = gated(OnFull::Drop);
+    let waiting = tokio::spawn({
+        let audit = audit.clone();
+        async move { audit.record_durable(rec("intent")).await }
+    });
+    sink.wait_entered();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert!(!waiting.is_finished(), "returned before the sink wrote it");
+    sink.open();
+    assert_eq!(waiting.await.unwrap(), Ok(()));
+    assert_eq!(sink.lines(), 1);
+    // A sink that does not finish in block_timeout_ms: the caller hears of it (even with
+    // on_full: drop, a durable record is never dropped silently).
+    let (audit, _closed_sink, _m) = gated(OnFull::Drop);
+    let started = Instant::now();
+    assert_eq!(
+        audit.record_durable(rec("stuck")).await,
+        Err(AuditUnavailable::QueueFull { waited_ms: 100 })
+    );
+    assert!(started.elapsed() >= Duration::from_millis(100));
+}
+
+#[tokio::test]
+async fn a_durable_record_fails_at_once_when_its_write_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = config(tmp.path());
+    cfg.block_timeout_ms = 5_000;
+    let log = tmp.path().join("log");
+    let metrics = AuditMetrics::default();
+    let audit = Audit::start(&cfg, &metrics).unwrap();
+    audit.record_durable(rec("synced")).await.unwrap();
+    assert_eq!(metrics.records_written.get(), 1, "written before returning");
+
+    std::fs::remove_dir_all(&log).unwrap();
+    std::fs::write(&log, "not a directory").unwrap();
+    let started = Instant::now();
+    assert_eq!(
+        audit.record_durable(rec("not durable")).await,
+        Err(AuditUnavailable::SinkFailing)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "told at the first failure"
+    );
+    assert_eq!(
+        audit.record_durable(rec("while failing")).await,
+        Err(AuditUnavailable::SinkFailing)
+    );
+    std::fs::remove_file(&log).unwrap();
+    wait_for(|| audit.is_healthy());
+    audit.record_durable(rec("after")).await.unwrap();
+    audit.close().await;
 }
 
 #[tokio::test]
