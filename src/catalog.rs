@@ -37,6 +37,9 @@ pub struct Relation {
     pub columns: Vec<Column>,
     /// Relations a view's rules read (direct dependencies only).
     pub reads: Vec<u32>,
+    /// A plain view's query (`pg_get_viewdef`), which restricted roles read inlined over masked
+    /// stand-ins; None for other relations and for security-barrier views.
+    pub definition: Option<String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -180,6 +183,19 @@ impl Catalog {
         for d in deps {
             reads.entry(d.get(0)).or_default().push(d.get(1));
         }
+        // Security-barrier views are not inlined: their barrier would be lost.
+        let mut definitions: HashMap<u32, String> = HashMap::new();
+        for d in client
+            .query(
+                "SELECT c.oid, pg_catalog.pg_get_viewdef(c.oid) FROM pg_catalog.pg_class c                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace                  WHERE c.relkind = 'v' AND n.nspname NOT IN ('pg_catalog', 'information_schema')                    AND NOT coalesce(c.reloptions @> ARRAY['security_barrier=true'], false)",
+                &[],
+            )
+            .await?
+        {
+            if let Some(def) = d.get::<_, Option<String>>(1) {
+                definitions.insert(d.get(0), def);
+            }
+        }
         let mut current: Option<Relation> = None;
         for r in rows {
             let oid: u32 = r.get(0);
@@ -202,6 +218,7 @@ impl Catalog {
                     kind,
                     columns: Vec::new(),
                     reads: reads.remove(&oid).unwrap_or_default(),
+                    definition: definitions.remove(&oid),
                 });
             }
             if let (Some(rel), Some(name)) = (current.as_mut(), r.get::<_, Option<String>>(4)) {

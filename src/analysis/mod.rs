@@ -386,6 +386,17 @@ impl Ctx<'_> {
         rel: &Relation,
         reach: Option<&HashSet<String>>,
     ) -> Result<Option<String>, PgError> {
+        self.masked_relation_sql_with(rel, reach, false)
+    }
+
+    /// As [`Ctx::masked_relation_sql`]; with `blocked_as_null`, blocked columns are there as
+    /// typed NULLs (inside an inlined view, which names them whatever the statement reads).
+    pub fn masked_relation_sql_with(
+        &self,
+        rel: &Relation,
+        reach: Option<&HashSet<String>>,
+        blocked_as_null: bool,
+    ) -> Result<Option<String>, PgError> {
         let decisions = self.decisions(rel);
         if decisions
             .iter()
@@ -414,6 +425,9 @@ impl Ctx<'_> {
                         ))
                     })?;
                     cols.push(format!("{masked} AS {q}"));
+                }
+                ColumnAction::Block if blocked_as_null => {
+                    cols.push(format!("CAST(NULL AS {}) AS {q}", c.ty.sql_name));
                 }
                 ColumnAction::Block => {}
             }

@@ -8,7 +8,8 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use sqlparser::ast::{
-    Expr, JoinConstraint, JoinOperator, ObjectName, Query, SetExpr, TableFactor, VisitorMut,
+    Expr, JoinConstraint, JoinOperator, ObjectName, Query, SetExpr, TableFactor, VisitMut,
+    VisitorMut,
 };
 
 use super::names::Names;
@@ -34,7 +35,14 @@ pub struct Reads<'a, 'c> {
     pub stand_ins: Vec<(String, std::sync::Arc<str>)>,
     /// (placeholder name, the columns its stand-in shows).
     pub stand_in_columns: Vec<(String, Vec<String>)>,
+    /// Personal-data columns read through inlined views.
+    pub inlined_uses: Vec<ColumnUse>,
+    /// How many views deep the walk is.
+    depth: usize,
 }
+
+/// Views inlined within views, at most.
+const MAX_VIEW_DEPTH: usize = 16;
 
 impl<'a, 'c> Reads<'a, 'c> {
     pub fn new(ctx: &'a Ctx<'c>) -> Self {
@@ -47,6 +55,8 @@ impl<'a, 'c> Reads<'a, 'c> {
             reach: None,
             stand_ins: Vec::new(),
             stand_in_columns: Vec::new(),
+            inlined_uses: Vec::new(),
+            depth: 0,
         }
     }
 
@@ -90,15 +100,21 @@ impl<'a, 'c> Reads<'a, 'c> {
             )));
         }
         self.read.push(rel.clone());
-        if matches!(rel.kind, RelKind::View | RelKind::MaterializedView) {
+        if rel.kind == RelKind::View {
             if let Some(base) = self.ctx.view_reads_protected(&rel) {
-                return Err(self.ctx.refuse(format!(
-                    "view {}.{} reads protected table {} for role {}; query the table itself so its masks apply",
-                    rel.schema, rel.name, base, self.ctx.role()
-                )));
+                return match &rel.definition {
+                    Some(def) => self.inline_view(tf, &rel, def),
+                    None => Err(self.ctx.refuse(format!(
+                        "view {}.{} reads protected table {} and is a security-barrier view, which is not inlined for role {}; query the table itself so its masks apply",
+                        rel.schema, rel.name, base, self.ctx.role()
+                    ))),
+                };
             }
         }
-        let Some(derived) = self.ctx.masked_relation_sql(&rel, self.reach.as_ref())? else {
+        let Some(derived) =
+            self.ctx
+                .masked_relation_sql_with(&rel, self.reach.as_ref(), self.depth > 0)?
+        else {
             *name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
             return Ok(());
         };
@@ -144,11 +160,13 @@ impl<'a, 'c> Reads<'a, 'c> {
             .iter()
             .filter(|c| self.reach.as_ref().is_none_or(|r| r.contains(&c.name)))
             .filter(|c| {
-                self.ctx
-                    .rules
-                    .column(&rel.schema, &rel.name, &c.name)
-                    .action
-                    != ColumnAction::Block
+                self.depth > 0
+                    || self
+                        .ctx
+                        .rules
+                        .column(&rel.schema, &rel.name, &c.name)
+                        .action
+                        != ColumnAction::Block
             })
             .map(|c| c.name.clone())
             .collect();
@@ -156,6 +174,57 @@ impl<'a, 'c> Reads<'a, 'c> {
             .push((placeholder.trim_matches('"').to_owned(), shown));
         self.stand_ins.push((placeholder, derived));
         self.protected.push(rel);
+        Ok(())
+    }
+
+    /// A view over protected tables, read "as if the tables held masked values": its query is
+    /// analysed like a sub-query (its protected tables become stand-ins) and put in its place.
+    fn inline_view(
+        &mut self,
+        tf: &mut TableFactor,
+        rel: &Relation,
+        definition: &str,
+    ) -> Result<(), PgError> {
+        self.depth += 1;
+        if self.depth > MAX_VIEW_DEPTH {
+            return Err(self.ctx.unsupported("views nested this deep"));
+        }
+        let body = definition.trim().trim_end_matches(';');
+        let mut q = parse_query(body).map_err(|e| {
+            self.ctx.unsupported(&format!(
+                "the definition of view {}.{} ({e})",
+                rel.schema, rel.name
+            ))
+        })?;
+        let mut inner = Reads::new(self.ctx);
+        inner.depth = self.depth;
+        // Blocked columns are typed NULLs inside the view (so it works for every role); a
+        // statement naming the view's column gets NULL, never the stored value.
+        if let ControlFlow::Break(e) = q.visit(&mut inner) {
+            return Err(e);
+        }
+        self.inlined_uses.extend(inner.uses());
+        self.inlined_uses.append(&mut inner.inlined_uses);
+        self.stand_ins.append(&mut inner.stand_ins);
+        self.stand_in_columns.append(&mut inner.stand_in_columns);
+        self.protected.append(&mut inner.protected);
+        let TableFactor::Table { name, alias, .. } = &*tf else {
+            return Err(self.ctx.unsupported("a view reference"));
+        };
+        let alias_sql = match alias {
+            Some(a) => a.to_string(),
+            None => name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| quote(&rel.name).to_string()),
+        };
+        *tf = parse_table_factor(&format!("({q}) AS {alias_sql}")).map_err(|e| {
+            self.ctx
+                .unsupported(&format!("inlining view {}.{} ({e})", rel.schema, rel.name))
+        })?;
+        self.depth -= 1;
         Ok(())
     }
 
@@ -209,7 +278,7 @@ impl<'a, 'c> Reads<'a, 'c> {
     /// all of them when a construct reads columns without naming them.
     pub fn uses(&self) -> Vec<ColumnUse> {
         let wide = self.names.whole_rows();
-        let mut out = Vec::new();
+        let mut out = self.inlined_uses.clone();
         for rel in &self.read {
             for c in &rel.columns {
                 if wide || self.names.idents.contains(&c.name) {

@@ -155,6 +155,7 @@ impl Snapshot {
                 kind,
                 columns,
                 reads,
+                definition: None,
             });
         }
         for f in self.user_functions {
