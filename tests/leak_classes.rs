@@ -276,7 +276,21 @@ const EXPLAIN: &[(&str, Expect)] = &[
         Runs,
     ),
     (
-        "EXPLAIN (ANALYZE, FORMAT JSON) SELECT bank_account FROM contacts LIMIT 1",
+        "EXPLAIN (ANALYZE, COSTS OFF, FORMAT JSON) SELECT bank_account FROM contacts LIMIT 1",
+        Runs,
+    ),
+    // Cost estimates come from the stored values' statistics.
+    (
+        "EXPLAIN SELECT count(*) FROM contacts GROUP BY date_of_birth",
+        Refused,
+    ),
+    (
+        "EXPLAIN (ANALYZE, FORMAT JSON) SELECT bank_account FROM contacts GROUP BY bank_account",
+        Refused,
+    ),
+    ("EXPLAIN (COSTS) SELECT 1", Refused),
+    (
+        "EXPLAIN (COSTS OFF) SELECT count(*) FROM contacts GROUP BY date_of_birth",
         Runs,
     ),
 ];

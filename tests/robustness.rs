@@ -115,6 +115,13 @@ async fn deep_and_long_statements_do_not_crash_or_stall_the_proxy() {
         vec!["SELECT 1"; 8_000].join(" UNION ALL "),
         "SELECT first_name, bank_account FROM contacts WHERE id = 1;".repeat(8_000),
         "SELECT 1;".repeat(50_000),
+        format!(
+            "WITH {} SELECT 1",
+            (0..20_000)
+                .map(|i| format!("a{i} AS (SELECT 1)"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     ];
     for role in ["admin", "secretary"] {
         let c = env.connect(role, role, "crm").await.expect("connect");

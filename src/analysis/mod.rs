@@ -41,7 +41,10 @@ const SHORT: usize = 4096;
 /// only as deep as the recursion goes).
 const STACK_PER_BYTE: usize = 512;
 /// Longer statements are not analysed for restricted roles: refused, never forwarded.
-pub const MAX_ANALYSED_BYTES: usize = 4 << 20;
+pub const MAX_ANALYSED_BYTES: usize = 1 << 20;
+/// The most stack a long statement's analysis reserves (chains are at most
+/// `authority::MAX_CHAIN` tokens deep, so far less is touched).
+const STACK_MAX: usize = 256 << 20;
 
 /// [`analyse`], with the stack a statement of this length can need: parsing, rewriting,
 /// rendering and dropping an AST recurse as deep as an operator chain is long (`1+1+...`).
@@ -56,7 +59,15 @@ pub fn analyse_on_a_fitting_stack(sql: &str, ctx: &Ctx) -> Outcome {
             ctx.role()
         )));
     }
-    on_a_fitting_stack(sql.len(), || analyse(sql, ctx))
+    if let Some(e) = authority::too_complex(sql) {
+        return Outcome::Refuse(e);
+    }
+    // A long analysis must not hold a runtime worker other sessions are waiting for.
+    let run = || on_a_fitting_stack(sql.len(), || analyse(sql, ctx));
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
+        _ => run(),
+    }
 }
 
 /// Run `f`, which parses a text of `len` bytes, on a stack deep enough for its AST.
@@ -64,7 +75,7 @@ pub(crate) fn on_a_fitting_stack<R>(len: usize, f: impl FnOnce() -> R) -> R {
     if len <= SHORT {
         return f();
     }
-    stacker::grow((1 << 20) + len.min(MAX_ANALYSED_BYTES) * STACK_PER_BYTE, f)
+    stacker::grow(((1 << 20) + len * STACK_PER_BYTE).min(STACK_MAX), f)
 }
 
 /// (fingerprint, text with literals replaced) of any statement text, for audit records.

@@ -31,6 +31,9 @@ pub fn normalize(sql: &str) -> (String, String) {
     if sql.len() > super::MAX_ANALYSED_BYTES {
         return summary(sql, "too long to parse");
     }
+    if super::authority::too_complex(sql).is_some() {
+        return summary(sql, "too complex to parse");
+    }
     super::on_a_fitting_stack(sql.len(), || normalize_parsed(sql))
 }
 

@@ -41,6 +41,9 @@ pub struct Reads<'a, 'c> {
     depth: usize,
 }
 
+/// WITH queries in one list, at most: each is a scope the analysis checks names against.
+const MAX_CTES: usize = 1_000;
+
 /// Views inlined within views, at most.
 const MAX_VIEW_DEPTH: usize = 16;
 
@@ -230,6 +233,15 @@ impl<'a, 'c> Reads<'a, 'c> {
 
     fn query(&mut self, q: &mut Query) -> Result<(), PgError> {
         if let Some(with) = &q.with {
+            if with.cte_tables.len() > MAX_CTES {
+                return Err(PgError::error(
+                    "54001",
+                    format!(
+                        "pgvakt: statement too complex: {} WITH queries in one list (at most {MAX_CTES})",
+                        with.cte_tables.len()
+                    ),
+                ));
+            }
             for cte in &with.cte_tables {
                 let n = fold(&cte.alias.name);
                 if self.ctx.catalog.has_relation_named(&n) {

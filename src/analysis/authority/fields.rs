@@ -32,6 +32,13 @@ impl V {
         }
     }
 
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            V::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
     pub fn as_bool(&self) -> Option<bool> {
         match self {
             V::Bool(b) => Some(*b),

@@ -122,6 +122,22 @@ fn check(sql: &str, ctx: &Ctx, placeholders: &Placeholders) -> Result<(), Findin
     tree::Gate::new(ctx, placeholders).parse_result(&tree)
 }
 
+/// A refusal (54001) for statements whose operator chains are too long to analyse safely, or
+/// None. Checked before anything parses the text, so such a statement costs one scan.
+pub fn too_complex(sql: &str) -> Option<PgError> {
+    let longest = tokens::longest_chain(sql)?;
+    (longest > tokens::MAX_CHAIN).then(|| {
+        PgError::error(
+            "54001",
+            format!(
+                "pgvakt: statement too complex: an expression of {longest} tokens without a comma or parenthesis (at most {})",
+                tokens::MAX_CHAIN
+            ),
+        )
+        .with_hint("Split the expression, or pass long lists as an array parameter.")
+    })
+}
+
 /// Whether PostgreSQL's scanner and sqlparser cut `sql` into the same tokens (no comments).
 pub fn tokens_agree(sql: &str) -> Result<(), String> {
     tokens::agree(sql).map(|_| ())

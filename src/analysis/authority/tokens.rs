@@ -161,3 +161,26 @@ pub fn same_but_literals(shape: &str, filled: &str, literals: &[String]) -> Resu
     }
     Ok(())
 }
+
+/// Tokens one operator chain may hold before a statement counts as too complex. A chain
+/// (`1+1+...`, `a AND b AND ...`, `x::t::t...`, UNION ALL after UNION ALL) parses into a tree
+/// as deep as it is long, and every later step walks that depth; lists (`IN (...)`, `VALUES`,
+/// select lists) are cut by commas and parentheses and may be as long as they like.
+pub const MAX_CHAIN: usize = 10_000;
+
+/// The longest run of tokens between commas, parentheses, brackets and semicolons, found by
+/// PostgreSQL's scanner without parsing. None when the text does not scan.
+pub fn longest_chain(sql: &str) -> Option<usize> {
+    let tokens = pg_query::scan_tokens(sql).ok()?;
+    let cuts = [b',', b'(', b')', b'[', b']', b';'].map(i32::from);
+    let (mut run, mut longest) = (0usize, 0usize);
+    for t in &tokens {
+        if cuts.contains(&t.token) {
+            run = 0;
+        } else {
+            run += 1;
+            longest = longest.max(run);
+        }
+    }
+    Some(longest)
+}

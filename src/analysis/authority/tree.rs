@@ -23,7 +23,7 @@ type Checked = Result<(), Finding>;
 #[derive(Default)]
 struct Level<'p> {
     parent: Option<&'p Level<'p>>,
-    ctes: Vec<String>,
+    ctes: std::borrow::Cow<'p, [String]>,
     froms: Vec<FromItem>,
     target: Option<Target>,
 }
@@ -167,6 +167,21 @@ impl<'a, 'c> Gate<'a, 'c> {
             "InsertStmt" | "UpdateStmt" | "DeleteStmt" => self.dml(k, s, lvl),
             "CopyStmt" => self.copy(s, lvl),
             "ExplainStmt" => {
+                // Cost estimates come from statistics of the stored values (a GROUP BY on a
+                // masked column shows how many distinct stored values it has).
+                let costs_off = list(field(s, "options"))
+                    .iter()
+                    .filter_map(kind)
+                    .any(|(_, o)| {
+                        text(o, "defname").eq_ignore_ascii_case("costs")
+                            && is_false(field(o, "arg"))
+                    });
+                if !costs_off {
+                    return Err(policy(format!(
+                        "EXPLAIN for role {} needs COSTS OFF: cost estimates come from statistics of stored values",
+                        self.role()
+                    )));
+                }
                 for o in list(field(s, "options")).iter().filter_map(kind) {
                     let name = text(o.1, "defname").to_ascii_lowercase();
                     if !allow::explain_option(&name) {
@@ -307,18 +322,15 @@ impl<'a, 'c> Gate<'a, 'c> {
         }
         let all: Vec<String> = ctes.iter().map(|(n, _)| n.clone()).collect();
         for (i, (_, body)) in ctes.iter().enumerate() {
+            let visible = if recursive { &all[..] } else { &all[..i] };
             let scope = Level {
                 parent: lvl.parent,
-                ctes: if recursive {
-                    all.clone()
-                } else {
-                    all[..i].to_vec()
-                },
+                ctes: std::borrow::Cow::Borrowed(visible),
                 ..Default::default()
             };
             self.walk(body, &scope)?;
         }
-        lvl.ctes = all;
+        lvl.ctes = std::borrow::Cow::Owned(all);
         Ok(())
     }
 
@@ -798,6 +810,19 @@ fn only_null_or_default(select: Option<&Value>, i: usize) -> bool {
                 _ => false,
             }
         })
+}
+
+/// Whether an option's argument says off (`false`, `off`, `no`, `0`); no argument means on.
+fn is_false(arg: Option<&Value>) -> bool {
+    match arg.and_then(kind) {
+        Some(("String", v)) => matches!(
+            text(v, "sval").to_ascii_lowercase().as_str(),
+            "false" | "off" | "no" | "0"
+        ),
+        Some(("Integer", v)) => v.get("ival").and_then(Value::as_i64) == Some(0),
+        Some(("Boolean", v)) => v.get("boolval").and_then(Value::as_bool) == Some(false),
+        _ => false,
+    }
 }
 
 fn could_reach_target(x: &String, lvl: Option<&Level>) -> bool {
