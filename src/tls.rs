@@ -67,6 +67,9 @@ fn roots(path: &Path) -> Result<RootCertStore, TlsError> {
     Ok(store)
 }
 
+/// The most plaintext pgvakt puts in one TLS record towards clients.
+pub const TLS_RECORD_PLAINTEXT: usize = 8192;
+
 /// The server configuration for client connections. Called again on SIGHUP so renewed
 /// certificates are used by the next handshake.
 pub fn server_config(cfg: &ClientTlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
@@ -92,6 +95,11 @@ pub fn server_config(cfg: &ClientTlsConfig) -> Result<Arc<ServerConfig>, TlsErro
         builder.with_single_cert(load_certs(&cfg.cert_file)?, load_key(&cfg.key_file)?)?;
     // PostgreSQL 17 clients using direct TLS negotiation insist on this ALPN protocol.
     config.alpn_protocols = vec![b"postgresql".to_vec()];
+    // Records no larger than PostgreSQL's own (it writes 8 KiB at a time): libpq keeps 8 KiB
+    // free for one read, and a larger record leaves plaintext inside OpenSSL that no socket
+    // event announces, so a non-blocking libpq client (psycopg's Python implementation) would
+    // wait for a result that has already arrived.
+    config.max_fragment_size = Some(TLS_RECORD_PLAINTEXT);
     Ok(Arc::new(config))
 }
 
