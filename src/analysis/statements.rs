@@ -18,10 +18,51 @@ use crate::protocol::PgError;
 
 /// Analyse `sql` for a restricted role.
 pub fn analyse(sql: &str, ctx: &Ctx) -> Outcome {
-    match analyse_inner(sql, ctx) {
+    let result = match analyse_inner(sql, ctx) {
+        Err(e)
+            if e.detail
+                .as_deref()
+                .is_some_and(|d| d.contains(PARSER_DETAIL)) =>
+        {
+            // sqlparser cannot read some of PostgreSQL's syntax (a top-level `TABLE t`,
+            // `FROM t *`): PostgreSQL's own deparser writes the statement in a plain form,
+            // which is analysed like any text and checked by PostgreSQL's parser before it is
+            // forwarded. The client's text stays the one audit records describe.
+            match plain_form(sql) {
+                Some(plain) => analyse_inner(&plain, ctx)
+                    .map(|mut a| {
+                        a.original = sql.to_owned();
+                        a
+                    })
+                    .map_err(|_| e),
+                None => Err(e),
+            }
+        }
+        r => r,
+    };
+    match result {
         Ok(a) => Outcome::Forward(std::sync::Arc::new(a)),
         Err(e) => Outcome::Refuse(e),
     }
+}
+
+/// Marks a refusal because sqlparser could not read the text.
+const PARSER_DETAIL: &str = "; parser: ";
+
+/// PostgreSQL's deparsed form of a data statement, when it differs from the text.
+fn plain_form(sql: &str) -> Option<String> {
+    let first = lexer::first_word(sql)?;
+    if !matches!(
+        first.as_str(),
+        "select" | "with" | "table" | "values" | "insert" | "update" | "delete"
+    ) {
+        return None;
+    }
+    let plain = pg_query::parse(sql, 0)
+        .ok()?
+        .deparse(Default::default())
+        .ok()?;
+    (plain != sql).then_some(plain)
 }
 
 fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
@@ -42,7 +83,7 @@ fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
             _ => "pgvakt could not parse this statement, so it is refused".to_owned(),
         };
         PgError::insufficient_privilege(format!("pgvakt: {what}"))
-            .with_detail(format!("policy {}; parser: {e}", ctx.policy_version))
+            .with_detail(format!("policy {}{PARSER_DETAIL}{e}", ctx.policy_version))
     })?;
     let mut out = Analysed {
         original: sql.to_owned(),
