@@ -74,5 +74,6 @@ impl AuditFacts {
                 .personal_names
                 .iter()
                 .any(|n| lower.contains(n.as_str()))
+            || crate::analysis::authority::calls_unlisted_function(sql)
     }
 }

@@ -138,6 +138,30 @@ pub fn too_complex(sql: &str) -> Option<PgError> {
     })
 }
 
+/// Whether a text calls a function that is not on the allowlist (by PostgreSQL's scanner: a
+/// name followed by a parenthesis), or cannot be scanned. Such a function may read personal data
+/// whatever relation names the text shows (`query_to_xml('... con' || 'tacts')`).
+pub fn calls_unlisted_function(sql: &str) -> bool {
+    use pg_query::protobuf::Token;
+    let Ok(tokens) = pg_query::scan_tokens(sql) else {
+        return true;
+    };
+    tokens.windows(2).any(|w| {
+        w[0].token == Token::Ident as i32
+            && w[1].token == i32::from(b'(')
+            && sql
+                .get(w[0].start as usize..w[0].end as usize)
+                .map(|name| {
+                    let name = match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+                        Some(quoted) => quoted.replace("\"\"", "\""),
+                        None => name.to_ascii_lowercase(),
+                    };
+                    allow::function(&name).is_none()
+                })
+                .unwrap_or(true)
+    })
+}
+
 /// Whether PostgreSQL's scanner and sqlparser cut `sql` into the same tokens (no comments).
 pub fn tokens_agree(sql: &str) -> Result<(), String> {
     tokens::agree(sql).map(|_| ())
