@@ -110,6 +110,8 @@ pub struct Analysed {
     pub protected_reads: Vec<String>,
     /// New search_path set by the statements, if any.
     pub search_path: Option<Vec<String>>,
+    /// It was set with SET LOCAL: it lasts until the transaction ends.
+    pub search_path_local: bool,
     /// The statements changed the schema: the catalog should be refreshed.
     pub ddl: bool,
     /// Personal-data columns the statements read, with the role's action on each.

@@ -31,7 +31,10 @@ pub fn set_statement(set: &mut Set, ctx: &Ctx, out: &mut Analysed) -> Result<(),
             }
         }
         Set::SingleAssignment {
-            variable, values, ..
+            variable,
+            values,
+            scope,
+            ..
         } => {
             let name = setting_name(ctx, variable)?;
             match name.as_str() {
@@ -53,6 +56,8 @@ pub fn set_statement(set: &mut Set, ctx: &Ctx, out: &mut Analysed) -> Result<(),
                         return refuse("a search_path that puts pg_catalog after other schemas");
                     }
                     out.search_path = Some(path);
+                    out.search_path_local =
+                        matches!(scope, Some(sqlparser::ast::ContextModifier::Local));
                     Ok(())
                 }
                 "standard_conforming_strings" => {

@@ -320,6 +320,9 @@ impl Enforcer {
             protected: None,
             protected_for: None,
             ddl_sent: false,
+            tx_path: None,
+            tx_ends_seen: 0,
+            in_tx: false,
         })
     }
 }
@@ -384,6 +387,18 @@ pub struct SessionPolicy {
     /// A statement that changes the schema was forwarded; the catalog is reloaded once it has
     /// completed (reloading when it is sent would read the catalog before it commits).
     ddl_sent: bool,
+    /// search_path changes inside the open transaction, undone or kept when it ends.
+    tx_path: Option<TxPath>,
+    /// Transactions seen ending (the relay's count) and whether one is open now.
+    tx_ends_seen: u64,
+    in_tx: bool,
+}
+
+/// The search_path before the open transaction changed it, and its session-level value set in
+/// it (SET without LOCAL), which a COMMIT keeps.
+struct TxPath {
+    before: Vec<String>,
+    session: Option<Vec<String>>,
 }
 
 /// Reloads pgvakt's catalog on request; the relay's result side holds one.
@@ -399,6 +414,39 @@ impl CatalogRefresh {
 }
 
 impl SessionPolicy {
+    /// What the relay knows of transactions: whether one is open, how many have ended, and
+    /// whether the last one committed. search_path follows PostgreSQL: SET LOCAL lasts until
+    /// the transaction ends, a SET inside one is undone by ROLLBACK and kept by COMMIT.
+    pub fn transaction_state(&mut self, in_tx: bool, ended: u64, committed: bool) {
+        if ended != self.tx_ends_seen {
+            self.tx_ends_seen = ended;
+            if let Some(t) = self.tx_path.take() {
+                self.search_path = match (committed, t.session) {
+                    (true, Some(session)) => session,
+                    _ => t.before,
+                };
+            }
+        }
+        self.in_tx = in_tx;
+    }
+
+    fn apply_search_path(&mut self, path: &[String], local: bool) {
+        if self.in_tx {
+            let before = &self.search_path;
+            let t = self.tx_path.get_or_insert_with(|| TxPath {
+                before: before.clone(),
+                session: None,
+            });
+            if !local {
+                t.session = Some(path.to_vec());
+            }
+            self.search_path = path.to_vec();
+        } else if !local {
+            // Outside a transaction block SET LOCAL changes nothing.
+            self.search_path = path.to_vec();
+        }
+    }
+
     pub fn catalog_refresh(&self) -> CatalogRefresh {
         CatalogRefresh(self.inner.clone())
     }
@@ -477,7 +525,7 @@ impl SessionPolicy {
                     return Verdict::Refuse(e);
                 }
                 if let Some(p) = &a.search_path {
-                    self.search_path = p.clone();
+                    self.apply_search_path(p, a.search_path_local);
                 }
                 Verdict::Rewrite(Rewrite {
                     analysed: a.clone(),
@@ -504,7 +552,7 @@ impl SessionPolicy {
             match self.analysed(&inner, &set, rules.as_ref(), sql).0.as_ref() {
                 Outcome::Forward(a) => {
                     if let Some(p) = &a.search_path {
-                        self.search_path = p.clone();
+                        self.apply_search_path(p, a.search_path_local);
                     }
                     if !a.touches_personal_data() {
                         return None;

@@ -46,6 +46,10 @@ struct Shared {
     inflight: Mutex<VecDeque<Instant>>,
     /// Transaction status of the last ReadyForQuery ('I', 'T', 'E').
     tx_status: AtomicU8,
+    /// Transaction blocks ended so far, and whether the last one committed (search_path
+    /// tracking follows COMMIT and ROLLBACK).
+    tx_ended: std::sync::atomic::AtomicU64,
+    tx_committed: AtomicBool,
     /// Statements go through the policy (a policy is loaded).
     restricted: bool,
     /// The session's role has restrictions (decides the standard_conforming_strings guard).
@@ -63,6 +67,16 @@ struct Shared {
 }
 
 impl Shared {
+    fn tell_transactions(&self, policy: &mut SessionPolicy) {
+        let ended = self.tx_ended.load(Ordering::SeqCst);
+        let committed = self.tx_committed.load(Ordering::SeqCst);
+        policy.transaction_state(
+            self.tx_status.load(Ordering::SeqCst) != b'I',
+            ended,
+            committed,
+        );
+    }
+
     fn push_inflight(&self) {
         if let Ok(mut q) = self.inflight.lock() {
             // A client that pipelines without reading is bounded by PostgreSQL's own buffers;
@@ -107,6 +121,8 @@ pub async fn run(s: &mut Started, proxy: &Proxy) -> Result<(), SessionError> {
         refusals: Refusals::new(),
         inflight: Mutex::new(VecDeque::new()),
         tx_status: AtomicU8::new(b'I'),
+        tx_ended: std::sync::atomic::AtomicU64::new(0),
+        tx_committed: AtomicBool::new(false),
         restricted: policy.is_restricted(),
         role_restricted: policy.role().is_some_and(|(_, r)| r),
         client_utf8: AtomicBool::new(*client_utf8),
@@ -217,6 +233,7 @@ async fn frontend(
                 b'Q' => {
                     shared.push_inflight();
                     if shared.restricted {
+                        shared.tell_transactions(policy);
                         let utf8 = shared.client_utf8.load(Ordering::Relaxed);
                         let decided = texts::query(policy, utf8, &frame);
                         let (mut verdict, sql) = (decided.verdict, decided.text);
@@ -250,6 +267,7 @@ async fn frontend(
                     }
                 }
                 b'P' if shared.restricted => {
+                    shared.tell_transactions(policy);
                     let utf8 = shared.client_utf8.load(Ordering::Relaxed);
                     let (parse, decided) = texts::parse(policy, utf8, &frame);
                     let (mut verdict, sql) = (decided.verdict, decided.text);
@@ -426,6 +444,8 @@ async fn backend(
     let mut phase = proxy.phase.subscribe();
     // Columns of the current result whose values are replaced (see rowwatch).
     let mut nulling: Option<Vec<usize>> = None;
+    // The last command completed was a ROLLBACK.
+    let mut rolled_back = false;
     // What is written to the client is counted, and may stall only so long.
     let bytes_out = (
         proxy
@@ -500,9 +520,25 @@ async fn backend(
                         SessionError::Upstream("upstream sent an invalid DataRow".into())
                     })?);
                 }
+                b'C' => {
+                    // The last command before the block ends decides (ROLLBACK TO SAVEPOINT
+                    // answers ROLLBACK too, but a COMMIT follows it).
+                    rolled_back = buf
+                        .get(pos + 5..pos + len)
+                        .is_some_and(|t| t.starts_with(b"ROLLBACK"));
+                }
                 b'Z' => {
                     if let Some(&status) = buf.get(pos + 5) {
-                        shared.tx_status.store(status, Ordering::Relaxed);
+                        let before = shared.tx_status.swap(status, Ordering::SeqCst);
+                        if status == b'I' && before != b'I' {
+                            // A transaction block ended: committed unless it failed or a
+                            // ROLLBACK (also PostgreSQL's answer to COMMIT of a failed one) ended it.
+                            shared
+                                .tx_committed
+                                .store(before == b'T' && !rolled_back, Ordering::SeqCst);
+                            shared.tx_ended.fetch_add(1, Ordering::SeqCst);
+                        }
+
                         if status == b'I' && shared.ddl_in_flight.swap(false, Ordering::Relaxed) {
                             shared.catalog_refresh.request();
                         }
