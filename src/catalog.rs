@@ -183,7 +183,10 @@ impl Catalog {
         for d in deps {
             reads.entry(d.get(0)).or_default().push(d.get(1));
         }
-        // Security-barrier views are not inlined: their barrier would be lost.
+        // Security-barrier views are not inlined: their barrier would be lost. With only
+        // pg_catalog on the path, pg_get_viewdef qualifies every relation, so an inlined view
+        // reads the relations it was defined over whatever a session's search_path is.
+        client.batch_execute("SET search_path = pg_catalog").await?;
         let mut definitions: HashMap<u32, String> = HashMap::new();
         for d in client
             .query(

@@ -91,4 +91,32 @@ async fn views_over_protected_tables_show_masked_values_to_every_role() {
         failures.extend(run_extended(&env, &secrets, role, CASES).await);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // The view reads the tables it was defined over, whatever the session's search_path finds
+    // first under the same names.
+    admin
+        .simple_query("CREATE SCHEMA s1")
+        .await
+        .expect("schema");
+    admin
+        .simple_query("CREATE TABLE s1.contacts (LIKE public.contacts)")
+        .await
+        .expect("shadow table");
+    admin
+        .simple_query("GRANT USAGE ON SCHEMA s1 TO PUBLIC")
+        .await
+        .expect("grant");
+    let c = env
+        .connect("secretary", "secretary", "crm")
+        .await
+        .expect("connect");
+    c.simple_query("SET search_path = s1, public")
+        .await
+        .expect("set");
+    let got: i64 = c
+        .query_one("SELECT count(*) FROM contact_overview", &[])
+        .await
+        .expect("view through a shadowing search_path")
+        .get(0);
+    assert_eq!(got, want, "the view read another schema's contacts");
 }
