@@ -13,7 +13,7 @@ use dashmap::DashMap;
 
 use crate::analysis::{self, Analysed, Outcome};
 use crate::catalog::Catalog;
-use crate::config::{Config, UpstreamTlsMode};
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::policy::masks::PSEUDONYM_CALL;
 use crate::policy::model::RoleRules;
@@ -325,52 +325,6 @@ impl Enforcer {
             in_tx: false,
         })
     }
-}
-
-async fn service_connect(
-    config: &Config,
-    user: &str,
-) -> Result<tokio_postgres::Client, EnforceError> {
-    let up = &config.upstream;
-    let password = match &up.service_password_file {
-        Some(p) => std::fs::read_to_string(p)
-            .map_err(|e| EnforceError::Catalog(format!("{}: {e}", p.display())))?
-            .lines()
-            .next()
-            .unwrap_or("")
-            .to_owned(),
-        None => std::env::var(&up.service_password_env).unwrap_or_default(),
-    };
-    let mut pg = tokio_postgres::Config::new();
-    pg.host(&up.host)
-        .port(up.port)
-        .user(user)
-        .password(password)
-        .dbname(&up.service_database)
-        .application_name("pgvakt-catalog")
-        .connect_timeout(Duration::from_millis(up.connect_timeout_ms));
-    let err = |e: tokio_postgres::Error| {
-        EnforceError::Catalog(format!("service connection as {user}: {e}"))
-    };
-    let client =
-        match crate::tls::upstream_config(up).map_err(|e| EnforceError::Catalog(e.to_string()))? {
-            Some(tls) if up.tls != UpstreamTlsMode::Disable => {
-                let (c, conn) = pg
-                    .connect(tokio_postgres_rustls::MakeRustlsConnect::new(
-                        (*tls).clone(),
-                    ))
-                    .await
-                    .map_err(err)?;
-                tokio::spawn(conn);
-                c
-            }
-            _ => {
-                let (c, conn) = pg.connect(tokio_postgres::NoTls).await.map_err(err)?;
-                tokio::spawn(conn);
-                c
-            }
-        };
-    Ok(client)
 }
 
 /// The policy as one session sees it, with the session state analysis depends on.

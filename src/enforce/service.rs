@@ -12,9 +12,9 @@ use arc_swap::ArcSwapOption;
 use tokio::sync::Notify;
 use tokio_postgres::Client;
 
-use super::{service_connect, EnforceError};
+use super::EnforceError;
 use crate::catalog::Catalog;
-use crate::config::Config;
+use crate::config::{Config, UpstreamTlsMode};
 
 /// How long a group lookup may take before the login is refused.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -123,4 +123,51 @@ async fn supervise(weak: Weak<Service>) {
             }
         }
     }
+}
+
+/// Open the service connection as `user`.
+async fn service_connect(
+    config: &Config,
+    user: &str,
+) -> Result<tokio_postgres::Client, EnforceError> {
+    let up = &config.upstream;
+    let password = match &up.service_password_file {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| EnforceError::Catalog(format!("{}: {e}", p.display())))?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned(),
+        None => std::env::var(&up.service_password_env).unwrap_or_default(),
+    };
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(&up.host)
+        .port(up.port)
+        .user(user)
+        .password(password)
+        .dbname(&up.service_database)
+        .application_name("pgvakt-catalog")
+        .connect_timeout(Duration::from_millis(up.connect_timeout_ms));
+    let err = |e: tokio_postgres::Error| {
+        EnforceError::Catalog(format!("service connection as {user}: {e}"))
+    };
+    let client =
+        match crate::tls::upstream_config(up).map_err(|e| EnforceError::Catalog(e.to_string()))? {
+            Some(tls) if up.tls != UpstreamTlsMode::Disable => {
+                let (c, conn) = pg
+                    .connect(tokio_postgres_rustls::MakeRustlsConnect::new(
+                        (*tls).clone(),
+                    ))
+                    .await
+                    .map_err(err)?;
+                tokio::spawn(conn);
+                c
+            }
+            _ => {
+                let (c, conn) = pg.connect(tokio_postgres::NoTls).await.map_err(err)?;
+                tokio::spawn(conn);
+                c
+            }
+        };
+    Ok(client)
 }

@@ -1,0 +1,319 @@
+//! The table an INSERT, UPDATE, DELETE or COPY FROM writes: the columns it writes, and what
+//! every column reference in its scope binds to, as PostgreSQL binds it. Stored values of
+//! protected columns and whole-row references of the written table never reach the role.
+
+use super::super::{allow, Finding};
+use super::{
+    differs, field, fields, kind, list, names, policy, text, Checked, Field, FromItem, Gate, Level,
+    Target, Value,
+};
+use crate::policy::model::{Capability, ColumnAction};
+
+impl Gate<'_, '_> {
+    /// Column references only matter where a written table with protected columns is in
+    /// scope: there they read stored values, which must not reach the role.
+    pub(super) fn column_ref(&mut self, cr: &Value, lvl: &Level) -> Checked {
+        let fields = fields(field(cr, "fields"));
+        if let [Field::Name(x)] = fields.as_slice() {
+            if self.placeholders.expressions.contains(x) {
+                if !self.seen.insert(x.clone()) {
+                    return Err(differs("a masked column reference met twice"));
+                }
+                return Ok(());
+            }
+        }
+        if !lvl.any_target() {
+            return Ok(());
+        }
+        match fields.as_slice() {
+            [Field::Star] if lvl.target.is_some() => Err(self.whole_row(lvl.target.as_ref())),
+            [Field::Star] => Ok(()),
+            [Field::Name(x)] => self.unqualified(x, lvl),
+            _ => {
+                for (i, f) in fields.iter().enumerate().take(fields.len() - 1) {
+                    let Field::Name(q) = f else { continue };
+                    let Some(t) = lvl.target_named(q) else {
+                        continue;
+                    };
+                    match &fields[i + 1] {
+                        Field::Star => return Err(self.whole_row(Some(t))),
+                        Field::Name(c) if t.protected.contains(c) => return Err(self.stored(t, c)),
+                        // `t.f` where f is no column of t is `f(t)` to PostgreSQL: a function
+                        // of the whole stored row (`contacts.to_jsonb`).
+                        Field::Name(c) if !t.columns.contains(c) => {
+                            return Err(self.whole_row(Some(t)))
+                        }
+                        Field::Name(_) => {}
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// PostgreSQL binds a one-part name to a column at the nearest level that has one, looking
+    /// at every level before it tries the name as a whole-row reference to a FROM item.
+    pub(super) fn unqualified(&self, x: &String, lvl: &Level) -> Checked {
+        let mut cur = Some(lvl);
+        while let Some(l) = cur {
+            if l.froms
+                .iter()
+                .any(|f| f.columns.as_ref().is_some_and(|c| c.contains(x)))
+            {
+                return Ok(());
+            }
+            if let Some(t) = &l.target {
+                if t.protected.contains(x) {
+                    return Err(self.stored(t, x));
+                }
+                if t.columns.contains(x) {
+                    return Ok(());
+                }
+            }
+            if l.froms.iter().any(|f| f.columns.is_none()) && could_reach_target(x, l.parent) {
+                return Err(policy(format!(
+                    "pgvakt cannot tell whether {x} names a protected column of the table written, so it is refused for role {}",
+                    self.role()
+                )));
+            }
+            cur = l.parent;
+        }
+        let mut cur = Some(lvl);
+        while let Some(l) = cur {
+            if l.froms.iter().any(|f| f.name == *x) {
+                return Ok(());
+            }
+            if let Some(t) = &l.target {
+                if t.names.contains(x) {
+                    return Err(self.whole_row(Some(t)));
+                }
+            }
+            cur = l.parent;
+        }
+        Ok(())
+    }
+
+    pub(super) fn whole_row(&self, t: Option<&Target>) -> Finding {
+        policy(format!(
+            "a whole-row reference to written table {} is not allowed for role {}: it reads columns the role may not see as stored",
+            t.map_or("", |t| t.table.as_str()),
+            self.role()
+        ))
+    }
+
+    pub(super) fn stored(&self, t: &Target, c: &str) -> Finding {
+        let d = self.ctx.rules.column(
+            t.table.split('.').next().unwrap_or(""),
+            t.table.split('.').nth(1).unwrap_or(""),
+            c,
+        );
+        policy(format!(
+            "column {}.{c} of the written table is read as stored, which rule {} does not allow for role {}",
+            t.table,
+            d.rule,
+            self.role()
+        ))
+    }
+
+    /// The table an INSERT, UPDATE, DELETE or COPY FROM writes, with what the role may not
+    /// read of it.
+    pub(super) fn target(&self, rv: &Value) -> Result<Option<Target>, Finding> {
+        let (schema, name) = (text(rv, "schemaname"), text(rv, "relname"));
+        if schema.is_empty() || !text(rv, "catalogname").is_empty() {
+            return Err(differs(format!(
+                "the written table {name} is not the one analysed"
+            )));
+        }
+        let rel = self.ctx.catalog.relation(schema, name).ok_or_else(|| {
+            differs(format!(
+                "relation {schema}.{name} is not in pgvakt's catalog"
+            ))
+        })?;
+        if allow::is_system_schema(&rel.schema) {
+            return Err(policy(format!(
+                "writing {}.{} is not allowed for role {}",
+                rel.schema,
+                rel.name,
+                self.role()
+            )));
+        }
+        let protected: Vec<String> = rel
+            .columns
+            .iter()
+            .filter(|c| {
+                self.ctx
+                    .rules
+                    .column(&rel.schema, &rel.name, &c.name)
+                    .action
+                    != ColumnAction::Allow
+            })
+            .map(|c| c.name.clone())
+            .collect();
+        if protected.is_empty() {
+            return Ok(None);
+        }
+        let mut names = vec![rel.name.clone()];
+        if let Some(a) = field(rv, "alias") {
+            names.push(text(a, "aliasname").to_owned());
+        }
+        Ok(Some(Target {
+            names,
+            columns: rel.columns.iter().map(|c| c.name.clone()).collect(),
+            protected,
+            table: format!("{}.{}", rel.schema, rel.name),
+        }))
+    }
+
+    pub(super) fn written(&self, t: Option<&Target>, cols: &[String]) -> Checked {
+        let Some(t) = t else { return Ok(()) };
+        if cols.is_empty() {
+            return Err(policy(format!(
+                "writing every column of {} is not allowed for role {}: name the columns",
+                t.table,
+                self.role()
+            )));
+        }
+        match cols.iter().find(|c| t.protected.contains(c)) {
+            Some(c) => Err(policy(format!(
+                "writing column {}.{c} is not allowed for role {}: it is masked or blocked",
+                t.table,
+                self.role()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn dml(&mut self, k: &str, s: &Value, parent: &Level) -> Checked {
+        let mut lvl = Level::child(parent);
+        self.with(field(s, "with_clause"), &mut lvl)?;
+        let rv = field(s, "relation").ok_or_else(|| differs("a write without its table"))?;
+        let target = self.target(rv)?;
+        let mut skip = vec!["with_clause", "relation"];
+        match k {
+            "InsertStmt" => {
+                let cols: Vec<String> = list(field(s, "cols"))
+                    .iter()
+                    .filter_map(kind)
+                    .map(|(_, r)| text(r, "name").to_owned())
+                    .enumerate()
+                    .filter(|(i, _)| !only_null_or_default(field(s, "select_stmt"), *i))
+                    .map(|(_, c)| c)
+                    .collect();
+                if !cols.is_empty() || list(field(s, "cols")).is_empty() {
+                    self.written(target.as_ref(), &cols)?;
+                }
+                // The rows inserted come from a query that cannot see the table written.
+                if let Some(q) = field(s, "select_stmt") {
+                    self.walk(q, &lvl)?;
+                }
+                if let Some(oc) = field(s, "on_conflict_clause") {
+                    let sets: Vec<String> = list(field(oc, "target_list"))
+                        .iter()
+                        .filter_map(kind)
+                        .map(|(_, r)| text(r, "name").to_owned())
+                        .collect();
+                    if !sets.is_empty() {
+                        self.written(target.as_ref(), &sets)?;
+                    }
+                }
+                // `excluded` is the row proposed by the client, not stored values.
+                lvl.froms.push(FromItem {
+                    name: "excluded".into(),
+                    columns: Some(Vec::new()),
+                });
+                skip.extend(["cols", "select_stmt"]);
+            }
+            "UpdateStmt" => {
+                let sets: Vec<String> = list(field(s, "target_list"))
+                    .iter()
+                    .filter_map(kind)
+                    .map(|(_, r)| text(r, "name").to_owned())
+                    .collect();
+                self.written(target.as_ref(), &sets)?;
+                for item in list(field(s, "from_clause")) {
+                    let mut froms = std::mem::take(&mut lvl.froms);
+                    self.note_from_item(item, &lvl, &mut froms);
+                    lvl.froms = froms;
+                }
+            }
+            _ => {
+                for item in list(field(s, "using_clause")) {
+                    let mut froms = std::mem::take(&mut lvl.froms);
+                    self.note_from_item(item, &lvl, &mut froms);
+                    lvl.froms = froms;
+                }
+            }
+        }
+        lvl.target = target;
+        for (key, v) in s.as_object().into_iter().flatten() {
+            if !skip.contains(key) {
+                self.walk(v, &lvl)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn copy(&mut self, s: &Value, lvl: &Level) -> Checked {
+        let to_file = !text(s, "filename").is_empty()
+            || s.get("is_program").and_then(Value::as_bool) == Some(true);
+        if to_file && !self.ctx.rules.allows(Capability::ServerFiles) {
+            return Err(policy(format!(
+                "COPY to or from a server file or program is not allowed for role {}",
+                self.role()
+            )));
+        }
+        if let Some(q) = field(s, "query") {
+            return match kind(q) {
+                Some(("SelectStmt", b)) => self.select(b, lvl),
+                _ => Err(policy("COPY of anything but a query or a table")),
+            };
+        }
+        let rv = field(s, "relation").ok_or_else(|| differs("COPY without a table"))?;
+        if s.get("is_from").and_then(Value::as_bool) != Some(true) {
+            return self.range_var(rv, lvl);
+        }
+        let target = self.target(rv)?;
+        let cols = names(field(s, "attlist"));
+        self.written(target.as_ref(), &cols)?;
+        let mut inner = Level::child(lvl);
+        inner.target = target;
+        match field(s, "where_clause") {
+            Some(w) => self.walk(w, &inner),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whether every row of an INSERT's VALUES holds NULL or DEFAULT at position `i`: a new row's
+/// NULL or DEFAULT in a column the role cannot see reveals nothing and overwrites nothing.
+fn only_null_or_default(select: Option<&Value>, i: usize) -> bool {
+    let Some(("SelectStmt", s)) = select.and_then(kind) else {
+        return false;
+    };
+    let rows = list(field(s, "values_lists"));
+    !rows.is_empty()
+        && rows.iter().all(|row| {
+            let items = row
+                .get("node")
+                .and_then(|n| n.get("List"))
+                .and_then(|l| field(l, "items"));
+            match list(items).get(i).and_then(kind) {
+                Some(("AConst", c)) => c.get("isnull").and_then(Value::as_bool) == Some(true),
+                Some(("SetToDefault", _)) => true,
+                _ => false,
+            }
+        })
+}
+
+fn could_reach_target(x: &String, lvl: Option<&Level>) -> bool {
+    let mut cur = lvl;
+    while let Some(l) = cur {
+        if let Some(t) = &l.target {
+            if t.protected.contains(x) || t.names.contains(x) {
+                return true;
+            }
+        }
+        cur = l.parent;
+    }
+    false
+}
