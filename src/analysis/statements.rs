@@ -11,7 +11,7 @@ use sqlparser::parser::Parser;
 
 use super::names::Names;
 use super::relations::Reads;
-use super::writes::Target;
+use super::writes::{modifies_data, only_null_or_default, Target};
 use super::{dialect, fold, lexer, parse_query, quote, Analysed, Ctx, Outcome};
 use crate::policy::model::{Capability, StatementClass};
 use crate::protocol::PgError;
@@ -483,71 +483,6 @@ fn statement(
             refuse_kind(&format!("the statement {kind} ..."))
         }
     }
-}
-
-/// Whether every row of an INSERT's VALUES holds NULL or DEFAULT at position `i`.
-fn only_null_or_default(source: Option<&sqlparser::ast::Query>, i: usize) -> bool {
-    use sqlparser::ast::{Expr, SetExpr, Value};
-    let Some(q) = source else { return false };
-    let SetExpr::Values(values) = q.body.as_ref() else {
-        return false;
-    };
-    let is_null_or_default = |e: &Expr| match e {
-        Expr::Value(v) => matches!(v.value, Value::Null),
-        Expr::Identifier(id) => {
-            id.quote_style.is_none() && id.value.eq_ignore_ascii_case("default")
-        }
-        _ => false,
-    };
-    !values.rows.is_empty()
-        && values
-            .rows
-            .iter()
-            .all(|row| row.get(i).is_some_and(is_null_or_default))
-}
-
-/// Whether a query contains INSERT, UPDATE, DELETE or MERGE (in a WITH clause or as a body):
-/// those would write and return rows past the write checks.
-fn modifies_data(q: &sqlparser::ast::Query) -> bool {
-    use sqlparser::ast::{SetExpr, Visit, Visitor};
-    struct Finder(bool);
-    impl Visitor for Finder {
-        type Break = ();
-        fn pre_visit_query(&mut self, q: &sqlparser::ast::Query) -> ControlFlow<()> {
-            fn body(b: &SetExpr) -> bool {
-                match b {
-                    SetExpr::Insert(_)
-                    | SetExpr::Update(_)
-                    | SetExpr::Delete(_)
-                    | SetExpr::Merge(_) => true,
-                    SetExpr::SetOperation { left, right, .. } => body(left) || body(right),
-                    SetExpr::Query(q) => body(&q.body),
-                    _ => false,
-                }
-            }
-            if body(&q.body) {
-                self.0 = true;
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        }
-        fn pre_visit_statement(&mut self, s: &Statement) -> ControlFlow<()> {
-            if matches!(
-                s,
-                Statement::Insert(_)
-                    | Statement::Update { .. }
-                    | Statement::Delete(_)
-                    | Statement::Merge { .. }
-            ) {
-                self.0 = true;
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    let mut f = Finder(false);
-    let _ = q.visit(&mut f);
-    f.0
 }
 
 fn assignment_targets(ctx: &Ctx, t: &AssignmentTarget, target: &Target) -> Result<(), PgError> {

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{Expr, SelectItem, VisitorMut};
+use sqlparser::ast::{Expr, SelectItem, Statement, VisitorMut};
 
 use super::relations::to_flow;
 use super::{fold, parse_expr, Ctx};
@@ -174,4 +174,69 @@ impl VisitorMut for Target<'_, '_> {
     fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<PgError> {
         to_flow(self.expr(e))
     }
+}
+
+/// Whether every row of an INSERT's VALUES holds NULL or DEFAULT at position `i`.
+pub fn only_null_or_default(source: Option<&sqlparser::ast::Query>, i: usize) -> bool {
+    use sqlparser::ast::{Expr, SetExpr, Value};
+    let Some(q) = source else { return false };
+    let SetExpr::Values(values) = q.body.as_ref() else {
+        return false;
+    };
+    let is_null_or_default = |e: &Expr| match e {
+        Expr::Value(v) => matches!(v.value, Value::Null),
+        Expr::Identifier(id) => {
+            id.quote_style.is_none() && id.value.eq_ignore_ascii_case("default")
+        }
+        _ => false,
+    };
+    !values.rows.is_empty()
+        && values
+            .rows
+            .iter()
+            .all(|row| row.get(i).is_some_and(is_null_or_default))
+}
+
+/// Whether a query contains INSERT, UPDATE, DELETE or MERGE (in a WITH clause or as a body):
+/// those would write and return rows past the write checks.
+pub fn modifies_data(q: &sqlparser::ast::Query) -> bool {
+    use sqlparser::ast::{SetExpr, Visit, Visitor};
+    struct Finder(bool);
+    impl Visitor for Finder {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &sqlparser::ast::Query) -> ControlFlow<()> {
+            fn body(b: &SetExpr) -> bool {
+                match b {
+                    SetExpr::Insert(_)
+                    | SetExpr::Update(_)
+                    | SetExpr::Delete(_)
+                    | SetExpr::Merge(_) => true,
+                    SetExpr::SetOperation { left, right, .. } => body(left) || body(right),
+                    SetExpr::Query(q) => body(&q.body),
+                    _ => false,
+                }
+            }
+            if body(&q.body) {
+                self.0 = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+        fn pre_visit_statement(&mut self, s: &Statement) -> ControlFlow<()> {
+            if matches!(
+                s,
+                Statement::Insert(_)
+                    | Statement::Update { .. }
+                    | Statement::Delete(_)
+                    | Statement::Merge { .. }
+            ) {
+                self.0 = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut f = Finder(false);
+    let _ = q.visit(&mut f);
+    f.0
 }
