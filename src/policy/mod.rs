@@ -134,3 +134,5 @@ impl PolicySet {
 }
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_unlisted;
