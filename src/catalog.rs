@@ -186,6 +186,11 @@ impl Catalog {
         // Security-barrier views are not inlined: their barrier would be lost. With only
         // pg_catalog on the path, pg_get_viewdef qualifies every relation, so an inlined view
         // reads the relations it was defined over whatever a session's search_path is.
+        // The caller's connection gets its own search_path back afterwards.
+        let path: String = client
+            .query_one("SELECT pg_catalog.current_setting('search_path')", &[])
+            .await?
+            .get(0);
         client.batch_execute("SET search_path = pg_catalog").await?;
         let mut definitions: HashMap<u32, String> = HashMap::new();
         for d in client
@@ -199,6 +204,12 @@ impl Catalog {
                 definitions.insert(d.get(0), def);
             }
         }
+        client
+            .query(
+                "SELECT pg_catalog.set_config('search_path', $1, false)",
+                &[&path],
+            )
+            .await?;
         let mut current: Option<Relation> = None;
         for r in rows {
             let oid: u32 = r.get(0);
