@@ -4,7 +4,7 @@
 //! received, and `audit verify` still vouches for the chain. A sink that cannot write stops
 //! such statements, in both protocols, and the refusals are counted.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! no literal reaches the log, and that a failing sink stops personal-data reads until it
 //! recovers.
 
-mod common;
+use crate::common;
 
 use common::process::PgvaktProcess;
 use nix::sys::signal::Signal;

@@ -3,7 +3,7 @@
 //! `secretary` (masked values with the right types, refusals as driver errors with SQLSTATE
 //! 42501 and a session that stays usable). `scripts/clients-deps.sh` installs the drivers.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

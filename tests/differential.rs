@@ -5,7 +5,7 @@
 //! through the proxy, PostgreSQL's RowDescription origins must never show a protected column
 //! for the role (the anomaly counter stays at zero).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeSet, HashSet};
 

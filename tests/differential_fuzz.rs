@@ -13,7 +13,7 @@
 //! `PGVAKT_FUZZ_CASES` sets the number of generated cases (long runs), `PGVAKT_FUZZ_SEED` the
 //! seed. A failing case is printed with its seed so it can be added to the corpus.
 
-mod common;
+use crate::common;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

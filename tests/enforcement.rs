@@ -1,7 +1,7 @@
 //! A restricted role cannot read a protected value by any statement it tries; what it may see
 //! comes back exactly as PostgreSQL would return the masked table.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

@@ -5,7 +5,7 @@
 //! protocol, the extended protocol and as a prepared statement with binary results; every byte
 //! the client receives is searched for bank accounts and full birth dates.
 
-mod common;
+use crate::common;
 
 use common::leaks::{run_case, run_extended, Expect, Secrets};
 use common::{Env, EnvOptions};

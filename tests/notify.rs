@@ -2,7 +2,7 @@
 //! of results, so a restricted role without the capability cannot LISTEN or NOTIFY, while one
 //! with it can, and notifications reach it through pgvakt.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

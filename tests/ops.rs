@@ -2,7 +2,7 @@
 //! upstream, and the process life cycle (SIGTERM drains then ends sessions, SIGHUP renews the
 //! certificate).
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;

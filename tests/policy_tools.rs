@@ -2,7 +2,7 @@
 //! schema snapshot matches the demo schema, `policy test` and `policy check --upstream` pass,
 //! `explain` shows what the proxy does, and policy reloads reach live sessions.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -5,7 +5,7 @@
 //! Without the installed function, or with another key in it, those statements are refused
 //! with a hint to run `pgvakt install`, and a fresh install takes effect without a restart.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

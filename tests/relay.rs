@@ -1,6 +1,6 @@
 //! The transparent relay: what a client of PostgreSQL relies on keeps working through pgvakt.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,6 @@
 //! Bad input from one peer ends only that peer's session.
 
-mod common;
+use crate::common;
 
 use common::raw::{msg, query, Raw};
 use common::{client_tls, Env};

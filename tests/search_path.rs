@@ -2,7 +2,7 @@
 //! lasts until the transaction ends, a SET inside a transaction is undone by ROLLBACK and kept
 //! by COMMIT, RESET restores the default.
 
-mod common;
+use crate::common;
 
 use common::{Env, EnvOptions};
 

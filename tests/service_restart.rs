@@ -2,7 +2,7 @@
 //! PostgreSQL group keeps that role afterwards, is refused (never given the wider default role)
 //! while the groups cannot be looked up, and readiness says so.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

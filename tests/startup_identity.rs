@@ -3,7 +3,7 @@
 //! refused before anything reaches PostgreSQL; after login, PostgreSQL's own account of whom and
 //! where it logged in must match, or the session ends before its first ReadyForQuery.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! bounds) hold stored values, so a restricted role reads pg_stats and the pg_stat_* views only
 //! when its policy says so.
 
-mod common;
+use crate::common;
 
 use common::{sqlstate, Env, EnvOptions};
 

@@ -1,6 +1,6 @@
 //! TLS towards clients: versions, plaintext, certificates.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

@@ -3,7 +3,7 @@
 //! would leave plaintext buffered inside OpenSSL with no socket event to announce it, and the
 //! result would never end. pgvakt writes TLS records no larger than PostgreSQL's own (8 KiB).
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! client_encoding; invalid bytes and malformed texts answered with PostgreSQL's errors;
 //! FunctionCall (libpq's large objects) relayed.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! values, the DPO (who may read `unclassified` data) gets the real ones and is audited, and
 //! `policy check --upstream` names the table until someone lists it.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::path::Path;

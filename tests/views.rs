@@ -2,7 +2,7 @@
 //! if the tables held masked values" (its query inlined over masked stand-ins), for every role,
 //! with no protected value in any byte returned.
 
-mod common;
+use crate::common;
 
 use common::leaks::{run_case, run_extended, Expect, Secrets};
 use common::{Env, EnvOptions};

@@ -1,0 +1,36 @@
+//! pgvakt's integration suite, one test binary: each module below drives real PostgreSQL servers
+//! (started and removed by `common`) through pgvakt with real clients. `layout` checks that every
+//! file in `tests/` is a module here, so none is silently left out.
+
+mod common;
+
+mod audit_cli;
+mod audit_durability;
+mod audit_trail;
+mod clients;
+mod cluster;
+mod demo;
+mod demo_data;
+mod deploy_files;
+mod differential;
+mod differential_fuzz;
+mod enforcement;
+mod layout;
+mod leak_classes;
+mod masks_pg;
+mod notify;
+mod ops;
+mod policy_tools;
+mod pseudonym_key;
+mod relay;
+mod robustness;
+mod search_path;
+mod service_restart;
+mod shapes;
+mod startup_identity;
+mod statistics_views;
+mod tls;
+mod tls_records;
+mod transparent_relay;
+mod unlisted_relations;
+mod views;
