@@ -27,6 +27,7 @@ mod robustness;
 mod search_path;
 mod service_restart;
 mod shapes;
+mod soak;
 mod startup_identity;
 mod statistics_views;
 mod tls;

@@ -2,9 +2,11 @@
 //! clients that connect through it with TLS.
 #![allow(dead_code)]
 
+pub mod faults;
 pub mod leaks;
 pub mod process;
 pub mod raw;
+pub mod trail;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -20,6 +21,8 @@ pub struct PgvaktProcess {
     pub config: PathBuf,
     /// JSON log lines after the "listening" line.
     pub logs: mpsc::UnboundedReceiver<serde_json::Value>,
+    /// Lines on stderr that are not JSON log lines: a panic's message, for one.
+    pub other_output: Arc<Mutex<Vec<String>>>,
 }
 
 /// A configuration for a proxy in front of `upstream_port` with ports chosen by the OS.
@@ -49,6 +52,8 @@ impl PgvaktProcess {
             .expect("spawn pgvakt");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, mut logs) = mpsc::unbounded_channel();
+        let other_output = Arc::new(Mutex::new(Vec::new()));
+        let other = other_output.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
@@ -56,7 +61,12 @@ impl PgvaktProcess {
                     Ok(v) => {
                         let _ = tx.send(v);
                     }
-                    Err(_) => eprintln!("pgvakt: {line}"),
+                    Err(_) => {
+                        eprintln!("pgvakt: {line}");
+                        if let Ok(mut o) = other.lock() {
+                            o.push(line);
+                        }
+                    }
                 }
             }
         });
@@ -82,6 +92,7 @@ impl PgvaktProcess {
             child,
             config,
             logs,
+            other_output,
         }
     }
 
@@ -102,6 +113,19 @@ impl PgvaktProcess {
         })
         .await
         .unwrap_or_else(|_| panic!("no log line {message:?}"))
+    }
+
+    /// `VmRSS` and `VmHWM` (peak) of the process in bytes, from /proc.
+    pub fn memory(&self) -> Option<(u64, u64)> {
+        let pid = self.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let field = |name: &str| {
+            status.lines().find_map(|l| {
+                let kb = l.strip_prefix(name)?.trim().strip_suffix("kB")?;
+                kb.trim().parse::<u64>().ok().map(|k| k * 1024)
+            })
+        };
+        Some((field("VmRSS:")?, field("VmHWM:")?))
     }
 
     pub async fn wait(&mut self, limit: Duration) -> ExitStatus {
