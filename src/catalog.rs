@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::policy::model::ColumnType;
 
+pub mod pseudonym;
 pub mod snapshot;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +53,7 @@ pub struct Catalog {
     pub database: String,
     /// Whether the pseudonym mask's function is installed upstream; `None` for a catalog that
     /// was not loaded from a live database (snapshots, tests), where nothing is forwarded.
-    pub pseudonym: Option<crate::install::Installed>,
+    pub pseudonym: Option<pseudonym::Installed>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -262,7 +263,7 @@ impl Catalog {
         {
             cat.add_user_function(&f.get::<_, String>(0));
         }
-        cat.pseudonym = Some(crate::install::inspect(client).await);
+        cat.pseudonym = Some(pseudonym::inspect(client).await);
         Ok(cat)
     }
 }

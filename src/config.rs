@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-mod audit;
-pub use audit::{AuditConfig, AuditSink, Durability, OnFull};
+pub use crate::audit::settings::{AuditConfig, AuditSink, Durability, OnFull};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

@@ -37,6 +37,8 @@ pub mod demo;
 pub mod enforce;
 pub mod explain;
 pub mod install;
+#[cfg(test)]
+mod layering;
 pub mod listener;
 pub mod metrics;
 pub mod policy;

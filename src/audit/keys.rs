@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::AuditConfig;
+use crate::audit::settings::AuditConfig;
 
 /// Shortest key accepted, in bytes: HMAC-SHA256's own output size.
 pub const MIN_KEY_BYTES: usize = 32;

@@ -1,4 +1,4 @@
-//! The audit writer's metrics, registered into the process registry by `crate::metrics`.
+//! The audit writer's metrics, registered into the process registry with the others.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;

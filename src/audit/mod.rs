@@ -48,6 +48,7 @@ pub mod keys;
 pub mod metrics;
 pub mod record;
 pub mod search;
+pub mod settings;
 pub mod subjects;
 pub mod verify;
 pub mod writer;
@@ -62,7 +63,7 @@ pub use record::{
 pub use subjects::SubjectSet;
 pub use writer::{AuditHandle, AuditUnavailable};
 
-use crate::config::{AuditConfig, AuditSink};
+use crate::audit::settings::{AuditConfig, AuditSink};
 use chain::{Chain, ChainKey};
 use files::{FileSink, RecoverError, Sink, StdoutSink};
 use keys::{KeyError, Keys};

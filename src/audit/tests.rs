@@ -10,7 +10,7 @@ use super::search::{search_files, Match, Query};
 use super::subjects::SubjectKey;
 use super::verify::{verify_files, Break, Report};
 use super::*;
-use crate::config::OnFull;
+use crate::audit::settings::OnFull;
 
 const CHAIN_KEY: &[u8] = b"chain key for the audit tests....";
 const SUBJECT_KEY: &[u8] = b"subject key for the audit tests..";

@@ -19,7 +19,7 @@ use super::files::Sink;
 use super::metrics::AuditMetrics;
 use super::record::Record;
 use super::subjects::{SubjectKey, SubjectSet};
-use crate::config::{Durability, OnFull};
+use crate::audit::settings::{Durability, OnFull};
 
 /// Records per write and sync; bounds the work lost to a crash between write and sync.
 const MAX_BATCH: usize = 1024;

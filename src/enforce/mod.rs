@@ -20,7 +20,7 @@ use crate::policy::model::RoleRules;
 use crate::policy::store::PolicyStore;
 use crate::policy::PolicySet;
 use crate::protocol::PgError;
-use crate::session::rowwatch::Protected;
+pub use origins::Protected;
 
 mod cache;
 mod origins;

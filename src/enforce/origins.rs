@@ -3,12 +3,14 @@
 //! may not see as stored, and which ones identify data subjects. Computed once per (role,
 //! policy version) and catalog.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::catalog::{Catalog, RelKind};
 use crate::policy::model::{ColumnAction, RoleRules};
 use crate::policy::PolicySet;
-use crate::session::rowwatch::Protected;
+
+/// (table OID, attribute number) of columns the session's role may not see as stored.
+pub type Protected = HashSet<(u32, i16)>;
 
 pub fn protected_origins(catalog: &Catalog, rules: &dyn RoleRules) -> Protected {
     let mut out = Protected::new();

@@ -5,12 +5,9 @@
 //! and the event is counted and logged. Only results that trip the check have their DataRows
 //! decoded.
 
-use std::collections::HashSet;
-
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// (table OID, attribute number) of columns the session's role may not see as stored.
-pub type Protected = HashSet<(u32, i16)>;
+pub use crate::enforce::Protected;
 
 /// The columns of a RowDescription that carry protected origins, with their names.
 pub fn flagged_columns(frame: &[u8], protected: &Protected) -> Option<Vec<(usize, String)>> {

@@ -1,4 +1,5 @@
-//! The `audit:` section of the configuration.
+//! The `audit:` section of the configuration, owned by the audit trail it configures (the
+//! configuration file is composed of its sections; nothing here reads the rest of it).
 
 use std::path::PathBuf;
 
@@ -138,7 +139,7 @@ impl Default for AuditConfig {
 }
 
 impl AuditConfig {
-    pub(super) fn problems(&self, problems: &mut Vec<String>) {
+    pub(crate) fn problems(&self, problems: &mut Vec<String>) {
         if self.sink == AuditSink::File && self.dir.is_none() {
             problems.push("audit.dir: required when audit.sink is file".into());
         }
