@@ -16,6 +16,7 @@ pub(crate) const LAYERS: &[&[&str]] = &[
     &["tls"],
     &["upstream", "enforce", "cancel"],
     // The running proxy.
+    &["readiness"],
     &["proxy"],
     &["session"],
     &["listener"],

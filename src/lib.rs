@@ -15,6 +15,7 @@
 //! - [`catalog`]: relations, columns, view dependencies and user functions loaded from upstream.
 //! - [`policy`]: policy files loaded, validated and compiled; masks, grants, `policy check`.
 //! - [`install`]: `pgvakt install`: the pseudonym key and function upstream, and their check.
+//! - [`readiness`]: what `/readyz` answers, composed of upstream, service, audit and drain.
 //! - [`proxy`]: state shared by every session (config, TLS, upstream, cancel keys, metrics).
 //! - [`upstream`]: connections to the upstream PostgreSQL server.
 //! - [`tls`]: rustls configuration for clients and, optionally, towards the upstream.
@@ -45,6 +46,7 @@ pub mod policy;
 pub mod policy_cli;
 pub mod protocol;
 pub mod proxy;
+pub mod readiness;
 pub mod session;
 pub mod stream;
 pub mod tls;

@@ -15,6 +15,7 @@ use crate::enforce::Enforcer;
 use crate::metrics::{self, Metrics, RefuseReason};
 use crate::protocol::PgError;
 use crate::proxy::{Phase, Proxy};
+use crate::readiness::Readiness;
 use crate::upstream::Upstream;
 use crate::{session, tls};
 
@@ -70,40 +71,47 @@ impl Server {
                 addr: config.metrics.listen,
                 source,
             })?;
-        let metrics = Arc::new(Metrics::new());
-        metrics.set_policy_ready(true);
-        enforcer.attach_metrics(metrics.clone());
-        let counted = metrics.clone();
-        metrics.set_upstream_ready(upstream_reachable(&upstream).await);
+        let metrics = Arc::new(Metrics::new(&enforcer.counters()));
+        if let Some(at) = enforcer.loaded_at() {
+            metrics.set_policy_loaded_at(at);
+        }
         let audit = match &config.audit {
             Some(a) => Some(crate::audit::Audit::start(a, &metrics.audit)?),
             None => None,
         };
-        if let Some(h) = &audit {
-            metrics.set_audit(h.clone());
+        if let Some(reloads) = enforcer.reloads() {
+            tokio::spawn(count_and_record_reloads(
+                reloads,
+                metrics.clone(),
+                audit.clone(),
+                enforcer.policy_version(),
+            ));
         }
-        enforcer.on_reload(reload_hook(
-            counted,
-            audit.clone(),
-            enforcer.policy_version(),
-        ));
+        let readiness = Readiness::new(enforcer.clone(), audit.clone());
+        readiness.set_upstream(upstream_reachable(&upstream).await);
         let (phase, _) = watch::channel(Phase::Running);
         let upstream_probe = upstream.clone();
         let enforcer_probe = enforcer.clone();
+        let readiness_probe = readiness.clone();
+        let ready: metrics::ReadyCheck = {
+            let r = readiness.clone();
+            Arc::new(move || r.is_ready())
+        };
         let proxy = Arc::new(Proxy {
             config,
             tls: ArcSwap::new(server_tls),
             upstream,
             cancels: Default::default(),
             metrics: metrics.clone(),
+            readiness,
             enforcer,
             phase,
             audit,
         });
         let metrics_task = tokio::spawn(async move {
             tokio::join!(
-                metrics::serve(metrics_listener, metrics.clone()),
-                probe_upstream(upstream_probe, enforcer_probe, metrics)
+                metrics::serve(metrics_listener, metrics.clone(), ready),
+                probe_upstream(upstream_probe, enforcer_probe, readiness_probe, metrics)
             );
         });
         let accept = tokio::spawn(accept_loop(listener, proxy.clone()));
@@ -129,7 +137,7 @@ impl Server {
     pub async fn shutdown(self) {
         let grace = Duration::from_millis(self.proxy.config.limits.shutdown_grace_ms);
         let _ = self.proxy.phase.send(Phase::Draining);
-        self.proxy.metrics.set_draining();
+        self.proxy.readiness.set_draining();
         tracing::info!(
             grace_ms = self.proxy.config.limits.shutdown_grace_ms,
             sessions = self.proxy.metrics.connections_current.get(),
@@ -155,15 +163,29 @@ impl Server {
 }
 
 /// Counts every policy reload and, with an audit trail, records it.
-fn reload_hook(
+/// Counts every policy reload and writes its audit record, in the order they happened.
+async fn count_and_record_reloads(
+    mut reloads: tokio::sync::broadcast::Receiver<Result<String, String>>,
     metrics: Arc<Metrics>,
     audit: Option<crate::audit::AuditHandle>,
-    version: Option<String>,
-) -> crate::enforce::ReloadHook {
+    mut version: Option<String>,
+) {
     use crate::audit::{EventType, Outcome as AuditOutcome, Record};
-    Box::new(move |r| {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let r = match reloads.recv().await {
+            Ok(r) => r,
+            Err(RecvError::Closed) => return,
+            Err(RecvError::Lagged(n)) => {
+                tracing::error!(
+                    missed = n,
+                    "policy reloads happened faster than they could be recorded"
+                );
+                continue;
+            }
+        };
         metrics.policy_reloaded(r.is_ok());
-        let Some(h) = audit.clone() else { return };
+        let Some(h) = &audit else { continue };
         let mut rec = Record::new(
             EventType::PolicyReload,
             if r.is_ok() {
@@ -173,18 +195,19 @@ fn reload_hook(
             },
         );
         match r {
-            Ok(v) => rec.policy_version = Some(v.clone()),
+            Ok(v) => {
+                rec.policy_version = Some(v.clone());
+                version = Some(v);
+            }
             Err(e) => {
                 rec.policy_version = version.clone();
-                rec.message = Some(e.clone());
+                rec.message = Some(e);
             }
         }
-        tokio::spawn(async move {
-            if let Err(e) = h.record(rec).await {
-                tracing::error!(error = %e, "audit record of a policy reload not written");
-            }
-        });
-    })
+        if let Err(e) = h.record(rec).await {
+            tracing::error!(error = %e, "audit record of a policy reload not written");
+        }
+    }
 }
 
 /// How often readiness re-checks that the upstream accepts connections.
@@ -201,11 +224,15 @@ async fn upstream_reachable(upstream: &Upstream) -> bool {
 
 /// Ready means the upstream answers and pgvakt's own service connection (catalog, group
 /// lookups) is open: without it, logins that depend on groups are refused.
-async fn probe_upstream(upstream: Upstream, enforcer: Enforcer, metrics: Arc<Metrics>) {
+async fn probe_upstream(
+    upstream: Upstream,
+    enforcer: Enforcer,
+    readiness: Arc<Readiness>,
+    metrics: Arc<Metrics>,
+) {
     loop {
         tokio::time::sleep(UPSTREAM_PROBE_INTERVAL).await;
-        let reachable = upstream_reachable(&upstream).await;
-        metrics.set_upstream_ready(reachable && enforcer.service_healthy());
+        readiness.set_upstream(upstream_reachable(&upstream).await);
         metrics.set_role_lookup_failures(enforcer.role_lookup_failures());
     }
 }

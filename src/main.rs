@@ -307,12 +307,16 @@ async fn wait_for_signals(server: &Server) -> anyhow::Result<()> {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
             _ = hup.recv() => {
-                match server.reload_tls() {
-                    Ok(()) => tracing::info!("TLS certificates reloaded"),
-                    Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the previous certificates"),
-                }
-                // Logged and counted by the enforcer's reload hook.
-                let _ = server.proxy.enforcer.reload_policy();
+                // File reads and policy compilation block: off the runtime's workers (the
+                // runtime is multi-threaded), so sessions on this worker are not stalled.
+                tokio::task::block_in_place(|| {
+                    match server.reload_tls() {
+                        Ok(()) => tracing::info!("TLS certificates reloaded"),
+                        Err(e) => tracing::error!(error = %e, "TLS reload failed; keeping the previous certificates"),
+                    }
+                    // Logged, counted and recorded by whoever listens to the enforcer's reloads.
+                    let _ = server.proxy.enforcer.reload_policy();
+                });
             }
         }
     }

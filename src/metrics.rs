@@ -5,7 +5,6 @@
 //! Label values come only from the fixed sets below, never from SQL, user or table names.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -171,20 +170,25 @@ pub struct Metrics {
     role_lookup_failures: Counter,
     pub audit: crate::audit::AuditMetrics,
     ready: Gauge,
-    ready_policy: AtomicBool,
-    ready_upstream: AtomicBool,
-    audit_handle: std::sync::OnceLock<crate::audit::AuditHandle>,
-    draining: AtomicBool,
+}
+
+/// The counters the enforcer keeps itself (it exists before the server and its registry do);
+/// the registry holds clones of the same counters.
+#[derive(Debug, Clone, Default)]
+pub struct AnalysisCounters {
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
+    pub cache_entries: Gauge,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Self::new()
+        Self::new(&AnalysisCounters::default())
     }
 }
 
 impl Metrics {
-    pub fn new() -> Self {
+    pub fn new(analysis: &AnalysisCounters) -> Self {
         let mut registry = Registry::with_prefix("pgvakt");
         let connections_current = Gauge::default();
         registry.register(
@@ -263,19 +267,19 @@ impl Metrics {
             "Logins refused because the user's PostgreSQL groups, which decide its policy role, could not be looked up",
             role_lookup_failures.clone(),
         );
-        let analysis_cache_hits = Counter::default();
+        let analysis_cache_hits = analysis.cache_hits.clone();
         registry.register(
             "analysis_cache_hits",
             "Statement analyses answered from the cache",
             analysis_cache_hits.clone(),
         );
-        let analysis_cache_misses = Counter::default();
+        let analysis_cache_misses = analysis.cache_misses.clone();
         registry.register(
             "analysis_cache_misses",
             "Statement analyses computed",
             analysis_cache_misses.clone(),
         );
-        let analysis_cache_entries = Gauge::default();
+        let analysis_cache_entries = analysis.cache_entries.clone();
         registry.register(
             "analysis_cache_entries",
             "Entries in the analysis cache",
@@ -329,7 +333,7 @@ impl Metrics {
         let ready = Gauge::default();
         registry.register(
             "ready",
-            "1 when /readyz answers 200 (policy loaded, upstream reachable, not draining)",
+            "1 when /readyz answers 200 (upstream reachable, service connection open, audit sink writable, not draining)",
             ready.clone(),
         );
         Metrics {
@@ -351,10 +355,6 @@ impl Metrics {
             role_lookup_failures,
             audit,
             ready,
-            ready_policy: AtomicBool::new(false),
-            ready_upstream: AtomicBool::new(false),
-            audit_handle: std::sync::OnceLock::new(),
-            draining: AtomicBool::new(false),
         }
     }
 
@@ -370,14 +370,6 @@ impl Metrics {
             .inc();
     }
 
-    pub fn set_policy_ready(&self, ready: bool) {
-        self.ready_policy.store(ready, Ordering::Relaxed);
-    }
-
-    pub fn set_upstream_ready(&self, ready: bool) {
-        self.ready_upstream.store(ready, Ordering::Relaxed);
-    }
-
     /// The service's count of failed group lookups, exported as a counter.
     pub fn set_role_lookup_failures(&self, total: u64) {
         let seen = self.role_lookup_failures.get();
@@ -386,22 +378,6 @@ impl Metrics {
         }
     }
 
-    /// A draining proxy accepts no new sessions, so load balancers should stop sending them.
-    pub fn set_draining(&self) {
-        self.draining.store(true, Ordering::Relaxed);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready_policy.load(Ordering::Relaxed)
-            && self.ready_upstream.load(Ordering::Relaxed)
-            && self.audit_handle.get().is_none_or(|h| h.is_healthy())
-            && !self.draining.load(Ordering::Relaxed)
-    }
-
-    /// Readiness then also requires the audit sink to be writable.
-    pub fn set_audit(&self, h: crate::audit::AuditHandle) {
-        let _ = self.audit_handle.set(h);
-    }
     /// Count a policy reload attempt; a successful one also resets the policy's age.
     pub fn policy_reloaded(&self, ok: bool) {
         let outcome = if ok { Outcome::Ok } else { Outcome::Failed };
@@ -421,9 +397,9 @@ impl Metrics {
             .set(i64::try_from(secs).unwrap_or(i64::MAX));
     }
 
-    /// The text exposition of every metric.
-    pub fn render(&self) -> String {
-        self.ready.set(i64::from(self.is_ready()));
+    /// The text exposition of every metric, with readiness as `/readyz` answers it now.
+    pub fn render(&self, ready: bool) -> String {
+        self.ready.set(i64::from(ready));
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
@@ -431,13 +407,17 @@ impl Metrics {
     }
 }
 
+/// Whether `/readyz` answers 200; the server composes it from its parts.
+pub type ReadyCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// Serve `/metrics`, `/healthz` and `/readyz` until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, ready: ReadyCheck) {
     loop {
         let Ok((mut sock, _)) = listener.accept().await else {
             continue;
         };
         let metrics = metrics.clone();
+        let ready = ready.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
             let mut n = 0;
@@ -462,10 +442,10 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
                 "/metrics" => (
                     "200 OK",
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    metrics.render(),
+                    metrics.render(ready()),
                 ),
                 "/healthz" => ("200 OK", "text/plain", "ok\n".to_owned()),
-                "/readyz" if metrics.is_ready() => ("200 OK", "text/plain", "ready\n".to_owned()),
+                "/readyz" if ready() => ("200 OK", "text/plain", "ready\n".to_owned()),
                 "/readyz" => (
                     "503 Service Unavailable",
                     "text/plain",
@@ -515,15 +495,5 @@ mod tests {
         ] {
             assert_eq!(Class::of_sql(sql.as_bytes()), class, "{sql:?}");
         }
-    }
-
-    #[test]
-    fn draining_is_not_ready() {
-        let m = Metrics::new();
-        m.set_policy_ready(true);
-        m.set_upstream_ready(true);
-        assert!(m.is_ready());
-        m.set_draining();
-        assert!(!m.is_ready());
     }
 }

@@ -28,6 +28,7 @@ pub struct Proxy {
     pub upstream: Upstream,
     pub cancels: CancelRegistry,
     pub metrics: Arc<Metrics>,
+    pub readiness: Arc<crate::readiness::Readiness>,
     pub enforcer: Enforcer,
     pub phase: watch::Sender<Phase>,
     /// The audit trail writer, when `audit` is configured.

@@ -60,9 +60,7 @@ impl SessionPolicy {
             .get(&key)
             .filter(|e| e.is_for(sql, &scope, &set.version, &self.search_path))
         {
-            if let Some(m) = inner.metrics.get() {
-                m.analysis_cache_hits.inc();
-            }
+            inner.counters.cache_hits.inc();
             return (e.outcome.clone(), e.filled.as_deref().map(str::to_owned));
         }
         if let Some(shape) = analysis::literals::shape(sql) {
@@ -141,11 +139,8 @@ impl SessionPolicy {
             .get(&key)
             .filter(|e| e.is_for(sql, role, &set.version, &self.search_path))
             .map(|e| e.outcome.clone());
-        let metrics = inner.metrics.get();
         if let Some(o) = cached {
-            if let Some(m) = metrics {
-                m.analysis_cache_hits.inc();
-            }
+            inner.counters.cache_hits.inc();
             return o;
         }
         let ctx = Ctx {
@@ -159,11 +154,11 @@ impl SessionPolicy {
         };
         let o = Arc::new(analysis::analyse_on_a_fitting_stack(sql, &ctx));
         self.remember(inner, key, sql, role, set, o.clone(), None);
-        if let Some(m) = metrics {
-            m.analysis_cache_misses.inc();
-            m.analysis_cache_entries
-                .set(i64::try_from(inner.cache.len()).unwrap_or(i64::MAX));
-        }
+        inner.counters.cache_misses.inc();
+        inner
+            .counters
+            .cache_entries
+            .set(i64::try_from(inner.cache.len()).unwrap_or(i64::MAX));
         o
     }
 }

@@ -14,7 +14,7 @@ use dashmap::DashMap;
 use crate::analysis::{self, Analysed, Outcome};
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::AnalysisCounters;
 use crate::policy::masks::PSEUDONYM_CALL;
 use crate::policy::model::RoleRules;
 use crate::policy::store::PolicyStore;
@@ -67,11 +67,11 @@ struct Inner {
     refresh: tokio::sync::Notify,
     /// Audit records are written: plain SELECTs carry hidden subject-key columns.
     hidden_subjects: bool,
-    /// Told about every reload (SIGHUP or file change), e.g. to count it in metrics.
-    reload_hook: std::sync::OnceLock<ReloadHook>,
+    /// Every reload's outcome (SIGHUP or file change), for whoever counts and records them.
+    reloads: tokio::sync::broadcast::Sender<Result<String, String>>,
     loaded_at: SystemTime,
-    /// Where the analysis cache is counted, once the server exists.
-    metrics: std::sync::OnceLock<Arc<Metrics>>,
+    /// The analysis cache's counters; the metrics registry holds clones.
+    counters: AnalysisCounters,
     /// When (ms after `loaded_at`) a refusal for want of the pseudonym function last asked for
     /// a catalog refresh, so that `pgvakt install` takes effect without waiting for the timer.
     pseudonym_refresh_ms: AtomicU64,
@@ -106,8 +106,8 @@ pub enum Observed {
     Unknown,
 }
 
-/// Called with each reload's outcome: the new version or the error.
-pub type ReloadHook = Box<dyn Fn(&Result<String, String>) + Send + Sync>;
+/// Reload outcomes queued for a slow listener before it misses some (and is told how many).
+const RELOAD_BACKLOG: usize = 64;
 
 impl Inner {
     fn reloaded(&self, r: &Result<String, String>) {
@@ -117,9 +117,8 @@ impl Inner {
                 tracing::error!(error = %e, "policy reload failed; the previous policy stays in force")
             }
         }
-        if let Some(h) = self.reload_hook.get() {
-            h(r);
-        }
+        // No listener (tests, offline tools) is not an error.
+        let _ = self.reloads.send(r.clone());
     }
 }
 
@@ -146,10 +145,10 @@ impl Enforcer {
                 protected: DashMap::new(),
                 audit_facts: DashMap::new(),
                 refresh: tokio::sync::Notify::new(),
-                reload_hook: Default::default(),
+                reloads: tokio::sync::broadcast::channel(RELOAD_BACKLOG).0,
                 hidden_subjects: false,
                 loaded_at: SystemTime::now(),
-                metrics: Default::default(),
+                counters: AnalysisCounters::default(),
                 pseudonym_refresh_ms: AtomicU64::new(0),
             })),
         }
@@ -190,10 +189,10 @@ impl Enforcer {
             protected: DashMap::new(),
             audit_facts: DashMap::new(),
             refresh: tokio::sync::Notify::new(),
-            reload_hook: Default::default(),
+            reloads: tokio::sync::broadcast::channel(RELOAD_BACKLOG).0,
             hidden_subjects: config.audit.is_some(),
             loaded_at: SystemTime::now(),
-            metrics: Default::default(),
+            counters: AnalysisCounters::default(),
             pseudonym_refresh_ms: AtomicU64::new(0),
         });
         if config.policy.watch_interval_ms > 0 {
@@ -227,9 +226,7 @@ impl Enforcer {
                             inner.cache.clear();
                             inner.protected.clear();
                             inner.audit_facts.clear();
-                            if let Some(m) = inner.metrics.get() {
-                                m.analysis_cache_entries.set(0);
-                            }
+                            inner.counters.cache_entries.set(0);
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "catalog refresh failed; keeping the previous one")
@@ -250,19 +247,22 @@ impl Enforcer {
         Some(r)
     }
 
-    /// Export the initial policy's load time and count the analysis cache in `metrics`.
-    pub fn attach_metrics(&self, metrics: Arc<Metrics>) {
-        if let Some(inner) = &self.inner {
-            metrics.set_policy_loaded_at(inner.loaded_at);
-            let _ = inner.metrics.set(metrics);
-        }
+    /// The analysis cache's counters, for the metrics registry.
+    pub fn counters(&self) -> AnalysisCounters {
+        self.inner
+            .as_ref()
+            .map(|i| i.counters.clone())
+            .unwrap_or_default()
     }
 
-    /// Install the function told about every reload (once; later calls are ignored).
-    pub fn on_reload(&self, hook: ReloadHook) {
-        if let Some(inner) = &self.inner {
-            let _ = inner.reload_hook.set(hook);
-        }
+    /// When the policy in force at start was loaded.
+    pub fn loaded_at(&self) -> Option<SystemTime> {
+        Some(self.inner.as_ref()?.loaded_at)
+    }
+
+    /// Every later reload's outcome: the new version, or why the old policy stays.
+    pub fn reloads(&self) -> Option<tokio::sync::broadcast::Receiver<Result<String, String>>> {
+        Some(self.inner.as_ref()?.reloads.subscribe())
     }
 
     /// Version of the policy in force, if any.

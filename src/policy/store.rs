@@ -91,7 +91,14 @@ where
         if now != last {
             last = now;
             let paths = store.paths().to_vec();
-            on_reload(store.reload(&paths));
+            // Reading and compiling policy files blocks: off the runtime's workers.
+            let s = store.clone();
+            match tokio::task::spawn_blocking(move || s.reload(&paths)).await {
+                Ok(r) => on_reload(r),
+                Err(e) => {
+                    tracing::error!(error = %e, "policy reload did not finish; the previous policy stays in force")
+                }
+            }
         }
     }
 }

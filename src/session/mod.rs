@@ -208,7 +208,7 @@ async fn start(
         Err(e) => {
             proxy.metrics.upstream_connect_errors.inc();
             proxy.metrics.refused(RefuseReason::Upstream);
-            proxy.metrics.set_upstream_ready(false);
+            proxy.readiness.set_upstream(false);
             tracing::warn!(error = %e, "upstream connection failed");
             let _ = client
                 .write_all(&PgError::upstream_unavailable(format!("pgvakt: {e}")).to_bytes())
@@ -216,7 +216,7 @@ async fn start(
             return Ok(None);
         }
     };
-    proxy.metrics.set_upstream_ready(true);
+    proxy.readiness.set_upstream(true);
     upstream.write_all(&startup.encode()).await?;
     upstream.flush().await?;
     let mut client_buf = handshake::startup_buffer();
