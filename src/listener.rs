@@ -286,9 +286,7 @@ async fn refuse_over_limit(mut tcp: tokio::net::TcpStream, proxy: Arc<Proxy>) {
         tokio::io::AsyncReadExt::read_exact(&mut tcp, &mut header),
     )
     .await;
-    let is_ssl = matches!(read, Ok(Ok(_)))
-        && i32::from_be_bytes([header[4], header[5], header[6], header[7]])
-            == crate::protocol::startup::SSL_REQUEST;
+    let is_ssl = matches!(read, Ok(Ok(_))) && crate::protocol::startup::is_ssl_request(&header);
     if is_ssl && tcp.write_all(b"S").await.is_ok() {
         let acceptor = tokio_rustls::TlsAcceptor::from(proxy.tls.load_full());
         if let Ok(Ok(mut tls)) =

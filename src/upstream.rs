@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::config::{UpstreamConfig, UpstreamTlsMode};
-use crate::protocol::startup::{CANCEL_REQUEST, SSL_REQUEST};
+use crate::protocol::startup;
 use crate::stream::BoxStream;
 use crate::tls;
 
@@ -82,10 +82,9 @@ impl Upstream {
             addr: addr.clone(),
             source,
         };
-        let mut req = [0u8; 8];
-        req[..4].copy_from_slice(&8i32.to_be_bytes());
-        req[4..].copy_from_slice(&SSL_REQUEST.to_be_bytes());
-        tcp.write_all(&req).await.map_err(io)?;
+        tcp.write_all(&startup::encode_ssl_request())
+            .await
+            .map_err(io)?;
         let mut answer = [0u8; 1];
         tcp.read_exact(&mut answer).await.map_err(io)?;
         if answer[0] != b'S' {
@@ -101,11 +100,7 @@ impl Upstream {
     /// Forward a cancel request for an upstream backend.
     pub async fn cancel(&self, pid: i32, secret: &[u8]) -> Result<(), UpstreamError> {
         let mut stream = self.connect().await?;
-        let mut packet = Vec::with_capacity(12 + secret.len());
-        packet.extend_from_slice(&((12 + secret.len()) as i32).to_be_bytes());
-        packet.extend_from_slice(&CANCEL_REQUEST.to_be_bytes());
-        packet.extend_from_slice(&pid.to_be_bytes());
-        packet.extend_from_slice(secret);
+        let packet = startup::encode_cancel_request(pid, secret);
         let addr = self.addr();
         let io = |source| UpstreamError::Connect {
             addr: addr.clone(),

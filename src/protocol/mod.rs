@@ -10,5 +10,8 @@ pub mod frame;
 pub mod message;
 pub mod startup;
 
+#[cfg(test)]
+mod decoder_props;
+
 pub use error::PgError;
 pub use frame::{Frame, FrameError, FrameReader};

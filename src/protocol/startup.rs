@@ -110,6 +110,32 @@ fn check_unique(params: &[(String, String)]) -> Result<(), StartupError> {
     Ok(())
 }
 
+/// The SSLRequest packet: length 8, then the request code.
+pub fn encode_ssl_request() -> [u8; 8] {
+    let mut p = [0u8; 8];
+    p[..4].copy_from_slice(&8i32.to_be_bytes());
+    p[4..].copy_from_slice(&SSL_REQUEST.to_be_bytes());
+    p
+}
+
+/// A CancelRequest packet for backend `pid` with its secret key (4 bytes in protocol 3.0, up
+/// to 256 in 3.2; the caller forwards a key PostgreSQL itself issued).
+pub fn encode_cancel_request(pid: i32, secret: &[u8]) -> Vec<u8> {
+    let len = 12 + secret.len();
+    let mut p = Vec::with_capacity(len);
+    p.extend_from_slice(&i32::try_from(len).unwrap_or(i32::MAX).to_be_bytes());
+    p.extend_from_slice(&CANCEL_REQUEST.to_be_bytes());
+    p.extend_from_slice(&pid.to_be_bytes());
+    p.extend_from_slice(secret);
+    p
+}
+
+/// Whether an 8-byte initial packet is exactly an SSLRequest.
+pub fn is_ssl_request(packet: &[u8; 8]) -> bool {
+    packet_len([packet[0], packet[1], packet[2], packet[3]]) == Ok(8)
+        && matches!(decode(&packet[4..]), Ok(Initial::SslRequest))
+}
+
 /// Length of the packet announced by the first four bytes, validated.
 pub fn packet_len(header: [u8; 4]) -> Result<usize, StartupError> {
     let len = i32::from_be_bytes(header);
