@@ -29,9 +29,9 @@ pub enum LineError {
     NoMac,
 }
 
-/// The chain key, prepared once (HMAC state keyed, cloned per record).
+/// The chain key, prepared once (HMAC state keyed, cloned per record), with its fingerprint.
 #[derive(Clone)]
-pub struct ChainKey(HmacSha256);
+pub struct ChainKey(HmacSha256, String);
 
 impl std::fmt::Debug for ChainKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -42,7 +42,12 @@ impl std::fmt::Debug for ChainKey {
 impl ChainKey {
     pub fn new(key: &[u8]) -> ChainKey {
         // HMAC accepts keys of any length; length rules are enforced where keys are loaded.
-        ChainKey(keyed(key))
+        ChainKey(keyed(key), super::keys::fingerprint(key))
+    }
+
+    /// The fingerprint sealed records carry in `chain_key_id`.
+    pub fn id(&self) -> &str {
+        &self.1
     }
 
     pub fn mac(&self, seq: u64, prev: &MacBytes, canonical_record: &str) -> MacBytes {
@@ -94,6 +99,7 @@ impl Chain {
     /// Assign the next `seq`, compute the MAC and return the line to write (with `\n`).
     pub fn seal(&mut self, rec: &mut Record) -> Result<String, serde_json::Error> {
         rec.seq = self.next_seq;
+        rec.chain_key_id = Some(self.key.id().to_owned());
         let mut value = serde_json::to_value(&*rec)?;
         let body = canonical(&value);
         let mac = self.key.mac(rec.seq, &self.prev, &body);
@@ -115,6 +121,9 @@ pub struct SealedLine {
     pub seq: u64,
     pub mac: MacBytes,
     pub body: String,
+    /// The chain key fingerprint the record names; None in records written before pgvakt
+    /// recorded one.
+    pub key_id: Option<String>,
 }
 
 pub fn open_line(line: &str) -> Result<SealedLine, LineError> {
@@ -130,10 +139,15 @@ pub fn open_line(line: &str) -> Result<SealedLine, LineError> {
         .get("seq")
         .and_then(Value::as_u64)
         .ok_or(LineError::NoSeq)?;
+    let key_id = map
+        .get("chain_key_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     Ok(SealedLine {
         seq,
         mac,
         body: canonical(&value),
+        key_id,
     })
 }
 

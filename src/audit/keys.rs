@@ -9,6 +9,26 @@ use crate::audit::settings::AuditConfig;
 /// Shortest key accepted, in bytes: HMAC-SHA256's own output size.
 pub const MIN_KEY_BYTES: usize = 32;
 
+/// Input of a key's fingerprint. It holds no NUL byte, so it can never equal a pseudonym's
+/// input (`subject type ‖ 0x00 ‖ id`): the fingerprint of the subject key is not the
+/// pseudonym of any subject.
+const FINGERPRINT_LABEL: &[u8] = b"pgvakt audit key fingerprint v1";
+
+/// Hex digits of a fingerprint: 64 bits tell keys apart; they are not a security margin.
+pub const FINGERPRINT_HEX_LEN: usize = 16;
+
+/// A key's fingerprint, `hex(HMAC-SHA256(key, FINGERPRINT_LABEL))[..16]`: records carry it so
+/// the tools can say "not written with this key" instead of "tampered" or "not found". Being
+/// an HMAC under the key itself, it tells nothing about the key to whoever reads the log.
+pub fn fingerprint(key: &[u8]) -> String {
+    use hmac::Mac;
+    let mut m = super::chain::keyed(key);
+    m.update(FINGERPRINT_LABEL);
+    let mut hex = hex::encode(m.finalize().into_bytes());
+    hex.truncate(FINGERPRINT_HEX_LEN);
+    hex
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("{field}: cannot read {}: {source}", path.display())]
@@ -141,6 +161,19 @@ mod tests {
             err.starts_with("audit.chain_key_file: the key has 5 bytes; at least 32"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn fingerprints_tell_keys_apart_and_are_not_pseudonyms() {
+        let a = b"a key of thirty-two bytes or more";
+        let b = b"another key of thirty-two bytes!";
+        assert_eq!(fingerprint(a), fingerprint(a));
+        assert_ne!(fingerprint(a), fingerprint(b));
+        assert_eq!(fingerprint(a).len(), FINGERPRINT_HEX_LEN);
+        let subject = crate::audit::subjects::SubjectKey::new(a);
+        assert!(!subject
+            .pseudonym("pgvakt audit key", "fingerprint v1")
+            .starts_with(&fingerprint(a)));
     }
 
     #[test]

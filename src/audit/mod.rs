@@ -39,7 +39,10 @@
 //! - `keys.rs`: the chain and subject keys, from files or environment variables.
 //! - `writer.rs`: `AuditHandle`, the bounded queue and the batching writer thread.
 //! - `files.rs`: sinks (rotated files, stdout), file naming, recovering the chain's end.
-//! - `verify.rs`, `search.rs`: `pgvakt audit verify` and `pgvakt audit search`.
+//! - `verify.rs`, `search.rs`: `pgvakt audit verify` and `pgvakt audit search` (its output in
+//!   `search_view.rs`). Every record names the fingerprints of the keys it was sealed and
+//!   pseudonymised with (`keys::fingerprint`), so both say "not written with this key" (exit
+//!   2) instead of "tampered" or "nothing found".
 //! - `metrics.rs`: `AuditMetrics`.
 
 pub mod chain;
@@ -48,6 +51,7 @@ pub mod keys;
 pub mod metrics;
 pub mod record;
 pub mod search;
+mod search_view;
 pub mod settings;
 pub mod subjects;
 pub mod verify;
@@ -141,3 +145,5 @@ impl Audit {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_keys;

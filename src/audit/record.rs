@@ -26,6 +26,10 @@ pub enum EventType {
     Disconnect,
     PolicyReload,
     Anomaly,
+    /// A connection refused before login (no TLS, too many connections, a malformed startup,
+    /// a startup timeout, ...). Rate-limited per client address and reason: `suppressed`
+    /// counts the refusals this record stands for that were not recorded one by one.
+    ConnectionRefused,
 }
 
 impl EventType {
@@ -40,6 +44,7 @@ impl EventType {
             EventType::Disconnect => "disconnect",
             EventType::PolicyReload => "policy_reload",
             EventType::Anomaly => "anomaly",
+            EventType::ConnectionRefused => "connection_refused",
         }
     }
 }
@@ -119,12 +124,18 @@ pub struct TableAccess {
     pub access: Access,
     #[serde(default)]
     pub columns: Vec<ColumnAccess>,
+    /// The subject type of the table's subject key (`schema.table` of the table that holds
+    /// those subjects, e.g. `public.contacts` for `activities.contact_id`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
 }
 
-/// Pseudonyms of the data subjects whose rows of one table were returned or written.
+/// Pseudonyms of the data subjects of one subject type whose rows were returned or written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubjectGroup {
-    /// `schema.table`; part of the pseudonym's input, so search recomputes it per table.
+    /// The subject type: `schema.table` of the table that holds these subjects (for
+    /// `activities.contact_id`, `public.contacts`). Part of the pseudonym's input, so search
+    /// recomputes the pseudonym per subject type.
     pub table: String,
     pub refs: Vec<String>,
 }
@@ -194,6 +205,18 @@ pub struct Record {
     /// Refusal reason, anomaly or reload detail; never SQL literals.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// `connection_refused`: further refusals of the same address and reason that this
+    /// record stands for, not recorded one by one (rate limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<u64>,
+    /// Fingerprint of the chain key that sealed this record (see `keys::fingerprint`), so
+    /// `audit verify` can tell a wrong key from tampering. Set by the writer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_key_id: Option<String>,
+    /// Fingerprint of the subject key the record's pseudonyms were computed with, so
+    /// `audit search` can tell a wrong key from "no matching records". Set by the writer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_key_id: Option<String>,
 }
 
 impl Record {
@@ -227,6 +250,9 @@ impl Record {
             policy_version: None,
             intent: None,
             message: None,
+            suppressed: None,
+            chain_key_id: None,
+            subject_key_id: None,
         }
     }
 }
@@ -335,6 +361,7 @@ mod tests {
                 category: "financial".into(),
                 action: Action::Masked,
             }],
+            subject: Some("public.contacts".into()),
         });
         let value = serde_json::to_value(&rec).unwrap();
         let mut reference = String::new();

@@ -18,7 +18,7 @@ use super::record::{Record, SubjectGroup};
 pub const REF_HEX_LEN: usize = 32;
 
 #[derive(Clone)]
-pub struct SubjectKey(HmacSha256);
+pub struct SubjectKey(HmacSha256, String);
 
 impl std::fmt::Debug for SubjectKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -28,7 +28,12 @@ impl std::fmt::Debug for SubjectKey {
 
 impl SubjectKey {
     pub fn new(key: &[u8]) -> SubjectKey {
-        SubjectKey(keyed(key))
+        SubjectKey(keyed(key), super::keys::fingerprint(key))
+    }
+
+    /// The fingerprint records carry in `subject_key_id`.
+    pub fn id(&self) -> &str {
+        &self.1
     }
 
     /// The pseudonym of the subject whose key column in `table` (`schema.table`) holds `key`.

@@ -12,11 +12,11 @@ use super::verify::{verify_files, Break, Report};
 use super::*;
 use crate::audit::settings::OnFull;
 
-const CHAIN_KEY: &[u8] = b"chain key for the audit tests....";
-const SUBJECT_KEY: &[u8] = b"subject key for the audit tests..";
+pub(super) const CHAIN_KEY: &[u8] = b"chain key for the audit tests....";
+pub(super) const SUBJECT_KEY: &[u8] = b"subject key for the audit tests..";
 
 /// An audit configuration writing to `<tmp>/log`, with key files next to it.
-fn config(tmp: &Path) -> AuditConfig {
+pub(super) fn config(tmp: &Path) -> AuditConfig {
     std::fs::write(tmp.join("chain.key"), CHAIN_KEY).unwrap();
     std::fs::write(tmp.join("subject.key"), SUBJECT_KEY).unwrap();
     AuditConfig {
@@ -27,13 +27,13 @@ fn config(tmp: &Path) -> AuditConfig {
     }
 }
 
-fn rec(user: &str) -> Record {
+pub(super) fn rec(user: &str) -> Record {
     let mut r = Record::new(EventType::StatementRead, Outcome::Ok);
     r.user = Some(user.into());
     r
 }
 
-async fn write_records(cfg: &AuditConfig, users: &[&str]) -> AuditMetrics {
+pub(super) async fn write_records(cfg: &AuditConfig, users: &[&str]) -> AuditMetrics {
     let metrics = AuditMetrics::default();
     let audit = Audit::start(cfg, &metrics).unwrap();
     for u in users {
@@ -43,13 +43,13 @@ async fn write_records(cfg: &AuditConfig, users: &[&str]) -> AuditMetrics {
     metrics
 }
 
-fn verify_dir(dir: &Path, partial: bool) -> Report {
+pub(super) fn verify_dir(dir: &Path, partial: bool) -> Report {
     let files = audit_files(dir).unwrap();
     verify_files(files, &ChainKey::new(CHAIN_KEY), partial).unwrap()
 }
 
 /// The single audit file in `dir` and its lines.
-fn only_file(dir: &Path) -> (PathBuf, Vec<String>) {
+pub(super) fn only_file(dir: &Path) -> (PathBuf, Vec<String>) {
     let files = audit_files(dir).unwrap();
     assert_eq!(files.len(), 1, "{files:?}");
     let text = std::fs::read_to_string(&files[0]).unwrap();
@@ -57,11 +57,11 @@ fn only_file(dir: &Path) -> (PathBuf, Vec<String>) {
     (files[0].clone(), lines)
 }
 
-fn rewrite(path: &Path, lines: &[String]) {
+pub(super) fn rewrite(path: &Path, lines: &[String]) {
     std::fs::write(path, lines.join("\n") + "\n").unwrap();
 }
 
-async fn five_record_log() -> (tempfile::TempDir, PathBuf, Vec<String>) {
+pub(super) async fn five_record_log() -> (tempfile::TempDir, PathBuf, Vec<String>) {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(tmp.path());
     write_records(&cfg, &["u1", "u2", "u3", "u4", "u5"]).await;
@@ -499,6 +499,7 @@ async fn search_finds_the_records_that_listed_a_subject() {
         table: "public.contacts".into(),
         access: Access::Read,
         columns: vec![],
+        subject: None,
     });
     let mut s = audit.subjects();
     s.mark_unknown();
@@ -522,9 +523,7 @@ async fn search_finds_the_records_that_listed_a_subject() {
         user: None,
         since: None,
         until: None,
-        outcome: None,
-        event: None,
-        include_unknown: false,
+        ..Query::default()
     };
     let users = |found: Vec<super::search::Hit>| -> Vec<(String, Match)> {
         found
@@ -532,19 +531,35 @@ async fn search_finds_the_records_that_listed_a_subject() {
             .map(|h| (h.record.user.unwrap_or_default(), h.matched))
             .collect()
     };
-    let (found, skipped) = search_files(&files, &q).unwrap();
-    assert_eq!(skipped, 0);
+    let found = search_files(&files, &q).unwrap();
+    assert_eq!(found.skipped, 0);
+    assert!(found.other_keys.is_empty());
     assert_eq!(
-        users(found),
+        users(
+            found
+                .hits
+                .into_iter()
+                .filter(|h| h.matched == Match::Yes)
+                .collect()
+        ),
         [
             ("alice".to_owned(), Match::Yes),
             ("carol".to_owned(), Match::Yes)
         ]
     );
-    q.include_unknown = true;
     q.user = Some("dave".into());
-    let (found, _) = search_files(&files, &q).unwrap();
-    assert_eq!(users(found), [("dave".to_owned(), Match::Possible)]);
+    let found = search_files(&files, &q).unwrap();
+    assert_eq!(users(found.hits), [("dave".to_owned(), Match::Possible)]);
     q.table = Some("public.companies".into());
-    assert!(search_files(&files, &q).unwrap().0.is_empty());
+    assert!(search_files(&files, &q).unwrap().hits.is_empty());
+    // Another subject key: nothing is compared, every record is counted as foreign.
+    q.table = None;
+    q.user = None;
+    q.subject = Some((
+        SubjectKey::new(b"a different subject key, 32 bytes"),
+        "42".into(),
+    ));
+    let found = search_files(&files, &q).unwrap();
+    assert!(found.hits.is_empty());
+    assert_eq!(found.other_keys.values().map(|(n, _)| n).sum::<u64>(), 4);
 }

@@ -65,6 +65,12 @@ pub enum Break {
     StartsLate { found: u64 },
     /// No records at all.
     Empty,
+    /// The first record names another chain key's fingerprint, and no later record names
+    /// this key's: the records were not written with this key (exit status 2).
+    WrongKey { found: String, given: String },
+    /// After records that verified with this key, one names another key's fingerprint: the
+    /// key was changed here, or the record was altered.
+    KeyChanged { found: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +96,15 @@ pub struct Report {
 impl Report {
     pub fn ok(&self) -> bool {
         self.problem.is_none()
+    }
+
+    /// 0 intact, 1 broken, 2 not written with this key (nothing was checked).
+    pub fn exit_code(&self) -> i32 {
+        match self.problem.as_ref().map(|p| &p.kind) {
+            None => 0,
+            Some(Break::WrongKey { .. }) => 2,
+            Some(_) => 1,
+        }
     }
 }
 
@@ -134,6 +149,23 @@ impl fmt::Display for Report {
                 "the log starts at seq {found}, not 1 (earlier records missing; --partial accepts this)"
             ),
             Break::Empty => "no audit records found".into(),
+            Break::WrongKey { found, given } => {
+                let place = match &p.file {
+                    Some(file) => format!(" [{}:{}]", file.display(), p.line),
+                    None => String::new(),
+                };
+                writeln!(
+                    f,
+                    "WRONG KEY: these records were not written with this key: they name chain \
+                     key fingerprint {found}, the key given has {given}{place}"
+                )?;
+                return writeln!(f, "nothing was verified; run again with the key they name");
+            }
+            Break::KeyChanged { found } => format!(
+                "record {} names another chain key (fingerprint {found}): the key was changed \
+                 here, or the record was altered; verify from here on with that key and --partial",
+                p.seq
+            ),
         };
         let place = match &p.file {
             Some(file) => format!(" [{}:{}]", file.display(), p.line),
@@ -197,6 +229,20 @@ impl Lines {
         }
     }
 
+    /// Whether a later record names the key fingerprint `id`.
+    fn has_key_id_later(&mut self, id: &str) -> Result<bool, VerifyError> {
+        while let Some(line) = self.next()? {
+            let found = std::str::from_utf8(&line.bytes)
+                .ok()
+                .and_then(|t| open_line(t).ok())
+                .is_some_and(|s| s.key_id.as_deref() == Some(id));
+            if found {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Whether a complete record with `seq` comes later (to tell "reordered" from "missing").
     fn has_seq_later(&mut self, seq: u64) -> Result<bool, VerifyError> {
         while let Some(line) = self.next()? {
@@ -230,10 +276,12 @@ pub fn verify_files(
     let mut expected: Option<u64> = None;
     let mut prev: MacBytes = GENESIS;
     let mut torn: Option<(usize, usize)> = None;
+    let mut unfingerprinted = 0u64;
     while let Some(line) = lines.next()? {
+        let path = lines.files[line.file].clone();
         let problem = |seq, kind| Problem {
             seq,
-            file: Some(lines.files[line.file].clone()),
+            file: Some(path.clone()),
             line: line.no,
             kind,
         };
@@ -259,6 +307,26 @@ pub fn verify_files(
                 return Ok(report);
             }
         };
+        if let Some(found) = sealed.key_id.as_deref().filter(|k| *k != key.id()) {
+            let kind = if report.records > 0 {
+                Break::KeyChanged {
+                    found: found.to_owned(),
+                }
+            } else if lines.has_key_id_later(key.id())? {
+                // Later records were sealed with this key: this one's fingerprint was edited.
+                Break::Edited
+            } else {
+                Break::WrongKey {
+                    found: found.to_owned(),
+                    given: key.id().to_owned(),
+                }
+            };
+            report.problem = Some(problem(sealed.seq, kind));
+            return Ok(report);
+        }
+        if sealed.key_id.is_none() {
+            unfingerprinted += 1;
+        }
         if expected.is_none() && sealed.seq != 1 {
             if !partial {
                 let found = sealed.seq;
@@ -271,6 +339,12 @@ pub fn verify_files(
             ));
         } else if sealed.seq == exp {
             if !sealed.chains_from(key, &prev) {
+                if sealed.key_id.is_none() && report.records == 0 {
+                    report.notes.push(format!(
+                        "record {exp} carries no key fingerprint (written before pgvakt recorded \
+                         one): with these records a wrong key looks the same as an edit"
+                    ));
+                }
                 report.problem = Some(problem(exp, Break::Edited));
                 return Ok(report);
             }
@@ -293,6 +367,11 @@ pub fn verify_files(
         prev = sealed.mac;
         expected = Some(sealed.seq + 1);
     }
+    if unfingerprinted > 0 {
+        report.notes.push(format!(
+            "{unfingerprinted} records carry no key fingerprint (written before pgvakt recorded one)"
+        ));
+    }
     if let Some((file, no)) = torn {
         report.problem = Some(Problem {
             seq: expected.unwrap_or(1),
@@ -311,7 +390,8 @@ pub fn verify_files(
     Ok(report)
 }
 
-/// The command: prints the report; exit status 0 intact, 1 broken, 2 could not check.
+/// The command: prints the report; exit status 0 intact, 1 broken, 2 could not check (no
+/// key, unreadable files, or records written with another key).
 pub fn run(args: &VerifyArgs) -> i32 {
     let source = KeySource {
         env_field: "--key-env",
@@ -326,7 +406,7 @@ pub fn run(args: &VerifyArgs) -> i32 {
     match result {
         Ok(report) => {
             print!("{report}");
-            i32::from(!report.ok())
+            report.exit_code()
         }
         Err(e) => {
             eprintln!("pgvakt audit verify: {e}");

@@ -218,6 +218,7 @@ pub(crate) fn spawn(
         closing: AtomicBool::new(false),
     });
     let mut writer = Writer {
+        subject_key_id: subject_key.id().to_owned(),
         sink,
         chain,
         shared: shared.clone(),
@@ -247,6 +248,8 @@ const GATHER: Duration = Duration::from_millis(10);
 const GATHER_STEP: Duration = Duration::from_millis(1);
 
 struct Writer {
+    /// Fingerprint of the subject key, stamped on every record.
+    subject_key_id: String,
     sink: Box<dyn Sink>,
     chain: Chain,
     shared: Arc<Shared>,
@@ -283,20 +286,23 @@ impl Writer {
             let mut synced = Vec::new();
             for msg in msgs {
                 match msg {
-                    Msg::Record(mut rec, ack) => match self.chain.seal(&mut rec) {
-                        Ok(line) => {
-                            lines.push_str(&line);
-                            count += 1;
-                            synced.extend(ack);
-                        }
-                        Err(e) => {
-                            self.metrics.records_dropped.inc();
-                            tracing::error!(error = %e, "audit record could not be serialised; dropped");
-                            if let Some(ack) = ack {
-                                let _ = ack.send(Err(AuditUnavailable::SinkFailing));
+                    Msg::Record(mut rec, ack) => {
+                        rec.subject_key_id = Some(self.subject_key_id.clone());
+                        match self.chain.seal(&mut rec) {
+                            Ok(line) => {
+                                lines.push_str(&line);
+                                count += 1;
+                                synced.extend(ack);
+                            }
+                            Err(e) => {
+                                self.metrics.records_dropped.inc();
+                                tracing::error!(error = %e, "audit record could not be serialised; dropped");
+                                if let Some(ack) = ack {
+                                    let _ = ack.send(Err(AuditUnavailable::SinkFailing));
+                                }
                             }
                         }
-                    },
+                    }
                     Msg::Close(ack) => {
                         // No new records from here on; those already queued are still written
                         // because the loop runs until the channel is empty.

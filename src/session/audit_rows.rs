@@ -67,6 +67,7 @@ pub fn tables(a: &Analysed) -> Vec<TableAccess> {
                     table: name,
                     access,
                     columns: vec![col],
+                    subject: None,
                 }),
             }
         }
