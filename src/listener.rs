@@ -107,6 +107,7 @@ impl Server {
             enforcer,
             phase,
             audit,
+            prelogin: Default::default(),
         });
         let metrics_task = tokio::spawn(async move {
             tokio::join!(
@@ -264,7 +265,7 @@ async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>) {
                     Err(_) => {
                         proxy.metrics.refused(RefuseReason::TooManyConnections);
                         let proxy = proxy.clone();
-                        sessions.spawn(refuse_over_limit(tcp, proxy));
+                        sessions.spawn(refuse_over_limit(tcp, peer, proxy));
                     }
                 }
             }
@@ -278,8 +279,22 @@ async fn accept_loop(listener: TcpListener, proxy: Arc<Proxy>) {
 
 /// Over the connection limit: answer like PostgreSQL does (53300), after TLS when the client
 /// asks for it, so the client can read the reason.
-async fn refuse_over_limit(mut tcp: tokio::net::TcpStream, proxy: Arc<Proxy>) {
-    let msg = PgError::too_many_connections().to_bytes();
+async fn refuse_over_limit(
+    mut tcp: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    proxy: Arc<Proxy>,
+) {
+    let err = PgError::too_many_connections();
+    let mut refusal = session::prelogin::Refusal::new(
+        crate::audit::EventType::ConnectionRefused,
+        "too_many_connections",
+        peer,
+        None,
+    );
+    refusal.sqlstate = Some(err.code.to_owned());
+    refusal.message = err.message.clone();
+    session::prelogin::report(&proxy, refusal).await;
+    let msg = err.to_bytes();
     let mut header = [0u8; 8];
     let read = tokio::time::timeout(
         Duration::from_secs(5),

@@ -33,6 +33,8 @@ pub struct Proxy {
     pub phase: watch::Sender<Phase>,
     /// The audit trail writer, when `audit` is configured.
     pub audit: Option<crate::audit::AuditHandle>,
+    /// Rate limit of the records and log lines of refusals before login.
+    pub prelogin: crate::session::prelogin::PreloginLimiter,
 }
 
 impl Proxy {

@@ -138,6 +138,7 @@ fn sessions_reading(a: &Audited, subject: &str) -> Vec<(String, String)> {
     let mut found: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+        .filter(|r| r["match"] == "yes")
         .map(|r| {
             (
                 r["user"].as_str().unwrap_or_default().to_owned(),
@@ -341,7 +342,10 @@ async fn reads_are_recorded_with_their_subjects_and_found_by_search() {
             a.subject_key.to_str().expect("path"),
             a.dir.to_str().expect("path"),
         ]);
-        String::from_utf8_lossy(&out.stdout).lines().count()
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("\"match\":\"yes\""))
+            .count()
     };
     assert_eq!(
         extended_hits, 3,

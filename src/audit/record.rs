@@ -12,7 +12,7 @@ use serde_json::Value;
 /// Version of the record layout; readers ignore fields they do not know.
 pub const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventType {
     /// Written and synced before a statement that may touch personal data is forwarded

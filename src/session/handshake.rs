@@ -23,8 +23,13 @@ pub enum Opened {
         startup: StartupMessage,
         tls_version: Option<String>,
     },
-    /// The connection was a cancel request or was refused; nothing more to do.
+    /// The connection was a cancel request; nothing more to do.
     Done,
+    /// The connection was refused (and told why); the caller records it.
+    Refused {
+        reason: &'static str,
+        error: PgError,
+    },
 }
 
 /// TLS record type of a ClientHello: a client using direct TLS negotiation (PostgreSQL 17+).
@@ -81,9 +86,13 @@ pub async fn open(mut tcp: TcpStream, proxy: &Arc<Proxy>) -> Result<Opened, Sess
             Initial::Startup(msg) => {
                 if proxy.config.tls.mode == ClientTlsMode::Required {
                     proxy.metrics.refused(RefuseReason::TlsRequired);
-                    let _ = tcp.write_all(&PgError::tls_required().to_bytes()).await;
+                    let error = PgError::tls_required();
+                    let _ = tcp.write_all(&error.to_bytes()).await;
                     let _ = tcp.shutdown().await;
-                    return Ok(Opened::Done);
+                    return Ok(Opened::Refused {
+                        reason: "tls_required",
+                        error,
+                    });
                 }
                 return Ok(Opened::Session {
                     stream: Box::new(tcp),

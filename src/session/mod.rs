@@ -6,6 +6,7 @@ mod audit_trail;
 mod auth;
 mod handshake;
 mod identity;
+pub mod prelogin;
 mod refusals;
 mod relay;
 pub mod rowwatch;
@@ -79,7 +80,8 @@ pub async fn run(tcp: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
         proxy.metrics.connections_current.dec();
         match result {
             Ok(()) | Err(SessionError::Closed) => tracing::debug!("session ended"),
-            Err(SessionError::LoginFailed(m)) => tracing::info!(reason = %m, "login failed"),
+            // Logged at warn, with the user, where it was recorded (`prelogin`).
+            Err(SessionError::LoginFailed(m)) => tracing::debug!(reason = %m, "login failed"),
             Err(e) => tracing::info!(error = %e, "session ended with error"),
         }
     }
@@ -97,14 +99,32 @@ async fn serve(
     let started = tokio::time::timeout(startup_timeout, start(tcp, peer, id, proxy)).await;
     let Ok(started) = started else {
         proxy.metrics.refused(RefuseReason::StartupTimeout);
+        let mut r = prelogin::Refusal::new(
+            crate::audit::EventType::ConnectionRefused,
+            "startup_timeout",
+            peer,
+            Some(id),
+        );
+        r.message = "no complete login within limits.startup_timeout_ms".into();
+        prelogin::report(proxy, r).await;
         return Err(SessionError::Protocol("startup timed out".into()));
     };
     let started = match started {
-        Err(SessionError::LoginFailed(m)) => {
-            if let Some(h) = &proxy.audit {
-                login_failed(h, peer, id, &m).await;
-            }
-            return Err(SessionError::LoginFailed(m));
+        Err(e @ (SessionError::Protocol(_) | SessionError::Tls(_))) => {
+            let (reason, sqlstate) = match &e {
+                SessionError::Tls(_) => ("tls_handshake", None),
+                _ => ("protocol", Some("08P01".to_owned())),
+            };
+            let mut r = prelogin::Refusal::new(
+                crate::audit::EventType::ConnectionRefused,
+                reason,
+                peer,
+                Some(id),
+            );
+            r.sqlstate = sqlstate;
+            r.message = e.to_string();
+            prelogin::report(proxy, r).await;
+            return Err(e);
         }
         other => other?,
     };
@@ -155,19 +175,6 @@ pub struct Started {
     pub audit: Option<audit_front::FrontAudit>,
 }
 
-async fn login_failed(h: &crate::audit::AuditHandle, peer: SocketAddr, id: u64, why: &str) {
-    let mut r = crate::audit::Record::new(
-        crate::audit::EventType::LoginFailed,
-        crate::audit::Outcome::Error,
-    );
-    r.session_id = Some(id.to_string());
-    r.client_addr = Some(peer.to_string());
-    r.message = Some(why.to_owned());
-    if let Err(e) = h.record(r).await {
-        tracing::error!(error = %e, "audit record not written");
-    }
-}
-
 async fn start(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -176,31 +183,61 @@ async fn start(
 ) -> Result<Option<Started>, SessionError> {
     let (mut client, startup, tls_version) = match handshake::open(tcp, proxy).await? {
         handshake::Opened::Done => return Ok(None),
+        handshake::Opened::Refused { reason, error } => {
+            let mut r = prelogin::Refusal::new(
+                crate::audit::EventType::ConnectionRefused,
+                reason,
+                peer,
+                Some(id),
+            );
+            r.sqlstate = Some(error.code.to_owned());
+            r.message = error.message;
+            prelogin::report(proxy, r).await;
+            return Ok(None);
+        }
         handshake::Opened::Session {
             stream,
             startup,
             tls_version,
         } => (stream, startup, tls_version),
     };
-    let refuse = |e: PgError| SessionError::Client(e);
+    let user = startup.user().to_owned();
+    let application_name = startup
+        .params
+        .iter()
+        .find(|(k, _)| k == "application_name")
+        .map(|(_, v)| v.clone());
+    // Refusals and failed logins from here on name the user and database the client asked for.
+    let refusal = |event, reason: &'static str, error: &PgError| {
+        let mut r = prelogin::Refusal::new(event, reason, peer, Some(id));
+        r.sqlstate = Some(error.code.to_owned());
+        r.message = error.message.clone();
+        r.user = Some(user.clone());
+        r.database = Some(startup.database().to_owned());
+        r.application_name = application_name.clone();
+        r.tls_version = tls_version.clone();
+        r
+    };
+    let refused = crate::audit::EventType::ConnectionRefused;
     if proxy.phase() != Phase::Running {
         proxy.metrics.refused(RefuseReason::ShuttingDown);
-        let _ = client
-            .write_all(&PgError::admin_shutdown().to_bytes())
-            .await;
+        let e = PgError::admin_shutdown();
+        let _ = client.write_all(&e.to_bytes()).await;
+        prelogin::report(proxy, refusal(refused, "shutting_down", &e)).await;
         return Ok(None);
     }
-    let user = startup.user().to_owned();
     let policy = match proxy.enforcer.session(&user, startup.database()).await {
         Ok(p) => p,
         Err(e) => {
             proxy.metrics.refused(RefuseReason::RoleLookup);
             let _ = client.write_all(&e.to_bytes()).await;
+            prelogin::report(proxy, refusal(refused, "role_lookup", &e)).await;
             return Ok(None);
         }
     };
     if let Err(e) = policy.check_startup_options(&startup.params) {
         let _ = client.write_all(&e.to_bytes()).await;
+        prelogin::report(proxy, refusal(refused, "startup_parameters", &e)).await;
         return Ok(None);
     }
     let mut upstream = match proxy.upstream.connect().await {
@@ -210,9 +247,9 @@ async fn start(
             proxy.metrics.refused(RefuseReason::Upstream);
             proxy.readiness.set_upstream(false);
             tracing::warn!(error = %e, "upstream connection failed");
-            let _ = client
-                .write_all(&PgError::upstream_unavailable(format!("pgvakt: {e}")).to_bytes())
-                .await;
+            let e = PgError::upstream_unavailable(format!("pgvakt: {e}"));
+            let _ = client.write_all(&e.to_bytes()).await;
+            prelogin::report(proxy, refusal(refused, "upstream_unavailable", &e)).await;
             return Ok(None);
         }
     };
@@ -236,6 +273,23 @@ async fn start(
             if let Some(pg) = e.client_error() {
                 let _ = client.write_all(&pg.to_bytes()).await;
             }
+            let failed = crate::audit::EventType::LoginFailed;
+            let r = match &e {
+                SessionError::LoginFailed(m) => Some(refusal(
+                    failed,
+                    "authentication",
+                    &PgError::auth_failed(m.clone()),
+                )),
+                SessionError::Client(pg) => Some(refusal(failed, "authentication_method", pg)),
+                _ => None,
+            };
+            if let Some(mut r) = r {
+                if let SessionError::LoginFailed(_) = e {
+                    // PostgreSQL's own SQLSTATE is in the message the client got.
+                    r.sqlstate = None;
+                }
+                prelogin::report(proxy, r).await;
+            }
             return Err(e);
         }
     };
@@ -258,7 +312,12 @@ async fn start(
         close_after_login(&mut client, &mut upstream, proxy, logged_in.cancel_key).await;
         return Err(match e {
             SessionError::Client(pg) => {
-                tracing::warn!(user = %user, database = %startup.database(), reason = %pg.message, "session identity not confirmed");
+                let r = refusal(
+                    crate::audit::EventType::LoginFailed,
+                    "identity_not_confirmed",
+                    &pg,
+                );
+                prelogin::report(proxy, r).await;
                 SessionError::LoginFailed(pg.message)
             }
             other => other,
@@ -280,6 +339,7 @@ async fn start(
                 );
                 let _ = client.write_all(&e.to_bytes()).await;
                 close_after_login(&mut client, &mut upstream, proxy, logged_in.cancel_key).await;
+                prelogin::report(proxy, refusal(refused, "session_settings", &e)).await;
                 return Ok(None);
             }
         }
@@ -287,18 +347,13 @@ async fn start(
     client.write_all(&logged_in.ready.raw).await?;
     client.flush().await?;
     tracing::info!(user = %user, database = %startup.database(), tls = tls_version.as_deref().unwrap_or("none"), "login");
-    let _ = refuse;
     let audit = proxy.audit.as_ref().map(|h| {
         let info = audit_trail::SessionInfo {
             user: user.clone(),
             role: policy.role().map(|(r, _)| r).unwrap_or_default(),
             session_id: id.to_string(),
             client_addr: peer,
-            application_name: startup
-                .params
-                .iter()
-                .find(|(k, _)| k == "application_name")
-                .map(|(_, v)| v.clone()),
+            application_name: application_name.clone(),
             tls_version: tls_version.clone(),
             database: startup.database().to_owned(),
             policy_version: policy.policy_version(),
