@@ -285,7 +285,7 @@ async fn refuse_over_limit(
     proxy: Arc<Proxy>,
 ) {
     let err = PgError::too_many_connections();
-    let mut refusal = session::prelogin::Refusal::new(
+    let mut refusal = crate::audit::refusals::Refusal::new(
         crate::audit::EventType::ConnectionRefused,
         "too_many_connections",
         peer,

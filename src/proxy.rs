@@ -34,7 +34,7 @@ pub struct Proxy {
     /// The audit trail writer, when `audit` is configured.
     pub audit: Option<crate::audit::AuditHandle>,
     /// Rate limit of the records and log lines of refusals before login.
-    pub prelogin: crate::session::prelogin::PreloginLimiter,
+    pub prelogin: crate::audit::refusals::PreloginLimiter,
 }
 
 impl Proxy {

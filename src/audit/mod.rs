@@ -43,6 +43,7 @@
 //!   `search_view.rs`). Every record names the fingerprints of the keys it was sealed and
 //!   pseudonymised with (`keys::fingerprint`), so both say "not written with this key" (exit
 //!   2) instead of "tampered" or "nothing found".
+//! - `refusals.rs`: records of refusals before login and failed logins, rate-limited.
 //! - `metrics.rs`: `AuditMetrics`.
 
 pub mod chain;
@@ -50,6 +51,7 @@ pub mod files;
 pub mod keys;
 pub mod metrics;
 pub mod record;
+pub mod refusals;
 pub mod search;
 mod search_view;
 pub mod settings;

@@ -99,7 +99,7 @@ async fn serve(
     let started = tokio::time::timeout(startup_timeout, start(tcp, peer, id, proxy)).await;
     let Ok(started) = started else {
         proxy.metrics.refused(RefuseReason::StartupTimeout);
-        let mut r = prelogin::Refusal::new(
+        let mut r = crate::audit::refusals::Refusal::new(
             crate::audit::EventType::ConnectionRefused,
             "startup_timeout",
             peer,
@@ -115,7 +115,7 @@ async fn serve(
                 SessionError::Tls(_) => ("tls_handshake", None),
                 _ => ("protocol", Some("08P01".to_owned())),
             };
-            let mut r = prelogin::Refusal::new(
+            let mut r = crate::audit::refusals::Refusal::new(
                 crate::audit::EventType::ConnectionRefused,
                 reason,
                 peer,
@@ -184,7 +184,7 @@ async fn start(
     let (mut client, startup, tls_version) = match handshake::open(tcp, proxy).await? {
         handshake::Opened::Done => return Ok(None),
         handshake::Opened::Refused { reason, error } => {
-            let mut r = prelogin::Refusal::new(
+            let mut r = crate::audit::refusals::Refusal::new(
                 crate::audit::EventType::ConnectionRefused,
                 reason,
                 peer,
@@ -209,7 +209,7 @@ async fn start(
         .map(|(_, v)| v.clone());
     // Refusals and failed logins from here on name the user and database the client asked for.
     let refusal = |event, reason: &'static str, error: &PgError| {
-        let mut r = prelogin::Refusal::new(event, reason, peer, Some(id));
+        let mut r = crate::audit::refusals::Refusal::new(event, reason, peer, Some(id));
         r.sqlstate = Some(error.code.to_owned());
         r.message = error.message.clone();
         r.user = Some(user.clone());
