@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use crate::audit::settings::{AuditConfig, AuditSink, Durability, OnFull};
+pub use crate::audit::table_settings::{AuditTableConfig, TableTls};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -328,10 +329,16 @@ impl Config {
             fix(p);
         }
         if let Some(audit) = self.audit.as_mut() {
+            let (table_password, table_ca) = match audit.postgres.as_mut() {
+                Some(t) => (t.password_file.as_mut(), t.ca_file.as_mut()),
+                None => (None, None),
+            };
             for p in [
                 audit.dir.as_mut(),
                 audit.chain_key_file.as_mut(),
                 audit.subject_key_file.as_mut(),
+                table_password,
+                table_ca,
             ]
             .into_iter()
             .flatten()

@@ -83,6 +83,8 @@ enum AuditCommand {
     Verify(pgvakt::audit::verify::VerifyArgs),
     /// Find the records that concern a data subject, a user, a period or an outcome.
     Search(pgvakt::audit::search::SearchArgs),
+    /// Create the audit table (audit.sink: postgres) with INSERT-only rights for pgvakt.
+    InstallTable(pgvakt::audit::table_read::InstallTableArgs),
 }
 
 #[derive(Subcommand)]
@@ -209,6 +211,7 @@ fn main() -> anyhow::Result<()> {
         Command::Audit { command } => std::process::exit(match command {
             AuditCommand::Verify(args) => pgvakt::audit::verify::run(&args),
             AuditCommand::Search(args) => pgvakt::audit::search::run(&args),
+            AuditCommand::InstallTable(args) => pgvakt::audit::table_read::install_table(&args),
         }),
         Command::Policy { command } => {
             let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;

@@ -39,6 +39,14 @@ pub trait Sink: Send {
     /// before returning. On error nothing of `bytes` may remain half-written where it can be
     /// taken for a record; the writer retries the same bytes.
     fn write_batch(&mut self, first_seq: u64, bytes: &[u8]) -> std::io::Result<()>;
+
+    /// Where this writer's chain ended, for a sink that must be asked (a table shared by
+    /// replicas): `(last seq, its MAC)`, `(0, GENESIS)` for none. The writer asks before its
+    /// first batch and retries until it gets an answer. Sinks whose end is found at start-up
+    /// answer `None`.
+    fn chain_end(&mut self) -> std::io::Result<Option<(u64, MacBytes)>> {
+        Ok(None)
+    }
 }
 
 pub fn is_audit_file_name(name: &str) -> bool {

@@ -39,6 +39,9 @@
 //! - `keys.rs`: the chain and subject keys, from files or environment variables.
 //! - `writer.rs`: `AuditHandle`, the bounded queue and the batching writer thread.
 //! - `files.rs`: sinks (rotated files, stdout), file naming, recovering the chain's end.
+//! - `table.rs`, `table_sink.rs`, `table_settings.rs`: the PostgreSQL-table sink a fleet of
+//!   replicas shares; `table_read.rs` feeds verify and search from it (`--from-db`) and
+//!   creates it.
 //! - `verify.rs`, `search.rs`: `pgvakt audit verify` and `pgvakt audit search` (its output in
 //!   `search_view.rs`). Every record names the fingerprints of the keys it was sealed and
 //!   pseudonymised with (`keys::fingerprint`), so both say "not written with this key" (exit
@@ -56,6 +59,10 @@ pub mod search;
 mod search_view;
 pub mod settings;
 pub mod subjects;
+pub mod table;
+pub mod table_read;
+pub mod table_settings;
+pub mod table_sink;
 pub mod verify;
 pub mod writer;
 
@@ -88,6 +95,10 @@ pub enum AuditError {
     },
     #[error("audit: cannot continue the chain: {0}")]
     Recover(#[from] RecoverError),
+    #[error("audit.postgres: required when audit.sink is postgres")]
+    NoTable,
+    #[error("{0}")]
+    Table(#[from] table_sink::TableSinkError),
     #[error("audit: cannot start the writer thread: {0}")]
     Thread(std::io::Error),
 }
@@ -122,6 +133,13 @@ impl Audit {
                 (Box::new(sink), chain)
             }
             AuditSink::Stdout => (Box::new(StdoutSink), Chain::genesis(chain_key)),
+            AuditSink::Postgres => {
+                let table = cfg.postgres.as_ref().ok_or(AuditError::NoTable)?;
+                let sink = table_sink::TableSink::new(table)?;
+                tracing::info!(audit.table = %table.table, audit.replica = sink.replica(), "audit records go to a PostgreSQL table");
+                // Where this replica's chain ended is read from the table by the writer.
+                (Box::new(sink), Chain::genesis(chain_key))
+            }
         };
         Self::start_with(cfg, sink, chain, SubjectKey::new(&keys.subject), metrics)
     }
@@ -139,6 +157,7 @@ impl Audit {
             capacity: cfg.queue_capacity,
             max_subjects: cfg.max_subjects,
             durability: cfg.durability,
+            chain_from_sink: cfg.sink == AuditSink::Postgres,
         };
         writer::spawn(sink, chain, settings, subject_key, metrics.clone())
             .map_err(AuditError::Thread)

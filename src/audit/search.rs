@@ -44,8 +44,11 @@ pub enum Format {
 #[derive(clap::Args, Debug, Clone)]
 pub struct SearchArgs {
     /// Audit files, or directories whose audit-*.jsonl files are read.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "from_db")]
     pub paths: Vec<PathBuf>,
+    /// Or the audit table, which every replica of a fleet writes into.
+    #[command(flatten)]
+    pub db: super::table_read::DbArgs,
     /// The data subject's key value as text, e.g. the contact id `42`.
     #[arg(long)]
     pub subject: Option<String>,

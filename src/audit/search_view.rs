@@ -134,7 +134,14 @@ fn wrong_key(found: &Found, own: &str) -> Option<String> {
 /// when the records were written with another subject key.
 pub fn run(args: &SearchArgs) -> i32 {
     let result = query(args).and_then(|q| {
-        let files = expand_inputs(&args.paths).map_err(|e| e.to_string())?;
+        let (_copy, files) = match &args.db.from_db {
+            Some(_) => {
+                let (dir, files) =
+                    super::table_read::export_for_search(&args.db, q.since, q.until)?;
+                (Some(dir), files)
+            }
+            None => (None, expand_inputs(&args.paths).map_err(|e| e.to_string())?),
+        };
         let own = q.subject.as_ref().map(|(k, _)| k.id().to_owned());
         search_files(&files, &q).map(|f| (f, own))
     });

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::table_settings::AuditTableConfig;
+
 /// Where audit records go.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
@@ -14,6 +16,8 @@ pub enum AuditSink {
     File,
     /// Standard output, for a log collector; the chain restarts at seq 1 at every start.
     Stdout,
+    /// A PostgreSQL table shared by a fleet (`postgres:` below), one chain per replica.
+    Postgres,
 }
 
 /// What happens when the audit queue is full or the sink is failing.
@@ -49,12 +53,15 @@ pub enum Durability {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditConfig {
-    /// `file` (default) or `stdout`.
+    /// `file` (default), `stdout` or `postgres`.
     #[serde(default)]
     pub sink: AuditSink,
     /// Directory of the audit files (`audit-<seq>-<UTC time>.jsonl`); required for `file`.
     #[serde(default)]
     pub dir: Option<PathBuf>,
+    /// The audit table; required for `postgres`, ignored otherwise.
+    #[serde(default)]
+    pub postgres: Option<AuditTableConfig>,
     /// Start a new file when the current one would grow past this many bytes. Default 64 MiB;
     /// 0 = never.
     #[serde(default = "default_rotate_bytes")]
@@ -123,6 +130,7 @@ impl Default for AuditConfig {
         AuditConfig {
             sink: AuditSink::default(),
             dir: None,
+            postgres: None,
             rotate_bytes: default_rotate_bytes(),
             rotate_seconds: default_rotate_seconds(),
             queue_capacity: default_queue_capacity(),
@@ -142,6 +150,13 @@ impl AuditConfig {
     pub(crate) fn problems(&self, problems: &mut Vec<String>) {
         if self.sink == AuditSink::File && self.dir.is_none() {
             problems.push("audit.dir: required when audit.sink is file".into());
+        }
+        match (&self.postgres, self.sink) {
+            (Some(t), AuditSink::Postgres) => t.problems(problems),
+            (None, AuditSink::Postgres) => {
+                problems.push("audit.postgres: required when audit.sink is postgres".into())
+            }
+            _ => {}
         }
         if self.queue_capacity == 0 {
             problems.push("audit.queue_capacity: must be at least 1".into());

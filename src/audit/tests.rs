@@ -563,3 +563,68 @@ async fn search_finds_the_records_that_listed_a_subject() {
     assert!(found.hits.is_empty());
     assert_eq!(found.other_keys.values().map(|(n, _)| n).sum::<u64>(), 4);
 }
+
+/// A sink that knows where the chain ended (as the table sink does), unreachable at first.
+#[derive(Clone, Default)]
+struct ResumingSink {
+    unreachable_for: Arc<Mutex<u32>>,
+    written: Arc<Mutex<Vec<u8>>>,
+}
+
+const RESUME_MAC: chain::MacBytes = [7; chain::MAC_LEN];
+
+impl Sink for ResumingSink {
+    fn write_batch(&mut self, _first_seq: u64, bytes: &[u8]) -> std::io::Result<()> {
+        self.written.lock().unwrap().extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn chain_end(&mut self) -> std::io::Result<Option<(u64, chain::MacBytes)>> {
+        let mut left = self.unreachable_for.lock().unwrap();
+        if *left > 0 {
+            *left -= 1;
+            return Err(std::io::Error::other("unreachable"));
+        }
+        Ok(Some((41, RESUME_MAC)))
+    }
+}
+
+#[tokio::test]
+async fn a_sink_that_knows_the_chain_end_is_asked_first_and_nothing_is_sealed_before() {
+    let sink = ResumingSink::default();
+    *sink.unreachable_for.lock().unwrap() = 2;
+    let cfg = AuditConfig {
+        sink: AuditSink::Postgres,
+        block_timeout_ms: 100,
+        ..AuditConfig::default()
+    };
+    let metrics = AuditMetrics::default();
+    let audit = Audit::start_with(
+        &cfg,
+        Box::new(sink.clone()),
+        Chain::genesis(ChainKey::new(CHAIN_KEY)),
+        SubjectKey::new(SUBJECT_KEY),
+        &metrics,
+    )
+    .unwrap();
+    // The first answer failed: not ready, and no intent can be made durable.
+    assert!(!audit.is_healthy());
+    assert_eq!(
+        audit.record_durable(rec("early")).await,
+        Err(AuditUnavailable::SinkFailing)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !audit.is_healthy() {
+        assert!(Instant::now() < deadline, "the writer keeps asking");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    audit.record_durable(rec("after")).await.unwrap();
+    audit.close().await;
+    let written = String::from_utf8(sink.written.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = written.lines().collect();
+    assert_eq!(lines.len(), 1, "{written}");
+    let sealed = chain::open_line(lines[0]).unwrap();
+    assert_eq!(sealed.seq, 42, "continues after the sink's last record");
+    assert!(sealed.chains_from(&ChainKey::new(CHAIN_KEY), &RESUME_MAC));
+    assert!(metrics.write_failures.get() >= 2);
+}

@@ -32,8 +32,11 @@ pub enum VerifyError {
 #[derive(clap::Args, Debug, Clone)]
 pub struct VerifyArgs {
     /// Audit files, or directories whose audit-*.jsonl files are read; checked in name order.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "from_db")]
     pub paths: Vec<PathBuf>,
+    /// Or every replica's chain in the audit table.
+    #[command(flatten)]
+    pub db: super::table_read::DbArgs,
     /// File holding the chain key (audit.chain_key_file). Default: the variable in --key-env.
     #[arg(long)]
     pub key_file: Option<PathBuf>,
@@ -399,6 +402,18 @@ pub fn run(args: &VerifyArgs) -> i32 {
         env: &args.key_env,
         file: args.key_file.as_deref(),
     };
+    if args.db.from_db.is_some() {
+        let checked = source.load().map_err(|e| e.to_string()).and_then(|key| {
+            super::table_read::verify_table(&args.db, &ChainKey::new(&key), args.partial)
+        });
+        return match checked {
+            Ok(reports) => super::table_read::print_verdicts(&args.db.db_table, &reports),
+            Err(e) => {
+                eprintln!("pgvakt audit verify: {e}");
+                2
+            }
+        };
+    }
     let result = source.load().map_err(VerifyError::from).and_then(|key| {
         let files = expand_inputs(&args.paths)?;
         verify_files(files, &ChainKey::new(&key), args.partial)

@@ -52,6 +52,8 @@ pub(crate) struct Settings {
     pub capacity: usize,
     pub max_subjects: usize,
     pub durability: Durability,
+    /// The sink knows where the chain ended (`Sink::chain_end`); the writer asks it first.
+    pub chain_from_sink: bool,
 }
 
 struct Shared {
@@ -224,9 +226,14 @@ pub(crate) fn spawn(
         shared: shared.clone(),
         metrics: metrics.clone(),
     };
+    // The first answer about the chain's end decides whether the proxy starts ready; later
+    // ones come in the background.
+    let (first_answer, answered) = std::sync::mpsc::channel::<()>();
+    let resume = settings.chain_from_sink.then_some(first_answer);
     std::thread::Builder::new()
         .name("pgvakt-audit".into())
-        .spawn(move || writer.run(rx))?;
+        .spawn(move || writer.run(rx, resume))?;
+    let _ = answered.recv();
     Ok(AuditHandle {
         inner: Arc::new(Inner {
             tx,
@@ -257,7 +264,13 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(&mut self, mut rx: mpsc::Receiver<Msg>) {
+    fn run(&mut self, mut rx: mpsc::Receiver<Msg>, resume: Option<std::sync::mpsc::Sender<()>>) {
+        if let Some(answered) = resume {
+            if !self.resume_chain(answered) {
+                self.abandon(rx);
+                return;
+            }
+        }
         let mut acks = Vec::new();
         while let Some(first) = rx.blocking_recv() {
             // Let a batch gather: one wake-up and one fsync per few milliseconds instead of
@@ -318,6 +331,68 @@ impl Writer {
         for ack in acks {
             let _ = ack.send(());
         }
+    }
+
+    /// Ask the sink where the chain ended, retrying until it answers (unhealthy meanwhile:
+    /// nothing can be sealed before the chain's end is known). False if it never answered
+    /// before shutdown.
+    fn resume_chain(&mut self, answered: std::sync::mpsc::Sender<()>) -> bool {
+        let mut answered = Some(answered);
+        let mut backoff = Duration::from_millis(50);
+        let mut give_up_at: Option<Instant> = None;
+        loop {
+            match self.sink.chain_end() {
+                Ok(end) => {
+                    if let Some((seq, mac)) = end {
+                        self.chain.next_seq = seq.saturating_add(1);
+                        self.chain.prev = mac;
+                    }
+                    if !self.shared.healthy.swap(true, Ordering::AcqRel) {
+                        tracing::info!(audit.seq = self.chain.next_seq, "audit sink recovered");
+                    }
+                    return true;
+                }
+                Err(e) => {
+                    self.metrics.write_failures.inc();
+                    if self.shared.healthy.swap(false, Ordering::AcqRel) {
+                        tracing::error!(error = %e, "audit sink unreachable: cannot continue the chain; retrying");
+                    }
+                    drop(answered.take());
+                    if self.shared.closing.load(Ordering::Acquire)
+                        && Instant::now()
+                            >= *give_up_at.get_or_insert_with(|| Instant::now() + CLOSE_RETRY)
+                    {
+                        return false;
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Shutdown without a sink: count and refuse what is queued, then let `close` return.
+    fn abandon(&mut self, mut rx: mpsc::Receiver<Msg>) {
+        rx.close();
+        let mut lost = 0u64;
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                Msg::Record(_, ack) => {
+                    lost += 1;
+                    if let Some(ack) = ack {
+                        let _ = ack.send(Err(AuditUnavailable::SinkFailing));
+                    }
+                }
+                Msg::Close(ack) => {
+                    let _ = ack.send(());
+                }
+            }
+        }
+        self.metrics.records_dropped.inc_by(lost);
+        tracing::error!(
+            audit.records = lost,
+            "audit sink never answered before shutdown; records lost"
+        );
     }
 
     /// Write one batch, retrying until it succeeds; the chain has already advanced past these
