@@ -87,3 +87,39 @@ async fn shape_path_forwards_exactly_what_the_statement_itself_analyses_to() {
     }
     assert!(shaped >= 30, "the shape path was used {shaped} times");
 }
+
+/// A client sending a flood of distinct statements must not flush the statements every other
+/// session repeats: the bounded cache evicts one-off entries first.
+#[tokio::test]
+async fn a_flood_of_distinct_statements_does_not_evict_a_hot_one() {
+    let policy = root().join("policies/crm.yaml");
+    let set = pgvakt::policy::load(std::slice::from_ref(&policy)).expect("policy");
+    let catalog = pgvakt::explain::load_snapshot(&root().join("policies/schema/crm-snapshot.json"))
+        .expect("snapshot");
+    let store = Arc::new(PolicyStore::from_set(set, vec![policy]));
+    let enforcer = Enforcer::with_parts(store, catalog);
+    let mut session = enforcer
+        .session("secretary", "crm")
+        .await
+        .expect("no group lookup needed");
+    let hot = "SELECT first_name, phone FROM contacts WHERE id = 7";
+    let counters = enforcer.counters();
+    assert!(matches!(session.check(hot), Verdict::Rewrite(_)));
+    for i in 1..24_000 {
+        if i % 200 == 0 {
+            let misses = counters.cache_misses.get();
+            assert!(matches!(session.check(hot), Verdict::Rewrite(_)));
+            assert_eq!(
+                counters.cache_misses.get(),
+                misses,
+                "the hot statement was evicted after {i} one-off statements"
+            );
+        }
+        // Each alias makes a new text and a new shape: a cache entry used once.
+        let one_off = format!("SELECT id AS c{i} FROM companies");
+        assert!(matches!(
+            session.check(&one_off),
+            Verdict::Rewrite(_) | Verdict::Forward
+        ));
+    }
+}

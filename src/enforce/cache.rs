@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{Inner, SessionPolicy, CACHE_MAX};
+use super::{Inner, SessionPolicy};
 use crate::analysis::{self, Ctx, Outcome};
 use crate::policy::model::RoleRules;
 use crate::protocol::PgError;
@@ -100,9 +100,6 @@ impl SessionPolicy {
         outcome: Arc<Outcome>,
         filled: Option<&str>,
     ) {
-        if inner.cache.len() >= CACHE_MAX {
-            inner.cache.clear();
-        }
         inner.cache.insert(
             key,
             Arc::new(CacheEntry {

@@ -50,7 +50,9 @@ pub enum EnforceError {
     Catalog(String),
 }
 
-/// Cache bound: beyond it the cache starts over (statements are re-analysed, nothing is lost).
+/// Cache bound. Beyond it the least useful entries are evicted (S3-FIFO: one-off statements
+/// leave first), so a client sending many distinct statements cannot flush the statements
+/// every other session repeats; an evicted statement is only analysed again.
 const CACHE_MAX: usize = 20_000;
 
 struct Inner {
@@ -59,7 +61,7 @@ struct Inner {
     service: Option<Arc<service::Service>>,
     /// Analysis results by a hash of (statement text, role, policy version, search_path); each
     /// entry keeps its key so a hit is confirmed without allocating.
-    cache: DashMap<u64, Arc<CacheEntry>>,
+    cache: quick_cache::sync::Cache<u64, Arc<CacheEntry>>,
     /// Per (role, policy version): columns the role may not see as stored, by origin.
     protected: DashMap<(String, String), Arc<Protected>>,
     /// Per policy version: what audit records need to know about the catalog.
@@ -141,7 +143,7 @@ impl Enforcer {
                 store,
                 catalog: ArcSwap::from_pointee(catalog),
                 service: None,
-                cache: DashMap::new(),
+                cache: quick_cache::sync::Cache::new(CACHE_MAX),
                 protected: DashMap::new(),
                 audit_facts: DashMap::new(),
                 refresh: tokio::sync::Notify::new(),
@@ -185,7 +187,7 @@ impl Enforcer {
             store: store.clone(),
             catalog: ArcSwap::from_pointee(catalog),
             service,
-            cache: DashMap::new(),
+            cache: quick_cache::sync::Cache::new(CACHE_MAX),
             protected: DashMap::new(),
             audit_facts: DashMap::new(),
             refresh: tokio::sync::Notify::new(),
