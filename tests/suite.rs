@@ -6,6 +6,7 @@ mod common;
 
 mod audit_cli;
 mod audit_durability;
+mod audit_executions;
 mod audit_identity;
 mod audit_table;
 mod audit_trail;

@@ -15,6 +15,7 @@ pub mod literals;
 mod names;
 mod normalize;
 mod relations;
+pub mod session_names;
 mod settings;
 mod stand_in;
 mod statements;
@@ -125,6 +126,9 @@ pub struct Analysed {
     /// Trailing output columns added for the audit trail (subject keys), which the session
     /// strips before the client sees the result.
     pub hidden: usize,
+    /// The hidden columns are the whole result (a write without RETURNING): the session drops
+    /// its RowDescription and rows.
+    pub hidden_whole: bool,
     hide_subjects: bool,
     /// (placeholder, SQL) of masked stand-ins, put in place after rendering.
     stand_ins: Vec<(String, Arc<str>)>,

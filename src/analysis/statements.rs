@@ -215,6 +215,36 @@ fn record_writes(
     }
 }
 
+/// A write's record names the subjects whose rows it wrote: their keys are returned as hidden
+/// columns (only where the statement is alone in its text, so its result can be told apart).
+fn return_subjects(
+    returning: &mut Option<Vec<sqlparser::ast::SelectItem>>,
+    ctx: &Ctx,
+    rel: &crate::catalog::Relation,
+    reference: sqlparser::ast::Ident,
+    out: &mut Analysed,
+) {
+    if out.hide_subjects && out.touches_personal_data() {
+        let (hidden, whole) = super::subjects::add_returned_key(returning, ctx, rel, reference);
+        out.hidden = hidden;
+        out.hidden_whole = whole;
+    }
+}
+
+/// Columns of the written table that RETURNING hands to the client are reads.
+fn record_returned(
+    ctx: &Ctx,
+    rel: &crate::catalog::Relation,
+    columns: Vec<String>,
+    out: &mut Analysed,
+) {
+    for c in columns {
+        if let Some(u) = ctx.column_use(rel, &c) {
+            Analysed::add_use(&mut out.columns, u);
+        }
+    }
+}
+
 fn walk_target<T: VisitMut>(node: &mut T, target: &mut Target) -> Result<(), PgError> {
     match node.visit(target) {
         ControlFlow::Break(e) => Err(e),
@@ -289,10 +319,16 @@ fn statement(
             }
             if let Some(r) = &ins.returning {
                 target.check_returning(r)?;
+                record_returned(ctx, &rel, target.returned(r), out);
             }
             walk_target(ins, &mut target)?;
             out.take_mask_stand_ins(&mut target.stand_ins);
             walk_reads(ins, ctx, out)?;
+            let reference = match &ins.table_alias {
+                Some(a) => a.alias.clone(),
+                None => quote(&rel.name),
+            };
+            return_subjects(&mut ins.returning, ctx, &rel, reference, out);
             Ok(StatementClass::Write)
         }
         Statement::Update(u) => {
@@ -301,6 +337,9 @@ fn statement(
             };
             let rel = writable(ctx, ctx.resolve(&name_parts(ctx, name)?, name)?)?;
             *name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
+            let reference = alias
+                .as_ref()
+                .map_or_else(|| quote(&rel.name), |a| a.name.clone());
             let alias = alias.as_ref().map(|a| fold(&a.name));
             let mut target = Target::new(ctx, &rel, alias);
             for a in &u.assignments {
@@ -316,6 +355,7 @@ fn statement(
             }
             if let Some(r) = &u.returning {
                 target.check_returning(r)?;
+                record_returned(ctx, &rel, target.returned(r), out);
             }
             walk_target(u, &mut target)?;
             out.take_mask_stand_ins(&mut target.stand_ins);
@@ -326,6 +366,7 @@ fn statement(
                 u.selection.visit(r)?;
                 u.returning.visit(r)
             })?;
+            return_subjects(&mut u.returning, ctx, &rel, reference, out);
             Ok(StatementClass::Write)
         }
         Statement::Delete(d) => {
@@ -338,10 +379,14 @@ fn statement(
             };
             let rel = writable(ctx, ctx.resolve(&name_parts(ctx, name)?, name)?)?;
             *name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
+            let reference = alias
+                .as_ref()
+                .map_or_else(|| quote(&rel.name), |a| a.name.clone());
             let alias = alias.as_ref().map(|a| fold(&a.name));
             let mut target = Target::new(ctx, &rel, alias);
             if let Some(r) = &d.returning {
                 target.check_returning(r)?;
+                record_returned(ctx, &rel, target.returned(r), out);
             }
             walk_target(d, &mut target)?;
             out.take_mask_stand_ins(&mut target.stand_ins);
@@ -350,6 +395,7 @@ fn statement(
                 d.selection.visit(r)?;
                 d.returning.visit(r)
             })?;
+            return_subjects(&mut d.returning, ctx, &rel, reference, out);
             Ok(StatementClass::Write)
         }
         Statement::Copy {
@@ -417,17 +463,24 @@ fn statement(
         }
         // A prepared statement has the class of what it prepares, so EXECUTE cannot run what
         // the role's classes would refuse.
+        // The session follows prepared statements by name, so EXECUTE's results carry the
+        // hidden subject keys of what was prepared, as a cursor's FETCH results carry its
+        // query's.
         Statement::Prepare {
             statement: inner, ..
-        } => {
-            // EXECUTE's results are not matched to this statement: no hidden columns.
-            out.hide_subjects = false;
-            statement(inner, ctx, out)
-        }
+        } => statement(inner, ctx, out),
         Statement::Declare { stmts } => {
+            let single = stmts.len() == 1;
             for d in stmts.iter_mut() {
                 if let Some(q) = d.for_query.as_mut() {
+                    if out.hide_subjects && single {
+                        out.hidden = super::subjects::add_hidden_keys(q, ctx);
+                    }
                     walk_reads(q.as_mut(), ctx, out)?;
+                    if out.hidden > 0 && !out.touches_personal_data() {
+                        super::subjects::remove_hidden_keys(q, out.hidden);
+                        out.hidden = 0;
+                    }
                 }
             }
             Ok(StatementClass::Read)

@@ -209,6 +209,41 @@ fn projects(projection: &[SelectItem], reference: &str, key: &str) -> bool {
     })
 }
 
+/// For a write: adds the written table's subject key to RETURNING as a hidden column, so the
+/// record names the subjects whose rows were written. `reference` is the name the statement
+/// knows the table by. Returns (hidden columns added, whether they are the whole result: the
+/// statement had no RETURNING, and the session drops the result the client did not ask for).
+pub fn add_returned_key(
+    returning: &mut Option<Vec<SelectItem>>,
+    ctx: &Ctx,
+    rel: &crate::catalog::Relation,
+    reference: Ident,
+) -> (usize, bool) {
+    let Some(key) = ctx.rules.subject_key(&rel.schema, &rel.name) else {
+        return (0, false);
+    };
+    if !rel.columns.iter().any(|c| c.name == key)
+        || ctx.rules.column(&rel.schema, &rel.name, &key).action != ColumnAction::Allow
+    {
+        return (0, false);
+    }
+    let item = SelectItem::ExprWithAlias {
+        expr: Expr::CompoundIdentifier(vec![reference.clone(), quote(&key)]),
+        alias: quote(&format!("{HIDDEN_PREFIX}0")),
+    };
+    match returning {
+        None => {
+            *returning = Some(vec![item]);
+            (1, true)
+        }
+        Some(items) if projects(items, &fold(&reference), &key) => (0, false),
+        Some(items) => {
+            items.push(item);
+            (1, false)
+        }
+    }
+}
+
 /// Undoes `add_hidden_keys`.
 pub fn remove_hidden_keys(q: &mut Query, n: usize) {
     if let SetExpr::Select(sel) = q.body.as_mut() {

@@ -144,6 +144,45 @@ impl<'a, 'c> Target<'a, 'c> {
         Ok(())
     }
 
+    /// Columns of the target a RETURNING list returns (they are read: the client gets them).
+    pub fn returned(&self, items: &[SelectItem]) -> Vec<String> {
+        struct Refs<'t, 'a, 'c>(&'t Target<'a, 'c>, Vec<String>);
+        impl sqlparser::ast::Visitor for Refs<'_, '_, '_> {
+            type Break = ();
+            fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+                let col = match e {
+                    Expr::Identifier(i) => Some(fold(i)),
+                    Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+                        let qualifier = fold(&parts[parts.len() - 2]);
+                        self.0
+                            .names
+                            .contains(&qualifier)
+                            .then(|| fold(&parts[parts.len() - 1]))
+                    }
+                    _ => None,
+                };
+                if let Some(c) = col.filter(|c| self.0.decisions.contains_key(c)) {
+                    if !self.1.contains(&c) {
+                        self.1.push(c);
+                    }
+                }
+                ControlFlow::Continue(())
+            }
+        }
+        let mut refs = Refs(self, Vec::new());
+        for item in items {
+            match item {
+                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..) => {
+                    return self.rel.columns.iter().map(|c| c.name.clone()).collect();
+                }
+                other => {
+                    let _ = sqlparser::ast::Visit::visit(other, &mut refs);
+                }
+            }
+        }
+        refs.1
+    }
+
     /// RETURNING * or t.* of a protected target would return raw values.
     pub fn check_returning(&self, items: &[SelectItem]) -> Result<(), PgError> {
         let protected = self

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::analysis::{ColumnUse, UseAction};
 use crate::catalog::{Catalog, RelKind};
 use crate::policy::model::{ColumnAction, RoleRules};
 use crate::policy::PolicySet;
@@ -30,6 +31,9 @@ pub fn protected_origins(catalog: &Catalog, rules: &dyn RoleRules) -> Protected 
 pub struct AuditFacts {
     /// Subject-key column origins → `schema.table`.
     pub subject_keys: HashMap<(u32, i16), String>,
+    /// Personal-data column origins → the column, as a record of a read found by a result's
+    /// origins lists it (the value arrived as stored).
+    pub personal_columns: HashMap<(u32, i16), ColumnUse>,
     /// Lower-cased names of relations that hold personal data, and of every view (a view may
     /// read them): a statement naming none of them reads no personal data.
     pub personal_names: Vec<String>,
@@ -50,11 +54,25 @@ impl AuditFacts {
                         .insert((rel.oid, c.attnum), format!("{}.{}", rel.schema, rel.name));
                 }
             }
-            let personal = rel.kind != RelKind::Sequence
-                && rel.columns.iter().any(|c| {
-                    rules.column(&rel.schema, &rel.name, &c.name).category
-                        != crate::policy::inventory::NONE
-                });
+            let mut personal = false;
+            for c in &rel.columns {
+                let category = rules.column(&rel.schema, &rel.name, &c.name).category;
+                if rel.kind == RelKind::Sequence || category == crate::policy::inventory::NONE {
+                    continue;
+                }
+                personal = true;
+                facts.personal_columns.insert(
+                    (rel.oid, c.attnum),
+                    ColumnUse {
+                        schema: rel.schema.clone(),
+                        table: rel.name.clone(),
+                        column: c.name.clone(),
+                        category: category.to_string(),
+                        action: UseAction::Allowed,
+                        rule: "result origin".into(),
+                    },
+                );
+            }
             let view = matches!(rel.kind, RelKind::View | RelKind::MaterializedView)
                 && rel.schema != "pg_catalog"
                 && rel.schema != "information_schema";

@@ -1,8 +1,5 @@
 //! One client session: open (TLS, startup) → login relayed to the upstream → statement relay.
 
-mod audit_front;
-mod audit_rows;
-mod audit_trail;
 mod auth;
 mod handshake;
 mod identity;
@@ -11,6 +8,7 @@ mod refusals;
 mod relay;
 pub mod rowwatch;
 mod texts;
+mod trail;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -172,7 +170,7 @@ pub struct Started {
     pub policy: crate::enforce::SessionPolicy,
     pub user: String,
     pub tls_version: Option<String>,
-    pub audit: Option<audit_front::FrontAudit>,
+    pub audit: Option<trail::requests::FrontAudit>,
 }
 
 async fn start(
@@ -348,7 +346,7 @@ async fn start(
     client.flush().await?;
     tracing::info!(user = %user, database = %startup.database(), tls = tls_version.as_deref().unwrap_or("none"), "login");
     let audit = proxy.audit.as_ref().map(|h| {
-        let info = audit_trail::SessionInfo {
+        let info = trail::SessionInfo {
             user: user.clone(),
             role: policy.role().map(|(r, _)| r).unwrap_or_default(),
             session_id: id.to_string(),
@@ -358,9 +356,9 @@ async fn start(
             database: startup.database().to_owned(),
             policy_version: policy.policy_version(),
         };
-        let mut trail = audit_trail::AuditTrail::new(h.clone(), info);
+        let mut trail = trail::AuditTrail::new(h.clone(), info);
         trail.set_facts(policy.audit_facts());
-        audit_front::FrontAudit::new(trail, policy.is_restricted())
+        trail::requests::FrontAudit::new(trail, policy.is_restricted())
     });
     let (client_rd, client_wr) = tokio::io::split(client);
     let (upstream_rd, upstream_wr) = tokio::io::split(upstream);

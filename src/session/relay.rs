@@ -11,11 +11,11 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch};
 
-use super::audit_front::FrontAudit;
-use super::audit_trail::AuditTrail;
 use super::refusals::Refusals;
 use super::rowwatch::{self, Protected};
 use super::texts;
+use super::trail::requests::FrontAudit;
+use super::trail::AuditTrail;
 use super::{SessionError, Started};
 use crate::enforce::{CatalogRefresh, SessionPolicy, Verdict};
 use crate::metrics::{Class, Decision, Direction, DirectionLabel};

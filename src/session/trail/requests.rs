@@ -6,10 +6,11 @@
 //! touch personal data is forwarded only once its intent record is synced; if it cannot be,
 //! the client gets the audit error instead and the refusal is counted.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::audit_trail::{AuditTrail, Audited};
+use super::names::{Def, Resolved, MAX_NAMES};
+use super::{AuditTrail, Audited, Pending};
+use crate::analysis::session_names::{name_ops, NameOp};
 use crate::config::Durability;
 use crate::enforce::{Observed, SessionPolicy, Verdict};
 use crate::protocol::message::{decode_bind, decode_execute, decode_target};
@@ -17,11 +18,6 @@ use crate::protocol::{Frame, PgError};
 
 pub struct FrontAudit {
     pub trail: Arc<Mutex<AuditTrail>>,
-    statements: HashMap<Vec<u8>, Audited>,
-    portals: HashMap<Vec<u8>, Audited>,
-    /// Intent records already synced for a bound portal (a portal run in several Executes,
-    /// with row limits, has one intent).
-    portal_intents: HashMap<Vec<u8>, String>,
     /// A policy is loaded, so statements are analysed; without one nothing is known to be
     /// personal data and only session events are recorded.
     analysing: bool,
@@ -29,18 +25,10 @@ pub struct FrontAudit {
     synced: Option<(usize, std::time::Instant)>,
 }
 
-/// Prepared statements a session may have open while audit records are written (beyond it a
-/// Parse is refused: forgetting one could misplace hidden columns); portals beyond it are
-/// forgotten (their reads are then recorded as not analysed).
-const MAX_NAMES: usize = 100_000;
-
 impl FrontAudit {
     pub fn new(trail: AuditTrail, analysing: bool) -> FrontAudit {
         FrontAudit {
             trail: Arc::new(Mutex::new(trail)),
-            statements: HashMap::new(),
-            portals: HashMap::new(),
-            portal_intents: HashMap::new(),
             analysing,
             synced: None,
         }
@@ -68,7 +56,7 @@ impl FrontAudit {
             Verdict::Forward => match policy.observe(sql) {
                 Some(Observed::Reads(a)) => Audited::Yes(a),
                 Some(Observed::Unknown) => Audited::Unknown(sql.into()),
-                None => Audited::No,
+                None => Audited::Watched(sql.into()),
             },
         }
     }
@@ -76,7 +64,7 @@ impl FrontAudit {
     /// Before a statement is forwarded: its audit entry, or the error that replaces it when
     /// it touches personal data and the trail cannot be written.
     async fn admit(&self, audited: &Audited) -> Result<(), PgError> {
-        if matches!(audited, Audited::No) {
+        if !audited.is_recorded() {
             return Ok(());
         }
         let handle = self.lock().handle().clone();
@@ -90,13 +78,13 @@ impl FrontAudit {
     /// With `durability: before_release`, write the intent record of an audited statement and
     /// wait until it is synced; its event id, for the completion record. The error replaces the
     /// statement when the record cannot be made durable.
-    async fn intent(&self, audited: &Audited) -> Result<Option<String>, PgError> {
+    async fn intent(&self, r: &Resolved) -> Result<Option<String>, PgError> {
         let (handle, rec) = {
             let trail = self.lock();
             if trail.handle().durability() != Durability::BeforeRelease {
                 return Ok(None);
             }
-            let Some(rec) = trail.intent_record(audited) else {
+            let Some(rec) = trail.intent_record(&r.audited, r.command) else {
                 return Ok(None);
             };
             (trail.handle().clone(), rec)
@@ -123,6 +111,15 @@ impl FrontAudit {
         self.lock().writer()
     }
 
+    /// The name ops of a text PostgreSQL will run (none for one pgvakt refused: it runs
+    /// nothing).
+    fn ops_of(&self, verdict: &Verdict, sql: &str) -> Vec<NameOp> {
+        if !self.analysing || matches!(verdict, Verdict::Refuse(_)) {
+            return Vec::new();
+        }
+        name_ops(sql)
+    }
+
     /// A simple-protocol Query: returns the error to send instead, if it must be refused.
     pub async fn query(
         &mut self,
@@ -136,23 +133,34 @@ impl FrontAudit {
             self.refused(sql, e).await;
         }
         let audited = Self::audited(policy, verdict, sql, readable);
-        let admitted = match self.admit(&audited).await {
-            Ok(()) => self.intent(&audited).await,
+        let ops = self.ops_of(verdict, sql);
+        let resolved = self
+            .lock()
+            .names
+            .resolve(&audited, &ops, sql, self.analysing);
+        let admitted = match self.admit(&resolved.audited).await {
+            Ok(()) => self.intent(&resolved).await,
             Err(e) => Err(e),
+        };
+        let def = Def {
+            audited,
+            ops: Arc::from(Vec::new()),
+            text: Arc::from(sql),
         };
         match admitted {
             Ok(intent) => {
-                self.lock().query(audited, intent);
+                self.lock().query(Pending::new(resolved, intent), ops, &def);
                 Ok(())
             }
             Err(e) => {
-                self.lock().query(Audited::No, None);
+                self.lock().query(Pending::none(), Vec::new(), &def);
                 Err(e)
             }
         }
     }
 
-    /// A Parse: remembered per statement name for the Executes that follow.
+    /// A Parse: proposes the statement name, unless pgvakt refuses the Parse (then PostgreSQL
+    /// never creates it).
     pub async fn parse(
         &mut self,
         policy: &mut SessionPolicy,
@@ -164,22 +172,59 @@ impl FrontAudit {
         self.sync_role(policy);
         if let Verdict::Refuse(e) = verdict {
             self.refused(sql, e).await;
-        }
-        let audited = Self::audited(policy, verdict, sql, readable);
-        self.admit(&audited).await?;
-        if !name.is_empty() && self.statements.contains_key(name) {
-            // PostgreSQL rejects a second statement of the same name (42P05) and keeps the
-            // first: so does the audit trail's view of it.
+            self.lock().parse(name, None);
             return Ok(());
         }
-        if self.statements.len() >= MAX_NAMES {
+        let audited = Self::audited(policy, verdict, sql, readable);
+        let ops = self.ops_of(verdict, sql);
+        // A statement whose reads depend on names is judged when it runs.
+        if ops.is_empty() {
+            if let Err(e) = self.admit(&audited).await {
+                self.lock().parse(name, None);
+                return Err(e);
+            }
+        }
+        let mut trail = self.lock();
+        if trail.names.statement_count() >= MAX_NAMES && trail.names.statement(name).is_none() {
+            trail.parse(name, None);
             return Err(PgError::error(
                 "54000",
                 format!("pgvakt: more than {MAX_NAMES} prepared statements in one session; close some first"),
             ));
         }
-        self.statements.insert(name.to_vec(), audited);
+        let def = Def {
+            audited,
+            ops: Arc::from(ops),
+            text: Arc::from(sql),
+        };
+        let id = trail.names.propose_statement(name, def);
+        trail.parse(name, Some(id));
         Ok(())
+    }
+
+    /// What a statement or portal runs, as a request sent now finds it.
+    fn def_of(&self, trail: &AuditTrail, kind: u8, name: &[u8]) -> Def {
+        let found = if kind == b'S' {
+            trail.names.statement(name).cloned()
+        } else {
+            trail.names.portal(name).map(|p| p.def.clone())
+        };
+        found.unwrap_or_else(|| {
+            let audited = if self.analysing {
+                Audited::Unknown(Arc::from(if kind == b'S' {
+                    "(a prepared statement pgvakt did not see)"
+                } else {
+                    "(a portal pgvakt did not see)"
+                }))
+            } else {
+                Audited::No
+            };
+            Def {
+                text: Arc::from(""),
+                audited,
+                ops: Arc::from(Vec::new()),
+            }
+        })
     }
 
     /// A Bind; returns the Bind to forward instead when its statement carries hidden columns
@@ -188,39 +233,35 @@ impl FrontAudit {
         let Ok(b) = decode_bind(frame) else {
             return None;
         };
-        let audited = self
-            .statements
-            .get(b.statement)
-            .cloned()
-            .unwrap_or_else(|| {
-                if self.analysing {
-                    Audited::Unknown(Arc::from("(prepared before pgvakt saw it)"))
-                } else {
-                    Audited::No
-                }
-            });
-        if self.portals.len() >= MAX_NAMES {
-            self.portals.clear();
-        }
-        let hidden = audited.hidden();
-        self.portal_intents.remove(b.portal);
-        self.portals.insert(b.portal.to_vec(), audited);
+        let mut trail = self.lock();
+        let def = self.def_of(&trail, b'S', b.statement);
+        let (hidden, _) = trail
+            .names
+            .resolve(&def.audited, &def.ops, &def.text, self.analysing)
+            .hidden
+            .first()
+            .copied()
+            .unwrap_or((0, false));
+        let id = trail.names.propose_portal(b.portal, def, false);
         let padded = (hidden > 0 && b.result_formats.len() > 1)
             .then(|| pad_result_formats(frame, b.result_formats.len(), hidden))
             .flatten();
-        self.lock().bind(b.portal, b.statement, b.result_formats);
+        trail.bind(b.portal, id, b.statement, b.result_formats);
         padded
     }
 
     pub fn describe(&mut self, frame: &Frame) {
         if let Ok((kind, name)) = decode_target(frame) {
-            let map = if kind == b'S' {
-                &self.statements
-            } else {
-                &self.portals
-            };
-            let hidden = map.get(name).map_or(0, Audited::hidden);
-            self.lock().describe(kind, name, hidden);
+            let mut trail = self.lock();
+            let def = self.def_of(&trail, kind, name);
+            let hidden = trail
+                .names
+                .resolve(&def.audited, &def.ops, &def.text, self.analysing)
+                .hidden
+                .first()
+                .copied()
+                .unwrap_or((0, false));
+            trail.describe(kind, name, hidden);
         }
     }
 
@@ -230,35 +271,43 @@ impl FrontAudit {
         let Ok(portal) = decode_execute(frame) else {
             return Ok(());
         };
-        let audited = self.portals.get(portal).cloned().unwrap_or(Audited::No);
-        let intent = match self.portal_intents.get(portal) {
-            Some(id) => Some(id.clone()),
-            None => match self.intent(&audited).await {
-                Ok(id) => id,
-                Err(e) => {
-                    self.lock().execute(portal, Audited::No, None);
-                    return Err(e);
-                }
-            },
+        let (def, resolved, intent) = {
+            let trail = self.lock();
+            let def = self.def_of(&trail, b'P', portal);
+            let resolved = trail
+                .names
+                .resolve(&def.audited, &def.ops, &def.text, self.analysing);
+            let intent = trail.names.portal(portal).and_then(|p| p.intent.clone());
+            (def, resolved, intent)
         };
-        if let Some(id) = &intent {
-            if self.portal_intents.len() >= MAX_NAMES {
-                self.portal_intents.clear();
+        let ops: Vec<NameOp> = def.ops.to_vec();
+        let intent = match intent {
+            Some(id) => Some(id),
+            None => {
+                let admitted = match self.admit(&resolved.audited).await {
+                    Ok(()) => self.intent(&resolved).await,
+                    Err(e) => Err(e),
+                };
+                match admitted {
+                    Ok(id) => id,
+                    Err(e) => {
+                        self.lock()
+                            .execute(portal, Pending::none(), Vec::new(), &def);
+                        return Err(e);
+                    }
+                }
             }
-            self.portal_intents.insert(portal.to_vec(), id.clone());
+        };
+        let mut trail = self.lock();
+        if let Some(id) = &intent {
+            trail.names.set_portal_intent(portal, id);
         }
-        self.lock().execute(portal, audited, intent);
+        trail.execute(portal, Pending::new(resolved, intent), ops, &def);
         Ok(())
     }
 
     pub fn close(&mut self, frame: &Frame) {
         if let Ok((kind, name)) = decode_target(frame) {
-            if kind == b'S' {
-                self.statements.remove(name);
-            } else {
-                self.portals.remove(name);
-                self.portal_intents.remove(name);
-            }
             self.lock().close(kind, name);
         }
     }
@@ -269,7 +318,12 @@ impl FrontAudit {
 
     /// A request answered up to ReadyForQuery that reads nothing audited (FunctionCall).
     pub fn other(&mut self) {
-        self.lock().query(Audited::No, None);
+        let def = Def {
+            audited: Audited::No,
+            ops: Arc::from(Vec::new()),
+            text: Arc::from(""),
+        };
+        self.lock().query(Pending::none(), Vec::new(), &def);
     }
 
     /// Refresh the role and facts records carry after a reload, and once a second (grants

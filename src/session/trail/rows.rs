@@ -4,7 +4,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::analysis::{Analysed, UseAction};
+use crate::analysis::{ColumnUse, UseAction};
 use crate::audit::{Access, Action, ColumnAccess, TableAccess};
 
 /// A RowDescription without its last `n` fields (None if malformed: then it passes as is and
@@ -44,9 +44,9 @@ pub fn strip_values(frame: &[u8], n: usize) -> Option<Bytes> {
     Some(out.freeze())
 }
 
-pub fn tables(a: &Analysed) -> Vec<TableAccess> {
+pub fn tables(read: &[ColumnUse], written: &[ColumnUse]) -> Vec<TableAccess> {
     let mut out: Vec<TableAccess> = Vec::new();
-    for (uses, access) in [(&a.columns, Access::Read), (&a.written, Access::Write)] {
+    for (uses, access) in [(read, Access::Read), (written, Access::Write)] {
         for u in uses {
             let name = format!("{}.{}", u.schema, u.table);
             let col = ColumnAccess {

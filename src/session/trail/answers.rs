@@ -1,0 +1,667 @@
+//! The result side of the audit trail: PostgreSQL's answers matched, in order, to the requests
+//! the client side queued; rows counted per execution; the session's names updated as
+//! PostgreSQL confirms them; hidden subject-key columns stripped; records made.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::names::{Def, Kind, Resolved};
+use super::{describe, rows, AuditTrail, Audited};
+use crate::analysis::session_names::NameOp;
+use crate::analysis::ColumnUse;
+use crate::audit::{EventType, Outcome, Record, SubjectSet};
+use crate::protocol::message;
+
+/// A result column that identifies a data subject.
+#[derive(Clone, Debug)]
+pub struct KeyColumn {
+    index: usize,
+    table: String,
+    type_oid: u32,
+    binary: bool,
+}
+
+pub enum Entry {
+    Query(Pending),
+    Execute(Pending, Vec<u8>),
+    /// A Parse of a statement name; the proposal, unless pgvakt refused it.
+    Parse(Vec<u8>, Option<u64>),
+    /// A Bind: portal, proposal, statement and result formats.
+    Bind(Vec<u8>, Option<u64>, Vec<u8>, Vec<i16>),
+    Close(Kind, Vec<u8>),
+    /// Statement or portal name, and the hidden columns its RowDescription carries (and
+    /// whether they are all of it).
+    DescribeStatement(Vec<u8>, (usize, bool)),
+    DescribePortal(Vec<u8>, (usize, bool)),
+    Sync,
+}
+
+/// One execution awaiting its answers.
+pub struct Pending {
+    audited: Audited,
+    started: Instant,
+    rows: u64,
+    /// DataRows of the statement now answering (a portal part ends with PortalSuspended).
+    batch_rows: u64,
+    sqlstate: Option<String>,
+    keys: Option<Vec<KeyColumn>>,
+    subjects: Option<SubjectSet>,
+    copy: bool,
+    /// Event id of the intent record written before the statement was forwarded.
+    intent: Option<String>,
+    /// Name ops of each statement, applied as each completes, with the proposals of the
+    /// names the statements define.
+    ops: Vec<NameOp>,
+    proposals: Vec<Option<u64>>,
+    hidden: Vec<(usize, bool)>,
+    /// Statement now answering.
+    index: usize,
+    command: Option<&'static str>,
+    /// Personal columns the results' origins showed.
+    found: Vec<ColumnUse>,
+}
+
+impl Pending {
+    pub fn new(r: Resolved, intent: Option<String>) -> Pending {
+        Pending {
+            audited: r.audited,
+            started: Instant::now(),
+            rows: 0,
+            batch_rows: 0,
+            sqlstate: None,
+            keys: None,
+            subjects: None,
+            copy: false,
+            intent,
+            ops: Vec::new(),
+            proposals: Vec::new(),
+            hidden: r.hidden,
+            index: 0,
+            command: r.command,
+            found: Vec::new(),
+        }
+    }
+
+    /// A request that reads nothing audited.
+    pub fn none() -> Pending {
+        Pending::new(
+            Resolved {
+                audited: Audited::No,
+                hidden: Vec::new(),
+                command: None,
+            },
+            None,
+        )
+    }
+
+    fn is_audited(&self) -> bool {
+        self.audited.is_recorded() || !self.found.is_empty()
+    }
+
+    fn hidden_now(&self) -> (usize, bool) {
+        self.hidden.get(self.index).copied().unwrap_or((0, false))
+    }
+}
+
+impl AuditTrail {
+    fn push(&mut self, e: Entry) {
+        self.queue.push_back(e);
+        if self.queue.len() > super::MAX_QUEUE {
+            if let Some(old) = self.queue.pop_front() {
+                self.withdraw(&old);
+            }
+        }
+    }
+
+    /// A Query or an Execute whose text runs `ops`: the names it defines are proposed now, so
+    /// requests sent before its answer can use them.
+    pub fn query(&mut self, mut p: Pending, ops: Vec<NameOp>, def: &Def) {
+        p.proposals = self.propose(&ops, def);
+        p.ops = ops;
+        self.push(Entry::Query(p));
+    }
+
+    pub fn execute(&mut self, portal: &[u8], mut p: Pending, ops: Vec<NameOp>, def: &Def) {
+        p.proposals = self.propose(&ops, def);
+        p.ops = ops;
+        self.push(Entry::Execute(p, portal.to_vec()));
+    }
+
+    fn propose(&mut self, ops: &[NameOp], def: &Def) -> Vec<Option<u64>> {
+        for op in ops {
+            match op {
+                NameOp::Deallocate(n) => self
+                    .names
+                    .dropping(Kind::Statement, n.as_deref().map(str::as_bytes)),
+                NameOp::Close(n) => self
+                    .names
+                    .dropping(Kind::Portal, n.as_deref().map(str::as_bytes)),
+                NameOp::DiscardAll => {
+                    self.names.dropping(Kind::Statement, None);
+                    self.names.dropping(Kind::Portal, None);
+                }
+                _ => {}
+            }
+        }
+        // A defined name runs the definition's reads, not the defining text's name ops.
+        let body = Def {
+            ops: std::sync::Arc::from(Vec::new()),
+            ..def.clone()
+        };
+        ops.iter()
+            .map(|op| match op {
+                NameOp::Prepare(n) => {
+                    Some(self.names.propose_statement(n.as_bytes(), body.clone()))
+                }
+                NameOp::Declare { name, hold } => {
+                    self.names
+                        .propose_portal(name.as_bytes(), body.clone(), *hold)
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn parse(&mut self, name: &[u8], proposal: Option<u64>) {
+        self.push(Entry::Parse(name.to_vec(), proposal));
+    }
+
+    pub fn bind(
+        &mut self,
+        portal: &[u8],
+        proposal: Option<u64>,
+        statement: &[u8],
+        formats: Vec<i16>,
+    ) {
+        self.push(Entry::Bind(
+            portal.to_vec(),
+            proposal,
+            statement.to_vec(),
+            formats,
+        ));
+    }
+
+    pub fn close(&mut self, kind: u8, name: &[u8]) {
+        let kind = if kind == b'S' {
+            Kind::Statement
+        } else {
+            Kind::Portal
+        };
+        self.names.dropping(kind, Some(name));
+        self.push(Entry::Close(kind, name.to_vec()));
+    }
+
+    pub fn describe(&mut self, kind: u8, name: &[u8], hidden: (usize, bool)) {
+        self.push(match kind {
+            b'S' => Entry::DescribeStatement(name.to_vec(), hidden),
+            _ => Entry::DescribePortal(name.to_vec(), hidden),
+        });
+    }
+
+    pub fn sync(&mut self) {
+        self.push(Entry::Sync);
+    }
+
+    /// Whether a frame from the server needs `on_frame`.
+    pub fn wants(&self, tag: u8) -> bool {
+        !self.queue.is_empty()
+            && matches!(
+                tag,
+                b'T' | b'n' | b'D' | b'C' | b's' | b'I' | b'E' | b'Z' | b'H' | b'1' | b'2' | b'3'
+            )
+    }
+
+    /// Match one server message to the queued requests. Returns the records to write and,
+    /// when the message carries hidden columns, the message the client gets instead.
+    pub fn on_frame(&mut self, tag: u8, frame: &[u8]) -> (Vec<Record>, Option<Bytes>) {
+        let mut done = Vec::new();
+        let mut replaced = None;
+        match tag {
+            b'T' | b'n' => replaced = self.row_description(tag, frame),
+            b'H' => {
+                if let Some(Entry::Query(p)) | Some(Entry::Execute(p, _)) = self.queue.front_mut() {
+                    p.copy = true;
+                }
+            }
+            b'D' => {
+                self.data_row(frame);
+                let hidden = match self.queue.front_mut() {
+                    Some(Entry::Query(p)) | Some(Entry::Execute(p, _)) => {
+                        p.batch_rows += 1;
+                        p.hidden_now()
+                    }
+                    _ => (0, false),
+                };
+                replaced = match hidden {
+                    (_, true) => Some(Bytes::new()),
+                    (0, false) => None,
+                    (n, false) => rows::strip_values(frame, n),
+                };
+            }
+            b'C' | b'I' | b's' => done.extend(self.completed(tag, frame)),
+            b'1' | b'2' | b'3' => self.confirmed(tag),
+            b'E' => {
+                self.errored = true;
+                done.extend(self.error(frame));
+            }
+            b'Z' => done.extend(self.ready(frame)),
+            _ => {}
+        }
+        (done, replaced)
+    }
+
+    fn row_description(&mut self, tag: u8, frame: &[u8]) -> Option<Bytes> {
+        let shape = if tag == b'T' {
+            self.key_columns(frame)
+        } else {
+            Vec::new()
+        };
+        let found = if tag == b'T' {
+            self.personal_origins(frame)
+        } else {
+            Vec::new()
+        };
+        let (hidden, describe) = match self.queue.front_mut() {
+            Some(Entry::DescribeStatement(name, hidden)) => {
+                let (name, hidden) = (std::mem::take(name), *hidden);
+                self.statement_shapes.insert(name, shape);
+                self.queue.pop_front();
+                (hidden, true)
+            }
+            Some(Entry::DescribePortal(name, hidden)) => {
+                let (name, hidden) = (std::mem::take(name), *hidden);
+                self.portal_shapes.insert(name, shape);
+                self.queue.pop_front();
+                (hidden, true)
+            }
+            Some(Entry::Query(p)) | Some(Entry::Execute(p, _)) => {
+                // What the text analysis did not see, the result's origins may show (an
+                // unrestricted role's statement, a name pgvakt did not see defined).
+                if matches!(p.audited, Audited::Watched(_) | Audited::Unknown(_)) {
+                    for u in found {
+                        if !p.found.contains(&u) {
+                            p.found.push(u);
+                        }
+                    }
+                }
+                if p.is_audited() {
+                    p.keys = Some(shape);
+                }
+                (p.hidden_now(), false)
+            }
+            _ => ((0, false), false),
+        };
+        match (tag, hidden) {
+            // A write's hidden keys are a result the client did not ask for: a Describe
+            // answers NoData, as for the write alone, and a Query's or Execute's result goes.
+            (b'T', (_, true)) if describe => Some(Bytes::from_static(b"n\0\0\0\x04")),
+            (b'T', (_, true)) => Some(Bytes::new()),
+            (b'T', (n, false)) if n > 0 => rows::strip_fields(frame, n),
+            _ => None,
+        }
+    }
+
+    /// CommandComplete, EmptyQueryResponse or PortalSuspended: one statement (or a portal's
+    /// part) is over.
+    fn completed(&mut self, tag: u8, frame: &[u8]) -> Option<Record> {
+        let rows = match tag {
+            b'C' => {
+                let text = frame.get(5..).unwrap_or_default();
+                self.rolled_back = text.starts_with(b"ROLLBACK");
+                // MOVE reports the rows it skipped; none reached the client.
+                if text.starts_with(b"MOVE") {
+                    0
+                } else {
+                    message::command_rows(frame)
+                }
+            }
+            _ => 0,
+        };
+        match self.queue.front_mut() {
+            Some(Entry::Query(p)) => {
+                p.rows += rows;
+                p.batch_rows = 0;
+                let (ops, proposals, index) = (p.ops.clone(), p.proposals.clone(), p.index);
+                p.index += 1;
+                self.apply(&ops, &proposals, index);
+                None
+            }
+            Some(Entry::Execute(p, _)) => {
+                p.rows += if tag == b's' { p.batch_rows } else { rows };
+                if tag != b's' {
+                    let (ops, proposals) = (p.ops.clone(), p.proposals.clone());
+                    self.apply(&ops, &proposals, 0);
+                }
+                match self.queue.pop_front() {
+                    Some(Entry::Execute(p, _)) => self.finish(p),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Statement `index` of a request completed: the names it defines or drops change.
+    fn apply(&mut self, ops: &[NameOp], proposals: &[Option<u64>], index: usize) {
+        let Some(op) = ops.get(index) else {
+            return;
+        };
+        let proposal = proposals.get(index).copied().flatten();
+        match op {
+            NameOp::Prepare(n) => {
+                if let Some(id) = proposal {
+                    self.names.confirm(Kind::Statement, n.as_bytes(), id);
+                }
+                self.statement_shapes.remove(n.as_bytes());
+            }
+            NameOp::Declare { name, .. } => {
+                if let Some(id) = proposal {
+                    self.names.confirm(Kind::Portal, name.as_bytes(), id);
+                }
+                self.forget_portal(Some(name.as_bytes()));
+            }
+            NameOp::Deallocate(n) => self.drop_statement(n.as_deref().map(str::as_bytes)),
+            NameOp::Close(n) => self.drop_portal(n.as_deref().map(str::as_bytes)),
+            NameOp::DiscardAll => {
+                self.drop_statement(None);
+                self.drop_portal(None);
+            }
+            NameOp::Execute(_) | NameOp::Fetch { .. } | NameOp::Other => {}
+        }
+    }
+
+    fn drop_statement(&mut self, name: Option<&[u8]>) {
+        self.names.drop_current(Kind::Statement, name);
+        match name {
+            Some(n) => {
+                self.statement_shapes.remove(n);
+            }
+            None => self.statement_shapes.clear(),
+        }
+    }
+
+    fn drop_portal(&mut self, name: Option<&[u8]>) {
+        self.names.drop_current(Kind::Portal, name);
+        self.forget_portal(name);
+    }
+
+    fn forget_portal(&mut self, name: Option<&[u8]>) {
+        match name {
+            Some(n) => {
+                self.portal_shapes.remove(n);
+                self.portal_formats.remove(n);
+                self.portal_statements.remove(n);
+            }
+            None => {
+                self.portal_shapes.clear();
+                self.portal_formats.clear();
+                self.portal_statements.clear();
+            }
+        }
+    }
+
+    /// ParseComplete, BindComplete, CloseComplete.
+    fn confirmed(&mut self, tag: u8) {
+        let matches = matches!(
+            (tag, self.queue.front()),
+            (b'1', Some(Entry::Parse(..)))
+                | (b'2', Some(Entry::Bind(..)))
+                | (b'3', Some(Entry::Close(..)))
+        );
+        if !matches {
+            return;
+        }
+        match self.queue.pop_front() {
+            Some(Entry::Parse(name, proposal)) => {
+                if let Some(id) = proposal {
+                    self.names.confirm(Kind::Statement, &name, id);
+                }
+                self.statement_shapes.remove(&name);
+            }
+            Some(Entry::Bind(portal, proposal, statement, formats)) => {
+                if let Some(id) = proposal {
+                    self.names.confirm(Kind::Portal, &portal, id);
+                }
+                self.portal_shapes.remove(&portal);
+                self.portal_formats.insert(portal.clone(), formats);
+                self.portal_statements.insert(portal, statement);
+            }
+            Some(Entry::Close(Kind::Statement, name)) => self.drop_statement(Some(&name)),
+            Some(Entry::Close(Kind::Portal, name)) => self.drop_portal(Some(&name)),
+            _ => {}
+        }
+    }
+
+    fn error(&mut self, frame: &[u8]) -> Option<Record> {
+        let state = message::error_code(frame);
+        match self.queue.pop_front() {
+            Some(Entry::Query(mut p)) => {
+                p.sqlstate = state;
+                self.queue.push_front(Entry::Query(p));
+                None
+            }
+            Some(Entry::Execute(mut p, portal)) => {
+                p.sqlstate = state;
+                let e = Entry::Execute(p, portal);
+                self.withdraw(&e);
+                self.skip_to_sync();
+                match e {
+                    Entry::Execute(p, _) => self.finish(p),
+                    _ => None,
+                }
+            }
+            Some(Entry::Sync) => {
+                self.queue.push_front(Entry::Sync);
+                None
+            }
+            Some(e) => {
+                self.withdraw(&e);
+                self.skip_to_sync();
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// ReadyForQuery: everything before the Sync (or the Query) it answers is over; Executes
+    /// still queued were skipped after an error and read nothing. A transaction that ended
+    /// takes its portals with it.
+    fn ready(&mut self, frame: &[u8]) -> Option<Record> {
+        let mut done = None;
+        while let Some(e) = self.queue.pop_front() {
+            match e {
+                Entry::Query(p) => {
+                    self.withdraw_all(&p);
+                    // A simple Query replaces the unnamed statement and portal.
+                    self.drop_statement(Some(b""));
+                    self.drop_portal(Some(b""));
+                    done = self.finish(p);
+                    break;
+                }
+                Entry::Sync => break,
+                other => self.withdraw(&other),
+            }
+        }
+        let status = frame.get(5).copied().unwrap_or(b'I');
+        if status == b'I' {
+            let committed = self.tx_status != b'E' && !self.errored && !self.rolled_back;
+            self.names.transaction_end(committed);
+        }
+        self.tx_status = status;
+        self.errored = false;
+        self.rolled_back = false;
+        done
+    }
+
+    /// Proposals a request made that PostgreSQL never confirmed are dropped (confirmed ones
+    /// are no longer proposals, so this leaves them).
+    fn withdraw(&mut self, e: &Entry) {
+        match e {
+            Entry::Query(p) | Entry::Execute(p, _) => self.withdraw_all(p),
+            Entry::Parse(name, Some(id)) => self.names.withdraw(Kind::Statement, name, *id),
+            Entry::Bind(portal, Some(id), ..) => self.names.withdraw(Kind::Portal, portal, *id),
+            _ => {}
+        }
+    }
+
+    fn withdraw_all(&mut self, p: &Pending) {
+        for (op, id) in p.ops.iter().zip(&p.proposals) {
+            match (op, id) {
+                (NameOp::Prepare(n), Some(id)) => {
+                    self.names.withdraw(Kind::Statement, n.as_bytes(), *id)
+                }
+                (NameOp::Declare { name, .. }, Some(id)) => {
+                    self.names.withdraw(Kind::Portal, name.as_bytes(), *id)
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn skip_to_sync(&mut self) {
+        while let Some(e) = self.queue.front() {
+            if matches!(e, Entry::Sync | Entry::Query(_)) {
+                break;
+            }
+            if let Some(e) = self.queue.pop_front() {
+                self.withdraw(&e);
+            }
+        }
+    }
+
+    fn data_row(&mut self, frame: &[u8]) {
+        let Some(front) = self.queue.front_mut() else {
+            return;
+        };
+        let (p, portal) = match front {
+            Entry::Query(p) => (p, None),
+            Entry::Execute(p, portal) => (p, Some(portal.clone())),
+            _ => return,
+        };
+        if !p.is_audited() {
+            return;
+        }
+        if p.keys.is_none() {
+            // An Execute without its own RowDescription: the shape is the portal's, or the
+            // statement's with the Bind's result formats.
+            let shape = portal.as_ref().and_then(|portal| {
+                self.portal_shapes.get(portal).cloned().or_else(|| {
+                    let stmt = self.portal_statements.get(portal)?;
+                    let formats = self.portal_formats.get(portal);
+                    let mut shape = self.statement_shapes.get(stmt)?.clone();
+                    for k in &mut shape {
+                        k.binary = match formats.map(Vec::as_slice) {
+                            Some([one]) => *one == 1,
+                            Some(all) => all.get(k.index).is_some_and(|f| *f == 1),
+                            None => false,
+                        };
+                    }
+                    Some(shape)
+                })
+            });
+            // Re-borrow after reading the maps.
+            if let Some(Entry::Query(p) | Entry::Execute(p, _)) = self.queue.front_mut() {
+                p.keys = Some(shape.unwrap_or_default());
+            }
+        }
+        let Some(Entry::Query(p) | Entry::Execute(p, _)) = self.queue.front_mut() else {
+            return;
+        };
+        let keys = p.keys.as_deref().unwrap_or_default();
+        if keys.is_empty() {
+            return;
+        }
+        let set = p.subjects.get_or_insert_with(|| self.handle.subjects());
+        let values = message::data_row_values(frame);
+        for k in keys {
+            if let Some(Some(v)) = values.as_ref().and_then(|vals| vals.get(k.index)) {
+                if let Some(text) = rows::key_text(v, k.type_oid, k.binary) {
+                    set.add(&k.table, &text);
+                }
+            }
+        }
+    }
+
+    /// Subject-key columns of a RowDescription (their origins are subject keys).
+    fn key_columns(&self, frame: &[u8]) -> Vec<KeyColumn> {
+        let Some(facts) = &self.facts else {
+            return Vec::new();
+        };
+        let Some(fields) = message::row_fields(frame) else {
+            return Vec::new();
+        };
+        fields
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| {
+                let table = facts.subject_keys.get(&(f.table_oid, f.attnum))?;
+                Some(KeyColumn {
+                    index: i,
+                    table: table.clone(),
+                    type_oid: f.type_oid,
+                    binary: f.format == 1,
+                })
+            })
+            .collect()
+    }
+
+    /// Personal-data columns a RowDescription's fields come from, by their origins.
+    fn personal_origins(&self, frame: &[u8]) -> Vec<ColumnUse> {
+        let Some(facts) = &self.facts else {
+            return Vec::new();
+        };
+        if facts.personal_columns.is_empty() {
+            return Vec::new();
+        }
+        let Some(fields) = message::row_fields(frame) else {
+            return Vec::new();
+        };
+        fields
+            .iter()
+            .filter_map(|f| {
+                facts
+                    .personal_columns
+                    .get(&(f.table_oid, f.attnum))
+                    .cloned()
+            })
+            .collect()
+    }
+
+    fn finish(&self, p: Pending) -> Option<Record> {
+        if !p.is_audited() {
+            return None;
+        }
+        let writes = matches!(&p.audited, Audited::Yes(a) if !a.written.is_empty());
+        let outcome = if p.sqlstate.is_some() {
+            Outcome::Error
+        } else {
+            Outcome::Ok
+        };
+        let event = if writes {
+            EventType::StatementWrite
+        } else {
+            EventType::StatementRead
+        };
+        let mut r = self.base(event, outcome);
+        r.sqlstate = p.sqlstate.clone();
+        r.duration_ms = Some(p.started.elapsed().as_millis() as u64);
+        r.rows = Some(p.rows);
+        r.intent = p.intent.clone();
+        describe(&mut r, &p.audited, p.command, &p.found);
+        r.message = match &p.audited {
+            Audited::Unknown(_) => Some("not analysed: personal data may have been read".into()),
+            Audited::Watched(_) => Some(
+                "personal data read: the result's columns come from personal-data columns the statement text does not name".into(),
+            ),
+            _ => None,
+        };
+        let key_in_output = p.keys.as_ref().is_some_and(|k| !k.is_empty());
+        let mut subjects = p.subjects.unwrap_or_else(|| self.handle.subjects());
+        if !key_in_output || p.copy {
+            subjects.mark_unknown();
+        }
+        subjects.finish(&mut r);
+        Some(r)
+    }
+}
