@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the client drivers the compatibility suite (tests/clients.rs) drives, only when
-# missing, into project-local directories: a Python virtualenv with psycopg 3 and asyncpg,
+# missing, into project-local directories: a Python virtualenv with psycopg 3, asyncpg and the
+# two ORMs of the application suite (Django, SQLAlchemy 2.0),
 # node-postgres under tests/clients/node (from its lock file), and Debian's pgjdbc plus a JDK
 # (the Java client runs in source-launcher mode, which needs the compiler). Fast when present.
 set -euo pipefail
@@ -9,7 +10,7 @@ cd "$(dirname "$0")/.."
 venv=.venv-clients
 node_dir=tests/clients/node
 
-need_venv() { ! "$venv/bin/python" -c 'import psycopg, asyncpg' >/dev/null 2>&1; }
+need_venv() { ! "$venv/bin/python" -c 'import psycopg, asyncpg, django, sqlalchemy' >/dev/null 2>&1; }
 need_node_modules() {
     [ ! -f "$node_dir/node_modules/pg/package.json" ] \
         || [ "$node_dir/package-lock.json" -nt "$node_dir/node_modules/.package-lock.json" ]
@@ -36,9 +37,10 @@ if [ "${#apt_need[@]}" -gt 0 ]; then
 fi
 
 if need_venv; then
-    echo "installing psycopg and asyncpg into $venv ..." >&2
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q 'psycopg[binary]>=3.1,<4' 'asyncpg>=0.29,<1'
+    echo "installing psycopg, asyncpg, Django and SQLAlchemy into $venv ..." >&2
+    [ -x "$venv/bin/pip" ] || python3 -m venv "$venv"
+    "$venv/bin/pip" install -q 'psycopg[binary]>=3.1,<4' 'asyncpg>=0.29,<1' \
+        'Django>=5.2,<5.3' 'SQLAlchemy>=2.0,<2.1'
 fi
 
 if need_node_modules; then

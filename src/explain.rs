@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::analysis::{self, ColumnUse, Ctx, Outcome, UseAction};
 use crate::catalog::snapshot::Snapshot;
 use crate::catalog::Catalog;
-use crate::policy::model::{RolePolicy, RoleRules};
+use crate::policy::model::{RolePolicy, RoleRules, WriteAction, WriteDecision};
 use crate::policy::testcases::{Decision, TestOutcome};
 use crate::policy::PolicySet;
 use crate::protocol::PgError;
@@ -24,6 +24,8 @@ pub struct Explanation {
     pub decision: Decision,
     pub reads: Vec<ColumnUse>,
     pub writes: Vec<ColumnUse>,
+    /// The write rule of each written column that is not plainly writable.
+    pub write_rules: Vec<(String, WriteDecision)>,
     /// What is forwarded upstream (None when refused, or the client's text when unrestricted).
     pub sql_out: Option<String>,
     pub error: Option<PgError>,
@@ -45,6 +47,7 @@ pub fn explain(
         decision: Decision::Allow,
         reads: Vec::new(),
         writes: Vec::new(),
+        write_rules: Vec::new(),
         sql_out: None,
         error: None,
     };
@@ -62,13 +65,22 @@ pub fn explain(
     };
     match analysis::analyse(sql, &ctx) {
         Outcome::Forward(a) => {
-            e.decision = if a.masks_anything() {
+            e.reads = a.columns.clone();
+            e.writes = a.written.clone();
+            e.write_rules = e
+                .writes
+                .iter()
+                .map(|c| {
+                    let w = role.write(&c.schema, &c.table, &c.column);
+                    (format!("{}.{}", c.table, c.column), w)
+                })
+                .filter(|(_, w)| w.action != WriteAction::Allow)
+                .collect();
+            e.decision = if a.masks_anything() || !e.write_rules.is_empty() {
                 Decision::Rewrite
             } else {
                 Decision::Allow
             };
-            e.reads = a.columns.clone();
-            e.writes = a.written.clone();
             e.sql_out = Some(a.sql.clone());
         }
         Outcome::Refuse(err) => {
@@ -105,11 +117,22 @@ impl Explanation {
         }
     }
 
+    /// `table.column` of written columns whose stored value stays unless the role writes NULL
+    /// into a new row (write rule `keep`).
+    pub fn kept(&self) -> Vec<String> {
+        self.write_rules
+            .iter()
+            .filter(|(_, w)| w.action == WriteAction::Keep)
+            .map(|(c, _)| c.clone())
+            .collect()
+    }
+
     pub fn test_outcome(&self) -> TestOutcome {
         TestOutcome {
             decision: self.decision,
             masked: self.masked(),
             blocked: self.blocked(),
+            kept: self.kept(),
             sql_out: self.sql_out.clone(),
         }
     }
@@ -145,6 +168,17 @@ impl fmt::Display for Explanation {
                     c.action.as_str(),
                     c.rule
                 )?;
+            }
+        }
+        if !self.write_rules.is_empty() {
+            writeln!(f, "write rules:")?;
+            for (c, w) in &self.write_rules {
+                let what = match w.action {
+                    WriteAction::Keep => "keep (NULL or DEFAULT into a new row; in an UPDATE only the value the role reads, which leaves the stored value; decided by PostgreSQL per row)",
+                    WriteAction::Refuse => "refuse",
+                    WriteAction::Allow => "allow",
+                };
+                writeln!(f, "  {c}  write={what}  rule: {}", w.rule)?;
             }
         }
         if let Some(err) = &self.error {

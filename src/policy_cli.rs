@@ -124,6 +124,7 @@ pub async fn test_command(
                     decision: testcases::Decision::Refuse,
                     masked: Vec::new(),
                     blocked: vec![format!("unknown role {role}")],
+                    kept: Vec::new(),
                     sql_out: None,
                 },
             }

@@ -39,7 +39,7 @@ fn root() -> &'static Path {
 }
 
 /// Installs the drivers once per test process; concurrent tests wait for the first.
-fn ensure_drivers() {
+pub(crate) fn ensure_drivers() {
     static DONE: Mutex<bool> = Mutex::new(false);
     let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
     if *done {

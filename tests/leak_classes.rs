@@ -197,7 +197,20 @@ const WRITES: &[(&str, Expect)] = &[
     ("INSERT INTO contacts (first_name, last_name, bank_account, date_of_birth) VALUES ('a', 'b', NULL, NULL) RETURNING id", Runs),
     ("INSERT INTO contacts (first_name, last_name, bank_account) VALUES ('a', 'b', DEFAULT), ('c', 'd', NULL) RETURNING id", Runs),
     ("INSERT INTO contacts (first_name, last_name, bank_account) VALUES ('a', 'b', NULL), ('c', 'd', 'x')", Refused),
-    ("INSERT INTO contacts (first_name, last_name, bank_account) SELECT first_name, last_name, NULL FROM contacts LIMIT 1", Refused),
+    // A plain SELECT's output is guarded like a VALUES list: NULL passes, a value does not.
+    ("INSERT INTO contacts (first_name, last_name, bank_account) SELECT first_name, last_name, NULL FROM contacts LIMIT 1", Runs),
+    ("INSERT INTO contacts (first_name, last_name, bank_account) SELECT first_name, last_name, bank_account FROM contacts LIMIT 1", Refused),
+    ("INSERT INTO contacts (first_name, last_name, bank_account) SELECT 'a', 'b', NULL UNION ALL SELECT 'c', 'd', bank_account FROM contacts", Refused),
+    // A masked column written back as read leaves the stored value; any other value, the
+    // stored one included, is refused inside the statement.
+    ("UPDATE contacts SET bank_account = bank_account WHERE id = 3", Runs),
+    ("UPDATE contacts SET bank_account = (SELECT bank_account FROM contacts WHERE id = 4) WHERE id = 4", NoLeak),
+    ("UPDATE contacts SET bank_account = '1234.56.78903' WHERE id = 3", Refused),
+    ("UPDATE contacts SET bank_account = NULL WHERE bank_account IS NOT NULL", Refused),
+    ("UPDATE contacts SET date_of_birth = date_of_birth + 1 WHERE id = 3", Refused),
+    ("UPDATE contacts SET bank_account = DEFAULT WHERE id = 3", Refused),
+    ("UPDATE contacts c SET bank_account = d.bank_account FROM contacts d WHERE d.id = c.id + 1 AND c.id = 3", NoLeak),
+    ("INSERT INTO contacts (id, first_name, last_name, bank_account) VALUES (3, 'a', 'b', NULL) ON CONFLICT (id) DO UPDATE SET bank_account = EXCLUDED.bank_account", Refused),
     ("UPDATE contacts SET notes = notes WHERE id = 3 RETURNING contacts.to_jsonb->>'bank_account'", Refused),
     ("UPDATE contacts c SET notes = notes WHERE c.to_jsonb->>'bank_account' LIKE '1%' RETURNING id", Refused),
     ("UPDATE contacts SET notes = notes WHERE id = 5 RETURNING (SELECT contacts.row_to_json), contacts.num_nulls", Refused),

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod applications;
 mod audit_cli;
 mod audit_durability;
 mod audit_executions;
@@ -38,3 +39,4 @@ mod tls_records;
 mod transparent_relay;
 mod unlisted_relations;
 mod views;
+mod write_rules;

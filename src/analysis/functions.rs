@@ -69,14 +69,21 @@ pub fn is_denied_relation(schema: &str, name: &str) -> bool {
         "pg_stat_activity",
         "pg_stat_statements",
         "pg_stat_statements_info",
-        "pg_prepared_statements",
-        "pg_cursors",
         "pg_largeobject",
         "pg_file_settings",
         "pg_hba_file_rules",
         "pg_ident_file_mappings",
     ];
     schema == "pg_catalog" && DENIED.contains(&name)
+}
+
+/// Columns of catalog relations a restricted role reads without: the SQL text of the
+/// session's own cursors and prepared statements is pgvakt's rewriting (mask expressions), not
+/// what the client sent. Drivers ask these views only whether a cursor or statement exists.
+pub fn is_hidden_catalog_column(schema: &str, name: &str, column: &str) -> bool {
+    schema == "pg_catalog"
+        && matches!(name, "pg_cursors" | "pg_prepared_statements")
+        && column == "statement"
 }
 
 /// Settings a restricted role may not change with SET or set_config.

@@ -20,7 +20,10 @@ mod settings;
 mod stand_in;
 mod statements;
 pub mod subjects;
+mod write_guard;
 mod writes;
+
+pub use write_guard::refusal_in as write_refusal_in;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -136,6 +139,8 @@ pub struct Analysed {
     stand_in_columns: Vec<(String, Vec<String>)>,
     /// Placeholder names of masked column references of a written table.
     mask_placeholders: Vec<String>,
+    /// The placeholders of each write guard.
+    guard_places: Vec<authority::GuardPlaces>,
     normalized: std::sync::OnceLock<(String, String)>,
 }
 
@@ -209,6 +214,11 @@ impl Analysed {
         let placeholders = authority::Placeholders {
             relations: self.stand_in_columns.iter().cloned().collect(),
             expressions: self.mask_placeholders.iter().cloned().collect(),
+            guards: self
+                .guard_places
+                .iter()
+                .map(|g| (g.fail.clone(), g.clone()))
+                .collect(),
         };
         authority::verify(sql, ctx, &placeholders)
     }
@@ -384,6 +394,14 @@ impl Ctx<'_> {
                 action: ColumnAction::Allow,
                 category: crate::policy::inventory::NONE.to_owned(),
                 rule: "sequences hold no personal data".to_owned(),
+            };
+        }
+        if functions::is_hidden_catalog_column(&rel.schema, &rel.name, column) {
+            return crate::policy::model::ColumnDecision {
+                action: ColumnAction::Block,
+                category: crate::policy::inventory::NONE.to_owned(),
+                rule: "pgvakt: the session's own statement texts are its rewritten forms"
+                    .to_owned(),
             };
         }
         self.rules.column(&rel.schema, &rel.name, column)

@@ -5,13 +5,13 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     AssignmentTarget, CopySource, CopyTarget, FromTable, ObjectName, OnConflictAction, OnInsert,
-    Statement, TableFactor, TableObject, VisitMut,
+    SelectItem, Statement, TableFactor, TableObject, VisitMut,
 };
 use sqlparser::parser::Parser;
 
 use super::names::Names;
 use super::relations::Reads;
-use super::writes::{modifies_data, only_null_or_default, Target};
+use super::writes::{modifies_data, Target};
 use super::{dialect, fold, lexer, parse_query, quote, Analysed, Ctx, Outcome};
 use crate::policy::model::{Capability, StatementClass};
 use crate::protocol::PgError;
@@ -301,15 +301,13 @@ fn statement(
                 target.check_all_writable()?;
                 record_writes(ctx, &rel, rel.columns.iter().map(|c| c.name.clone()), out);
             }
-            for (i, c) in ins.columns.iter().enumerate() {
-                let c = column_name(ctx, c)?;
-                // A new row's NULL or DEFAULT in a column the role cannot see reveals nothing
-                // and overwrites nothing: ORMs list every column when they create a row.
-                if !only_null_or_default(ins.source.as_deref(), i) {
-                    target.check_write(&c)?;
-                }
-                record_writes(ctx, &rel, [c], out);
-            }
+            let columns = ins
+                .columns
+                .iter()
+                .map(|c| column_name(ctx, c))
+                .collect::<Result<Vec<_>, _>>()?;
+            guard_new_rows(ctx, &columns, ins.source.as_deref_mut(), &mut target)?;
+            record_writes(ctx, &rel, columns, out);
             if let Some(OnInsert::OnConflict(oc)) = &ins.on {
                 if let OnConflictAction::DoUpdate(du) = &oc.action {
                     for a in &du.assignments {
@@ -321,8 +319,15 @@ fn statement(
                 target.check_returning(r)?;
                 record_returned(ctx, &rel, target.returned(r), out);
             }
-            walk_target(ins, &mut target)?;
+            // The rows inserted come from a query that cannot see the table written: its
+            // names are read like any query's.
+            let source = ins.source.take();
+            let walked = walk_target(ins, &mut target);
+            ins.source = source;
+            walked?;
             out.take_mask_stand_ins(&mut target.stand_ins);
+            out.take_mask_stand_ins(&mut target.guards);
+            out.guard_places.append(&mut target.guard_places);
             walk_reads(ins, ctx, out)?;
             let reference = match &ins.table_alias {
                 Some(a) => a.alias.clone(),
@@ -342,14 +347,19 @@ fn statement(
                 .map_or_else(|| quote(&rel.name), |a| a.name.clone());
             let alias = alias.as_ref().map(|a| fold(&a.name));
             let mut target = Target::new(ctx, &rel, alias);
-            for a in &u.assignments {
-                assignment_targets(ctx, &a.target, &target)?;
+            for a in u.assignments.iter_mut() {
                 let cols: Vec<String> = match &a.target {
-                    AssignmentTarget::ColumnName(n) => vec![column_name(ctx, n)?],
-                    AssignmentTarget::Tuple(ns) => ns
-                        .iter()
-                        .map(|n| column_name(ctx, n))
-                        .collect::<Result<_, _>>()?,
+                    AssignmentTarget::ColumnName(n) => {
+                        let c = column_name(ctx, n)?;
+                        target.guard_update(&c, &mut a.value)?;
+                        vec![c]
+                    }
+                    AssignmentTarget::Tuple(ns) => {
+                        assignment_targets(ctx, &a.target, &target)?;
+                        ns.iter()
+                            .map(|n| column_name(ctx, n))
+                            .collect::<Result<_, _>>()?
+                    }
                 };
                 record_writes(ctx, &rel, cols, out);
             }
@@ -359,6 +369,8 @@ fn statement(
             }
             walk_target(u, &mut target)?;
             out.take_mask_stand_ins(&mut target.stand_ins);
+            out.take_mask_stand_ins(&mut target.guards);
+            out.guard_places.append(&mut target.guard_places);
             walk_parts(ctx, out, |r| {
                 u.table.joins.visit(r)?;
                 u.assignments.visit(r)?;
@@ -536,6 +548,61 @@ fn statement(
             refuse_kind(&format!("the statement {kind} ..."))
         }
     }
+}
+
+/// Each guarded column of a new row: NULL or DEFAULT pass, other values of a VALUES list or
+/// of a plain SELECT's output are guarded (`write_guard`), and other queries' rows cannot be.
+fn guard_new_rows(
+    ctx: &Ctx,
+    columns: &[String],
+    source: Option<&mut sqlparser::ast::Query>,
+    target: &mut Target,
+) -> Result<(), PgError> {
+    let guarded: Vec<(usize, &String)> = columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| target.guarded(c).is_some())
+        .collect();
+    if guarded.is_empty() {
+        return Ok(());
+    }
+    match source.map(|q| q.body.as_mut()) {
+        Some(sqlparser::ast::SetExpr::Values(values)) => {
+            for row in values.rows.iter_mut() {
+                for (i, c) in &guarded {
+                    let v = row.get_mut(*i).ok_or_else(|| {
+                        ctx.unsupported("a VALUES row shorter than its column list")
+                    })?;
+                    target.guard_insert(c, v)?;
+                }
+            }
+        }
+        // `INSERT ... SELECT p0, p1 FROM (VALUES ...)`, as SQLAlchemy writes many rows: each
+        // output column is guarded where it is computed, row by row like a VALUES list.
+        Some(sqlparser::ast::SetExpr::Select(select))
+            if select.projection.iter().all(|p| {
+                matches!(
+                    p,
+                    SelectItem::UnnamedExpr(_) | SelectItem::ExprWithAlias { .. }
+                )
+            }) =>
+        {
+            for (i, c) in &guarded {
+                match select.projection.get_mut(*i) {
+                    Some(
+                        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. },
+                    ) => target.guard_insert(c, e)?,
+                    _ => target.check_write(c)?,
+                }
+            }
+        }
+        _ => {
+            for (_, c) in guarded {
+                target.check_write(c)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn assignment_targets(ctx: &Ctx, t: &AssignmentTarget, target: &Target) -> Result<(), PgError> {

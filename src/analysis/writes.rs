@@ -11,7 +11,7 @@ use sqlparser::ast::{Expr, SelectItem, Statement, VisitorMut};
 use super::relations::to_flow;
 use super::{fold, parse_expr, Ctx};
 use crate::catalog::Relation;
-use crate::policy::model::{ColumnAction, ColumnDecision};
+use crate::policy::model::{ColumnAction, ColumnDecision, WriteAction, WriteDecision};
 use crate::protocol::PgError;
 
 pub struct Target<'a, 'c> {
@@ -19,19 +19,39 @@ pub struct Target<'a, 'c> {
     rel: &'a Relation,
     /// Names the target is known by in the statement: its name and alias.
     names: HashSet<String>,
+    /// How the statement refers to the target's columns: its alias, or its qualified name.
+    qualifier: String,
     decisions: HashMap<String, ColumnDecision>,
+    writes: HashMap<String, WriteDecision>,
     /// (placeholder, mask expression) for each protected column reference replaced: the
     /// expressions go in after PostgreSQL's parser has checked the rendering.
     pub stand_ins: Vec<(String, std::sync::Arc<str>)>,
+    /// Stand-ins of write guards (`write_guard`), put in place like the masks.
+    pub guards: Vec<(String, std::sync::Arc<str>)>,
+    pub guard_places: Vec<super::authority::GuardPlaces>,
 }
 
 impl<'a, 'c> Target<'a, 'c> {
     pub fn new(ctx: &'a Ctx<'c>, rel: &'a Relation, alias: Option<String>) -> Self {
         let mut names = HashSet::new();
         names.insert(rel.name.clone());
+        let qualifier = match &alias {
+            Some(a) => super::quote(a).to_string(),
+            None => format!("{}.{}", super::quote(&rel.schema), super::quote(&rel.name)),
+        };
         if let Some(a) = alias {
             names.insert(a);
         }
+        let writes = rel
+            .columns
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    ctx.rules.write(&rel.schema, &rel.name, &c.name),
+                )
+            })
+            .collect();
         let decisions = rel
             .columns
             .iter()
@@ -46,32 +66,128 @@ impl<'a, 'c> Target<'a, 'c> {
             ctx,
             rel,
             names,
+            qualifier,
             decisions,
+            writes,
             stand_ins: Vec::new(),
+            guards: Vec::new(),
+            guard_places: Vec::new(),
         }
     }
 
-    /// A column written by the statement must be fully visible to the role.
+    /// A column written with a value the analysis cannot guard (COPY FROM, INSERT ... SELECT,
+    /// tuple assignments, ON CONFLICT): its write rule must allow any value.
     pub fn check_write(&self, column: &str) -> Result<(), PgError> {
-        match self.decisions.get(column) {
-            Some(d) if d.action == ColumnAction::Allow => Ok(()),
-            Some(d) => Err(self.ctx.refuse(format!(
-                "role {} may not write column {}.{}: it is {} for this role by rule {}",
-                self.ctx.role(),
-                self.rel.name,
-                column,
-                if d.action == ColumnAction::Block {
-                    "blocked"
-                } else {
-                    "masked"
-                },
-                d.rule
-            ))),
+        match self.writes.get(column) {
+            Some(w) if w.action == WriteAction::Allow => Ok(()),
+            Some(w) => Err(self.write_refusal(column, w)),
             None => Err(self.ctx.refuse(format!(
                 "column {}.{} is not in pgvakt's catalog",
                 self.rel.name, column
             ))),
         }
+    }
+
+    /// The write rule of a column, when it is not `allow`.
+    pub fn guarded(&self, column: &str) -> Option<&WriteDecision> {
+        self.writes
+            .get(column)
+            .filter(|w| w.action != WriteAction::Allow)
+    }
+
+    fn write_refusal(&self, column: &str, w: &WriteDecision) -> PgError {
+        let read = match self.decisions.get(column).map(|d| &d.action) {
+            Some(ColumnAction::Block) => "blocked",
+            Some(ColumnAction::Mask(_)) => "masked",
+            _ => "readable",
+        };
+        let why = match w.action {
+            WriteAction::Keep if read == "blocked" => {
+                "it is blocked for this role, so only NULL or DEFAULT in a new row may be written"
+            }
+            WriteAction::Keep => "it is masked for this role, so only the value the role reads (which leaves the stored value) or NULL or DEFAULT in a new row may be written",
+            _ => "the role may not write it",
+        };
+        self.ctx.refuse(format!(
+            "role {} may not write column {}.{column}: {why} (write rule {})",
+            self.ctx.role(),
+            self.rel.name,
+            w.rule
+        ))
+    }
+
+    /// A new row's value for a guarded column: NULL and DEFAULT pass as they are, anything
+    /// else is wrapped so that PostgreSQL lets only NULL through.
+    pub fn guard_insert(&mut self, column: &str, value: &mut Expr) -> Result<(), PgError> {
+        let Some(w) = self.guarded(column).cloned() else {
+            return Ok(());
+        };
+        if w.action == WriteAction::Refuse {
+            return Err(self.write_refusal(column, &w));
+        }
+        if is_null_or_default(value) {
+            return Ok(());
+        }
+        let ty = self.column_type(column)?;
+        let refusal = self.write_refusal(column, &w);
+        let g = super::write_guard::insert(value, column, &ty, &refusal).map_err(|e| {
+            self.ctx
+                .unsupported(&format!("the value written to {column} ({e})"))
+        })?;
+        *value = g.expr;
+        self.guards.extend(g.stand_ins);
+        self.guard_places.push(g.places);
+        Ok(())
+    }
+
+    /// An UPDATE's value for a guarded column: only the value the role reads for the row may
+    /// be written, and it leaves the stored value.
+    pub fn guard_update(&mut self, column: &str, value: &mut Expr) -> Result<(), PgError> {
+        let Some(w) = self.guarded(column).cloned() else {
+            return Ok(());
+        };
+        let mask = match self.decisions.get(column).map(|d| &d.action) {
+            Some(ColumnAction::Mask(m)) if w.action == WriteAction::Keep => m.clone(),
+            _ => return Err(self.write_refusal(column, &w)),
+        };
+        if is_default(value) {
+            return Err(self.write_refusal(column, &w));
+        }
+        let ty = self.column_type(column)?;
+        let col_sql = format!("{}.{}", self.qualifier, super::quote(column));
+        let unsupported = |e: String| {
+            self.ctx
+                .unsupported(&format!("the value written to {column} ({e})"))
+        };
+        let ct = self
+            .rel
+            .columns
+            .iter()
+            .find(|c| c.name == column)
+            .map(|c| c.ty.clone())
+            .ok_or_else(|| unsupported("no type".into()))?;
+        let mask_sql = mask.render(&col_sql, &ct).map_err(unsupported)?;
+        let refusal = self.write_refusal(column, &w);
+        let g = super::write_guard::update(value, (column, &col_sql), &ty, &mask_sql, &refusal)
+            .map_err(unsupported)?;
+        *value = g.expr;
+        self.guards.extend(g.stand_ins);
+        self.guard_places.push(g.places);
+        Ok(())
+    }
+
+    fn column_type(&self, column: &str) -> Result<String, PgError> {
+        self.rel
+            .columns
+            .iter()
+            .find(|c| c.name == column)
+            .map(|c| c.ty.sql_name.clone())
+            .ok_or_else(|| {
+                self.ctx.refuse(format!(
+                    "column {}.{column} is not in pgvakt's catalog",
+                    self.rel.name
+                ))
+            })
     }
 
     /// Columns an INSERT without a column list would write.
@@ -215,25 +331,13 @@ impl VisitorMut for Target<'_, '_> {
     }
 }
 
-/// Whether every row of an INSERT's VALUES holds NULL or DEFAULT at position `i`.
-pub fn only_null_or_default(source: Option<&sqlparser::ast::Query>, i: usize) -> bool {
-    use sqlparser::ast::{Expr, SetExpr, Value};
-    let Some(q) = source else { return false };
-    let SetExpr::Values(values) = q.body.as_ref() else {
-        return false;
-    };
-    let is_null_or_default = |e: &Expr| match e {
-        Expr::Value(v) => matches!(v.value, Value::Null),
-        Expr::Identifier(id) => {
-            id.quote_style.is_none() && id.value.eq_ignore_ascii_case("default")
-        }
-        _ => false,
-    };
-    !values.rows.is_empty()
-        && values
-            .rows
-            .iter()
-            .all(|row| row.get(i).is_some_and(is_null_or_default))
+fn is_default(e: &Expr) -> bool {
+    matches!(e, Expr::Identifier(id) if id.quote_style.is_none() && id.value.eq_ignore_ascii_case("default"))
+}
+
+/// NULL or DEFAULT, as written: a new row's value that reveals nothing and overwrites nothing.
+fn is_null_or_default(e: &Expr) -> bool {
+    matches!(e, Expr::Value(v) if matches!(v.value, sqlparser::ast::Value::Null)) || is_default(e)
 }
 
 /// Whether a query contains INSERT, UPDATE, DELETE or MERGE (in a WITH clause or as a body):

@@ -168,6 +168,18 @@ fn build(
                 default_rule: r.default.1.clone(),
                 classes: r.classes.clone(),
                 capabilities: r.capabilities.clone(),
+                write_columns: {
+                    let mut w = super::inventory::ColumnRules::default();
+                    for (k, (a, origin)) in &r.write_columns {
+                        w.insert(k.clone(), write_rule(*a, origin));
+                    }
+                    w
+                },
+                write_categories: r
+                    .write_categories
+                    .iter()
+                    .map(|(k, (a, origin))| (k.clone(), write_rule(*a, origin)))
+                    .collect(),
             };
             (r.name.clone(), Arc::new(role))
         })
@@ -200,5 +212,14 @@ pub(crate) fn deny_all(inventory: &Arc<super::inventory::Inventory>) -> RolePoli
         default_rule: "built-in deny_all".into(),
         classes: Vec::new(),
         capabilities: Vec::new(),
+        write_columns: Default::default(),
+        write_categories: BTreeMap::new(),
+    }
+}
+
+fn write_rule(action: super::model::WriteAction, origin: &str) -> super::model::WriteDecision {
+    super::model::WriteDecision {
+        action,
+        rule: origin.to_owned(),
     }
 }

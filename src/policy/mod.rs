@@ -22,6 +22,7 @@ pub mod store;
 pub mod testcases;
 pub mod validate;
 mod validate_roles;
+mod validate_writes;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

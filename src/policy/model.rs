@@ -66,6 +66,26 @@ pub struct ColumnDecision {
     pub rule: String,
 }
 
+/// What a role may write into a column, decided apart from what it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteAction {
+    /// Any value.
+    Allow,
+    /// The stored value stays: NULL or DEFAULT into a new row, and in an UPDATE exactly the
+    /// value the role reads for that row (a no-op, decided by PostgreSQL inside the statement);
+    /// anything else is refused.
+    Keep,
+    /// No write at all.
+    Refuse,
+}
+
+/// The write decision for one column for one role, with the rule that produced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteDecision {
+    pub action: WriteAction,
+    pub rule: String,
+}
+
 /// Per-table inventory facts needed by enforcement and audit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableInventory {
@@ -108,6 +128,21 @@ pub trait RoleRules: Send + Sync {
     fn subject_key(&self, _schema: &str, _table: &str) -> Option<String> {
         None
     }
+    /// What the role may write into a column. Without a write rule: what it reads as stored it
+    /// may write, and a masked or blocked column keeps its stored value.
+    fn write(&self, schema: &str, table: &str, column: &str) -> WriteDecision {
+        let read = self.column(schema, table, column);
+        match read.action {
+            ColumnAction::Allow => WriteDecision {
+                action: WriteAction::Allow,
+                rule: read.rule,
+            },
+            _ => WriteDecision {
+                action: WriteAction::Keep,
+                rule: format!("roles.{}.writes (built-in default: keep)", self.name()),
+            },
+        }
+    }
 }
 
 /// A role's rule for a column or category, with its origin for messages.
@@ -134,6 +169,10 @@ pub struct RolePolicy {
     pub default_rule: String,
     pub classes: Vec<StatementClass>,
     pub capabilities: Vec<Capability>,
+    /// Write rules (exact or pattern column names); they win over category write rules.
+    pub write_columns: ColumnRules<WriteDecision>,
+    /// Category → write rule.
+    pub write_categories: BTreeMap<String, WriteDecision>,
 }
 
 impl RolePolicy {
@@ -211,5 +250,31 @@ impl RoleRules for RolePolicy {
 
     fn subject_key(&self, schema: &str, table: &str) -> Option<String> {
         self.inventory.table(schema, table)?.subject_key
+    }
+
+    fn write(&self, schema: &str, table: &str, column: &str) -> WriteDecision {
+        if self.unrestricted {
+            return WriteDecision {
+                action: WriteAction::Allow,
+                rule: format!("roles.{} is unrestricted", self.name),
+            };
+        }
+        if let Some(w) = self.write_columns.get(schema, table, column) {
+            return w.clone();
+        }
+        let read = self.column(schema, table, column);
+        if let Some(w) = self.write_categories.get(&read.category) {
+            return w.clone();
+        }
+        match read.action {
+            ColumnAction::Allow => WriteDecision {
+                action: WriteAction::Allow,
+                rule: read.rule,
+            },
+            _ => WriteDecision {
+                action: WriteAction::Keep,
+                rule: format!("roles.{}.writes (built-in default: keep)", self.name),
+            },
+        }
     }
 }

@@ -159,6 +159,31 @@ pub struct RoleSpec {
     /// `server_files`. Default: none.
     #[serde(default)]
     pub capabilities: Vec<Spanned<CapabilitySpec>>,
+    /// What the role may write into columns it cannot read as stored, separately from what it
+    /// reads. Default: `keep` for every masked or blocked column.
+    #[serde(default)]
+    pub writes: Option<WritesSpec>,
+}
+
+/// Write rules per category and column (`table.column`, patterns allowed); columns win.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WritesSpec {
+    #[serde(default)]
+    pub categories: HashMap<Name, Spanned<WriteSpec>>,
+    #[serde(default)]
+    pub columns: HashMap<Name, Spanned<WriteSpec>>,
+}
+
+/// `allow`: any value (a write-only field when reads are masked or blocked); `keep`: NULL or
+/// DEFAULT into a new row, the masked value written back leaves the stored one, anything else
+/// is refused; `refuse`: no write at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteSpec {
+    Allow,
+    Keep,
+    Refuse,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

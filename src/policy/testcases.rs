@@ -48,6 +48,10 @@ pub struct TestCase {
     /// Columns whose reference must cause the refusal.
     #[serde(default)]
     pub blocked: Vec<String>,
+    /// Written columns whose stored value must stay unless NULL goes into a new row (write
+    /// rule `keep`: the forwarded statement guards the value).
+    #[serde(default)]
+    pub kept: Vec<String>,
     /// Exact SQL forwarded upstream (after rewriting), when the case pins it.
     #[serde(default)]
     pub sql_out: Option<String>,
@@ -59,6 +63,7 @@ pub struct TestOutcome {
     pub decision: Decision,
     pub masked: Vec<String>,
     pub blocked: Vec<String>,
+    pub kept: Vec<String>,
     pub sql_out: Option<String>,
 }
 
@@ -153,6 +158,7 @@ where
         };
         missing(&c.masked, &got.masked, "masked", &mut problems);
         missing(&c.blocked, &got.blocked, "blocked", &mut problems);
+        missing(&c.kept, &got.kept, "kept", &mut problems);
         if let Some(want) = &c.sql_out {
             if got.sql_out.as_deref() != Some(want.as_str()) {
                 problems.push(format!("expected SQL {want:?}, got {:?}", got.sql_out));

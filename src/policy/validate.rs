@@ -59,6 +59,8 @@ pub struct CheckedRole {
     pub columns: Vec<(ColumnName, (ActionRef, String))>,
     pub classes: Vec<StatementClass>,
     pub capabilities: Vec<Capability>,
+    pub write_categories: BTreeMap<String, (super::model::WriteAction, String)>,
+    pub write_columns: Vec<(ColumnName, (super::model::WriteAction, String))>,
 }
 
 #[derive(Debug, Default)]

@@ -49,7 +49,8 @@ pub(crate) fn roles_and_grants(
                 || !r.categories.is_empty()
                 || !r.columns.is_empty()
                 || r.statements.is_some()
-                || !r.capabilities.is_empty();
+                || !r.capabilities.is_empty()
+                || r.writes.is_some();
             if r.unrestricted && has_rules {
                 diags.error(&pos, &path, "an unrestricted role cannot also have rules");
             }
@@ -64,7 +65,19 @@ pub(crate) fn roles_and_grants(
                 columns: Vec::new(),
                 classes: DEFAULT_CLASSES.to_vec(),
                 capabilities: Vec::new(),
+                write_categories: Default::default(),
+                write_columns: Vec::new(),
             };
+            if let Some(w) = &r.writes {
+                super::validate_writes::writes(
+                    w,
+                    (file, schema, &path),
+                    categories,
+                    c,
+                    &mut role,
+                    diags,
+                );
+            }
             if let Some(d) = &r.default {
                 let dpos = Pos::new(file, &d.referenced);
                 let dpath = format!("{path}.default");
@@ -175,7 +188,7 @@ fn is_pattern_name(k: &(String, String, String)) -> bool {
 }
 
 /// A role rule must name a column the inventory knows, or it silently does nothing.
-fn check_column_known(
+pub(crate) fn check_column_known(
     c: &Checked,
     key: &(String, String, String),
     pos: &Pos,

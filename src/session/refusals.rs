@@ -53,15 +53,12 @@ impl Refusals {
         format!("SELECT \"{}{}\"", self.nonce, id)
     }
 
-    pub fn has_pending(&self) -> bool {
-        match self.pending.lock() {
-            Ok(g) => !g.1.is_empty(),
-            Err(p) => !p.into_inner().1.is_empty(),
-        }
-    }
-
-    /// If an upstream error message came from a marker, the refusal it stands for.
+    /// If an upstream error message came from a marker, or from a write guard that failed
+    /// inside a statement (`analysis::write_guard`), the refusal it stands for.
     pub fn resolve(&self, message: &str) -> Option<PgError> {
+        if let Some(refusal) = crate::analysis::write_refusal_in(message) {
+            return Some(refusal);
+        }
         let start = message.find(&self.nonce)? + self.nonce.len();
         let digits: String = message[start..]
             .chars()
@@ -97,7 +94,6 @@ mod tests {
         };
         let msg_b = format!("column \"{}\" does not exist", col(&b));
         assert_eq!(r.resolve(&msg_b).unwrap().message, "b");
-        assert!(!r.has_pending());
         let msg_a = format!("column \"{}\" does not exist", col(&a));
         assert!(r.resolve(&msg_a).is_none());
         assert!(r

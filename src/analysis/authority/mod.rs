@@ -30,7 +30,13 @@
 //!      FILTER, window, sub-queries);
 //!    - column references where a written table with protected columns is in scope, bound as
 //!      PostgreSQL binds them: a protected column or a whole-row reference (`t`, `t.*`, `*` in
-//!      RETURNING) of the written table is refused in every clause.
+//!      RETURNING) of the written table is refused in every clause;
+//!    - written columns: each is allowed by the role's write rules, or its value is NULL,
+//!      DEFAULT (new rows only) or the write guard the analysis made for that very column
+//!      (`analysis::write_guard`), in exactly its shape, with its placeholders. The guard's
+//!      parts that touch the stored value (its mask, the column itself, the failure) are
+//!      placeholders put in place after this check, like masked stand-ins; the client's value
+//!      stays in the text and is walked like any expression.
 //!
 //! Because masked values only exist inside stand-ins and a protected table can otherwise
 //! appear only as a write target whose stored columns are checked, a statement that passes
@@ -106,6 +112,19 @@ pub struct Placeholders {
     pub relations: HashMap<String, Vec<String>>,
     /// Masked references to protected columns of a written table.
     pub expressions: HashSet<String>,
+    /// Write guards (`analysis::write_guard`) by the placeholder of their failure.
+    pub guards: HashMap<String, GuardPlaces>,
+}
+
+/// The placeholders of one write guard, all of them also in `expressions`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardPlaces {
+    /// The column the guarded value is written to.
+    pub column: String,
+    /// The role's masked value of the column, and the stored column (updates only).
+    pub mask: Option<String>,
+    pub stored: Option<String>,
+    pub fail: String,
 }
 
 /// Check the text to forward, masked stand-ins still as placeholders.

@@ -69,6 +69,8 @@ struct Target {
     names: Vec<String>,
     columns: Vec<String>,
     protected: Vec<String>,
+    /// Columns whose write rule does not allow any value.
+    guarded: Vec<String>,
     table: String,
 }
 

@@ -149,7 +149,7 @@ pub(super) async fn backend(
                         }
                     }
                 }
-                b'E' if shared.restricted && shared.refusals.has_pending() => {
+                b'E' if shared.restricted => {
                     let frame = Frame {
                         tag,
                         raw: bytes::Bytes::copy_from_slice(&buf[pos..pos + len]),

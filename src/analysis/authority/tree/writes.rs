@@ -7,7 +7,7 @@ use super::{
     differs, field, fields, kind, list, names, policy, text, Checked, Field, FromItem, Gate, Level,
     Target, Value,
 };
-use crate::policy::model::{Capability, ColumnAction};
+use crate::policy::model::{Capability, ColumnAction, WriteAction};
 
 impl Gate<'_, '_> {
     /// Column references only matter where a written table with protected columns is in
@@ -149,7 +149,15 @@ impl Gate<'_, '_> {
             })
             .map(|c| c.name.clone())
             .collect();
-        if protected.is_empty() {
+        let guarded: Vec<String> = rel
+            .columns
+            .iter()
+            .filter(|c| {
+                self.ctx.rules.write(&rel.schema, &rel.name, &c.name).action != WriteAction::Allow
+            })
+            .map(|c| c.name.clone())
+            .collect();
+        if protected.is_empty() && guarded.is_empty() {
             return Ok(None);
         }
         let mut names = vec![rel.name.clone()];
@@ -160,22 +168,23 @@ impl Gate<'_, '_> {
             names,
             columns: rel.columns.iter().map(|c| c.name.clone()).collect(),
             protected,
+            guarded,
             table: format!("{}.{}", rel.schema, rel.name),
         }))
     }
 
     pub(super) fn written(&self, t: Option<&Target>, cols: &[String]) -> Checked {
         let Some(t) = t else { return Ok(()) };
-        if cols.is_empty() {
+        if cols.is_empty() && !t.guarded.is_empty() {
             return Err(policy(format!(
                 "writing every column of {} is not allowed for role {}: name the columns",
                 t.table,
                 self.role()
             )));
         }
-        match cols.iter().find(|c| t.protected.contains(c)) {
+        match cols.iter().find(|c| t.guarded.contains(c)) {
             Some(c) => Err(policy(format!(
-                "writing column {}.{c} is not allowed for role {}: it is masked or blocked",
+                "writing column {}.{c} is not allowed for role {}: its write rule allows only NULL into a new row or the value the role reads",
                 t.table,
                 self.role()
             ))),
@@ -196,7 +205,7 @@ impl Gate<'_, '_> {
                     .filter_map(kind)
                     .map(|(_, r)| text(r, "name").to_owned())
                     .enumerate()
-                    .filter(|(i, _)| !only_null_or_default(field(s, "select_stmt"), *i))
+                    .filter(|(i, c)| !self.new_rows_kept(field(s, "select_stmt"), *i, c))
                     .map(|(_, c)| c)
                     .collect();
                 if !cols.is_empty() || list(field(s, "cols")).is_empty() {
@@ -227,9 +236,12 @@ impl Gate<'_, '_> {
                 let sets: Vec<String> = list(field(s, "target_list"))
                     .iter()
                     .filter_map(kind)
+                    .filter(|(_, r)| !self.kept(r))
                     .map(|(_, r)| text(r, "name").to_owned())
                     .collect();
-                self.written(target.as_ref(), &sets)?;
+                if !sets.is_empty() {
+                    self.written(target.as_ref(), &sets)?;
+                }
                 for item in list(field(s, "from_clause")) {
                     let mut froms = std::mem::take(&mut lvl.froms);
                     self.note_from_item(item, &lvl, &mut froms);
@@ -251,6 +263,82 @@ impl Gate<'_, '_> {
             }
         }
         Ok(())
+    }
+
+    /// Whether every row of an INSERT's VALUES (or a plain SELECT's output) holds, at position
+    /// `i`, NULL, DEFAULT or the guard the analysis put there for `column`
+    /// (`analysis::write_guard`): a new row's value that PostgreSQL lets through only when it
+    /// is NULL.
+    fn new_rows_kept(&self, select: Option<&Value>, i: usize, column: &str) -> bool {
+        let Some(("SelectStmt", s)) = select.and_then(kind) else {
+            return false;
+        };
+        let rows = list(field(s, "values_lists"));
+        if rows.is_empty() {
+            // A plain SELECT's output column (a set operation has no target list of its own).
+            return match list(field(s, "target_list")).get(i).and_then(kind) {
+                Some(("ResTarget", r)) => {
+                    field(r, "val").is_some_and(|v| is_null(v) || self.guard(v, column, false))
+                }
+                _ => false,
+            };
+        }
+        rows.iter().all(|row| {
+            let items = row
+                .get("node")
+                .and_then(|n| n.get("List"))
+                .and_then(|l| field(l, "items"));
+            match list(items).get(i) {
+                Some(v) => is_null(v) || self.guard(v, column, false),
+                None => false,
+            }
+        })
+    }
+
+    /// Whether an UPDATE's `SET column = value` is the guard the analysis put there: the
+    /// value the role reads for the row, which leaves the stored one, or a failure.
+    fn kept(&self, res_target: &Value) -> bool {
+        list(field(res_target, "indirection")).is_empty()
+            && field(res_target, "val")
+                .is_some_and(|v| self.guard(v, text(res_target, "name"), true))
+    }
+
+    /// `CASE WHEN CAST(v AS t) IS NULL THEN NULL ELSE <failure> END` (a new row) or
+    /// `CASE WHEN CAST(v AS t) IS NOT DISTINCT FROM <mask> THEN <stored> ELSE <failure> END`
+    /// (an update), with the placeholders the analysis made for this column's guard.
+    fn guard(&self, v: &Value, column: &str, update: bool) -> bool {
+        let Some(("CaseExpr", case)) = kind(v) else {
+            return false;
+        };
+        let [when] = list(field(case, "args")) else {
+            return false;
+        };
+        let (Some(("CaseWhen", when)), None) = (kind(when), field(case, "arg")) else {
+            return false;
+        };
+        let Some(g) = field(case, "defresult")
+            .and_then(placeholder)
+            .and_then(|f| self.placeholders.guards.get(f))
+        else {
+            return false;
+        };
+        let (cond, result) = (field(when, "expr").and_then(kind), field(when, "result"));
+        let cast = |e: Option<&Value>| matches!(e.and_then(kind), Some(("TypeCast", _)));
+        g.column == column
+            && match (update, cond, &g.mask, &g.stored) {
+                (false, Some(("NullTest", t)), None, None) => {
+                    t.get("nulltesttype").and_then(Value::as_i64) == Some(NULL_TEST_IS_NULL)
+                        && cast(field(t, "arg"))
+                        && result.is_some_and(is_null_const)
+                }
+                (true, Some(("AExpr", e)), Some(mask), Some(stored)) => {
+                    e.get("kind").and_then(Value::as_i64) == Some(AEXPR_NOT_DISTINCT)
+                        && cast(field(e, "lexpr"))
+                        && field(e, "rexpr").and_then(placeholder) == Some(mask.as_str())
+                        && result.and_then(placeholder) == Some(stored.as_str())
+                }
+                _ => false,
+            }
     }
 
     pub(super) fn copy(&mut self, s: &Value, lvl: &Level) -> Checked {
@@ -284,25 +372,31 @@ impl Gate<'_, '_> {
     }
 }
 
-/// Whether every row of an INSERT's VALUES holds NULL or DEFAULT at position `i`: a new row's
-/// NULL or DEFAULT in a column the role cannot see reveals nothing and overwrites nothing.
-fn only_null_or_default(select: Option<&Value>, i: usize) -> bool {
-    let Some(("SelectStmt", s)) = select.and_then(kind) else {
-        return false;
+/// `NullTestType::IsNull` and `AExprKind::AexprNotDistinct` in pg_query's protobuf.
+const NULL_TEST_IS_NULL: i64 = 1;
+const AEXPR_NOT_DISTINCT: i64 = 5;
+
+fn is_null_const(v: &Value) -> bool {
+    matches!(kind(v), Some(("AConst", c)) if c.get("isnull").and_then(Value::as_bool) == Some(true))
+}
+
+/// NULL or DEFAULT as a new row's value: it reveals nothing and overwrites nothing.
+fn is_null(v: &Value) -> bool {
+    is_null_const(v) || matches!(kind(v), Some(("SetToDefault", _)))
+}
+
+/// The name of a one-part column reference (the form placeholders take).
+fn placeholder(v: &Value) -> Option<&str> {
+    let Some(("ColumnRef", cr)) = kind(v) else {
+        return None;
     };
-    let rows = list(field(s, "values_lists"));
-    !rows.is_empty()
-        && rows.iter().all(|row| {
-            let items = row
-                .get("node")
-                .and_then(|n| n.get("List"))
-                .and_then(|l| field(l, "items"));
-            match list(items).get(i).and_then(kind) {
-                Some(("AConst", c)) => c.get("isnull").and_then(Value::as_bool) == Some(true),
-                Some(("SetToDefault", _)) => true,
-                _ => false,
-            }
-        })
+    match list(field(cr, "fields")) {
+        [f] => match kind(f) {
+            Some(("String", s)) => s.get("sval").and_then(Value::as_str),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 fn could_reach_target(x: &String, lvl: Option<&Level>) -> bool {
