@@ -107,11 +107,11 @@ mod tests {
         let lib = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/lib.rs"))
             .expect("src/lib.rs");
         for line in lib.lines() {
-            if let Some(m) = line
-                .trim()
+            let line = line.trim();
+            let declared = line
                 .strip_prefix("pub mod ")
-                .and_then(|l| l.strip_suffix(';'))
-            {
+                .or_else(|| line.strip_prefix("pub(crate) mod "));
+            if let Some(m) = declared.and_then(|l| l.strip_suffix(';')) {
                 assert!(
                     layer_of(m).is_some(),
                     "module {m} has no layer in src/layering.rs"

@@ -29,7 +29,7 @@
 
 pub mod analysis;
 pub mod audit;
-pub mod cancel;
+pub(crate) mod cancel;
 pub mod catalog;
 pub mod certs;
 pub mod cluster;
@@ -46,8 +46,8 @@ pub mod policy;
 pub mod policy_cli;
 pub mod protocol;
 pub mod proxy;
-pub mod readiness;
+pub(crate) mod readiness;
 pub mod session;
-pub mod stream;
+pub(crate) mod stream;
 pub mod tls;
-pub mod upstream;
+pub(crate) mod upstream;

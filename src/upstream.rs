@@ -1,6 +1,5 @@
 //! Connections to the upstream PostgreSQL server.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -124,6 +123,3 @@ impl std::fmt::Debug for Upstream {
         write!(f, "Upstream({}, tls={:?})", self.addr(), self.cfg.tls)
     }
 }
-
-/// Shared handle type.
-pub type SharedUpstream = Arc<Upstream>;
