@@ -10,6 +10,7 @@ mod audit_durability;
 mod audit_executions;
 mod audit_identity;
 mod audit_table;
+mod audit_table_outage;
 mod audit_trail;
 mod clients;
 mod cluster;

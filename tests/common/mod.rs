@@ -2,6 +2,7 @@
 //! clients that connect through it with TLS.
 #![allow(dead_code)]
 
+pub mod audit_db;
 pub mod faults;
 pub mod leaks;
 pub mod process;
