@@ -72,7 +72,22 @@ fn quote_ident(s: &str) -> String {
 /// `reader`, if given, may SELECT (for `audit search` and `audit verify`). Everybody else is
 /// revoked. Run by the role that should own the table (not `writer`: an owner can change
 /// rows whatever is granted).
-pub fn install_sql(table: &TableName, writer: &str, reader: Option<&str>) -> String {
+pub fn install_sql(
+    table: &TableName,
+    writer: &str,
+    reader: Option<&str>,
+) -> Result<String, String> {
+    // The schema's rights are taken from PUBLIC: on a shared schema that would break everything
+    // else in the database.
+    if table.schema == "public"
+        || table.schema == "information_schema"
+        || table.schema.starts_with("pg_")
+    {
+        return Err(format!(
+            "{table}: give the audit table a schema of its own (e.g. pgvakt_audit.records); \
+             install-table revokes PUBLIC's rights on it"
+        ));
+    }
     let t = table.sql();
     let schema = quote_ident(&table.schema);
     let w = quote_ident(writer);
@@ -103,7 +118,7 @@ GRANT SELECT (replica, seq, mac) ON TABLE {t} TO {w};
             "GRANT USAGE ON SCHEMA {schema} TO {r};\nGRANT SELECT ON TABLE {t} TO {r};\n"
         ));
     }
-    sql
+    Ok(sql)
 }
 
 /// The rustls client configuration for `mode` (None: plain), trusting the PEM certificates in
@@ -189,12 +204,20 @@ mod tests {
     #[test]
     fn the_writer_gets_insert_and_the_chain_columns_only() {
         let t = TableName::parse("audit.records").unwrap();
-        let sql = install_sql(&t, "pg\"vakt", Some("dpo"));
+        let sql = install_sql(&t, "pg\"vakt", Some("dpo")).unwrap();
         assert!(sql.contains("GRANT INSERT ON TABLE \"audit\".\"records\" TO \"pg\"\"vakt\";"));
         assert!(sql.contains(
             "GRANT SELECT (replica, seq, mac) ON TABLE \"audit\".\"records\" TO \"pg\"\"vakt\";"
         ));
         assert!(sql.contains("GRANT SELECT ON TABLE \"audit\".\"records\" TO \"dpo\";"));
         assert!(!sql.contains("UPDATE") && !sql.contains("DELETE"), "{sql}");
+        for shared in [
+            "public.audit",
+            "pg_catalog.audit",
+            "information_schema.audit",
+        ] {
+            let t = TableName::parse(shared).unwrap();
+            assert!(install_sql(&t, "w", None).is_err(), "{shared}");
+        }
     }
 }

@@ -237,7 +237,7 @@ pub fn install_table(args: &InstallTableArgs) -> i32 {
     let done = runtime().and_then(|rt| {
         rt.block_on(async {
             let (mut client, table) = open(&args.db).await?;
-            let sql = install_sql(&table, &args.writer, args.reader.as_deref());
+            let sql = install_sql(&table, &args.writer, args.reader.as_deref())?;
             let tx = client.transaction().await.map_err(|e| db_error(&e))?;
             tx.batch_execute(&sql).await.map_err(|e| db_error(&e))?;
             let owner: String = tx
