@@ -83,6 +83,18 @@ async fn views_over_protected_tables_show_masked_values_to_every_role() {
             }
         };
         assert_eq!(got, want, "{role}: the view has its rows");
+        // Each view's creation reloads pgvakt's catalog on its own: wait for the last one.
+        loop {
+            match c.simple_query("SELECT 1 FROM barrier_view LIMIT 0").await {
+                Err(e)
+                    if common::message(&e).contains("not in pgvakt's catalog")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                _ => break,
+            }
+        }
         for (sql, expect) in CASES {
             if let Err(f) = run_case(&c, &secrets, role, sql, *expect).await {
                 failures.push(f);
