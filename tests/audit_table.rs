@@ -203,3 +203,85 @@ async fn two_replicas_write_one_table_and_verify_checks_each_chain() {
     assert!(text.contains("replica r1: OK"), "{text}");
     assert!(text.contains("record 2 is missing"), "{text}");
 }
+
+/// Reads until the connection fails; how many the client received complete.
+async fn read_until_gone(client: tokio_postgres::Client, n: i64) -> u64 {
+    let mut ok = 0u64;
+    loop {
+        let id = 1 + (ok as i64 + n) % 20;
+        let r = if ok % 2 == 0 {
+            client
+                .simple_query(&format!("SELECT email FROM contacts WHERE id = {id}"))
+                .await
+                .map(|_| ())
+        } else {
+            client
+                .query("SELECT email FROM contacts WHERE id = $1", &[&id])
+                .await
+                .map(|_| ())
+        };
+        if r.is_err() {
+            return ok;
+        }
+        ok += 1;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_under_load_has_every_read_in_the_table_and_continues_its_chain() {
+    let db = AuditDb::start().await;
+    let env = Env::start_with(EnvOptions {
+        demo_contacts: Some(20),
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("dir");
+    let yaml = process_yaml(&env, dir.path(), &db.yaml("killed"));
+    let proxy = PgvaktProcess::start(dir.path(), &yaml).await;
+    let mut clients = Vec::new();
+    for (n, user) in ["secretary", "admin", "secretary"].iter().enumerate() {
+        let app = format!("killed-{n}");
+        let c = connect(proxy.addr.port(), &env, user, &app).await;
+        clients.push((app, tokio::spawn(read_until_gone(c, n as i64))));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.signal(Signal::SIGKILL);
+    let mut received = Vec::new();
+    for (app, task) in clients {
+        let n = tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("clients end once pgvakt is gone")
+            .expect("client task");
+        received.push((app, n));
+    }
+    let recs = db.records().await;
+    for (app, n) in &received {
+        let intents = of(&recs, "statement_intent", app).len() as u64;
+        // At most the statement in flight when pgvakt died has an intent without an answer.
+        assert!(
+            intents >= *n && intents <= *n + 1,
+            "{app}: {intents} intents for {n} reads received"
+        );
+    }
+    assert!(
+        received.iter().map(|(_, n)| n).sum::<u64>() > 20,
+        "the load ran: {received:?}"
+    );
+
+    // Started again, the replica continues its chain after the last committed record.
+    let mut again = PgvaktProcess::start(dir.path(), &yaml).await;
+    let c = connect(again.addr.port(), &env, "secretary", "after-kill").await;
+    c.simple_query("SELECT email FROM contacts WHERE id = 1")
+        .await
+        .expect("read after restart");
+    drop(c);
+    again.signal(Signal::SIGTERM);
+    assert_eq!(again.wait(Duration::from_secs(20)).await.code(), Some(0));
+    assert_eq!(
+        of(&db.records().await, "statement_intent", "after-kill").len(),
+        1
+    );
+    let (code, text) = db.verify();
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("replica killed: OK"), "{text}");
+}
