@@ -19,6 +19,7 @@ mod demo_data;
 mod deploy_files;
 mod differential;
 mod differential_fuzz;
+mod empty_statements;
 mod enforcement;
 mod layout;
 mod leak_classes;

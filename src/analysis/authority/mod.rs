@@ -162,7 +162,7 @@ pub fn too_complex(sql: &str) -> Option<PgError> {
 /// whatever relation names the text shows (`query_to_xml('... con' || 'tacts')`).
 pub fn calls_unlisted_function(sql: &str) -> bool {
     use pg_query::protobuf::Token;
-    let Ok(tokens) = pg_query::scan_tokens(sql) else {
+    let Ok(tokens) = tokens::pg_tokens(sql) else {
         return true;
     };
     tokens.windows(2).any(|w| {

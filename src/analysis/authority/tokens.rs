@@ -5,6 +5,18 @@
 use pg_query::protobuf::{ScanToken, Token as PgToken};
 use sqlparser::tokenizer::{Location, Token, Tokenizer, Whitespace};
 
+/// PostgreSQL's scanner over `sql`: every token, comments included. pg_query hands a text
+/// without tokens (empty, or only spaces) back as a null pointer that it then reads as a slice:
+/// undefined behaviour, which debug builds turn into an abort of the whole process. A `;` on a
+/// line of its own after the text always scans as a token of its own (a `--` comment ends at the
+/// newline; an unterminated quote or comment is an error either way), so it is appended and
+/// dropped again.
+pub fn pg_tokens(sql: &str) -> Result<Vec<ScanToken>, pg_query::Error> {
+    let mut tokens = pg_query::scan_tokens(&format!("{sql}\n;"))?;
+    tokens.retain(|t| usize::try_from(t.start).is_ok_and(|start| start < sql.len()));
+    Ok(tokens)
+}
+
 /// PostgreSQL's tokens of `sql`, checked against sqlparser's.
 pub fn agree(sql: &str) -> Result<Vec<ScanToken>, String> {
     let pg = scan(sql)?;
@@ -53,7 +65,7 @@ pub fn agree(sql: &str) -> Result<Vec<ScanToken>, String> {
 /// PostgreSQL's scan, with the tokens a rendering never holds refused: comments, and numbers
 /// in forms newer servers read as one token and PostgreSQL 15 reads otherwise (`0x1F`, `1_000`).
 pub fn scan(sql: &str) -> Result<Vec<ScanToken>, String> {
-    let pg = pg_query::scan_tokens(sql).map_err(|e| format!("PostgreSQL cannot scan it ({e})"))?;
+    let pg = pg_tokens(sql).map_err(|e| format!("PostgreSQL cannot scan it ({e})"))?;
     for t in &pg {
         let text = sql.get(t.start as usize..t.end as usize).unwrap_or("");
         if t.token == PgToken::SqlComment as i32 || t.token == PgToken::CComment as i32 {
@@ -171,7 +183,7 @@ pub const MAX_CHAIN: usize = 10_000;
 /// The longest run of tokens between commas, parentheses, brackets and semicolons, found by
 /// PostgreSQL's scanner without parsing. None when the text does not scan.
 pub fn longest_chain(sql: &str) -> Option<usize> {
-    let tokens = pg_query::scan_tokens(sql).ok()?;
+    let tokens = pg_tokens(sql).ok()?;
     let cuts = [b',', b'(', b')', b'[', b']', b';'].map(i32::from);
     let (mut run, mut longest) = (0usize, 0usize);
     for t in &tokens {
@@ -183,4 +195,38 @@ pub fn longest_chain(sql: &str) -> Option<usize> {
         }
     }
     Some(longest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_without_tokens_scan_to_nothing_instead_of_aborting() {
+        for sql in ["", " ", "\n\t ", ";"] {
+            let tokens = pg_tokens(sql).expect("scans");
+            assert_eq!(tokens.len(), usize::from(sql == ";"), "{sql:?}");
+        }
+        assert!(!super::super::calls_unlisted_function(""));
+        assert_eq!(longest_chain(" "), Some(0));
+        // pg_query's parser takes the same texts (an empty query is a valid one).
+        for sql in ["", "  ", "-- only a comment"] {
+            let parsed = pg_query::parse(sql, pg_query::ParserOptions::DEFAULT).expect("parses");
+            assert!(parsed.protobuf.stmts.is_empty(), "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn the_appended_token_changes_nothing_before_it() {
+        let sql = "SELECT a -- note";
+        let tokens = pg_tokens(sql).expect("scans");
+        let texts: Vec<&str> = tokens
+            .iter()
+            .map(|t| &sql[t.start as usize..t.end as usize])
+            .collect();
+        assert_eq!(texts, ["SELECT", "a", "-- note"]);
+        for open in ["SELECT 'a", "SELECT /* a", "SELECT $$a", "SELECT \"a"] {
+            assert!(pg_tokens(open).is_err(), "{open:?} is unterminated");
+        }
+    }
 }
