@@ -1,11 +1,13 @@
 //! Keyed pseudonyms of data subjects, so the log can answer "who read subject X" without
 //! holding X's identity.
 //!
-//! `ref = hex(HMAC-SHA256(subject_key, "schema.table" ‖ 0x00 ‖ key value as PostgreSQL's text
+//! `ref = hex(HMAC-SHA256(subject_key, subject type ‖ 0x00 ‖ key value as PostgreSQL's text
 //! output))[..32]`. 128 bits keep collisions out of reach for any CRM's subject count while
-//! keeping records short. The table is part of the input so the same id in two tables (a
-//! contact 42 and a company 42) gives different references; `audit search` computes the
-//! reference per table from the raw id with this same function.
+//! keeping records short. The subject type (`schema.table` of the table holding the subjects,
+//! declared in the inventory: `activities.contact_id` refers to `public.contacts`) is part of
+//! the input, so one person has one reference across tables while the same id of two kinds
+//! of subject (a contact 42 and a company 42) gives different ones; `audit search` computes
+//! the reference per subject type from the raw id with this same function.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -36,7 +38,8 @@ impl SubjectKey {
         &self.1
     }
 
-    /// The pseudonym of the subject whose key column in `table` (`schema.table`) holds `key`.
+    /// The pseudonym of the subject of type `table` (`schema.table` of the subject type)
+    /// whose key is `key`.
     pub fn pseudonym(&self, table: &str, key: &str) -> String {
         let mut m = self.0.clone();
         m.update(table.as_bytes());
@@ -74,7 +77,8 @@ impl SubjectSet {
         }
     }
 
-    /// One row's subject: `table` is `schema.table`, `key` the key column's text value.
+    /// One row's subject: `table` is its subject type (`schema.table`), `key` the key
+    /// column's text value.
     pub fn add(&mut self, table: &str, key: &str) {
         let r = self.key.pseudonym(table, key);
         let group = self.groups.entry(table.to_owned()).or_default();

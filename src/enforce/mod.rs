@@ -439,6 +439,16 @@ impl SessionPolicy {
         Some((r.role.name().to_owned(), !r.role.is_unrestricted()))
     }
 
+    /// The session role's declared purpose and GDPR Art. 6(1) legal basis, if it has them.
+    pub fn purpose(&self) -> Option<(String, String)> {
+        let inner = self.inner.as_ref()?;
+        let r = inner
+            .store
+            .current()
+            .resolve(&self.user, &self.groups, SystemTime::now());
+        r.role.purpose.clone()
+    }
+
     /// Decide a simple-protocol query or a statement to prepare.
     pub fn check(&mut self, sql: &str) -> Verdict {
         let Some(inner) = self.inner.clone() else {

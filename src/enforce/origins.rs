@@ -29,11 +29,14 @@ pub fn protected_origins(catalog: &Catalog, rules: &dyn RoleRules) -> Protected 
 /// Facts audit records need, per policy version and catalog.
 #[derive(Debug, Default)]
 pub struct AuditFacts {
-    /// Subject-key column origins → `schema.table`.
+    /// Subject-key column origins → the subject type they identify (`schema.table` of the
+    /// table holding the subjects: `public.contacts` for `activities.contact_id` too).
     pub subject_keys: HashMap<(u32, i16), String>,
     /// Personal-data column origins → the column, as a record of a read found by a result's
     /// origins lists it (the value arrived as stored).
     pub personal_columns: HashMap<(u32, i16), ColumnUse>,
+    /// `schema.table` → its subject type, for relations with a subject key.
+    pub subject_types: HashMap<String, String>,
     /// Lower-cased names of relations that hold personal data, and of every view (a view may
     /// read them): a statement naming none of them reads no personal data.
     pub personal_names: Vec<String>,
@@ -44,15 +47,18 @@ impl AuditFacts {
         let mut facts = AuditFacts::default();
         let rules = set.default_role.as_ref();
         for rel in catalog.relations() {
-            if let Some(key) = set
-                .table(&rel.schema, &rel.name)
-                .and_then(|t| t.subject_key)
+            let inv = set.table(&rel.schema, &rel.name);
+            if let Some((key, subject_type)) =
+                inv.and_then(|t| Some((t.subject_key?, t.subject_type?)))
             {
                 if let Some(c) = rel.columns.iter().find(|c| c.name == key) {
                     facts
                         .subject_keys
-                        .insert((rel.oid, c.attnum), format!("{}.{}", rel.schema, rel.name));
+                        .insert((rel.oid, c.attnum), subject_type.clone());
                 }
+                facts
+                    .subject_types
+                    .insert(format!("{}.{}", rel.schema, rel.name), subject_type);
             }
             let mut personal = false;
             for c in &rel.columns {

@@ -157,6 +157,7 @@ fn build(
             let role = RolePolicy {
                 name: r.name.clone(),
                 unrestricted: r.unrestricted,
+                purpose: r.purpose.clone(),
                 inventory: Arc::clone(&inventory),
                 columns,
                 categories: r
@@ -205,6 +206,7 @@ pub(crate) fn deny_all(inventory: &Arc<super::inventory::Inventory>) -> RolePoli
     RolePolicy {
         name: "deny_all".into(),
         unrestricted: false,
+        purpose: None,
         inventory: Arc::clone(inventory),
         columns: Default::default(),
         categories: BTreeMap::new(),

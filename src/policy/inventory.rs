@@ -161,6 +161,8 @@ pub struct TableEntry {
     pub schema: String,
     pub table: String,
     pub subject_key: Option<String>,
+    /// The subject type (schema, table) the key refers to, when it is another table's.
+    pub subject: Option<(String, String)>,
     pub personal: bool,
     /// Column name (exact or pattern) → classification.
     pub columns: Vec<(String, Classified)>,
@@ -264,6 +266,10 @@ impl Inventory {
             schema: schema.to_owned(),
             table: table.to_owned(),
             subject_key: e.subject_key.clone(),
+            subject_type: e.subject_key.as_ref().map(|_| match &e.subject {
+                Some((s, t)) => format!("{s}.{t}"),
+                None => format!("{schema}.{table}"),
+            }),
         })
     }
 }

@@ -23,6 +23,7 @@ pub mod testcases;
 pub mod validate;
 mod validate_roles;
 mod validate_writes;
+mod validate_subjects;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -135,5 +136,7 @@ impl PolicySet {
 }
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_subjects;
 #[cfg(test)]
 mod tests_unlisted;

@@ -93,6 +93,10 @@ pub struct TableInventory {
     pub table: String,
     /// Column identifying the data subject of a row, e.g. `id` for contacts, `contact_id` for activities.
     pub subject_key: Option<String>,
+    /// With a subject key: the subject type it identifies, `schema.table` of the table that
+    /// holds those subjects (`public.contacts` for `activities.contact_id`). Pseudonyms are
+    /// computed per subject type, so one person has one pseudonym across tables.
+    pub subject_type: Option<String>,
 }
 
 /// Constructs a restricted role may use only when the policy explicitly allows them. DO blocks,
@@ -158,6 +162,9 @@ pub struct RuleAction {
 pub struct RolePolicy {
     pub name: String,
     pub unrestricted: bool,
+    /// Declared purpose of the role's processing and its GDPR Art. 6(1) legal basis; audit
+    /// records of the role's sessions carry them.
+    pub purpose: Option<(String, String)>,
     /// The data inventory shared by all roles of one policy set.
     pub inventory: Arc<Inventory>,
     /// Column rules (exact or pattern names); they win over category rules.

@@ -99,6 +99,11 @@ pub struct TableSpec {
     /// Column identifying the data subject of a row.
     #[serde(default)]
     pub subject_key: Option<Name>,
+    /// The subject type `subject_key` refers to: the inventory table that holds these
+    /// subjects (`activities.contact_id` refers to `contacts`), so a person has one pseudonym
+    /// across tables. Default: this table.
+    #[serde(default)]
+    pub subject: Option<Name>,
     /// Whether the table holds personal data. Default: true.
     #[serde(default)]
     pub personal: Option<bool>,
@@ -139,6 +144,14 @@ pub enum ActionSpec {
 #[serde(deny_unknown_fields)]
 pub struct RoleSpec {
     pub description: Option<String>,
+    /// Why the role processes personal data, e.g. `customer service`; audit records of the
+    /// role's sessions carry it. Needs `legal_basis`.
+    #[serde(default)]
+    pub purpose: Option<Spanned<String>>,
+    /// GDPR Art. 6(1) basis of that processing: `consent`, `contract`, `legal_obligation`,
+    /// `vital_interests`, `public_task` or `legitimate_interests`. Needs `purpose`.
+    #[serde(default)]
+    pub legal_basis: Option<Spanned<String>>,
     /// No restriction at all (statements pass untouched). Default: false.
     #[serde(default)]
     pub unrestricted: bool,

@@ -54,6 +54,8 @@ pub enum ActionRef {
 pub struct CheckedRole {
     pub name: String,
     pub unrestricted: bool,
+    /// Declared purpose and GDPR Art. 6(1) legal basis (both or neither).
+    pub purpose: Option<(String, String)>,
     pub default: (ActionRef, String),
     pub categories: BTreeMap<String, (ActionRef, String)>,
     pub columns: Vec<(ColumnName, (ActionRef, String))>,
@@ -270,6 +272,7 @@ pub fn validate(files: &[SourceFile], diags: &mut Diagnostics) -> Checked {
 
     // Pass 2: the inventory.
     let mut global: Vec<(ColumnName, Classified, Pos, String)> = Vec::new();
+    let mut subject_refs = Vec::new();
     for (file, doc) in &docs {
         let schema = doc.schema.as_ref().map_or("public", |s| s.value.as_str());
         let Some(inv) = &doc.inventory else { continue };
@@ -374,10 +377,21 @@ pub fn validate(files: &[SourceFile], diags: &mut Diagnostics) -> Checked {
                     "personal table without subject_key: audit cannot name data subjects",
                 );
             }
+            if let Some(subject) = &t.subject {
+                subject_refs.push(super::validate_subjects::SubjectRef {
+                    entry: c.inventory.tables.len(),
+                    name: subject.value.clone(),
+                    schema: schema.to_owned(),
+                    pos: Pos::new(file, &subject.referenced),
+                    path: format!("{path}.subject"),
+                    has_key: t.subject_key.is_some(),
+                });
+            }
             c.inventory.tables.push(TableEntry {
                 schema: q[0].clone(),
                 table: q[1].clone(),
                 subject_key: t.subject_key.as_ref().map(|s| s.value.clone()),
+                subject: None,
                 personal,
                 columns: columns.into_iter().map(|(n, cls, _)| (n, cls)).collect(),
                 rule: origin(&path, &pos),
@@ -395,6 +409,7 @@ pub fn validate(files: &[SourceFile], diags: &mut Diagnostics) -> Checked {
             }
         }
     }
+    super::validate_subjects::resolve(&mut c.inventory, subject_refs, diags);
     let table_patterns: Vec<&TableEntry> = c
         .inventory
         .tables

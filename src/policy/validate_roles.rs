@@ -11,6 +11,66 @@ use super::validate::{
     CheckedRole, DEFAULT_CLASSES,
 };
 
+/// GDPR Art. 6(1) lawful bases, (a) to (f), as `legal_basis` spells them.
+pub const LEGAL_BASES: [&str; 6] = [
+    "consent",
+    "contract",
+    "legal_obligation",
+    "vital_interests",
+    "public_task",
+    "legitimate_interests",
+];
+
+/// A role's `purpose` and `legal_basis`: both or neither, the basis one of Art. 6(1)'s.
+fn purpose(
+    r: &super::source::RoleSpec,
+    file: &str,
+    path: &str,
+    pos: &Pos,
+    diags: &mut Diagnostics,
+) -> Option<(String, String)> {
+    match (&r.purpose, &r.legal_basis) {
+        (None, None) => None,
+        (Some(p), None) => {
+            let ppos = Pos::new(file, &p.referenced);
+            diags.error(&ppos, format!("{path}.purpose"), "a purpose needs its legal_basis (GDPR Art. 6(1)): consent, contract, legal_obligation, vital_interests, public_task or legitimate_interests");
+            None
+        }
+        (None, Some(b)) => {
+            let bpos = Pos::new(file, &b.referenced);
+            diags.error(
+                &bpos,
+                format!("{path}.legal_basis"),
+                "a legal_basis needs the purpose it is the basis of",
+            );
+            None
+        }
+        (Some(p), Some(b)) => {
+            let bpath = format!("{path}.legal_basis");
+            let bpos = Pos::new(file, &b.referenced);
+            if p.value.trim().is_empty() {
+                diags.error(pos, format!("{path}.purpose"), "the purpose is empty");
+                return None;
+            }
+            if !LEGAL_BASES.contains(&b.value.as_str()) {
+                diags.unknown(
+                    &bpos,
+                    bpath,
+                    format!(
+                        "'{}' is not a lawful basis of GDPR Art. 6(1) (consent, contract, \
+                         legal_obligation, vital_interests, public_task, legitimate_interests)",
+                        b.value
+                    ),
+                    &b.value,
+                    LEGAL_BASES.iter().copied(),
+                );
+                return None;
+            }
+            Some((p.value.clone(), b.value.clone()))
+        }
+    }
+}
+
 type First<'a> = dyn FnMut(String, &Pos, &str, &mut Diagnostics) -> bool + 'a;
 
 pub(crate) fn roles_and_grants(
@@ -57,6 +117,7 @@ pub(crate) fn roles_and_grants(
             let mut role = CheckedRole {
                 name: name.value.clone(),
                 unrestricted: r.unrestricted,
+                purpose: purpose(r, file, &path, &pos, diags),
                 default: (
                     ActionRef::Mask("redact".into()),
                     format!("{path}.default (built-in default: mask redact) ({pos})"),

@@ -355,6 +355,7 @@ async fn start(
             tls_version: tls_version.clone(),
             database: startup.database().to_owned(),
             policy_version: policy.policy_version(),
+            purpose: policy.purpose(),
         };
         let mut trail = trail::AuditTrail::new(h.clone(), info);
         trail.set_facts(policy.audit_facts());

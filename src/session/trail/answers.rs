@@ -649,6 +649,7 @@ impl AuditTrail {
         r.rows = Some(p.rows);
         r.intent = p.intent.clone();
         describe(&mut r, &p.audited, p.command, &p.found);
+        self.subject_types(&mut r);
         r.message = match &p.audited {
             Audited::Unknown(_) => Some("not analysed: personal data may have been read".into()),
             Audited::Watched(_) => Some(

@@ -52,6 +52,8 @@ pub struct SessionInfo {
     pub tls_version: Option<String>,
     pub database: String,
     pub policy_version: Option<String>,
+    /// The role's declared purpose and legal basis (`roles.*.purpose`, `legal_basis`).
+    pub purpose: Option<(String, String)>,
 }
 
 impl Audited {
@@ -156,11 +158,17 @@ impl AuditTrail {
         self.facts = facts;
     }
 
-    pub fn set_role(&mut self, role: &str, policy_version: Option<String>) {
+    pub fn set_role(
+        &mut self,
+        role: &str,
+        policy_version: Option<String>,
+        purpose: Option<(String, String)>,
+    ) {
         if self.info.role != role {
             self.info.role = role.to_owned();
         }
         self.info.policy_version = policy_version;
+        self.info.purpose = purpose;
     }
 
     fn base(&self, event: EventType, outcome: Outcome) -> Record {
@@ -173,7 +181,21 @@ impl AuditTrail {
         r.tls_version = self.info.tls_version.clone();
         r.database = Some(self.info.database.clone());
         r.policy_version = self.info.policy_version.clone();
+        if let Some((purpose, basis)) = &self.info.purpose {
+            r.purpose = Some(purpose.clone());
+            r.legal_basis = Some(basis.clone());
+        }
         r
+    }
+
+    /// Name each table's subject type, so a search for a person also finds the reads of
+    /// their rows whose subjects are not known.
+    fn subject_types(&self, r: &mut Record) {
+        if let Some(facts) = &self.facts {
+            for t in &mut r.tables {
+                t.subject = facts.subject_types.get(&t.table).cloned();
+            }
+        }
     }
 
     /// The `statement_intent` record written before an audited statement is forwarded: who,
@@ -185,6 +207,7 @@ impl AuditTrail {
         }
         let mut r = self.base(EventType::StatementIntent, Outcome::Ok);
         describe(&mut r, audited, command, &[]);
+        self.subject_types(&mut r);
         if matches!(audited, Audited::Unknown(_)) {
             r.message = Some("not analysed: possible personal-data read".into());
         }

@@ -339,10 +339,11 @@ impl FrontAudit {
         let facts = policy.audit_facts();
         let role = policy.role().map(|(r, _)| r);
         let version = policy.policy_version();
+        let purpose = policy.purpose();
         let mut t = self.lock();
         t.set_facts(facts);
         if let Some(r) = role {
-            t.set_role(&r, version);
+            t.set_role(&r, version, purpose);
         }
     }
 }
