@@ -84,6 +84,7 @@ async fn write_log() -> Log {
     refused.sqlstate = Some("42501".into());
     audit.record(refused).await.unwrap();
     audit.close().await;
+    assert_eq!(crate::common::schema::assert_audit_dir_valid(&dir), 4);
     Log {
         _tmp: tmp,
         dir,

@@ -193,4 +193,5 @@ async fn failed_logins_and_refused_connections_name_who_and_from_where() {
         ),
         31.0
     );
+    assert!(common::schema::assert_audit_dir_valid(&dir.path().join("audit")) >= 4);
 }

@@ -163,4 +163,5 @@ async fn a_person_read_through_contacts_and_activities_has_one_pseudonym() {
     let yes: Vec<&Value> = found.iter().filter(|r| r["match"] == "yes").collect();
     assert_eq!(yes.len(), 1);
     assert_eq!(yes[0]["user"], "sales");
+    assert!(common::schema::assert_audit_dir_valid(&dir) >= 10);
 }

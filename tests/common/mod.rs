@@ -7,6 +7,7 @@ pub mod faults;
 pub mod leaks;
 pub mod process;
 pub mod raw;
+pub mod schema;
 pub mod trail;
 
 use std::path::PathBuf;
@@ -27,6 +28,17 @@ pub struct Env {
     pub server: Option<Server>,
     pub certs: GeneratedCerts,
     pub dir: tempfile::TempDir,
+    /// The proxy's audit directory, if it writes one: its records are checked against
+    /// `deploy/audit-record.schema.json` when the environment is dropped.
+    pub audit_dir: Option<PathBuf>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let (Some(dir), false) = (&self.audit_dir, std::thread::panicking()) {
+            schema::assert_audit_dir_valid(dir);
+        }
+    }
 }
 
 /// Extra YAML appended to the generated proxy configuration.
@@ -85,6 +97,7 @@ impl Env {
             extra
         );
         let config = Config::parse(&yaml, "test.yaml").expect("config");
+        let audit_dir = config.audit.as_ref().and_then(|a| a.dir.clone());
         install_pseudonym(&cluster, &config).await;
         let enforcer = Enforcer::load(&config).await.expect("policy and catalog");
         let server = Server::start(config, enforcer).await.expect("start pgvakt");
@@ -93,6 +106,7 @@ impl Env {
             server: Some(server),
             certs,
             dir,
+            audit_dir,
         }
     }
 
