@@ -386,3 +386,78 @@ fn systemd_unit_is_hardened_and_outlasts_the_shutdown_grace() {
     let stop_ms = value("TimeoutStopSec").parse::<u64>().unwrap() * 1000;
     assert!(stop_ms > example.limits.shutdown_grace_ms + TERMINATE_WAIT_MS);
 }
+
+/// The Vector configuration tails exactly the files pgvakt writes, keeps an archive copy byte
+/// for byte (the MAC covers the exact bytes), and can neither drop nor reorder records.
+#[test]
+fn vector_ships_every_audit_line_unchanged_and_parsed() {
+    let v = yaml("vector/vector.yaml");
+    let sources = v["sources"].as_object().expect("sources");
+    let (name, src) = sources.iter().next().expect("a source");
+    assert_eq!(src["type"], "file");
+    assert_eq!(
+        src["read_from"], "beginning",
+        "records written before Vector started"
+    );
+    assert_eq!(src["oldest_first"], true, "rotated files in chain order");
+    assert_eq!(src["fingerprint"]["strategy"], "device_and_inode");
+    // The glob names pgvakt's files in the example configuration's audit.dir.
+    let example = yaml("pgvakt.example.yaml");
+    let dir = example["audit"]["dir"]
+        .as_str()
+        .expect("audit.dir in the example");
+    let include = src["include"][0].as_str().expect("include");
+    let (glob_dir, pattern) = include.rsplit_once('/').expect("a path");
+    assert_eq!(glob_dir, dir);
+    let (prefix, suffix) = pattern.split_once('*').expect("a glob");
+    let name_now = "audit-00000000000000000001-20261130T120000Z.jsonl";
+    assert!(pgvakt::audit::files::is_audit_file_name(name_now));
+    assert!(name_now.starts_with(prefix) && name_now.ends_with(suffix));
+    assert!(src["max_line_bytes"].as_u64().unwrap_or(0) >= 1 << 20);
+    assert_eq!(v["acknowledgements"]["enabled"], true);
+
+    let transforms = v["transforms"].as_object().expect("transforms");
+    let sinks = v["sinks"].as_object().expect("sinks");
+    let known: BTreeSet<&str> = sources
+        .keys()
+        .chain(transforms.keys())
+        .map(String::as_str)
+        .collect();
+    for (sink, cfg) in sinks.iter().chain(transforms.iter()) {
+        for input in cfg["inputs"].as_array().expect("inputs") {
+            let input = input.as_str().expect("input name");
+            assert!(known.contains(input), "{sink}: unknown input {input}");
+        }
+    }
+    // The archive gets the raw source, as text: re-encoding would break every MAC.
+    let archive = sinks
+        .values()
+        .find(|s| s["type"] == "file")
+        .expect("an archive sink");
+    assert_eq!(archive["inputs"][0].as_str(), Some(name.as_str()));
+    assert_eq!(archive["encoding"]["codec"], "text");
+    let archived = archive["path"].as_str().expect("path");
+    let file = archived.rsplit('/').next().unwrap_or_default();
+    assert!(
+        file.starts_with("audit-") && file.ends_with(".jsonl"),
+        "`pgvakt audit verify DIR` reads audit-*.jsonl: {file}"
+    );
+    for (sink, cfg) in sinks {
+        assert_eq!(cfg["buffer"]["when_full"], "block", "{sink} must not drop");
+        assert_eq!(cfg["buffer"]["type"], "disk", "{sink} survives a restart");
+    }
+    // The SIEM gets parsed records; the remap keeps lines it cannot parse.
+    let siem = sinks
+        .values()
+        .find(|s| s["type"] != "file")
+        .expect("a SIEM sink");
+    let parsed = siem["inputs"][0].as_str().expect("input");
+    let remap = &transforms[parsed];
+    assert_eq!(remap["type"], "remap");
+    let program = remap["source"].as_str().expect("VRL");
+    assert!(
+        program.contains("parse_json(raw)") && !program.contains("abort"),
+        "{program}"
+    );
+    assert!(program.contains(".pgvakt_unparsed = true"), "{program}");
+}

@@ -22,8 +22,8 @@ pub mod store;
 pub mod testcases;
 pub mod validate;
 mod validate_roles;
-mod validate_writes;
 mod validate_subjects;
+mod validate_writes;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
