@@ -90,6 +90,7 @@ impl Pending {
                 audited: Audited::No,
                 hidden: Vec::new(),
                 command: None,
+                doubt: None,
             },
             None,
         )

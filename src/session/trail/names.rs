@@ -83,6 +83,14 @@ impl<T> Slot<T> {
     fn is_empty(&self) -> bool {
         self.current.is_none() && self.proposed.is_empty()
     }
+
+    /// A new definition is in flight while the name seems taken and no drop was sent: it
+    /// fails if the name is still there, and succeeds if PostgreSQL already dropped it in a
+    /// way pgvakt does not follow (`ROLLBACK TO SAVEPOINT`, `COMMIT AND CHAIN`). Until its
+    /// answer, what a use of the name runs is not known.
+    fn in_doubt(&self) -> bool {
+        self.current.is_some() && !self.proposed.is_empty() && !self.dropping
+    }
 }
 
 /// Which namespace.
@@ -110,6 +118,8 @@ pub struct Resolved {
     pub hidden: Vec<(usize, bool)>,
     /// The command that runs a name's reads (`EXECUTE`, `FETCH`, `MOVE`), for its record.
     pub command: Option<&'static str>,
+    /// A cursor or portal the text uses whose definition is in doubt (see `Slot::in_doubt`).
+    pub doubt: Option<String>,
 }
 
 impl Names {
@@ -119,6 +129,12 @@ impl Names {
 
     pub fn portal(&self, name: &[u8]) -> Option<&Portal> {
         self.portals.get(name)?.seen(name.is_empty())
+    }
+
+    /// Whether a use of the named portal sent now may run another definition than the one
+    /// `portal` finds. The unnamed portal is replaced by each Bind, so it is never in doubt.
+    pub fn portal_in_doubt(&self, name: &[u8]) -> bool {
+        !name.is_empty() && self.portals.get(name).is_some_and(Slot::in_doubt)
     }
 
     /// A drop was sent: requests sent after it no longer find the current definition if a
@@ -242,6 +258,7 @@ impl Names {
                 hidden: vec![(audited.hidden(), audited.hidden_whole())],
                 audited: audited.clone(),
                 command: None,
+                doubt: None,
             };
         }
         // Definitions and drops read nothing now: the text's own reads count only when it also
@@ -252,25 +269,43 @@ impl Names {
             Audited::No
         };
         let mut command = None;
+        let mut doubt = None;
         let mut hidden = Vec::with_capacity(ops.len());
+        let mut changed = Changed::default();
         for op in ops {
-            let (def, cmd) = match op {
-                NameOp::Execute(n) => (self.statement(n.as_bytes()), "EXECUTE"),
-                NameOp::Fetch { name, moves } => (
-                    self.portal(name.as_bytes()).map(|p| &p.def),
-                    if *moves { "MOVE" } else { "FETCH" },
+            let (def, cmd, in_text) = match op {
+                NameOp::Execute(n) => (
+                    self.statement(n.as_bytes()),
+                    "EXECUTE",
+                    changed.statement(n),
                 ),
-                _ => {
+                NameOp::Fetch { name, moves } => {
+                    let in_text = changed.portal(name);
+                    if !in_text && self.portal_in_doubt(name.as_bytes()) {
+                        doubt.get_or_insert_with(|| name.clone());
+                    }
+                    (
+                        self.portal(name.as_bytes()).map(|p| &p.def),
+                        if *moves { "MOVE" } else { "FETCH" },
+                        in_text,
+                    )
+                }
+                other => {
+                    changed.note(other);
                     hidden.push((0, false));
                     continue;
                 }
             };
+            // A name this very text (re)defined or dropped runs what the text defined: its
+            // reads are the text's own, and a text of several statements has no hidden
+            // columns.
             let reads = match def {
+                _ if in_text => audited.clone(),
                 Some(d) => d.audited.clone(),
                 None if analysing => Audited::Unknown(Arc::from(text)),
                 None => Audited::No,
             };
-            hidden.push(if cmd == "MOVE" {
+            hidden.push(if cmd == "MOVE" || in_text {
                 (0, false)
             } else {
                 (reads.hidden(), reads.hidden_whole())
@@ -284,7 +319,43 @@ impl Names {
             audited: merged,
             hidden,
             command,
+            doubt,
         }
+    }
+}
+
+/// The names a text defined or dropped in the statements before the one being resolved.
+#[derive(Default)]
+struct Changed {
+    statements: Vec<String>,
+    portals: Vec<String>,
+    all_statements: bool,
+    all_portals: bool,
+}
+
+impl Changed {
+    fn note(&mut self, op: &NameOp) {
+        match op {
+            NameOp::Prepare(n) | NameOp::Deallocate(Some(n)) => self.statements.push(n.clone()),
+            NameOp::Declare { name, .. } | NameOp::Close(Some(name)) => {
+                self.portals.push(name.clone())
+            }
+            NameOp::Deallocate(None) => self.all_statements = true,
+            NameOp::Close(None) => self.all_portals = true,
+            NameOp::DiscardAll => {
+                self.all_statements = true;
+                self.all_portals = true;
+            }
+            NameOp::Execute(_) | NameOp::Fetch { .. } | NameOp::Other => {}
+        }
+    }
+
+    fn statement(&self, n: &str) -> bool {
+        self.all_statements || self.statements.iter().any(|s| s == n)
+    }
+
+    fn portal(&self, n: &str) -> bool {
+        self.all_portals || self.portals.iter().any(|p| p == n)
     }
 }
 

@@ -138,9 +138,10 @@ impl FrontAudit {
             .lock()
             .names
             .resolve(&audited, &ops, sql, self.analysing);
-        let admitted = match self.admit(&resolved.audited).await {
-            Ok(()) => self.intent(&resolved).await,
-            Err(e) => Err(e),
+        let admitted = match (&resolved.doubt, self.admit(&resolved.audited).await) {
+            (Some(name), _) => Err(in_doubt(name.as_bytes())),
+            (None, Ok(())) => self.intent(&resolved).await,
+            (None, Err(e)) => Err(e),
         };
         let def = Def {
             audited,
@@ -271,19 +272,31 @@ impl FrontAudit {
         let Ok(portal) = decode_execute(frame) else {
             return Ok(());
         };
-        let (def, resolved, intent) = {
+        let (def, resolved, intent, doubt) = {
             let trail = self.lock();
             let def = self.def_of(&trail, b'P', portal);
             let resolved = trail
                 .names
                 .resolve(&def.audited, &def.ops, &def.text, self.analysing);
             let intent = trail.names.portal(portal).and_then(|p| p.intent.clone());
-            (def, resolved, intent)
+            let doubt = match &resolved.doubt {
+                Some(name) => Some(in_doubt(name.as_bytes())),
+                None => trail
+                    .names
+                    .portal_in_doubt(portal)
+                    .then(|| in_doubt(portal)),
+            };
+            (def, resolved, intent, doubt)
         };
         let ops: Vec<NameOp> = def.ops.to_vec();
-        let intent = match intent {
-            Some(id) => Some(id),
-            None => {
+        let intent = match (intent, doubt) {
+            (_, Some(e)) => {
+                self.lock()
+                    .execute(portal, Pending::none(), Vec::new(), &def);
+                return Err(e);
+            }
+            (Some(id), None) => Some(id),
+            (None, None) => {
                 let admitted = match self.admit(&resolved.audited).await {
                     Ok(()) => self.intent(&resolved).await,
                     Err(e) => Err(e),
@@ -355,6 +368,15 @@ fn unavailable() -> PgError {
         "pgvakt: personal data cannot be read or written now: the audit trail cannot be written",
     )
     .with_hint("Reads of personal data resume as soon as audit records can be written again.")
+}
+
+/// What the client gets instead of a use of a cursor or portal while a new definition of its
+/// name is in flight: which of the two it would read is not known until PostgreSQL answers.
+fn in_doubt(name: &[u8]) -> PgError {
+    PgError::insufficient_privilege(format!(
+        "pgvakt: cursor \"{}\" is being defined again while in use; wait for the DECLARE or Bind to complete before using it",
+        String::from_utf8_lossy(name)
+    ))
 }
 
 /// The Bind with `extra` text result formats appended to its `n` per-column formats (the

@@ -1,0 +1,195 @@
+//! A prepared statement or cursor redefined where pgvakt's view of the session's names cannot
+//! follow in time: inside one Query text (`DEALLOCATE p; PREPARE p AS ...; EXECUTE p`), or
+//! after `ROLLBACK TO SAVEPOINT` took back a cursor PostgreSQL then lets a pipelined `DECLARE`
+//! reuse. Running the name must be recorded with what it really reads, and the result's hidden
+//! subject keys must never reach the client.
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::raw::{self, Raw};
+use common::{Env, EnvOptions};
+use serde_json::Value;
+
+async fn start() -> (Env, tempfile::TempDir) {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let env = Env::start_with(EnvOptions {
+        demo_contacts: Some(40),
+        extra_yaml: common::audit_yaml(keys.path()),
+        ..Default::default()
+    })
+    .await;
+    (env, keys)
+}
+
+fn records(dir: &Path) -> Vec<Value> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("audit dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .expect("read")
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).expect("json line"))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Completion records of `user` whose tables name `column`, once the session's disconnect
+/// record is written (so every record of the session is on disk).
+async fn reads_naming(dir: &Path, user: &str, column: &str) -> Vec<Value> {
+    for _ in 0..100 {
+        let all = records(dir);
+        let ended = all
+            .iter()
+            .any(|r| r["user"] == user && r["event"] == "disconnect");
+        if ended {
+            return all
+                .into_iter()
+                .filter(|r| r["user"] == user && r["event"] == "statement_read")
+                .filter(|r| {
+                    r["tables"].as_array().is_some_and(|ts| {
+                        ts.iter().any(|t| {
+                            t["columns"]
+                                .as_array()
+                                .is_some_and(|cs| cs.iter().any(|c| c["column"] == column))
+                        })
+                    })
+                })
+                .collect();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no disconnect record of {user}: {:#?}", records(dir));
+}
+
+/// Names of the fields of every RowDescription in `msgs`.
+fn field_names(msgs: &[raw::Msg]) -> Vec<String> {
+    let mut out = Vec::new();
+    for m in msgs.iter().filter(|m| m.tag == b'T') {
+        let n = u16::from_be_bytes([m.body[0], m.body[1]]) as usize;
+        let mut i = 2;
+        for _ in 0..n {
+            let end = i + m.body[i..].iter().position(|&b| b == 0).expect("name");
+            out.push(String::from_utf8_lossy(&m.body[i..end]).into_owned());
+            i = end + 1 + 18;
+        }
+    }
+    out
+}
+
+fn data_rows(msgs: &[raw::Msg]) -> usize {
+    msgs.iter().filter(|m| m.tag == b'D').count()
+}
+
+fn errors(msgs: &[raw::Msg]) -> Vec<String> {
+    msgs.iter()
+        .filter(|m| m.tag == b'E')
+        .filter_map(|m| m.field(b'M'))
+        .collect()
+}
+
+/// Send `sqls` as Query messages in one write; the answers up to each ReadyForQuery.
+async fn pipelined(c: &mut Raw, sqls: &[&str]) -> Vec<raw::Msg> {
+    let bytes: Vec<u8> = sqls.iter().flat_map(|s| raw::query(s)).collect();
+    c.send(&bytes).await.expect("send");
+    let mut out = Vec::new();
+    for _ in sqls {
+        out.extend(c.until_ready().await);
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_name_redefined_in_the_text_that_runs_it_is_recorded_as_redefined() {
+    let (env, keys) = start().await;
+    env.trust_user("secretary").await;
+    let tls = common::client_tls(&env.certs.ca_cert);
+    let mut c = Raw::connect_db(env.proxy_port(), tls, "secretary", "crm").await;
+    let m = pipelined(
+        &mut c,
+        &[
+            "PREPARE p AS SELECT 1 AS one",
+            "DEALLOCATE p; PREPARE p AS SELECT email FROM contacts WHERE id = 3; EXECUTE p",
+            "BEGIN",
+            "DECLARE c CURSOR FOR SELECT 1 AS one",
+            "CLOSE c; DECLARE c CURSOR FOR SELECT phone FROM contacts WHERE id = 4; FETCH ALL FROM c",
+            "COMMIT",
+        ],
+    )
+    .await;
+    assert_eq!(errors(&m), Vec::<String>::new());
+    assert_eq!(field_names(&m), ["email", "phone"]);
+    assert_eq!(data_rows(&m), 2);
+    drop(c);
+    let dir = keys.path().join("audit");
+    let emails = reads_naming(&dir, "secretary", "email").await;
+    assert_eq!(emails.len(), 1, "the EXECUTE read email: {emails:#?}");
+    let phones = reads_naming(&dir, "secretary", "phone").await;
+    assert_eq!(phones.len(), 1, "the FETCH read phone: {phones:#?}");
+}
+
+#[tokio::test]
+async fn a_cursor_a_savepoint_took_back_is_not_what_a_pipelined_fetch_reads() {
+    let (env, keys) = start().await;
+    env.trust_user("secretary").await;
+    let tls = common::client_tls(&env.certs.ca_cert);
+    let mut c = Raw::connect_db(env.proxy_port(), tls, "secretary", "crm").await;
+    let took_back = [
+        "BEGIN",
+        "SAVEPOINT s",
+        "DECLARE c CURSOR FOR SELECT 1 AS one",
+        "ROLLBACK TO SAVEPOINT s",
+    ];
+    let m = pipelined(&mut c, &took_back).await;
+    assert_eq!(errors(&m), Vec::<String>::new());
+    // PostgreSQL dropped c with the savepoint, so this DECLARE succeeds; the FETCH sent right
+    // after it would read the new cursor while pgvakt still sees the old one.
+    let m = pipelined(
+        &mut c,
+        &[
+            "DECLARE c CURSOR FOR SELECT email FROM contacts WHERE id = 5",
+            "FETCH ALL FROM c",
+            "ROLLBACK",
+        ],
+    )
+    .await;
+    let refused = errors(&m);
+    assert!(
+        refused.len() == 1 && refused[0].contains("cursor \"c\" is being defined again"),
+        "{refused:?}"
+    );
+    assert_eq!(data_rows(&m), 0);
+    assert!(field_names(&m).is_empty(), "{:?}", field_names(&m));
+    // Once the DECLARE is answered the name is followed again.
+    let m = pipelined(&mut c, &took_back).await;
+    assert_eq!(errors(&m), Vec::<String>::new());
+    let m = pipelined(
+        &mut c,
+        &["DECLARE c CURSOR FOR SELECT email FROM contacts WHERE id = 5"],
+    )
+    .await;
+    assert_eq!(errors(&m), Vec::<String>::new());
+    let m = pipelined(&mut c, &["FETCH ALL FROM c", "COMMIT"]).await;
+    assert_eq!(errors(&m), Vec::<String>::new());
+    assert_eq!(data_rows(&m), 1);
+    assert_eq!(
+        field_names(&m),
+        ["email"],
+        "the hidden subject key never reaches the client"
+    );
+    drop(c);
+    let dir = keys.path().join("audit");
+    let emails = reads_naming(&dir, "secretary", "email").await;
+    assert_eq!(emails.len(), 1, "the FETCH read email: {emails:#?}");
+    assert_eq!(emails[0]["statement"]["command"], "FETCH", "{}", emails[0]);
+    assert_eq!(emails[0]["subject_count"], 1, "{}", emails[0]);
+}
