@@ -52,6 +52,28 @@ async fn a_sessions_records_land_in_the_table_and_the_tools_answer_from_it() {
     let (code, text) = db.search(&["--subject", "8", "--format", "json"]);
     assert_eq!(code, 0, "{text}");
     assert!(!text.contains("dpo-story"), "person 8 was not read: {text}");
+    // The sink's idle connection is cut (an idle timeout, a failover): the next read is not
+    // refused for that, its intent goes over a new connection.
+    let su = db.cluster.connect("audit").await.expect("superuser");
+    let cut: i64 = su
+        .query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'pgvakt-audit') t",
+            &[],
+        )
+        .await
+        .expect("terminate")
+        .get(0);
+    assert_eq!(cut, 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.simple_query("SELECT first_name FROM contacts WHERE id = 9")
+        .await
+        .expect("read after the sink's connection was cut");
+    assert_eq!(
+        of(&db.records().await, "statement_intent", "dpo-story").len(),
+        2
+    );
+
     let (code, text) = db.verify();
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("replica solo: OK"), "{text}");

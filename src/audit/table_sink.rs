@@ -331,11 +331,13 @@ impl Sink for TableSink {
             self.conn()?;
             return Ok(());
         };
+        let reused = self.conn.is_some();
         let mut result = self.append(first_seq, &rows, last);
-        if result.is_err() && self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
-            // The connection had ended while idle (backend terminated, server restarted, an
-            // idle timeout): one immediate attempt on a new connection, so a session waiting
-            // for this batch is not refused for that alone.
+        if result.is_err() && reused {
+            // The connection may have ended while idle (backend terminated, server restarted,
+            // an idle timeout): one immediate attempt on a new connection, so a session
+            // waiting for this batch is not refused for that alone. The new connection reads
+            // where the chain ends, so a first attempt that got through is not repeated.
             self.conn = None;
             result = self.append(first_seq, &rows, last);
         }
