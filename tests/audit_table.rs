@@ -74,6 +74,7 @@ async fn a_sessions_records_land_in_the_table_and_the_tools_answer_from_it() {
         2
     );
 
+    assert!(db.assert_records_valid().await > 0);
     let (code, text) = db.verify();
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("replica solo: OK"), "{text}");
@@ -206,6 +207,7 @@ async fn two_replicas_write_one_table_and_verify_checks_each_chain() {
     for app in ["via-r1", "via-r2", "via-r1-again"] {
         assert!(apps.iter().any(|a| a == app), "{app} missing: {text}");
     }
+    assert!(db.assert_records_valid().await > 0);
     let (code, text) = db.verify();
     assert_eq!(code, 0, "{text}");
     assert!(
@@ -303,6 +305,7 @@ async fn a_replica_killed_under_load_has_every_read_in_the_table_and_continues_i
         of(&db.records().await, "statement_intent", "after-kill").len(),
         1
     );
+    assert!(db.assert_records_valid().await > 0);
     let (code, text) = db.verify();
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("replica killed: OK"), "{text}");

@@ -166,6 +166,7 @@ async fn the_audit_database_restarted_under_load_blocks_reads_then_recovers_with
         common::metric(&metrics, "pgvakt_audit_statements_refused_total") >= 1.0,
         "{metrics}"
     );
+    assert!(db.assert_records_valid().await > 0);
     let (code, text) = db.verify();
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("replica loaded: OK"), "{text}");
@@ -201,6 +202,7 @@ async fn the_audit_database_is_reached_over_verified_tls_and_an_unknown_server_i
         of(&db.records().await, "statement_intent", "over-tls").len(),
         1
     );
+    assert!(db.assert_records_valid().await > 0);
     let (code, text) = db.verify();
     assert_eq!(code, 0, "{text}");
 

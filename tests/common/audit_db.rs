@@ -139,6 +139,27 @@ impl AuditDb {
         .collect()
     }
 
+    /// Every record in the table, checked against `deploy/audit-record.schema.json`; how many.
+    pub async fn assert_records_valid(&self) -> usize {
+        let schema = super::schema::audit_record_schema();
+        let recs = self.records().await;
+        let problems: Vec<String> = recs
+            .iter()
+            .flat_map(|(replica, r)| {
+                schema
+                    .errors(r)
+                    .into_iter()
+                    .map(move |e| format!("replica {replica} seq {}: {e}", r["seq"]))
+            })
+            .collect();
+        assert!(
+            problems.is_empty(),
+            "records outside the schema:\n{}",
+            problems.join("\n")
+        );
+        recs.len()
+    }
+
     pub fn search(&self, args: &[&str]) -> (i32, String) {
         let dsn = self.dpo_dsn();
         let key = self.dir.path().join("subject.key");
