@@ -1,6 +1,7 @@
 //! pgvakt resolves names with the search_path PostgreSQL uses, through transactions: SET LOCAL
 //! lasts until the transaction ends, a SET inside a transaction is undone by ROLLBACK and kept
-//! by COMMIT, RESET restores the default.
+//! by COMMIT, ROLLBACK TO a savepoint restores the path it was made with, RESET restores the
+//! default.
 
 use crate::common;
 
@@ -65,4 +66,74 @@ async fn search_path_follows_commit_rollback_and_set_local() {
     assert!(!reads_contacts(&c).await, "a committed SET stays");
     c.simple_query("RESET search_path").await.expect("reset");
     assert!(reads_contacts(&c).await, "RESET restores the default");
+
+    // Savepoints: ROLLBACK TO restores the path the savepoint was made with, RELEASE keeps
+    // the current one, and the transaction's end decides as before.
+    for (script, inside, after) in [
+        (
+            &[
+                "BEGIN",
+                "SAVEPOINT a",
+                "SET search_path = pg_catalog",
+                "ROLLBACK TO SAVEPOINT a",
+            ][..],
+            true,
+            true,
+        ),
+        (
+            &[
+                "BEGIN",
+                "SET search_path = pg_catalog",
+                "SAVEPOINT a",
+                "RESET search_path",
+                "ROLLBACK TO a",
+            ][..],
+            false,
+            false,
+        ),
+        (
+            &[
+                "BEGIN",
+                "SAVEPOINT a",
+                "SET search_path = pg_catalog",
+                "RELEASE SAVEPOINT a",
+            ][..],
+            false,
+            false,
+        ),
+        (
+            &[
+                "BEGIN",
+                "SAVEPOINT a",
+                "SAVEPOINT b",
+                "SET LOCAL search_path = pg_catalog",
+                "RELEASE b",
+                "ROLLBACK TO a",
+            ][..],
+            true,
+            true,
+        ),
+    ] {
+        // A failed read aborts the transaction, so the path inside is probed in one run and
+        // the path after COMMIT in another.
+        for stmt in script {
+            c.simple_query(stmt).await.expect(stmt);
+        }
+        assert_eq!(
+            reads_contacts(&c).await,
+            inside,
+            "inside the transaction after {script:?}"
+        );
+        let _ = c.simple_query("ROLLBACK").await;
+        for stmt in script {
+            c.simple_query(stmt).await.expect(stmt);
+        }
+        c.simple_query("COMMIT").await.expect("commit");
+        assert_eq!(
+            reads_contacts(&c).await,
+            after,
+            "after {script:?} and COMMIT"
+        );
+        c.simple_query("RESET search_path").await.expect("reset");
+    }
 }

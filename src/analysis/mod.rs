@@ -116,6 +116,8 @@ pub struct Analysed {
     pub search_path: Option<Vec<String>>,
     /// It was set with SET LOCAL: it lasts until the transaction ends.
     pub search_path_local: bool,
+    /// What the statements do to search_path, in order: settings and savepoints.
+    pub path_events: Vec<PathEvent>,
     /// The statements changed the schema: the catalog should be refreshed.
     pub ddl: bool,
     /// Personal-data columns the statements read, with the role's action on each.
@@ -142,6 +144,16 @@ pub struct Analysed {
     /// The placeholders of each write guard.
     guard_places: Vec<authority::GuardPlaces>,
     normalized: std::sync::OnceLock<(String, String)>,
+}
+
+/// A statement that changes search_path or its savepoint history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathEvent {
+    /// SET (LOCAL) search_path, RESET, DISCARD.
+    Set(Vec<String>, bool),
+    Savepoint(String),
+    RollbackTo(String),
+    Release(String),
 }
 
 /// What a role does with a column it reads or writes, for `explain` and audit records.

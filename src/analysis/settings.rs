@@ -55,9 +55,11 @@ pub fn set_statement(set: &mut Set, ctx: &Ctx, out: &mut Analysed) -> Result<(),
                     {
                         return refuse("a search_path that puts pg_catalog after other schemas");
                     }
-                    out.search_path = Some(path);
                     out.search_path_local =
                         matches!(scope, Some(sqlparser::ast::ContextModifier::Local));
+                    out.path_events
+                        .push(super::PathEvent::Set(path.clone(), out.search_path_local));
+                    out.search_path = Some(path);
                     Ok(())
                 }
                 "standard_conforming_strings" => {

@@ -497,6 +497,23 @@ fn statement(
             }
             Ok(StatementClass::Read)
         }
+        Statement::Savepoint { name } => {
+            out.path_events
+                .push(super::PathEvent::Savepoint(fold(name)));
+            Ok(StatementClass::Utility)
+        }
+        Statement::ReleaseSavepoint { name } => {
+            out.path_events.push(super::PathEvent::Release(fold(name)));
+            Ok(StatementClass::Utility)
+        }
+        Statement::Rollback {
+            savepoint: Some(name),
+            ..
+        } => {
+            out.path_events
+                .push(super::PathEvent::RollbackTo(fold(name)));
+            Ok(StatementClass::Utility)
+        }
         Statement::Execute { .. }
         | Statement::Deallocate { .. }
         | Statement::Fetch { .. }
@@ -504,8 +521,6 @@ fn statement(
         | Statement::StartTransaction { .. }
         | Statement::Commit { .. }
         | Statement::Rollback { .. }
-        | Statement::Savepoint { .. }
-        | Statement::ReleaseSavepoint { .. }
         | Statement::ShowVariable { .. }
         | Statement::UNLISTEN { .. } => {
             walk_reads(stmt, ctx, out)?;
@@ -522,6 +537,8 @@ fn statement(
         }
         Statement::Discard { .. } => {
             out.search_path = Some(default_search_path());
+            out.path_events
+                .push(super::PathEvent::Set(default_search_path(), false));
             Ok(StatementClass::Utility)
         }
         Statement::Reset(r) => {
@@ -531,6 +548,8 @@ fn statement(
             }
             if text.contains(" all") || text.contains("search_path") {
                 out.search_path = Some(default_search_path());
+                out.path_events
+                    .push(super::PathEvent::Set(default_search_path(), false));
             }
             Ok(StatementClass::Utility)
         }

@@ -355,6 +355,9 @@ pub struct SessionPolicy {
 struct TxPath {
     before: Vec<String>,
     session: Option<Vec<String>>,
+    /// Savepoints of the open transaction: name, and the path and session value when it was
+    /// made, which ROLLBACK TO restores.
+    savepoints: Vec<(String, Vec<String>, Option<Vec<String>>)>,
 }
 
 /// Reloads pgvakt's catalog on request; the relay's result side holds one.
@@ -386,12 +389,54 @@ impl SessionPolicy {
         self.in_tx = in_tx;
     }
 
+    /// What a statement did to search_path, in order, as PostgreSQL applies it: a savepoint
+    /// keeps the path it was made with for ROLLBACK TO; RELEASE keeps the current one.
+    fn apply_path_events(&mut self, events: &[analysis::PathEvent]) {
+        use analysis::PathEvent;
+        for e in events {
+            match e {
+                PathEvent::Set(path, local) => self.apply_search_path(path, *local),
+                PathEvent::Savepoint(name) if self.in_tx => {
+                    let path = self.search_path.clone();
+                    let t = self.tx_path.get_or_insert_with(|| TxPath {
+                        before: path.clone(),
+                        session: None,
+                        savepoints: Vec::new(),
+                    });
+                    let session = t.session.clone();
+                    t.savepoints.push((name.clone(), path, session));
+                }
+                PathEvent::RollbackTo(name) => {
+                    let Some(t) = self.tx_path.as_mut() else {
+                        continue;
+                    };
+                    if let Some(i) = t.savepoints.iter().rposition(|(n, _, _)| n == name) {
+                        t.savepoints.truncate(i + 1);
+                        if let Some((_, path, session)) = t.savepoints.last() {
+                            t.session = session.clone();
+                            self.search_path = path.clone();
+                        }
+                    }
+                }
+                PathEvent::Release(name) => {
+                    if let Some(t) = self.tx_path.as_mut() {
+                        if let Some(i) = t.savepoints.iter().rposition(|(n, _, _)| n == name) {
+                            t.savepoints.truncate(i);
+                        }
+                    }
+                }
+                PathEvent::Savepoint(_) => {}
+            }
+        }
+    }
+
     fn apply_search_path(&mut self, path: &[String], local: bool) {
         if self.in_tx {
             let before = &self.search_path;
             let t = self.tx_path.get_or_insert_with(|| TxPath {
                 before: before.clone(),
                 session: None,
+                savepoints: Vec::new(),
             });
             if !local {
                 t.session = Some(path.to_vec());
@@ -490,9 +535,7 @@ impl SessionPolicy {
                 if let Err(e) = pseudonym_ready(&inner, &set, &a.sql) {
                     return Verdict::Refuse(e);
                 }
-                if let Some(p) = &a.search_path {
-                    self.apply_search_path(p, a.search_path_local);
-                }
+                self.apply_path_events(&a.path_events);
                 Verdict::Rewrite(Rewrite {
                     analysed: a.clone(),
                     filled,
@@ -517,9 +560,7 @@ impl SessionPolicy {
         Some(
             match self.analysed(&inner, &set, rules.as_ref(), sql).0.as_ref() {
                 Outcome::Forward(a) => {
-                    if let Some(p) = &a.search_path {
-                        self.apply_search_path(p, a.search_path_local);
-                    }
+                    self.apply_path_events(&a.path_events);
                     if !a.touches_personal_data() {
                         return None;
                     }
