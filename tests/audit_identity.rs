@@ -107,6 +107,7 @@ async fn failed_logins_and_refused_connections_name_who_and_from_where() {
     assert_eq!(failed["user"], "secretary");
     assert_eq!(failed["database"], "crm");
     assert_eq!(failed["outcome"], "error");
+    assert_eq!(failed["sqlstate"], "28P01", "PostgreSQL's own SQLSTATE");
     assert_eq!(failed["client_addr"], log["client.addr"]);
     assert!(failed["tls_version"].as_str().is_some(), "{failed}");
 

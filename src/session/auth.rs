@@ -113,7 +113,7 @@ pub async fn relay_login(
             b'E' => {
                 client.write_all(&frame.raw).await?;
                 client.flush().await?;
-                return Err(SessionError::LoginFailed(error_text(&frame)));
+                return Err(login_failed(&frame));
             }
             b'v' | b'N' => client.write_all(&frame.raw).await?,
             other => {
@@ -184,7 +184,7 @@ async fn session_start(
             b'E' => {
                 client.write_all(&frame.raw).await?;
                 client.flush().await?;
-                return Err(SessionError::LoginFailed(error_text(&frame)));
+                return Err(login_failed(&frame));
             }
             b'Z' => {
                 return Ok(LoggedIn {
@@ -222,6 +222,22 @@ async fn relay_client_response(
             "expected a password message, got message type {:?}",
             other as char
         ))),
+    }
+}
+
+/// PostgreSQL's ErrorResponse during login, with its SQLSTATE.
+fn login_failed(frame: &Frame) -> SessionError {
+    let code = message::decode_fields(frame)
+        .ok()
+        .and_then(|f| f.into_iter().find(|(c, _)| *c == b'C').map(|(_, m)| m))
+        .filter(|c| {
+            c.len() == 5
+                && c.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        });
+    SessionError::LoginFailed {
+        message: error_text(frame),
+        sqlstate: code,
     }
 }
 

@@ -36,8 +36,12 @@ pub enum SessionError {
     Tls(String),
     #[error("{0}")]
     Upstream(String),
-    #[error("login failed: {0}")]
-    LoginFailed(String),
+    /// PostgreSQL refused the login, with its SQLSTATE (28P01 for a wrong password).
+    #[error("login failed: {message}")]
+    LoginFailed {
+        message: String,
+        sqlstate: Option<String>,
+    },
     /// An error the client should see before the session closes.
     #[error("{0}")]
     Client(PgError),
@@ -79,7 +83,9 @@ pub async fn run(tcp: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
         match result {
             Ok(()) | Err(SessionError::Closed) => tracing::debug!("session ended"),
             // Logged at warn, with the user, where it was recorded (`prelogin`).
-            Err(SessionError::LoginFailed(m)) => tracing::debug!(reason = %m, "login failed"),
+            Err(SessionError::LoginFailed { message, .. }) => {
+                tracing::debug!(reason = %message, "login failed")
+            }
             Err(e) => tracing::info!(error = %e, "session ended with error"),
         }
     }
@@ -273,19 +279,20 @@ async fn start(
             }
             let failed = crate::audit::EventType::LoginFailed;
             let r = match &e {
-                SessionError::LoginFailed(m) => Some(refusal(
-                    failed,
-                    "authentication",
-                    &PgError::auth_failed(m.clone()),
-                )),
+                SessionError::LoginFailed { message, sqlstate } => {
+                    let mut r = refusal(
+                        failed,
+                        "authentication",
+                        &PgError::auth_failed(message.clone()),
+                    );
+                    // PostgreSQL's own SQLSTATE, as the client got it.
+                    r.sqlstate = sqlstate.clone();
+                    Some(r)
+                }
                 SessionError::Client(pg) => Some(refusal(failed, "authentication_method", pg)),
                 _ => None,
             };
-            if let Some(mut r) = r {
-                if let SessionError::LoginFailed(_) = e {
-                    // PostgreSQL's own SQLSTATE is in the message the client got.
-                    r.sqlstate = None;
-                }
+            if let Some(r) = r {
                 prelogin::report(proxy, r).await;
             }
             return Err(e);
@@ -316,7 +323,10 @@ async fn start(
                     &pg,
                 );
                 prelogin::report(proxy, r).await;
-                SessionError::LoginFailed(pg.message)
+                SessionError::LoginFailed {
+                    message: pg.message,
+                    sqlstate: Some(pg.code.to_owned()),
+                }
             }
             other => other,
         });
