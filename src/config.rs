@@ -156,10 +156,13 @@ pub struct Limits {
     /// Largest message accepted from a client, in bytes. Default 64 MiB.
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: usize,
-    /// Most concurrent client sessions. Default 4096.
+    /// Most concurrent client sessions. Default 4096. Also sizes the listen queue (see
+    /// `listener::listen_backlog`).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// Time allowed from TCP accept to the end of authentication, ms. Default 15000.
+    /// Time allowed from TCP accept to the end of authentication, ms. Default 60000, as
+    /// PostgreSQL's `authentication_timeout`: under a burst of logins a session waits for CPU
+    /// for its TLS handshake, and a shorter limit ends sessions PostgreSQL itself would serve.
     #[serde(default = "default_startup_timeout_ms")]
     pub startup_timeout_ms: u64,
     /// Close sessions idle (outside a transaction) for this long, ms. Default 0 (never).
@@ -181,7 +184,7 @@ fn default_max_connections() -> usize {
     4096
 }
 fn default_startup_timeout_ms() -> u64 {
-    15_000
+    60_000
 }
 fn default_client_write_timeout_ms() -> u64 {
     120_000

@@ -48,13 +48,12 @@ impl Server {
     pub async fn start(config: Config, enforcer: Enforcer) -> Result<Server, ServerError> {
         let server_tls = tls::server_config(&config.tls)?;
         let upstream = Upstream::new(&config.upstream)?;
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: config.listen,
-                    source,
-                })?;
+        let listener = bind(config.listen, config.limits.max_connections).map_err(|source| {
+            ServerError::Bind {
+                addr: config.listen,
+                source,
+            }
+        })?;
         let metrics_listener = metrics::bind(config.metrics.listen)
             .await
             .map_err(|source| ServerError::Bind {
@@ -209,6 +208,27 @@ async fn count_and_record_reloads(
             tracing::error!(error = %e, "audit record of a policy reload not written");
         }
     }
+}
+
+/// Connections the kernel may hold for pgvakt before it accepts them. tokio's `bind` (like
+/// std's) asks for 128: a burst of a few thousand connects, as when application servers start
+/// or reconnect together, overflows that queue, and every connect beyond it waits for TCP
+/// retransmissions (1 s, 3 s, 7 s...) while pgvakt sits idle. PostgreSQL asks for twice its
+/// `max_connections` (at most 10,000); pgvakt does the same, and the kernel caps it at
+/// `net.core.somaxconn`.
+pub fn listen_backlog(max_connections: usize) -> u32 {
+    max_connections.saturating_mul(2).clamp(128, 10_000) as u32
+}
+
+fn bind(addr: SocketAddr, max_connections: usize) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As tokio's own bind does: a restarted pgvakt can listen again at once.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(listen_backlog(max_connections))
 }
 
 /// How often readiness re-checks that the upstream accepts connections.

@@ -17,6 +17,7 @@ mod audit_table_outage;
 mod audit_trail;
 mod clients;
 mod cluster;
+mod connect_burst;
 mod demo;
 mod demo_data;
 mod deploy_files;

@@ -5,6 +5,10 @@
 //! - `idle`: opens many idle TLS sessions at once and reports the connect rate and how much the
 //!   server process's resident memory grew per session. libpq clients (psql) would each cost a
 //!   process, which would measure the client rather than the server.
+//! - `storm`: query latency of established sessions while thousands of sessions connect at
+//!   once, direct and through pgvakt (`storm.rs`).
+
+mod storm;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -56,6 +60,19 @@ enum Command {
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// Start a throwaway cluster and pgvakt, then connect SESSIONS sessions at once to each,
+    /// measuring PROBES established sessions' query latency meanwhile; prints one JSON object.
+    Storm {
+        /// The pgvakt binary to measure.
+        #[arg(long)]
+        pgvakt: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        sessions: usize,
+        #[arg(long, default_value_t = 4)]
+        probes: usize,
+        #[arg(long, default_value_t = 1000)]
+        contacts: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -84,6 +101,20 @@ fn main() -> anyhow::Result<()> {
             pid,
         } => {
             let report = runtime.block_on(idle(&dsn, &ca, sessions, concurrency, pid))?;
+            println!("{report}");
+        }
+        Command::Storm {
+            pgvakt,
+            sessions,
+            probes,
+            contacts,
+        } => {
+            let report = runtime.block_on(storm::storm(storm::Storm {
+                pgvakt,
+                sessions,
+                probes,
+                contacts,
+            }))?;
             println!("{report}");
         }
     }
