@@ -9,7 +9,7 @@ mod audit_cli;
 mod audit_durability;
 mod audit_executions;
 mod audit_identity;
-mod audit_names_redefined;
+mod audit_request_matching;
 mod audit_schema;
 mod audit_subjects;
 mod audit_table;

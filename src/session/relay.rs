@@ -226,6 +226,18 @@ async fn frontend(
             .next(buf)
             .map_err(|e| SessionError::Protocol(e.to_string()))?
         {
+            if let Some(a) = audit.as_ref().filter(|a| a.is_full()) {
+                // Every request must be matched to its answers: forward what was read and
+                // read no more until PostgreSQL has answered some.
+                upstream_wr.write_all(&out).await?;
+                upstream_wr.flush().await?;
+                bytes_in.inc_by(out.len() as u64);
+                out.clear();
+                tokio::select! {
+                    _ = a.room() => {}
+                    _ = done.changed() => return Ok(()),
+                }
+            }
             match frame.tag {
                 b'X' => {
                     out.extend_from_slice(&frame.raw);

@@ -106,13 +106,10 @@ impl Pending {
 }
 
 impl AuditTrail {
+    /// The client side waits for room before it reads a request (`AuditTrail::room`), so the
+    /// queue stays within `MAX_QUEUE`.
     fn push(&mut self, e: Entry) {
         self.queue.push_back(e);
-        if self.queue.len() > super::MAX_QUEUE {
-            if let Some(old) = self.queue.pop_front() {
-                self.withdraw(&old);
-            }
-        }
     }
 
     /// A Query or an Execute whose text runs `ops`: the names it defines are proposed now, so
@@ -248,6 +245,10 @@ impl AuditTrail {
             }
             b'Z' => done.extend(self.ready(frame)),
             _ => {}
+        }
+        if self.waiting && self.queue.len() < super::MAX_QUEUE {
+            self.waiting = false;
+            self.room.notify_waiters();
         }
         (done, replaced)
     }

@@ -120,10 +120,14 @@ pub struct AuditTrail {
     tx_status: u8,
     errored: bool,
     rolled_back: bool,
+    /// Signalled when answers free room in a full queue, for a client side waiting on it.
+    room: Arc<tokio::sync::Notify>,
+    waiting: bool,
 }
 
-/// Cap on queued entries: a client that pipelines without reading is bounded by PostgreSQL's
-/// own buffers; beyond this the oldest entries are no longer matched.
+/// Cap on requests awaiting their answers: a client that pipelines more waits (its requests
+/// are not read) until PostgreSQL has answered some, so every answer is matched to its own
+/// request and no entry is ever dropped.
 const MAX_QUEUE: usize = 65_536;
 
 impl AuditTrail {
@@ -141,7 +145,36 @@ impl AuditTrail {
             tx_status: b'I',
             errored: false,
             rolled_back: false,
+            room: Arc::new(tokio::sync::Notify::new()),
+            waiting: false,
         }
+    }
+
+    /// Wait until fewer than `MAX_QUEUE` requests await their answers (returns at once if so).
+    /// The requests already read must have been forwarded, or no answer ever comes.
+    pub async fn room(trail: &std::sync::Mutex<AuditTrail>) {
+        let lock = || match trail.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        loop {
+            let notify = lock().room.clone();
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut t = lock();
+                if t.queue.len() < MAX_QUEUE {
+                    return;
+                }
+                t.waiting = true;
+            }
+            notified.await;
+        }
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.queue.len() >= MAX_QUEUE
     }
 
     pub fn handle(&self) -> &AuditHandle {

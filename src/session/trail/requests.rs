@@ -34,6 +34,16 @@ impl FrontAudit {
         }
     }
 
+    /// Whether the trail holds as many unanswered requests as it follows: the next one must
+    /// wait for `room`.
+    pub fn is_full(&self) -> bool {
+        self.lock().is_full()
+    }
+
+    pub async fn room(&self) {
+        AuditTrail::room(&self.trail).await;
+    }
+
     pub fn lock(&self) -> std::sync::MutexGuard<'_, AuditTrail> {
         match self.trail.lock() {
             Ok(g) => g,

@@ -1,8 +1,10 @@
-//! A prepared statement or cursor redefined where pgvakt's view of the session's names cannot
-//! follow in time: inside one Query text (`DEALLOCATE p; PREPARE p AS ...; EXECUTE p`), or
-//! after `ROLLBACK TO SAVEPOINT` took back a cursor PostgreSQL then lets a pipelined `DECLARE`
-//! reuse. Running the name must be recorded with what it really reads, and the result's hidden
-//! subject keys must never reach the client.
+//! Every answer is matched to the request it answers, with what that request really runs: a
+//! prepared statement or cursor redefined where pgvakt's view of the session's names cannot
+//! follow in time (inside one Query text, `DEALLOCATE p; PREPARE p AS ...; EXECUTE p`, or after
+//! `ROLLBACK TO SAVEPOINT` took back a cursor PostgreSQL then lets a pipelined `DECLARE` reuse),
+//! and a client that pipelines more requests than the trail follows at once. Each read must be
+//! recorded with what it reads, and the result's hidden subject keys must never reach the
+//! client.
 
 use crate::common;
 
@@ -192,4 +194,49 @@ async fn a_cursor_a_savepoint_took_back_is_not_what_a_pipelined_fetch_reads() {
     assert_eq!(emails.len(), 1, "the FETCH read email: {emails:#?}");
     assert_eq!(emails[0]["statement"]["command"], "FETCH", "{}", emails[0]);
     assert_eq!(emails[0]["subject_count"], 1, "{}", emails[0]);
+}
+
+#[tokio::test]
+async fn a_client_that_pipelines_past_the_trails_queue_gets_no_hidden_key() {
+    let (env, keys) = start().await;
+    env.trust_user("secretary").await;
+    let tls = common::client_tls(&env.certs.ca_cert);
+    let c = Raw::connect_db(env.proxy_port(), tls, "secretary", "crm").await;
+    let (mut rd, mut wr) = tokio::io::split(c.stream);
+    let syncs = 80_000;
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut bytes = raw::query("SELECT pg_sleep(2)");
+        bytes.extend(raw::query("SELECT email FROM contacts WHERE id = 6"));
+        for _ in 0..syncs {
+            bytes.extend(raw::sync());
+        }
+        wr.write_all(&bytes).await.expect("send");
+        wr.flush().await.expect("flush");
+        wr
+    });
+    let mut msgs = Vec::new();
+    let mut ready = 0;
+    while ready < syncs + 2 {
+        use tokio::io::AsyncReadExt;
+        let mut head = [0u8; 5];
+        if rd.read_exact(&mut head).await.is_err() {
+            break;
+        }
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        rd.read_exact(&mut body).await.expect("body");
+        if head[0] == b'Z' {
+            ready += 1;
+        } else {
+            msgs.push(raw::Msg { tag: head[0], body });
+        }
+    }
+    drop(writer.await.expect("writer"));
+    assert_eq!(errors(&msgs), Vec::<String>::new());
+    assert_eq!(field_names(&msgs), ["pg_sleep", "email"]);
+    let dir = keys.path().join("audit");
+    drop(rd);
+    let emails = reads_naming(&dir, "secretary", "email").await;
+    assert_eq!(emails.len(), 1, "the SELECT read email: {emails:#?}");
 }
