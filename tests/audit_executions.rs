@@ -220,6 +220,16 @@ async fn prepared_statements_and_cursors_are_recorded_when_executed() {
         "one record per execution, none for PREPARE, DECLARE or what reads nothing personal: {recs:#?}"
     );
     assert_read(&a, &recs[0], "secretary", "EXECUTE", 1, "42");
+    // Its intent was synced before the EXECUTE was forwarded, naming what it reads.
+    let intent = recs[0]["intent"].as_str().expect("an intent");
+    let all = records(&a.dir());
+    let intent = all
+        .iter()
+        .find(|r| r["event_id"] == intent)
+        .expect("the intent record");
+    assert_eq!(intent["event"], "statement_intent");
+    assert_eq!(intent["statement"]["command"], "EXECUTE");
+    assert_eq!(tables(intent), tables(&recs[0]));
     assert_eq!(
         tables(&recs[0]),
         [read_of("public.contacts", &["email", "first_name"])]
@@ -232,6 +242,7 @@ async fn prepared_statements_and_cursors_are_recorded_when_executed() {
         [read_of("public.contacts", &["last_name"])]
     );
     assert_eq!(recs[3]["rows"], 0, "MOVE returns no rows: {}", recs[3]);
+    assert!(recs[3].get("subjects_unknown").is_none(), "{}", recs[3]);
     assert_eq!(
         tables(&recs[3]),
         [read_of("public.contacts", &["last_name"])]
@@ -308,7 +319,6 @@ async fn protocol_names_follow_postgresql_and_portal_parts_are_each_recorded() {
         &mut c,
         &[
             raw::parse("s", "SELECT email FROM contacts WHERE id = 47"),
-            raw::describe(b'S', "s"),
             bind("", "s"),
             raw::execute(),
             raw::sync(),
@@ -379,6 +389,25 @@ async fn protocol_names_follow_postgresql_and_portal_parts_are_each_recorded() {
         &1i16.to_be_bytes(),
         "one column, no hidden key"
     );
+    // FETCH sent as a prepared statement, as drivers with server-side cursors do.
+    let m = exchange(
+        &mut c,
+        &[
+            raw::parse("", "FETCH 1 FROM sc"),
+            bind("", ""),
+            raw::describe(b'P', ""),
+            raw::execute(),
+            raw::sync(),
+        ],
+    )
+    .await;
+    assert_eq!(errors(&m), Vec::<String>::new());
+    let fields = m.iter().find(|m| m.tag == b'T').expect("a row description");
+    assert_eq!(
+        &fields.body[..2],
+        &1i16.to_be_bytes(),
+        "no hidden key shown"
+    );
     exchange(&mut c, &[raw::query("COMMIT")]).await;
     // Close, then the name holds something that reads nothing personal.
     let m = exchange(
@@ -412,8 +441,8 @@ async fn protocol_names_follow_postgresql_and_portal_parts_are_each_recorded() {
     .await;
     assert_eq!(errors(&m), Vec::<String>::new());
 
-    let recs = completions(&a, "secretary", 7).await;
-    assert_eq!(recs.len(), 7, "{recs:#?}");
+    let recs = completions(&a, "secretary", 8).await;
+    assert_eq!(recs.len(), 8, "{recs:#?}");
     assert_read(&a, &recs[0], "secretary", "SELECT", 1, "47");
     assert_eq!(tables(&recs[0]), [read_of("public.contacts", &["email"])]);
     let batch: Vec<(String, String, Vec<String>)> = recs[1..3].iter().flat_map(tables).collect();
@@ -440,6 +469,8 @@ async fn protocol_names_follow_postgresql_and_portal_parts_are_each_recorded() {
         tables(&recs[4]),
         [read_of("public.contacts", &["date_of_birth"])]
     );
+    assert_read(&a, &recs[5], "secretary", "FETCH", 1, "49");
+    assert_eq!(tables(&recs[5]), tables(&recs[4]));
     let admin_recs = completions(&a, "admin", 1).await;
     assert_eq!(admin_recs.len(), 1, "{admin_recs:#?}");
     assert_read(&a, &admin_recs[0], "admin", "SELECT", 1, "50");

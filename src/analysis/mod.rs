@@ -131,6 +131,8 @@ pub struct Analysed {
     /// Trailing output columns added for the audit trail (subject keys), which the session
     /// strips before the client sees the result.
     pub hidden: usize,
+    /// What each hidden column holds.
+    pub hidden_keys: Vec<subjects::HiddenKey>,
     /// The hidden columns are the whole result (a write without RETURNING): the session drops
     /// its RowDescription and rows.
     pub hidden_whole: bool,

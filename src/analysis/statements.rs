@@ -226,7 +226,8 @@ fn return_subjects(
 ) {
     if out.hide_subjects && out.touches_personal_data() {
         let (hidden, whole) = super::subjects::add_returned_key(returning, ctx, rel, reference);
-        out.hidden = hidden;
+        out.hidden = hidden.len();
+        out.hidden_keys = hidden;
         out.hidden_whole = whole;
     }
 }
@@ -279,13 +280,15 @@ fn statement(
                 return refuse_kind("a data-modifying statement inside WITH");
             }
             if out.hide_subjects {
-                out.hidden = super::subjects::add_hidden_keys(q, ctx);
+                out.hidden_keys = super::subjects::add_hidden_keys(q, ctx);
+                out.hidden = out.hidden_keys.len();
             }
             walk_reads(q.as_mut(), ctx, out)?;
             if out.hidden > 0 && !out.touches_personal_data() {
                 // Nothing personal is read, so there is no record to name subjects in.
                 super::subjects::remove_hidden_keys(q, out.hidden);
                 out.hidden = 0;
+                out.hidden_keys.clear();
             }
             Ok(StatementClass::Read)
         }
@@ -486,12 +489,14 @@ fn statement(
             for d in stmts.iter_mut() {
                 if let Some(q) = d.for_query.as_mut() {
                     if out.hide_subjects && single {
-                        out.hidden = super::subjects::add_hidden_keys(q, ctx);
+                        out.hidden_keys = super::subjects::add_hidden_keys(q, ctx);
+                        out.hidden = out.hidden_keys.len();
                     }
                     walk_reads(q.as_mut(), ctx, out)?;
                     if out.hidden > 0 && !out.touches_personal_data() {
                         super::subjects::remove_hidden_keys(q, out.hidden);
                         out.hidden = 0;
+                        out.hidden_keys.clear();
                     }
                 }
             }

@@ -93,8 +93,40 @@ impl Visitor for Aggregates {
     }
 }
 
-/// Adds the hidden key columns to `q`; returns how many.
-pub fn add_hidden_keys(q: &mut Query, ctx: &Ctx) -> usize {
+/// A hidden key column: the subject table (`schema.table`) and the key's type OID (0 when it
+/// is not one the audit trail reads in binary), so its values can be read from rows whose
+/// RowDescription the session never saw (an Execute without a Describe).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HiddenKey {
+    pub table: String,
+    pub type_oid: u32,
+}
+
+fn hidden_key(rel: &crate::catalog::Relation, key: &str) -> HiddenKey {
+    let ty = rel
+        .columns
+        .iter()
+        .find(|c| c.name == key)
+        .map(|c| c.ty.sql_name.as_str())
+        .unwrap_or_default();
+    let type_oid = match ty {
+        "bigint" => 20,
+        "integer" => 23,
+        "smallint" => 21,
+        "uuid" => 2950,
+        "text" => 25,
+        t if t.starts_with("character varying") => 1043,
+        t if t.starts_with("character") => 1042,
+        _ => 0,
+    };
+    HiddenKey {
+        table: format!("{}.{}", rel.schema, rel.name),
+        type_oid,
+    }
+}
+
+/// Adds the hidden key columns to `q`; returns them.
+pub fn add_hidden_keys(q: &mut Query, ctx: &Ctx) -> Vec<HiddenKey> {
     let ctes: HashSet<String> = q
         .with
         .as_ref()
@@ -111,22 +143,22 @@ pub fn add_hidden_keys(q: &mut Query, ctx: &Ctx) -> usize {
                 .any(|w| w.parse::<u64>().is_ok())
     });
     if order_blocks {
-        return 0;
+        return Vec::new();
     }
     let SetExpr::Select(sel) = q.body.as_mut() else {
-        return 0;
+        return Vec::new();
     };
     let grouped =
         !matches!(&sel.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
     if sel.distinct.is_some() || grouped || sel.having.is_some() || sel.into.is_some() {
-        return 0;
+        return Vec::new();
     }
     let mut agg = Aggregates(false);
     let _ = sel.projection.visit(&mut agg);
     if agg.0 {
-        return 0;
+        return Vec::new();
     }
-    let mut keys: Vec<(Ident, String)> = Vec::new();
+    let mut keys: Vec<(Ident, String, HiddenKey)> = Vec::new();
     for twj in &sel.from {
         let factors = std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation));
         for tf in factors {
@@ -175,16 +207,17 @@ pub fn add_hidden_keys(q: &mut Query, ctx: &Ctx) -> usize {
                 // Already in the result: the audit trail finds it by its origin.
                 continue;
             }
-            keys.push((reference, key));
+            let hidden = hidden_key(rel, &key);
+            keys.push((reference, key, hidden));
         }
     }
-    for (i, (reference, key)) in keys.iter().enumerate() {
+    for (i, (reference, key, _)) in keys.iter().enumerate() {
         sel.projection.push(SelectItem::ExprWithAlias {
             expr: Expr::CompoundIdentifier(vec![reference.clone(), quote(key)]),
             alias: quote(&format!("{HIDDEN_PREFIX}{i}")),
         });
     }
-    keys.len()
+    keys.into_iter().map(|(_, _, h)| h).collect()
 }
 
 /// Whether the projection returns `reference.key` as a plain column (or all of `reference`).
@@ -218,15 +251,16 @@ pub fn add_returned_key(
     ctx: &Ctx,
     rel: &crate::catalog::Relation,
     reference: Ident,
-) -> (usize, bool) {
+) -> (Vec<HiddenKey>, bool) {
     let Some(key) = ctx.rules.subject_key(&rel.schema, &rel.name) else {
-        return (0, false);
+        return (Vec::new(), false);
     };
     if !rel.columns.iter().any(|c| c.name == key)
         || ctx.rules.column(&rel.schema, &rel.name, &key).action != ColumnAction::Allow
     {
-        return (0, false);
+        return (Vec::new(), false);
     }
+    let hidden = vec![hidden_key(rel, &key)];
     let item = SelectItem::ExprWithAlias {
         expr: Expr::CompoundIdentifier(vec![reference.clone(), quote(&key)]),
         alias: quote(&format!("{HIDDEN_PREFIX}0")),
@@ -234,12 +268,12 @@ pub fn add_returned_key(
     match returning {
         None => {
             *returning = Some(vec![item]);
-            (1, true)
+            (hidden, true)
         }
-        Some(items) if projects(items, &fold(&reference), &key) => (0, false),
+        Some(items) if projects(items, &fold(&reference), &key) => (Vec::new(), false),
         Some(items) => {
             items.push(item);
-            (1, false)
+            (hidden, false)
         }
     }
 }

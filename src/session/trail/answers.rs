@@ -44,6 +44,8 @@ pub struct Pending {
     rows: u64,
     /// DataRows of the statement now answering (a portal part ends with PortalSuspended).
     batch_rows: u64,
+    /// Whether any row reached the client (a statement that failed may have sent some).
+    any_rows: bool,
     sqlstate: Option<String>,
     keys: Option<Vec<KeyColumn>>,
     subjects: Option<SubjectSet>,
@@ -69,6 +71,7 @@ impl Pending {
             started: Instant::now(),
             rows: 0,
             batch_rows: 0,
+            any_rows: false,
             sqlstate: None,
             keys: None,
             subjects: None,
@@ -227,6 +230,7 @@ impl AuditTrail {
                 let hidden = match self.queue.front_mut() {
                     Some(Entry::Query(p)) | Some(Entry::Execute(p, _)) => {
                         p.batch_rows += 1;
+                        p.any_rows = true;
                         p.hidden_now()
                     }
                     _ => (0, false),
@@ -545,6 +549,12 @@ impl AuditTrail {
             return;
         }
         if p.keys.is_none() {
+            let hidden_keys = match &p.audited {
+                Audited::Yes(a) if a.hidden > 0 && a.hidden == p.hidden_now().0 => {
+                    Some(a.hidden_keys.clone())
+                }
+                _ => None,
+            };
             // An Execute without its own RowDescription: the shape is the portal's, or the
             // statement's with the Bind's result formats.
             let shape = portal.as_ref().and_then(|portal| {
@@ -561,6 +571,29 @@ impl AuditTrail {
                     }
                     Some(shape)
                 })
+            });
+            // Without any RowDescription (no Describe): the hidden keys are the row's last
+            // values, their tables and types known from the analysis.
+            let shape = shape.or_else(|| {
+                let keys = hidden_keys?;
+                let count = message::data_row_values(frame)?.len();
+                let first = count.checked_sub(keys.len())?;
+                let formats = portal.as_ref().and_then(|p| self.portal_formats.get(p));
+                Some(
+                    keys.into_iter()
+                        .enumerate()
+                        .map(|(i, k)| KeyColumn {
+                            index: first + i,
+                            table: k.table,
+                            type_oid: k.type_oid,
+                            binary: match formats.map(Vec::as_slice) {
+                                Some([one]) => *one == 1,
+                                Some(all) => all.get(first + i).is_some_and(|f| *f == 1),
+                                None => false,
+                            },
+                        })
+                        .collect(),
+                )
             });
             // Re-borrow after reading the maps.
             if let Some(Entry::Query(p) | Entry::Execute(p, _)) = self.queue.front_mut() {
@@ -660,8 +693,10 @@ impl AuditTrail {
             _ => None,
         };
         let key_in_output = p.keys.as_ref().is_some_and(|k| !k.is_empty());
+        // Nothing returned, copied or written (MOVE, an empty result): no subject was touched.
+        let touched_none = p.rows == 0 && !p.any_rows;
         let mut subjects = p.subjects.unwrap_or_else(|| self.handle.subjects());
-        if !key_in_output || p.copy {
+        if (!key_in_output || p.copy) && !touched_none {
             subjects.mark_unknown();
         }
         subjects.finish(&mut r);
