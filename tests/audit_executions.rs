@@ -604,3 +604,46 @@ async fn unrestricted_reads_are_recorded_by_result_origins_where_the_text_shows_
         "{renamed}"
     );
 }
+
+/// Rows of an Execute whose statement was never described still name their subjects, under
+/// the subject type the table's key refers to (an activity's subject is its contact).
+#[tokio::test]
+async fn hidden_keys_without_a_describe_name_the_subject_type() {
+    let a = start().await;
+    a.env.trust_user("secretary").await;
+    let crm = a.env.cluster.connect("crm").await.expect("direct crm");
+    let contact: i64 = crm
+        .query_one("SELECT min(contact_id) FROM activities", &[])
+        .await
+        .expect("an activity")
+        .get(0);
+    let tls = common::client_tls(&a.env.certs.ca_cert);
+    let mut c = Raw::connect_db(a.env.proxy_port(), tls, "secretary", "crm").await;
+    let m = exchange(
+        &mut c,
+        &[
+            raw::parse(
+                "",
+                &format!("SELECT subject FROM activities WHERE contact_id = {contact} LIMIT 1"),
+            ),
+            bind("", ""),
+            raw::execute(),
+            raw::sync(),
+        ],
+    )
+    .await;
+    assert_eq!(errors(&m), Vec::<String>::new());
+    let row = m.iter().find(|m| m.tag == b'D').expect("a row");
+    assert_eq!(&row.body[..2], &1i16.to_be_bytes(), "no hidden key shown");
+    let recs = completions(&a, "secretary", 1).await;
+    assert_read(&a, &recs[0], "secretary", "SELECT", 1, &contact.to_string());
+    assert_eq!(
+        tables(&recs[0]),
+        [read_of("public.activities", &["subject"])]
+    );
+    assert_eq!(
+        recs[0]["subjects"][0]["table"], "public.contacts",
+        "one pseudonym per person: {}",
+        recs[0]
+    );
+}

@@ -579,12 +579,17 @@ impl AuditTrail {
                 let count = message::data_row_values(frame)?.len();
                 let first = count.checked_sub(keys.len())?;
                 let formats = portal.as_ref().and_then(|p| self.portal_formats.get(p));
+                let types = self.facts.as_ref().map(|f| &f.subject_types);
                 Some(
                     keys.into_iter()
                         .enumerate()
                         .map(|(i, k)| KeyColumn {
                             index: first + i,
-                            table: k.table,
+                            // Pseudonyms are per subject type, as for keys found by origin.
+                            table: types
+                                .and_then(|t| t.get(&k.table))
+                                .cloned()
+                                .unwrap_or(k.table),
                             type_oid: k.type_oid,
                             binary: match formats.map(Vec::as_slice) {
                                 Some([one]) => *one == 1,
