@@ -582,6 +582,9 @@ fn guard_new_rows(
     source: Option<&mut sqlparser::ast::Query>,
     target: &mut Target,
 ) -> Result<(), PgError> {
+    for c in columns {
+        target.known(c)?;
+    }
     let guarded: Vec<(usize, &String)> = columns
         .iter()
         .enumerate()

@@ -88,6 +88,17 @@ impl<'a, 'c> Target<'a, 'c> {
         }
     }
 
+    /// A column the statement writes must be one pgvakt knows.
+    pub fn known(&self, column: &str) -> Result<(), PgError> {
+        if self.writes.contains_key(column) {
+            return Ok(());
+        }
+        Err(self.ctx.refuse(format!(
+            "column {}.{} is not in pgvakt's catalog",
+            self.rel.name, column
+        )))
+    }
+
     /// The write rule of a column, when it is not `allow`.
     pub fn guarded(&self, column: &str) -> Option<&WriteDecision> {
         self.writes
@@ -119,6 +130,7 @@ impl<'a, 'c> Target<'a, 'c> {
     /// A new row's value for a guarded column: NULL and DEFAULT pass as they are, anything
     /// else is wrapped so that PostgreSQL lets only NULL through.
     pub fn guard_insert(&mut self, column: &str, value: &mut Expr) -> Result<(), PgError> {
+        self.known(column)?;
         let Some(w) = self.guarded(column).cloned() else {
             return Ok(());
         };
@@ -143,6 +155,7 @@ impl<'a, 'c> Target<'a, 'c> {
     /// An UPDATE's value for a guarded column: only the value the role reads for the row may
     /// be written, and it leaves the stored value.
     pub fn guard_update(&mut self, column: &str, value: &mut Expr) -> Result<(), PgError> {
+        self.known(column)?;
         let Some(w) = self.guarded(column).cloned() else {
             return Ok(());
         };
