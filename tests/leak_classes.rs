@@ -243,6 +243,10 @@ const SCOPES: &[(&str, Expect)] = &[
     ("TABLE contacts", Runs),
     ("SELECT first_name FROM contacts *", Runs),
     ("TABLE contacts; TABLE companies", NoLeak),
+    ("SELECT (c).* FROM contacts c", Runs),
+    ("SELECT (c).* FROM contacts c WHERE c.bank_account LIKE '1%' ORDER BY (c).id", NoLeak),
+    ("SELECT (c).*, (d).* FROM contacts c JOIN contacts d ON d.id = c.id", Runs),
+    ("SELECT (f).* FROM (SELECT bank_account FROM contacts) f", Runs),
     // Sequences are not personal data: pgvakt forwards, PostgreSQL applies its grants.
     ("SELECT last_value, is_called FROM contacts_id_seq", NoLeak),
     ("SELECT * FROM pg_catalog.pg_stats", Refused),

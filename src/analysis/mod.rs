@@ -14,6 +14,7 @@ mod lexer;
 pub mod literals;
 mod names;
 mod normalize;
+mod plain;
 mod relations;
 pub mod session_names;
 mod settings;

@@ -28,7 +28,7 @@ pub fn analyse(sql: &str, ctx: &Ctx) -> Outcome {
             // `FROM t *`): PostgreSQL's own deparser writes the statement in a plain form,
             // which is analysed like any text and checked by PostgreSQL's parser before it is
             // forwarded. The client's text stays the one audit records describe.
-            match plain_form(sql) {
+            match super::plain::plain_form(sql) {
                 Some(plain) => analyse_inner(&plain, ctx)
                     .map(|mut a| {
                         a.original = sql.to_owned();
@@ -48,22 +48,6 @@ pub fn analyse(sql: &str, ctx: &Ctx) -> Outcome {
 
 /// Marks a refusal because sqlparser could not read the text.
 const PARSER_DETAIL: &str = "; parser: ";
-
-/// PostgreSQL's deparsed form of a data statement, when it differs from the text.
-fn plain_form(sql: &str) -> Option<String> {
-    let first = lexer::first_word(sql)?;
-    if !matches!(
-        first.as_str(),
-        "select" | "with" | "table" | "values" | "insert" | "update" | "delete"
-    ) {
-        return None;
-    }
-    let plain = pg_query::parse(sql, 0)
-        .ok()?
-        .deparse(Default::default())
-        .ok()?;
-    (plain != sql).then_some(plain)
-}
 
 fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
     if let Some(why) = lexer::unfaithful(sql) {
