@@ -240,3 +240,58 @@ async fn a_client_that_pipelines_past_the_trails_queue_gets_no_hidden_key() {
     let emails = reads_naming(&dir, "secretary", "email").await;
     assert_eq!(emails.len(), 1, "the SELECT read email: {emails:#?}");
 }
+
+#[tokio::test]
+async fn explain_analyze_of_a_prepared_write_is_recorded_as_the_write() {
+    let (env, keys) = start().await;
+    env.trust_user("secretary").await;
+    let tls = common::client_tls(&env.certs.ca_cert);
+    let mut c = Raw::connect_db(env.proxy_port(), tls, "secretary", "crm").await;
+    let m = pipelined(
+        &mut c,
+        &[
+            "PREPARE w AS UPDATE contacts SET notes = 'explained' WHERE id = 7",
+            "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE w",
+        ],
+    )
+    .await;
+    assert_eq!(errors(&m), Vec::<String>::new());
+    assert_eq!(field_names(&m), ["QUERY PLAN"], "the plan is the result");
+    assert!(data_rows(&m) >= 1);
+    drop(c);
+    let dir = keys.path().join("audit");
+    for _ in 0..100 {
+        if records(&dir)
+            .iter()
+            .any(|r| r["user"] == "secretary" && r["event"] == "disconnect")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let writes: Vec<Value> = records(&dir)
+        .into_iter()
+        .filter(|r| r["user"] == "secretary" && r["event"] == "statement_write")
+        .collect();
+    assert_eq!(
+        writes.len(),
+        1,
+        "EXPLAIN ANALYZE ran the UPDATE: {writes:#?}"
+    );
+    assert_eq!(
+        writes[0]["statement"]["command"], "EXPLAIN",
+        "{}",
+        writes[0]
+    );
+    let written = writes[0]["tables"].to_string();
+    assert!(written.contains("\"notes\""), "{written}");
+    let admin = env.connect("admin", "admin", "crm").await.expect("admin");
+    let row = admin
+        .query_one("SELECT notes FROM contacts WHERE id = 7", &[])
+        .await
+        .expect("notes");
+    assert_eq!(
+        row.get::<_, Option<String>>(0).as_deref(),
+        Some("explained")
+    );
+}

@@ -10,6 +10,9 @@ pub enum NameOp {
     Prepare(String),
     /// `EXECUTE name` (also inside `CREATE TABLE ... AS EXECUTE`).
     Execute(String),
+    /// `EXPLAIN ANALYZE EXECUTE name`: runs the prepared statement (its writes happen) and
+    /// returns the plan instead of its rows.
+    Explain(String),
     /// `DEALLOCATE name`; `None` for `DEALLOCATE ALL`.
     Deallocate(Option<String>),
     /// `DECLARE name CURSOR [WITH HOLD] FOR ...`.
@@ -78,6 +81,10 @@ fn op(node: Option<&pg_query::NodeEnum>) -> NameOp {
             Some(N::ExecuteStmt(e)) => NameOp::Execute(e.name.clone()),
             _ => NameOp::Other,
         },
+        Some(N::ExplainStmt(x)) => match x.query.as_deref().and_then(|q| q.node.as_ref()) {
+            Some(N::ExecuteStmt(e)) if analyzes(&x.options) => NameOp::Explain(e.name.clone()),
+            _ => NameOp::Other,
+        },
         Some(N::DeallocateStmt(d)) if d.isall => NameOp::Deallocate(None),
         Some(N::DeallocateStmt(d)) => NameOp::Deallocate(named(&d.name)),
         Some(N::DeclareCursorStmt(d)) => NameOp::Declare {
@@ -96,6 +103,25 @@ fn op(node: Option<&pg_query::NodeEnum>) -> NameOp {
         }
         _ => NameOp::Other,
     }
+}
+
+/// Whether EXPLAIN's options run the statement: `ANALYZE` not set to false, off, no or 0.
+fn analyzes(options: &[pg_query::protobuf::Node]) -> bool {
+    use pg_query::NodeEnum as N;
+    options.iter().any(|o| match o.node.as_ref() {
+        Some(N::DefElem(d)) if d.defname.eq_ignore_ascii_case("analyze") => {
+            match d.arg.as_deref().and_then(|a| a.node.as_ref()) {
+                Some(N::String(v)) => !matches!(
+                    v.sval.to_ascii_lowercase().as_str(),
+                    "false" | "off" | "no" | "0"
+                ),
+                Some(N::Boolean(b)) => b.boolval,
+                Some(N::Integer(i)) => i.ival != 0,
+                _ => true,
+            }
+        }
+        _ => false,
+    })
 }
 
 fn mentions_a_name_word(sql: &str) -> bool {
@@ -142,6 +168,14 @@ mod tests {
                 NameOp::Close(Some("d".into())),
                 NameOp::DiscardAll,
                 NameOp::Other,
+            ]
+        );
+        assert_eq!(
+            name_ops("EXPLAIN ANALYZE EXECUTE p; EXPLAIN (ANALYZE off) EXECUTE p; EXPLAIN (ANALYZE, COSTS OFF) EXECUTE q"),
+            vec![
+                NameOp::Explain("p".into()),
+                NameOp::Other,
+                NameOp::Explain("q".into()),
             ]
         );
         assert_eq!(

@@ -373,7 +373,7 @@ impl AuditTrail {
                 self.drop_statement(None);
                 self.drop_portal(None);
             }
-            NameOp::Execute(_) | NameOp::Fetch { .. } | NameOp::Other => {}
+            NameOp::Execute(_) | NameOp::Explain(_) | NameOp::Fetch { .. } | NameOp::Other => {}
         }
     }
 

@@ -279,6 +279,11 @@ impl Names {
                     "EXECUTE",
                     changed.statement(n),
                 ),
+                NameOp::Explain(n) => (
+                    self.statement(n.as_bytes()),
+                    "EXPLAIN",
+                    changed.statement(n),
+                ),
                 NameOp::Fetch { name, moves } => {
                     let in_text = changed.portal(name);
                     if !in_text && self.portal_in_doubt(name.as_bytes()) {
@@ -305,7 +310,8 @@ impl Names {
                 None if analysing => Audited::Unknown(Arc::from(text)),
                 None => Audited::No,
             };
-            hidden.push(if cmd == "MOVE" || in_text {
+            // MOVE returns no rows, EXPLAIN a plan: neither carries the hidden columns.
+            hidden.push(if cmd == "MOVE" || cmd == "EXPLAIN" || in_text {
                 (0, false)
             } else {
                 (reads.hidden(), reads.hidden_whole())
@@ -346,7 +352,7 @@ impl Changed {
                 self.all_statements = true;
                 self.all_portals = true;
             }
-            NameOp::Execute(_) | NameOp::Fetch { .. } | NameOp::Other => {}
+            NameOp::Execute(_) | NameOp::Explain(_) | NameOp::Fetch { .. } | NameOp::Other => {}
         }
     }
 
