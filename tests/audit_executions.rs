@@ -635,7 +635,29 @@ async fn hidden_keys_without_a_describe_name_the_subject_type() {
     assert_eq!(errors(&m), Vec::<String>::new());
     let row = m.iter().find(|m| m.tag == b'D').expect("a row");
     assert_eq!(&row.body[..2], &1i16.to_be_bytes(), "no hidden key shown");
-    let recs = completions(&a, "secretary", 1).await;
+    // A write run with a row limit completes as the write alone would: no rows, no suspension.
+    let m = exchange(
+        &mut c,
+        &[
+            raw::parse(
+                "w",
+                "UPDATE contacts SET phone = '+46 70 000 0009' WHERE id = 60",
+            ),
+            bind("", "w"),
+            execute("", 1),
+            raw::sync(),
+        ],
+    )
+    .await;
+    assert_eq!(
+        m.iter().map(|m| m.tag as char).collect::<String>(),
+        "12CZ",
+        "ParseComplete, BindComplete, CommandComplete"
+    );
+    let recs = completions(&a, "secretary", 2).await;
+    assert_eq!(recs[1]["event"], "statement_write", "{}", recs[1]);
+    assert_eq!(recs[1]["rows"], 1, "{}", recs[1]);
+    assert!(found_for_subject(&a, "60").contains(recs[1]["event_id"].as_str().expect("id")));
     assert_read(&a, &recs[0], "secretary", "SELECT", 1, &contact.to_string());
     assert_eq!(
         tables(&recs[0]),

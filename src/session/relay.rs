@@ -343,15 +343,19 @@ async fn frontend(
                             b'B' => padded = a.bind(&frame),
                             b'D' => a.describe(&frame),
                             b'E' => {
-                                if let Err(e) = a.execute(&frame).await {
-                                    // Not forwarded: a Parse that fails where the Execute would
-                                    // have run stands in, and its error becomes the refusal.
-                                    proxy.metrics.statement(Decision::Refused, Class::Unknown);
-                                    padded = Some(encode_parse(
-                                        REFUSED_EXECUTE,
-                                        &shared.refusals.marker(e),
-                                        &[],
-                                    ));
+                                match a.execute(&frame).await {
+                                    Ok(replaced) => padded = replaced,
+                                    Err(e) => {
+                                        // Not forwarded: a Parse that fails where the Execute
+                                        // would have run stands in, and its error becomes the
+                                        // refusal.
+                                        proxy.metrics.statement(Decision::Refused, Class::Unknown);
+                                        padded = Some(encode_parse(
+                                            REFUSED_EXECUTE,
+                                            &shared.refusals.marker(e),
+                                            &[],
+                                        ));
+                                    }
                                 }
                             }
                             _ => a.close(&frame),

@@ -278,9 +278,9 @@ impl FrontAudit {
 
     /// An Execute: with `durability: before_release` its portal's intent is synced first (once
     /// per Bind). `Err`: the Execute must not be forwarded; the client gets the error.
-    pub async fn execute(&mut self, frame: &Frame) -> Result<(), PgError> {
+    pub async fn execute(&mut self, frame: &Frame) -> Result<Option<Frame>, PgError> {
         let Ok(portal) = decode_execute(frame) else {
-            return Ok(());
+            return Ok(None);
         };
         let (def, resolved, intent, doubt) = {
             let trail = self.lock();
@@ -321,12 +321,18 @@ impl FrontAudit {
                 }
             }
         };
+        // A write whose hidden keys are its whole result returns rows the client did not ask
+        // for; with a row limit its portal would be suspended where the client expects it to
+        // complete, so it runs to completion, as the write alone would.
+        let unlimited = matches!(resolved.hidden.first(), Some((_, true)))
+            .then(|| without_row_limit(frame, portal))
+            .flatten();
         let mut trail = self.lock();
         if let Some(id) = &intent {
             trail.names.set_portal_intent(portal, id);
         }
         trail.execute(portal, Pending::new(resolved, intent), ops, &def);
-        Ok(())
+        Ok(unlimited)
     }
 
     pub fn close(&mut self, frame: &Frame) {
@@ -387,6 +393,18 @@ fn in_doubt(name: &[u8]) -> PgError {
         "pgvakt: cursor \"{}\" is being defined again while in use; wait for the DECLARE or Bind to complete before using it",
         String::from_utf8_lossy(name)
     ))
+}
+
+/// The Execute of `portal` with no row limit, if it had one.
+fn without_row_limit(frame: &Frame, portal: &[u8]) -> Option<Frame> {
+    let limit = frame.body().get(portal.len() + 1..)?;
+    if limit == [0, 0, 0, 0] {
+        return None;
+    }
+    let mut body = portal.to_vec();
+    body.push(0);
+    body.extend_from_slice(&0i32.to_be_bytes());
+    Some(Frame::build(b'E', &body))
 }
 
 /// The Bind with `extra` text result formats appended to its `n` per-column formats (the
