@@ -7,8 +7,9 @@
 //! client.
 
 use crate::common;
+use crate::common::trail::all_records as records;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::raw::{self, Raw};
@@ -24,25 +25,6 @@ async fn start() -> (Env, tempfile::TempDir) {
     })
     .await;
     (env, keys)
-}
-
-fn records(dir: &Path) -> Vec<Value> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("audit dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .expect("read")
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).expect("json line"))
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 /// Completion records of `user` whose tables name `column`, once the session's disconnect

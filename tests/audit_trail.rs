@@ -4,6 +4,7 @@
 //! recovers.
 
 use crate::common;
+use crate::common::trail::all_records as records;
 
 use common::process::PgvaktProcess;
 use nix::sys::signal::Signal;
@@ -51,26 +52,6 @@ async fn start() -> Audited {
         chain_key,
         subject_key,
     }
-}
-
-/// Every record in the log directory, in order.
-fn records(dir: &Path) -> Vec<Value> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("audit dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .expect("read")
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).expect("json line"))
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 fn log_text(dir: &Path) -> String {

@@ -5,6 +5,14 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+/// Every record in `dir`, in chain order, where each line must be a whole record (no crash
+/// happened while it was written).
+pub fn all_records(dir: &Path) -> Vec<Value> {
+    let (records, torn) = records(dir);
+    assert_eq!(torn, 0, "a torn record in {}", dir.display());
+    records
+}
+
 /// Complete records in `dir`, in chain order; torn last lines of files (a SIGKILL mid-write)
 /// are counted apart.
 pub fn records(dir: &Path) -> (Vec<Value>, usize) {
