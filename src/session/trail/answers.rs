@@ -16,10 +16,10 @@ use crate::protocol::message;
 /// A result column that identifies a data subject.
 #[derive(Clone, Debug)]
 pub struct KeyColumn {
-    index: usize,
-    table: String,
-    type_oid: u32,
-    binary: bool,
+    pub(super) index: usize,
+    pub(super) table: String,
+    pub(super) type_oid: u32,
+    pub(super) binary: bool,
 }
 
 pub enum Entry {
@@ -39,29 +39,29 @@ pub enum Entry {
 
 /// One execution awaiting its answers.
 pub struct Pending {
-    audited: Audited,
-    started: Instant,
-    rows: u64,
+    pub(super) audited: Audited,
+    pub(super) started: Instant,
+    pub(super) rows: u64,
     /// DataRows of the statement now answering (a portal part ends with PortalSuspended).
-    batch_rows: u64,
+    pub(super) batch_rows: u64,
     /// Whether any row reached the client (a statement that failed may have sent some).
-    any_rows: bool,
-    sqlstate: Option<String>,
-    keys: Option<Vec<KeyColumn>>,
-    subjects: Option<SubjectSet>,
-    copy: bool,
+    pub(super) any_rows: bool,
+    pub(super) sqlstate: Option<String>,
+    pub(super) keys: Option<Vec<KeyColumn>>,
+    pub(super) subjects: Option<SubjectSet>,
+    pub(super) copy: bool,
     /// Event id of the intent record written before the statement was forwarded.
-    intent: Option<String>,
+    pub(super) intent: Option<String>,
     /// Name ops of each statement, applied as each completes, with the proposals of the
     /// names the statements define.
-    ops: Vec<NameOp>,
-    proposals: Vec<Option<u64>>,
-    hidden: Vec<(usize, bool)>,
+    pub(super) ops: Vec<NameOp>,
+    pub(super) proposals: Vec<Option<u64>>,
+    pub(super) hidden: Vec<(usize, bool)>,
     /// Statement now answering.
-    index: usize,
-    command: Option<&'static str>,
+    pub(super) index: usize,
+    pub(super) command: Option<&'static str>,
     /// Personal columns the results' origins showed.
-    found: Vec<ColumnUse>,
+    pub(super) found: Vec<ColumnUse>,
 }
 
 impl Pending {
@@ -99,11 +99,11 @@ impl Pending {
         )
     }
 
-    fn is_audited(&self) -> bool {
+    pub(super) fn is_audited(&self) -> bool {
         self.audited.is_recorded() || !self.found.is_empty()
     }
 
-    fn hidden_now(&self) -> (usize, bool) {
+    pub(super) fn hidden_now(&self) -> (usize, bool) {
         self.hidden.get(self.index).copied().unwrap_or((0, false))
     }
 }
@@ -127,41 +127,6 @@ impl AuditTrail {
         p.proposals = self.propose(&ops, def);
         p.ops = ops;
         self.push(Entry::Execute(p, portal.to_vec()));
-    }
-
-    fn propose(&mut self, ops: &[NameOp], def: &Def) -> Vec<Option<u64>> {
-        for op in ops {
-            match op {
-                NameOp::Deallocate(n) => self
-                    .names
-                    .dropping(Kind::Statement, n.as_deref().map(str::as_bytes)),
-                NameOp::Close(n) => self
-                    .names
-                    .dropping(Kind::Portal, n.as_deref().map(str::as_bytes)),
-                NameOp::DiscardAll => {
-                    self.names.dropping(Kind::Statement, None);
-                    self.names.dropping(Kind::Portal, None);
-                }
-                _ => {}
-            }
-        }
-        // A defined name runs the definition's reads, not the defining text's name ops.
-        let body = Def {
-            ops: std::sync::Arc::from(Vec::new()),
-            ..def.clone()
-        };
-        ops.iter()
-            .map(|op| match op {
-                NameOp::Prepare(n) => {
-                    Some(self.names.propose_statement(n.as_bytes(), body.clone()))
-                }
-                NameOp::Declare { name, hold } => {
-                    self.names
-                        .propose_portal(name.as_bytes(), body.clone(), *hold)
-                }
-                _ => None,
-            })
-            .collect()
     }
 
     pub fn parse(&mut self, name: &[u8], proposal: Option<u64>) {
@@ -348,97 +313,6 @@ impl AuditTrail {
         }
     }
 
-    /// Statement `index` of a request completed: the names it defines or drops change.
-    fn apply(&mut self, ops: &[NameOp], proposals: &[Option<u64>], index: usize) {
-        let Some(op) = ops.get(index) else {
-            return;
-        };
-        let proposal = proposals.get(index).copied().flatten();
-        match op {
-            NameOp::Prepare(n) => {
-                if let Some(id) = proposal {
-                    self.names.confirm(Kind::Statement, n.as_bytes(), id);
-                }
-                self.statement_shapes.remove(n.as_bytes());
-            }
-            NameOp::Declare { name, .. } => {
-                if let Some(id) = proposal {
-                    self.names.confirm(Kind::Portal, name.as_bytes(), id);
-                }
-                self.forget_portal(Some(name.as_bytes()));
-            }
-            NameOp::Deallocate(n) => self.drop_statement(n.as_deref().map(str::as_bytes)),
-            NameOp::Close(n) => self.drop_portal(n.as_deref().map(str::as_bytes)),
-            NameOp::DiscardAll => {
-                self.drop_statement(None);
-                self.drop_portal(None);
-            }
-            NameOp::Execute(_) | NameOp::Explain(_) | NameOp::Fetch { .. } | NameOp::Other => {}
-        }
-    }
-
-    fn drop_statement(&mut self, name: Option<&[u8]>) {
-        self.names.drop_current(Kind::Statement, name);
-        match name {
-            Some(n) => {
-                self.statement_shapes.remove(n);
-            }
-            None => self.statement_shapes.clear(),
-        }
-    }
-
-    fn drop_portal(&mut self, name: Option<&[u8]>) {
-        self.names.drop_current(Kind::Portal, name);
-        self.forget_portal(name);
-    }
-
-    fn forget_portal(&mut self, name: Option<&[u8]>) {
-        match name {
-            Some(n) => {
-                self.portal_shapes.remove(n);
-                self.portal_formats.remove(n);
-                self.portal_statements.remove(n);
-            }
-            None => {
-                self.portal_shapes.clear();
-                self.portal_formats.clear();
-                self.portal_statements.clear();
-            }
-        }
-    }
-
-    /// ParseComplete, BindComplete, CloseComplete.
-    fn confirmed(&mut self, tag: u8) {
-        let matches = matches!(
-            (tag, self.queue.front()),
-            (b'1', Some(Entry::Parse(..)))
-                | (b'2', Some(Entry::Bind(..)))
-                | (b'3', Some(Entry::Close(..)))
-        );
-        if !matches {
-            return;
-        }
-        match self.queue.pop_front() {
-            Some(Entry::Parse(name, proposal)) => {
-                if let Some(id) = proposal {
-                    self.names.confirm(Kind::Statement, &name, id);
-                }
-                self.statement_shapes.remove(&name);
-            }
-            Some(Entry::Bind(portal, proposal, statement, formats)) => {
-                if let Some(id) = proposal {
-                    self.names.confirm(Kind::Portal, &portal, id);
-                }
-                self.portal_shapes.remove(&portal);
-                self.portal_formats.insert(portal.clone(), formats);
-                self.portal_statements.insert(portal, statement);
-            }
-            Some(Entry::Close(Kind::Statement, name)) => self.drop_statement(Some(&name)),
-            Some(Entry::Close(Kind::Portal, name)) => self.drop_portal(Some(&name)),
-            _ => {}
-        }
-    }
-
     fn error(&mut self, frame: &[u8]) -> Option<Record> {
         let state = message::error_code(frame);
         match self.queue.pop_front() {
@@ -500,31 +374,6 @@ impl AuditTrail {
         done
     }
 
-    /// Proposals a request made that PostgreSQL never confirmed are dropped (confirmed ones
-    /// are no longer proposals, so this leaves them).
-    fn withdraw(&mut self, e: &Entry) {
-        match e {
-            Entry::Query(p) | Entry::Execute(p, _) => self.withdraw_all(p),
-            Entry::Parse(name, Some(id)) => self.names.withdraw(Kind::Statement, name, *id),
-            Entry::Bind(portal, Some(id), ..) => self.names.withdraw(Kind::Portal, portal, *id),
-            _ => {}
-        }
-    }
-
-    fn withdraw_all(&mut self, p: &Pending) {
-        for (op, id) in p.ops.iter().zip(&p.proposals) {
-            match (op, id) {
-                (NameOp::Prepare(n), Some(id)) => {
-                    self.names.withdraw(Kind::Statement, n.as_bytes(), *id)
-                }
-                (NameOp::Declare { name, .. }, Some(id)) => {
-                    self.names.withdraw(Kind::Portal, name.as_bytes(), *id)
-                }
-                _ => {}
-            }
-        }
-    }
-
     fn skip_to_sync(&mut self) {
         while let Some(e) = self.queue.front() {
             if matches!(e, Entry::Sync | Entry::Query(_)) {
@@ -534,138 +383,6 @@ impl AuditTrail {
                 self.withdraw(&e);
             }
         }
-    }
-
-    fn data_row(&mut self, frame: &[u8]) {
-        let Some(front) = self.queue.front_mut() else {
-            return;
-        };
-        let (p, portal) = match front {
-            Entry::Query(p) => (p, None),
-            Entry::Execute(p, portal) => (p, Some(portal.clone())),
-            _ => return,
-        };
-        if !p.is_audited() {
-            return;
-        }
-        if p.keys.is_none() {
-            let hidden_keys = match &p.audited {
-                Audited::Yes(a) if a.hidden > 0 && a.hidden == p.hidden_now().0 => {
-                    Some(a.hidden_keys.clone())
-                }
-                _ => None,
-            };
-            // An Execute without its own RowDescription: the shape is the portal's, or the
-            // statement's with the Bind's result formats.
-            let shape = portal.as_ref().and_then(|portal| {
-                self.portal_shapes.get(portal).cloned().or_else(|| {
-                    let stmt = self.portal_statements.get(portal)?;
-                    let formats = self.portal_formats.get(portal);
-                    let mut shape = self.statement_shapes.get(stmt)?.clone();
-                    for k in &mut shape {
-                        k.binary = match formats.map(Vec::as_slice) {
-                            Some([one]) => *one == 1,
-                            Some(all) => all.get(k.index).is_some_and(|f| *f == 1),
-                            None => false,
-                        };
-                    }
-                    Some(shape)
-                })
-            });
-            // Without any RowDescription (no Describe): the hidden keys are the row's last
-            // values, their tables and types known from the analysis.
-            let shape = shape.or_else(|| {
-                let keys = hidden_keys?;
-                let count = message::data_row_values(frame)?.len();
-                let first = count.checked_sub(keys.len())?;
-                let formats = portal.as_ref().and_then(|p| self.portal_formats.get(p));
-                let types = self.facts.as_ref().map(|f| &f.subject_types);
-                Some(
-                    keys.into_iter()
-                        .enumerate()
-                        .map(|(i, k)| KeyColumn {
-                            index: first + i,
-                            // Pseudonyms are per subject type, as for keys found by origin.
-                            table: types
-                                .and_then(|t| t.get(&k.table))
-                                .cloned()
-                                .unwrap_or(k.table),
-                            type_oid: k.type_oid,
-                            binary: match formats.map(Vec::as_slice) {
-                                Some([one]) => *one == 1,
-                                Some(all) => all.get(first + i).is_some_and(|f| *f == 1),
-                                None => false,
-                            },
-                        })
-                        .collect(),
-                )
-            });
-            // Re-borrow after reading the maps.
-            if let Some(Entry::Query(p) | Entry::Execute(p, _)) = self.queue.front_mut() {
-                p.keys = Some(shape.unwrap_or_default());
-            }
-        }
-        let Some(Entry::Query(p) | Entry::Execute(p, _)) = self.queue.front_mut() else {
-            return;
-        };
-        let keys = p.keys.as_deref().unwrap_or_default();
-        if keys.is_empty() {
-            return;
-        }
-        let set = p.subjects.get_or_insert_with(|| self.handle.subjects());
-        let values = message::data_row_values(frame);
-        for k in keys {
-            if let Some(Some(v)) = values.as_ref().and_then(|vals| vals.get(k.index)) {
-                if let Some(text) = rows::key_text(v, k.type_oid, k.binary) {
-                    set.add(&k.table, &text);
-                }
-            }
-        }
-    }
-
-    /// Subject-key columns of a RowDescription (their origins are subject keys).
-    fn key_columns(&self, frame: &[u8]) -> Vec<KeyColumn> {
-        let Some(facts) = &self.facts else {
-            return Vec::new();
-        };
-        let Some(fields) = message::row_fields(frame) else {
-            return Vec::new();
-        };
-        fields
-            .iter()
-            .enumerate()
-            .filter_map(|(i, f)| {
-                let table = facts.subject_keys.get(&(f.table_oid, f.attnum))?;
-                Some(KeyColumn {
-                    index: i,
-                    table: table.clone(),
-                    type_oid: f.type_oid,
-                    binary: f.format == 1,
-                })
-            })
-            .collect()
-    }
-
-    /// Personal-data columns a RowDescription's fields come from, by their origins.
-    fn personal_origins(&self, frame: &[u8]) -> Vec<ColumnUse> {
-        let Some(facts) = &self.facts else {
-            return Vec::new();
-        };
-        if facts.personal_columns.is_empty() {
-            return Vec::new();
-        }
-        let Some(fields) = message::row_fields(frame) else {
-            return Vec::new();
-        };
-        fields
-            .iter()
-            .filter_map(|f| {
-                facts
-                    .personal_columns
-                    .get(&(f.table_oid, f.attnum))
-                    .cloned()
-            })
-            .collect()
     }
 
     fn finish(&self, p: Pending) -> Option<Record> {

@@ -21,8 +21,10 @@ use crate::enforce::AuditFacts;
 use crate::protocol::PgError;
 
 mod answers;
+mod name_answers;
 pub mod names;
 pub mod requests;
+mod result_rows;
 mod rows;
 
 pub use answers::Pending;
