@@ -277,3 +277,51 @@ async fn explain_analyze_of_a_prepared_write_is_recorded_as_the_write() {
         Some("explained")
     );
 }
+
+/// A Describe of a portal whose redefinition PostgreSQL has not answered yet would show the
+/// new cursor's columns, hidden subject key included, while pgvakt still sees the old one: it
+/// is refused like a FETCH of that portal.
+#[tokio::test]
+async fn a_portal_in_doubt_is_not_described() {
+    let (env, _keys) = start().await;
+    env.trust_user("secretary").await;
+    let tls = common::client_tls(&env.certs.ca_cert);
+    let mut c = Raw::connect_db(env.proxy_port(), tls, "secretary", "crm").await;
+    let took_back = [
+        "BEGIN",
+        "SAVEPOINT s",
+        "DECLARE c CURSOR FOR SELECT 1 AS one",
+        "ROLLBACK TO SAVEPOINT s",
+    ];
+    let m = pipelined(&mut c, &took_back).await;
+    assert_eq!(errors(&m), Vec::<String>::new());
+    let mut bytes = raw::query("DECLARE c CURSOR FOR SELECT email FROM contacts WHERE id = 5");
+    bytes.extend(raw::describe(b'P', "c"));
+    bytes.extend(raw::sync());
+    c.send(&bytes).await.expect("send");
+    let mut m = c.until_ready().await;
+    m.extend(c.until_ready().await);
+    let refused = errors(&m);
+    assert!(
+        refused.len() == 1 && refused[0].contains("cursor \"c\" is being defined again"),
+        "{refused:?}"
+    );
+    assert!(field_names(&m).is_empty(), "{:?}", field_names(&m));
+    // The session goes on, and an answered DECLARE is described as the client sees it.
+    let m = pipelined(
+        &mut c,
+        &[
+            "ROLLBACK",
+            "BEGIN",
+            "DECLARE c CURSOR FOR SELECT email FROM contacts WHERE id = 5",
+        ],
+    )
+    .await;
+    assert_eq!(errors(&m), Vec::<String>::new());
+    let mut bytes = raw::describe(b'P', "c");
+    bytes.extend(raw::sync());
+    c.send(&bytes).await.expect("send");
+    let m = c.until_ready().await;
+    assert_eq!(errors(&m), Vec::<String>::new());
+    assert_eq!(field_names(&m), ["email"]);
+}

@@ -341,7 +341,17 @@ async fn frontend(
                     if let Some(a) = audit.as_mut() {
                         match frame.tag {
                             b'B' => padded = a.bind(&frame),
-                            b'D' => a.describe(&frame),
+                            b'D' => {
+                                if let Err(e) = a.describe(&frame) {
+                                    // As for an Execute below: a failing Parse stands in.
+                                    proxy.metrics.statement(Decision::Refused, Class::Unknown);
+                                    padded = Some(encode_parse(
+                                        REFUSED_EXECUTE,
+                                        &shared.refusals.marker(e),
+                                        &[],
+                                    ));
+                                }
+                            }
                             b'E' => {
                                 match a.execute(&frame).await {
                                     Ok(replaced) => padded = replaced,

@@ -261,19 +261,29 @@ impl FrontAudit {
         padded
     }
 
-    pub fn describe(&mut self, frame: &Frame) {
-        if let Ok((kind, name)) = decode_target(frame) {
-            let mut trail = self.lock();
-            let def = self.def_of(&trail, kind, name);
-            let hidden = trail
-                .names
-                .resolve(&def.audited, &def.ops, &def.text, self.analysing)
-                .hidden
-                .first()
-                .copied()
-                .unwrap_or((0, false));
-            trail.describe(kind, name, hidden);
+    /// `Err`: the Describe must not be forwarded (its portal is in doubt, as for an Execute:
+    /// PostgreSQL would describe a cursor pgvakt does not know, hidden columns included).
+    pub fn describe(&mut self, frame: &Frame) -> Result<(), PgError> {
+        let Ok((kind, name)) = decode_target(frame) else {
+            return Ok(());
+        };
+        let mut trail = self.lock();
+        let def = self.def_of(&trail, kind, name);
+        let resolved = trail
+            .names
+            .resolve(&def.audited, &def.ops, &def.text, self.analysing);
+        let doubt = match &resolved.doubt {
+            Some(n) => Some(in_doubt(n.as_bytes())),
+            None => (kind == b'P' && trail.names.portal_in_doubt(name)).then(|| in_doubt(name)),
+        };
+        if let Some(e) = doubt {
+            // The stand-in's error is matched to this entry, which expects nothing else.
+            trail.describe(kind, name, (0, false));
+            return Err(e);
         }
+        let hidden = resolved.hidden.first().copied().unwrap_or((0, false));
+        trail.describe(kind, name, hidden);
+        Ok(())
     }
 
     /// An Execute: with `durability: before_release` its portal's intent is synced first (once
