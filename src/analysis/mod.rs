@@ -22,6 +22,7 @@ mod stand_in;
 mod statements;
 pub mod subjects;
 mod write_guard;
+mod write_targets;
 mod writes;
 
 pub use write_guard::refusal_in as write_refusal_in;

@@ -5,12 +5,13 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     AssignmentTarget, CopySource, CopyTarget, FromTable, ObjectName, OnConflictAction, OnInsert,
-    SelectItem, Statement, TableFactor, TableObject, VisitMut,
+    Statement, TableFactor, TableObject, VisitMut,
 };
 use sqlparser::parser::Parser;
 
 use super::names::Names;
 use super::relations::Reads;
+use super::write_targets::{assignment_targets, column_name, guard_new_rows, writable};
 use super::writes::{modifies_data, Target};
 use super::{dialect, fold, lexer, parse_query, quote, Analysed, Ctx, Outcome};
 use crate::policy::model::{Capability, StatementClass};
@@ -243,12 +244,6 @@ pub(super) fn name_parts(ctx: &Ctx, name: &ObjectName) -> Result<Vec<String>, Pg
         .map(|p| p.as_ident().map(fold))
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| ctx.unsupported(&format!("the name {name}")))
-}
-
-fn column_name(ctx: &Ctx, name: &ObjectName) -> Result<String, PgError> {
-    name_parts(ctx, name)?
-        .pop()
-        .ok_or_else(|| ctx.unsupported("an empty column name"))
 }
 
 fn statement(
@@ -556,93 +551,6 @@ fn statement(
             refuse_kind(&format!("the statement {kind} ..."))
         }
     }
-}
-
-/// Each guarded column of a new row: NULL or DEFAULT pass, other values of a VALUES list or
-/// of a plain SELECT's output are guarded (`write_guard`), and other queries' rows cannot be.
-fn guard_new_rows(
-    ctx: &Ctx,
-    columns: &[String],
-    source: Option<&mut sqlparser::ast::Query>,
-    target: &mut Target,
-) -> Result<(), PgError> {
-    for c in columns {
-        target.known(c)?;
-    }
-    let guarded: Vec<(usize, &String)> = columns
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| target.guarded(c).is_some())
-        .collect();
-    if guarded.is_empty() {
-        return Ok(());
-    }
-    match source.map(|q| q.body.as_mut()) {
-        Some(sqlparser::ast::SetExpr::Values(values)) => {
-            for row in values.rows.iter_mut() {
-                for (i, c) in &guarded {
-                    let v = row.get_mut(*i).ok_or_else(|| {
-                        ctx.unsupported("a VALUES row shorter than its column list")
-                    })?;
-                    target.guard_insert(c, v)?;
-                }
-            }
-        }
-        // `INSERT ... SELECT p0, p1 FROM (VALUES ...)`, as SQLAlchemy writes many rows: each
-        // output column is guarded where it is computed, row by row like a VALUES list.
-        Some(sqlparser::ast::SetExpr::Select(select))
-            if select.projection.iter().all(|p| {
-                matches!(
-                    p,
-                    SelectItem::UnnamedExpr(_) | SelectItem::ExprWithAlias { .. }
-                )
-            }) =>
-        {
-            for (i, c) in &guarded {
-                match select.projection.get_mut(*i) {
-                    Some(
-                        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. },
-                    ) => target.guard_insert(c, e)?,
-                    _ => target.check_write(c)?,
-                }
-            }
-        }
-        _ => {
-            for (_, c) in guarded {
-                target.check_write(c)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn assignment_targets(ctx: &Ctx, t: &AssignmentTarget, target: &Target) -> Result<(), PgError> {
-    match t {
-        AssignmentTarget::ColumnName(n) => target.check_write(&column_name(ctx, n)?),
-        AssignmentTarget::Tuple(ns) => {
-            for n in ns {
-                target.check_write(&column_name(ctx, n)?)?;
-            }
-            Ok(())
-        }
-    }
-}
-
-/// System catalogs are never written by restricted roles: `UPDATE pg_settings` changes settings
-/// past every check.
-fn writable(
-    ctx: &Ctx,
-    rel: std::sync::Arc<crate::catalog::Relation>,
-) -> Result<std::sync::Arc<crate::catalog::Relation>, PgError> {
-    if rel.schema == "pg_catalog" || rel.schema == "information_schema" {
-        return Err(ctx.refuse(format!(
-            "writing {}.{} is not allowed for role {}",
-            rel.schema,
-            rel.name,
-            ctx.role()
-        )));
-    }
-    Ok(rel)
 }
 
 pub fn default_search_path() -> Vec<String> {

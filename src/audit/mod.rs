@@ -168,3 +168,5 @@ impl Audit {
 mod tests;
 #[cfg(test)]
 mod tests_keys;
+#[cfg(test)]
+mod tests_writer;

@@ -21,9 +21,11 @@ use crate::policy::store::PolicyStore;
 use crate::policy::PolicySet;
 use crate::protocol::PgError;
 pub use origins::Protected;
+use search_path::TxPath;
 
 mod cache;
 mod origins;
+mod search_path;
 mod service;
 mod startup;
 use cache::CacheEntry;
@@ -350,16 +352,6 @@ pub struct SessionPolicy {
     in_tx: bool,
 }
 
-/// The search_path before the open transaction changed it, and its session-level value set in
-/// it (SET without LOCAL), which a COMMIT keeps.
-struct TxPath {
-    before: Vec<String>,
-    session: Option<Vec<String>>,
-    /// Savepoints of the open transaction: name, and the path and session value when it was
-    /// made, which ROLLBACK TO restores.
-    savepoints: Vec<(String, Vec<String>, Option<Vec<String>>)>,
-}
-
 /// Reloads pgvakt's catalog on request; the relay's result side holds one.
 #[derive(Clone)]
 pub struct CatalogRefresh(Option<Arc<Inner>>);
@@ -373,81 +365,6 @@ impl CatalogRefresh {
 }
 
 impl SessionPolicy {
-    /// What the relay knows of transactions: whether one is open, how many have ended, and
-    /// whether the last one committed. search_path follows PostgreSQL: SET LOCAL lasts until
-    /// the transaction ends, a SET inside one is undone by ROLLBACK and kept by COMMIT.
-    pub fn transaction_state(&mut self, in_tx: bool, ended: u64, committed: bool) {
-        if ended != self.tx_ends_seen {
-            self.tx_ends_seen = ended;
-            if let Some(t) = self.tx_path.take() {
-                self.search_path = match (committed, t.session) {
-                    (true, Some(session)) => session,
-                    _ => t.before,
-                };
-            }
-        }
-        self.in_tx = in_tx;
-    }
-
-    /// What a statement did to search_path, in order, as PostgreSQL applies it: a savepoint
-    /// keeps the path it was made with for ROLLBACK TO; RELEASE keeps the current one.
-    fn apply_path_events(&mut self, events: &[analysis::PathEvent]) {
-        use analysis::PathEvent;
-        for e in events {
-            match e {
-                PathEvent::Set(path, local) => self.apply_search_path(path, *local),
-                PathEvent::Savepoint(name) if self.in_tx => {
-                    let path = self.search_path.clone();
-                    let t = self.tx_path.get_or_insert_with(|| TxPath {
-                        before: path.clone(),
-                        session: None,
-                        savepoints: Vec::new(),
-                    });
-                    let session = t.session.clone();
-                    t.savepoints.push((name.clone(), path, session));
-                }
-                PathEvent::RollbackTo(name) => {
-                    let Some(t) = self.tx_path.as_mut() else {
-                        continue;
-                    };
-                    if let Some(i) = t.savepoints.iter().rposition(|(n, _, _)| n == name) {
-                        t.savepoints.truncate(i + 1);
-                        if let Some((_, path, session)) = t.savepoints.last() {
-                            t.session = session.clone();
-                            self.search_path = path.clone();
-                        }
-                    }
-                }
-                PathEvent::Release(name) => {
-                    if let Some(t) = self.tx_path.as_mut() {
-                        if let Some(i) = t.savepoints.iter().rposition(|(n, _, _)| n == name) {
-                            t.savepoints.truncate(i);
-                        }
-                    }
-                }
-                PathEvent::Savepoint(_) => {}
-            }
-        }
-    }
-
-    fn apply_search_path(&mut self, path: &[String], local: bool) {
-        if self.in_tx {
-            let before = &self.search_path;
-            let t = self.tx_path.get_or_insert_with(|| TxPath {
-                before: before.clone(),
-                session: None,
-                savepoints: Vec::new(),
-            });
-            if !local {
-                t.session = Some(path.to_vec());
-            }
-            self.search_path = path.to_vec();
-        } else if !local {
-            // Outside a transaction block SET LOCAL changes nothing.
-            self.search_path = path.to_vec();
-        }
-    }
-
     pub fn catalog_refresh(&self) -> CatalogRefresh {
         CatalogRefresh(self.inner.clone())
     }
