@@ -5,44 +5,16 @@
 //! such statements, in both protocols, and the refusals are counted.
 
 use crate::common;
+use crate::common::trail::records;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::process::PgvaktProcess;
 use common::{sqlstate, Env, EnvOptions};
 use nix::sys::signal::Signal;
 use serde_json::Value;
-
-/// Complete records in `dir`, in order; a torn last line of a file (SIGKILL mid-write) is
-/// returned apart.
-fn records(dir: &Path) -> (Vec<Value>, usize) {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("audit dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    let mut out = Vec::new();
-    let mut torn = 0;
-    for f in files {
-        let text = std::fs::read_to_string(&f).expect("read");
-        let complete = text.ends_with('\n') || text.is_empty();
-        let lines: Vec<&str> = text.lines().collect();
-        for (i, l) in lines.iter().enumerate() {
-            match serde_json::from_str::<Value>(l) {
-                Ok(v) => out.push(v),
-                Err(e) if i + 1 == lines.len() && !complete => {
-                    eprintln!("torn last line in {}: {e}", f.display());
-                    torn += 1;
-                }
-                Err(e) => panic!("{}:{}: not a record: {e}", f.display(), i + 1),
-            }
-        }
-    }
-    (out, torn)
-}
 
 fn verify(key: &Path, dir: &Path) -> (bool, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgvakt"))
