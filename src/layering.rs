@@ -23,6 +23,8 @@ pub(crate) const LAYERS: &[&[&str]] = &[
     // Commands around the proxy.
     &["install", "explain"],
     &["policy_cli", "demo"],
+    // The binary's command line (`src/cli/`, declared by `src/main.rs`, not by the library).
+    &["cli"],
 ];
 
 #[cfg(test)]

@@ -1,0 +1,155 @@
+//! The `pgvakt` command line: the commands and their options, and the dispatch to the library.
+//! One file per group of subcommands: `policy.rs` (policy tools), `serve.rs` (`run`, `demo`:
+//! logging, runtime and signals). The only place that uses `anyhow`.
+
+mod policy;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use pgvakt::config::{Config, LogFormat};
+use pgvakt::demo::run::DemoOptions;
+
+use policy::PolicyCommand;
+
+#[derive(Parser)]
+#[command(
+    name = "pgvakt",
+    version,
+    about = "PostgreSQL proxy that enforces data-protection policy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        /// Configuration file (YAML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file without starting.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Start a throwaway PostgreSQL with the demo CRM and pgvakt in front of it.
+    Demo {
+        /// Address clients connect to.
+        #[arg(long, default_value = "127.0.0.1:6432")]
+        listen: SocketAddr,
+        /// Address of the /metrics, /healthz and /readyz endpoints.
+        #[arg(long, default_value = "127.0.0.1:9187")]
+        metrics_listen: SocketAddr,
+        /// Number of generated contacts.
+        #[arg(long, default_value_t = pgvakt::demo::DEFAULT_CONTACTS)]
+        contacts: usize,
+        /// Directory for the cluster, certificates, configuration and audit log; kept at exit.
+        /// Default: a temporary directory, removed at exit.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Policy tools.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Store the policy's pseudonym key upstream, with the function the `pseudonym` mask calls
+    /// (schema `pgvakt`); run as the database owner. Re-run to rotate the key.
+    Install {
+        /// Database to install into (libpq connection string), e.g. "host=db dbname=crm user=owner".
+        #[arg(long)]
+        upstream: String,
+        /// Policy files or directories whose `pseudonym:` section names the key.
+        #[arg(long, default_value = "policies")]
+        policy: Vec<PathBuf>,
+        /// Connect with TLS, verifying the server against these CA certificates (PEM).
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
+    /// Audit trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Recompute the HMAC chain; exits 1 at the first broken record, 2 if it cannot check.
+    Verify(pgvakt::audit::verify::VerifyArgs),
+    /// Find the records that concern a data subject, a user, a period or an outcome.
+    Search(pgvakt::audit::search::SearchArgs),
+    /// Create the audit table (audit.sink: postgres) with INSERT-only rights for pgvakt.
+    InstallTable(pgvakt::audit::table_read::InstallTableArgs),
+}
+
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => {
+            let cfg = Config::load(&config)?;
+            serve::init_logging(&cfg.log.level, cfg.log.format);
+            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            rt.block_on(serve::run(cfg))
+        }
+        Command::CheckConfig { config } => {
+            Config::load(&config)?;
+            println!("{}: ok", config.display());
+            Ok(())
+        }
+        Command::Demo {
+            listen,
+            metrics_listen,
+            contacts,
+            dir,
+        } => {
+            serve::init_logging("info", LogFormat::Text);
+            let opts = DemoOptions {
+                listen,
+                metrics_listen,
+                contacts,
+                dir,
+                policy: None,
+            };
+            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            rt.block_on(serve::run_demo(opts))
+        }
+        Command::Install {
+            upstream,
+            policy,
+            ca_file,
+        } => {
+            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let report =
+                rt.block_on(pgvakt::install::run(&upstream, &policy, ca_file.as_deref()))?;
+            print!("{report}");
+            Ok(())
+        }
+        Command::Audit { command } => std::process::exit(match command {
+            AuditCommand::Verify(args) => pgvakt::audit::verify::run(&args),
+            AuditCommand::Search(args) => pgvakt::audit::search::run(&args),
+            AuditCommand::InstallTable(args) => pgvakt::audit::table_read::install_table(&args),
+        }),
+        Command::Policy { command } => {
+            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let code = rt.block_on(policy::run(command));
+            drop(rt);
+            match code {
+                Ok(0) => Ok(()),
+                Ok(c) => std::process::exit(c),
+                Err(e) => {
+                    eprintln!("pgvakt: {e}");
+                    std::process::exit(2)
+                }
+            }
+        }
+    }
+}
