@@ -14,9 +14,10 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// The body after tag and length.
+    /// The body after tag and length (empty for a frame too short to have one: frames are
+    /// also built from slices of peer bytes).
     pub fn body(&self) -> &[u8] {
-        &self.raw[5..]
+        self.raw.get(5..).unwrap_or_default()
     }
 
     /// Build a frame from a tag and body (for messages the proxy writes itself).

@@ -12,18 +12,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, watch};
 
 use super::refusals::Refusals;
-use super::rowwatch::{self, Protected};
+use super::rowwatch::Protected;
 use super::texts;
 use super::trail::requests::FrontAudit;
 use super::trail::AuditTrail;
 use super::{SessionError, Started};
 use crate::enforce::{CatalogRefresh, SessionPolicy, Verdict};
 use crate::metrics::{Class, Decision, Direction, DirectionLabel};
-use crate::protocol::message::{self, encode_parse, encode_query};
-use crate::protocol::{Frame, FrameReader, PgError};
+use crate::protocol::message::{encode_parse, encode_query};
+use crate::protocol::{FrameReader, PgError};
 use crate::proxy::{Phase, Proxy};
 use crate::stream::BoxStream;
 
+mod result_filter;
 mod results;
 use results::backend;
 

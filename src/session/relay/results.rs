@@ -1,8 +1,11 @@
-//! The result side of a session: frames from PostgreSQL to the client, forwarded as runs of
-//! raw bytes, with the few that must change (refusal swaps, protected columns NULLed, integrity
-//! details withheld) rewritten, audit records gathered, and writes that stall ended.
+//! The result side's pump: frames from PostgreSQL to the client, forwarded as runs of raw
+//! bytes; `result_filter` decides which must change (refusal swaps, protected columns NULLed,
+//! integrity details withheld) and which audit records they complete. Writes that stall end the
+//! session.
 
+use super::result_filter::{Output, Ready, ResultFilter, View};
 use super::*;
+use crate::audit::Record;
 
 pub(super) async fn backend(
     upstream_rd: &mut ReadHalf<BoxStream>,
@@ -14,10 +17,7 @@ pub(super) async fn backend(
 ) -> Result<(), SessionError> {
     let reader = FrameReader::new(UPSTREAM_MAX_MESSAGE);
     let mut phase = proxy.phase.subscribe();
-    // Columns of the current result whose values are replaced (see rowwatch).
-    let mut nulling: Option<Vec<usize>> = None;
-    // The last command completed was a ROLLBACK.
-    let mut rolled_back = false;
+    let mut filter = ResultFilter::new(shared.restricted, shared.role_restricted);
     // What is written to the client is counted, and may stall only so long.
     let bytes_out = (
         proxy
@@ -31,7 +31,7 @@ pub(super) async fn backend(
     );
     loop {
         // Forward the longest run of complete frames straight from the buffer; only frames that
-        // must change are handled one by one.
+        // must change are written one by one.
         let mut pos = 0;
         while let Some(len) = reader
             .peek_len(&buf[pos..])
@@ -40,144 +40,40 @@ pub(super) async fn backend(
             if buf.len() - pos < len {
                 break;
             }
-            let tag = buf[pos];
-            // The client's version of this message, when it differs from upstream's.
-            let mut replaced: Option<bytes::Bytes> = None;
-            if let Some(t) = &shared.trail {
-                let records = {
-                    let mut trail = lock(t);
-                    if trail.wants(tag) {
-                        let (done, r) = trail.on_frame(tag, &buf[pos..pos + len]);
-                        replaced = r;
-                        (!done.is_empty()).then(|| (done, trail.writer()))
-                    } else {
-                        None
-                    }
+            let step = {
+                let protected = shared.protected.load();
+                let mut trail = shared.trail.as_deref().map(lock);
+                let view = View {
+                    protected: protected.as_ref().map(|p| p.as_ref()),
+                    refusals: &shared.refusals,
+                    trail: trail.as_deref_mut(),
                 };
-                if let Some((records, w)) = records {
-                    w.write_all(records).await;
+                filter
+                    .step(&buf[pos..pos + len], view)
+                    .map_err(SessionError::Upstream)?
+            };
+            apply(
+                step.records,
+                step.anomaly,
+                step.ready,
+                step.client_utf8,
+                proxy,
+                shared,
+            )
+            .await;
+            match step.output {
+                Output::Keep => pos += len,
+                Output::Replace(r) => {
+                    write_out(client_wr, &buf[..pos], &bytes_out).await?;
+                    buf.advance(pos + len);
+                    pos = 0;
+                    write_out(client_wr, &r, &bytes_out).await?;
+                }
+                Output::Fatal(e) => {
+                    write_out(client_wr, &buf[..pos], &bytes_out).await?;
+                    return Err(SessionError::Client(e));
                 }
             }
-            if shared.role_restricted && (tag == b'E' || tag == b'N') {
-                if let Some(r) = rowwatch::withhold_row_detail(&buf[pos..pos + len]) {
-                    replaced = Some(r);
-                }
-            }
-            match tag {
-                b'T' if shared.role_restricted => {
-                    nulling = None;
-                    if let Some(protected) = shared.protected.load().as_ref() {
-                        let flagged = rowwatch::flagged_columns(&buf[pos..pos + len], protected)
-                            .unwrap_or_default();
-                        if !flagged.is_empty() {
-                            proxy.metrics.enforcement_anomalies.inc();
-                            tracing::error!(
-                                columns = ?flagged.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>(),
-                                "enforcement anomaly: protected columns in a result for a restricted role; their values are replaced with NULL"
-                            );
-                            if let Some(t) = &shared.trail {
-                                let names: Vec<String> =
-                                    flagged.iter().map(|(_, n)| n.clone()).collect();
-                                let w = lock(t).writer();
-                                w.anomaly(&names).await;
-                            }
-                            nulling = Some(flagged.into_iter().map(|(i, _)| i).collect());
-                        }
-                    }
-                }
-                b'D' if nulling.is_some() => {
-                    let cols = nulling.as_deref().unwrap_or_default();
-                    let row = replaced.as_deref().unwrap_or(&buf[pos..pos + len]);
-                    replaced = Some(rowwatch::null_columns(row, cols).ok_or_else(|| {
-                        SessionError::Upstream("upstream sent an invalid DataRow".into())
-                    })?);
-                }
-                b'C' => {
-                    // The last command before the block ends decides (ROLLBACK TO SAVEPOINT
-                    // answers ROLLBACK too, but a COMMIT follows it).
-                    rolled_back = buf
-                        .get(pos + 5..pos + len)
-                        .is_some_and(|t| t.starts_with(b"ROLLBACK"));
-                }
-                b'Z' => {
-                    if let Some(&status) = buf.get(pos + 5) {
-                        let before = shared.tx_status.swap(status, Ordering::SeqCst);
-                        if status == b'I' && before != b'I' {
-                            // A transaction block ended: committed unless it failed or a
-                            // ROLLBACK (also PostgreSQL's answer to COMMIT of a failed one) ended it.
-                            shared
-                                .tx_committed
-                                .store(before == b'T' && !rolled_back, Ordering::SeqCst);
-                            shared.tx_ended.fetch_add(1, Ordering::SeqCst);
-                        }
-
-                        if status == b'I' && shared.ddl_in_flight.swap(false, Ordering::Relaxed) {
-                            shared.catalog_refresh.request();
-                        }
-                    }
-                    if let Some(t) = shared.pop_inflight() {
-                        proxy
-                            .metrics
-                            .statement_seconds
-                            .observe(t.elapsed().as_secs_f64());
-                    }
-                }
-                b'S' => {
-                    let frame = Frame {
-                        tag,
-                        raw: bytes::Bytes::copy_from_slice(&buf[pos..pos + len]),
-                    };
-                    if let Ok((name, value)) = message::decode_parameter_status(&frame) {
-                        let bad = match name.as_str() {
-                            "client_encoding" => {
-                                let utf8 = value == "UTF8";
-                                shared.client_utf8.store(utf8, Ordering::Relaxed);
-                                !utf8
-                            }
-                            "standard_conforming_strings" => value != "on",
-                            _ => false,
-                        };
-                        if bad && shared.role_restricted {
-                            // Analysis assumes standard string syntax and reads UTF-8; reading
-                            // text another way would let PostgreSQL execute something else than
-                            // was analysed.
-                            write_out(client_wr, &buf[..pos], &bytes_out).await?;
-                            return Err(SessionError::Client(PgError::fatal(
-                                "42501",
-                                format!("pgvakt: {name} cannot be {value} for this role: restricted roles need standard_conforming_strings on and UTF8"),
-                            )));
-                        }
-                    }
-                }
-                b'E' if shared.restricted => {
-                    let frame = Frame {
-                        tag,
-                        raw: bytes::Bytes::copy_from_slice(&buf[pos..pos + len]),
-                    };
-                    let refusal = message::decode_fields(&frame).ok().and_then(|fields| {
-                        fields
-                            .iter()
-                            .find(|(c, _)| *c == b'M')
-                            .and_then(|(_, m)| shared.refusals.resolve(m))
-                    });
-                    if let Some(err) = refusal {
-                        write_out(client_wr, &buf[..pos], &bytes_out).await?;
-                        buf.advance(pos + len);
-                        pos = 0;
-                        client_wr.write_all(&err.to_bytes()).await?;
-                        continue;
-                    }
-                }
-                _ => {}
-            }
-            if let Some(r) = replaced {
-                write_out(client_wr, &buf[..pos], &bytes_out).await?;
-                buf.advance(pos + len);
-                pos = 0;
-                write_out(client_wr, &r, &bytes_out).await?;
-                continue;
-            }
-            pos += len;
         }
         if pos > 0 {
             write_out(client_wr, &buf[..pos], &bytes_out).await?;
@@ -203,6 +99,54 @@ pub(super) async fn backend(
                 client_wr.flush().await?;
                 return Ok(());
             }
+        }
+    }
+}
+
+/// What a frame asked for besides its bytes: audit records first (a read is recorded before
+/// the client receives it), then the state the request side consults.
+async fn apply(
+    records: Vec<Record>,
+    anomaly: Option<Vec<String>>,
+    ready: Option<Ready>,
+    client_utf8: Option<bool>,
+    proxy: &Proxy,
+    shared: &Shared,
+) {
+    if !records.is_empty() {
+        if let Some(t) = &shared.trail {
+            let w = lock(t).writer();
+            w.write_all(records).await;
+        }
+    }
+    if let Some(columns) = anomaly {
+        proxy.metrics.enforcement_anomalies.inc();
+        tracing::error!(
+            ?columns,
+            "enforcement anomaly: protected columns in a result for a restricted role; their values are replaced with NULL"
+        );
+        if let Some(t) = &shared.trail {
+            let w = lock(t).writer();
+            w.anomaly(&columns).await;
+        }
+    }
+    if let Some(utf8) = client_utf8 {
+        shared.client_utf8.store(utf8, Ordering::Relaxed);
+    }
+    if let Some(ready) = ready {
+        shared.tx_status.store(ready.status, Ordering::SeqCst);
+        if let Some(committed) = ready.ended {
+            shared.tx_committed.store(committed, Ordering::SeqCst);
+            shared.tx_ended.fetch_add(1, Ordering::SeqCst);
+        }
+        if ready.status == b'I' && shared.ddl_in_flight.swap(false, Ordering::Relaxed) {
+            shared.catalog_refresh.request();
+        }
+        if let Some(t) = shared.pop_inflight() {
+            proxy
+                .metrics
+                .statement_seconds
+                .observe(t.elapsed().as_secs_f64());
         }
     }
 }
