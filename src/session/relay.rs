@@ -19,13 +19,18 @@ use super::trail::AuditTrail;
 use super::{SessionError, Started};
 use crate::enforce::{CatalogRefresh, SessionPolicy, Verdict};
 use crate::metrics::{Class, Decision, Direction, DirectionLabel};
-use crate::protocol::message::{encode_parse, encode_query};
+use crate::protocol::message::encode_query;
 use crate::protocol::{FrameReader, PgError};
 use crate::proxy::{Phase, Proxy};
 use crate::stream::BoxStream;
 
+mod request_filter;
 mod result_filter;
 mod results;
+use request_filter::{
+    function_call_refusal, parse_out, query_out, refused_message, route, unanalysed_text, Route,
+    Setup,
+};
 use results::backend;
 
 /// Upstream messages can legitimately be large (big rows); PostgreSQL's own ceiling is 1 GiB.
@@ -194,10 +199,6 @@ pub async fn run(s: &mut Started, proxy: &Proxy) -> Result<(), SessionError> {
     back
 }
 
-/// Name of the statement an Execute refused by pgvakt is replaced with; its Parse fails in
-/// parse analysis, before PostgreSQL would store (or find a clash with) the name.
-const REFUSED_EXECUTE: &[u8] = b"pgvakt-refused-execute";
-
 /// How long one side of a session may take to finish after the other has ended.
 const SIDE_GRACE: Duration = Duration::from_secs(1);
 
@@ -239,50 +240,35 @@ async fn frontend(
                     _ = done.changed() => return Ok(()),
                 }
             }
-            match frame.tag {
-                b'X' => {
+            let setup = Setup {
+                restricted: shared.restricted,
+                role_restricted: policy.role().map(|(_, r)| r),
+                audited: audit.is_some(),
+            };
+            match route(frame.tag, setup) {
+                Route::Terminate => {
                     out.extend_from_slice(&frame.raw);
                     upstream_wr.write_all(&out).await?;
                     upstream_wr.flush().await?;
                     return Ok(());
                 }
-                b'Q' => {
+                Route::Query => {
                     shared.push_inflight();
-                    if shared.restricted {
-                        shared.tell_transactions(policy);
-                        let utf8 = shared.client_utf8.load(Ordering::Relaxed);
-                        let decided = texts::query(policy, utf8, &frame);
-                        let (mut verdict, sql) = (decided.verdict, decided.text);
-                        shared.set_protected(policy);
-                        note_ddl(policy, shared);
-                        if let Some(a) = audit.as_mut() {
-                            if let Err(e) = a.query(policy, &verdict, &sql, decided.readable).await
-                            {
-                                verdict = Verdict::Refuse(e);
-                            }
+                    shared.tell_transactions(policy);
+                    let utf8 = shared.client_utf8.load(Ordering::Relaxed);
+                    let decided = texts::query(policy, utf8, &frame);
+                    let (mut verdict, sql) = (decided.verdict, decided.text);
+                    shared.set_protected(policy);
+                    note_ddl(policy, shared);
+                    if let Some(a) = audit.as_mut() {
+                        if let Err(e) = a.query(policy, &verdict, &sql, decided.readable).await {
+                            verdict = Verdict::Refuse(e);
                         }
-                        count(proxy, &verdict, &sql);
-                        match verdict {
-                            Verdict::Forward => out.extend_from_slice(&frame.raw),
-                            Verdict::Rewrite(a) => {
-                                out.extend_from_slice(&encode_query(a.sql()).raw)
-                            }
-                            Verdict::Refuse(e) => {
-                                out.extend_from_slice(&encode_query(&shared.refusals.marker(e)).raw)
-                            }
-                        }
-                    } else {
-                        if let Some(a) = audit.as_mut() {
-                            a.other();
-                        }
-                        let sql = frame.raw.get(5..).unwrap_or_default();
-                        proxy
-                            .metrics
-                            .statement(Decision::Passthrough, Class::of_sql(sql));
-                        out.extend_from_slice(&frame.raw);
                     }
+                    count(proxy, &verdict, &sql);
+                    out.extend_from_slice(&query_out(&frame.raw, verdict, &shared.refusals));
                 }
-                b'P' if shared.restricted => {
+                Route::Parse => {
                     shared.tell_transactions(policy);
                     let utf8 = shared.client_utf8.load(Ordering::Relaxed);
                     let (parse, decided) = texts::parse(policy, utf8, &frame);
@@ -297,36 +283,32 @@ async fn frontend(
                         }
                     }
                     count(proxy, &verdict, &sql);
-                    match verdict {
-                        Verdict::Forward => out.extend_from_slice(&frame.raw),
-                        Verdict::Rewrite(a) => out.extend_from_slice(
-                            &encode_parse(parse.name, a.sql(), &parse.param_types).raw,
-                        ),
-                        Verdict::Refuse(e) => out.extend_from_slice(
-                            &encode_parse(
-                                parse.name,
-                                &shared.refusals.marker(e),
-                                &parse.param_types,
-                            )
-                            .raw,
-                        ),
-                    }
+                    let bytes = parse_out(&frame.raw, &parse, verdict, &shared.refusals);
+                    out.extend_from_slice(&bytes);
                 }
-                b'F' if shared.restricted && policy.role().is_none_or(|(_, r)| r) => {
-                    // FunctionCall runs any function by OID, past every analysis; unrestricted
-                    // roles relay it (libpq's large-object functions use it).
+                Route::Unanalysed => {
+                    if frame.tag == b'Q' {
+                        shared.push_inflight();
+                        if let Some(a) = audit.as_mut() {
+                            a.other();
+                        }
+                    }
+                    let sql = unanalysed_text(frame.tag, &frame.raw);
+                    proxy
+                        .metrics
+                        .statement(Decision::Passthrough, Class::of_sql(sql));
+                    out.extend_from_slice(&frame.raw);
+                }
+                Route::RefusedFunctionCall => {
                     shared.push_inflight();
-                    let e = PgError::insufficient_privilege(
-                        "pgvakt: the FunctionCall protocol message is not allowed for this role",
-                    )
-                    .with_hint("Call the function in a SQL statement instead.");
                     proxy.metrics.statement(Decision::Refused, Class::Unknown);
                     if let Some(a) = audit.as_mut() {
                         a.other();
                     }
-                    out.extend_from_slice(&encode_query(&shared.refusals.marker(e)).raw);
+                    let marker = shared.refusals.marker(function_call_refusal());
+                    out.extend_from_slice(&encode_query(&marker).raw);
                 }
-                b'S' | b'F' => {
+                Route::Answered => {
                     shared.push_inflight();
                     if let Some(a) = audit.as_mut() {
                         if frame.tag == b'S' {
@@ -337,64 +319,20 @@ async fn frontend(
                     }
                     out.extend_from_slice(&frame.raw);
                 }
-                b'B' | b'D' | b'E' | b'C' if audit.is_some() => {
-                    let mut padded = None;
-                    if let Some(a) = audit.as_mut() {
-                        match frame.tag {
-                            b'B' => padded = a.bind(&frame),
-                            b'D' => {
-                                if let Err(e) = a.describe(&frame) {
-                                    // As for an Execute below: a failing Parse stands in.
-                                    proxy.metrics.statement(Decision::Refused, Class::Unknown);
-                                    padded = Some(encode_parse(
-                                        REFUSED_EXECUTE,
-                                        &shared.refusals.marker(e),
-                                        &[],
-                                    ));
-                                }
-                            }
-                            b'E' => {
-                                match a.execute(&frame).await {
-                                    Ok(replaced) => padded = replaced,
-                                    Err(e) => {
-                                        // Not forwarded: a Parse that fails where the Execute
-                                        // would have run stands in, and its error becomes the
-                                        // refusal.
-                                        proxy.metrics.statement(Decision::Refused, Class::Unknown);
-                                        padded = Some(encode_parse(
-                                            REFUSED_EXECUTE,
-                                            &shared.refusals.marker(e),
-                                            &[],
-                                        ));
-                                    }
-                                }
-                            }
-                            _ => a.close(&frame),
-                        }
-                    }
-                    out.extend_from_slice(padded.as_ref().map_or(&frame.raw, |f| &f.raw))
+                Route::Followed => {
+                    let replaced = match audit.as_mut() {
+                        Some(a) => follow(a, &frame, proxy, shared).await,
+                        None => None,
+                    };
+                    out.extend_from_slice(replaced.as_ref().unwrap_or(&frame.raw))
                 }
-                b'P' => {
-                    // Without a policy nothing decodes Parse; its query text follows the
-                    // statement name.
-                    let body = frame.raw.get(5..).unwrap_or_default();
-                    let sql = body
-                        .iter()
-                        .position(|&b| b == 0)
-                        .map_or(&[][..], |i| &body[i + 1..]);
-                    proxy
-                        .metrics
-                        .statement(Decision::Passthrough, Class::of_sql(sql));
-                    out.extend_from_slice(&frame.raw)
-                }
-                b'B' | b'D' | b'E' | b'C' | b'H' | b'd' | b'c' | b'f' => {
-                    out.extend_from_slice(&frame.raw)
-                }
-                other => {
+                Route::Forward => out.extend_from_slice(&frame.raw),
+                Route::Unexpected => {
+                    let other = frame.tag;
                     return Err(SessionError::Protocol(format!(
                         "unexpected message type {:?} ({other})",
                         other as char
-                    )))
+                    )));
                 }
             }
         }
@@ -425,6 +363,33 @@ async fn frontend(
             _ = done.changed() => return Ok(()),
         }
     }
+}
+
+/// Bind, Describe, Execute or Close as the audit trail follows them: the message PostgreSQL
+/// receives instead, when it differs (a Bind padded for hidden columns, or a failing Parse in
+/// place of a Describe or Execute the trail refused).
+async fn follow(
+    a: &mut FrontAudit,
+    frame: &crate::protocol::Frame,
+    proxy: &Proxy,
+    shared: &Shared,
+) -> Option<bytes::Bytes> {
+    let refused = match frame.tag {
+        b'B' => return a.bind(frame).map(|f| f.raw),
+        b'D' => a.describe(frame).err(),
+        b'E' => match a.execute(frame).await {
+            Ok(replaced) => return replaced.map(|f| f.raw),
+            Err(e) => Some(e),
+        },
+        _ => {
+            a.close(frame);
+            None
+        }
+    };
+    refused.map(|e| {
+        proxy.metrics.statement(Decision::Refused, Class::Unknown);
+        refused_message(e, &shared.refusals)
+    })
 }
 
 fn note_ddl(policy: &mut SessionPolicy, shared: &Shared) {
