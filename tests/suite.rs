@@ -33,6 +33,7 @@ mod ops;
 mod policy_tools;
 mod pseudonym_key;
 mod relay;
+mod result_origins;
 mod robustness;
 mod search_path;
 mod service_restart;

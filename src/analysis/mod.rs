@@ -16,6 +16,7 @@ mod names;
 mod normalize;
 mod plain;
 mod relations;
+mod result_origins;
 pub mod session_names;
 mod settings;
 mod stand_in;
@@ -25,6 +26,7 @@ mod write_guard;
 mod write_targets;
 mod writes;
 
+pub use result_origins::ResultOrigin;
 pub use write_guard::refusal_in as write_refusal_in;
 
 use std::collections::HashSet;
@@ -138,7 +140,12 @@ pub struct Analysed {
     /// The hidden columns are the whole result (a write without RETURNING): the session drops
     /// its RowDescription and rows.
     pub hidden_whole: bool,
+    /// Result columns whose origin (table OID, column number) the client gets from pgvakt:
+    /// PostgreSQL reports none for a masked column of the rewritten statement.
+    pub origins: Vec<ResultOrigin>,
     hide_subjects: bool,
+    /// The text holds one statement, so its result can be told apart.
+    single: bool,
     /// (placeholder, SQL) of masked stand-ins, put in place after rendering.
     stand_ins: Vec<(String, Arc<str>)>,
     /// (placeholder name, columns its stand-in shows), for PostgreSQL's parser's check.

@@ -78,7 +78,8 @@ fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
         ..Default::default()
     };
     // Only a single statement's result can be told apart for stripping hidden columns.
-    out.hide_subjects = ctx.hidden_subjects && stmts.len() == 1;
+    out.single = stmts.len() == 1;
+    out.hide_subjects = ctx.hidden_subjects && out.single;
     for stmt in stmts.iter_mut() {
         let class = statement(stmt, ctx, &mut out)?;
         // Transaction control, settings and the like are part of any session's work; the
@@ -261,6 +262,9 @@ fn statement(
             if out.hide_subjects {
                 out.hidden_keys = super::subjects::add_hidden_keys(q, ctx);
                 out.hidden = out.hidden_keys.len();
+            }
+            if out.single {
+                out.origins = super::result_origins::of_query(q, ctx);
             }
             walk_reads(q.as_mut(), ctx, out)?;
             if out.hidden > 0 && !out.touches_personal_data() {
@@ -453,6 +457,8 @@ fn statement(
             if *verbose {
                 return refuse_kind("EXPLAIN VERBOSE (it prints the expressions that mask values)");
             }
+            // A plan is the result, not the statement's columns.
+            out.single = false;
             statement(inner, ctx, out)
         }
         // A prepared statement has the class of what it prepares, so EXECUTE cannot run what
@@ -470,6 +476,9 @@ fn statement(
                     if out.hide_subjects && single {
                         out.hidden_keys = super::subjects::add_hidden_keys(q, ctx);
                         out.hidden = out.hidden_keys.len();
+                    }
+                    if out.single && single {
+                        out.origins = super::result_origins::of_query(q, ctx);
                     }
                     walk_reads(q.as_mut(), ctx, out)?;
                     if out.hidden > 0 && !out.touches_personal_data() {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::names::{Def, Kind, Resolved};
-use super::{describe, rows, AuditTrail, Audited};
+use super::{describe, rows, AuditTrail, Audited, ResultForm};
 use crate::analysis::session_names::NameOp;
 use crate::analysis::ColumnUse;
 use crate::audit::{EventType, Outcome, Record, SubjectSet};
@@ -32,8 +32,8 @@ pub enum Entry {
     Close(Kind, Vec<u8>),
     /// Statement or portal name, and the hidden columns its RowDescription carries (and
     /// whether they are all of it).
-    DescribeStatement(Vec<u8>, (usize, bool)),
-    DescribePortal(Vec<u8>, (usize, bool)),
+    DescribeStatement(Vec<u8>, ResultForm),
+    DescribePortal(Vec<u8>, ResultForm),
     Sync,
 }
 
@@ -56,7 +56,7 @@ pub struct Pending {
     /// names the statements define.
     pub(super) ops: Vec<NameOp>,
     pub(super) proposals: Vec<Option<u64>>,
-    pub(super) hidden: Vec<(usize, bool)>,
+    pub(super) hidden: Vec<ResultForm>,
     /// Statement now answering.
     pub(super) index: usize,
     pub(super) command: Option<&'static str>,
@@ -103,8 +103,8 @@ impl Pending {
         self.audited.is_recorded() || !self.found.is_empty()
     }
 
-    pub(super) fn hidden_now(&self) -> (usize, bool) {
-        self.hidden.get(self.index).copied().unwrap_or((0, false))
+    pub(super) fn hidden_now(&self) -> ResultForm {
+        self.hidden.get(self.index).cloned().unwrap_or_default()
     }
 }
 
@@ -158,7 +158,7 @@ impl AuditTrail {
         self.push(Entry::Close(kind, name.to_vec()));
     }
 
-    pub fn describe(&mut self, kind: u8, name: &[u8], hidden: (usize, bool)) {
+    pub fn describe(&mut self, kind: u8, name: &[u8], hidden: ResultForm) {
         self.push(match kind {
             b'S' => Entry::DescribeStatement(name.to_vec(), hidden),
             _ => Entry::DescribePortal(name.to_vec(), hidden),
@@ -198,9 +198,9 @@ impl AuditTrail {
                         p.any_rows = true;
                         p.hidden_now()
                     }
-                    _ => (0, false),
+                    _ => ResultForm::default(),
                 };
-                replaced = match hidden {
+                replaced = match (hidden.hidden, hidden.whole) {
                     (_, true) => Some(Bytes::new()),
                     (0, false) => None,
                     (n, false) => rows::strip_values(frame, n),
@@ -235,13 +235,13 @@ impl AuditTrail {
         };
         let (hidden, describe) = match self.queue.front_mut() {
             Some(Entry::DescribeStatement(name, hidden)) => {
-                let (name, hidden) = (std::mem::take(name), *hidden);
+                let (name, hidden) = (std::mem::take(name), std::mem::take(hidden));
                 self.statement_shapes.insert(name, shape);
                 self.queue.pop_front();
                 (hidden, true)
             }
             Some(Entry::DescribePortal(name, hidden)) => {
-                let (name, hidden) = (std::mem::take(name), *hidden);
+                let (name, hidden) = (std::mem::take(name), std::mem::take(hidden));
                 self.portal_shapes.insert(name, shape);
                 self.queue.pop_front();
                 (hidden, true)
@@ -261,16 +261,23 @@ impl AuditTrail {
                 }
                 (p.hidden_now(), false)
             }
-            _ => ((0, false), false),
+            _ => (ResultForm::default(), false),
         };
-        match (tag, hidden) {
+        let stripped = match (tag, hidden.hidden, hidden.whole) {
             // A write's hidden keys are a result the client did not ask for: a Describe
             // answers NoData, as for the write alone, and a Query's or Execute's result goes.
-            (b'T', (_, true)) if describe => Some(Bytes::from_static(b"n\0\0\0\x04")),
-            (b'T', (_, true)) => Some(Bytes::new()),
-            (b'T', (n, false)) if n > 0 => rows::strip_fields(frame, n),
+            (b'T', _, true) if describe => return Some(Bytes::from_static(b"n\0\0\0\x04")),
+            (b'T', _, true) => return Some(Bytes::new()),
+            (b'T', n, false) if n > 0 => rows::strip_fields(frame, n),
             _ => None,
+        };
+        if tag != b'T' || hidden.origins.is_empty() {
+            return stripped;
         }
+        // PostgreSQL's own RowDescription has been read (key columns, personal origins, and
+        // the session's check for protected columns) before the origins are put in.
+        let base = stripped.as_deref().unwrap_or(frame);
+        rows::with_origins(base, &hidden.origins).or(stripped)
     }
 
     /// CommandComplete, EmptyQueryResponse or PortalSuspended: one statement (or a portal's

@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::analysis::{Analysed, ColumnUse};
+use crate::analysis::{Analysed, ColumnUse, ResultOrigin};
 use crate::audit::{AuditHandle, EventType, Outcome, Record, Statement};
 use crate::enforce::AuditFacts;
 use crate::protocol::PgError;
@@ -58,7 +58,29 @@ pub struct SessionInfo {
     pub purpose: Option<(String, String)>,
 }
 
+/// What pgvakt changes in a statement's result before the client sees it: the trailing hidden
+/// columns it strips (and whether they are the whole result), and the origins it puts back
+/// into the RowDescription.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResultForm {
+    pub hidden: usize,
+    pub whole: bool,
+    pub origins: Arc<[ResultOrigin]>,
+}
+
 impl Audited {
+    /// How its results are changed for the client.
+    pub fn form(&self) -> ResultForm {
+        match self {
+            Audited::Yes(a) => ResultForm {
+                hidden: a.hidden,
+                whole: a.hidden_whole,
+                origins: a.origins.as_slice().into(),
+            },
+            _ => ResultForm::default(),
+        }
+    }
+
     /// Trailing hidden columns its results carry.
     pub fn hidden(&self) -> usize {
         match self {

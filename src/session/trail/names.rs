@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::Audited;
+use super::{Audited, ResultForm};
 use crate::analysis::session_names::NameOp;
 
 /// What a prepared statement or a portal runs.
@@ -114,8 +114,8 @@ pub struct Names {
 /// What running a text reads, with the names as they stand.
 pub struct Resolved {
     pub audited: Audited,
-    /// Hidden trailing columns of each statement's result, and whether they are all of it.
-    pub hidden: Vec<(usize, bool)>,
+    /// How each statement's result is changed for the client (hidden columns, origins).
+    pub hidden: Vec<ResultForm>,
     /// The command that runs a name's reads (`EXECUTE`, `FETCH`, `MOVE`), for its record.
     pub command: Option<&'static str>,
     /// A cursor or portal the text uses whose definition is in doubt (see `Slot::in_doubt`).
@@ -255,7 +255,7 @@ impl Names {
     ) -> Resolved {
         if ops.is_empty() {
             return Resolved {
-                hidden: vec![(audited.hidden(), audited.hidden_whole())],
+                hidden: vec![audited.form()],
                 audited: audited.clone(),
                 command: None,
                 doubt: None,
@@ -297,7 +297,7 @@ impl Names {
                 }
                 other => {
                     changed.note(other);
-                    hidden.push((0, false));
+                    hidden.push(ResultForm::default());
                     continue;
                 }
             };
@@ -312,9 +312,9 @@ impl Names {
             };
             // MOVE returns no rows, EXPLAIN a plan: neither carries the hidden columns.
             hidden.push(if cmd == "MOVE" || cmd == "EXPLAIN" || in_text {
-                (0, false)
+                ResultForm::default()
             } else {
-                (reads.hidden(), reads.hidden_whole())
+                reads.form()
             });
             if !matches!(reads, Audited::No | Audited::Watched(_)) && command.is_none() {
                 command = Some(cmd);
@@ -495,7 +495,7 @@ mod tests {
         let r = n.resolve(&Audited::No, &ops, "EXECUTE p", true);
         assert!(matches!(&r.audited, Audited::Unknown(t) if t.contains("PREPARE p")));
         assert_eq!(r.command, Some("EXECUTE"));
-        assert_eq!(r.hidden, vec![(0, false)]);
+        assert_eq!(r.hidden, vec![ResultForm::default()]);
         // A name never seen: a possible read, recorded under the executing text.
         let ops = [NameOp::Fetch {
             name: "c".into(),

@@ -9,7 +9,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::names::{Def, Resolved, MAX_NAMES};
-use super::{AuditTrail, Audited, Pending};
+use super::{AuditTrail, Audited, Pending, ResultForm};
 use crate::analysis::session_names::{name_ops, NameOp};
 use crate::config::Durability;
 use crate::enforce::{Observed, SessionPolicy, Verdict};
@@ -246,13 +246,12 @@ impl FrontAudit {
         };
         let mut trail = self.lock();
         let def = self.def_of(&trail, b'S', b.statement);
-        let (hidden, _) = trail
+        let hidden = trail
             .names
             .resolve(&def.audited, &def.ops, &def.text, self.analysing)
             .hidden
             .first()
-            .copied()
-            .unwrap_or((0, false));
+            .map_or(0, |f| f.hidden);
         let id = trail.names.propose_portal(b.portal, def, false);
         let padded = (hidden > 0 && b.result_formats.len() > 1)
             .then(|| pad_result_formats(frame, b.result_formats.len(), hidden))
@@ -278,10 +277,10 @@ impl FrontAudit {
         };
         if let Some(e) = doubt {
             // The stand-in's error is matched to this entry, which expects nothing else.
-            trail.describe(kind, name, (0, false));
+            trail.describe(kind, name, ResultForm::default());
             return Err(e);
         }
-        let hidden = resolved.hidden.first().copied().unwrap_or((0, false));
+        let hidden = resolved.hidden.first().cloned().unwrap_or_default();
         trail.describe(kind, name, hidden);
         Ok(())
     }
@@ -334,7 +333,10 @@ impl FrontAudit {
         // A write whose hidden keys are its whole result returns rows the client did not ask
         // for; with a row limit its portal would be suspended where the client expects it to
         // complete, so it runs to completion, as the write alone would.
-        let unlimited = matches!(resolved.hidden.first(), Some((_, true)))
+        let unlimited = resolved
+            .hidden
+            .first()
+            .is_some_and(|f| f.whole)
             .then(|| without_row_limit(frame, portal))
             .flatten();
         let mut trail = self.lock();

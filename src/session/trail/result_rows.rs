@@ -22,7 +22,7 @@ impl AuditTrail {
         }
         if p.keys.is_none() {
             let hidden_keys = match &p.audited {
-                Audited::Yes(a) if a.hidden > 0 && a.hidden == p.hidden_now().0 => {
+                Audited::Yes(a) if a.hidden > 0 && a.hidden == p.hidden_now().hidden => {
                     Some(a.hidden_keys.clone())
                 }
                 _ => None,

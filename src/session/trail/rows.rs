@@ -4,7 +4,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::analysis::{ColumnUse, UseAction};
+use crate::analysis::{ColumnUse, ResultOrigin, UseAction};
 use crate::audit::{Access, Action, ColumnAccess, TableAccess};
 
 /// A RowDescription without its last `n` fields (None if malformed: then it passes as is and
@@ -23,6 +23,30 @@ pub fn strip_fields(frame: &[u8], n: usize) -> Option<Bytes> {
     out.put_i32(i32::try_from(4 + pos).ok()?);
     out.put_i16(i16::try_from(keep).ok()?);
     out.put_slice(body.get(2..pos)?);
+    Some(out.freeze())
+}
+
+/// A RowDescription whose fields at the given positions carry the given origins (table OID,
+/// column number); None if malformed or a position is out of range (then the client gets
+/// PostgreSQL's own description).
+pub fn with_origins(frame: &[u8], origins: &[ResultOrigin]) -> Option<Bytes> {
+    let body = frame.get(5..)?;
+    let count = usize::try_from(i16::from_be_bytes([*body.first()?, *body.get(1)?])).ok()?;
+    let mut out = BytesMut::from(frame);
+    let mut pos = 5 + 2;
+    let mut starts = Vec::with_capacity(count);
+    for _ in 0..count {
+        let nul = out.get(pos..)?.iter().position(|b| *b == 0)?;
+        pos += nul + 1;
+        out.get(pos..pos + 18)?;
+        starts.push(pos);
+        pos += 18;
+    }
+    for o in origins {
+        let at = *starts.get(o.index)?;
+        out[at..at + 4].copy_from_slice(&o.table_oid.to_be_bytes());
+        out[at + 4..at + 6].copy_from_slice(&o.attnum.to_be_bytes());
+    }
     Some(out.freeze())
 }
 
@@ -104,6 +128,46 @@ pub fn key_text(v: &[u8], type_oid: u32, binary: bool) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn description(fields: &[(&str, u32, i16)]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        b.put_u8(b'T');
+        b.put_i32(0);
+        b.put_i16(fields.len() as i16);
+        for (name, oid, att) in fields {
+            b.put_slice(name.as_bytes());
+            b.put_u8(0);
+            b.put_u32(*oid);
+            b.put_i16(*att);
+            b.put_u32(25);
+            b.put_i16(-1);
+            b.put_i32(-1);
+            b.put_i16(0);
+        }
+        let len = (b.len() - 1) as i32;
+        b[1..5].copy_from_slice(&len.to_be_bytes());
+        b.to_vec()
+    }
+
+    #[test]
+    fn origins_are_put_into_the_named_fields_only() {
+        let t = description(&[("id", 16384, 1), ("bank_account", 0, 0), ("n", 0, 0)]);
+        let o = ResultOrigin {
+            index: 1,
+            table_oid: 16384,
+            attnum: 12,
+        };
+        let out = with_origins(&t, &[o]).expect("well-formed");
+        assert_eq!(
+            out.as_ref(),
+            description(&[("id", 16384, 1), ("bank_account", 16384, 12), ("n", 0, 0)])
+        );
+        let beyond = ResultOrigin { index: 3, ..o };
+        assert_eq!(with_origins(&t, &[beyond]), None);
+        for cut in 0..t.len() {
+            let _ = with_origins(&t[..cut], &[o]);
+        }
+    }
 
     #[test]
     fn binary_keys_read_as_their_text_form() {

@@ -165,19 +165,26 @@ public class Client {
             }
         }
         equal("ResultSetMetaData names and types", got, want);
-        if (UNRESTRICTED) {
-            // Table and nullability come from the column origins PostgreSQL reports; for restricted
-            // roles pgvakt reads masked derived tables, which have no origin.
+        // Table and nullability come from the column origins in RowDescription: for masked
+        // columns pgvakt reports the stored column's, as PostgreSQL does on a direct connection.
+        // Both the simple statement and a server-prepared one (past prepareThreshold) are read.
+        String prepared = CONTACTS + " WHERE id = ?";
+        for (int round = 0; round < 5; round++) {
             List<String> g = new ArrayList<>(), w = new ArrayList<>();
             for (Object[] pair : new Object[][] {{c, g}, {d, w}}) {
-                try (Statement s = ((Connection) pair[0]).createStatement(); ResultSet rs = s.executeQuery(sql)) {
-                    ResultSetMetaData md = rs.getMetaData();
-                    @SuppressWarnings("unchecked") List<String> out = (List<String>) pair[1];
-                    for (int i = 1; i <= md.getColumnCount(); i++)
-                        out.add(md.getTableName(i) + " " + md.isNullable(i) + " " + md.isAutoIncrement(i));
+                Connection conn = (Connection) pair[0];
+                @SuppressWarnings("unchecked") List<String> out = (List<String>) pair[1];
+                try (PreparedStatement ps = conn.prepareStatement(round == 0 ? sql : prepared)) {
+                    if (round > 0) ps.setInt(1, 1);
+                    try (ResultSet rs = ps.executeQuery()) {
+                        ResultSetMetaData md = rs.getMetaData();
+                        for (int i = 1; i <= md.getColumnCount(); i++)
+                            out.add(md.getColumnName(i) + " " + md.getTableName(i) + " " + md.getColumnType(i)
+                                + " " + md.isNullable(i) + " " + md.isAutoIncrement(i));
+                    }
                 }
             }
-            equal("ResultSetMetaData table, nullability, auto increment", g, w);
+            equal("ResultSetMetaData table, nullability, auto increment (" + (round == 0 ? "simple" : "prepared " + round) + ")", g, w);
         }
     }
 
