@@ -6,8 +6,8 @@ use bytes::BytesMut;
 use proptest::prelude::*;
 
 use super::frame::{Frame, FrameReader};
-use super::message;
 use super::startup::{self, Initial};
+use super::{message, results};
 
 /// A tagged frame with a body of arbitrary bytes, as a peer could send it.
 fn any_frame() -> impl Strategy<Value = Frame> {
@@ -72,10 +72,10 @@ proptest! {
         let _ = message::decode_bind(&f);
         let _ = message::decode_target(&f);
         let _ = message::decode_execute(&f);
-        let _ = message::error_code(&f.raw);
-        let _ = message::row_fields(&f.raw);
-        let _ = message::command_rows(&f.raw);
-        let _ = message::data_row_values(&f.raw);
+        let _ = results::error_code(&f.raw);
+        let _ = results::row_fields(&f.raw);
+        let _ = results::command_rows(&f.raw);
+        let _ = results::data_row_values(&f.raw);
     }
 
     #[test]

@@ -206,108 +206,6 @@ pub fn decode_sasl_mechanisms(data: &[u8]) -> Result<Vec<&[u8]>, MessageError> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parse_round_trip_and_truncation() {
-        let f = encode_parse(b"s1", "SELECT $1", &[23]);
-        let p = decode_parse(&f).unwrap();
-        assert_eq!(p.name, b"s1");
-        assert_eq!(p.sql, b"SELECT $1");
-        assert_eq!(p.param_types, vec![23]);
-        let cut = Frame::build(b'P', &f.body()[..f.body().len() - 2]);
-        assert!(decode_parse(&cut).is_err());
-        let neg = Frame::build(b'P', b"\0x\0\xff\xff");
-        assert!(decode_parse(&neg).is_err());
-    }
-
-    #[test]
-    fn query_needs_terminator_and_utf8() {
-        let q = |b: &[u8]| decode_query(&Frame::build(b'Q', b)).map(str::to_owned);
-        assert_eq!(q(b"SELECT 1"), Err(TextError::Unterminated));
-        assert_eq!(q(b"SELECT 1\0x\0"), Err(TextError::Trailing));
-        assert_eq!(q(b"\xff\0"), Err(TextError::NotUtf8("0xff".into())));
-        assert_eq!(
-            q(b"SELECT '\xc3\x28'\0"),
-            Err(TextError::NotUtf8("0xc3 0x28".into()))
-        );
-        assert_eq!(
-            q(b"SELECT '\xe2\x82'\0"),
-            Err(TextError::NotUtf8("0xe2 0x82 0x27".into()))
-        );
-        assert_eq!(decode_query(&encode_query("SELECT 1")).unwrap(), "SELECT 1");
-        let e = TextError::NotUtf8("0xff".into()).to_pg_error();
-        assert_eq!((e.severity, e.code), ("ERROR", "22021"));
-        assert_eq!(
-            e.message,
-            "invalid byte sequence for encoding \"UTF8\": 0xff"
-        );
-        assert_eq!(TextError::Trailing.to_pg_error().code, "08P01");
-    }
-
-    #[test]
-    fn error_fields() {
-        let f = Frame::build(b'E', b"SERROR\0C42501\0Mno\0\0");
-        let fields = decode_fields(&f).unwrap();
-        assert_eq!(fields[1], (b'C', "42501".into()));
-        assert!(decode_fields(&Frame::build(b'E', b"SERROR")).is_err());
-    }
-
-    #[test]
-    fn sasl_mechanisms() {
-        let m = decode_sasl_mechanisms(b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0").unwrap();
-        assert_eq!(m, vec![&b"SCRAM-SHA-256-PLUS"[..], &b"SCRAM-SHA-256"[..]]);
-    }
-}
-
-/// The SQLSTATE of an ErrorResponse frame (tag and length included).
-pub fn error_code(frame: &[u8]) -> Option<String> {
-    let mut body = frame.get(5..)?;
-    while let Some((&code, rest)) = body.split_first() {
-        if code == 0 {
-            break;
-        }
-        let end = rest.iter().position(|b| *b == 0)?;
-        if code == b'C' {
-            return std::str::from_utf8(&rest[..end]).ok().map(str::to_owned);
-        }
-        body = &rest[end + 1..];
-    }
-    None
-}
-
-/// One field of a RowDescription.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RowField {
-    pub table_oid: u32,
-    pub attnum: i16,
-    pub type_oid: u32,
-    pub format: i16,
-}
-
-/// The fields of a RowDescription frame (tag and length included); None if malformed.
-pub fn row_fields(frame: &[u8]) -> Option<Vec<RowField>> {
-    let body = frame.get(5..)?;
-    let count = i16::from_be_bytes([*body.first()?, *body.get(1)?]);
-    let mut pos = 2;
-    let mut out = Vec::with_capacity(usize::try_from(count).ok()?);
-    for _ in 0..count {
-        let nul = body.get(pos..)?.iter().position(|b| *b == 0)?;
-        pos += nul + 1;
-        let f = body.get(pos..pos + 18)?;
-        out.push(RowField {
-            table_oid: u32::from_be_bytes([f[0], f[1], f[2], f[3]]),
-            attnum: i16::from_be_bytes([f[4], f[5]]),
-            type_oid: u32::from_be_bytes([f[6], f[7], f[8], f[9]]),
-            format: i16::from_be_bytes([f[16], f[17]]),
-        });
-        pos += 18;
-    }
-    Some(out)
-}
-
 /// The parts of a Bind the audit trail needs: portal, statement and result format codes.
 pub struct Bind<'a> {
     pub portal: &'a [u8],
@@ -364,52 +262,58 @@ pub fn decode_execute(frame: &Frame) -> Result<&[u8], MessageError> {
     get_cstr(&mut b).ok_or(MessageError::Malformed("Execute"))
 }
 
-/// Rows reported by a CommandComplete tag (`SELECT 5`, `INSERT 0 3`, `COPY 7`).
-pub fn command_rows(frame: &[u8]) -> u64 {
-    let body = frame.get(5..).unwrap_or_default();
-    let text = body.split(|b| *b == 0).next().unwrap_or_default();
-    std::str::from_utf8(text)
-        .ok()
-        .and_then(|t| t.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-/// The values of a DataRow (None for NULL); None if malformed.
-pub fn data_row_values(frame: &[u8]) -> Option<Vec<Option<&[u8]>>> {
-    let body = frame.get(5..)?;
-    let count = i16::from_be_bytes([*body.first()?, *body.get(1)?]);
-    let mut pos = 2;
-    let mut out = Vec::with_capacity(usize::try_from(count).ok()?);
-    for _ in 0..count {
-        let len = i32::from_be_bytes(body.get(pos..pos + 4)?.try_into().ok()?);
-        pos += 4;
-        if len < 0 {
-            out.push(None);
-        } else {
-            let n = usize::try_from(len).ok()?;
-            out.push(Some(body.get(pos..pos + n)?));
-            pos += n;
-        }
-    }
-    Some(out)
-}
-
 #[cfg(test)]
-mod row_tests {
+mod tests {
     use super::*;
 
     #[test]
-    fn command_tags_give_row_counts() {
-        let tag = |t: &str| {
-            let mut f = vec![b'C', 0, 0, 0, 0];
-            f.extend_from_slice(t.as_bytes());
-            f.push(0);
-            f
-        };
-        assert_eq!(command_rows(&tag("SELECT 5")), 5);
-        assert_eq!(command_rows(&tag("INSERT 0 3")), 3);
-        assert_eq!(command_rows(&tag("BEGIN")), 0);
-        assert_eq!(command_rows(b"C"), 0);
+    fn parse_round_trip_and_truncation() {
+        let f = encode_parse(b"s1", "SELECT $1", &[23]);
+        let p = decode_parse(&f).unwrap();
+        assert_eq!(p.name, b"s1");
+        assert_eq!(p.sql, b"SELECT $1");
+        assert_eq!(p.param_types, vec![23]);
+        let cut = Frame::build(b'P', &f.body()[..f.body().len() - 2]);
+        assert!(decode_parse(&cut).is_err());
+        let neg = Frame::build(b'P', b"\0x\0\xff\xff");
+        assert!(decode_parse(&neg).is_err());
+    }
+
+    #[test]
+    fn query_needs_terminator_and_utf8() {
+        let q = |b: &[u8]| decode_query(&Frame::build(b'Q', b)).map(str::to_owned);
+        assert_eq!(q(b"SELECT 1"), Err(TextError::Unterminated));
+        assert_eq!(q(b"SELECT 1\0x\0"), Err(TextError::Trailing));
+        assert_eq!(q(b"\xff\0"), Err(TextError::NotUtf8("0xff".into())));
+        assert_eq!(
+            q(b"SELECT '\xc3\x28'\0"),
+            Err(TextError::NotUtf8("0xc3 0x28".into()))
+        );
+        assert_eq!(
+            q(b"SELECT '\xe2\x82'\0"),
+            Err(TextError::NotUtf8("0xe2 0x82 0x27".into()))
+        );
+        assert_eq!(decode_query(&encode_query("SELECT 1")).unwrap(), "SELECT 1");
+        let e = TextError::NotUtf8("0xff".into()).to_pg_error();
+        assert_eq!((e.severity, e.code), ("ERROR", "22021"));
+        assert_eq!(
+            e.message,
+            "invalid byte sequence for encoding \"UTF8\": 0xff"
+        );
+        assert_eq!(TextError::Trailing.to_pg_error().code, "08P01");
+    }
+
+    #[test]
+    fn error_fields() {
+        let f = Frame::build(b'E', b"SERROR\0C42501\0Mno\0\0");
+        let fields = decode_fields(&f).unwrap();
+        assert_eq!(fields[1], (b'C', "42501".into()));
+        assert!(decode_fields(&Frame::build(b'E', b"SERROR")).is_err());
+    }
+
+    #[test]
+    fn sasl_mechanisms() {
+        let m = decode_sasl_mechanisms(b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0").unwrap();
+        assert_eq!(m, vec![&b"SCRAM-SHA-256-PLUS"[..], &b"SCRAM-SHA-256"[..]]);
     }
 }

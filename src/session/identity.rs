@@ -13,7 +13,8 @@ use tokio::io::AsyncWriteExt;
 
 use super::auth::read_frame;
 use super::SessionError;
-use crate::protocol::message::{self, data_row_values};
+use crate::protocol::message;
+use crate::protocol::results::data_row_values;
 use crate::protocol::{Frame, FrameReader, PgError};
 use crate::stream::BoxStream;
 

@@ -5,62 +5,36 @@
 //! and the event is counted and logged. Only results that trip the check have their DataRows
 //! decoded.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
+
+use crate::protocol::results::{
+    data_row_values, encode_data_row, encode_notice, notice_fields, row_fields,
+};
 
 pub use crate::enforce::Protected;
 
 /// The columns of a RowDescription that carry protected origins, with their names.
 pub fn flagged_columns(frame: &[u8], protected: &Protected) -> Option<Vec<(usize, String)>> {
-    let body = frame.get(5..)?;
-    let count = i16::from_be_bytes([*body.first()?, *body.get(1)?]);
-    let mut pos = 2;
-    let mut flagged = Vec::new();
-    for i in 0..usize::try_from(count).ok()? {
-        let nul = body.get(pos..)?.iter().position(|b| *b == 0)?;
-        let name = String::from_utf8_lossy(&body[pos..pos + nul]).into_owned();
-        pos += nul + 1;
-        let fixed = body.get(pos..pos + 18)?;
-        let oid = u32::from_be_bytes([fixed[0], fixed[1], fixed[2], fixed[3]]);
-        let attnum = i16::from_be_bytes([fixed[4], fixed[5]]);
-        pos += 18;
-        if oid != 0 && protected.contains(&(oid, attnum)) {
-            flagged.push((i, name));
-        }
-    }
-    Some(flagged)
+    let fields = row_fields(frame)?;
+    Some(
+        fields
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.table_oid != 0 && protected.contains(&(f.table_oid, f.attnum)))
+            .map(|(i, f)| (i, String::from_utf8_lossy(f.name).into_owned()))
+            .collect(),
+    )
 }
 
 /// A DataRow with the given columns replaced by NULL; None if the frame is malformed.
 pub fn null_columns(frame: &[u8], columns: &[usize]) -> Option<Bytes> {
-    let body = frame.get(5..)?;
-    let count = i16::from_be_bytes([*body.first()?, *body.get(1)?]);
-    let mut out = BytesMut::with_capacity(frame.len());
-    out.put_u8(b'D');
-    out.put_i32(0);
-    out.put_i16(count);
-    let mut pos = 2;
-    for i in 0..usize::try_from(count).ok()? {
-        let len = i32::from_be_bytes(body.get(pos..pos + 4)?.try_into().ok()?);
-        pos += 4;
-        let value = if len < 0 {
-            None
-        } else {
-            let n = usize::try_from(len).ok()?;
-            let v = body.get(pos..pos + n)?;
-            pos += n;
-            Some(v)
-        };
-        match value {
-            Some(v) if !columns.contains(&i) => {
-                out.put_i32(len);
-                out.put_slice(v);
-            }
-            _ => out.put_i32(-1),
+    let mut values = data_row_values(frame)?;
+    for &i in columns {
+        if let Some(v) = values.get_mut(i) {
+            *v = None;
         }
     }
-    let total = i32::try_from(out.len() - 1).ok()?;
-    out[1..5].copy_from_slice(&total.to_be_bytes());
-    Some(out.freeze())
+    encode_data_row(&values)
 }
 
 /// An ErrorResponse or NoticeResponse for a restricted role without a DETAIL that can show
@@ -69,18 +43,7 @@ pub fn null_columns(frame: &[u8], columns: &[usize]) -> Option<Bytes> {
 /// conflicting key. None when the message is fine as it is, or malformed (relayed as is; the
 /// client's parser rejects it).
 pub fn withhold_row_detail(frame: &[u8]) -> Option<Bytes> {
-    let tag = *frame.first()?;
-    let mut fields: Vec<(u8, &[u8])> = Vec::new();
-    let mut body = frame.get(5..)?;
-    loop {
-        let (&code, rest) = body.split_first()?;
-        if code == 0 {
-            break;
-        }
-        let nul = rest.iter().position(|b| *b == 0)?;
-        fields.push((code, &rest[..nul]));
-        body = &rest[nul + 1..];
-    }
+    let mut fields = notice_fields(frame)?;
     let integrity = fields
         .iter()
         .any(|(c, v)| *c == b'C' && v.starts_with(b"23"));
@@ -90,27 +53,18 @@ pub fn withhold_row_detail(frame: &[u8]) -> Option<Bytes> {
     if !(fields.iter().any(|(c, _)| *c == b'D') && (integrity || shows_row)) {
         return None;
     }
-    let mut out = BytesMut::with_capacity(frame.len());
-    out.put_u8(tag);
-    out.put_u32(0);
-    for (code, value) in fields {
-        out.put_u8(code);
-        if code == b'D' {
-            out.put_slice(b"pgvakt: the detail is withheld because it can show stored values");
-        } else {
-            out.put_slice(value);
+    for (code, value) in fields.iter_mut() {
+        if *code == b'D' {
+            *value = b"pgvakt: the detail is withheld because it can show stored values";
         }
-        out.put_u8(0);
     }
-    out.put_u8(0);
-    let len = u32::try_from(out.len() - 1).ok()?;
-    out[1..5].copy_from_slice(&len.to_be_bytes());
-    Some(out.freeze())
+    encode_notice(*frame.first()?, &fields)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::{BufMut, BytesMut};
 
     fn error(fields: &[(u8, &str)]) -> Vec<u8> {
         let mut body = Vec::new();

@@ -11,7 +11,7 @@ use super::{describe, rows, AuditTrail, Audited, ResultForm};
 use crate::analysis::session_names::NameOp;
 use crate::analysis::ColumnUse;
 use crate::audit::{EventType, Outcome, Record, SubjectSet};
-use crate::protocol::message;
+use crate::protocol::results;
 
 /// A result column that identifies a data subject.
 #[derive(Clone, Debug)]
@@ -291,7 +291,7 @@ impl AuditTrail {
                 if text.starts_with(b"MOVE") {
                     0
                 } else {
-                    message::command_rows(frame)
+                    results::command_rows(frame)
                 }
             }
             _ => 0,
@@ -321,7 +321,7 @@ impl AuditTrail {
     }
 
     fn error(&mut self, frame: &[u8]) -> Option<Record> {
-        let state = message::error_code(frame);
+        let state = results::error_code(frame);
         match self.queue.pop_front() {
             Some(Entry::Query(mut p)) => {
                 p.sqlstate = state;

@@ -5,7 +5,7 @@
 use super::answers::{Entry, KeyColumn};
 use super::{rows, AuditTrail, Audited};
 use crate::analysis::ColumnUse;
-use crate::protocol::message;
+use crate::protocol::results;
 
 impl AuditTrail {
     pub(super) fn data_row(&mut self, frame: &[u8]) {
@@ -48,7 +48,7 @@ impl AuditTrail {
             // values, their tables and types known from the analysis.
             let shape = shape.or_else(|| {
                 let keys = hidden_keys?;
-                let count = message::data_row_values(frame)?.len();
+                let count = results::data_row_values(frame)?.len();
                 let first = count.checked_sub(keys.len())?;
                 let formats = portal.as_ref().and_then(|p| self.portal_formats.get(p));
                 let types = self.facts.as_ref().map(|f| &f.subject_types);
@@ -85,7 +85,7 @@ impl AuditTrail {
             return;
         }
         let set = p.subjects.get_or_insert_with(|| self.handle.subjects());
-        let values = message::data_row_values(frame);
+        let values = results::data_row_values(frame);
         for k in keys {
             if let Some(Some(v)) = values.as_ref().and_then(|vals| vals.get(k.index)) {
                 if let Some(text) = rows::key_text(v, k.type_oid, k.binary) {
@@ -100,7 +100,7 @@ impl AuditTrail {
         let Some(facts) = &self.facts else {
             return Vec::new();
         };
-        let Some(fields) = message::row_fields(frame) else {
+        let Some(fields) = results::row_fields(frame) else {
             return Vec::new();
         };
         fields
@@ -126,7 +126,7 @@ impl AuditTrail {
         if facts.personal_columns.is_empty() {
             return Vec::new();
         }
-        let Some(fields) = message::row_fields(frame) else {
+        let Some(fields) = results::row_fields(frame) else {
             return Vec::new();
         };
         fields

@@ -2,28 +2,20 @@
 //! from RowDescription and DataRow, subject keys read as text, and the tables and columns a
 //! statement touched, as records list them.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::analysis::{ColumnUse, ResultOrigin, UseAction};
 use crate::audit::{Access, Action, ColumnAccess, TableAccess};
+use crate::protocol::results::{
+    data_row_values, encode_data_row, encode_row_description, row_fields,
+};
 
 /// A RowDescription without its last `n` fields (None if malformed: then it passes as is and
 /// the client sees a wrong column count rather than a wrong value).
 pub fn strip_fields(frame: &[u8], n: usize) -> Option<Bytes> {
-    let body = frame.get(5..)?;
-    let count = usize::try_from(i16::from_be_bytes([*body.first()?, *body.get(1)?])).ok()?;
-    let keep = count.checked_sub(n)?;
-    let mut pos = 2;
-    for _ in 0..keep {
-        let nul = body.get(pos..)?.iter().position(|b| *b == 0)?;
-        pos += nul + 1 + 18;
-    }
-    let mut out = BytesMut::with_capacity(5 + pos);
-    out.put_u8(b'T');
-    out.put_i32(i32::try_from(4 + pos).ok()?);
-    out.put_i16(i16::try_from(keep).ok()?);
-    out.put_slice(body.get(2..pos)?);
-    Some(out.freeze())
+    let fields = row_fields(frame)?;
+    let keep = fields.len().checked_sub(n)?;
+    encode_row_description(fields.get(..keep)?)
 }
 
 /// A RowDescription whose fields at the given positions carry the given origins (table OID,
@@ -52,20 +44,9 @@ pub fn with_origins(frame: &[u8], origins: &[ResultOrigin]) -> Option<Bytes> {
 
 /// A DataRow without its last `n` values.
 pub fn strip_values(frame: &[u8], n: usize) -> Option<Bytes> {
-    let body = frame.get(5..)?;
-    let count = usize::try_from(i16::from_be_bytes([*body.first()?, *body.get(1)?])).ok()?;
-    let keep = count.checked_sub(n)?;
-    let mut pos = 2;
-    for _ in 0..keep {
-        let len = i32::from_be_bytes(body.get(pos..pos + 4)?.try_into().ok()?);
-        pos += 4 + usize::try_from(len).unwrap_or(0);
-    }
-    let mut out = BytesMut::with_capacity(5 + pos);
-    out.put_u8(b'D');
-    out.put_i32(i32::try_from(4 + pos).ok()?);
-    out.put_i16(i16::try_from(keep).ok()?);
-    out.put_slice(body.get(2..pos)?);
-    Some(out.freeze())
+    let values = data_row_values(frame)?;
+    let keep = values.len().checked_sub(n)?;
+    encode_data_row(values.get(..keep)?)
 }
 
 pub fn tables(read: &[ColumnUse], written: &[ColumnUse]) -> Vec<TableAccess> {
