@@ -22,24 +22,13 @@ pub fn strip_fields(frame: &[u8], n: usize) -> Option<Bytes> {
 /// column number); None if malformed or a position is out of range (then the client gets
 /// PostgreSQL's own description).
 pub fn with_origins(frame: &[u8], origins: &[ResultOrigin]) -> Option<Bytes> {
-    let body = frame.get(5..)?;
-    let count = usize::try_from(i16::from_be_bytes([*body.first()?, *body.get(1)?])).ok()?;
-    let mut out = BytesMut::from(frame);
-    let mut pos = 5 + 2;
-    let mut starts = Vec::with_capacity(count);
-    for _ in 0..count {
-        let nul = out.get(pos..)?.iter().position(|b| *b == 0)?;
-        pos += nul + 1;
-        out.get(pos..pos + 18)?;
-        starts.push(pos);
-        pos += 18;
-    }
+    let mut fields = row_fields(frame)?;
     for o in origins {
-        let at = *starts.get(o.index)?;
-        out[at..at + 4].copy_from_slice(&o.table_oid.to_be_bytes());
-        out[at + 4..at + 6].copy_from_slice(&o.attnum.to_be_bytes());
+        let f = fields.get_mut(o.index)?;
+        f.table_oid = o.table_oid;
+        f.attnum = o.attnum;
     }
-    Some(out.freeze())
+    encode_row_description(&fields)
 }
 
 /// A DataRow without its last `n` values.
@@ -109,6 +98,7 @@ pub fn key_text(v: &[u8], type_oid: u32, binary: bool) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::{BufMut, BytesMut};
 
     fn description(fields: &[(&str, u32, i16)]) -> Vec<u8> {
         let mut b = BytesMut::new();
