@@ -74,6 +74,9 @@ impl Server {
         if let Some(at) = enforcer.loaded_at() {
             metrics.set_policy_loaded_at(at);
         }
+        if let Some(v) = enforcer.policy_version() {
+            metrics.set_policy_version(&v);
+        }
         let audit = match &config.audit {
             Some(a) => Some(crate::audit::Audit::start(a, &metrics.audit)?),
             None => None,
@@ -94,7 +97,7 @@ impl Server {
         let readiness_probe = readiness.clone();
         let ready: metrics::ReadyCheck = {
             let r = readiness.clone();
-            Arc::new(move || r.is_ready())
+            Arc::new(move || r.not_ready())
         };
         let proxy = Arc::new(Proxy {
             config,
@@ -184,7 +187,7 @@ async fn count_and_record_reloads(
                 continue;
             }
         };
-        metrics.policy_reloaded(r.is_ok());
+        metrics.policy_reloaded(r.as_ref().ok().map(String::as_str));
         let Some(h) = &audit else { continue };
         let mut rec = Record::new(
             EventType::PolicyReload,

@@ -37,10 +37,25 @@ impl Readiness {
     }
 
     pub fn is_ready(&self) -> bool {
-        self.upstream.load(Ordering::Relaxed)
-            && self.enforcer.service_healthy()
-            && self.audit.as_ref().is_none_or(AuditHandle::is_healthy)
-            && !self.draining.load(Ordering::Relaxed)
+        self.not_ready().is_empty()
+    }
+
+    /// Why the instance is not ready, in words `/readyz` answers with; empty when ready.
+    pub fn not_ready(&self) -> Vec<&'static str> {
+        let mut why = Vec::new();
+        if !self.upstream.load(Ordering::Relaxed) {
+            why.push("upstream unreachable");
+        }
+        if !self.enforcer.service_healthy() {
+            why.push("service connection down (catalog and group lookups)");
+        }
+        if !self.audit.as_ref().is_none_or(AuditHandle::is_healthy) {
+            why.push("audit sink failing");
+        }
+        if self.draining.load(Ordering::Relaxed) {
+            why.push("draining");
+        }
+        why
     }
 }
 
@@ -52,9 +67,10 @@ mod tests {
     fn ready_needs_the_upstream_and_ends_with_draining() {
         let r = Readiness::new(Enforcer::new(), None);
         assert!(!r.is_ready(), "not ready before the upstream was seen");
+        assert_eq!(r.not_ready(), ["upstream unreachable"]);
         r.set_upstream(true);
         assert!(r.is_ready());
         r.set_draining();
-        assert!(!r.is_ready());
+        assert_eq!(r.not_ready(), ["draining"]);
     }
 }

@@ -190,7 +190,7 @@ async fn failed_logins_and_refused_connections_name_who_and_from_where() {
     assert_eq!(
         common::metric(
             &metrics,
-            "pgvakt_client_connections_refused_total{reason=\"TlsRequired\"}"
+            "pgvakt_client_connections_refused_total{reason=\"tls_required\"}"
         ),
         31.0
     );

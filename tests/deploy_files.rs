@@ -73,7 +73,10 @@ fn every_yaml_and_json_file_parses() {
 
 /// Metric names the registry exports, with the suffixes Prometheus queries use.
 fn exported() -> BTreeSet<String> {
-    let text = Metrics::default().render(true);
+    let metrics = Metrics::default();
+    // Series that exist once a policy is loaded.
+    metrics.set_policy_version("0123456789ab");
+    let text = metrics.render(true);
     let mut names = BTreeSet::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("# TYPE ") else {
@@ -160,17 +163,40 @@ fn dashboard_queries_only_exported_metrics() {
         "pgvakt_policy_loaded_timestamp_seconds",
         "pgvakt_relayed_bytes_total",
         "pgvakt_analysis_cache_hits_total",
+        "pgvakt_build_info",
+        "pgvakt_policy_info",
     ] {
         assert!(
             all.contains(needed),
             "the dashboard has no panel on {needed}"
         );
     }
-    // Every query panel reads from the provisioned data source.
-    let ds = yaml("grafana/provisioning/datasources/prometheus.yml");
-    let uid = ds["datasources"][0]["uid"].as_str().unwrap();
+    // Every query reads from the data source the viewer picks (a variable, not a fixed uid, so
+    // the dashboard imports into any Grafana), and the variable offers Prometheus sources.
+    let vars = dash["templating"]["list"].as_array().expect("variables");
+    let ds_var = vars
+        .iter()
+        .find(|v| v["type"] == "datasource")
+        .expect("a data source variable");
+    assert_eq!(ds_var["query"], "prometheus");
+    let picked = format!("${{{}}}", ds_var["name"].as_str().unwrap());
     for p in panels.iter().filter(|p| p["type"] != "row") {
-        assert_eq!(p["datasource"]["uid"], uid, "{}", p["title"]);
+        assert_eq!(p["datasource"]["uid"], picked.as_str(), "{}", p["title"]);
+        for t in p["targets"].as_array().into_iter().flatten() {
+            assert_eq!(t["datasource"]["uid"], picked.as_str(), "{}", p["title"]);
+        }
+    }
+    for v in vars.iter().filter(|v| v["type"] == "query") {
+        assert_eq!(v["datasource"]["uid"], picked.as_str(), "{}", v["name"]);
+    }
+    let text = read("grafana/pgvakt-dashboard.json");
+    assert!(
+        !text.contains("pgvakt-prometheus"),
+        "a fixed data source uid is left"
+    );
+    // Label values in queries are the snake_case words pgvakt exports.
+    for camel in ["\"Refused\"", "\"Failed\"", "\"TlsRequired\"", "\"Ok\""] {
+        assert!(!text.contains(camel), "dashboard queries {camel}");
     }
 }
 

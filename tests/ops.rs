@@ -23,9 +23,9 @@ fn statements(decision: &str, class: &str) -> String {
 
 const ACCEPTED: &str = "pgvakt_client_connections_accepted_total";
 const CURRENT: &str = "pgvakt_client_connections";
-const TLS_REQUIRED: &str = "pgvakt_client_connections_refused_total{reason=\"TlsRequired\"}";
-const BYTES_IN: &str = "pgvakt_relayed_bytes_total{direction=\"ClientToUpstream\"}";
-const BYTES_OUT: &str = "pgvakt_relayed_bytes_total{direction=\"UpstreamToClient\"}";
+const TLS_REQUIRED: &str = "pgvakt_client_connections_refused_total{reason=\"tls_required\"}";
+const BYTES_IN: &str = "pgvakt_relayed_bytes_total{direction=\"client_to_upstream\"}";
+const BYTES_OUT: &str = "pgvakt_relayed_bytes_total{direction=\"upstream_to_client\"}";
 
 #[tokio::test]
 async fn metrics_count_connections_statements_refusals_and_bytes() {
@@ -83,17 +83,17 @@ async fn metrics_count_connections_statements_refusals_and_bytes() {
     assert_eq!(metric(&m, &format!("{CURRENT} ")), 2.0, "{m}");
     assert_eq!(metric(&m, TLS_REQUIRED), 1.0, "{m}");
     assert_eq!(
-        metric(&m, "pgvakt_tls_handshakes_total{outcome=\"Ok\"}"),
+        metric(&m, "pgvakt_tls_handshakes_total{outcome=\"ok\"}"),
         2.0,
         "{m}"
     );
     for (decision, class, n) in [
         // The simple-protocol "BEGIN; COMMIT" is one Query message.
-        ("Passthrough", "Read", 1.0),
-        ("Passthrough", "Utility", 1.0),
-        ("Allowed", "Read", 2.0),
-        ("Rewritten", "Read", 2.0),
-        ("Refused", "Ddl", 1.0),
+        ("passthrough", "read", 1.0),
+        ("passthrough", "utility", 1.0),
+        ("allowed", "read", 2.0),
+        ("rewritten", "read", 2.0),
+        ("refused", "ddl", 1.0),
     ] {
         assert_eq!(
             metric(&m, &statements(decision, class)),
@@ -128,7 +128,7 @@ async fn metrics_count_connections_statements_refusals_and_bytes() {
     ));
     let reloaded = env.metrics().await;
     assert_eq!(
-        metric(&reloaded, "pgvakt_policy_reloads_total{outcome=\"Ok\"}"),
+        metric(&reloaded, "pgvakt_policy_reloads_total{outcome=\"ok\"}"),
         1.0,
         "{reloaded}"
     );
@@ -191,11 +191,18 @@ async fn readiness_follows_the_upstream() {
 
     env.cluster.stop_server().unwrap();
     wait_for_status(addr, "/readyz", "503").await;
+    // It says why, and a query string (some probes add one) changes nothing.
+    let answer = http_get(addr, "/readyz?verbose=1").await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.ends_with("not ready: upstream unreachable\n"),
+        "{answer}"
+    );
     // Liveness is about the process, which is fine.
     assert!(status(addr, "/healthz").await.contains("200"));
 
     env.cluster.start_server().unwrap();
-    wait_for_status(addr, "/readyz", "200").await;
+    wait_for_status(addr, "/readyz?x=1", "200").await;
     let c = env.connect("alice", "pw", "postgres").await.unwrap();
     c.simple_query("SELECT 1").await.unwrap();
 }

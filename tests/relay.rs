@@ -169,7 +169,7 @@ async fn plaintext_is_refused_before_reaching_postgres() {
     assert_eq!(
         metric(
             &m,
-            "pgvakt_client_connections_refused_total{reason=\"TlsRequired\"}"
+            "pgvakt_client_connections_refused_total{reason=\"tls_required\"}"
         ),
         1.0,
         "{m}"

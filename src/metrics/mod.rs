@@ -1,0 +1,309 @@
+//! Prometheus metrics, declared once (`Metrics::new`), and the HTTP listener serving
+//! `/metrics`, `/healthz` and `/readyz` (`http.rs`).
+//!
+//! prometheus-client is the Prometheus project's own crate: explicit registry, OpenMetrics text.
+//! Label values come only from the fixed sets in `labels.rs`, never from SQL, user or table
+//! names; the standard `process_*` metrics come from `process.rs`.
+
+mod http;
+mod labels;
+mod process;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+pub use http::{bind, classic_text, serve, ReadyCheck};
+pub use labels::{
+    Class, Decision, Direction, DirectionLabel, Outcome, OutcomeLabel, ReasonLabel, RefuseReason,
+    StatementLabels,
+};
+
+/// The label of the `_info` metrics: a version string (pgvakt's, or the policy's hash).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    pub version: String,
+}
+
+/// Every metric pgvakt exports.
+pub struct Metrics {
+    registry: Registry,
+    /// The unprefixed `process_*` metrics.
+    process: Registry,
+    policy_info: Family<VersionLabel, Gauge>,
+    pub connections_current: Gauge,
+    pub connections_total: Counter,
+    pub connections_refused: Family<ReasonLabel, Counter>,
+    pub tls_handshakes: Family<OutcomeLabel, Counter>,
+    pub statements: Family<StatementLabels, Counter>,
+    pub statement_seconds: Histogram,
+    pub upstream_connect_errors: Counter,
+    pub bytes: Family<DirectionLabel, Counter>,
+    pub policy_reloads: Family<OutcomeLabel, Counter>,
+    pub policy_loaded_at: Gauge,
+    pub enforcement_anomalies: Counter,
+    pub analysis_cache_hits: Counter,
+    pub analysis_cache_misses: Counter,
+    pub analysis_cache_entries: Gauge,
+    /// Logins refused because the user's PostgreSQL groups could not be looked up.
+    role_lookup_failures: Counter,
+    pub audit: crate::audit::AuditMetrics,
+    ready: Gauge,
+}
+
+/// The counters the enforcer keeps itself (it exists before the server and its registry do);
+/// the registry holds clones of the same counters.
+#[derive(Debug, Clone, Default)]
+pub struct AnalysisCounters {
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
+    pub cache_entries: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new(&AnalysisCounters::default())
+    }
+}
+
+impl Metrics {
+    pub fn new(analysis: &AnalysisCounters) -> Self {
+        let mut registry = Registry::with_prefix("pgvakt");
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        registry.register(
+            "build_info",
+            "Always 1; the label names the running pgvakt version",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .set(1);
+        let policy_info = Family::<VersionLabel, Gauge>::default();
+        registry.register(
+            "policy_info",
+            "1 for the policy in force (label: its version hash, as in audit records); compare replicas with count by (version)",
+            policy_info.clone(),
+        );
+        let connections_current = Gauge::default();
+        registry.register(
+            "client_connections",
+            "Client sessions currently open",
+            connections_current.clone(),
+        );
+        let connections_total = Counter::default();
+        registry.register(
+            "client_connections_accepted",
+            "Client TCP connections accepted",
+            connections_total.clone(),
+        );
+        let connections_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "client_connections_refused",
+            "Client connections refused, by reason",
+            connections_refused.clone(),
+        );
+        let tls_handshakes = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "tls_handshakes",
+            "Client TLS handshakes by outcome",
+            tls_handshakes.clone(),
+        );
+        let statements = Family::<StatementLabels, Counter>::default();
+        registry.register(
+            "statements",
+            "Statements by enforcement decision and class",
+            statements.clone(),
+        );
+        let statement_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
+        registry.register(
+            "statement_duration_seconds",
+            "Time from a request reaching the proxy to ReadyForQuery leaving it",
+            statement_seconds.clone(),
+        );
+        let upstream_connect_errors = Counter::default();
+        registry.register(
+            "upstream_connect_errors",
+            "Failed connection attempts to the upstream PostgreSQL",
+            upstream_connect_errors.clone(),
+        );
+        let bytes = Family::<DirectionLabel, Counter>::default();
+        registry.register(
+            "relayed_bytes",
+            "Bytes relayed, by direction",
+            bytes.clone(),
+        );
+        let policy_reloads = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "policy_reloads",
+            "Policy reloads by outcome; a failed reload keeps the previous policy",
+            policy_reloads.clone(),
+        );
+        let policy_loaded_at = Gauge::default();
+        registry.register(
+            "policy_loaded_timestamp_seconds",
+            "Unix time the policy in force was loaded (age = time() - this); 0 without a policy",
+            policy_loaded_at.clone(),
+        );
+        let enforcement_anomalies = Counter::default();
+        registry.register(
+            "enforcement_anomalies",
+            "Protected columns seen unmasked in a result for a restricted role (values replaced)",
+            enforcement_anomalies.clone(),
+        );
+        registry.register(
+            "parser_disagreements",
+            "Statements refused because PostgreSQL's parser read them differently from the analysis",
+            crate::analysis::authority::DISAGREEMENTS.clone(),
+        );
+        let role_lookup_failures = Counter::default();
+        registry.register(
+            "role_lookup_failures",
+            "Logins refused because the user's PostgreSQL groups, which decide its policy role, could not be looked up",
+            role_lookup_failures.clone(),
+        );
+        let analysis_cache_hits = analysis.cache_hits.clone();
+        registry.register(
+            "analysis_cache_hits",
+            "Statement analyses answered from the cache",
+            analysis_cache_hits.clone(),
+        );
+        let analysis_cache_misses = analysis.cache_misses.clone();
+        registry.register(
+            "analysis_cache_misses",
+            "Statement analyses computed",
+            analysis_cache_misses.clone(),
+        );
+        let analysis_cache_entries = analysis.cache_entries.clone();
+        registry.register(
+            "analysis_cache_entries",
+            "Entries in the analysis cache",
+            analysis_cache_entries.clone(),
+        );
+        let audit = crate::audit::AuditMetrics::default();
+        audit.register(&mut registry);
+        // Every series of a fixed label set starts at 0, so increase() and rate() see the first
+        // event (a failed reload, a plaintext attempt) instead of a series appearing at 1.
+        for reason in RefuseReason::ALL {
+            let _ = connections_refused.get_or_create(&ReasonLabel { reason: *reason });
+        }
+        for outcome in Outcome::ALL {
+            let _ = tls_handshakes.get_or_create(&OutcomeLabel { outcome: *outcome });
+            let _ = policy_reloads.get_or_create(&OutcomeLabel { outcome: *outcome });
+        }
+        for direction in Direction::ALL {
+            let _ = bytes.get_or_create(&DirectionLabel {
+                direction: *direction,
+            });
+        }
+        for decision in Decision::ALL {
+            for class in Class::ALL {
+                let _ = statements.get_or_create(&StatementLabels {
+                    decision: *decision,
+                    class: *class,
+                });
+            }
+        }
+        let ready = Gauge::default();
+        registry.register(
+            "ready",
+            "1 when /readyz answers 200 (upstream reachable, service connection open, audit sink writable, not draining)",
+            ready.clone(),
+        );
+        let mut process = Registry::default();
+        process.register_collector(Box::new(process::ProcessCollector));
+        Metrics {
+            registry,
+            process,
+            policy_info,
+            connections_current,
+            connections_total,
+            connections_refused,
+            tls_handshakes,
+            statements,
+            statement_seconds,
+            upstream_connect_errors,
+            bytes,
+            policy_reloads,
+            policy_loaded_at,
+            enforcement_anomalies,
+            analysis_cache_hits,
+            analysis_cache_misses,
+            analysis_cache_entries,
+            role_lookup_failures,
+            audit,
+            ready,
+        }
+    }
+
+    pub fn refused(&self, reason: RefuseReason) {
+        self.connections_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub fn statement(&self, decision: Decision, class: Class) {
+        self.statements
+            .get_or_create(&StatementLabels { decision, class })
+            .inc();
+    }
+
+    /// The service's count of failed group lookups, exported as a counter.
+    pub fn set_role_lookup_failures(&self, total: u64) {
+        let seen = self.role_lookup_failures.get();
+        if total > seen {
+            self.role_lookup_failures.inc_by(total - seen);
+        }
+    }
+
+    /// Count a policy reload attempt; a successful one (with the new policy's version) also
+    /// resets the policy's age and names the version in `pgvakt_policy_info`.
+    pub fn policy_reloaded(&self, version: Option<&str>) {
+        let outcome = if version.is_some() {
+            Outcome::Ok
+        } else {
+            Outcome::Failed
+        };
+        self.policy_reloads
+            .get_or_create(&OutcomeLabel { outcome })
+            .inc();
+        if let Some(v) = version {
+            self.set_policy_loaded_at(std::time::SystemTime::now());
+            self.set_policy_version(v);
+        }
+    }
+
+    /// The version of the policy in force (one series; none without a policy).
+    pub fn set_policy_version(&self, version: &str) {
+        self.policy_info.clear();
+        self.policy_info
+            .get_or_create(&VersionLabel {
+                version: version.to_owned(),
+            })
+            .set(1);
+    }
+
+    pub fn set_policy_loaded_at(&self, at: std::time::SystemTime) {
+        let secs = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.policy_loaded_at
+            .set(i64::try_from(secs).unwrap_or(i64::MAX));
+    }
+
+    /// The text exposition of every metric, with readiness as `/readyz` answers it now.
+    pub fn render(&self, ready: bool) -> String {
+        self.ready.set(i64::from(ready));
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &self.process);
+        let _ = encode_eof(&mut out);
+        out
+    }
+}
