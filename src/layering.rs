@@ -21,7 +21,7 @@ pub(crate) const LAYERS: &[&[&str]] = &[
     &["session"],
     &["listener"],
     // Commands around the proxy.
-    &["install", "explain"],
+    &["install", "explain", "preflight"],
     &["policy_cli", "demo"],
     // The binary's command line (`src/cli/`, declared by `src/main.rs`, not by the library).
     &["cli"],

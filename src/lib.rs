@@ -14,6 +14,7 @@
 //! - [`audit`]: the tamper-evident audit trail (writer, subject pseudonyms, `audit verify`/`search`).
 //! - [`catalog`]: relations, columns, view dependencies and user functions loaded from upstream.
 //! - [`policy`]: policy files loaded, validated and compiled; masks, grants, `policy check`.
+//! - [`preflight`]: `pgvakt check-config`: everything `run` reads, read without starting.
 //! - [`install`]: `pgvakt install`: the pseudonym key and function upstream, and their check.
 //! - [`readiness`]: what `/readyz` answers, composed of upstream, service, audit and drain.
 //! - [`proxy`]: state shared by every session (config, TLS, upstream, cancel keys, metrics).
@@ -44,6 +45,7 @@ pub mod listener;
 pub mod metrics;
 pub mod policy;
 pub mod policy_cli;
+pub mod preflight;
 pub mod protocol;
 pub mod proxy;
 pub(crate) mod readiness;

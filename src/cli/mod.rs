@@ -101,8 +101,29 @@ pub fn main() -> anyhow::Result<()> {
             rt.block_on(serve::run(cfg))
         }
         Command::CheckConfig { config } => {
-            Config::load(&config)?;
-            println!("{}: ok", config.display());
+            let cfg = Config::load(&config)?;
+            let report = pgvakt::preflight::check(&cfg);
+            for w in &report.warnings {
+                println!("warning: {w}");
+            }
+            for p in &report.problems {
+                println!("error: {p}");
+            }
+            if !report.ok() {
+                println!(
+                    "{}: {} problem(s); `pgvakt run` would not start",
+                    config.display(),
+                    report.problems.len()
+                );
+                std::process::exit(1);
+            }
+            match &report.policy_version {
+                Some(v) => println!("{}: ok (policy {v})", config.display()),
+                None => println!(
+                    "{}: ok (no policy: every statement passes through)",
+                    config.display()
+                ),
+            }
             Ok(())
         }
         Command::Demo {
