@@ -38,6 +38,9 @@ pub struct Relation {
     pub columns: Vec<Column>,
     /// Relations a view's rules read (direct dependencies only).
     pub reads: Vec<u32>,
+    /// Direct inheritance children (partitions included): a read or write of this relation
+    /// without ONLY reaches their rows too.
+    pub children: Vec<u32>,
     /// A plain view's query (`pg_get_viewdef`), which restricted roles read inlined over masked
     /// stand-ins; None for other relations and for security-barrier views.
     pub definition: Option<String>,
@@ -184,6 +187,16 @@ impl Catalog {
         for d in deps {
             reads.entry(d.get(0)).or_default().push(d.get(1));
         }
+        let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+        for i in client
+            .query(
+                "SELECT inhparent, inhrelid FROM pg_catalog.pg_inherits ORDER BY inhparent, inhseqno, inhrelid",
+                &[],
+            )
+            .await?
+        {
+            children.entry(i.get(0)).or_default().push(i.get(1));
+        }
         // Security-barrier views are not inlined: their barrier would be lost. With only
         // pg_catalog on the path, pg_get_viewdef qualifies every relation, so an inlined view
         // reads the relations it was defined over whatever a session's search_path is.
@@ -233,6 +246,7 @@ impl Catalog {
                     kind,
                     columns: Vec::new(),
                     reads: reads.remove(&oid).unwrap_or_default(),
+                    children: children.remove(&oid).unwrap_or_default(),
                     definition: definitions.remove(&oid),
                 });
             }

@@ -27,6 +27,7 @@ mod differential;
 mod differential_fuzz;
 mod empty_statements;
 mod enforcement;
+mod inheritance;
 mod layout;
 mod leak_classes;
 mod masks_pg;

@@ -150,6 +150,7 @@ pub fn catalog() -> Catalog {
                 })
                 .collect(),
             reads: Vec::new(),
+            children: Vec::new(),
             definition: None,
         });
     }

@@ -10,6 +10,7 @@
 
 pub mod authority;
 mod functions;
+mod inheritance;
 mod lexer;
 pub mod literals;
 mod names;
@@ -146,6 +147,9 @@ pub struct Analysed {
     hide_subjects: bool,
     /// The text holds one statement, so its result can be told apart.
     single: bool,
+    /// The statement just analysed writes its target without its children: the keyword
+    /// before the target and the target's rendering, where ONLY is written back.
+    only_write: Option<(&'static str, String)>,
     /// (placeholder, SQL) of masked stand-ins, put in place after rendering.
     stand_ins: Vec<(String, Arc<str>)>,
     /// (placeholder name, columns its stand-in shows), for PostgreSQL's parser's check.
@@ -371,7 +375,11 @@ impl Ctx<'_> {
         name: &sqlparser::ast::ObjectName,
     ) -> Result<Arc<Relation>, PgError> {
         self.catalog
-            .resolve(parts, self.search_path, self.user)
+            .resolve(
+                inheritance::without_marker(parts),
+                self.search_path,
+                self.user,
+            )
             .cloned()
             .ok_or_else(|| {
                 self.refuse(format!(
@@ -444,21 +452,24 @@ impl Ctx<'_> {
         rel: &Relation,
         reach: Option<&HashSet<String>>,
     ) -> Result<Option<String>, PgError> {
-        self.masked_relation_sql_with(rel, reach, false)
+        self.masked_relation_sql_with(rel, reach, false, false)
     }
 
     /// As [`Ctx::masked_relation_sql`]; with `blocked_as_null`, blocked columns are there as
     /// typed NULLs (inside an inlined view, which names them whatever the statement reads).
+    /// With `always`, a relation with nothing protected gets one too (read with ONLY).
     pub fn masked_relation_sql_with(
         &self,
         rel: &Relation,
         reach: Option<&HashSet<String>>,
         blocked_as_null: bool,
+        always: bool,
     ) -> Result<Option<String>, PgError> {
         let decisions = self.decisions(rel);
-        if decisions
-            .iter()
-            .all(|(_, d)| d.action == ColumnAction::Allow)
+        if !always
+            && decisions
+                .iter()
+                .all(|(_, d)| d.action == ColumnAction::Allow)
         {
             return Ok(None);
         }

@@ -103,6 +103,15 @@ impl<'a, 'c> Reads<'a, 'c> {
             )));
         }
         self.read.push(rel.clone());
+        let only = super::inheritance::is_only(name);
+        if only && matches!(rel.kind, RelKind::View | RelKind::Sequence) {
+            return Err(self
+                .ctx
+                .unsupported(&format!("ONLY {}.{}", rel.schema, rel.name)));
+        }
+        if !only {
+            self.ctx.check_descendants(&rel)?;
+        }
         if rel.kind == RelKind::View {
             if let Some(base) = self.ctx.view_reads_protected(&rel) {
                 return match &rel.definition {
@@ -114,9 +123,10 @@ impl<'a, 'c> Reads<'a, 'c> {
                 };
             }
         }
+        let protected = self.ctx.is_protected(&rel);
         let Some(derived) =
             self.ctx
-                .masked_relation_sql_with(&rel, self.reach.as_ref(), self.depth > 0)?
+                .masked_relation_sql_with(&rel, self.reach.as_ref(), self.depth > 0, only)?
         else {
             *name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
             return Ok(());
@@ -147,10 +157,17 @@ impl<'a, 'c> Reads<'a, 'c> {
                 .map(|i| i.to_string())
                 .unwrap_or_else(|| quote(&rel.name).to_string()),
         };
-        let derived = super::stand_in::check(&derived).map_err(|e| {
+        let mut derived = super::stand_in::check(&derived).map_err(|e| {
             self.ctx
                 .unsupported(&format!("rewriting {}: {e}", rel.name))
         })?;
+        if only {
+            derived =
+                super::stand_in::with_only(&derived, &rel.schema, &rel.name).map_err(|e| {
+                    self.ctx
+                        .unsupported(&format!("rewriting ONLY {}: {e}", rel.name))
+                })?;
+        }
         // The stand-in goes in as a placeholder name and its text is put in place after the
         // rendering check: short texts to re-parse, and each stand-in is checked once.
         let placeholder = super::stand_in::placeholder();
@@ -176,7 +193,9 @@ impl<'a, 'c> Reads<'a, 'c> {
         self.stand_in_columns
             .push((placeholder.trim_matches('"').to_owned(), shown));
         self.stand_ins.push((placeholder, derived));
-        self.protected.push(rel);
+        if protected {
+            self.protected.push(rel);
+        }
         Ok(())
     }
 

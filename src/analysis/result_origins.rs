@@ -224,7 +224,11 @@ fn one_item(tf: &TableFactor, ctx: &Ctx, ctes: &Ctes, depth: usize) -> Item {
                     };
                 }
             }
-            let Some(rel) = ctx.catalog.resolve(&parts, ctx.search_path, ctx.user) else {
+            let Some(rel) = ctx.catalog.resolve(
+                super::inheritance::without_marker(&parts),
+                ctx.search_path,
+                ctx.user,
+            ) else {
                 return unknown(refname);
             };
             Item {

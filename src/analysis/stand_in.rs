@@ -20,6 +20,27 @@ static CHECKED: LazyLock<Mutex<HashMap<String, Arc<str>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 const CHECKED_MAX: usize = 10_000;
 
+/// The per-process random part of generated names.
+pub fn nonce() -> &'static str {
+    NONCE.as_str()
+}
+
+/// A stand-in's checked rendering reading `rel` without its inheritance children: the
+/// generated SELECT ends in `FROM "schema"."name"`, which becomes `FROM ONLY ...` (sqlparser
+/// has no ONLY, so the check ran without it).
+pub fn with_only(checked: &str, schema: &str, name: &str) -> Result<Arc<str>, String> {
+    let from = format!(" FROM {}.{}", super::quote(schema), super::quote(name));
+    let head = checked
+        .strip_suffix(&from)
+        .ok_or("the stand-in does not end in its relation")?;
+    Ok(format!(
+        "{head} FROM ONLY {}.{}",
+        super::quote(schema),
+        super::quote(name)
+    )
+    .into())
+}
+
 /// A fresh placeholder, as the quoted identifier the rendering will contain.
 pub fn placeholder() -> String {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);

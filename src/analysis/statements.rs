@@ -57,7 +57,8 @@ fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
     if let Some(fetch) = move_as_fetch(sql) {
         return analyse_move(&fetch, ctx);
     }
-    let mut stmts = Parser::parse_sql(&dialect(), sql).map_err(|e| {
+    let marked = super::inheritance::mark_only(sql);
+    let mut stmts = Parser::parse_sql(&dialect(), &marked).map_err(|e| {
         // What cannot be parsed cannot be analysed: a policy refusal, whatever PostgreSQL
         // would make of the text.
         let what = match lexer::first_word(sql).as_deref() {
@@ -80,8 +81,12 @@ fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
     // Only a single statement's result can be told apart for stripping hidden columns.
     out.single = stmts.len() == 1;
     out.hide_subjects = ctx.hidden_subjects && out.single;
-    for stmt in stmts.iter_mut() {
+    let mut only_writes = Vec::new();
+    for (i, stmt) in stmts.iter_mut().enumerate() {
         let class = statement(stmt, ctx, &mut out)?;
+        if let Some(target) = out.only_write.take() {
+            only_writes.push((i, target));
+        }
         // Transaction control, settings and the like are part of any session's work; the
         // classes a policy limits are read, write, DDL and COPY.
         if class != StatementClass::Utility && !ctx.rules.allows_class(class) {
@@ -92,8 +97,19 @@ fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
         }
         out.classes.push(class);
     }
-    let rendered: Vec<String> = stmts.iter().map(|s| s.to_string()).collect();
+    let mut rendered: Vec<String> = stmts.iter().map(|s| s.to_string()).collect();
+    for (i, (keyword, table)) in only_writes {
+        let r = &mut rendered[i];
+        let target = format!("{keyword} {table}");
+        if r.matches(&target).count() != 1 {
+            return Err(ctx.unsupported(&format!("{keyword} ONLY {table} in this statement")));
+        }
+        *r = r.replacen(&target, &format!("{keyword} ONLY {table}"), 1);
+    }
     let sql_out = rendered.join(";\n");
+    if super::inheritance::leaks_marker(&sql_out) {
+        return Err(ctx.unsupported("ONLY in this position"));
+    }
     // PostgreSQL must read what is forwarded as the analysis did. This replaces reading the
     // rendering back with sqlparser, which compared sqlparser with itself.
     out.verify_with_postgres(&sql_out, ctx)?;
@@ -239,6 +255,34 @@ fn walk_target<T: VisitMut>(node: &mut T, target: &mut Target) -> Result<(), PgE
     }
 }
 
+/// An UPDATE or DELETE target: with ONLY, written back into the rendering; without, its
+/// descendants' rows are changed too, under its rules.
+fn only_target(
+    ctx: &Ctx,
+    rel: &crate::catalog::Relation,
+    name: &ObjectName,
+    keyword: &'static str,
+    out: &mut Analysed,
+) -> Result<(), PgError> {
+    if super::inheritance::is_only(name) {
+        out.only_write = Some((
+            keyword,
+            format!("{}.{}", quote(&rel.schema), quote(&rel.name)),
+        ));
+        Ok(())
+    } else {
+        ctx.check_descendants(rel)
+    }
+}
+
+/// Rows inserted into a partitioned table are stored in its partitions.
+fn routed_rows(ctx: &Ctx, rel: &crate::catalog::Relation) -> Result<(), PgError> {
+    if rel.kind == crate::catalog::RelKind::Partitioned {
+        ctx.check_descendants(rel)?;
+    }
+    Ok(())
+}
+
 pub(super) fn name_parts(ctx: &Ctx, name: &ObjectName) -> Result<Vec<String>, PgError> {
     name.0
         .iter()
@@ -280,6 +324,7 @@ fn statement(
                 return refuse_kind("INSERT into a table function");
             };
             let rel = writable(ctx, ctx.resolve(&name_parts(ctx, name)?, name)?)?;
+            routed_rows(ctx, &rel)?;
             *name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
             let alias = ins.table_alias.as_ref().map(|a| fold(&a.alias));
             let mut target = Target::new(ctx, &rel, alias);
@@ -327,6 +372,7 @@ fn statement(
                 return refuse_kind("UPDATE of a derived table");
             };
             let rel = writable(ctx, ctx.resolve(&name_parts(ctx, name)?, name)?)?;
+            only_target(ctx, &rel, name, "UPDATE", out)?;
             *name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
             let reference = alias
                 .as_ref()
@@ -376,6 +422,7 @@ fn statement(
                 return refuse_kind("DELETE from a derived table");
             };
             let rel = writable(ctx, ctx.resolve(&name_parts(ctx, name)?, name)?)?;
+            only_target(ctx, &rel, name, "DELETE FROM", out)?;
             *name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
             let reference = alias
                 .as_ref()
@@ -435,6 +482,7 @@ fn statement(
                     return refuse_kind("COPY FROM into a query");
                 };
                 let rel = writable(ctx, ctx.resolve(&name_parts(ctx, table_name)?, table_name)?)?;
+                routed_rows(ctx, &rel)?;
                 *table_name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
                 let target = Target::new(ctx, &rel, None);
                 if columns.is_empty() {

@@ -185,7 +185,11 @@ pub fn add_hidden_keys(q: &mut Query, ctx: &Ctx) -> Vec<HiddenKey> {
             if parts.len() == 1 && ctes.contains(&parts[0]) {
                 continue;
             }
-            let Some(rel) = ctx.catalog.resolve(&parts, ctx.search_path, ctx.user) else {
+            let Some(rel) = ctx.catalog.resolve(
+                super::inheritance::without_marker(&parts),
+                ctx.search_path,
+                ctx.user,
+            ) else {
                 continue;
             };
             let Some(key) = ctx.rules.subject_key(&rel.schema, &rel.name) else {

@@ -27,6 +27,9 @@ pub struct SnapRelation {
     /// `schema.name` of the relations a view reads.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reads: Vec<String>,
+    /// `schema.name` of its inheritance children (partitions included).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub children: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -84,6 +87,12 @@ impl Snapshot {
                     .map(|d| format!("{}.{}", d.schema, d.name))
                     .collect();
                 reads.sort();
+                let children = r
+                    .children
+                    .iter()
+                    .filter_map(|oid| cat.by_oid(*oid))
+                    .map(|d| format!("{}.{}", d.schema, d.name))
+                    .collect();
                 SnapRelation {
                     schema: r.schema.clone(),
                     name: r.name.clone(),
@@ -98,6 +107,7 @@ impl Snapshot {
                         })
                         .collect(),
                     reads,
+                    children,
                 }
             })
             .collect();
@@ -148,6 +158,11 @@ impl Snapshot {
                 })
                 .collect();
             let reads = r.reads.iter().filter_map(|n| ids.get(n).copied()).collect();
+            let children = r
+                .children
+                .iter()
+                .filter_map(|n| ids.get(n).copied())
+                .collect();
             cat.add_relation(Relation {
                 oid: 1 + i as u32,
                 schema: r.schema,
@@ -155,6 +170,7 @@ impl Snapshot {
                 kind,
                 columns,
                 reads,
+                children,
                 definition: None,
             });
         }
