@@ -93,6 +93,16 @@ async fn schema_matches_the_contract() {
                 ("withdrawn_at", "timestamp with time zone"),
             ],
         ),
+        (
+            "restrictions",
+            &[
+                ("id", "bigint"),
+                ("contact_id", "bigint"),
+                ("reason", "text"),
+                ("requested_at", "timestamp with time zone"),
+                ("lifted_at", "timestamp with time zone"),
+            ],
+        ),
     ];
     let tables: Vec<String> = db
         .query(
@@ -105,7 +115,16 @@ async fn schema_matches_the_contract() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(tables, ["activities", "companies", "consents", "contacts"]);
+    assert_eq!(
+        tables,
+        [
+            "activities",
+            "companies",
+            "consents",
+            "contacts",
+            "restrictions"
+        ]
+    );
     for (table, columns) in expected {
         let actual: Vec<(String, String)> = db
             .query(
@@ -143,6 +162,7 @@ async fn schema_matches_the_contract() {
         "contacts USING btree (company_id)",
         "activities USING btree (contact_id)",
         "consents USING btree (contact_id)",
+        "restrictions USING btree (contact_id)",
     ] {
         assert!(
             indexes.iter().any(|i| i.ends_with(wanted)),
@@ -157,7 +177,7 @@ async fn schema_matches_the_contract() {
         .await
         .unwrap()
         .get::<_, i64>(0);
-    assert_eq!(foreign_keys, 3);
+    assert_eq!(foreign_keys, 4);
 
     let owners: Vec<String> = db
         .query(
@@ -237,6 +257,32 @@ async fn data_is_realistic_and_bank_accounts_are_valid_and_distinct() {
     assert_eq!(consents.get::<_, i64>(0), 3);
     assert!(consents.get::<_, i64>(1) > 0, "some consents are withdrawn");
     assert!(consents.get::<_, i64>(2) >= 3);
+    // A few people asked for restriction of processing (some lifted again), and a few have
+    // been inactive past the demo policy's retention period: the row rules have people to hide.
+    let rows = db
+        .query_one(
+            "SELECT (SELECT count(DISTINCT contact_id) FROM restrictions WHERE lifted_at IS NULL),
+                    (SELECT count(*) FROM restrictions WHERE lifted_at IS NOT NULL),
+                    (SELECT count(*) FROM contacts WHERE last_activity_at < now() - interval '10 years')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (restricted, lifted, expired) = (
+        rows.get::<_, i64>(0),
+        rows.get::<_, i64>(1),
+        rows.get::<_, i64>(2),
+    );
+    assert!(
+        (1..=CONTACTS as i64 / 20).contains(&restricted),
+        "{restricted} restricted"
+    );
+    assert!(lifted >= 1, "no lifted restriction");
+    assert!(
+        (1..=CONTACTS as i64 / 5).contains(&expired),
+        "{expired} past retention"
+    );
+    assert_eq!(summary.rows.restrictions as i64, restricted + lifted);
     let health_notes = db
         .query_one(
             "SELECT count(*) FROM contacts WHERE notes ~ '(Sykmeldt|diabetes|kreft|Gravid)'",

@@ -104,6 +104,24 @@ pub struct Consent {
     pub withdrawn_at: Option<PgTimestamp>,
 }
 
+/// A restriction of processing (GDPR Art. 18) a contact asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restriction {
+    pub id: i64,
+    pub contact_id: i64,
+    pub reason: &'static str,
+    pub requested_at: PgTimestamp,
+    pub lifted_at: Option<PgTimestamp>,
+}
+
+/// Why people ask for restriction (Art. 18(1)(a)-(d)).
+const RESTRICTION_REASONS: &[&str] = &[
+    "contests the accuracy of the data",
+    "processing is unlawful; asked for restriction instead of erasure",
+    "needs the data for a legal claim",
+    "objected to processing; verification pending",
+];
+
 /// One company per 20 contacts, at least one.
 pub fn company_count(contacts: usize) -> usize {
     (contacts / 20).max(1)
@@ -353,6 +371,29 @@ impl Generator {
             });
         }
         consents
+    }
+}
+
+impl Generator {
+    /// The restriction of one contact, if any: about 2 in 100 contacts asked for one, and a
+    /// quarter of those were lifted again; ids are assigned by the caller.
+    pub fn restrictions(&self, contact_id: i64) -> Vec<Restriction> {
+        let mut rng = Rng::for_row(self.seed, Stream::Restriction, contact_id as u64);
+        if !rng.percent(2) {
+            return Vec::new();
+        }
+        let (created_at, _) = timeline(self.seed, contact_id);
+        let requested_at = rng.between(created_at.0, DATA_END.0);
+        let lifted_at = rng
+            .percent(25)
+            .then(|| PgTimestamp(rng.between(requested_at, DATA_END.0)));
+        vec![Restriction {
+            id: 0,
+            contact_id,
+            reason: RESTRICTION_REASONS[rng.index(RESTRICTION_REASONS.len())],
+            requested_at: PgTimestamp(requested_at),
+            lifted_at,
+        }]
     }
 }
 

@@ -19,6 +19,7 @@ pub struct RowCounts {
     pub contacts: u64,
     pub activities: u64,
     pub consents: u64,
+    pub restrictions: u64,
 }
 
 impl ToSql for PgDate {
@@ -39,7 +40,7 @@ impl ToSql for PgTimestamp {
     to_sql_checked!();
 }
 
-/// Loads all four tables; companies first so the later foreign keys hold.
+/// Loads all five tables; companies first so the later foreign keys hold.
 pub async fn load_all(client: &Client, contacts: usize) -> Result<RowCounts, DemoError> {
     let mut generator = Generator::new(contacts);
     Ok(RowCounts {
@@ -47,6 +48,7 @@ pub async fn load_all(client: &Client, contacts: usize) -> Result<RowCounts, Dem
         contacts: contacts_table(client, &mut generator).await?,
         activities: activities(client, &generator).await?,
         consents: consents(client, &generator).await?,
+        restrictions: restrictions(client, &generator).await?,
     })
 }
 
@@ -227,6 +229,41 @@ async fn consents(client: &Client, generator: &Generator) -> Result<u64, DemoErr
                     &c.granted_at,
                     &c.granted_by,
                     &c.withdrawn_at,
+                ])
+                .await
+                .map_err(copy_err(table))?;
+            next_id += 1;
+        }
+    }
+    copy.as_mut().finish().await.map_err(copy_err(table))
+}
+
+async fn restrictions(client: &Client, generator: &Generator) -> Result<u64, DemoError> {
+    let table = "restrictions";
+    let copy = writer(
+        client,
+        table,
+        "id, contact_id, reason, requested_at, lifted_at",
+        &[
+            Type::INT8,
+            Type::INT8,
+            Type::TEXT,
+            Type::TIMESTAMPTZ,
+            Type::TIMESTAMPTZ,
+        ],
+    )
+    .await?;
+    let mut copy = pin!(copy);
+    let mut next_id: i64 = 1;
+    for contact in 1..=generator.contacts() as i64 {
+        for r in generator.restrictions(contact) {
+            copy.as_mut()
+                .write(&[
+                    &next_id,
+                    &r.contact_id,
+                    &r.reason,
+                    &r.requested_at,
+                    &r.lifted_at,
                 ])
                 .await
                 .map_err(copy_err(table))?;

@@ -1,5 +1,6 @@
-//! The demo CRM: a `crm` database with companies, contacts, activities and consents full of
-//! realistic (fake, deterministic) Norwegian personal data, and the staff roles that use it.
+//! The demo CRM: a `crm` database with companies, contacts, activities, consents and
+//! restrictions of processing, full of realistic (fake, deterministic) Norwegian personal data,
+//! and the staff roles that use it.
 //!
 //! Layout:
 //! - `schema`: the DDL, the roles and their privileges, as SQL text.

@@ -15,6 +15,7 @@ pub enum Stream {
     Consent = 5,
     Account = 6,
     OrgNumber = 7,
+    Restriction = 8,
 }
 
 impl Rng {

@@ -181,6 +181,8 @@ fn build(
                     .iter()
                     .map(|(k, (a, origin))| (k.clone(), write_rule(*a, origin)))
                     .collect(),
+                purposes: r.purposes.clone(),
+                rows: r.rows.clone(),
             };
             (r.name.clone(), Arc::new(role))
         })
@@ -190,6 +192,7 @@ fn build(
         .cloned()
         .unwrap_or_else(|| Arc::new(deny_all(&inventory)));
     PolicySet {
+        purposes: c.purposes,
         version,
         roles,
         default_role,
@@ -216,6 +219,9 @@ pub(crate) fn deny_all(inventory: &Arc<super::inventory::Inventory>) -> RolePoli
         capabilities: Vec::new(),
         write_columns: Default::default(),
         write_categories: BTreeMap::new(),
+        purposes: Vec::new(),
+        // Restricted subjects stay hidden (see_restricted false); no consent rule.
+        rows: Default::default(),
     }
 }
 

@@ -167,6 +167,8 @@ pub struct TableEntry {
     /// Column name (exact or pattern) → classification.
     pub columns: Vec<(String, Classified)>,
     pub rule: String,
+    /// How long rows stay in daily use (`retention`).
+    pub retention: Option<super::rows::Retention>,
 }
 
 impl TableEntry {
@@ -198,6 +200,10 @@ pub struct Inventory {
     /// The schemas the policy is about: every file's `schema` (default `public`) and every
     /// schema an inventory name spells out. `policy check --upstream` lists their relations.
     pub schemas: BTreeSet<String>,
+    /// Where consents live (`inventory.consents`).
+    pub consents: Option<super::rows::ConsentSource>,
+    /// Where Art. 18 restrictions live (`inventory.restrictions`).
+    pub restrictions: Option<super::rows::RestrictionSource>,
 }
 
 impl Inventory {

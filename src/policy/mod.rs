@@ -6,6 +6,8 @@
 //! - `validate.rs`: every semantic check, all problems collected at once.
 //! - `compile.rs`: validated sources → [`PolicySet`] (roles, inventory, grants, version).
 //! - `inventory.rs`, `masks.rs`, `grants.rs`: the compiled pieces consulted per statement.
+//! - `rows.rs`, `predicate.rs`, `validate_rows.rs`: purposes and row rules (consent,
+//!   restriction, retention, hand-written predicates) and the SQL predicate each table gets.
 //! - `model.rs`: the contract the analyser codes against ([`model::RoleRules`]).
 //! - `store.rs`: the atomically swapped current policy; `check.rs` and `testcases.rs` back the
 //!   `pgvakt policy check` and `pgvakt policy test` commands.
@@ -17,11 +19,14 @@ pub mod grants;
 pub mod inventory;
 pub mod masks;
 pub mod model;
+pub mod predicate;
+pub mod rows;
 pub mod source;
 pub mod store;
 pub mod testcases;
 pub mod validate;
 mod validate_roles;
+mod validate_rows;
 mod validate_subjects;
 mod validate_writes;
 
@@ -48,6 +53,8 @@ pub struct PolicySet {
     pub grants: Vec<Grant>,
     pub inventory: Arc<Inventory>,
     pub masks: BTreeMap<String, Arc<MaskMethod>>,
+    /// Declared purposes of processing.
+    pub purposes: BTreeMap<String, rows::Purpose>,
     /// Problems that did not prevent loading (e.g. no pseudonym key).
     pub warnings: Diagnostics,
     pub files: Vec<String>,
@@ -136,6 +143,8 @@ impl PolicySet {
 }
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_rows;
 #[cfg(test)]
 mod tests_subjects;
 #[cfg(test)]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::inventory::{ColumnRules, Inventory, NONE, UNCLASSIFIED};
 use super::masks::{self, MaskKind};
+use super::rows::{RowContext, RowFilter, RowRules};
 
 /// What a statement does, for per-role limits and for audit records. There is no DDL class:
 /// restricted roles can never run DDL (pgvakt cannot analyse what it does with protected data).
@@ -132,6 +133,11 @@ pub trait RoleRules: Send + Sync {
     fn subject_key(&self, _schema: &str, _table: &str) -> Option<String> {
         None
     }
+    /// The predicate rows of a table must satisfy for the role, over the row aliased `alias`
+    /// ("as if the table held only these rows"); None when the role sees every row.
+    fn row_filter(&self, _schema: &str, _table: &str, _alias: &str) -> Option<RowFilter> {
+        None
+    }
     /// What the role may write into a column. Without a write rule: what it reads as stored it
     /// may write, and a masked or blocked column keeps its stored value.
     fn write(&self, schema: &str, table: &str, column: &str) -> WriteDecision {
@@ -180,6 +186,10 @@ pub struct RolePolicy {
     pub write_columns: ColumnRules<WriteDecision>,
     /// Category → write rule.
     pub write_categories: BTreeMap<String, WriteDecision>,
+    /// Names of the declared purposes the role processes for.
+    pub purposes: Vec<String>,
+    /// Which rows (people) the role sees.
+    pub rows: RowRules,
 }
 
 impl RolePolicy {
@@ -257,6 +267,18 @@ impl RoleRules for RolePolicy {
 
     fn subject_key(&self, schema: &str, table: &str) -> Option<String> {
         self.inventory.table(schema, table)?.subject_key
+    }
+
+    fn row_filter(&self, schema: &str, table: &str, alias: &str) -> Option<RowFilter> {
+        if self.unrestricted {
+            return None;
+        }
+        RowContext {
+            inventory: &self.inventory,
+            rules: &self.rows,
+            purposes: &self.purposes,
+        }
+        .filter(schema, table, alias)
     }
 
     fn write(&self, schema: &str, table: &str, column: &str) -> WriteDecision {

@@ -37,6 +37,10 @@ pub struct PolicyFile {
     /// Extra inventory categories beyond the built-in ones: name → description.
     #[serde(default)]
     pub categories: HashMap<Name, String>,
+    /// Declared purposes of processing (GDPR Art. 5(1)(b)): name → description and the legal
+    /// bases it may rest on. Roles name the purposes they process for.
+    #[serde(default)]
+    pub purposes: HashMap<Name, Spanned<PurposeSpec>>,
     #[serde(default)]
     pub inventory: Option<InventorySpec>,
     /// Named mask methods: parameterised built-ins or custom SQL templates.
@@ -55,6 +59,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "pseudonym",
     "unlisted_relations",
     "categories",
+    "purposes",
     "inventory",
     "masks",
     "roles",
@@ -91,6 +96,64 @@ pub struct InventorySpec {
     /// Tables (exact or pattern, optionally schema-qualified).
     #[serde(default)]
     pub tables: HashMap<Name, Spanned<TableSpec>>,
+    /// Where consents live; row rules `consent: true` read it. At most one in all files.
+    #[serde(default)]
+    pub consents: Option<Spanned<ConsentsSpec>>,
+    /// Where Art. 18 restrictions live: a table or a flag column. At most one in all files.
+    #[serde(default)]
+    pub restrictions: Option<Spanned<RestrictionsSpec>>,
+}
+
+/// `purposes.<name>`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurposeSpec {
+    pub description: Option<String>,
+    /// GDPR Art. 6(1) bases processing for this purpose may rest on (at least one).
+    pub legal_basis: Vec<Name>,
+}
+
+/// `inventory.consents`: the table holding one row per (subject, purpose) consent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentsSpec {
+    pub table: Name,
+    /// Column holding the subject's key (the table must be in the inventory with this key).
+    pub subject_key: Name,
+    /// Column holding the purpose name.
+    pub purpose: Name,
+    /// Column of the withdrawal time: the consent is active while it is NULL or in the future.
+    #[serde(default)]
+    pub withdrawn: Option<Name>,
+    /// Column of the expiry time: active while NULL or in the future.
+    #[serde(default)]
+    pub expires: Option<Name>,
+}
+
+/// `inventory.restrictions`: either `table` + `subject_key` (+ `lifted`), or `column`
+/// (`table.flag`, a boolean column of the subject table).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestrictionsSpec {
+    #[serde(default)]
+    pub table: Option<Name>,
+    #[serde(default)]
+    pub subject_key: Option<Name>,
+    /// Column of the time the restriction was lifted: in force while NULL or in the future.
+    #[serde(default)]
+    pub lifted: Option<Name>,
+    #[serde(default)]
+    pub column: Option<Name>,
+}
+
+/// `inventory.tables.<t>.retention`: rows whose `column` is older than `keep` are past
+/// retention (a NULL column is not).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSpec {
+    pub column: Name,
+    /// A period: a positive number and a unit, `d`, `w`, `m` or `y` (e.g. `3y`, `90d`).
+    pub keep: Name,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +174,10 @@ pub struct TableSpec {
     /// Column (exact or pattern) → category.
     #[serde(default)]
     pub columns: HashMap<Name, Name>,
+    /// How long rows stay in daily use; roles with `rows.retention: true` do not see rows
+    /// (and subjects) past it.
+    #[serde(default)]
+    pub retention: Option<Spanned<RetentionSpec>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,6 +243,31 @@ pub struct RoleSpec {
     /// reads. Default: `keep` for every masked or blocked column.
     #[serde(default)]
     pub writes: Option<WritesSpec>,
+    /// Names from `purposes:` the role processes for; each must allow the role's legal_basis.
+    #[serde(default)]
+    pub purposes: Option<Vec<Name>>,
+    /// Which rows (people) the role sees: "as if the tables held only these rows".
+    #[serde(default)]
+    pub rows: Option<Spanned<RowsSpec>>,
+    /// Whether the role sees subjects whose processing is restricted (Art. 18). Default:
+    /// false (privacy by default) when the inventory declares restrictions.
+    #[serde(default)]
+    pub see_restricted: Option<Spanned<bool>>,
+}
+
+/// `roles.<r>.rows`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowsSpec {
+    /// Only subjects with an active consent for one of the role's purposes. Default: false.
+    #[serde(default)]
+    pub consent: bool,
+    /// Hide rows and subjects past their table's retention. Default: false.
+    #[serde(default)]
+    pub retention: bool,
+    /// Table → SQL predicate over the table's columns (a validated expression).
+    #[serde(default, rename = "where")]
+    pub where_: HashMap<Name, Spanned<String>>,
 }
 
 /// Write rules per category and column (`table.column`, patterns allowed); columns win.
@@ -365,6 +457,7 @@ fn empty_file() -> PolicyFile {
         pseudonym: None,
         unlisted_relations: None,
         categories: HashMap::new(),
+        purposes: HashMap::new(),
         inventory: None,
         masks: HashMap::new(),
         roles: HashMap::new(),

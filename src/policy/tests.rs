@@ -115,7 +115,7 @@ fn unknown_key_has_location_path_and_suggestion() {
     let got = problems(&format!(
         "{BASE}  sales:\n    categoris: {{contact: allow}}\n"
     ));
-    assert_eq!(got, vec!["p.yaml:10:5: error: roles.sales.categoris: unknown field `categoris`, expected one of description, purpose, legal_basis, unrestricted, default, categories, columns, statements, capabilities, writes (did you mean 'categories'?)"]);
+    assert_eq!(got, vec!["p.yaml:10:5: error: roles.sales.categoris: unknown field `categoris`, expected one of description, purpose, legal_basis, unrestricted, default, categories, columns, statements, capabilities, writes, purposes, rows, see_restricted (did you mean 'categories'?)"]);
 }
 
 #[test]
@@ -357,6 +357,10 @@ fn check_reports_and_compares_with_live_schema() {
         table(
             "companies",
             cols(&["id", "name", "org_number", "industry", "city", "created_at"]),
+        ),
+        table(
+            "restrictions",
+            cols(&["id", "contact_id", "reason", "requested_at", "lifted_at"]),
         ),
         table("invoices", cols(&["id", "iban", "amount"])),
     ];

@@ -63,6 +63,9 @@ pub struct CheckedRole {
     pub capabilities: Vec<Capability>,
     pub write_categories: BTreeMap<String, (super::model::WriteAction, String)>,
     pub write_columns: Vec<(ColumnName, (super::model::WriteAction, String))>,
+    /// Names from `purposes:` the role processes for.
+    pub purposes: Vec<String>,
+    pub rows: super::rows::RowRules,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +80,8 @@ pub struct Checked {
     pub masks: BTreeMap<String, (MaskKind, Option<String>)>,
     pub roles: BTreeMap<String, CheckedRole>,
     pub grants: Vec<Grant>,
+    /// Declared purposes by name.
+    pub purposes: BTreeMap<String, super::rows::Purpose>,
 }
 
 pub(crate) fn origin(path: &str, pos: &Pos) -> String {
@@ -393,6 +398,10 @@ pub fn validate(files: &[SourceFile], diags: &mut Diagnostics) -> Checked {
                 subject_key: t.subject_key.as_ref().map(|s| s.value.clone()),
                 subject: None,
                 personal,
+                retention: t
+                    .retention
+                    .as_ref()
+                    .and_then(|r| super::validate_rows::retention(r, file, &path, &columns, diags)),
                 columns: columns.into_iter().map(|(n, cls, _)| (n, cls)).collect(),
                 rule: origin(&path, &pos),
             });
@@ -435,6 +444,8 @@ pub fn validate(files: &[SourceFile], diags: &mut Diagnostics) -> Checked {
         c.inventory.columns.insert(key, cls);
     }
 
+    super::validate_rows::inventory(&docs, &mut c, &mut first, diags);
+    super::validate_rows::purposes(&docs, &mut c, &mut first, diags);
     super::validate_roles::roles_and_grants(&docs, &categories, &mut c, &mut first, diags);
     c
 }

@@ -36,6 +36,18 @@ fn purpose(
             diags.error(&ppos, format!("{path}.purpose"), "a purpose needs its legal_basis (GDPR Art. 6(1)): consent, contract, legal_obligation, vital_interests, public_task or legitimate_interests");
             None
         }
+        (None, Some(b)) if r.purposes.as_ref().is_some_and(|p| !p.is_empty()) => {
+            // The declared purposes' names stand for the purpose in audit records.
+            let names: Vec<&str> = r
+                .purposes
+                .iter()
+                .flatten()
+                .map(|p| p.value.as_str())
+                .collect();
+            LEGAL_BASES
+                .contains(&b.value.as_str())
+                .then(|| (names.join(", "), b.value.clone()))
+        }
         (None, Some(b)) => {
             let bpos = Pos::new(file, &b.referenced);
             diags.error(
@@ -110,7 +122,9 @@ pub(crate) fn roles_and_grants(
                 || !r.columns.is_empty()
                 || r.statements.is_some()
                 || !r.capabilities.is_empty()
-                || r.writes.is_some();
+                || r.writes.is_some()
+                || r.rows.is_some()
+                || r.see_restricted.is_some();
             if r.unrestricted && has_rules {
                 diags.error(&pos, &path, "an unrestricted role cannot also have rules");
             }
@@ -128,7 +142,10 @@ pub(crate) fn roles_and_grants(
                 capabilities: Vec::new(),
                 write_categories: Default::default(),
                 write_columns: Vec::new(),
+                purposes: Vec::new(),
+                rows: Default::default(),
             };
+            super::validate_rows::role(r, (file, schema, &path), &pos, c, &mut role, diags);
             if let Some(w) = &r.writes {
                 super::validate_writes::writes(
                     w,
