@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::access::settings::{LockoutConfig, Threshold};
 pub use crate::audit::settings::{AuditConfig, AuditSink, Durability, OnFull};
 pub use crate::audit::table_settings::{AuditTableConfig, TableTls};
 
@@ -41,6 +42,9 @@ pub struct Config {
     pub audit: Option<AuditConfig>,
     #[serde(default)]
     pub log: LogConfig,
+    /// Lockout after repeated failed logins; defaults in `LockoutConfig`.
+    #[serde(default)]
+    pub lockout: LockoutConfig,
 }
 
 fn default_listen() -> SocketAddr {
@@ -390,6 +394,7 @@ impl Config {
         if let Some(audit) = &self.audit {
             audit.problems(&mut problems);
         }
+        self.lockout.problems(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {

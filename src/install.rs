@@ -93,8 +93,6 @@ $pgvakt$;";
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
-    #[error("the policy ({paths}) configures no pseudonym key: set the variable or file its `pseudonym:` section names")]
-    NoKey { paths: String },
     #[error("loading the policy: {0}")]
     Policy(String),
     #[error("{path}: cannot read the CA certificates: {reason}")]
@@ -255,6 +253,104 @@ pub async fn install(
     })
 }
 
+/// What [`install_state`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateReport {
+    pub database: String,
+    /// The role that owns the state tables: pgvakt's service user.
+    pub owner: String,
+}
+
+impl std::fmt::Display for StateReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "installed the shared state ({}) in database {} (owner {}); give pgvakt \
+             upstream.service_user {} and upstream.service_database {}",
+            crate::access::shared::STATE_TABLES.join(", "),
+            self.database,
+            self.owner,
+            self.owner,
+            self.database
+        )
+    }
+}
+
+/// Creates or brings up to date the state replicas share (lockout counts) in schema `pgvakt`,
+/// owned by `service_user` (default: the connected user), readable by nobody else.
+pub async fn install_state(
+    client: &mut Client,
+    service_user: Option<&str>,
+) -> Result<StateReport, InstallError> {
+    let sql = |step| {
+        move |e: tokio_postgres::Error| InstallError::Sql {
+            step,
+            message: pg_message(&e),
+        }
+    };
+    let tx = client
+        .transaction()
+        .await
+        .map_err(sql("starting the transaction"))?;
+    tx.batch_execute("SET LOCAL search_path = pg_catalog, pg_temp")
+        .await
+        .map_err(sql("pinning the search_path"))?;
+    tx.execute(
+        "SELECT pg_catalog.pg_advisory_xact_lock($1)",
+        &[&INSTALL_LOCK],
+    )
+    .await
+    .map_err(sql("waiting for other installs"))?;
+    tx.batch_execute("CREATE SCHEMA IF NOT EXISTS pgvakt")
+        .await
+        .map_err(sql("creating schema pgvakt"))?;
+    let row = tx
+        .query_one(
+            "SELECT pg_catalog.pg_get_userbyid(n.nspowner)::text, current_user::text, \
+                    current_database()::text \
+             FROM pg_catalog.pg_namespace n WHERE n.nspname = 'pgvakt'",
+            &[],
+        )
+        .await
+        .map_err(sql("reading the owner of schema pgvakt"))?;
+    let (owner, user, database): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+    if owner != user {
+        return Err(InstallError::NotOwner { owner, user });
+    }
+    tx.batch_execute(crate::access::shared::STATE_SQL)
+        .await
+        .map_err(sql("creating the shared state tables"))?;
+    let state_owner = service_user.unwrap_or(&user).to_owned();
+    if state_owner != user {
+        // The service user reads and writes the state; nobody else may (a user who could
+        // would lift their own lock).
+        for table in crate::access::shared::STATE_TABLES {
+            tx.batch_execute(&format!(
+                "ALTER TABLE {table} OWNER TO {}",
+                quote_ident(&state_owner)
+            ))
+            .await
+            .map_err(sql("giving the shared state to the service user"))?;
+        }
+        tx.batch_execute(&format!(
+            "GRANT USAGE ON SCHEMA pgvakt TO {}",
+            quote_ident(&state_owner)
+        ))
+        .await
+        .map_err(sql("letting the service user use schema pgvakt"))?;
+    }
+    tx.commit().await.map_err(sql("committing"))?;
+    Ok(StateReport {
+        database,
+        owner: state_owner,
+    })
+}
+
+/// `name` as a quoted SQL identifier.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// The server's message and SQLSTATE, or the client error (tokio-postgres's Display of a server
 /// error says only "db error").
 fn pg_message(e: &tokio_postgres::Error) -> String {
@@ -283,19 +379,15 @@ fn function_sql() -> String {
 
 /// `pgvakt install --upstream DSN`: the key from the policy files, installed through `dsn` (TLS
 /// verified against `ca_file` when given, otherwise a plain connection).
+/// Then the shared state (lockout counts), owned by `service_user` when given. Without a key in
+/// the policy only the shared state is installed. Returns what was done, as text.
 pub async fn run(
     dsn: &str,
     policy: &[PathBuf],
     ca_file: Option<&Path>,
-) -> Result<InstallReport, InstallError> {
+    service_user: Option<&str>,
+) -> Result<String, InstallError> {
     let set = crate::policy::load(policy).map_err(|e| InstallError::Policy(e.to_string()))?;
-    let key = set.pseudonym_key().ok_or_else(|| InstallError::NoKey {
-        paths: policy
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-    })?;
     let mut config: tokio_postgres::Config = dsn
         .parse()
         .map_err(|e| InstallError::Connect(pg_message(&e)))?;
@@ -303,7 +395,19 @@ pub async fn run(
         config.application_name("pgvakt install");
     }
     let mut client = connect(&config, ca_file).await?;
-    install(&mut client, key).await
+    let mut out = match set.pseudonym_key() {
+        Some(key) => install(&mut client, key).await?.to_string(),
+        None => format!(
+            "the policy ({}) configures no pseudonym key: the pseudonym function is not installed\n",
+            policy
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    out.push_str(&install_state(&mut client, service_user).await?.to_string());
+    Ok(out)
 }
 
 /// Connects with `config`, over verified TLS when `ca_file` is given.

@@ -11,7 +11,7 @@ pub(crate) const LAYERS: &[&[&str]] = &[
     &["policy"],
     &["catalog"],
     // Decisions on statements, and the record of what was decided and read.
-    &["analysis", "audit"],
+    &["analysis", "audit", "access"],
     &["metrics", "config"],
     &["tls"],
     &["upstream", "enforce", "cancel"],
@@ -21,7 +21,7 @@ pub(crate) const LAYERS: &[&[&str]] = &[
     &["session"],
     &["listener"],
     // Commands around the proxy.
-    &["install", "explain", "preflight"],
+    &["install", "explain", "preflight", "admin"],
     &["policy_cli", "demo"],
     // The binary's command line (`src/cli/`, declared by `src/main.rs`, not by the library).
     &["cli"],

@@ -11,10 +11,12 @@
 //! - [`protocol`]: PostgreSQL v3 messages and framing without IO, and pgvakt's own errors.
 //! - [`enforce`]: the per-session policy view and statement verdicts, with the analysis cache.
 //! - [`analysis`]: parse, check and rewrite a restricted role's statements (masked derived tables).
+//! - [`access`]: lockout after failed logins, shared by replicas through schema `pgvakt`.
 //! - [`audit`]: the tamper-evident audit trail (writer, subject pseudonyms, `audit verify`/`search`).
 //! - [`catalog`]: relations, columns, view dependencies and user functions loaded from upstream.
 //! - [`policy`]: policy files loaded, validated and compiled; masks, grants, `policy check`.
 //! - [`preflight`]: `pgvakt check-config`: everything `run` reads, read without starting.
+//! - [`admin`]: `pgvakt admin`: unlock users and addresses, list locks, on every replica.
 //! - [`install`]: `pgvakt install`: the pseudonym key and function upstream, and their check.
 //! - [`readiness`]: what `/readyz` answers, composed of upstream, service, audit and drain.
 //! - [`proxy`]: state shared by every session (config, TLS, upstream, cancel keys, metrics).
@@ -28,6 +30,8 @@
 //! - [`cluster`]: throwaway PostgreSQL clusters for tests, benchmarks and the demo.
 //! - [`demo`]: the demo CRM database and `pgvakt demo` ([`demo::run`]).
 
+pub mod access;
+pub mod admin;
 pub mod analysis;
 pub mod audit;
 pub(crate) mod cancel;

@@ -99,6 +99,13 @@ impl Server {
             let r = readiness.clone();
             Arc::new(move || r.not_ready())
         };
+        let lockout = crate::access::Lockout::start(
+            config.lockout,
+            enforcer
+                .service_clients()
+                .map(crate::access::shared::SharedState::new),
+            metrics.access.clone(),
+        );
         let proxy = Arc::new(Proxy {
             config,
             tls: ArcSwap::new(server_tls),
@@ -110,6 +117,7 @@ impl Server {
             phase,
             audit,
             prelogin: Default::default(),
+            lockout,
         });
         let metrics_task = tokio::spawn(async move {
             tokio::join!(

@@ -35,6 +35,8 @@ pub struct Proxy {
     pub audit: Option<crate::audit::AuditHandle>,
     /// Rate limit of the records and log lines of refusals before login.
     pub prelogin: crate::audit::refusals::PreloginLimiter,
+    /// Lockout after repeated failed logins.
+    pub lockout: Arc<crate::access::Lockout>,
 }
 
 impl Proxy {

@@ -30,6 +30,7 @@ mod enforcement;
 mod inheritance;
 mod layout;
 mod leak_classes;
+mod lockout;
 mod masks_pg;
 mod metrics_format;
 mod notify;

@@ -65,9 +65,10 @@ fn kind_of(s: &str) -> Option<RelKind> {
     })
 }
 
-/// System schemas are the same in every PostgreSQL 15 and make a snapshot unreadable.
+/// System schemas are the same in every PostgreSQL 15 and make a snapshot unreadable; schema
+/// `pgvakt` holds pgvakt's own state (`pgvakt install`), not the application's schema.
 fn is_system(schema: &str) -> bool {
-    schema == "pg_catalog" || schema == "information_schema"
+    schema == "pg_catalog" || schema == "information_schema" || schema == "pgvakt"
 }
 
 impl Snapshot {

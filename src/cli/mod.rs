@@ -1,7 +1,8 @@
 //! The `pgvakt` command line: the commands and their options, and the dispatch to the library.
-//! One file per group of subcommands: `policy.rs` (policy tools), `serve.rs` (`run`, `demo`:
+//! One file per group of subcommands: `policy.rs` (policy tools), `admin.rs` (lockouts), `serve.rs` (`run`, `demo`:
 //! logging, runtime and signals). The only place that uses `anyhow`.
 
+mod admin;
 mod policy;
 mod serve;
 
@@ -61,8 +62,9 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
-    /// Store the policy's pseudonym key upstream, with the function the `pseudonym` mask calls
-    /// (schema `pgvakt`); run as the database owner. Re-run to rotate the key.
+    /// Store the policy's pseudonym key upstream, with the function the `pseudonym` mask calls,
+    /// and create the state replicas share (schema `pgvakt`); run as the database owner, into
+    /// the service database. Re-run to rotate the key or bring the schema up to date.
     Install {
         /// Database to install into (libpq connection string), e.g. "host=db dbname=crm user=owner".
         #[arg(long)]
@@ -73,6 +75,15 @@ enum Command {
         /// Connect with TLS, verifying the server against these CA certificates (PEM).
         #[arg(long)]
         ca_file: Option<PathBuf>,
+        /// pgvakt's service user (`upstream.service_user`), which gets the shared state
+        /// (lockout counts) as its own. Default: the user install connects as.
+        #[arg(long)]
+        service_user: Option<String>,
+    },
+    /// Operator commands on the state replicas share (lockouts).
+    Admin {
+        #[command(subcommand)]
+        command: admin::AdminCommand,
     },
     /// Audit trail tools.
     Audit {
@@ -147,12 +158,23 @@ pub fn main() -> anyhow::Result<()> {
             upstream,
             policy,
             ca_file,
+            service_user,
         } => {
             let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
-            let report =
-                rt.block_on(pgvakt::install::run(&upstream, &policy, ca_file.as_deref()))?;
+            let report = rt.block_on(pgvakt::install::run(
+                &upstream,
+                &policy,
+                ca_file.as_deref(),
+                service_user.as_deref(),
+            ))?;
             print!("{report}");
             Ok(())
+        }
+        Command::Admin { command } => {
+            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let code = rt.block_on(admin::run(command));
+            drop(rt);
+            std::process::exit(code)
         }
         Command::Audit { command } => std::process::exit(match command {
             AuditCommand::Verify(args) => pgvakt::audit::verify::run(&args),

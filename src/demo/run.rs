@@ -259,24 +259,26 @@ pub async fn start(opts: DemoOptions) -> Result<DemoHandle, DemoRunError> {
     })
 }
 
-/// `pgvakt install` as the database owner, as an operator would run it, when the policy has a
-/// pseudonym key (e.g. `PGVAKT_PSEUDONYM_KEY` set for `pgvakt demo`); without one the mask is
-/// unavailable and statements needing it are refused, so there is nothing to install.
+/// `pgvakt install` as the database owner, as an operator would run it: the state replicas
+/// share (lockout counts), and the pseudonym key when the policy has one (e.g.
+/// `PGVAKT_PSEUDONYM_KEY` set for `pgvakt demo`); without one the mask is unavailable and
+/// statements needing it are refused.
 async fn install_pseudonym(cluster: &Cluster, policy: &Path) -> Result<(), DemoRunError> {
-    // A policy that does not load is reported when the enforcer loads it.
-    let Ok(set) = crate::policy::load(&[policy.to_path_buf()]) else {
-        return Ok(());
-    };
-    let Some(key) = set.pseudonym_key() else {
-        tracing::info!("no pseudonym key configured: pgvakt install skipped");
-        return Ok(());
-    };
     let mut owner = cluster.superuser_config(DATABASE);
     owner
         .user(SERVICE_USER)
         .password(SERVICE_USER)
         .application_name("pgvakt install");
     let mut client = crate::install::connect(&owner, None).await?;
+    crate::install::install_state(&mut client, None).await?;
+    // A policy that does not load is reported when the enforcer loads it.
+    let Ok(set) = crate::policy::load(&[policy.to_path_buf()]) else {
+        return Ok(());
+    };
+    let Some(key) = set.pseudonym_key() else {
+        tracing::info!("no pseudonym key configured: pseudonym function not installed");
+        return Ok(());
+    };
     let report = crate::install::install(&mut client, key).await?;
     tracing::info!(key = %report.key_id, owner = %report.owner, "pseudonym key installed");
     Ok(())

@@ -27,6 +27,8 @@ mod cache;
 mod origins;
 mod search_path;
 mod service;
+
+pub use service::service_connect;
 mod startup;
 use cache::CacheEntry;
 use origins::protected_origins;
@@ -272,6 +274,13 @@ impl Enforcer {
     /// Version of the policy in force, if any.
     pub fn policy_version(&self) -> Option<String> {
         Some(self.inner.as_ref()?.store.current().version.clone())
+    }
+
+    /// A source of the open service connection (None while it is down, or without one), for
+    /// the state replicas share.
+    pub fn service_clients(&self) -> Option<crate::access::shared::ClientSource> {
+        let service = self.inner.as_ref()?.service.clone()?;
+        Some(std::sync::Arc::new(move || service.client()))
     }
 
     /// Whether the service connection (catalog, group lookups) is up, when there is one.

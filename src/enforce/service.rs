@@ -125,8 +125,9 @@ async fn supervise(weak: Weak<Service>) {
     }
 }
 
-/// Open the service connection as `user`.
-async fn service_connect(
+/// Open the service connection as `user` (also for the operator commands that act on the shared
+/// state).
+pub async fn service_connect(
     config: &Config,
     user: &str,
 ) -> Result<tokio_postgres::Client, EnforceError> {

@@ -40,6 +40,8 @@ label_values! {
         ShuttingDown => "shutting_down",
         /// The login user's PostgreSQL groups decide its role and could not be looked up.
         RoleLookup => "role_lookup",
+        /// The user or the client address is locked after repeated failed logins.
+        LockedOut => "locked_out",
     }
 }
 

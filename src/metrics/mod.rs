@@ -51,6 +51,7 @@ pub struct Metrics {
     /// Logins refused because the user's PostgreSQL groups could not be looked up.
     role_lookup_failures: Counter,
     pub audit: crate::audit::AuditMetrics,
+    pub access: crate::access::AccessMetrics,
     ready: Gauge,
 }
 
@@ -186,6 +187,8 @@ impl Metrics {
         );
         let audit = crate::audit::AuditMetrics::default();
         audit.register(&mut registry);
+        let access = crate::access::AccessMetrics::default();
+        access.register(&mut registry);
         // Every series of a fixed label set starts at 0, so increase() and rate() see the first
         // event (a failed reload, a plaintext attempt) instead of a series appearing at 1.
         for reason in RefuseReason::ALL {
@@ -236,6 +239,7 @@ impl Metrics {
             analysis_cache_entries,
             role_lookup_failures,
             audit,
+            access,
             ready,
         }
     }

@@ -111,9 +111,12 @@ pub async fn relay_login(
                 }
             }
             b'E' => {
-                client.write_all(&frame.raw).await?;
-                client.flush().await?;
-                return Err(login_failed(&frame));
+                // Relayed by the caller once the failure is counted.
+                let mut e = login_failed(&frame);
+                if let SessionError::LoginFailed { unsent, .. } = &mut e {
+                    *unsent = Some(frame.raw.clone());
+                }
+                return Err(e);
             }
             b'v' | b'N' => client.write_all(&frame.raw).await?,
             other => {
@@ -238,6 +241,7 @@ fn login_failed(frame: &Frame) -> SessionError {
     SessionError::LoginFailed {
         message: error_text(frame),
         sqlstate: code,
+        unsent: None,
     }
 }
 

@@ -3,6 +3,7 @@
 mod auth;
 mod handshake;
 mod identity;
+mod lockout;
 pub mod prelogin;
 mod refusals;
 mod relay;
@@ -41,6 +42,10 @@ pub enum SessionError {
     LoginFailed {
         message: String,
         sqlstate: Option<String>,
+        /// PostgreSQL's ErrorResponse of a rejected authentication, not yet relayed: the
+        /// failure is counted (lockout) before the client learns of it, so a client that
+        /// retries at once meets the count it raised.
+        unsent: Option<bytes::Bytes>,
     },
     /// An error the client should see before the session closes.
     #[error("{0}")]
@@ -230,6 +235,14 @@ async fn start(
         prelogin::report(proxy, refusal(refused, "shutting_down", &e)).await;
         return Ok(None);
     }
+    if let Some(locked) = proxy.lockout.check(&user, peer.ip()).await {
+        // Refused here: PostgreSQL never sees attempts on a locked user or address.
+        proxy.metrics.refused(RefuseReason::LockedOut);
+        let e = lockout::refusal(&locked);
+        let _ = client.write_all(&e.to_bytes()).await;
+        prelogin::report(proxy, refusal(refused, "locked_out", &e)).await;
+        return Ok(None);
+    }
     let policy = match proxy.enforcer.session(&user, startup.database()).await {
         Ok(p) => p,
         Err(e) => {
@@ -277,9 +290,23 @@ async fn start(
             if let Some(pg) = e.client_error() {
                 let _ = client.write_all(&pg.to_bytes()).await;
             }
+            if let SessionError::LoginFailed {
+                sqlstate,
+                unsent: Some(raw),
+                ..
+            } = &e
+            {
+                if lockout::is_credential_failure(sqlstate.as_deref()) {
+                    lockout::count_failure(proxy, &user, peer, id).await;
+                }
+                let _ = client.write_all(raw).await;
+                let _ = client.flush().await;
+            }
             let failed = crate::audit::EventType::LoginFailed;
             let r = match &e {
-                SessionError::LoginFailed { message, sqlstate } => {
+                SessionError::LoginFailed {
+                    message, sqlstate, ..
+                } => {
                     let mut r = refusal(
                         failed,
                         "authentication",
@@ -326,6 +353,7 @@ async fn start(
                 SessionError::LoginFailed {
                     message: pg.message,
                     sqlstate: Some(pg.code.to_owned()),
+                    unsent: None,
                 }
             }
             other => other,
@@ -352,6 +380,7 @@ async fn start(
             }
         }
     }
+    proxy.lockout.succeeded(&user).await;
     client.write_all(&logged_in.ready.raw).await?;
     client.flush().await?;
     tracing::info!(user = %user, database = %startup.database(), tls = tls_version.as_deref().unwrap_or("none"), "login");

@@ -99,6 +99,7 @@ impl Env {
         let config = Config::parse(&yaml, "test.yaml").expect("config");
         let audit_dir = config.audit.as_ref().and_then(|a| a.dir.clone());
         install_pseudonym(&cluster, &config).await;
+        install_state(&cluster, &config).await;
         let enforcer = Enforcer::load(&config).await.expect("policy and catalog");
         let server = Server::start(config, enforcer).await.expect("start pgvakt");
         Env {
@@ -190,6 +191,39 @@ impl Env {
     pub async fn metrics(&self) -> String {
         http_get(self.server().metrics_addr, "/metrics").await
     }
+
+    /// A second pgvakt with the same configuration in front of the same PostgreSQL, as a
+    /// replica behind a load balancer (its own ports).
+    pub async fn start_replica(&self) -> Server {
+        let config = self.server().proxy.config.clone();
+        let enforcer = Enforcer::load(&config).await.expect("policy and catalog");
+        Server::start(config, enforcer)
+            .await
+            .expect("start replica")
+    }
+
+    /// Connect through the pgvakt listening on `port` with TLS.
+    pub async fn connect_port(
+        &self,
+        port: u16,
+        user: &str,
+        password: &str,
+        db: &str,
+    ) -> Result<Client, tokio_postgres::Error> {
+        let mut config = PgConfig::new();
+        config
+            .host("127.0.0.1")
+            .port(port)
+            .user(user)
+            .password(password)
+            .dbname(db)
+            .ssl_mode(tokio_postgres::config::SslMode::Require);
+        let (client, conn) = config.connect(self.tls()).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
 }
 
 /// `pgvakt install` as an operator runs it before starting pgvakt: when the policy configures a
@@ -218,6 +252,24 @@ pub async fn install_pseudonym(cluster: &Cluster, config: &Config) {
     pgvakt::install::install(&mut client, key)
         .await
         .expect("pgvakt install");
+}
+
+/// `pgvakt install`'s shared state (lockout counts) in the service database, owned by the
+/// service user, when the configuration has one.
+pub async fn install_state(cluster: &Cluster, config: &Config) {
+    let up = &config.upstream;
+    let (Some(user), Some(file)) = (&up.service_user, &up.service_password_file) else {
+        return;
+    };
+    let mut pg = cluster.superuser_config(&up.service_database);
+    let password = std::fs::read_to_string(file).expect("service password");
+    pg.user(user).password(password.trim_end());
+    let mut client = pgvakt::install::connect(&pg, None)
+        .await
+        .expect("connect for pgvakt install");
+    pgvakt::install::install_state(&mut client, None)
+        .await
+        .expect("pgvakt install (shared state)");
 }
 
 fn service_lines(opts: &EnvOptions, dir: &std::path::Path) -> String {
