@@ -4,6 +4,7 @@
 
 mod common;
 
+mod anonymised_copy;
 mod applications;
 mod audit_cli;
 mod audit_durability;

@@ -4,8 +4,8 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    AssignmentTarget, CopySource, CopyTarget, FromTable, ObjectName, OnConflictAction, OnInsert,
-    Statement, TableFactor, TableObject, VisitMut,
+    AssignmentTarget, CopySource, CopyTarget, FromTable, LockTableMode, ObjectName,
+    OnConflictAction, OnInsert, Statement, TableFactor, TableObject, VisitMut,
 };
 use sqlparser::parser::Parser;
 
@@ -300,6 +300,16 @@ fn statement(
         |what: &str| Err(ctx.refuse(format!("{what} is not allowed for role {}", ctx.role())));
     match stmt {
         Statement::Query(q) => {
+            if let Some(tracked) = super::settings::tracked_search_path(q, ctx) {
+                let (path, local) = tracked?;
+                out.search_path_local = local;
+                out.path_events
+                    .push(super::PathEvent::Set(path.clone(), local));
+                out.search_path = Some(path);
+                out.hide_subjects = false;
+                return Ok(StatementClass::Utility);
+            }
+            super::settings::pin_set_config_name(q);
             if modifies_data(q) {
                 return refuse_kind("a data-modifying statement inside WITH");
             }
@@ -591,6 +601,18 @@ fn statement(
                 out.search_path = Some(default_search_path());
                 out.path_events
                     .push(super::PathEvent::Set(default_search_path(), false));
+            }
+            Ok(StatementClass::Utility)
+        }
+        // pg_dump locks the tables it dumps against concurrent DDL; ACCESS SHARE conflicts only
+        // with ACCESS EXCLUSIVE and reads nothing.
+        Statement::Lock(lock) => {
+            if lock.lock_mode != Some(LockTableMode::AccessShare) {
+                return refuse_kind("LOCK TABLE in a mode other than ACCESS SHARE");
+            }
+            for t in lock.tables.iter_mut() {
+                let rel = ctx.resolve(&name_parts(ctx, &t.name)?, &t.name)?;
+                t.name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
             }
             Ok(StatementClass::Utility)
         }

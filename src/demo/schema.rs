@@ -167,6 +167,9 @@ GRANT SELECT ON companies, contacts, activities, consents TO dpo;
 GRANT SELECT, INSERT, UPDATE ON restrictions TO dpo;
 GRANT USAGE ON SEQUENCE restrictions_id_seq TO dpo;
 GRANT UPDATE, DELETE ON contacts TO dpo;
+
+-- Sequence positions are counters, not personal data; pg_dump reads them for every table.
+GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO secretary, sales, marketing, dpo;
 ";
 
 /// Moves the identity sequences past the loaded ids so later INSERTs get fresh ones.

@@ -123,7 +123,7 @@ const FUNCTIONS: &[(&[&str], Reads)] = &[
         "current_database", "current_schema", "current_schemas", "current_user", "session_user",
         "current_role", "user", "version", "pg_backend_pid", "inet_client_addr",
         "inet_client_port", "inet_server_addr", "inet_server_port", "pg_postmaster_start_time",
-        "pg_conf_load_time", "current_setting", "set_config", "txid_current",
+        "pg_conf_load_time", "current_setting", "set_config", "pg_export_snapshot", "txid_current",
         "txid_current_if_assigned", "pg_current_xact_id", "pg_current_xact_id_if_assigned",
         "pg_trigger_depth", "pg_client_encoding", "pg_is_in_recovery", "pg_jit_available",
         "pg_my_temp_schema", "pg_listening_channels", "pg_encoding_to_char",
@@ -137,7 +137,7 @@ const FUNCTIONS: &[(&[&str], Reads)] = &[
     ], Session),
     // Catalog metadata, as drivers, ORMs and psql's \d commands ask for it.
     (&[
-        "format_type", "to_regclass", "to_regtype", "to_regtypemod", "to_regproc",
+        "format_type", "acldefault", "aclexplode", "makeaclitem", "to_regclass", "to_regtype", "to_regtypemod", "to_regproc",
         "to_regprocedure", "to_regnamespace", "to_regrole", "to_regoper", "to_regoperator",
         "to_regcollation", "pg_get_userbyid", "pg_get_constraintdef", "pg_get_indexdef",
         "pg_get_viewdef", "pg_get_expr", "pg_get_function_arguments", "pg_get_function_result",
@@ -339,6 +339,10 @@ pub fn catalog_relation(schema: &str, name: &str, statistics: bool) -> bool {
                 "pg_largeobject_metadata",
                 "pg_db_role_setting",
                 "pg_parameter_acl",
+                // Its connection string (subconninfo) is readable only by superusers.
+                "pg_subscription",
+                // PostgreSQL shows umoptions only to the mapped user and the server owner.
+                "pg_user_mappings",
             ];
             METADATA.contains(&name) || (statistics && is_statistics_relation(name))
         }

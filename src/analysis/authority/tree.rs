@@ -12,11 +12,13 @@ use super::fields::V as Value;
 use super::allow::{self, Reads};
 use super::{Finding, Placeholders};
 
+mod utility;
 mod writes;
 use crate::analysis::functions::is_protected_setting;
 use crate::analysis::Ctx;
 use crate::catalog::{RelKind, Relation};
 use crate::policy::model::Capability;
+use utility::sets_search_path_alone;
 
 type Checked = Result<(), Finding>;
 
@@ -167,8 +169,10 @@ impl<'a, 'c> Gate<'a, 'c> {
             return Err(differs("a statement PostgreSQL's parser does not name"));
         };
         match k {
+            "SelectStmt" if sets_search_path_alone(s) => Ok(()),
             "SelectStmt" => self.select(s, lvl),
             "InsertStmt" | "UpdateStmt" | "DeleteStmt" => self.dml(k, s, lvl),
+            "LockStmt" => self.lock(s),
             "CopyStmt" => self.copy(s, lvl),
             "ExplainStmt" => {
                 // Cost estimates come from statistics of the stored values (a GROUP BY on a
