@@ -38,6 +38,8 @@ pub struct Relation {
     pub columns: Vec<Column>,
     /// Relations a view's rules read (direct dependencies only).
     pub reads: Vec<u32>,
+    /// Columns of its primary key, in key order (empty without one).
+    pub primary_key: Vec<String>,
     /// Direct inheritance children (partitions included): a read or write of this relation
     /// without ONLY reaches their rows too.
     pub children: Vec<u32>,
@@ -187,6 +189,19 @@ impl Catalog {
         for d in deps {
             reads.entry(d.get(0)).or_default().push(d.get(1));
         }
+        let mut keys: HashMap<u32, Vec<String>> = HashMap::new();
+        for k in client
+            .query(
+                "SELECT c.conrelid, a.attname::text FROM pg_catalog.pg_constraint c \
+                 CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, n) \
+                 JOIN pg_catalog.pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum \
+                 WHERE c.contype = 'p' ORDER BY c.conrelid, k.n",
+                &[],
+            )
+            .await?
+        {
+            keys.entry(k.get(0)).or_default().push(k.get(1));
+        }
         let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
         for i in client
             .query(
@@ -247,6 +262,7 @@ impl Catalog {
                     columns: Vec::new(),
                     reads: reads.remove(&oid).unwrap_or_default(),
                     children: children.remove(&oid).unwrap_or_default(),
+                    primary_key: keys.remove(&oid).unwrap_or_default(),
                     definition: definitions.remove(&oid),
                 });
             }

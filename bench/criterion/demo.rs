@@ -151,6 +151,7 @@ pub fn catalog() -> Catalog {
                 .collect(),
             reads: Vec::new(),
             children: Vec::new(),
+            primary_key: Vec::new(),
             definition: None,
         });
     }

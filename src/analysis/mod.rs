@@ -10,6 +10,7 @@
 
 pub mod authority;
 mod functions;
+mod grouping;
 mod inheritance;
 mod lexer;
 pub mod literals;

@@ -37,6 +37,8 @@ pub struct Reads<'a, 'c> {
     pub stand_in_columns: Vec<(String, Vec<String>)>,
     /// Personal-data columns read through inlined views.
     pub inlined_uses: Vec<ColumnUse>,
+    /// Placeholder name → the relation its stand-in reads, for GROUP BY a key.
+    stand_in_rels: std::collections::HashMap<String, super::grouping::StandIn>,
     /// How many views deep the walk is.
     depth: usize,
 }
@@ -59,6 +61,7 @@ impl<'a, 'c> Reads<'a, 'c> {
             stand_ins: Vec::new(),
             stand_in_columns: Vec::new(),
             inlined_uses: Vec::new(),
+            stand_in_rels: std::collections::HashMap::new(),
             depth: 0,
         }
     }
@@ -189,7 +192,14 @@ impl<'a, 'c> Reads<'a, 'c> {
                         != ColumnAction::Block
             })
             .map(|c| c.name.clone())
-            .collect();
+            .collect::<Vec<_>>();
+        self.stand_in_rels.insert(
+            placeholder.trim_matches('"').to_owned(),
+            super::grouping::StandIn {
+                rel: rel.clone(),
+                shown: shown.clone(),
+            },
+        );
         self.stand_in_columns
             .push((placeholder.trim_matches('"').to_owned(), shown));
         self.stand_ins.push((placeholder, derived));
@@ -363,6 +373,12 @@ impl VisitorMut for Reads<'_, '_> {
                 self.ctx.role()
             )));
         }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_select(&mut self, s: &mut sqlparser::ast::Select) -> ControlFlow<PgError> {
+        // Its FROM items are stand-ins now.
+        super::grouping::license(s, &self.stand_in_rels, self.ctx);
         ControlFlow::Continue(())
     }
 

@@ -41,6 +41,15 @@ pub fn with_only(checked: &str, schema: &str, name: &str) -> Result<Arc<str>, St
     .into())
 }
 
+/// Whether an identifier is one of this process's placeholders.
+pub fn is_placeholder(i: &sqlparser::ast::Ident) -> bool {
+    i.quote_style == Some('"')
+        && i.value
+            .strip_prefix("pgvakt_stand_in_")
+            .and_then(|r| r.strip_prefix(NONCE.as_str()))
+            .is_some_and(|r| r.starts_with('_'))
+}
+
 /// A fresh placeholder, as the quoted identifier the rendering will contain.
 pub fn placeholder() -> String {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);

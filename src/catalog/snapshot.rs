@@ -27,6 +27,9 @@ pub struct SnapRelation {
     /// `schema.name` of the relations a view reads.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reads: Vec<String>,
+    /// Columns of its primary key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub primary_key: Vec<String>,
     /// `schema.name` of its inheritance children (partitions included).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<String>,
@@ -108,6 +111,7 @@ impl Snapshot {
                         })
                         .collect(),
                     reads,
+                    primary_key: r.primary_key.clone(),
                     children,
                 }
             })
@@ -172,6 +176,7 @@ impl Snapshot {
                 columns,
                 reads,
                 children,
+                primary_key: r.primary_key,
                 definition: None,
             });
         }
