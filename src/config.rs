@@ -307,7 +307,7 @@ impl Config {
                 .map(|l| format!(":{}:{}", l.line(), l.column()))
                 .unwrap_or_default();
             // The parser's own text shows the offending lines; name the real file in it.
-            let detail = e.to_string().replace("<input>", origin);
+            let detail = crate::policy::diag::yaml_message(&e, true).replace("<input>", origin);
             ConfigError::Parse {
                 path: origin.to_owned(),
                 message: format!("{origin}{location}: {detail}"),

@@ -204,11 +204,9 @@ pub fn load_snapshot(path: &Path) -> Result<Catalog, String> {
 
 /// Connect to a live database for `--upstream` (a libpq-style connection string).
 pub async fn connect(dsn: &str) -> Result<tokio_postgres::Client, String> {
-    let (client, conn) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
+    crate::dsn::connect(dsn, "pgvakt policy")
         .await
-        .map_err(|e| format!("--upstream: {e}"))?;
-    tokio::spawn(conn);
-    Ok(client)
+        .map_err(|e| format!("--upstream: {e}"))
 }
 
 /// The catalog of the database `dsn` names.
@@ -216,7 +214,7 @@ pub async fn live_catalog(client: &tokio_postgres::Client) -> Result<Catalog, St
     let db: String = client
         .query_one("SELECT current_database()::text", &[])
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| crate::dsn::cause_chain(&e))?
         .get(0);
     Catalog::load(client, &db).await.map_err(|e| e.to_string())
 }

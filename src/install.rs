@@ -356,10 +356,7 @@ fn quote_ident(name: &str) -> String {
 fn pg_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(d) => format!("{} ({})", d.message(), d.code().code()),
-        None => match std::error::Error::source(e) {
-            Some(cause) => format!("{e}: {cause}"),
-            None => e.to_string(),
-        },
+        None => crate::dsn::cause_chain(e),
     }
 }
 
@@ -388,13 +385,21 @@ pub async fn run(
     service_user: Option<&str>,
 ) -> Result<String, InstallError> {
     let set = crate::policy::load(policy).map_err(|e| InstallError::Policy(e.to_string()))?;
-    let mut config: tokio_postgres::Config = dsn
-        .parse()
-        .map_err(|e| InstallError::Connect(pg_message(&e)))?;
-    if config.get_application_name().is_none() {
-        config.application_name("pgvakt install");
-    }
-    let mut client = connect(&config, ca_file).await?;
+    let mut client = match ca_file {
+        Some(ca) => {
+            let mut config: tokio_postgres::Config = crate::dsn::Dsn::parse(dsn)
+                .map_err(InstallError::Connect)?
+                .config;
+            if config.get_application_name().is_none() {
+                config.application_name("pgvakt install");
+            }
+            connect(&config, Some(ca)).await?
+        }
+        // TLS as the connection string's sslmode asks.
+        None => crate::dsn::connect(dsn, "pgvakt install")
+            .await
+            .map_err(InstallError::Connect)?,
+    };
     let mut out = match set.pseudonym_key() {
         Some(key) => install(&mut client, key).await?.to_string(),
         None => format!(

@@ -14,6 +14,7 @@ pub(crate) const LAYERS: &[&[&str]] = &[
     &["analysis", "audit", "access"],
     &["metrics", "config"],
     &["tls"],
+    &["dsn"],
     &["upstream", "enforce", "cancel"],
     // The running proxy.
     &["readiness"],

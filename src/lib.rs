@@ -21,6 +21,7 @@
 //! - [`readiness`]: what `/readyz` answers, composed of upstream, service, audit and drain.
 //! - [`proxy`]: state shared by every session (config, TLS, upstream, cancel keys, metrics).
 //! - [`upstream`]: connections to the upstream PostgreSQL server.
+//! - [`dsn`]: connection strings of the command-line tools: sslmode, root certificates, errors.
 //! - [`tls`]: rustls configuration for clients and, optionally, towards the upstream.
 //! - [`stream`]: one byte-stream type for plaintext and TLS connections.
 //! - [`cancel`]: proxy-issued cancel keys mapped to the upstream's.
@@ -40,6 +41,7 @@ pub mod certs;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod dsn;
 pub mod enforce;
 pub mod explain;
 pub mod install;

@@ -128,6 +128,24 @@ pub fn upstream_config(cfg: &UpstreamConfig) -> Result<Option<Arc<ClientConfig>>
     Ok(Some(Arc::new(config)))
 }
 
+/// A client configuration for the command-line tools' connections: verified against the CA
+/// certificates in `roots_file`, or (None) encrypted without authenticating the server, as
+/// libpq's `sslmode=require` does.
+pub fn tool_client_config(roots_file: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder =
+        ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let config = match roots_file {
+        Some(ca) => builder
+            .with_root_certificates(roots(ca)?)
+            .with_no_client_auth(),
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+            .with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
 /// The name the upstream certificate is checked against.
 pub fn upstream_server_name(cfg: &UpstreamConfig) -> Result<ServerName<'static>, TlsError> {
     let name = cfg.server_name.clone().unwrap_or_else(|| cfg.host.clone());

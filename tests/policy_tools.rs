@@ -241,7 +241,7 @@ async fn policy_changes_reach_live_sessions_and_invalid_ones_keep_the_old_policy
     assert_eq!(
         metric(
             &env.metrics().await,
-            "pgvakt_policy_reloads_total{outcome=\"Ok\"}"
+            "pgvakt_policy_reloads_total{outcome=\"ok\"}"
         ),
         1.0
     );
@@ -254,7 +254,7 @@ async fn policy_changes_reach_live_sessions_and_invalid_ones_keep_the_old_policy
     wait_for("the invalid policy to be rejected", async || {
         metric(
             &env.metrics().await,
-            "pgvakt_policy_reloads_total{outcome=\"Failed\"}",
+            "pgvakt_policy_reloads_total{outcome=\"failed\"}",
         ) == 1.0
     })
     .await;

@@ -168,7 +168,7 @@ impl Run {
 
     async fn reload_policy(&mut self) {
         self.reloads += 1;
-        let series = "pgvakt_policy_reloads_total{outcome=\"Ok\"}";
+        let series = "pgvakt_policy_reloads_total{outcome=\"ok\"}";
         let before = self.metric(series).await;
         std::fs::write(&self.policy, policy_text(self.reloads % 2 == 1)).expect("policy");
         self.proxy.signal(Signal::SIGHUP);

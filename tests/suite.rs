@@ -51,6 +51,7 @@ mod startup_identity;
 mod statistics_views;
 mod tls;
 mod tls_records;
+mod tool_connections;
 mod transparent_relay;
 mod unlisted_relations;
 mod views;

@@ -46,7 +46,7 @@ async fn tls_1_1_is_refused() {
     assert_eq!(reply.first(), Some(&0x15), "reply {reply:?}");
     let m = env.metrics().await;
     assert_eq!(
-        common::metric(&m, "pgvakt_tls_handshakes_total{outcome=\"Failed\"}"),
+        common::metric(&m, "pgvakt_tls_handshakes_total{outcome=\"failed\"}"),
         1.0,
         "{m}"
     );

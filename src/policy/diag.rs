@@ -151,6 +151,19 @@ impl fmt::Display for Diagnostics {
     }
 }
 
+/// A YAML parser error as pgvakt's users should read it: the parser's messages for developers
+/// give advice about its own API ("set DuplicateKeyPolicy in Options"); those are replaced by
+/// its user-facing wording. `snippet` keeps the offending lines in the text.
+pub fn yaml_message(e: &serde_saphyr::Error, snippet: bool) -> String {
+    let e = if snippet { e } else { e.without_snippet() };
+    let text = e.to_string();
+    if text.contains(" in Options") || text.contains("Options::") {
+        e.render_with_formatter(&serde_saphyr::UserMessageFormatter)
+    } else {
+        text
+    }
+}
+
 /// The closest known name, if it is close enough to be a plausible typo.
 pub fn suggest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Option<String> {
     known
@@ -167,4 +180,24 @@ pub fn suggest<'a>(name: &str, known: impl IntoIterator<Item = &'a str>) -> Opti
 #[error("policy has {} error(s):\n{}", .diagnostics.items.iter().filter(|d| d.severity == Severity::Error).count(), .diagnostics)]
 pub struct PolicyErrors {
     pub diagnostics: Diagnostics,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn yaml_errors_carry_no_parser_api_advice() {
+        let mut diags = super::Diagnostics::default();
+        let _ = super::super::source::parse("p.yaml", "schema: a\nschema: b\n".into(), &mut diags);
+        let policy = diags.to_string();
+        let config = crate::config::Config::parse(
+            "listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n",
+            "pgvakt.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        for (text, key) in [(policy, "schema"), (config, "listen")] {
+            assert!(!text.contains("Options"), "{text}");
+            assert!(text.contains("duplicate") && text.contains(key), "{text}");
+        }
+    }
 }

@@ -428,7 +428,7 @@ pub fn parse(name: &str, text: String, diags: &mut Diagnostics) -> SourceFile {
                 line,
                 column,
             };
-            let message = first_line(&e.without_snippet().to_string());
+            let message = first_line(&super::diag::yaml_message(&e, false));
             let path = path_at(&text, line);
             let suggestion = unknown_field_suggestion(&message);
             diags.items.push(super::diag::Diagnostic {

@@ -99,7 +99,7 @@ pub fn parse_tests(file: &str, text: &str) -> Result<TestFile, TestFileError> {
             file: file.into(),
             line,
             column,
-            message: e.without_snippet().to_string(),
+            message: super::diag::yaml_message(&e, false),
         }
     })
 }
