@@ -509,6 +509,19 @@ mod tests {
 
 #[cfg(test)]
 mod example_tests {
+    #[test]
+    fn duplicate_keys_are_reported_without_parser_api_advice() {
+        let text =
+            super::Config::parse("listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n", "pgvakt.yaml")
+                .unwrap_err()
+                .to_string();
+        assert!(!text.contains("Options"), "{text}");
+        assert!(
+            text.contains("duplicate") && text.contains("listen"),
+            "{text}"
+        );
+    }
+
     use super::Config;
 
     /// The shipped example must stay a valid configuration (files aside).

@@ -188,16 +188,11 @@ mod tests {
     fn yaml_errors_carry_no_parser_api_advice() {
         let mut diags = super::Diagnostics::default();
         let _ = super::super::source::parse("p.yaml", "schema: a\nschema: b\n".into(), &mut diags);
-        let policy = diags.to_string();
-        let config = crate::config::Config::parse(
-            "listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n",
-            "pgvakt.yaml",
-        )
-        .unwrap_err()
-        .to_string();
-        for (text, key) in [(policy, "schema"), (config, "listen")] {
-            assert!(!text.contains("Options"), "{text}");
-            assert!(text.contains("duplicate") && text.contains(key), "{text}");
-        }
+        let text = diags.to_string();
+        assert!(!text.contains("Options"), "{text}");
+        assert!(
+            text.contains("duplicate") && text.contains("schema"),
+            "{text}"
+        );
     }
 }
