@@ -33,6 +33,7 @@ mod inheritance;
 mod layout;
 mod leak_classes;
 mod lockout;
+mod login_history;
 mod masks_pg;
 mod metrics_format;
 mod notify;

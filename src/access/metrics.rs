@@ -20,6 +20,35 @@ impl From<Scope> for ScopeLabel {
     }
 }
 
+/// `reason` of a failed login: fixed words, snake_case.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailedLoginLabel {
+    pub reason: &'static str,
+}
+
+/// Why a login failed, as `pgvakt_failed_logins_total` counts it.
+pub const FAILED_LOGIN_REASONS: &[&str] = &[
+    // PostgreSQL rejected the password (28P01).
+    "invalid_password",
+    // PostgreSQL rejected the login otherwise (28000: no pg_hba entry, role may not log in).
+    "invalid_authorization",
+    // The server asked for an authentication method pgvakt cannot relay.
+    "authentication_method",
+    // PostgreSQL logged in another user or database than the policy and audit use.
+    "identity_not_confirmed",
+    // Anything else PostgreSQL answered during authentication (too many clients, no database).
+    "other",
+];
+
+/// The reason word of a login PostgreSQL refused with `sqlstate`.
+pub fn failed_login_reason(sqlstate: Option<&str>) -> &'static str {
+    match sqlstate {
+        Some("28P01") => "invalid_password",
+        Some(s) if s.starts_with("28") => "invalid_authorization",
+        _ => "other",
+    }
+}
+
 /// Cloning shares the underlying values.
 #[derive(Clone, Debug)]
 pub struct AccessMetrics {
@@ -29,6 +58,8 @@ pub struct AccessMetrics {
     pub shared_state_up: Gauge,
     /// Decisions taken on this replica's own counts because the shared state did not answer.
     pub shared_state_fallbacks: Counter,
+    /// Failed logins by reason.
+    pub failed_logins: Family<FailedLoginLabel, Counter>,
 }
 
 impl Default for AccessMetrics {
@@ -37,7 +68,11 @@ impl Default for AccessMetrics {
             lockouts: Family::default(),
             shared_state_up: Gauge::default(),
             shared_state_fallbacks: Counter::default(),
+            failed_logins: Family::default(),
         };
+        for reason in FAILED_LOGIN_REASONS {
+            let _ = m.failed_logins.get_or_create(&FailedLoginLabel { reason });
+        }
         // Both series from 0, so increase() sees the first lock.
         for s in [Scope::User, Scope::Client] {
             let _ = m.lockouts.get_or_create(&s.into());
@@ -47,8 +82,20 @@ impl Default for AccessMetrics {
 }
 
 impl AccessMetrics {
+    /// Count a failed login; `reason` is one of [`FAILED_LOGIN_REASONS`].
+    pub fn failed_login(&self, reason: &'static str) {
+        self.failed_logins
+            .get_or_create(&FailedLoginLabel { reason })
+            .inc();
+    }
+
     /// Register under the registry's prefix.
     pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "failed_logins",
+            "Logins that failed, by reason: invalid_password, invalid_authorization, authentication_method, identity_not_confirmed, other",
+            self.failed_logins.clone(),
+        );
         registry.register(
             "lockouts",
             "Users (scope=user) or client addresses (scope=client) locked after repeated failed logins",

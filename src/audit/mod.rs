@@ -52,6 +52,7 @@
 pub mod chain;
 pub mod files;
 pub mod keys;
+pub mod logins;
 pub mod metrics;
 pub mod record;
 pub mod refusals;

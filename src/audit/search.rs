@@ -255,7 +255,7 @@ pub fn parse_time(s: &str, end_of_day: bool, now: i64) -> Result<i64, String> {
     }
 }
 
-pub(super) fn now_unix() -> i64 {
+pub fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

@@ -98,6 +98,8 @@ enum AuditCommand {
     Verify(pgvakt::audit::verify::VerifyArgs),
     /// Find the records that concern a data subject, a user, a period or an outcome.
     Search(pgvakt::audit::search::SearchArgs),
+    /// The login history: time, user, client, TLS, outcome, reason.
+    Logins(pgvakt::audit::logins::LoginsArgs),
     /// Create the audit table (audit.sink: postgres) with INSERT-only rights for pgvakt.
     InstallTable(pgvakt::audit::table_read::InstallTableArgs),
 }
@@ -179,6 +181,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Audit { command } => std::process::exit(match command {
             AuditCommand::Verify(args) => pgvakt::audit::verify::run(&args),
             AuditCommand::Search(args) => pgvakt::audit::search::run(&args),
+            AuditCommand::Logins(args) => pgvakt::audit::logins::run(&args),
             AuditCommand::InstallTable(args) => pgvakt::audit::table_read::install_table(&args),
         }),
         Command::Policy { command } => {

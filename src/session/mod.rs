@@ -302,6 +302,16 @@ async fn start(
                 let _ = client.write_all(raw).await;
                 let _ = client.flush().await;
             }
+            let reason = match &e {
+                SessionError::LoginFailed { sqlstate, .. } => Some(
+                    crate::access::metrics::failed_login_reason(sqlstate.as_deref()),
+                ),
+                SessionError::Client(_) => Some("authentication_method"),
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                proxy.metrics.access.failed_login(reason);
+            }
             let failed = crate::audit::EventType::LoginFailed;
             let r = match &e {
                 SessionError::LoginFailed {
@@ -349,6 +359,7 @@ async fn start(
                     "identity_not_confirmed",
                     &pg,
                 );
+                proxy.metrics.access.failed_login("identity_not_confirmed");
                 prelogin::report(proxy, r).await;
                 SessionError::LoginFailed {
                     message: pg.message,
