@@ -179,6 +179,12 @@ pub struct Limits {
     /// On shutdown, how long sessions may finish their work before FATAL 57P01, ms. Default 10000.
     #[serde(default = "default_shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
+    /// Threads that do clients' TLS handshakes, apart from the threads that relay established
+    /// sessions: a burst of new connections then costs its own CPU time instead of queueing
+    /// ahead of running sessions' statements. Default: half the CPUs, at least 1. 0 runs
+    /// handshakes on the session threads.
+    #[serde(default = "default_handshake_threads")]
+    pub handshake_threads: usize,
 }
 
 fn default_max_message_bytes() -> usize {
@@ -198,6 +204,10 @@ fn default_shutdown_grace_ms() -> u64 {
     10_000
 }
 
+fn default_handshake_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -207,6 +217,7 @@ impl Default for Limits {
             idle_timeout_ms: 0,
             client_write_timeout_ms: default_client_write_timeout_ms(),
             shutdown_grace_ms: default_shutdown_grace_ms(),
+            handshake_threads: default_handshake_threads(),
         }
     }
 }

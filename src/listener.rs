@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::enforce::Enforcer;
 use crate::metrics::{self, Metrics, RefuseReason};
 use crate::protocol::PgError;
-use crate::proxy::{Phase, Proxy};
+use crate::proxy::{Handshakes, Phase, Proxy};
 use crate::readiness::Readiness;
 use crate::upstream::Upstream;
 use crate::{session, tls};
@@ -32,6 +32,8 @@ pub enum ServerError {
     Upstream(#[from] crate::upstream::UpstreamError),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    #[error("cannot start the TLS handshake threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// A running proxy: its addresses and the handle to stop it.
@@ -92,6 +94,8 @@ impl Server {
         let readiness = Readiness::new(enforcer.clone(), audit.clone());
         readiness.set_upstream(upstream_reachable(&upstream).await);
         let (phase, _) = watch::channel(Phase::Running);
+        let handshakes =
+            Handshakes::new(config.limits.handshake_threads).map_err(ServerError::Threads)?;
         let upstream_probe = upstream.clone();
         let enforcer_probe = enforcer.clone();
         let readiness_probe = readiness.clone();
@@ -118,6 +122,7 @@ impl Server {
             audit,
             prelogin: Default::default(),
             lockout,
+            handshakes,
         });
         let metrics_task = tokio::spawn(async move {
             tokio::join!(

@@ -117,7 +117,12 @@ async fn accept_tls(
             .get_or_create(&OutcomeLabel { outcome })
             .inc()
     };
-    let stream = match acceptor.accept(tcp).await {
+    let accepted = proxy
+        .handshakes
+        .run(async move { acceptor.accept(tcp).await })
+        .await
+        .unwrap_or_else(|| Err(std::io::Error::other("the TLS handshake task failed")));
+    let stream = match accepted {
         Ok(s) => s,
         Err(e) => {
             handshake(Outcome::Failed);

@@ -1,0 +1,239 @@
+//! The request side's pump: frames from the client to PostgreSQL. `request_filter` says which
+//! path each message takes and what PostgreSQL receives for it; here the policy decides on
+//! statement texts, the audit trail admits them (it may wait for a durable record), and what is
+//! decided is written in batches, one flush per batch read.
+
+use super::request_filter::{
+    function_call_refusal, parse_out, query_out, refused_message, route, unanalysed_text, Route,
+    Setup,
+};
+use super::*;
+use crate::protocol::Frame;
+
+/// Whether the session goes on after a frame.
+enum Flow {
+    Continue,
+    /// The client sent Terminate: what is batched goes out, then the session ends.
+    Terminate,
+}
+
+/// What the request side works with for one session.
+struct RequestSide<'a> {
+    policy: &'a mut SessionPolicy,
+    audit: &'a mut Option<FrontAudit>,
+    proxy: &'a Proxy,
+    shared: &'a Shared,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn frontend(
+    client_rd: &mut ReadHalf<BoxStream>,
+    buf: &mut BytesMut,
+    upstream_wr: &mut WriteHalf<BoxStream>,
+    policy: &mut SessionPolicy,
+    audit: &mut Option<FrontAudit>,
+    proxy: &Proxy,
+    shared: &Shared,
+    mut done: watch::Receiver<bool>,
+) -> Result<(), SessionError> {
+    let reader = FrameReader::new(proxy.config.limits.max_message_bytes);
+    let idle_timeout = Duration::from_millis(proxy.config.limits.idle_timeout_ms);
+    let bytes_in = proxy
+        .metrics
+        .bytes
+        .get_or_create(&DirectionLabel {
+            direction: Direction::ClientToUpstream,
+        })
+        .clone();
+    let mut side = RequestSide {
+        policy,
+        audit,
+        proxy,
+        shared,
+    };
+    let mut out = BytesMut::new();
+    loop {
+        while let Some(frame) = reader
+            .next(buf)
+            .map_err(|e| SessionError::Protocol(e.to_string()))?
+        {
+            if let Some(a) = side.audit.as_ref().filter(|a| a.is_full()) {
+                // Every request must be matched to its answers: forward what was read and
+                // read no more until PostgreSQL has answered some.
+                upstream_wr.write_all(&out).await?;
+                upstream_wr.flush().await?;
+                bytes_in.inc_by(out.len() as u64);
+                out.clear();
+                tokio::select! {
+                    _ = a.room() => {}
+                    _ = done.changed() => return Ok(()),
+                }
+            }
+            if let Flow::Terminate = side.frame(&frame, &mut out).await? {
+                upstream_wr.write_all(&out).await?;
+                upstream_wr.flush().await?;
+                return Ok(());
+            }
+        }
+        if !out.is_empty() {
+            upstream_wr.write_all(&out).await?;
+            upstream_wr.flush().await?;
+            bytes_in.inc_by(out.len() as u64);
+            out.clear();
+            if out.capacity() > SHRINK_ABOVE {
+                out = BytesMut::new();
+            }
+        }
+        make_room(buf);
+        let idle = !idle_timeout.is_zero() && shared.tx_status.load(Ordering::Relaxed) == b'I';
+        tokio::select! {
+            r = client_rd.read_buf(buf) => {
+                if r? == 0 {
+                    return Err(SessionError::Closed);
+                }
+            }
+            _ = sleep_if(idle, idle_timeout) => {
+                return Err(SessionError::Client(PgError::fatal(
+                    "57P05",
+                    "pgvakt: terminating connection due to idle-session timeout",
+                )));
+            }
+            _ = done.changed() => return Ok(()),
+        }
+    }
+}
+
+impl RequestSide<'_> {
+    /// Append what PostgreSQL receives for one client frame to `out`.
+    async fn frame(&mut self, frame: &Frame, out: &mut BytesMut) -> Result<Flow, SessionError> {
+        let (shared, proxy) = (self.shared, self.proxy);
+        let setup = Setup {
+            restricted: shared.restricted,
+            role_restricted: self.policy.role().map(|(_, r)| r),
+            audited: self.audit.is_some(),
+        };
+        match route(frame.tag, setup) {
+            Route::Terminate => {
+                out.extend_from_slice(&frame.raw);
+                return Ok(Flow::Terminate);
+            }
+            Route::Query | Route::Parse => {
+                if frame.tag == b'Q' {
+                    shared.push_inflight();
+                }
+                let bytes = self.statement(frame).await;
+                out.extend_from_slice(&bytes);
+            }
+            Route::Unanalysed => {
+                if frame.tag == b'Q' {
+                    shared.push_inflight();
+                    if let Some(a) = self.audit.as_mut() {
+                        a.other();
+                    }
+                }
+                let sql = unanalysed_text(frame.tag, &frame.raw);
+                proxy
+                    .metrics
+                    .statement(Decision::Passthrough, Class::of_sql(sql));
+                out.extend_from_slice(&frame.raw);
+            }
+            Route::RefusedFunctionCall => {
+                shared.push_inflight();
+                proxy.metrics.statement(Decision::Refused, Class::Unknown);
+                if let Some(a) = self.audit.as_mut() {
+                    a.other();
+                }
+                let marker = shared.refusals.marker(function_call_refusal());
+                out.extend_from_slice(&encode_query(&marker).raw);
+            }
+            Route::Answered => {
+                shared.push_inflight();
+                if let Some(a) = self.audit.as_mut() {
+                    if frame.tag == b'S' {
+                        a.sync();
+                    } else {
+                        a.other();
+                    }
+                }
+                out.extend_from_slice(&frame.raw);
+            }
+            Route::Followed => {
+                let replaced = match self.audit.as_mut() {
+                    Some(a) => follow(a, frame, proxy, shared).await,
+                    None => None,
+                };
+                out.extend_from_slice(replaced.as_ref().unwrap_or(&frame.raw))
+            }
+            Route::Forward => out.extend_from_slice(&frame.raw),
+            Route::Unexpected => {
+                let tag = frame.tag;
+                return Err(SessionError::Protocol(format!(
+                    "unexpected message type {:?} ({tag})",
+                    tag as char
+                )));
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// A Query or Parse: the policy decides, the audit trail admits (or turns the decision
+    /// into a refusal), and the bytes PostgreSQL receives follow from the verdict.
+    async fn statement(&mut self, frame: &Frame) -> bytes::Bytes {
+        let (shared, policy) = (self.shared, &mut *self.policy);
+        shared.tell_transactions(policy);
+        let utf8 = shared.client_utf8.load(Ordering::Relaxed);
+        let (parse, decided) = if frame.tag == b'P' {
+            let (parse, decided) = texts::parse(policy, utf8, frame);
+            (Some(parse), decided)
+        } else {
+            (None, texts::query(policy, utf8, frame))
+        };
+        let (mut verdict, sql) = (decided.verdict, decided.text);
+        shared.set_protected(policy);
+        note_ddl(policy, shared);
+        if let Some(a) = self.audit.as_mut() {
+            let admitted = match &parse {
+                Some(p) => {
+                    a.parse(policy, p.name, &verdict, &sql, decided.readable)
+                        .await
+                }
+                None => a.query(policy, &verdict, &sql, decided.readable).await,
+            };
+            if let Err(e) = admitted {
+                verdict = Verdict::Refuse(e);
+            }
+        }
+        count(self.proxy, &verdict, &sql);
+        match &parse {
+            Some(p) => parse_out(&frame.raw, p, verdict, &shared.refusals),
+            None => query_out(&frame.raw, verdict, &shared.refusals),
+        }
+    }
+}
+
+/// Bind, Describe, Execute or Close as the audit trail follows them: the message PostgreSQL
+/// receives instead, when it differs (a Bind padded for hidden columns, or a failing Parse in
+/// place of a Describe or Execute the trail refused).
+async fn follow(
+    a: &mut FrontAudit,
+    frame: &Frame,
+    proxy: &Proxy,
+    shared: &Shared,
+) -> Option<bytes::Bytes> {
+    let refused = match frame.tag {
+        b'B' => return a.bind(frame).map(|f| f.raw),
+        b'D' => a.describe(frame).err(),
+        b'E' => match a.execute(frame).await {
+            Ok(replaced) => return replaced.map(|f| f.raw),
+            Err(e) => Some(e),
+        },
+        _ => {
+            a.close(frame);
+            None
+        }
+    };
+    refused.map(|e| {
+        proxy.metrics.statement(Decision::Refused, Class::Unknown);
+        refused_message(e, &shared.refusals)
+    })
+}
