@@ -170,6 +170,12 @@ pub enum PathEvent {
     Savepoint(String),
     RollbackTo(String),
     Release(String),
+    /// BEGIN / START TRANSACTION (and the new block of `AND CHAIN`).
+    Begin,
+    /// COMMIT / END (a failed block's COMMIT rolls back).
+    Commit,
+    /// ROLLBACK / ABORT.
+    Rollback,
 }
 
 /// What a role does with a column it reads or writes, for `explain` and audit records.

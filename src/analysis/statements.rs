@@ -565,13 +565,30 @@ fn statement(
                 .push(super::PathEvent::RollbackTo(fold(name)));
             Ok(StatementClass::Utility)
         }
+        // A block that begins and ends within one text is followed here, in order: the
+        // session learns of transaction ends only from the ReadyForQuery after the text.
+        Statement::StartTransaction { .. } => {
+            out.path_events.push(super::PathEvent::Begin);
+            Ok(StatementClass::Utility)
+        }
+        Statement::Commit { chain, .. } => {
+            out.path_events.push(super::PathEvent::Commit);
+            if *chain {
+                out.path_events.push(super::PathEvent::Begin);
+            }
+            Ok(StatementClass::Utility)
+        }
+        Statement::Rollback { chain, .. } => {
+            out.path_events.push(super::PathEvent::Rollback);
+            if *chain {
+                out.path_events.push(super::PathEvent::Begin);
+            }
+            Ok(StatementClass::Utility)
+        }
         Statement::Execute { .. }
         | Statement::Deallocate { .. }
         | Statement::Fetch { .. }
         | Statement::Close { .. }
-        | Statement::StartTransaction { .. }
-        | Statement::Commit { .. }
-        | Statement::Rollback { .. }
         | Statement::ShowVariable { .. }
         | Statement::UNLISTEN { .. } => {
             walk_reads(stmt, ctx, out)?;

@@ -336,6 +336,7 @@ impl Enforcer {
             tx_path: None,
             tx_ends_seen: 0,
             in_tx: false,
+            tx_failed: false,
         })
     }
 }
@@ -359,6 +360,8 @@ pub struct SessionPolicy {
     /// Transactions seen ending (the relay's count) and whether one is open now.
     tx_ends_seen: u64,
     in_tx: bool,
+    /// The open block failed: its COMMIT rolls back.
+    tx_failed: bool,
 }
 
 /// Reloads pgvakt's catalog on request; the relay's result side holds one.

@@ -19,7 +19,10 @@ impl SessionPolicy {
     /// What the relay knows of transactions: whether one is open, how many have ended, and
     /// whether the last one committed. search_path follows PostgreSQL: SET LOCAL lasts until
     /// the transaction ends, a SET inside one is undone by ROLLBACK and kept by COMMIT.
-    pub fn transaction_state(&mut self, in_tx: bool, ended: u64, committed: bool) {
+    /// `status`: the last ReadyForQuery's transaction status (`I`, `T`, or `E` for a failed
+    /// block, whose COMMIT rolls back).
+    pub fn transaction_state(&mut self, status: u8, ended: u64, committed: bool) {
+        let in_tx = status != b'I';
         if ended != self.tx_ends_seen {
             self.tx_ends_seen = ended;
             if let Some(t) = self.tx_path.take() {
@@ -30,6 +33,23 @@ impl SessionPolicy {
             }
         }
         self.in_tx = in_tx;
+        self.tx_failed = status == b'E';
+    }
+
+    /// The open block ends (as a statement of the text being analysed says).
+    fn end_transaction(&mut self, committed: bool) {
+        if !self.in_tx {
+            // PostgreSQL warns and does nothing.
+            return;
+        }
+        if let Some(t) = self.tx_path.take() {
+            self.search_path = match (committed, t.session) {
+                (true, Some(session)) => session,
+                _ => t.before,
+            };
+        }
+        self.in_tx = false;
+        self.tx_failed = false;
     }
 
     /// What a statement did to search_path, in order, as PostgreSQL applies it: a savepoint
@@ -69,6 +89,14 @@ impl SessionPolicy {
                     }
                 }
                 PathEvent::Savepoint(_) => {}
+                PathEvent::Begin => {
+                    if !self.in_tx {
+                        self.in_tx = true;
+                        self.tx_failed = false;
+                    }
+                }
+                PathEvent::Commit => self.end_transaction(!self.tx_failed),
+                PathEvent::Rollback => self.end_transaction(false),
             }
         }
     }

@@ -77,11 +77,7 @@ impl Shared {
     fn tell_transactions(&self, policy: &mut SessionPolicy) {
         let ended = self.tx_ended.load(Ordering::SeqCst);
         let committed = self.tx_committed.load(Ordering::SeqCst);
-        policy.transaction_state(
-            self.tx_status.load(Ordering::SeqCst) != b'I',
-            ended,
-            committed,
-        );
+        policy.transaction_state(self.tx_status.load(Ordering::SeqCst), ended, committed);
     }
 
     fn push_inflight(&self) {
