@@ -83,7 +83,13 @@ impl Server {
             Some(a) => Some(crate::audit::Audit::start(a, &metrics.audit)?),
             None => None,
         };
+        metrics.access.set_grants(&enforcer.grants());
         if let Some(reloads) = enforcer.reloads() {
+            tokio::spawn(track_grant_expiries(
+                reloads.resubscribe(),
+                enforcer.clone(),
+                metrics.access.clone(),
+            ));
             tokio::spawn(count_and_record_reloads(
                 reloads,
                 metrics.clone(),
@@ -180,6 +186,21 @@ impl Server {
 
 /// Counts every policy reload and, with an audit trail, records it.
 /// Counts every policy reload and writes its audit record, in the order they happened.
+/// Keep the grant expiry gauge on the grants of the policy in force.
+async fn track_grant_expiries(
+    mut reloads: tokio::sync::broadcast::Receiver<Result<String, String>>,
+    enforcer: Enforcer,
+    metrics: crate::access::AccessMetrics,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match reloads.recv().await {
+            Ok(_) | Err(RecvError::Lagged(_)) => metrics.set_grants(&enforcer.grants()),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
 async fn count_and_record_reloads(
     mut reloads: tokio::sync::broadcast::Receiver<Result<String, String>>,
     metrics: Arc<Metrics>,

@@ -76,6 +76,20 @@ fn exported() -> BTreeSet<String> {
     let metrics = Metrics::default();
     // Series that exist once a policy is loaded.
     metrics.set_policy_version("0123456789ab");
+    // ... and a grant with an end.
+    metrics.access.set_grants(&[pgvakt::policy::Grant {
+        grantee: pgvakt::policy::Grantee::User("u".into()),
+        role: "sales".into(),
+        valid_from: None,
+        valid_until: Some(2_000_000_000),
+        origin: "grants[0] (p.yaml:1:3)".into(),
+        reason: None,
+        pos: pgvakt::policy::diag::Pos {
+            file: "p.yaml".into(),
+            line: 1,
+            column: 3,
+        },
+    }]);
     let text = metrics.render(true);
     let mut names = BTreeSet::new();
     for line in text.lines() {

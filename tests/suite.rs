@@ -28,6 +28,7 @@ mod differential;
 mod differential_fuzz;
 mod empty_statements;
 mod enforcement;
+mod grant_expiry;
 mod grouping;
 mod inheritance;
 mod layout;

@@ -49,6 +49,14 @@ pub fn failed_login_reason(sqlstate: Option<&str>) -> &'static str {
     }
 }
 
+/// One grant with an end: its place in the policy (`grants[3]`) and its role (policy names,
+/// a small set; never the user, whom `pgvakt policy grants` names).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrantLabel {
+    pub grant: String,
+    pub role: String,
+}
+
 /// Cloning shares the underlying values.
 #[derive(Clone, Debug)]
 pub struct AccessMetrics {
@@ -60,6 +68,8 @@ pub struct AccessMetrics {
     pub shared_state_fallbacks: Counter,
     /// Failed logins by reason.
     pub failed_logins: Family<FailedLoginLabel, Counter>,
+    /// Unix time each grant with a `valid_until` ends.
+    pub grant_expiry: Family<GrantLabel, Gauge>,
 }
 
 impl Default for AccessMetrics {
@@ -69,6 +79,7 @@ impl Default for AccessMetrics {
             shared_state_up: Gauge::default(),
             shared_state_fallbacks: Counter::default(),
             failed_logins: Family::default(),
+            grant_expiry: Family::default(),
         };
         for reason in FAILED_LOGIN_REASONS {
             let _ = m.failed_logins.get_or_create(&FailedLoginLabel { reason });
@@ -82,6 +93,26 @@ impl Default for AccessMetrics {
 }
 
 impl AccessMetrics {
+    /// The expiry series of the policy in force: one per grant with an end, no others.
+    pub fn set_grants(&self, grants: &[crate::policy::Grant]) {
+        self.grant_expiry.clear();
+        for g in grants {
+            let Some(until) = g.valid_until else { continue };
+            let grant = g
+                .origin
+                .split_whitespace()
+                .next()
+                .unwrap_or("grants")
+                .to_owned();
+            self.grant_expiry
+                .get_or_create(&GrantLabel {
+                    grant,
+                    role: g.role.clone(),
+                })
+                .set(until);
+        }
+    }
+
     /// Count a failed login; `reason` is one of [`FAILED_LOGIN_REASONS`].
     pub fn failed_login(&self, reason: &'static str) {
         self.failed_logins
@@ -91,6 +122,11 @@ impl AccessMetrics {
 
     /// Register under the registry's prefix.
     pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "grant_expiry_timestamp_seconds",
+            "Unix time at which each policy grant with a valid_until ends (label grant: its place in the policy, e.g. grants[3]; `pgvakt policy grants` names the grantee)",
+            self.grant_expiry.clone(),
+        );
         registry.register(
             "failed_logins",
             "Logins that failed, by reason: invalid_password, invalid_authorization, authentication_method, identity_not_confirmed, other",

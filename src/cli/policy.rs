@@ -43,6 +43,15 @@ pub enum PolicyCommand {
         #[command(flatten)]
         schema: SchemaArgs,
     },
+    /// Every grant: grantee, role, valid_from, valid_until, state and reason.
+    Grants {
+        /// Policy files or directories.
+        #[arg(long, default_value = "policies")]
+        policy: Vec<PathBuf>,
+        /// Only grants that end within this span (`14d`, `12h`, `2w`) or have ended.
+        #[arg(long)]
+        expiring: Option<String>,
+    },
     /// Save the live schema as a snapshot for offline `explain` and `test`.
     Snapshot {
         #[arg(long)]
@@ -112,8 +121,33 @@ pub async fn run(command: PolicyCommand) -> Result<i32, String> {
             policy,
             schema,
         } => policy_cli::test_command(&files, &policy, schema.source()).await,
+        PolicyCommand::Grants { policy, expiring } => grants(&policy, expiring.as_deref()),
         PolicyCommand::Snapshot { upstream, out } => {
             policy_cli::snapshot_command(&upstream, out.as_deref()).await
         }
     }
+}
+
+/// `policy grants`: the table; exit status 0.
+fn grants(policy: &[PathBuf], expiring: Option<&str>) -> Result<i32, String> {
+    let set = pgvakt::policy::load(policy).map_err(|e| e.to_string())?;
+    let now = pgvakt::audit::search::now_unix();
+    let within = match expiring {
+        None => None,
+        Some(s) if s.ends_with(['s', 'm', 'h', 'd', 'w']) => {
+            let at = pgvakt::audit::search::parse_time(s, false, now)
+                .map_err(|e| format!("--expiring: {e}"))?;
+            Some(now - at)
+        }
+        Some(s) => {
+            return Err(format!(
+                "--expiring: '{s}' is not a span such as 14d, 12h or 2w"
+            ))
+        }
+    };
+    print!(
+        "{}",
+        pgvakt::policy::expiry::table(&set.grants, now, within)
+    );
+    Ok(0)
 }

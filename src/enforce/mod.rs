@@ -276,6 +276,14 @@ impl Enforcer {
         Some(self.inner.as_ref()?.store.current().version.clone())
     }
 
+    /// The grants of the policy in force (none without a policy).
+    pub fn grants(&self) -> Vec<crate::policy::Grant> {
+        self.inner
+            .as_ref()
+            .map(|i| i.store.current().grants.clone())
+            .unwrap_or_default()
+    }
+
     /// A source of the open service connection (None while it is down, or without one), for
     /// the state replicas share.
     pub fn service_clients(&self) -> Option<crate::access::shared::ClientSource> {

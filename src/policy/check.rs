@@ -72,10 +72,15 @@ impl fmt::Display for CheckReport {
 /// Validates the files; the set is returned too so `--upstream` can reuse it.
 pub fn check(paths: &[PathBuf]) -> CheckReport {
     match load(paths) {
-        Ok(set) => CheckReport {
-            version: Some(set.version.clone()),
-            diagnostics: set.warnings.clone(),
-        },
+        Ok(set) => {
+            let mut diagnostics = set.warnings.clone();
+            let now = super::grants::unix_seconds(std::time::SystemTime::now());
+            super::expiry::warnings(&set.grants, now, super::expiry::SOON, &mut diagnostics);
+            CheckReport {
+                version: Some(set.version.clone()),
+                diagnostics: diagnostics.sorted(),
+            }
+        }
         Err(e) => CheckReport {
             version: None,
             diagnostics: e.diagnostics,

@@ -26,6 +26,10 @@ pub struct Grant {
     pub valid_until: Option<i64>,
     /// e.g. `grants[3] (policies/crm.yaml:120:5)`.
     pub origin: String,
+    /// Why the grant exists (ticket, approval), as the policy says.
+    pub reason: Option<String>,
+    /// Where the grant is written, for warnings about it.
+    pub pos: super::diag::Pos,
 }
 
 impl Grant {
@@ -220,6 +224,12 @@ mod tests {
             valid_from: from,
             valid_until: until,
             origin: String::new(),
+            reason: None,
+            pos: crate::policy::diag::Pos {
+                file: String::new(),
+                line: 0,
+                column: 0,
+            },
         };
         assert!(g(Some(10), Some(20)).is_valid_at(10));
         assert!(!g(Some(10), Some(20)).is_valid_at(20));

@@ -15,6 +15,7 @@
 pub mod check;
 pub mod compile;
 pub mod diag;
+pub mod expiry;
 pub mod grants;
 pub mod inventory;
 pub mod masks;

@@ -420,6 +420,8 @@ fn grants(docs: &[(&str, &PolicyFile)], c: &mut Checked, diags: &mut Diagnostics
                 valid_from: from,
                 valid_until: until,
                 origin: origin(&path, &pos),
+                reason: s.reason.clone(),
+                pos: pos.clone(),
             };
             if let Some((_, opos)) = placed
                 .iter()
