@@ -23,7 +23,7 @@ pub(crate) const LAYERS: &[&[&str]] = &[
     &["listener"],
     // Commands around the proxy.
     &["install", "explain", "preflight", "admin"],
-    &["policy_cli", "demo"],
+    &["policy_cli", "demo", "subject"],
     // The binary's command line (`src/cli/`, declared by `src/main.rs`, not by the library).
     &["cli"],
 ];

@@ -30,6 +30,7 @@
 //! - [`certs`]: self-signed certificates for the demo and tests.
 //! - [`cluster`]: throwaway PostgreSQL clusters for tests, benchmarks and the demo.
 //! - [`demo`]: the demo CRM database and `pgvakt demo` ([`demo::run`]).
+//! - [`subject`]: data-subject rights from the inventory: `subject export` and `subject erase`.
 
 pub mod access;
 pub mod admin;
@@ -57,5 +58,6 @@ pub mod proxy;
 pub(crate) mod readiness;
 pub mod session;
 pub(crate) mod stream;
+pub mod subject;
 pub mod tls;
 pub(crate) mod upstream;

@@ -51,6 +51,7 @@ mod shapes;
 mod soak;
 mod startup_identity;
 mod statistics_views;
+mod subject_rights;
 mod tls;
 mod tls_records;
 mod tool_connections;

@@ -5,6 +5,7 @@
 mod admin;
 mod policy;
 mod serve;
+mod subject;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -84,6 +85,11 @@ enum Command {
     Admin {
         #[command(subcommand)]
         command: admin::AdminCommand,
+    },
+    /// Data-subject rights from the inventory (run by the DPO).
+    Subject {
+        #[command(subcommand)]
+        command: subject::SubjectCommand,
     },
     /// Audit trail tools.
     Audit {
@@ -175,6 +181,12 @@ pub fn main() -> anyhow::Result<()> {
         Command::Admin { command } => {
             let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
             let code = rt.block_on(admin::run(command));
+            drop(rt);
+            std::process::exit(code)
+        }
+        Command::Subject { command } => {
+            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let code = rt.block_on(subject::run(command));
             drop(rt);
             std::process::exit(code)
         }

@@ -167,6 +167,8 @@ GRANT SELECT ON companies, contacts, activities, consents TO dpo;
 GRANT SELECT, INSERT, UPDATE ON restrictions TO dpo;
 GRANT USAGE ON SEQUENCE restrictions_id_seq TO dpo;
 GRANT UPDATE, DELETE ON contacts TO dpo;
+-- Erasure (pgvakt subject erase) anonymises or deletes the subject's rows in every table.
+GRANT UPDATE, DELETE ON activities, consents, restrictions TO dpo;
 
 -- Sequence positions are counters, not personal data; pg_dump reads them for every table.
 GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO secretary, sales, marketing, dpo;

@@ -169,6 +169,8 @@ pub struct TableEntry {
     pub rule: String,
     /// How long rows stay in daily use (`retention`).
     pub retention: Option<super::rows::Retention>,
+    /// How erasure anonymises the table's rows (`erase`); None: the category defaults.
+    pub erase: Option<super::erase::Erase>,
 }
 
 impl TableEntry {

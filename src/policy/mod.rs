@@ -15,6 +15,7 @@
 pub mod check;
 pub mod compile;
 pub mod diag;
+pub mod erase;
 pub mod expiry;
 pub mod grants;
 pub mod inventory;
@@ -144,6 +145,8 @@ impl PolicySet {
 }
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_erase;
 #[cfg(test)]
 mod tests_rows;
 #[cfg(test)]

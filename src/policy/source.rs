@@ -178,6 +178,21 @@ pub struct TableSpec {
     /// (and subjects) past it.
     #[serde(default)]
     pub retention: Option<Spanned<RetentionSpec>>,
+    /// How `pgvakt subject erase` and `retention run` anonymise this table's rows of a subject.
+    #[serde(default)]
+    pub erase: Option<Spanned<EraseSpec>>,
+}
+
+/// `inventory.tables.<t>.erase`: per column `null`, `redact`, `pseudonym` or `keep`, and what
+/// becomes of the rows (`keep`, anonymised in place, or `delete`). Columns not named get the
+/// default of their category (`keep` for `none`, `redact` for every personal category).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EraseSpec {
+    #[serde(default)]
+    pub columns: HashMap<Name, Name>,
+    #[serde(default)]
+    pub rows: Option<Name>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -402,6 +402,10 @@ pub fn validate(files: &[SourceFile], diags: &mut Diagnostics) -> Checked {
                     .retention
                     .as_ref()
                     .and_then(|r| super::validate_rows::retention(r, file, &path, &columns, diags)),
+                erase: t.erase.as_ref().and_then(|e| {
+                    let key = t.subject_key.as_ref().map(|k| k.value.as_str());
+                    super::erase::validate(e, file, &path, &columns, key, diags)
+                }),
                 columns: columns.into_iter().map(|(n, cls, _)| (n, cls)).collect(),
                 rule: origin(&path, &pos),
             });
