@@ -1,3 +1,3 @@
--- Search contacts by last name (index on last_name), first page.
+-- Search contacts by last name (index on last_name, first_name: the page is read in order), first page.
 \set n random(1, 10)
 SELECT id, first_name, last_name, email, phone FROM contacts WHERE last_name = (ARRAY['Hansen', 'Johansen', 'Olsen', 'Larsen', 'Andersen', 'Pedersen', 'Nilsen', 'Kristiansen', 'Jensen', 'Karlsen'])[:n] ORDER BY first_name LIMIT 20;

@@ -300,22 +300,20 @@ fn write_canonical(value: &Value, out: &mut String) {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ`. Written here (with the civil-from-days algorithm) rather than
-/// pulling a date-time crate in for one format, as `policy::grants` does for parsing.
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`, the form every record's `ts` has (one per record: written with
+/// the calendar fields `time` computes, rather than its general formatter).
 pub fn rfc3339_millis(t: SystemTime) -> String {
-    let millis = match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        Err(_) => 0,
-    };
-    let secs = millis.div_euclid(1000);
-    let ms = millis.rem_euclid(1000);
-    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
-    let tod = secs.rem_euclid(86_400);
+    // Before 1970 is a wrong clock; such a record says so by its epoch timestamp.
+    let at = time::OffsetDateTime::from(t.max(UNIX_EPOCH));
     format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
-        tod / 3600,
-        tod % 3600 / 60,
-        tod % 60
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.millisecond()
     )
 }
 
@@ -329,24 +327,24 @@ pub fn compact_utc(t: SystemTime) -> String {
     format!("{digits}Z")
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn timestamps_read_back_as_the_instant_they_were_written_for() {
+        // Every day from 1970 to 2400 (leap years, century rules) at a varying time of day.
+        let mut day = 0u64;
+        while day < 157_000 {
+            let secs = day * 86_400 + (day * 7_919) % 86_400;
+            let t = UNIX_EPOCH + Duration::from_millis(secs * 1000 + day % 1000);
+            let text = rfc3339_millis(t);
+            let back = crate::policy::grants::parse_rfc3339(&text);
+            assert_eq!(back, Ok(secs as i64), "{text}");
+            day += 13;
+        }
+    }
 
     #[test]
     fn fast_canonical_form_equals_the_explicit_sorted_writer() {

@@ -142,7 +142,9 @@ ALTER TABLE consents ADD CONSTRAINT consents_contact_id_fkey
 ALTER TABLE restrictions ADD CONSTRAINT restrictions_contact_id_fkey
     FOREIGN KEY (contact_id) REFERENCES contacts (id) ON DELETE CASCADE;
 
-CREATE INDEX contacts_last_name_idx ON contacts (last_name);
+-- What a CRM looks people up by: name (a page sorted by first name) and e-mail address.
+CREATE INDEX contacts_name_idx ON contacts (last_name, first_name);
+CREATE INDEX contacts_email_idx ON contacts (email);
 CREATE INDEX contacts_company_id_idx ON contacts (company_id);
 CREATE INDEX activities_contact_id_idx ON activities (contact_id);
 CREATE INDEX consents_contact_id_idx ON consents (contact_id);

@@ -79,108 +79,28 @@ pub fn parse_bound(s: &str, end_of_day: bool) -> Result<i64, String> {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`; `t` or a space may replace `T`. Fractions are dropped.
+/// A leap second (`:60`) rolls into the next minute.
 pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
     let bad = || format!("'{s}' is not an RFC 3339 timestamp or YYYY-MM-DD date");
-    if s.len() < 20 || !s.is_char_boundary(10) || !s.is_char_boundary(19) {
-        return Err(bad());
-    }
-    let days = parse_date(&s[..10]).map_err(|_| bad())?;
-    if !matches!(s.as_bytes()[10], b'T' | b't' | b' ') {
-        return Err(bad());
-    }
-    let time = &s[11..19];
-    let tb = time.as_bytes();
-    if tb[2] != b':' || tb[5] != b':' {
-        return Err(bad());
-    }
-    let h = num(&time[0..2]).ok_or_else(bad)?;
-    let m = num(&time[3..5]).ok_or_else(bad)?;
-    let sec = num(&time[6..8]).ok_or_else(bad)?;
-    // 60 allows a leap second; it simply rolls into the next minute.
-    if h > 23 || m > 59 || sec > 60 {
-        return Err(bad());
-    }
-    let mut rest = &s[19..];
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(bad());
-        }
-        rest = &frac[digits..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ if rest.len() == 6 && rest.as_bytes()[3] == b':' => {
-            let sign = match rest.as_bytes()[0] {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return Err(bad()),
-            };
-            let oh = num(&rest[1..3]).ok_or_else(bad)?;
-            let om = num(&rest[4..6]).ok_or_else(bad)?;
-            if oh > 23 || om > 59 {
-                return Err(bad());
-            }
-            sign * (oh * 3600 + om * 60)
-        }
-        _ => return Err(bad()),
+    // The `time` crate reads RFC 3339 with `T`; the space form is ISO 8601's and PostgreSQL's.
+    let normal = match s.as_bytes().get(10) {
+        Some(b' ') => std::borrow::Cow::Owned(format!("{}T{}", &s[..10], &s[11..])),
+        _ => std::borrow::Cow::Borrowed(s),
     };
-    Ok(days * 86_400 + h * 3600 + m * 60 + sec - offset)
-}
-
-fn num(s: &str) -> Option<i64> {
-    if s.bytes().all(|b| b.is_ascii_digit()) {
-        s.parse().ok()
-    } else {
-        None
-    }
+    let at = time::OffsetDateTime::parse(&normal, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| bad())?;
+    Ok(at.unix_timestamp())
 }
 
 /// Days since 1970-01-01 of a `YYYY-MM-DD` date.
 fn parse_date(s: &str) -> Result<i64, String> {
-    let bad = || format!("'{s}' is not a YYYY-MM-DD date");
-    let b = s.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return Err(bad());
-    }
-    let y = num(&s[0..4]).ok_or_else(bad)?;
-    let m = num(&s[5..7]).ok_or_else(bad)?;
-    let d = num(&s[8..10]).ok_or_else(bad)?;
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let month_days = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    let max = usize::try_from(m - 1)
-        .ok()
-        .and_then(|i| month_days.get(i))
-        .ok_or_else(bad)?;
-    if d < 1 || d > *max {
-        return Err(bad());
-    }
-    Ok(days_from_civil(y, m, d))
+    const DATE: &[time::format_description::BorrowedFormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day]");
+    let date = time::Date::parse(s, DATE).map_err(|_| format!("'{s}' is not a YYYY-MM-DD date"))?;
+    Ok(i64::from(date.to_julian_day() - UNIX_EPOCH_JULIAN_DAY))
 }
 
-/// Howard Hinnant's days-from-civil algorithm.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
+const UNIX_EPOCH_JULIAN_DAY: i32 = 2_440_588;
 
 #[cfg(test)]
 mod tests {
