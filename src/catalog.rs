@@ -43,9 +43,15 @@ pub struct Relation {
     /// Direct inheritance children (partitions included): a read or write of this relation
     /// without ONLY reaches their rows too.
     pub children: Vec<u32>,
-    /// A plain view's query (`pg_get_viewdef`), which restricted roles read inlined over masked
-    /// stand-ins; None for other relations and for security-barrier views.
+    /// A view's query (`pg_get_viewdef`), which restricted roles read inlined over masked
+    /// stand-ins (unless it is a security barrier) and write through by its base table's rules;
+    /// None for other relations.
     pub definition: Option<String>,
+    /// A security-barrier view: not inlined, since its barrier would be lost.
+    pub barrier: bool,
+    /// A view with INSTEAD OF triggers or rules of its own: what a write through it does is
+    /// code pgvakt cannot analyse.
+    pub instead: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -221,16 +227,26 @@ impl Catalog {
             .await?
             .get(0);
         client.batch_execute("SET search_path = pg_catalog").await?;
-        let mut definitions: HashMap<u32, String> = HashMap::new();
+        let mut definitions: HashMap<u32, (String, bool, bool)> = HashMap::new();
+        // A barrier is any security_barrier option PostgreSQL does not read as false.
         for d in client
             .query(
-                "SELECT c.oid, pg_catalog.pg_get_viewdef(c.oid) FROM pg_catalog.pg_class c                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace                  WHERE c.relkind = 'v' AND n.nspname NOT IN ('pg_catalog', 'information_schema')                    AND NOT coalesce(c.reloptions @> ARRAY['security_barrier=true'], false)",
+                "SELECT c.oid, pg_catalog.pg_get_viewdef(c.oid), \
+                    EXISTS (SELECT 1 FROM pg_catalog.unnest(c.reloptions) o \
+                            WHERE pg_catalog.lower(o) LIKE 'security\\_barrier%' \
+                              AND pg_catalog.lower(o) NOT IN ('security_barrier=false', 'security_barrier=off', \
+                                'security_barrier=0', 'security_barrier=no', 'security_barrier=f', 'security_barrier=n', \
+                                'security_barrier=of', 'security_barrier=fa', 'security_barrier=fal', 'security_barrier=fals')), \
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid) \
+                      OR EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite r WHERE r.ev_class = c.oid AND r.rulename <> '_RETURN') \
+                 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind = 'v' AND n.nspname NOT IN ('pg_catalog', 'information_schema')",
                 &[],
             )
             .await?
         {
             if let Some(def) = d.get::<_, Option<String>>(1) {
-                definitions.insert(d.get(0), def);
+                definitions.insert(d.get(0), (def, d.get(2), d.get(3)));
             }
         }
         client
@@ -263,8 +279,17 @@ impl Catalog {
                     reads: reads.remove(&oid).unwrap_or_default(),
                     children: children.remove(&oid).unwrap_or_default(),
                     primary_key: keys.remove(&oid).unwrap_or_default(),
-                    definition: definitions.remove(&oid),
+                    definition: None,
+                    barrier: false,
+                    instead: false,
                 });
+            }
+            if let Some(rel) = current.as_mut().filter(|r| r.definition.is_none()) {
+                if let Some((def, barrier, instead)) = definitions.remove(&rel.oid) {
+                    rel.definition = Some(def);
+                    rel.barrier = barrier;
+                    rel.instead = instead;
+                }
             }
             if let (Some(rel), Some(name)) = (current.as_mut(), r.get::<_, Option<String>>(4)) {
                 rel.columns.push(Column {

@@ -132,3 +132,179 @@ async fn views_over_protected_tables_show_masked_values_to_every_role() {
         .get(0);
     assert_eq!(got, want, "the view read another schema's contacts");
 }
+
+const WRITE_VIEWS: &str = "
+CREATE VIEW contact_edit AS
+  SELECT id, first_name, last_name, city, bank_account, date_of_birth FROM contacts;
+CREATE VIEW contact_edit_renamed AS
+  SELECT id AS contact, city AS town, bank_account AS account FROM contact_edit;
+CREATE VIEW contact_calc AS SELECT id, upper(bank_account) AS account, city FROM contacts;
+CREATE VIEW contact_filtered AS SELECT id, city FROM contacts WHERE bank_account LIKE '1%';
+CREATE VIEW contact_barrier WITH (security_barrier = on) AS SELECT id, city, bank_account FROM contacts;
+CREATE VIEW contact_join AS
+  SELECT c.id, c.city, co.name FROM contacts c JOIN companies co ON co.id = c.company_id;
+CREATE VIEW contact_trigger AS SELECT id, city FROM contacts;
+CREATE FUNCTION contact_trigger_write() RETURNS trigger LANGUAGE plpgsql AS
+  $$ BEGIN UPDATE contacts SET bank_account = NEW.city WHERE id = NEW.id; RETURN NEW; END $$;
+CREATE TRIGGER contact_trigger_write INSTEAD OF UPDATE ON contact_trigger
+  FOR EACH ROW EXECUTE FUNCTION contact_trigger_write();
+CREATE MATERIALIZED VIEW contact_mat AS SELECT id, bank_account, date_of_birth FROM contacts;
+GRANT ALL ON contact_edit, contact_edit_renamed, contact_calc, contact_filtered, contact_barrier,
+  contact_join, contact_trigger, contact_mat, contacts TO PUBLIC;
+";
+
+/// The write-through views listed as holding no personal data: a view's own entry must not
+/// decide what is written into the table under it.
+const WRITE_VIEWS_POLICY: &str = "inventory:\n  tables:\n    contact_edit: {personal: false}\n    contact_edit_renamed: {personal: false}\n    contact_calc: {personal: false}\n    contact_filtered: {personal: false}\n    contact_barrier: {personal: false}\n    contact_join: {personal: false}\n    contact_trigger: {personal: false}\n";
+
+#[tokio::test]
+async fn writes_through_views_follow_the_base_tables_rules() {
+    let policy = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.yaml"),
+        policy.path().join("crm.yaml"),
+    )
+    .expect("policy");
+    std::fs::write(policy.path().join("views.yaml"), WRITE_VIEWS_POLICY).expect("policy");
+    let env = Env::start_with(EnvOptions {
+        demo_contacts: Some(40),
+        policy_file: Some(policy.path().to_path_buf()),
+        ..Default::default()
+    })
+    .await;
+    let direct = env.cluster.connect("crm").await.expect("direct");
+    let admin = env.connect("admin", "admin", "crm").await.expect("admin");
+    admin.batch_execute(WRITE_VIEWS).await.expect("views");
+    let secrets = Secrets::load(&direct).await;
+    let stored = |id: i64| {
+        let direct = &direct;
+        async move {
+            direct
+                .query_one(
+                    "SELECT city, bank_account FROM contacts WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .map(|r| (r.get::<_, Option<String>>(0), r.get::<_, Option<String>>(1)))
+                .expect("stored row")
+        }
+    };
+    let c = env
+        .connect("secretary", "secretary", "crm")
+        .await
+        .expect("secretary");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while c
+        .simple_query("SELECT 1 FROM contact_mat LIMIT 0")
+        .await
+        .is_err()
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let before = stored(1).await;
+
+    // What the secretary may write on contacts it may write through a view of them.
+    c.simple_query("UPDATE contact_edit SET city = 'Lund' WHERE id = 1")
+        .await
+        .expect("allowed column through a view");
+    c.simple_query("UPDATE contact_edit_renamed SET town = 'Ystad' WHERE contact = 2")
+        .await
+        .expect("allowed column through a view of a view");
+    c.simple_query(
+        "INSERT INTO contact_edit (first_name, last_name, city, bank_account) VALUES ('Ny', 'Kund', 'Lund', NULL)",
+    )
+    .await
+    .expect("a new row with NULL in the masked column");
+    // Writing back the masked value it read leaves the stored value.
+    c.simple_query(
+        "UPDATE contact_edit SET bank_account = bank_account, city = 'Malmö' WHERE id = 1",
+    )
+    .await
+    .expect("masked value written back");
+    let after = stored(1).await;
+    assert_eq!(after.0.as_deref(), Some("Malmö"));
+    assert_eq!(after.1, before.1, "the stored bank account was overwritten");
+    assert_eq!(stored(2).await.0.as_deref(), Some("Ystad"));
+
+    // A filter on a masked column sees masked values: it reaches no row.
+    let n = c
+        .execute(
+            "UPDATE contact_edit SET city = city WHERE bank_account LIKE '1%'",
+            &[],
+        )
+        .await
+        .expect("filtered update");
+    assert_eq!(n, 0, "the filter read stored bank accounts");
+
+    let cases: &[(&str, Expect)] = &[
+        ("UPDATE contact_edit SET bank_account = 'SE00' WHERE id = 3", Refused),
+        ("UPDATE contact_edit_renamed SET account = 'SE00' WHERE contact = 3", Refused),
+        ("INSERT INTO contact_edit (first_name, last_name, bank_account) VALUES ('a', 'b', 'SE00')", Refused),
+        ("UPDATE contact_calc SET city = 'x' WHERE account LIKE '1%'", Refused),
+        ("UPDATE contact_filtered SET city = city", Refused),
+        ("UPDATE contact_barrier SET bank_account = 'SE00' WHERE id = 3", Refused),
+        ("SELECT * FROM contact_barrier", Refused),
+        ("UPDATE contact_join SET city = 'x' WHERE id = 3", Refused),
+        ("UPDATE contact_trigger SET city = 'SE00' WHERE id = 3", Refused),
+        ("UPDATE contact_edit SET city = 'x' WHERE id = 3 RETURNING bank_account", NoLeak),
+        ("SELECT * FROM contact_mat", NoLeak),
+        ("SELECT bank_account, date_of_birth FROM contact_mat WHERE id = 3", NoLeak),
+        ("DELETE FROM contact_edit WHERE bank_account LIKE '1%' RETURNING *", NoLeak),
+    ];
+    let mut failures = Vec::new();
+    for (sql, expect) in cases {
+        if let Err(f) = run_case(&c, &secrets, "secretary", sql, *expect).await {
+            failures.push(f);
+        }
+    }
+    // Each refusal says why.
+    for (sql, why) in [
+        (
+            "UPDATE contact_edit SET bank_account = 'SE00' WHERE id = 3",
+            "bank_account",
+        ),
+        (
+            "UPDATE contact_calc SET city = 'x' WHERE account LIKE '1%'",
+            "computes column account",
+        ),
+        (
+            "UPDATE contact_filtered SET city = city",
+            "WHERE clause reads protected column",
+        ),
+        (
+            "UPDATE contact_join SET city = 'x' WHERE id = 3",
+            "columns of one table",
+        ),
+        (
+            "UPDATE contact_trigger SET city = 'SE00' WHERE id = 3",
+            "INSTEAD OF",
+        ),
+    ] {
+        match c.simple_query(sql).await {
+            Err(e) if common::message(&e).contains(why) => {}
+            Err(e) => failures.push(format!(
+                "{sql}: refused without saying {why:?}: {}",
+                common::message(&e)
+            )),
+            Ok(_) => failures.push(format!("{sql}: ran")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    assert_eq!(stored(3).await.1, {
+        let r = direct
+            .query_one("SELECT bank_account FROM contacts WHERE id = 3", &[])
+            .await
+            .expect("row 3");
+        r.get::<_, Option<String>>(0)
+    });
+    let untouched: i64 = direct
+        .query_one(
+            "SELECT count(*) FROM contacts WHERE bank_account = 'SE00' OR bank_account = 'x'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(untouched, 0, "a refused write reached the table");
+}

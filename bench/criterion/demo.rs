@@ -153,6 +153,8 @@ pub fn catalog() -> Catalog {
             children: Vec::new(),
             primary_key: Vec::new(),
             definition: None,
+            barrier: false,
+            instead: false,
         });
     }
     catalog

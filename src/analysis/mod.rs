@@ -24,6 +24,7 @@ mod settings;
 mod stand_in;
 mod statements;
 pub mod subjects;
+mod view_writes;
 mod write_guard;
 mod write_targets;
 mod writes;

@@ -117,7 +117,7 @@ impl<'a, 'c> Reads<'a, 'c> {
         }
         if rel.kind == RelKind::View {
             if let Some(base) = self.ctx.view_reads_protected(&rel) {
-                return match &rel.definition {
+                return match rel.definition.as_ref().filter(|_| !rel.barrier) {
                     Some(def) => self.inline_view(tf, &rel, def),
                     None => Err(self.ctx.refuse(format!(
                         "view {}.{} reads protected table {} and is a security-barrier view, which is not inlined for role {}; query the table itself so its masks apply",

@@ -11,7 +11,10 @@ use sqlparser::parser::Parser;
 
 use super::names::Names;
 use super::relations::Reads;
-use super::write_targets::{assignment_targets, column_name, guard_new_rows, writable};
+use super::write_targets::{
+    assignment_targets, column_name, guard_new_rows, judged, only_target, record_view_writes,
+    routed_rows, through_view, writable,
+};
 use super::writes::{modifies_data, Target};
 use super::{dialect, fold, lexer, parse_query, quote, Analysed, Ctx, Outcome};
 use crate::policy::model::{Capability, StatementClass};
@@ -204,7 +207,7 @@ fn record_reads(reads: &mut Reads, out: &mut Analysed) -> Result<(), PgError> {
     Ok(())
 }
 
-fn record_writes(
+pub(super) fn record_writes(
     ctx: &Ctx,
     rel: &crate::catalog::Relation,
     columns: impl IntoIterator<Item = String>,
@@ -253,34 +256,6 @@ fn walk_target<T: VisitMut>(node: &mut T, target: &mut Target) -> Result<(), PgE
         ControlFlow::Break(e) => Err(e),
         ControlFlow::Continue(()) => Ok(()),
     }
-}
-
-/// An UPDATE or DELETE target: with ONLY, written back into the rendering; without, its
-/// descendants' rows are changed too, under its rules.
-fn only_target(
-    ctx: &Ctx,
-    rel: &crate::catalog::Relation,
-    name: &ObjectName,
-    keyword: &'static str,
-    out: &mut Analysed,
-) -> Result<(), PgError> {
-    if super::inheritance::is_only(name) {
-        out.only_write = Some((
-            keyword,
-            format!("{}.{}", quote(&rel.schema), quote(&rel.name)),
-        ));
-        Ok(())
-    } else {
-        ctx.check_descendants(rel)
-    }
-}
-
-/// Rows inserted into a partitioned table are stored in its partitions.
-fn routed_rows(ctx: &Ctx, rel: &crate::catalog::Relation) -> Result<(), PgError> {
-    if rel.kind == crate::catalog::RelKind::Partitioned {
-        ctx.check_descendants(rel)?;
-    }
-    Ok(())
 }
 
 pub(super) fn name_parts(ctx: &Ctx, name: &ObjectName) -> Result<Vec<String>, PgError> {
@@ -335,12 +310,19 @@ fn statement(
             };
             let rel = writable(ctx, ctx.resolve(&name_parts(ctx, name)?, name)?)?;
             routed_rows(ctx, &rel)?;
+            let view = through_view(ctx, &rel)?;
             *name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
             let alias = ins.table_alias.as_ref().map(|a| fold(&a.alias));
-            let mut target = Target::new(ctx, &rel, alias);
+            let mut target = judged(ctx, &rel, alias, view.as_ref());
             if ins.columns.is_empty() {
                 target.check_all_writable()?;
-                record_writes(ctx, &rel, rel.columns.iter().map(|c| c.name.clone()), out);
+                record_view_writes(
+                    ctx,
+                    &rel,
+                    view.as_ref(),
+                    rel.columns.iter().map(|c| c.name.clone()),
+                    out,
+                );
             }
             let columns = ins
                 .columns
@@ -348,7 +330,7 @@ fn statement(
                 .map(|c| column_name(ctx, c))
                 .collect::<Result<Vec<_>, _>>()?;
             guard_new_rows(ctx, &columns, ins.source.as_deref_mut(), &mut target)?;
-            record_writes(ctx, &rel, columns, out);
+            record_view_writes(ctx, &rel, view.as_ref(), columns, out);
             if let Some(OnInsert::OnConflict(oc)) = &ins.on {
                 if let OnConflictAction::DoUpdate(du) = &oc.action {
                     for a in &du.assignments {
@@ -383,12 +365,13 @@ fn statement(
             };
             let rel = writable(ctx, ctx.resolve(&name_parts(ctx, name)?, name)?)?;
             only_target(ctx, &rel, name, "UPDATE", out)?;
+            let view = through_view(ctx, &rel)?;
             *name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
             let reference = alias
                 .as_ref()
                 .map_or_else(|| quote(&rel.name), |a| a.name.clone());
             let alias = alias.as_ref().map(|a| fold(&a.name));
-            let mut target = Target::new(ctx, &rel, alias);
+            let mut target = judged(ctx, &rel, alias, view.as_ref());
             for a in u.assignments.iter_mut() {
                 let cols: Vec<String> = match &a.target {
                     AssignmentTarget::ColumnName(n) => {
@@ -403,7 +386,7 @@ fn statement(
                             .collect::<Result<_, _>>()?
                     }
                 };
-                record_writes(ctx, &rel, cols, out);
+                record_view_writes(ctx, &rel, view.as_ref(), cols, out);
             }
             if let Some(r) = &u.returning {
                 target.check_returning(r)?;
@@ -433,12 +416,13 @@ fn statement(
             };
             let rel = writable(ctx, ctx.resolve(&name_parts(ctx, name)?, name)?)?;
             only_target(ctx, &rel, name, "DELETE FROM", out)?;
+            let view = through_view(ctx, &rel)?;
             *name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
             let reference = alias
                 .as_ref()
                 .map_or_else(|| quote(&rel.name), |a| a.name.clone());
             let alias = alias.as_ref().map(|a| fold(&a.name));
-            let mut target = Target::new(ctx, &rel, alias);
+            let mut target = judged(ctx, &rel, alias, view.as_ref());
             if let Some(r) = &d.returning {
                 target.check_returning(r)?;
                 record_returned(ctx, &rel, target.returned(r), out);

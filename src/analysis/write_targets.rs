@@ -6,7 +6,7 @@ use sqlparser::ast::{AssignmentTarget, ObjectName, SelectItem};
 
 use super::statements::name_parts;
 use super::writes::Target;
-use super::Ctx;
+use super::{Analysed, Ctx};
 use crate::protocol::PgError;
 
 /// Each guarded column of a new row: NULL or DEFAULT pass, other values of a VALUES list or
@@ -104,4 +104,79 @@ pub(super) fn column_name(ctx: &Ctx, name: &ObjectName) -> Result<String, PgErro
     name_parts(ctx, name)?
         .pop()
         .ok_or_else(|| ctx.unsupported("an empty column name"))
+}
+
+/// An UPDATE or DELETE target: with ONLY, written back into the rendering; without, its
+/// descendants' rows are changed too, under its rules.
+pub(super) fn only_target(
+    ctx: &Ctx,
+    rel: &crate::catalog::Relation,
+    name: &ObjectName,
+    keyword: &'static str,
+    out: &mut Analysed,
+) -> Result<(), PgError> {
+    if super::inheritance::is_only(name) {
+        out.only_write = Some((
+            keyword,
+            format!("{}.{}", super::quote(&rel.schema), super::quote(&rel.name)),
+        ));
+        Ok(())
+    } else {
+        ctx.check_descendants(rel)
+    }
+}
+
+/// A view written through: its base table and column map (its descendants' rows are written
+/// too unless the view reads ONLY).
+pub(super) fn through_view(
+    ctx: &Ctx,
+    rel: &crate::catalog::Relation,
+) -> Result<Option<super::view_writes::ViewColumns>, PgError> {
+    let view = super::view_writes::through(ctx, rel)?;
+    if let Some(v) = &view {
+        ctx.check_descendants(&v.base)?;
+    }
+    Ok(view)
+}
+
+/// The write target, judged by its own rules or, for a view, by its base table's.
+pub(super) fn judged<'a, 'c>(
+    ctx: &'a Ctx<'c>,
+    rel: &'a crate::catalog::Relation,
+    alias: Option<String>,
+    view: Option<&super::view_writes::ViewColumns>,
+) -> Target<'a, 'c> {
+    let target = Target::new(ctx, rel, alias);
+    match view {
+        Some(v) => target.with_rules(v.rules(ctx, rel)),
+        None => target,
+    }
+}
+
+/// Columns written, as records name them: a view's are its base table's.
+pub(super) fn record_view_writes(
+    ctx: &Ctx,
+    rel: &crate::catalog::Relation,
+    view: Option<&super::view_writes::ViewColumns>,
+    columns: impl IntoIterator<Item = String>,
+    out: &mut Analysed,
+) {
+    match view {
+        Some(v) => {
+            let base: Vec<String> = columns
+                .into_iter()
+                .filter_map(|c| v.base_column(&c).map(str::to_owned))
+                .collect();
+            super::statements::record_writes(ctx, &v.base, base, out);
+        }
+        None => super::statements::record_writes(ctx, rel, columns, out),
+    }
+}
+
+/// Rows inserted into a partitioned table are stored in its partitions.
+pub(super) fn routed_rows(ctx: &Ctx, rel: &crate::catalog::Relation) -> Result<(), PgError> {
+    if rel.kind == crate::catalog::RelKind::Partitioned {
+        ctx.check_descendants(rel)?;
+    }
+    Ok(())
 }

@@ -75,6 +75,18 @@ impl<'a, 'c> Target<'a, 'c> {
         }
     }
 
+    /// The rules of each column, where they are not the target's own (a view written through
+    /// is judged by its base table's rules).
+    pub fn with_rules(mut self, rules: Vec<(String, ColumnDecision, WriteDecision)>) -> Self {
+        self.decisions.clear();
+        self.writes.clear();
+        for (c, d, w) in rules {
+            self.decisions.insert(c.clone(), d);
+            self.writes.insert(c, w);
+        }
+        self
+    }
+
     /// A column written with a value the analysis cannot guard (COPY FROM, INSERT ... SELECT,
     /// tuple assignments, ON CONFLICT): its write rule must allow any value.
     pub fn check_write(&self, column: &str) -> Result<(), PgError> {

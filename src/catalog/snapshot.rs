@@ -178,6 +178,8 @@ impl Snapshot {
                 children,
                 primary_key: r.primary_key,
                 definition: None,
+                barrier: false,
+                instead: false,
             });
         }
         for f in self.user_functions {
