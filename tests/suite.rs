@@ -43,6 +43,7 @@ mod policy_tools;
 mod pseudonym_key;
 mod relay;
 mod result_origins;
+mod retention_run;
 mod robustness;
 mod run_lifecycle;
 mod search_path;

@@ -91,6 +91,11 @@ enum Command {
         #[command(subcommand)]
         command: subject::SubjectCommand,
     },
+    /// Retention periods from the inventory (scheduled by a timer or CronJob).
+    Retention {
+        #[command(subcommand)]
+        command: subject::RetentionCommand,
+    },
     /// Audit trail tools.
     Audit {
         #[command(subcommand)]
@@ -187,6 +192,12 @@ pub fn main() -> anyhow::Result<()> {
         Command::Subject { command } => {
             let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
             let code = rt.block_on(subject::run(command));
+            drop(rt);
+            std::process::exit(code)
+        }
+        Command::Retention { command } => {
+            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let code = rt.block_on(subject::retention(command));
             drop(rt);
             std::process::exit(code)
         }

@@ -28,3 +28,21 @@ pub async fn run(command: SubjectCommand) -> i32 {
         }
     }
 }
+
+#[derive(Subcommand)]
+pub enum RetentionCommand {
+    /// Anonymise (or delete) what is past the inventory's retention periods; exit 0 when
+    /// nothing is left overdue, 1 when a dry run finds something, 2 on failure.
+    Run(pgvakt::subject::retention::RetentionArgs),
+}
+
+pub async fn retention(command: RetentionCommand) -> i32 {
+    let RetentionCommand::Run(args) = command;
+    let (code, report) = pgvakt::subject::retention::run(&args).await;
+    if code == 2 {
+        eprint!("{report}");
+    } else {
+        print!("{report}");
+    }
+    code
+}

@@ -115,6 +115,8 @@ pub struct Retention {
     pub column: String,
     pub keep: Period,
     pub rule: String,
+    /// `retention run` deletes rows past the period instead of anonymising them.
+    pub delete: bool,
 }
 
 impl Retention {

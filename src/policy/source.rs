@@ -154,6 +154,10 @@ pub struct RetentionSpec {
     pub column: Name,
     /// A period: a positive number and a unit, `d`, `w`, `m` or `y` (e.g. `3y`, `90d`).
     pub keep: Name,
+    /// What `pgvakt retention run` does to rows past the period: `anonymise` (the table's
+    /// `erase` declaration, the default) or `delete`.
+    #[serde(default)]
+    pub action: Option<Name>,
 }
 
 #[derive(Debug, Deserialize)]

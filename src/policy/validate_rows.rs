@@ -100,11 +100,24 @@ pub(crate) fn retention(
         );
         return None;
     }
+    let delete = match r.value.action.as_ref().map(|a| (a.value.as_str(), a)) {
+        None | Some(("anonymise", _)) => false,
+        Some(("delete", _)) => true,
+        Some((other, a)) => {
+            diags.error(
+                &Pos::new(file, &a.referenced),
+                format!("{rpath}.action"),
+                format!("'{other}': the action is anonymise (the default) or delete"),
+            );
+            return None;
+        }
+    };
     match Period::parse(&r.value.keep.value) {
         Ok(keep) => Some(Retention {
             column: col.value.clone(),
             keep,
             rule: origin(&rpath, &Pos::new(file, &r.referenced)),
+            delete,
         }),
         Err(e) => {
             diags.error(

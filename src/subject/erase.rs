@@ -39,7 +39,7 @@ pub struct TableChange {
 
 /// The erased value of a column for the subject: `$1` is the subject id, `$2` its keyed
 /// pseudonym prefix computed by pgvakt (never sent when no column needs it).
-fn erased_value(
+pub(super) fn erased_value(
     t: &PlanTable,
     c: &PlanColumn,
     pseudonym: Option<&str>,
@@ -264,7 +264,11 @@ pub fn report(changes: &[TableChange], id: &str, dry_run: bool) -> String {
 }
 
 /// The keyed pseudonym prefix of a subject, computed with the policy's pseudonym key.
-fn subject_pseudonym(policy: &crate::policy::PolicySet, plan: &Plan, id: &str) -> Option<String> {
+pub(super) fn subject_pseudonym(
+    policy: &crate::policy::PolicySet,
+    plan: &Plan,
+    id: &str,
+) -> Option<String> {
     let key = policy.pseudonym_key()?;
     let mac = key.hmac_hex(format!("{}\0{id}", plan.subject_type).as_bytes());
     Some(format!("erased-{}", &mac[..16.min(mac.len())]))

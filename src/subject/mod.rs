@@ -13,11 +13,12 @@ pub mod export;
 mod html;
 mod plan;
 mod recipients;
+pub mod retention;
 mod zip;
 
 use std::path::{Path, PathBuf};
 
-pub use plan::{Plan, PlanColumn, PlanTable};
+pub use plan::{Plan, PlanColumn, PlanRetention, PlanTable};
 
 /// Everything that can stop a subject command.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +89,9 @@ pub async fn connect(
     let tls = crate::tls::tool_client_config(c.ca_file.as_deref())
         .map_err(|e| SubjectError::Connect(e.to_string()))?;
     let (client, conn) = config
-        .connect(tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone()))
+        .connect(tokio_postgres_rustls::MakeRustlsConnect::new(
+            (*tls).clone(),
+        ))
         .await
         .map_err(message)?;
     tokio::spawn(conn);

@@ -34,8 +34,29 @@ pub struct PlanTable {
     pub key_type: String,
     pub columns: Vec<PlanColumn>,
     pub rows: RowsAction,
-    /// The period after which rows are past retention: (column, PostgreSQL interval).
-    pub retention: Option<(String, String)>,
+    /// The period after which rows are past retention.
+    pub retention: Option<PlanRetention>,
+}
+
+/// A table's retention period, as `retention run` applies it.
+#[derive(Debug, Clone)]
+pub struct PlanRetention {
+    pub column: String,
+    /// The period as PostgreSQL reads an interval, e.g. `10 years`.
+    pub interval: String,
+    /// Delete rows past the period instead of anonymising them.
+    pub delete: bool,
+}
+
+impl PlanRetention {
+    /// Rows of `alias` past the period at the time in parameter `$param`.
+    pub fn past(&self, alias: &str, param: usize) -> String {
+        format!(
+            "{alias}.{} < CAST(CAST(${param} AS text) AS timestamptz) - CAST('{}' AS interval)",
+            q(&self.column),
+            self.interval
+        )
+    }
 }
 
 impl PlanTable {
@@ -72,6 +93,17 @@ pub fn q(name: &str) -> String {
 impl Plan {
     /// The tables of `subject_type` (default: the inventory's one table whose subject key is
     /// its own), with their columns read from the database.
+    /// Every subject type of the inventory: the tables with a subject key of their own.
+    pub fn subject_types(policy: &PolicySet) -> Vec<String> {
+        policy
+            .inventory
+            .tables
+            .iter()
+            .filter(|t| t.subject_key.is_some() && t.subject.is_none() && !is_pattern(&t.table))
+            .map(|t| format!("{}.{}", t.schema, t.table))
+            .collect()
+    }
+
     pub async fn load(
         client: &Client,
         policy: &PolicySet,
@@ -156,10 +188,11 @@ impl Plan {
                 key_type,
                 columns,
                 rows: entry.erase.as_ref().map(|e| e.rows).unwrap_or_default(),
-                retention: entry
-                    .retention
-                    .as_ref()
-                    .map(|r| (r.column.clone(), r.keep.interval())),
+                retention: entry.retention.as_ref().map(|r| PlanRetention {
+                    column: r.column.clone(),
+                    interval: r.keep.interval(),
+                    delete: r.delete,
+                }),
             };
             if (entry.schema.as_str(), entry.table.as_str()) == (key.0.as_str(), key.1.as_str()) {
                 tables.insert(0, table);

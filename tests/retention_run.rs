@@ -1,0 +1,215 @@
+//! `pgvakt retention run` on a clock set past the demo's periods: a dry run reports and changes
+//! nothing (exit 1), a run anonymises the subjects past `contacts.last_activity_at + 10y` as the
+//! inventory's `erase` says and deletes activities past their own period, leaves everyone else
+//! alone, and a second run finds nothing; the textfile metrics say what the alerts read.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::common;
+
+use common::{Env, EnvOptions};
+
+async fn pgvakt(args: Vec<String>) -> (i32, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(env!("CARGO_BIN_EXE_pgvakt"))
+            .args(&args)
+            .output()
+            .expect("run pgvakt");
+        (
+            out.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    })
+    .await
+    .expect("task")
+}
+
+/// The demo policy, with activities kept for five years and then deleted.
+fn policy(dir: &Path) -> std::path::PathBuf {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.yaml"))
+            .expect("demo policy");
+    let changed = text.replacen(
+        "      erase:\n        columns: {body: \"null\"}\n",
+        "      erase:\n        columns: {body: \"null\"}\n      retention: {column: happened_at, keep: 5y, action: delete}\n",
+        1,
+    );
+    assert_ne!(
+        changed, text,
+        "the demo policy's activities changed; update this test"
+    );
+    let p = dir.join("crm.yaml");
+    std::fs::write(&p, changed).expect("policy");
+    p
+}
+
+#[tokio::test]
+async fn retention_run_on_a_clock_past_the_period() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = policy(dir.path());
+    let env = Env::start_with(EnvOptions {
+        demo_contacts: Some(60),
+        policy_file: Some(policy.clone()),
+        ..Default::default()
+    })
+    .await;
+    let direct = env.cluster.connect("crm").await.expect("direct");
+    let now = "2036-06-01T00:00:00Z";
+    let count = |sql: &'static str| {
+        let direct = &direct;
+        async move {
+            direct
+                .query_one(sql, &[])
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .get::<_, i64>(0)
+        }
+    };
+    let past_contacts = "SELECT count(*) FROM contacts WHERE last_activity_at < '2036-06-01'::timestamptz - interval '10 years'";
+    let past_activities = "SELECT count(*) FROM activities WHERE happened_at < '2036-06-01'::timestamptz - interval '5 years'";
+    let (n_contacts, n_activities) = (count(past_contacts).await, count(past_activities).await);
+    assert!(
+        n_contacts > 5 && n_activities > 5,
+        "{n_contacts} {n_activities}"
+    );
+    let total_contacts = count("SELECT count(*) FROM contacts").await;
+    let kept_before: Vec<String> = direct
+        .query(
+            "SELECT row_to_json(c)::text FROM contacts c WHERE last_activity_at >= '2036-06-01'::timestamptz - interval '10 years' ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("rows inside the period")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+
+    let metrics = dir.path().join("pgvakt_retention.prom");
+    let args = |extra: &[&str]| {
+        let mut a: Vec<String> = vec![
+            "retention".into(),
+            "run".into(),
+            "--upstream".into(),
+            format!(
+                "host=127.0.0.1 port={} user=dpo password=dpo dbname=crm sslmode=require",
+                env.proxy_port()
+            ),
+            "--policy".into(),
+            policy.display().to_string(),
+            "--now".into(),
+            now.into(),
+            "--metrics-file".into(),
+            metrics.display().to_string(),
+        ];
+        a.extend(extra.iter().map(|s| (*s).to_owned()));
+        a
+    };
+    let (code, out) = pgvakt(args(&["--dry-run"])).await;
+    assert_eq!(code, 1, "a dry run that finds overdue rows: {out}");
+    assert!(
+        out.contains(&format!("{n_contacts} subjects past 10 years")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "public.activities: {n_activities} rows past 5 years"
+        )),
+        "{out}"
+    );
+    assert_eq!(
+        count(past_activities).await,
+        n_activities,
+        "dry run deletes nothing"
+    );
+    let prom = std::fs::read_to_string(&metrics).expect("metrics file");
+    assert!(
+        prom.contains("pgvakt_retention_last_run_success 1"),
+        "{prom}"
+    );
+    assert!(!prom.contains("pgvakt_retention_overdue_rows 0"), "{prom}");
+
+    let (code, out) = pgvakt(args(&[])).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 left overdue"), "{out}");
+    assert_eq!(
+        count(past_activities).await,
+        0,
+        "activities past 5 years deleted"
+    );
+    let anonymised = count(
+        "SELECT count(*) FROM contacts WHERE last_activity_at < '2036-06-01'::timestamptz - interval '10 years'
+         AND first_name = '***' AND email = '***' AND bank_account IS NULL AND date_of_birth IS NULL",
+    )
+    .await;
+    assert_eq!(
+        anonymised, n_contacts,
+        "every subject past the period anonymised"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM contacts").await,
+        total_contacts,
+        "rows kept"
+    );
+    let kept_after: Vec<String> = direct
+        .query(
+            "SELECT row_to_json(c)::text FROM contacts c WHERE last_activity_at >= '2036-06-01'::timestamptz - interval '10 years' ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("rows inside the period")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        kept_after, kept_before,
+        "subjects inside the period untouched"
+    );
+    let prom = std::fs::read_to_string(&metrics).expect("metrics file");
+    assert!(prom.contains("pgvakt_retention_overdue_rows 0"), "{prom}");
+
+    let (code, out) = pgvakt(args(&[])).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("0 rows overdue, 0 changed"),
+        "a second run changes nothing: {out}"
+    );
+
+    // A run that cannot connect fails with 2 and says so in the metrics.
+    let mut bad = args(&[]);
+    bad[3] = "host=127.0.0.1 port=1 user=dpo dbname=crm sslmode=disable".into();
+    let (code, _) = pgvakt(bad).await;
+    assert_eq!(code, 2);
+    let prom = std::fs::read_to_string(&metrics).expect("metrics file");
+    assert!(
+        prom.contains("pgvakt_retention_last_run_success 0"),
+        "{prom}"
+    );
+}
+
+#[test]
+fn retention_alerts_read_what_the_run_writes() {
+    let rules = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/retention-alerts.yml"),
+    )
+    .expect("rules");
+    let written = pgvakt::subject::retention::metrics_text(
+        Some(&pgvakt::subject::retention::Outcome::default()),
+        0,
+    );
+    let mut seen = 0;
+    for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("pgvakt_retention_") {
+            seen += 1;
+            assert!(
+                written.contains(&format!("\n{word} ")),
+                "{word} is not written by retention run"
+            );
+        }
+    }
+    assert!(seen >= 3, "the rules read the run's metrics");
+}
