@@ -22,7 +22,7 @@ pub(crate) const LAYERS: &[&[&str]] = &[
     &["session"],
     &["listener"],
     // Commands around the proxy.
-    &["install", "explain", "preflight", "admin"],
+    &["install", "explain", "preflight", "admin", "mask_check"],
     &["policy_cli", "demo", "subject"],
     // The binary's command line (`src/cli/`, declared by `src/main.rs`, not by the library).
     &["cli"],

@@ -17,6 +17,7 @@
 //! - [`policy`]: policy files loaded, validated and compiled; masks, grants, `policy check`.
 //! - [`preflight`]: `pgvakt check-config`: everything `run` reads, read without starting.
 //! - [`admin`]: `pgvakt admin`: unlock users and addresses, list locks, on every replica.
+//! - [`mask_check`]: every mask on every column it covers, rendered and checked (`policy check`).
 //! - [`install`]: `pgvakt install`: the pseudonym key and function upstream, and their check.
 //! - [`readiness`]: what `/readyz` answers, composed of upstream, service, audit and drain.
 //! - [`proxy`]: state shared by every session (config, TLS, upstream, cancel keys, metrics).
@@ -49,6 +50,7 @@ pub mod install;
 #[cfg(test)]
 mod layering;
 pub mod listener;
+pub mod mask_check;
 pub mod metrics;
 pub mod policy;
 pub mod policy_cli;

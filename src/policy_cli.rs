@@ -9,7 +9,7 @@ use crate::catalog::snapshot::Snapshot;
 use crate::catalog::{Catalog, RelKind};
 use crate::explain::{connect, explain, live_catalog, load_snapshot};
 use crate::policy::check::{check_against_schema, LiveTable, Sample};
-use crate::policy::inventory::{is_system_schema, UNCLASSIFIED};
+use crate::policy::inventory::{is_system_schema, SPECIAL};
 use crate::policy::testcases::{self, TestReport};
 use crate::policy::{load, PolicySet};
 
@@ -26,6 +26,23 @@ pub struct ExplainArgs {
     pub schema: SchemaSource,
     pub search_path: Option<String>,
     pub sql: String,
+}
+
+/// The search_path offline tools assume: the policy's own schemas (each file's `schema:`, in
+/// order) before PostgreSQL's default, so a statement's unqualified names resolve where the
+/// policy's do.
+pub fn policy_search_path(set: &PolicySet) -> Vec<String> {
+    let mut path = default_search_path();
+    let at = path
+        .iter()
+        .position(|s| s == "public")
+        .unwrap_or(path.len());
+    for (i, s) in set.inventory.file_schemas.iter().enumerate() {
+        if !path.contains(s) {
+            path.insert(at + i, s.clone());
+        }
+    }
+    path
 }
 
 fn load_policy(paths: &[PathBuf]) -> Result<PolicySet, String> {
@@ -74,7 +91,7 @@ pub async fn explain_command(args: ExplainArgs) -> Result<i32, String> {
     };
     let path: Vec<String> = match &args.search_path {
         Some(p) => p.split(',').map(|s| s.trim().to_owned()).collect(),
-        None => default_search_path(),
+        None => policy_search_path(&set),
     };
     let mut e = explain(&set, &catalog, &role, &user, &path, &args.sql);
     e.via = via;
@@ -116,7 +133,7 @@ pub async fn test_command(
         };
         let set = load_policy(&policy_paths)?;
         let (catalog, _client) = catalog_from(&source).await?;
-        let path = default_search_path();
+        let path = policy_search_path(&set);
         let report = testcases::run(&file.display().to_string(), &tests, |role, sql| {
             match set.role(role) {
                 Some(r) => explain(&set, &catalog, &r, role, &path, sql).test_outcome(),
@@ -146,45 +163,73 @@ pub async fn snapshot_command(dsn: &str, out: Option<&Path>) -> Result<i32, Stri
     Ok(0)
 }
 
-/// `policy check --upstream`: the inventory against the live tables, with sample values of
-/// unclassified text columns as extra hints.
-pub async fn check_upstream(
+/// `policy check --upstream` / `--snapshot`: the inventory against the schema's relations, every
+/// mask against the columns it covers (PostgreSQL checks them when live), and, when live,
+/// sample values of text columns as extra hints.
+pub async fn check_schema(
     set: &PolicySet,
-    dsn: &str,
+    source: &SchemaSource,
 ) -> Result<crate::policy::Diagnostics, String> {
-    let client = connect(dsn).await?;
-    let cat = live_catalog(&client).await?;
-    let mut live: Vec<LiveTable> = Vec::new();
-    let mut samples: Vec<Sample> = Vec::new();
-    for rel in cat.relations() {
-        if is_system_schema(&rel.schema) || rel.kind == RelKind::Sequence {
-            continue;
-        }
-        let kind = match rel.kind {
-            RelKind::Table => "table",
-            RelKind::Partitioned => "partitioned table",
-            RelKind::Foreign => "foreign table",
-            RelKind::View => "view",
-            RelKind::MaterializedView => "materialized view",
-            RelKind::Sequence => "sequence",
-        };
-        live.push(LiveTable {
+    let (cat, client) = catalog_from(source).await?;
+    let live = live_tables(&cat);
+    let samples = match &client {
+        Some(c) => sample_values(set, &cat, c).await,
+        None => Vec::new(),
+    };
+    let mut d = check_against_schema(set, &live, &samples);
+    let uses = crate::mask_check::mask_uses(set, &cat);
+    d.extend(match &client {
+        Some(c) => crate::mask_check::check_live(set, &uses, c).await,
+        None => crate::mask_check::check_offline(set, &uses),
+    });
+    Ok(d)
+}
+
+fn live_tables(cat: &Catalog) -> Vec<LiveTable> {
+    let mut live: Vec<LiveTable> = cat
+        .relations()
+        .filter(|rel| !is_system_schema(&rel.schema) && rel.kind != RelKind::Sequence)
+        .map(|rel| LiveTable {
             schema: rel.schema.clone(),
             name: rel.name.clone(),
-            kind: kind.into(),
+            kind: match rel.kind {
+                RelKind::Table => "table",
+                RelKind::Partitioned => "partitioned table",
+                RelKind::Foreign => "foreign table",
+                RelKind::View => "view",
+                RelKind::MaterializedView => "materialized view",
+                RelKind::Sequence => "sequence",
+            }
+            .into(),
             columns: rel
                 .columns
                 .iter()
                 .map(|c| (c.name.clone(), c.ty.sql_name.clone()))
                 .collect(),
-        });
-        if matches!(rel.kind, RelKind::View | RelKind::MaterializedView) {
-            // Samples come from the tables themselves.
+        })
+        .collect();
+    live.sort();
+    live
+}
+
+/// Up to 20 values of each text column of each table not classified as special category data,
+/// for the detector (never printed).
+async fn sample_values(
+    set: &PolicySet,
+    cat: &Catalog,
+    client: &tokio_postgres::Client,
+) -> Vec<Sample> {
+    let mut samples: Vec<Sample> = Vec::new();
+    for rel in cat.relations() {
+        // Views and materialized views show the tables' values; foreign tables may be remote.
+        if is_system_schema(&rel.schema)
+            || !matches!(rel.kind, RelKind::Table | RelKind::Partitioned)
+        {
             continue;
         }
         for c in rel.columns.iter().filter(|c| c.ty.category == 'S') {
             let classified = set.inventory.classify(&rel.schema, &rel.name, &c.name);
-            if classified.is_some_and(|c| c.category != UNCLASSIFIED) {
+            if classified.is_some_and(|c| c.category == SPECIAL) {
                 continue;
             }
             let q = format!(
@@ -202,6 +247,5 @@ pub async fn check_upstream(
             }
         }
     }
-    live.sort();
-    Ok(check_against_schema(set, &live, &samples))
+    samples
 }

@@ -39,6 +39,7 @@ mod masks_pg;
 mod metrics_format;
 mod notify;
 mod ops;
+mod policy_checks;
 mod policy_tools;
 mod pseudonym_key;
 mod relay;

@@ -8,36 +8,67 @@ use pgvakt::policy_cli::{self, SchemaSource};
 
 #[derive(Subcommand)]
 pub enum PolicyCommand {
-    /// Validate policy files or directories; exits 1 when there are errors.
+    /// Validate policy files or directories (file:line:column for each problem); with a
+    /// schema, also the inventory and every mask against the tables; exits 1 on errors.
+    #[command(after_help = "Examples:
+  pgvakt policy check                                   # the files in policies/
+  pgvakt policy check policies/crm.yaml --strict        # warnings fail too (CI)
+  pgvakt policy check --snapshot schema.json            # offline: table and column typos, mask types
+  pgvakt policy check --upstream \"host=db dbname=crm user=pgvakt sslmode=verify-full sslrootcert=ca.pem\"")]
     Check {
+        /// Policy files or directories of *.yaml, e.g. `policies/` or `policies/crm.yaml`.
         #[arg(default_value = "policies")]
         paths: Vec<PathBuf>,
-        /// Also check the inventory against this live database (libpq connection string).
-        #[arg(long)]
+        /// Also check against this live database (libpq connection string, e.g. "host=db
+        /// dbname=crm user=pgvakt"): unknown and unlisted tables and columns, columns that look
+        /// personal by name or values, and every mask prepared by PostgreSQL on its columns.
+        #[arg(long, conflicts_with = "snapshot")]
         upstream: Option<String>,
+        /// Also check against a schema snapshot (`pgvakt policy snapshot`), offline, e.g.
+        /// `policies/schema/crm-snapshot.json`: unknown and unlisted tables and columns, and
+        /// built-in masks on column types they cannot mask.
+        #[arg(long)]
+        snapshot: Option<PathBuf>,
+        /// Exit 1 on warnings too, e.g. in CI: `pgvakt policy check --strict`.
+        #[arg(long)]
+        strict: bool,
     },
-    /// Show what the proxy does with a statement for a role: decision, columns, rules, SQL.
+    /// Show what the proxy does with a statement for a role or user: decision, each column
+    /// read with category, action and rule, and the SQL forwarded.
+    #[command(after_help = "Examples:
+  pgvakt policy explain --role secretary --snapshot policies/schema/crm-snapshot.json \\
+      \"SELECT first_name, bank_account FROM contacts WHERE id = 42\"
+  pgvakt policy explain --user anna --upstream \"host=db dbname=crm user=pgvakt\" \"SELECT * FROM contacts\"")]
     Explain {
-        /// Policy files or directories.
+        /// Policy files or directories, e.g. `--policy policies/crm.yaml`.
         #[arg(long, default_value = "policies")]
         policy: Vec<PathBuf>,
-        /// Policy role to explain for.
+        /// Policy role to explain for, e.g. `--role secretary`.
         #[arg(long)]
         role: Option<String>,
-        /// Login user (its role is resolved like at login; groups need --upstream).
+        /// Login user, its role resolved as at login (grants, valid_from/valid_until; groups
+        /// need --upstream), e.g. `--user anna`.
         #[arg(long)]
         user: Option<String>,
         #[command(flatten)]
         schema: SchemaArgs,
-        /// search_path as a comma-separated list.
+        /// search_path as a comma-separated list, e.g. `--search-path crm,public`; default:
+        /// the policy's `schema:`, then public.
         #[arg(long)]
         search_path: Option<String>,
+        /// The statement, e.g. "SELECT bank_account FROM contacts".
         sql: String,
     },
-    /// Run policy test cases (YAML) and print `N passed, M failed`; exits 1 on failures.
+    /// Run policy test cases (YAML files, or directories of them) and print `N passed, M
+    /// failed`, with what actually happened for each failure; exits 1 on failures.
+    #[command(after_help = "Examples:
+  pgvakt policy test policies/tests/crm.yaml
+  pgvakt policy test policies/tests/ --policy policies/ --snapshot policies/schema/crm-snapshot.json")]
     Test {
+        /// Test files or directories of *.yaml, e.g. `policies/tests/`.
         files: Vec<PathBuf>,
-        /// Policy files (default: what each test file names).
+        /// Policy files (default: what each test file names with `policy:`), e.g.
+        /// `--policy policies/crm.yaml`.
         #[arg(long)]
         policy: Vec<PathBuf>,
         #[command(flatten)]
@@ -52,11 +83,15 @@ pub enum PolicyCommand {
         #[arg(long)]
         expiring: Option<String>,
     },
-    /// Save the live schema as a snapshot for offline `explain` and `test`.
+    /// Save the live schema as a snapshot for offline `check`, `explain` and `test`.
+    #[command(after_help = "Examples:
+  pgvakt policy snapshot --upstream \"host=db dbname=crm user=pgvakt\" --out policies/schema/crm-snapshot.json")]
     Snapshot {
+        /// Database to read (libpq connection string), e.g. "host=db dbname=crm user=pgvakt
+        /// sslmode=require".
         #[arg(long)]
         upstream: String,
-        /// Output file (default stdout).
+        /// Output file (default stdout), e.g. `--out schema.json`.
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -64,17 +99,19 @@ pub enum PolicyCommand {
 
 #[derive(clap::Args)]
 pub struct SchemaArgs {
-    /// Schema snapshot written by `pgvakt policy snapshot`.
-    #[arg(long, conflicts_with = "upstream")]
-    schema: Option<PathBuf>,
-    /// Live database (libpq connection string) to read the schema from.
+    /// Schema snapshot written by `pgvakt policy snapshot`, e.g. `--snapshot
+    /// policies/schema/crm-snapshot.json` (`--schema` is accepted as an older name).
+    #[arg(long, alias = "schema", conflicts_with = "upstream")]
+    snapshot: Option<PathBuf>,
+    /// Live database to read the schema from (libpq connection string), e.g. "host=db
+    /// dbname=crm user=pgvakt".
     #[arg(long)]
     upstream: Option<String>,
 }
 
 impl SchemaArgs {
     fn source(self) -> Option<SchemaSource> {
-        match (self.schema, self.upstream) {
+        match (self.snapshot, self.upstream) {
             (Some(p), _) => Some(SchemaSource::Snapshot(p)),
             (None, Some(d)) => Some(SchemaSource::Upstream(d)),
             (None, None) => None,
@@ -84,14 +121,25 @@ impl SchemaArgs {
 
 pub async fn run(command: PolicyCommand) -> Result<i32, String> {
     match command {
-        PolicyCommand::Check { paths, upstream } => {
+        PolicyCommand::Check {
+            paths,
+            upstream,
+            snapshot,
+            strict,
+        } => {
             let mut report = pgvakt::policy::check::check(&paths);
-            if let (Some(dsn), true) = (upstream, report.ok()) {
+            let source = match (upstream, snapshot) {
+                (Some(dsn), _) => Some(SchemaSource::Upstream(dsn)),
+                (None, Some(p)) => Some(SchemaSource::Snapshot(p)),
+                (None, None) => None,
+            };
+            if let (Some(source), true) = (source, report.ok()) {
                 let set = pgvakt::policy::load(&paths).map_err(|e| e.to_string())?;
-                let live = policy_cli::check_upstream(&set, &dsn).await?;
-                report.diagnostics.extend(live);
+                let found = policy_cli::check_schema(&set, &source).await?;
+                report.diagnostics.extend(found);
                 report.diagnostics = report.diagnostics.sorted();
             }
+            report.strict = strict;
             print!("{report}");
             Ok(if report.ok() { 0 } else { 1 })
         }
@@ -105,7 +153,7 @@ pub async fn run(command: PolicyCommand) -> Result<i32, String> {
         } => {
             let schema = schema
                 .source()
-                .ok_or("give --schema FILE or --upstream DSN")?;
+                .ok_or("give --snapshot FILE or --upstream DSN")?;
             policy_cli::explain_command(policy_cli::ExplainArgs {
                 policy,
                 role,

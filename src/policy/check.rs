@@ -4,44 +4,25 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use super::detect::{personal_name, special_word, value_hint};
 use super::diag::{Diagnostics, Pos, Severity};
 use super::inventory::{is_pattern, is_system_schema, UnlistedRelations, NONE};
 use super::model::RoleRules;
 use super::{load, PolicySet};
-
-/// Column names that usually hold personal data; an unclassified column like this is a warning.
-const PERSONAL_HINTS: &[&str] = &[
-    "email",
-    "mail",
-    "phone",
-    "mobile",
-    "iban",
-    "account",
-    "birth",
-    "dob",
-    "ssn",
-    "personnummer",
-    "address",
-    "street",
-    "postal",
-    "zip",
-    "name",
-    "passport",
-    "salary",
-    "ip",
-];
 
 /// Everything `check` found, printable as `file:line:col: error: path: message` lines.
 #[derive(Debug, Default)]
 pub struct CheckReport {
     pub version: Option<String>,
     pub diagnostics: Diagnostics,
+    /// Warnings fail the check too (`--strict`).
+    pub strict: bool,
 }
 
 impl CheckReport {
     /// The caller exits non-zero when this is false.
     pub fn ok(&self) -> bool {
-        !self.diagnostics.has_errors()
+        !self.diagnostics.has_errors() && (!self.strict || self.diagnostics.items.is_empty())
     }
 }
 
@@ -59,6 +40,11 @@ impl fmt::Display for CheckReport {
             Some(v) if self.ok() => {
                 writeln!(f, "policy {v}: ok, {} warning(s)", count(Severity::Warning))
             }
+            Some(v) if !self.diagnostics.has_errors() => writeln!(
+                f,
+                "policy {v}: {} warning(s), which fail the check with --strict",
+                count(Severity::Warning)
+            ),
             _ => writeln!(
                 f,
                 "policy invalid: {} error(s), {} warning(s)",
@@ -79,11 +65,13 @@ pub fn check(paths: &[PathBuf]) -> CheckReport {
             CheckReport {
                 version: Some(set.version.clone()),
                 diagnostics: diagnostics.sorted(),
+                strict: false,
             }
         }
         Err(e) => CheckReport {
             version: None,
             diagnostics: e.diagnostics,
+            strict: false,
         },
     }
 }
@@ -106,8 +94,11 @@ pub struct LiveTable {
 /// (a typo there silently protects nothing), and so are relations in the policy's schemas that
 /// the inventory does not list (they are personal data of category `unclassified` by default;
 /// with `unlisted_relations: not_personal` a warning); unclassified columns whose name looks
-/// personal are warnings. `samples` may give example values per (schema, table, column) for
-/// extra hints.
+/// personal (by name, or by sample values: e-mail, IBAN, account and identity numbers, phone
+/// numbers) are warnings, and so are columns not classified `special` whose name or values use
+/// words of GDPR Art. 9's special categories. `samples` may give example values per (schema,
+/// table, column). Each finding is reported at the policy line it concerns: the inventory entry
+/// of its table (or, for a relation the inventory does not list, the first entry of its schema).
 pub fn check_against_schema(
     set: &PolicySet,
     live: &[LiveTable],
@@ -115,7 +106,17 @@ pub fn check_against_schema(
 ) -> Diagnostics {
     let mut d = Diagnostics::default();
     let file = set.files.first().cloned().unwrap_or_default();
-    let pos = Pos::file_only(&file);
+    let file_pos = Pos::file_only(&file);
+    let rule_pos = |rule: &str| Pos::of_rule(rule).map_or_else(|| file_pos.clone(), |(_, p)| p);
+    // Where a relation of `schema` is discussed: its inventory entry, else its schema's first.
+    let table_pos = |schema: &str, table: &str| {
+        let entries = &set.inventory.tables;
+        entries
+            .iter()
+            .find(|e| e.schema == schema && e.table == table)
+            .or_else(|| entries.iter().find(|e| e.schema == schema))
+            .map_or_else(|| file_pos.clone(), |e| rule_pos(&e.rule))
+    };
     for rel in live {
         if is_system_schema(&rel.schema)
             || !set.inventory.schemas.contains(&rel.schema)
@@ -124,6 +125,7 @@ pub fn check_against_schema(
             continue;
         }
         let path = format!("{}.{}", rel.schema, rel.name);
+        let pos = table_pos(&rel.schema, &rel.name);
         match set.inventory.unlisted {
             UnlistedRelations::Personal => d.error(
                 &pos,
@@ -154,7 +156,7 @@ pub fn check_against_schema(
         else {
             let known = live.iter().map(|t| t.name.as_str());
             d.unknown(
-                &pos,
+                &rule_pos(&entry.rule),
                 entry.rule.clone(),
                 format!(
                     "table '{}.{}' does not exist upstream",
@@ -168,7 +170,7 @@ pub fn check_against_schema(
         for (name, cls) in &entry.columns {
             if !is_pattern(name) && !cols.iter().any(|(c, _)| c == name) {
                 d.unknown(
-                    &pos,
+                    &rule_pos(&cls.rule),
                     cls.rule.clone(),
                     format!(
                         "column '{name}' does not exist in {}.{}",
@@ -198,22 +200,55 @@ pub fn check_against_schema(
             let unclassified = classified
                 .as_ref()
                 .is_none_or(|c| c.category == super::inventory::UNCLASSIFIED);
-            let lower = col.to_lowercase();
-            let looks_personal = PERSONAL_HINTS.iter().any(|h| lower.contains(h))
-                || samples.iter().any(|((s, t, c), vals)| {
-                    s == schema && t == table && c == col && vals.iter().any(|v| v.contains('@'))
-                });
-            if unclassified && looks_personal {
+            let values = samples
+                .iter()
+                .filter(|((s, t, c), _)| s == schema && t == table && c == col)
+                .flat_map(|(_, vals)| vals.iter());
+            let by_value = values.clone().find_map(|v| value_hint(v));
+            let pos = table_pos(schema, table);
+            let path = format!("{schema}.{table}.{col}");
+            let not_personal = classified.as_ref().is_some_and(|c| c.category == NONE);
+            if (unclassified && personal_name(col))
+                || ((unclassified || not_personal) && by_value.is_some())
+            {
+                let why = by_value.map_or_else(
+                    || "its name looks personal".to_owned(),
+                    |v| format!("its values look like {v}"),
+                );
                 d.warning(
                     &pos,
-                    format!("{schema}.{table}.{col}"),
+                    path.clone(),
                     format!(
-                        "column ({ty}) looks personal but is not classified (currently: {})",
+                        "column ({ty}) is not classified as personal data but {why} (currently: {})",
                         if decision.category == NONE {
                             "not personal"
                         } else {
                             "personal, unclassified"
                         }
+                    ),
+                );
+            }
+            let special = classified
+                .as_ref()
+                .is_some_and(|c| c.category == super::inventory::SPECIAL);
+            if special {
+                continue;
+            }
+            let word = special_word(col)
+                .map(|w| format!("its name ('{w}')"))
+                .or_else(|| {
+                    values
+                        .clone()
+                        .find_map(|v| special_word(v))
+                        .map(|w| format!("its values ('{w}...')"))
+                });
+            if let Some(word) = word {
+                d.warning(
+                    &pos,
+                    path,
+                    format!(
+                        "{word} suggest special-category data (GDPR Art. 9: health, beliefs, ethnicity, ...), but it is classified as '{}'; classify it as 'special'",
+                        classified.map_or_else(|| NONE.to_owned(), |c| c.category)
                     ),
                 );
             }

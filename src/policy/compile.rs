@@ -52,7 +52,10 @@ fn pseudonym_key(
     env: EnvLookup<'_>,
     diags: &mut Diagnostics,
 ) -> Option<PseudonymKey> {
-    let pos = Pos::file_only(files.first().map_or("<policy>", |f| f.path.as_str()));
+    let pos = c
+        .pseudonym_pos
+        .clone()
+        .unwrap_or_else(|| Pos::file_only(files.first().map_or("<policy>", |f| f.path.as_str())));
     let raw = match env(&c.key_env).filter(|v| !v.is_empty()) {
         Some(v) => Some(v.into_bytes()),
         None => {

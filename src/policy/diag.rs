@@ -66,6 +66,21 @@ impl Pos {
     }
 }
 
+impl Pos {
+    /// The position in a rule's origin text, `path (file:line:column)` as validation writes it
+    /// (only the first rule of a `a; b` chain counts); None when it names no position.
+    pub fn of_rule(rule: &str) -> Option<(String, Pos)> {
+        let first = rule.split("; ").next().unwrap_or(rule);
+        let (path, rest) = first.rsplit_once(" (")?;
+        let inner = rest.strip_suffix(')')?;
+        let mut parts = inner.rsplitn(3, ':');
+        let column = parts.next()?.parse().ok()?;
+        let line = parts.next()?.parse().ok()?;
+        let file = parts.next()?.to_owned();
+        Some((path.to_owned(), Pos { file, line, column }))
+    }
+}
+
 impl fmt::Display for Pos {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:{}", self.file, self.line, self.column)
@@ -184,6 +199,19 @@ pub struct PolicyErrors {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rule_origins_give_their_position() {
+        let (path, pos) =
+            super::Pos::of_rule("roles.sales.categories.financial (policies/crm.yaml:99:7); x")
+                .unwrap();
+        assert_eq!(path, "roles.sales.categories.financial");
+        assert_eq!(
+            (pos.file.as_str(), pos.line, pos.column),
+            ("policies/crm.yaml", 99, 7)
+        );
+        assert!(super::Pos::of_rule("built-in deny_all").is_none());
+    }
+
     #[test]
     fn yaml_errors_carry_no_parser_api_advice() {
         let mut diags = super::Diagnostics::default();

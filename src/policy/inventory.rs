@@ -17,6 +17,8 @@ use super::model::TableInventory;
 pub const UNCLASSIFIED: &str = "unclassified";
 /// Category of non-personal columns.
 pub const NONE: &str = "none";
+/// GDPR Art. 9 special categories of personal data (built-in category).
+pub const SPECIAL: &str = "special";
 
 /// Schemas of PostgreSQL's own catalogs: never personal data, whatever the inventory says
 /// (the analyser's catalog allowlist decides what a restricted role may read there).
@@ -202,6 +204,10 @@ pub struct Inventory {
     /// The schemas the policy is about: every file's `schema` (default `public`) and every
     /// schema an inventory name spells out. `policy check --upstream` lists their relations.
     pub schemas: BTreeSet<String>,
+    /// The files' `schema` values (default `public`) in file order: where the policy's own
+    /// unqualified names live, so `explain` and `test` resolve a statement's unqualified names
+    /// there too.
+    pub file_schemas: Vec<String>,
     /// Where consents live (`inventory.consents`).
     pub consents: Option<super::rows::ConsentSource>,
     /// Where Art. 18 restrictions live (`inventory.restrictions`).

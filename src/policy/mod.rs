@@ -14,6 +14,7 @@
 
 pub mod check;
 pub mod compile;
+pub mod detect;
 pub mod diag;
 pub mod erase;
 pub mod expiry;

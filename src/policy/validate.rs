@@ -75,6 +75,8 @@ pub struct Checked {
     pub default_role: String,
     pub key_env: String,
     pub key_file: Option<String>,
+    /// Where the `pseudonym` section is, for problems with its key.
+    pub pseudonym_pos: Option<Pos>,
     pub inventory: Inventory,
     /// Method name → (kind, custom template). Built-ins are included.
     pub masks: BTreeMap<String, (MaskKind, Option<String>)>,
@@ -161,6 +163,7 @@ pub fn validate(files: &[SourceFile], diags: &mut Diagnostics) -> Checked {
                     c.key_env = env.clone();
                 }
                 c.key_file = p.value.key_file.clone();
+                c.pseudonym_pos = Some(pos.clone());
             }
         }
         if let Some(r) = &doc.default_role {
@@ -189,6 +192,9 @@ pub fn validate(files: &[SourceFile], diags: &mut Diagnostics) -> Checked {
         }
         let schema = doc.schema.as_ref().map_or("public", |s| s.value.as_str());
         c.inventory.schemas.insert(schema.to_owned());
+        if !c.inventory.file_schemas.iter().any(|s| s == schema) {
+            c.inventory.file_schemas.push(schema.to_owned());
+        }
     }
     for b in BUILTIN_METHODS {
         let kind = match *b {
