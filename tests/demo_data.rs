@@ -158,7 +158,8 @@ async fn schema_matches_the_contract() {
         .map(|r| r.get(0))
         .collect();
     for wanted in [
-        "contacts USING btree (last_name)",
+        "contacts USING btree (last_name, first_name)",
+        "contacts USING btree (email)",
         "contacts USING btree (company_id)",
         "activities USING btree (contact_id)",
         "consents USING btree (contact_id)",
