@@ -18,7 +18,8 @@ INSERT INTO contacts_archive (id, first_name, last_name, email, bank_account, da
 CREATE TABLE contacts_scratch (extra text) INHERITS (contacts);
 INSERT INTO contacts_scratch (id, first_name, last_name, email, bank_account, extra)
   VALUES (900002, 'Scratch', 'Person', 'scratch@example.com', 'SCRATCH-ACCOUNT-0815', 'x');
-GRANT SELECT, UPDATE, DELETE ON contacts, contacts_archive, contacts_scratch TO PUBLIC;
+CREATE VIEW contacts_own AS SELECT id, first_name, city, bank_account FROM ONLY contacts;
+GRANT SELECT, UPDATE, DELETE ON contacts, contacts_archive, contacts_scratch, contacts_own TO PUBLIC;
 ";
 
 /// The demo policy with `contacts_archive` listed and ruled as `contacts` is.
@@ -117,6 +118,25 @@ async fn only_and_inheritance_children_follow_the_policy() {
     .await
     .expect("JOIN ONLY");
     assert!(!joined.is_empty());
+
+    // A view over ONLY contacts reads and writes the parent's own rows.
+    let own = rows(&c, "SELECT id, bank_account FROM contacts_own ORDER BY id")
+        .await
+        .expect("view over ONLY");
+    assert_eq!(own.len() as i64, want);
+    assert!(own
+        .iter()
+        .all(|r| r[1].as_deref().is_none_or(|v| v == "***")));
+    rows(&c, "UPDATE contacts_own SET city = 'Kiruna' WHERE id = 3")
+        .await
+        .expect("write through a view over ONLY");
+    let e = rows(
+        &c,
+        "UPDATE contacts_own SET bank_account = 'X' WHERE id = 3",
+    )
+    .await
+    .expect_err("a masked column through the view");
+    assert!(e.starts_with("42501"), "{e}");
 
     // The unlisted child makes the parent readable only with ONLY; the message says why.
     for sql in [

@@ -222,7 +222,8 @@ impl<'a, 'c> Reads<'a, 'c> {
             return Err(self.ctx.unsupported("views nested this deep"));
         }
         let body = definition.trim().trim_end_matches(';');
-        let mut q = parse_query(body).map_err(|e| {
+        // A view over `ONLY t` reads t without its children, as the client's text would.
+        let mut q = parse_query(&super::inheritance::mark_only(body)).map_err(|e| {
             self.ctx.unsupported(&format!(
                 "the definition of view {}.{} ({e})",
                 rel.schema, rel.name

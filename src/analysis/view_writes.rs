@@ -23,6 +23,8 @@ const MAX_DEPTH: usize = 16;
 pub struct ViewColumns {
     pub base: Arc<Relation>,
     pub map: Vec<(String, Option<String>)>,
+    /// The view reads its table with ONLY: writes reach no inheritance child.
+    pub only: bool,
 }
 
 impl ViewColumns {
@@ -108,7 +110,8 @@ fn resolve(ctx: &Ctx, view: &Relation, depth: usize) -> Result<ViewColumns, PgEr
         .definition
         .as_deref()
         .ok_or_else(|| refuse(not_simple))?;
-    let q = parse_query(def.trim().trim_end_matches(';')).map_err(|_| refuse(not_simple))?;
+    let def = super::inheritance::mark_only(def.trim().trim_end_matches(';'));
+    let q = parse_query(&def).map_err(|_| refuse(not_simple))?;
     let SetExpr::Select(s) = q.body.as_ref() else {
         return Err(refuse(not_simple));
     };
@@ -169,6 +172,7 @@ fn resolve(ctx: &Ctx, view: &Relation, depth: usize) -> Result<ViewColumns, PgEr
         return Ok(ViewColumns {
             base: next.base,
             map,
+            only: next.only,
         });
     }
     if !matches!(
@@ -177,5 +181,9 @@ fn resolve(ctx: &Ctx, view: &Relation, depth: usize) -> Result<ViewColumns, PgEr
     ) {
         return Err(refuse(not_simple));
     }
-    Ok(ViewColumns { base, map })
+    Ok(ViewColumns {
+        base,
+        map,
+        only: super::inheritance::is_only(name),
+    })
 }

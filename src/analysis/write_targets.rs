@@ -133,7 +133,7 @@ pub(super) fn through_view(
     rel: &crate::catalog::Relation,
 ) -> Result<Option<super::view_writes::ViewColumns>, PgError> {
     let view = super::view_writes::through(ctx, rel)?;
-    if let Some(v) = &view {
+    if let Some(v) = view.as_ref().filter(|v| !v.only) {
         ctx.check_descendants(&v.base)?;
     }
     Ok(view)

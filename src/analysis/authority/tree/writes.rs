@@ -137,25 +137,39 @@ impl Gate<'_, '_> {
                 self.role()
             )));
         }
-        let protected: Vec<String> = rel
-            .columns
+        // A view written through is judged by its base table's rules, as the analysis did.
+        let view = crate::analysis::view_writes::through(self.ctx, rel)
+            .map_err(|e| policy(e.message.clone()))?;
+        let rules: Vec<(String, ColumnAction, WriteAction)> = match &view {
+            Some(v) => v
+                .rules(self.ctx, rel)
+                .into_iter()
+                .map(|(c, d, w)| (c, d.action, w.action))
+                .collect(),
+            None => rel
+                .columns
+                .iter()
+                .map(|c| {
+                    (
+                        c.name.clone(),
+                        self.ctx
+                            .rules
+                            .column(&rel.schema, &rel.name, &c.name)
+                            .action,
+                        self.ctx.rules.write(&rel.schema, &rel.name, &c.name).action,
+                    )
+                })
+                .collect(),
+        };
+        let protected: Vec<String> = rules
             .iter()
-            .filter(|c| {
-                self.ctx
-                    .rules
-                    .column(&rel.schema, &rel.name, &c.name)
-                    .action
-                    != ColumnAction::Allow
-            })
-            .map(|c| c.name.clone())
+            .filter(|(_, read, _)| *read != ColumnAction::Allow)
+            .map(|(c, _, _)| c.clone())
             .collect();
-        let guarded: Vec<String> = rel
-            .columns
+        let guarded: Vec<String> = rules
             .iter()
-            .filter(|c| {
-                self.ctx.rules.write(&rel.schema, &rel.name, &c.name).action != WriteAction::Allow
-            })
-            .map(|c| c.name.clone())
+            .filter(|(_, _, write)| *write != WriteAction::Allow)
+            .map(|(c, _, _)| c.clone())
             .collect();
         if protected.is_empty() && guarded.is_empty() {
             return Ok(None);
