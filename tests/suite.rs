@@ -17,6 +17,7 @@ mod audit_table;
 mod audit_table_outage;
 mod audit_trail;
 mod check_config;
+mod cli_help;
 mod clients;
 mod cluster;
 mod connect_burst;

@@ -22,6 +22,7 @@ pub enum AdminCommand {
     },
     /// List the users and client addresses locked now.
     Lockouts {
+        /// Configuration file (YAML): its service user connects to the shared state.
         #[arg(long)]
         config: PathBuf,
     },

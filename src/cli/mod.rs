@@ -32,17 +32,27 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy.
+    #[command(after_help = "Examples:
+  pgvakt run --config /etc/pgvakt/pgvakt.yaml
+  RUST_LOG=debug pgvakt run --config pgvakt.yaml   # more detail than log.level")]
     Run {
-        /// Configuration file (YAML).
+        /// Configuration file (YAML), e.g. `--config /etc/pgvakt/pgvakt.yaml`.
         #[arg(long)]
         config: PathBuf,
     },
-    /// Validate a configuration file without starting.
+    /// Check a configuration file and everything `run` reads with it (policy, certificates,
+    /// keys, audit directory) without starting; exits 1 when `run` would not start.
+    #[command(after_help = "Examples:
+  pgvakt check-config --config /etc/pgvakt/pgvakt.yaml")]
     CheckConfig {
+        /// Configuration file (YAML), e.g. `--config /etc/pgvakt/pgvakt.yaml`.
         #[arg(long)]
         config: PathBuf,
     },
     /// Start a throwaway PostgreSQL with the demo CRM and pgvakt in front of it.
+    #[command(after_help = "Examples:
+  pgvakt demo
+  pgvakt demo --dir /tmp/pgvakt-demo --contacts 1000 --listen 127.0.0.1:7432")]
     Demo {
         /// Address clients connect to.
         #[arg(long, default_value = "127.0.0.1:6432")]
