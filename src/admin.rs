@@ -38,6 +38,26 @@ pub async fn unlock(config: &Config, scope: Scope, key: &str) -> Result<String, 
     })
 }
 
+/// Lift `user`'s mass-read block and forget its counts on every replica (they follow within a
+/// second).
+pub async fn reset_limits(config: &Config, user: &str) -> Result<String, String> {
+    let user_name = config
+        .upstream
+        .service_user
+        .as_deref()
+        .ok_or("the configuration names no upstream.service_user: there is no shared state")?;
+    let client = Arc::new(
+        crate::enforce::service_connect(config, user_name)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let source: crate::access::shared::ClientSource = Arc::new(move || Some(client.clone()));
+    let n = crate::access::reads_shared::reset(&source, user).await?;
+    Ok(format!(
+        "user {user}: read limits reset ({n} shared entries removed); replicas follow within a second\n"
+    ))
+}
+
 /// The locks in force, as a table.
 pub async fn lockouts(config: &Config) -> Result<String, String> {
     let rows = shared(config).await?.locks().await?;

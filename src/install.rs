@@ -320,6 +320,9 @@ pub async fn install_state(
     tx.batch_execute(crate::access::shared::STATE_SQL)
         .await
         .map_err(sql("creating the shared state tables"))?;
+    tx.batch_execute(crate::access::reads_shared::READS_SQL)
+        .await
+        .map_err(sql("creating the shared read counts"))?;
     let state_owner = service_user.unwrap_or(&user).to_owned();
     if state_owner != user {
         // The service user reads and writes the state; nobody else may (a user who could

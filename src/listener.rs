@@ -83,12 +83,21 @@ impl Server {
             Some(a) => Some(crate::audit::Audit::start(a, &metrics.audit)?),
             None => None,
         };
+        let reads = Arc::new(crate::access::reads::ReadLimits::default());
+        reads.set_limits(enforcer.read_limits());
+        if let Some(source) = enforcer.service_clients() {
+            let up = metrics.access.shared_state_up.clone();
+            crate::access::reads_shared::start(&reads, source, move |ok| {
+                up.set(i64::from(ok));
+            });
+        }
         metrics.access.set_grants(&enforcer.grants());
         if let Some(reloads) = enforcer.reloads() {
-            tokio::spawn(track_grant_expiries(
+            tokio::spawn(track_grants_and_limits(
                 reloads.resubscribe(),
                 enforcer.clone(),
                 metrics.access.clone(),
+                reads.clone(),
             ));
             tokio::spawn(count_and_record_reloads(
                 reloads,
@@ -128,6 +137,7 @@ impl Server {
             audit,
             prelogin: Default::default(),
             lockout,
+            reads,
             handshakes,
         });
         let metrics_task = tokio::spawn(async move {
@@ -186,16 +196,20 @@ impl Server {
 
 /// Counts every policy reload and, with an audit trail, records it.
 /// Counts every policy reload and writes its audit record, in the order they happened.
-/// Keep the grant expiry gauge on the grants of the policy in force.
-async fn track_grant_expiries(
+/// Keep the grant expiry gauge and the read limits on the policy in force.
+async fn track_grants_and_limits(
     mut reloads: tokio::sync::broadcast::Receiver<Result<String, String>>,
     enforcer: Enforcer,
     metrics: crate::access::AccessMetrics,
+    reads: Arc<crate::access::reads::ReadLimits>,
 ) {
     use tokio::sync::broadcast::error::RecvError;
     loop {
         match reloads.recv().await {
-            Ok(_) | Err(RecvError::Lagged(_)) => metrics.set_grants(&enforcer.grants()),
+            Ok(_) | Err(RecvError::Lagged(_)) => {
+                metrics.set_grants(&enforcer.grants());
+                reads.set_limits(enforcer.read_limits());
+            }
             Err(RecvError::Closed) => return,
         }
     }

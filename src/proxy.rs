@@ -37,6 +37,8 @@ pub struct Proxy {
     pub prelogin: crate::audit::refusals::PreloginLimiter,
     /// Lockout after repeated failed logins.
     pub lockout: Arc<crate::access::Lockout>,
+    /// Mass-read alarms: personal data read per user and hour.
+    pub reads: Arc<crate::access::reads::ReadLimits>,
     /// Threads for clients' TLS handshakes.
     pub handshakes: Handshakes,
 }

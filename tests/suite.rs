@@ -43,6 +43,7 @@ mod ops;
 mod policy_checks;
 mod policy_tools;
 mod pseudonym_key;
+mod read_limits;
 mod relay;
 mod result_origins;
 mod retention_run;

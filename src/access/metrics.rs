@@ -57,6 +57,14 @@ pub struct GrantLabel {
     pub role: String,
 }
 
+/// A crossed read limit: `limit` (subjects_per_hour, rows_per_hour) and `action` (alert,
+/// block).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CrossingLabel {
+    pub limit: &'static str,
+    pub action: &'static str,
+}
+
 /// Cloning shares the underlying values.
 #[derive(Clone, Debug)]
 pub struct AccessMetrics {
@@ -70,6 +78,10 @@ pub struct AccessMetrics {
     pub failed_logins: Family<FailedLoginLabel, Counter>,
     /// Unix time each grant with a `valid_until` ends.
     pub grant_expiry: Family<GrantLabel, Gauge>,
+    /// Read limits crossed (mass-read alarms).
+    pub read_limit_crossings: Family<CrossingLabel, Counter>,
+    /// Personal-data reads refused because the user crossed a `block` limit.
+    pub read_limit_refusals: Counter,
 }
 
 impl Default for AccessMetrics {
@@ -80,7 +92,16 @@ impl Default for AccessMetrics {
             shared_state_fallbacks: Counter::default(),
             failed_logins: Family::default(),
             grant_expiry: Family::default(),
+            read_limit_crossings: Family::default(),
+            read_limit_refusals: Counter::default(),
         };
+        for limit in ["subjects_per_hour", "rows_per_hour"] {
+            for action in ["alert", "block"] {
+                let _ = m
+                    .read_limit_crossings
+                    .get_or_create(&CrossingLabel { limit, action });
+            }
+        }
         for reason in FAILED_LOGIN_REASONS {
             let _ = m.failed_logins.get_or_create(&FailedLoginLabel { reason });
         }
@@ -122,6 +143,16 @@ impl AccessMetrics {
 
     /// Register under the registry's prefix.
     pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "read_limit_crossings",
+            "Users who read more personal data within an hour than their role's limits allow (limit: subjects_per_hour, rows_per_hour; action: alert, block)",
+            self.read_limit_crossings.clone(),
+        );
+        registry.register(
+            "read_limit_refusals",
+            "Personal-data reads refused because the user crossed a limit with action block",
+            self.read_limit_refusals.clone(),
+        );
         registry.register(
             "grant_expiry_timestamp_seconds",
             "Unix time at which each policy grant with a valid_until ends (label grant: its place in the policy, e.g. grants[3]; `pgvakt policy grants` names the grantee)",

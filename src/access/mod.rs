@@ -20,6 +20,8 @@
 pub mod local;
 pub mod lockout;
 pub mod metrics;
+pub mod reads;
+pub mod reads_shared;
 pub mod settings;
 pub mod shared;
 

@@ -30,7 +30,12 @@ COMMENT ON TABLE pgvakt.login_failures IS
 REVOKE ALL ON TABLE pgvakt.login_failures FROM PUBLIC;";
 
 /// The shared tables, for ownership and grants.
-pub const STATE_TABLES: &[&str] = &["pgvakt.login_failures"];
+pub const STATE_TABLES: &[&str] = &[
+    "pgvakt.login_failures",
+    "pgvakt.read_subjects",
+    "pgvakt.read_rows",
+    "pgvakt.read_blocks",
+];
 
 /// Where the service connection comes from (the enforcer supervises it).
 pub type ClientSource = Arc<dyn Fn() -> Option<Arc<Client>> + Send + Sync>;

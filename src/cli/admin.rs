@@ -20,6 +20,12 @@ pub enum AdminCommand {
         /// User name, or client IP address with --client.
         name: String,
     },
+    /// Lift a user's mass-read block and forget its read counts, on every replica.
+    ResetLimits {
+        #[arg(long)]
+        config: PathBuf,
+        user: String,
+    },
     /// List the users and client addresses locked now.
     Lockouts {
         /// Configuration file (YAML): its service user connects to the shared state.
@@ -40,6 +46,10 @@ pub async fn run(command: AdminCommand) -> i32 {
                 let scope = if client { Scope::Client } else { Scope::User };
                 pgvakt::admin::unlock(&cfg, scope, &name).await
             }
+            Err(e) => Err(e.to_string()),
+        },
+        AdminCommand::ResetLimits { config, user } => match Config::load(&config) {
+            Ok(cfg) => pgvakt::admin::reset_limits(&cfg, &user).await,
             Err(e) => Err(e.to_string()),
         },
         AdminCommand::Lockouts { config } => match Config::load(&config) {

@@ -276,6 +276,16 @@ impl Enforcer {
         Some(self.inner.as_ref()?.store.current().version.clone())
     }
 
+    /// The read limits of the policy in force, by role.
+    pub fn read_limits(
+        &self,
+    ) -> std::collections::BTreeMap<String, crate::policy::limits::ReadLimit> {
+        self.inner
+            .as_ref()
+            .map(|i| i.store.current().read_limits.clone())
+            .unwrap_or_default()
+    }
+
     /// The grants of the policy in force (none without a policy).
     pub fn grants(&self) -> Vec<crate::policy::Grant> {
         self.inner

@@ -196,6 +196,7 @@ fn build(
         .unwrap_or_else(|| Arc::new(deny_all(&inventory)));
     PolicySet {
         purposes: c.purposes,
+        read_limits: c.read_limits,
         version,
         roles,
         default_role,

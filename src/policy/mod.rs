@@ -20,6 +20,7 @@ pub mod erase;
 pub mod expiry;
 pub mod grants;
 pub mod inventory;
+pub mod limits;
 pub mod masks;
 pub mod model;
 pub mod predicate;
@@ -58,6 +59,8 @@ pub struct PolicySet {
     pub masks: BTreeMap<String, Arc<MaskMethod>>,
     /// Declared purposes of processing.
     pub purposes: BTreeMap<String, rows::Purpose>,
+    /// Role → how much personal data its users may read per hour.
+    pub read_limits: BTreeMap<String, limits::ReadLimit>,
     /// Problems that did not prevent loading (e.g. no pseudonym key).
     pub warnings: Diagnostics,
     pub files: Vec<String>,

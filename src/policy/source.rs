@@ -272,6 +272,9 @@ pub struct RoleSpec {
     /// false (privacy by default) when the inventory declares restrictions.
     #[serde(default)]
     pub see_restricted: Option<Spanned<bool>>,
+    /// Personal data a user may read per hour before an alarm or a block.
+    #[serde(default)]
+    pub limits: Option<Spanned<super::limits::LimitsSpec>>,
 }
 
 /// `roles.<r>.rows`.

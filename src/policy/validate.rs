@@ -84,6 +84,8 @@ pub struct Checked {
     pub grants: Vec<Grant>,
     /// Declared purposes by name.
     pub purposes: BTreeMap<String, super::rows::Purpose>,
+    /// Role → read limits.
+    pub read_limits: BTreeMap<String, super::limits::ReadLimit>,
 }
 
 pub(crate) fn origin(path: &str, pos: &Pos) -> String {

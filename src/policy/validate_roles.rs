@@ -146,6 +146,9 @@ pub(crate) fn roles_and_grants(
                 rows: Default::default(),
             };
             super::validate_rows::role(r, (file, schema, &path), &pos, c, &mut role, diags);
+            if let Some(l) = super::limits::validate(r, file, &path, diags) {
+                c.read_limits.insert(name.value.clone(), l);
+            }
             if let Some(w) = &r.writes {
                 super::validate_writes::writes(
                     w,

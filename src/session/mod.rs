@@ -406,6 +406,10 @@ async fn start(
             database: startup.database().to_owned(),
             policy_version: policy.policy_version(),
             purpose: policy.purpose(),
+            reads: Some(crate::access::reads::ReadWatch {
+                limits: proxy.reads.clone(),
+                metrics: proxy.metrics.access.clone(),
+            }),
         };
         let mut trail = trail::AuditTrail::new(h.clone(), info);
         trail.set_facts(policy.audit_facts());

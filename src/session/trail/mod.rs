@@ -56,6 +56,8 @@ pub struct SessionInfo {
     pub policy_version: Option<String>,
     /// The role's declared purpose and legal basis (`roles.*.purpose`, `legal_basis`).
     pub purpose: Option<(String, String)>,
+    /// Mass-read alarms, when the policy sets limits.
+    pub reads: Option<crate::access::reads::ReadWatch>,
 }
 
 /// What pgvakt changes in a statement's result before the client sees it: the trailing hidden
@@ -321,9 +323,78 @@ impl AuditTrail {
     }
 
     async fn write(&self, r: Record) {
+        let crossing = self.count_read(&r);
         if let Err(e) = self.handle.record(r).await {
             tracing::error!(error = %e, "audit record not written");
         }
+        if let Some(c) = crossing {
+            self.read_limit_crossed(c).await;
+        }
+    }
+
+    /// Count a completed read of personal data against the role's limits.
+    fn count_read(&self, r: &Record) -> Option<crate::access::reads::Crossing> {
+        let watch = self.info.reads.as_ref()?;
+        if r.event != EventType::StatementRead || r.outcome != Outcome::Ok {
+            return None;
+        }
+        let subjects = r
+            .subjects
+            .iter()
+            .flat_map(|g| g.refs.iter().map(move |s| format!("{}\0{s}", g.table)));
+        watch.limits.observe(
+            &self.info.user,
+            &self.info.role,
+            r.rows.unwrap_or(0),
+            subjects,
+            std::time::Instant::now(),
+        )
+    }
+
+    /// The anomaly record, log line and metric of a crossed read limit.
+    async fn read_limit_crossed(&self, c: crate::access::reads::Crossing) {
+        if let Some(w) = &self.info.reads {
+            w.metrics
+                .read_limit_crossings
+                .get_or_create(&crate::access::metrics::CrossingLabel {
+                    limit: c.limit,
+                    action: c.action.as_str(),
+                })
+                .inc();
+        }
+        tracing::warn!(user = %self.info.user, role = %self.info.role, limit = c.limit, count = c.count, max = c.max, action = c.action.as_str(), "read limit crossed");
+        let mut rec = self.base(EventType::Anomaly, Outcome::Ok);
+        rec.message = Some(format!(
+            "read limit: {} {} within an hour, over {} {} ({}); action {}",
+            c.count,
+            if c.limit == "rows_per_hour" {
+                "personal rows"
+            } else {
+                "distinct subjects"
+            },
+            c.limit,
+            c.max,
+            c.origin,
+            match c.action {
+                crate::policy::limits::LimitAction::Block => {
+                    "block: further personal-data reads by this user are refused"
+                }
+                crate::policy::limits::LimitAction::Alert => "alert",
+            }
+        ));
+        if let Err(e) = self.handle.record(rec).await {
+            tracing::error!(error = %e, "audit record not written");
+        }
+    }
+
+    /// The refusal of a personal-data read while the user is blocked by a read limit.
+    pub fn read_block(&self) -> Option<PgError> {
+        let watch = self.info.reads.as_ref()?;
+        let message = watch.refusal(&self.info.user, std::time::Instant::now())?;
+        Some(
+            PgError::insufficient_privilege(message)
+                .with_hint("An operator can lift it with `pgvakt admin reset-limits <user>`."),
+        )
     }
 
     /// Write records for finished statements. A record the writer does not accept is counted

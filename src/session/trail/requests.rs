@@ -77,6 +77,9 @@ impl FrontAudit {
         if !audited.is_recorded() {
             return Ok(());
         }
+        if let Some(e) = self.lock().read_block() {
+            return Err(e);
+        }
         let handle = self.lock().handle().clone();
         if handle.is_healthy() {
             return Ok(());
