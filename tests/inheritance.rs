@@ -222,3 +222,48 @@ async fn only_and_inheritance_children_follow_the_policy() {
         assert!(!leaks(&r), "{sql}: {r:?}");
     }
 }
+
+/// Refusals of statements with ONLY name the relation as the client wrote it. pgvakt's
+/// internal names carry a per-process secret so that client text cannot name them; no message
+/// may show one.
+#[tokio::test]
+async fn refusals_with_only_show_no_internal_names() {
+    let env = Env::start_with(EnvOptions {
+        demo_contacts: Some(5),
+        ..Default::default()
+    })
+    .await;
+    let c = env
+        .connect("secretary", "secretary", "crm")
+        .await
+        .expect("secretary");
+    for (sql, names) in [
+        ("SELECT * FROM ONLY no_such_table", "ONLY no_such_table"),
+        (
+            "SELECT * FROM ONLY pg_catalog.no_such",
+            "ONLY pg_catalog.no_such",
+        ),
+        ("UPDATE ONLY no_such_table SET a = 1", "ONLY no_such_table"),
+        ("DELETE FROM ONLY no_such_table", "ONLY no_such_table"),
+        (
+            "LOCK TABLE ONLY no_such_table IN ACCESS SHARE MODE",
+            "ONLY no_such_table",
+        ),
+        ("TRUNCATE ONLY contacts", "ONLY contacts"),
+    ] {
+        let e = c.simple_query(sql).await.expect_err(sql);
+        let db = e.as_db_error().expect("a server error");
+        assert_eq!(db.code().code(), "42501", "{sql}: {db:?}");
+        let text = format!(
+            "{} {} {}",
+            db.message(),
+            db.detail().unwrap_or_default(),
+            db.hint().unwrap_or_default()
+        );
+        assert!(text.contains(names), "{sql}: {text}");
+        assert!(
+            !text.contains("pgvakt_only_") && !text.contains("pgvakt_stand_in_"),
+            "{sql}: {text}"
+        );
+    }
+}

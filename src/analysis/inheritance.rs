@@ -9,13 +9,15 @@
 //! the name's location); there the keyword is written as a qualifier sqlparser keeps on the
 //! name (a per-process nonce, so client text cannot name it), and the analysis writes ONLY
 //! back into what it forwards. A form this cannot mark (`ONLY (t)`) stays as sqlparser reads
-//! it, and is refused.
+//! it, and is refused. Refusals name the relation as the client wrote it (`ONLY t`): the marker
+//! has its own nonce, and no message shows it.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::LazyLock;
 
 use pg_query::NodeRef;
+use rand::Rng;
 use sqlparser::ast::ObjectName;
 
 use super::Ctx;
@@ -23,8 +25,9 @@ use crate::catalog::Relation;
 use crate::policy::model::{ColumnAction, WriteAction};
 use crate::protocol::PgError;
 
+/// Not the stand-ins' nonce: knowing this one must not let client text name a stand-in.
 static MARKER: LazyLock<String> =
-    LazyLock::new(|| format!("pgvakt_only_{}", super::stand_in::nonce()));
+    LazyLock::new(|| format!("pgvakt_only_{:032x}", rand::thread_rng().gen::<u128>()));
 
 /// Descendants followed, at most (a refusal beyond).
 const MAX_DESCENDANTS: usize = 10_000;
@@ -98,6 +101,22 @@ pub fn without_marker(parts: &[String]) -> &[String] {
 /// Whether forwarded text still holds the marker (it must not: it names no schema).
 pub fn leaks_marker(sql: &str) -> bool {
     sql.contains(MARKER.as_str())
+}
+
+/// A refusal as the client may see it: the relations it names are written `ONLY t`, as the
+/// client wrote them, instead of with the marker (messages quote names and parser errors quote
+/// tokens of the marked text).
+pub fn unmarked(mut e: PgError) -> PgError {
+    let marked = format!("\"{}\".", *MARKER);
+    let fix = |t: &mut String| {
+        if t.contains(MARKER.as_str()) {
+            *t = t.replace(&marked, "ONLY ").replace(MARKER.as_str(), "ONLY");
+        }
+    };
+    fix(&mut e.message);
+    e.detail.iter_mut().for_each(fix);
+    e.hint.iter_mut().for_each(fix);
+    e
 }
 
 impl Ctx<'_> {
@@ -204,5 +223,18 @@ mod tests {
         assert_eq!(without_marker(&parts), &parts[1..]);
         assert_eq!(without_marker(&parts[1..]), &parts[1..]);
         assert!(leaks_marker(&format!("x {} y", *MARKER)));
+    }
+
+    #[test]
+    fn refusals_show_only_where_the_marker_was() {
+        let e = PgError::insufficient_privilege(format!("relation \"{}\".t is unknown", *MARKER))
+            .with_detail(format!("found: {}", *MARKER))
+            .with_hint(format!("TRUNCATE \"{}\".a, \"{}\".b", *MARKER, *MARKER));
+        let e = unmarked(e);
+        assert_eq!(e.message, "relation ONLY t is unknown");
+        assert_eq!(e.detail.as_deref(), Some("found: ONLY"));
+        assert_eq!(e.hint.as_deref(), Some("TRUNCATE ONLY a, ONLY b"));
+        let secret = MARKER.trim_start_matches("pgvakt_only_");
+        assert!(!super::super::stand_in::placeholder().contains(secret));
     }
 }

@@ -20,11 +20,6 @@ static CHECKED: LazyLock<Mutex<HashMap<String, Arc<str>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 const CHECKED_MAX: usize = 10_000;
 
-/// The per-process random part of generated names.
-pub fn nonce() -> &'static str {
-    NONCE.as_str()
-}
-
 /// A stand-in's checked rendering reading `rel` without its inheritance children: the
 /// generated SELECT ends in `FROM "schema"."name"`, which becomes `FROM ONLY ...` (sqlparser
 /// has no ONLY, so the check ran without it).

@@ -46,7 +46,7 @@ pub fn analyse(sql: &str, ctx: &Ctx) -> Outcome {
     };
     match result {
         Ok(a) => Outcome::Forward(std::sync::Arc::new(a)),
-        Err(e) => Outcome::Refuse(e),
+        Err(e) => Outcome::Refuse(super::inheritance::unmarked(e)),
     }
 }
 
