@@ -8,6 +8,17 @@ use pgvakt::policy_cli::{self, SchemaSource};
 
 #[derive(Subcommand)]
 pub enum PolicyCommand {
+    /// The record of processing activities (GDPR Art. 30) generated from the policy.
+    Record {
+        #[arg(long, default_value = "policies")]
+        policy: Vec<PathBuf>,
+        /// `markdown` or `html`.
+        #[arg(long, default_value = "markdown")]
+        format: String,
+        /// Output file (default stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Validate policy files or directories (file:line:column for each problem); with a
     /// schema, also the inventory and every mask against the tables; exits 1 on errors.
     #[command(after_help = "Examples:
@@ -121,6 +132,25 @@ impl SchemaArgs {
 
 pub async fn run(command: PolicyCommand) -> Result<i32, String> {
     match command {
+        PolicyCommand::Record {
+            policy,
+            format,
+            out,
+        } => {
+            let set = pgvakt::policy::load(&policy).map_err(|e| e.to_string())?;
+            let text = match format.as_str() {
+                "markdown" | "md" => pgvakt::policy::record::markdown(&set),
+                "html" => pgvakt::policy::record::html(&set),
+                other => return Err(format!("--format {other}: markdown or html")),
+            };
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?
+                }
+                None => print!("{text}"),
+            }
+            Ok(0)
+        }
         PolicyCommand::Check {
             paths,
             upstream,

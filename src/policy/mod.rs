@@ -24,6 +24,7 @@ pub mod limits;
 pub mod masks;
 pub mod model;
 pub mod predicate;
+pub mod record;
 pub mod rows;
 pub mod source;
 pub mod store;
@@ -151,6 +152,8 @@ impl PolicySet {
 mod tests;
 #[cfg(test)]
 mod tests_erase;
+#[cfg(test)]
+mod tests_record;
 #[cfg(test)]
 mod tests_rows;
 #[cfg(test)]
