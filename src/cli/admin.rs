@@ -22,8 +22,10 @@ pub enum AdminCommand {
     },
     /// Lift a user's mass-read block and forget its read counts, on every replica.
     ResetLimits {
+        /// Configuration file (YAML): its service user connects to the shared state.
         #[arg(long)]
         config: PathBuf,
+        /// The login user whose read limits are reset.
         user: String,
     },
     /// List the users and client addresses locked now.
