@@ -95,7 +95,7 @@ impl Server {
         if let Some(reloads) = enforcer.reloads() {
             tokio::spawn(track_grants_and_limits(
                 reloads.resubscribe(),
-                enforcer.clone(),
+                enforcer.downgrade(),
                 metrics.access.clone(),
                 reads.clone(),
             ));
@@ -199,7 +199,7 @@ impl Server {
 /// Keep the grant expiry gauge and the read limits on the policy in force.
 async fn track_grants_and_limits(
     mut reloads: tokio::sync::broadcast::Receiver<Result<String, String>>,
-    enforcer: Enforcer,
+    enforcer: crate::enforce::WeakEnforcer,
     metrics: crate::access::AccessMetrics,
     reads: Arc<crate::access::reads::ReadLimits>,
 ) {
@@ -207,6 +207,11 @@ async fn track_grants_and_limits(
     loop {
         match reloads.recv().await {
             Ok(_) | Err(RecvError::Lagged(_)) => {
+                // Weak, so that this task does not keep the enforcer and its service
+                // connection open after the server stopped.
+                let Some(enforcer) = enforcer.upgrade() else {
+                    return;
+                };
                 metrics.set_grants(&enforcer.grants());
                 reads.set_limits(enforcer.read_limits());
             }

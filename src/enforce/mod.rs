@@ -135,7 +135,30 @@ pub struct Enforcer {
     inner: Option<Arc<Inner>>,
 }
 
+/// An enforcer that does not keep it (or its service connection) alive: for tasks that follow
+/// it and must end with it.
+#[derive(Clone)]
+pub struct WeakEnforcer {
+    inner: Option<std::sync::Weak<Inner>>,
+}
+
+impl WeakEnforcer {
+    /// The enforcer, while anything else still holds it.
+    pub fn upgrade(&self) -> Option<Enforcer> {
+        match &self.inner {
+            Some(w) => w.upgrade().map(|i| Enforcer { inner: Some(i) }),
+            None => Some(Enforcer { inner: None }),
+        }
+    }
+}
+
 impl Enforcer {
+    pub fn downgrade(&self) -> WeakEnforcer {
+        WeakEnforcer {
+            inner: self.inner.as_ref().map(Arc::downgrade),
+        }
+    }
+
     pub fn new() -> Self {
         Enforcer { inner: None }
     }
@@ -297,8 +320,10 @@ impl Enforcer {
     /// A source of the open service connection (None while it is down, or without one), for
     /// the state replicas share.
     pub fn service_clients(&self) -> Option<crate::access::shared::ClientSource> {
-        let service = self.inner.as_ref()?.service.clone()?;
-        Some(std::sync::Arc::new(move || service.client()))
+        // Weak: the enforcer owns the service connection, and it closes when the enforcer
+        // goes, whoever still asks for it.
+        let service = std::sync::Arc::downgrade(self.inner.as_ref()?.service.as_ref()?);
+        Some(std::sync::Arc::new(move || service.upgrade()?.client()))
     }
 
     /// Whether the service connection (catalog, group lookups) is up, when there is one.
