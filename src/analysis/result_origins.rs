@@ -79,14 +79,17 @@ fn query_columns(q: &Query, ctx: &Ctx, outer: &Ctes, depth: usize) -> Option<Col
     if depth > MAX_DEPTH {
         return None;
     }
-    let mut ctes = outer.clone();
+    // Only a query with its own WITH gets its own scope: cloning the outer one for every
+    // sub-query made a long WITH list quadratic.
+    let mut ctes = std::borrow::Cow::Borrowed(outer);
     if let Some(with) = &q.with {
+        let ctes = ctes.to_mut();
         for cte in &with.cte_tables {
             // A recursive query's columns come from a set operation: no origins.
             let columns = if with.recursive {
                 None
             } else {
-                query_columns(&cte.query, ctx, &ctes, depth + 1)
+                query_columns(&cte.query, ctx, ctes, depth + 1)
                     .map(|c| renamed(c, Some(&cte.alias)))
             };
             ctes.insert(fold(&cte.alias.name), columns);

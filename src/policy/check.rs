@@ -191,7 +191,8 @@ pub fn check_against_schema(
         ..
     } in live
     {
-        if is_system_schema(schema) {
+        // Schema `pgvakt` is pgvakt's own state (`pgvakt install`), not the application's data.
+        if is_system_schema(schema) || schema == "pgvakt" {
             continue;
         }
         for (col, ty) in cols {
