@@ -1,16 +1,14 @@
 //! Per-statement decisions: which statements a restricted role may run and how each is
 //! rewritten before it is forwarded.
 
-use std::ops::ControlFlow;
-
 use sqlparser::ast::{
     AssignmentTarget, CopySource, CopyTarget, FromTable, LockTableMode, ObjectName,
     OnConflictAction, OnInsert, Statement, TableFactor, TableObject, VisitMut,
 };
 use sqlparser::parser::Parser;
 
-use super::names::Names;
-use super::relations::Reads;
+pub(super) use super::recording::{name_parts, record_writes};
+use super::recording::{record_returned, return_subjects, walk_parts, walk_reads, walk_target};
 use super::write_targets::{
     assignment_targets, column_name, guard_new_rows, judged, only_target, record_view_writes,
     routed_rows, through_view, writable,
@@ -165,105 +163,6 @@ fn analyse_move(fetch: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
     out.sql = format!("MOVE{tail}");
     out.verify_with_postgres(&out.sql, ctx)?;
     Ok(out)
-}
-
-fn walk_reads<T: VisitMut + sqlparser::ast::Visit>(
-    node: &mut T,
-    ctx: &Ctx,
-    out: &mut Analysed,
-) -> Result<(), PgError> {
-    let mut reads = Reads::new(ctx);
-    reads.reach = Names::of(&*node).reachable().cloned();
-    if let ControlFlow::Break(e) = node.visit(&mut reads) {
-        return Err(e);
-    }
-    reads.check_blocked()?;
-    record_reads(&mut reads, out)
-}
-
-/// Walk several parts of one statement with one scope (used where the written table itself
-/// must not be replaced).
-fn walk_parts(
-    ctx: &Ctx,
-    out: &mut Analysed,
-    f: impl FnOnce(&mut Reads) -> ControlFlow<PgError>,
-) -> Result<(), PgError> {
-    let mut reads = Reads::new(ctx);
-    if let ControlFlow::Break(e) = f(&mut reads) {
-        return Err(e);
-    }
-    reads.check_blocked()?;
-    record_reads(&mut reads, out)
-}
-
-fn record_reads(reads: &mut Reads, out: &mut Analysed) -> Result<(), PgError> {
-    out.take_stand_ins(&mut reads.stand_ins, &mut reads.stand_in_columns);
-    for r in &reads.protected {
-        out.protected_reads.push(format!("{}.{}", r.schema, r.name));
-    }
-    for u in reads.uses() {
-        Analysed::add_use(&mut out.columns, u);
-    }
-    Ok(())
-}
-
-pub(super) fn record_writes(
-    ctx: &Ctx,
-    rel: &crate::catalog::Relation,
-    columns: impl IntoIterator<Item = String>,
-    out: &mut Analysed,
-) {
-    for c in columns {
-        if let Some(u) = ctx.column_use(rel, &c) {
-            Analysed::add_use(&mut out.written, u);
-        }
-    }
-}
-
-/// A write's record names the subjects whose rows it wrote: their keys are returned as hidden
-/// columns (only where the statement is alone in its text, so its result can be told apart).
-fn return_subjects(
-    returning: &mut Option<Vec<sqlparser::ast::SelectItem>>,
-    ctx: &Ctx,
-    rel: &crate::catalog::Relation,
-    reference: sqlparser::ast::Ident,
-    out: &mut Analysed,
-) {
-    if out.hide_subjects && out.touches_personal_data() {
-        let (hidden, whole) = super::subjects::add_returned_key(returning, ctx, rel, reference);
-        out.hidden = hidden.len();
-        out.hidden_keys = hidden;
-        out.hidden_whole = whole;
-    }
-}
-
-/// Columns of the written table that RETURNING hands to the client are reads.
-fn record_returned(
-    ctx: &Ctx,
-    rel: &crate::catalog::Relation,
-    columns: Vec<String>,
-    out: &mut Analysed,
-) {
-    for c in columns {
-        if let Some(u) = ctx.column_use(rel, &c) {
-            Analysed::add_use(&mut out.columns, u);
-        }
-    }
-}
-
-fn walk_target<T: VisitMut>(node: &mut T, target: &mut Target) -> Result<(), PgError> {
-    match node.visit(target) {
-        ControlFlow::Break(e) => Err(e),
-        ControlFlow::Continue(()) => Ok(()),
-    }
-}
-
-pub(super) fn name_parts(ctx: &Ctx, name: &ObjectName) -> Result<Vec<String>, PgError> {
-    name.0
-        .iter()
-        .map(|p| p.as_ident().map(fold))
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| ctx.unsupported(&format!("the name {name}")))
 }
 
 fn statement(

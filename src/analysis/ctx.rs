@@ -1,0 +1,253 @@
+//! What a statement is analysed against — the role's rules, the catalog, the search_path —
+//! and the refusals it builds, each naming the role and the policy version.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::*;
+use crate::catalog::Relation;
+use crate::policy::model::ColumnAction;
+use crate::protocol::PgError;
+
+impl Ctx<'_> {
+    pub fn role(&self) -> &str {
+        self.rules.name()
+    }
+
+    pub fn refuse(&self, message: String) -> PgError {
+        PgError::insufficient_privilege(format!("pgvakt: {}", without_paths(&message)))
+            .with_detail(format!("policy {}", self.policy_version))
+    }
+
+    pub fn unsupported(&self, what: &str) -> PgError {
+        PgError::insufficient_privilege(format!(
+            "pgvakt: cannot analyse {what} for role {}, so it is refused",
+            self.role()
+        ))
+        .with_detail(format!("policy {}", self.policy_version))
+        .with_hint("pgvakt refuses what it cannot fully analyse for roles with restrictions.")
+    }
+
+    pub fn blocked(&self, schema: &str, table: &str, column: &str, rule: &str) -> PgError {
+        PgError::insufficient_privilege(format!(
+            "pgvakt: column {table}.{column} is blocked for role {} by rule {}",
+            self.role(),
+            without_paths(rule)
+        ))
+        .with_detail(format!(
+            "table {schema}.{table}, policy {}",
+            self.policy_version
+        ))
+    }
+
+    pub fn resolve(
+        &self,
+        parts: &[String],
+        name: &sqlparser::ast::ObjectName,
+    ) -> Result<Arc<Relation>, PgError> {
+        self.catalog
+            .resolve(
+                inheritance::without_marker(parts),
+                self.search_path,
+                self.user,
+            )
+            .cloned()
+            .ok_or_else(|| {
+                self.refuse(format!(
+                    "relation {name} is not in pgvakt's catalog, so it cannot be checked for role {}",
+                    self.role()
+                ))
+                .with_hint("Temporary and newly created relations are refused for restricted roles; the catalog refreshes after DDL.")
+            })
+    }
+
+    /// The use record for a column of `rel`, or None for columns that are not personal data.
+    pub fn column_use(&self, rel: &Relation, column: &str) -> Option<ColumnUse> {
+        let d = self.column(rel, column);
+        if d.category == crate::policy::inventory::NONE {
+            return None;
+        }
+        Some(ColumnUse {
+            schema: rel.schema.clone(),
+            table: rel.name.clone(),
+            column: column.to_owned(),
+            category: d.category,
+            action: match d.action {
+                ColumnAction::Allow => UseAction::Allowed,
+                ColumnAction::Mask(_) => UseAction::Masked,
+                ColumnAction::Block => UseAction::Blocked,
+            },
+            rule: d.rule,
+        })
+    }
+
+    fn decisions(&self, rel: &Relation) -> Vec<(usize, crate::policy::model::ColumnDecision)> {
+        rel.columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i, self.column(rel, &c.name)))
+            .collect()
+    }
+
+    /// The role's decision on a column; sequences' columns are counters, never personal data.
+    pub fn column(&self, rel: &Relation, column: &str) -> crate::policy::model::ColumnDecision {
+        if rel.kind == crate::catalog::RelKind::Sequence {
+            return crate::policy::model::ColumnDecision {
+                action: ColumnAction::Allow,
+                category: crate::policy::inventory::NONE.to_owned(),
+                rule: "sequences hold no personal data".to_owned(),
+            };
+        }
+        if functions::is_hidden_catalog_column(&rel.schema, &rel.name, column) {
+            return crate::policy::model::ColumnDecision {
+                action: ColumnAction::Block,
+                category: crate::policy::inventory::NONE.to_owned(),
+                rule: "pgvakt: the session's own statement texts are its rewritten forms"
+                    .to_owned(),
+            };
+        }
+        self.rules.column(&rel.schema, &rel.name, column)
+    }
+
+    pub fn is_protected(&self, rel: &Relation) -> bool {
+        self.decisions(rel)
+            .iter()
+            .any(|(_, d)| d.action != ColumnAction::Allow)
+    }
+
+    /// The SELECT that stands in for a protected relation, or None when nothing is protected.
+    /// Only the columns in `reach` are included (all when None): a statement cannot name the
+    /// others, and a smaller stand-in is cheaper to analyse and to run.
+    pub fn masked_relation_sql(
+        &self,
+        rel: &Relation,
+        reach: Option<&HashSet<String>>,
+    ) -> Result<Option<String>, PgError> {
+        self.masked_relation_sql_with(rel, reach, false, false)
+    }
+
+    /// As [`Ctx::masked_relation_sql`]; with `blocked_as_null`, blocked columns are there as
+    /// typed NULLs (inside an inlined view, which names them whatever the statement reads).
+    /// With `always`, a relation with nothing protected gets one too (read with ONLY).
+    pub fn masked_relation_sql_with(
+        &self,
+        rel: &Relation,
+        reach: Option<&HashSet<String>>,
+        blocked_as_null: bool,
+        always: bool,
+    ) -> Result<Option<String>, PgError> {
+        let decisions = self.decisions(rel);
+        if !always
+            && decisions
+                .iter()
+                .all(|(_, d)| d.action == ColumnAction::Allow)
+        {
+            return Ok(None);
+        }
+        let mut cols = Vec::with_capacity(rel.columns.len());
+        let mut visible = 0;
+        for (i, d) in decisions {
+            let c = &rel.columns[i];
+            if d.action != ColumnAction::Block {
+                visible += 1;
+            }
+            if reach.is_some_and(|r| !r.contains(&c.name)) {
+                continue;
+            }
+            let q = quote(&c.name).to_string();
+            match &d.action {
+                ColumnAction::Allow => cols.push(q),
+                ColumnAction::Mask(m) => {
+                    let masked = m.render(&q, &c.ty).map_err(|e| {
+                        self.refuse(format!(
+                            "mask {} cannot be applied to {}.{} ({}): {e}",
+                            m.name, rel.name, c.name, c.ty.sql_name
+                        ))
+                    })?;
+                    cols.push(format!("{masked} AS {q}"));
+                }
+                ColumnAction::Block if blocked_as_null => {
+                    cols.push(format!("CAST(NULL AS {}) AS {q}", c.ty.sql_name));
+                }
+                ColumnAction::Block => {}
+            }
+        }
+        if visible == 0 {
+            return Err(self.refuse(format!(
+                "every column of {}.{} is blocked for role {}",
+                rel.schema,
+                rel.name,
+                self.role()
+            )));
+        }
+        if cols.is_empty() {
+            // The statement names no column of it (e.g. count(*)): rows only.
+            cols.push("NULL AS \"pgvakt_no_column\"".to_owned());
+        }
+        Ok(Some(format!(
+            "SELECT {} FROM {}.{}",
+            cols.join(", "),
+            quote(&rel.schema),
+            quote(&rel.name)
+        )))
+    }
+
+    /// The first protected relation a view reads, directly or through other views.
+    pub fn view_reads_protected(&self, view: &Relation) -> Option<String> {
+        let mut seen = HashSet::new();
+        let mut stack: Vec<u32> = view.reads.clone();
+        while let Some(oid) = stack.pop() {
+            if !seen.insert(oid) {
+                continue;
+            }
+            let Some(rel) = self.catalog.by_oid(oid) else {
+                continue;
+            };
+            if self.is_protected(rel) {
+                return Some(format!("{}.{}", rel.schema, rel.name));
+            }
+            stack.extend(rel.reads.iter().copied());
+        }
+        None
+    }
+
+    /// Functions: built-ins only, minus those that run SQL text, read files or expose other
+    /// sessions; a name that also exists outside pg_catalog could resolve to user code.
+    pub fn check_function(
+        &self,
+        parts: &[String],
+        f: Option<&sqlparser::ast::Function>,
+    ) -> Result<(), PgError> {
+        let (schema, name) = match parts {
+            [n] => (None, n.as_str()),
+            [s, n] => (Some(s.as_str()), n.as_str()),
+            _ => return Err(self.unsupported(&format!("function {}", parts.join(".")))),
+        };
+        if let Some(s) = schema {
+            if s != "pg_catalog" {
+                return Err(self.refuse(format!(
+                    "function {s}.{name} is not a built-in function; user-defined functions are not allowed for role {}",
+                    self.role()
+                )));
+            }
+        } else if self.catalog.is_user_function(name) {
+            return Err(self.refuse(format!(
+                "function {name} is (or may resolve to) a user-defined function, which is not allowed for role {}",
+                self.role()
+            )));
+        }
+        if functions::is_denied_function(name) {
+            return Err(self.refuse(format!(
+                "function {name} is not allowed for role {}: it can read data past pgvakt's analysis",
+                self.role()
+            )));
+        }
+        if name == "set_config" && !f.is_some_and(relations::setting_allowed) {
+            return Err(self.refuse(format!(
+                "set_config of this setting is not allowed for role {}",
+                self.role()
+            )));
+        }
+        Ok(())
+    }
+}
