@@ -48,7 +48,7 @@ pub struct Server {
 impl Server {
     /// Bind both listeners and start accepting.
     pub async fn start(config: Config, enforcer: Enforcer) -> Result<Server, ServerError> {
-        let server_tls = tls::server_config(&config.tls)?;
+        let server_tls = tls::server_tls(&config.tls)?;
         let upstream = Upstream::new(&config.upstream)?;
         let listener = bind(config.listen, config.limits.max_connections).map_err(|source| {
             ServerError::Bind {
@@ -73,6 +73,8 @@ impl Server {
                 source,
             })?;
         let metrics = Arc::new(Metrics::new(&enforcer.counters()));
+        metrics.set_tls_certificate_expiry(server_tls.not_after);
+        metrics.set_roles(enforcer.role_names().iter().map(String::as_str));
         if let Some(at) = enforcer.loaded_at() {
             metrics.set_policy_loaded_at(at);
         }
@@ -96,7 +98,7 @@ impl Server {
             tokio::spawn(track_grants_and_limits(
                 reloads.resubscribe(),
                 enforcer.downgrade(),
-                metrics.access.clone(),
+                metrics.clone(),
                 reads.clone(),
             ));
             tokio::spawn(count_and_record_reloads(
@@ -127,7 +129,7 @@ impl Server {
         );
         let proxy = Arc::new(Proxy {
             config,
-            tls: ArcSwap::new(server_tls),
+            tls: ArcSwap::new(server_tls.config),
             upstream,
             cancels: Default::default(),
             metrics: metrics.clone(),
@@ -159,8 +161,11 @@ impl Server {
 
     /// Re-read the TLS certificate and key; the next handshake uses them.
     pub fn reload_tls(&self) -> Result<(), tls::TlsError> {
-        let cfg = tls::server_config(&self.proxy.config.tls)?;
-        self.proxy.tls.store(cfg);
+        let served = tls::server_tls(&self.proxy.config.tls)?;
+        self.proxy.tls.store(served.config);
+        self.proxy
+            .metrics
+            .set_tls_certificate_expiry(served.not_after);
         Ok(())
     }
 
@@ -194,13 +199,12 @@ impl Server {
     }
 }
 
-/// Counts every policy reload and, with an audit trail, records it.
-/// Counts every policy reload and writes its audit record, in the order they happened.
-/// Keep the grant expiry gauge and the read limits on the policy in force.
+/// Keep the grant expiry gauge, the roles' refusal series and the read limits on the policy
+/// in force.
 async fn track_grants_and_limits(
     mut reloads: tokio::sync::broadcast::Receiver<Result<String, String>>,
     enforcer: crate::enforce::WeakEnforcer,
-    metrics: crate::access::AccessMetrics,
+    metrics: Arc<Metrics>,
     reads: Arc<crate::access::reads::ReadLimits>,
 ) {
     use tokio::sync::broadcast::error::RecvError;
@@ -212,7 +216,8 @@ async fn track_grants_and_limits(
                 let Some(enforcer) = enforcer.upgrade() else {
                     return;
                 };
-                metrics.set_grants(&enforcer.grants());
+                metrics.access.set_grants(&enforcer.grants());
+                metrics.set_roles(enforcer.role_names().iter().map(String::as_str));
                 reads.set_limits(enforcer.read_limits());
             }
             Err(RecvError::Closed) => return,
@@ -220,6 +225,8 @@ async fn track_grants_and_limits(
     }
 }
 
+/// Counts every policy reload and, with an audit trail, writes its record, in the order they
+/// happened.
 async fn count_and_record_reloads(
     mut reloads: tokio::sync::broadcast::Receiver<Result<String, String>>,
     metrics: Arc<Metrics>,

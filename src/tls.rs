@@ -70,9 +70,28 @@ fn roots(path: &Path) -> Result<RootCertStore, TlsError> {
 /// The most plaintext pgvakt puts in one TLS record towards clients.
 pub const TLS_RECORD_PLAINTEXT: usize = 8192;
 
+/// The server side's TLS configuration and when the certificate it presents expires.
+pub struct ServerTls {
+    pub config: Arc<ServerConfig>,
+    /// The leaf certificate's notAfter (None when it cannot be read from the DER).
+    pub not_after: Option<std::time::SystemTime>,
+}
+
 /// The server configuration for client connections. Called again on SIGHUP so renewed
 /// certificates are used by the next handshake.
 pub fn server_config(cfg: &ClientTlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
+    server_tls(cfg).map(|s| s.config)
+}
+
+/// notAfter of a DER certificate.
+pub fn not_after(cert: &CertificateDer<'_>) -> Option<std::time::SystemTime> {
+    use x509_cert::der::Decode;
+    let cert = x509_cert::Certificate::from_der(cert.as_ref()).ok()?;
+    Some(cert.tbs_certificate.validity.not_after.to_system_time())
+}
+
+/// [`server_config`] with the served certificate's expiry, read from the same file contents.
+pub fn server_tls(cfg: &ClientTlsConfig) -> Result<ServerTls, TlsError> {
     let versions: &[&rustls::SupportedProtocolVersion] = match cfg.min_version {
         TlsVersion::V12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
         TlsVersion::V13 => &[&rustls::version::TLS13],
@@ -91,8 +110,9 @@ pub fn server_config(cfg: &ClientTlsConfig) -> Result<Arc<ServerConfig>, TlsErro
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config =
-        builder.with_single_cert(load_certs(&cfg.cert_file)?, load_key(&cfg.key_file)?)?;
+    let chain = load_certs(&cfg.cert_file)?;
+    let not_after = chain.first().and_then(not_after);
+    let mut config = builder.with_single_cert(chain, load_key(&cfg.key_file)?)?;
     // PostgreSQL 17 clients using direct TLS negotiation insist on this ALPN protocol.
     config.alpn_protocols = vec![b"postgresql".to_vec()];
     // Records no larger than PostgreSQL's own (it writes 8 KiB at a time): libpq keeps 8 KiB
@@ -100,7 +120,10 @@ pub fn server_config(cfg: &ClientTlsConfig) -> Result<Arc<ServerConfig>, TlsErro
     // event announces, so a non-blocking libpq client (psycopg's Python implementation) would
     // wait for a result that has already arrived.
     config.max_fragment_size = Some(TLS_RECORD_PLAINTEXT);
-    Ok(Arc::new(config))
+    Ok(ServerTls {
+        config: Arc::new(config),
+        not_after,
+    })
 }
 
 /// The client configuration towards the upstream, or `None` when upstream TLS is off.
@@ -199,5 +222,25 @@ impl ServerCertVerifier for NoVerification {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_after_is_read_from_the_certificate() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        params.not_after = time::macros::datetime!(2031-05-17 12:00 UTC);
+        let cert = params.self_signed(&key).unwrap();
+        let at = not_after(cert.der()).unwrap();
+        let secs = at.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        assert_eq!(secs, 1_936_785_600);
+        assert_eq!(
+            not_after(&CertificateDer::from(vec![0x30, 0x03, 1, 2, 3])),
+            None
+        );
     }
 }

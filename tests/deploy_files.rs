@@ -90,6 +90,19 @@ fn exported() -> BTreeSet<String> {
             column: 3,
         },
     }]);
+    // ... and its roles, one of which read a category.
+    metrics.set_roles(["sales"].into_iter());
+    metrics.personal_reads(
+        "sales",
+        &[pgvakt::analysis::ColumnUse {
+            schema: "public".into(),
+            table: "contacts".into(),
+            column: "bank_account".into(),
+            category: "financial".into(),
+            action: pgvakt::analysis::UseAction::Masked,
+            rule: "roles.sales".into(),
+        }],
+    );
     let text = metrics.render(true);
     let mut names = BTreeSet::new();
     for line in text.lines() {
@@ -179,6 +192,11 @@ fn dashboard_queries_only_exported_metrics() {
         "pgvakt_analysis_cache_hits_total",
         "pgvakt_build_info",
         "pgvakt_policy_info",
+        "pgvakt_statement_refusals_total",
+        "pgvakt_personal_data_reads_total",
+        "pgvakt_tls_certificate_expiry_timestamp_seconds",
+        "pgvakt_catalog_loaded_timestamp_seconds",
+        "pgvakt_catalog_refresh_failures_total",
     ] {
         assert!(
             all.contains(needed),
@@ -241,6 +259,8 @@ fn alert_rules_query_only_exported_metrics() {
         "PgvaktEnforcementAnomaly",
         "PgvaktPolicyReloadFailed",
         "PgvaktTlsHandshakeFailures",
+        "PgvaktCertificateExpiresSoon",
+        "PgvaktCatalogStale",
     ] {
         assert!(alerts.contains(a), "missing alert {a}");
     }

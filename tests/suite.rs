@@ -37,6 +37,7 @@ mod leak_classes;
 mod lockout;
 mod login_history;
 mod masks_pg;
+mod metrics_by_role;
 mod metrics_format;
 mod notify;
 mod ops;

@@ -47,7 +47,7 @@ pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGHUP reloads certificates (and policy); SIGTERM/SIGINT start a graceful shutdown.
+/// SIGHUP reloads certificates, policy and catalog; SIGTERM/SIGINT start a graceful shutdown.
 async fn wait_for_signals(server: &Server) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
@@ -67,6 +67,8 @@ async fn wait_for_signals(server: &Server) -> anyhow::Result<()> {
                     }
                     // Logged, counted and recorded by whoever listens to the enforcer's reloads.
                     let _ = server.proxy.enforcer.reload_policy();
+                    // DDL made directly upstream is seen now rather than at the next refresh.
+                    server.proxy.enforcer.refresh_catalog();
                 });
             }
         }

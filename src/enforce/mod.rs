@@ -198,12 +198,20 @@ impl Enforcer {
             Some(user) => Some(service::Service::start(config, user).await),
             None => None,
         };
+        let counters = AnalysisCounters::default();
         let catalog = match &service {
             // Until the catalog is read, restricted roles can read no table (fail closed).
-            Some(s) => s.load_catalog(&db).await.unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "catalog not loaded yet; restricted roles can read no table until it is");
-                Catalog::new(&db)
-            }),
+            Some(s) => match s.load_catalog(&db).await {
+                Ok(cat) => {
+                    counters.catalog_loaded();
+                    cat
+                }
+                Err(e) => {
+                    counters.catalog_refresh_failures.inc();
+                    tracing::warn!(error = %e, "catalog not loaded yet; restricted roles can read no table until it is");
+                    Catalog::new(&db)
+                }
+            },
             None => {
                 tracing::warn!("no upstream.service_user: the catalog is empty, restricted roles can read no table");
                 Catalog::new(&db)
@@ -221,7 +229,7 @@ impl Enforcer {
             reloads: tokio::sync::broadcast::channel(RELOAD_BACKLOG).0,
             hidden_subjects: config.audit.is_some(),
             loaded_at: SystemTime::now(),
-            counters: AnalysisCounters::default(),
+            counters,
             pseudonym_refresh_ms: AtomicU64::new(0),
         });
         if config.policy.watch_interval_ms > 0 {
@@ -256,8 +264,10 @@ impl Enforcer {
                             inner.protected.clear();
                             inner.audit_facts.clear();
                             inner.counters.cache_entries.set(0);
+                            inner.counters.catalog_loaded();
                         }
                         Err(e) => {
+                            inner.counters.catalog_refresh_failures.inc();
                             tracing::warn!(error = %e, "catalog refresh failed; keeping the previous one")
                         }
                     }
@@ -297,6 +307,26 @@ impl Enforcer {
     /// Version of the policy in force, if any.
     pub fn policy_version(&self) -> Option<String> {
         Some(self.inner.as_ref()?.store.current().version.clone())
+    }
+
+    /// Reload pgvakt's catalog from the upstream soon (SIGHUP), instead of at the next
+    /// 30-second refresh: after DDL made directly in PostgreSQL, not through pgvakt.
+    pub fn refresh_catalog(&self) {
+        if let Some(inner) = &self.inner {
+            inner.refresh.notify_one();
+        }
+    }
+
+    /// The names of the policy's roles (the default role included), for metric labels.
+    pub fn role_names(&self) -> Vec<String> {
+        self.inner.as_ref().map_or_else(Vec::new, |i| {
+            let set = i.store.current();
+            let mut names: Vec<String> = set.roles.keys().cloned().collect();
+            names.push(set.default_role.name.clone());
+            names.sort();
+            names.dedup();
+            names
+        })
     }
 
     /// The read limits of the policy in force, by role.

@@ -169,6 +169,71 @@ pub struct OutcomeLabel {
     pub outcome: Outcome,
 }
 
+label_values! {
+    /// Why a statement was refused, by the SQLSTATE the client gets: PostgreSQL's classes, in
+    /// words an operator reads on a dashboard.
+    pub enum RefusalReason {
+        /// 42501: the policy does not allow it (blocked column, statement kind, read limit,
+        /// audit trail not writable).
+        Policy => "policy",
+        /// 08P01: the message or text breaks the protocol.
+        Protocol => "protocol",
+        /// 54xxx: longer or deeper than the analysis takes.
+        TooComplex => "too_complex",
+        /// 55000: something the policy needs is not installed upstream (pseudonym function).
+        NotInstalled => "not_installed",
+        /// 22021: text not valid in the session's encoding.
+        Encoding => "encoding",
+        /// 42703, 42P01, 42883: a column, relation or function pgvakt's catalog does not know.
+        UnknownName => "unknown_name",
+        Other => "other",
+    }
+}
+
+impl RefusalReason {
+    pub fn of_sqlstate(code: &str) -> RefusalReason {
+        match code {
+            "42501" => RefusalReason::Policy,
+            "08P01" => RefusalReason::Protocol,
+            "55000" => RefusalReason::NotInstalled,
+            "22021" => RefusalReason::Encoding,
+            "42703" | "42P01" | "42883" => RefusalReason::UnknownName,
+            c if c.starts_with("54") => RefusalReason::TooComplex,
+            _ => RefusalReason::Other,
+        }
+    }
+}
+
+/// A policy role's statements refused, by reason. Roles come from the policy (a small set),
+/// never from user names.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub role: String,
+    pub reason: RefusalReason,
+}
+
+/// Personal data read by a policy role: the inventory category (from the policy) and what the
+/// role sees of it (`allowed` or `masked`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadLabels {
+    pub role: String,
+    pub category: String,
+    pub action: &'static str,
+}
+
+/// A policy name (role, category) as a label value: snake_case, whatever the policy spells.
+pub fn snake(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('_') {
+            out.push('_');
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +246,7 @@ mod tests {
         all.extend(Class::ALL.iter().map(|v| v.as_str()));
         all.extend(Direction::ALL.iter().map(|v| v.as_str()));
         all.extend(Outcome::ALL.iter().map(|v| v.as_str()));
+        all.extend(RefusalReason::ALL.iter().map(|v| v.as_str()));
         for v in &all {
             assert!(
                 !v.is_empty() && v.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
@@ -191,6 +257,24 @@ mod tests {
         let mut reasons: Vec<&str> = all[..n].to_vec();
         reasons.dedup();
         assert_eq!(reasons.len(), n);
+    }
+
+    #[test]
+    fn refusal_reasons_by_sqlstate_and_policy_names_in_snake_case() {
+        for (code, reason) in [
+            ("42501", "policy"),
+            ("08P01", "protocol"),
+            ("54001", "too_complex"),
+            ("54000", "too_complex"),
+            ("55000", "not_installed"),
+            ("22021", "encoding"),
+            ("42P01", "unknown_name"),
+            ("XX000", "other"),
+        ] {
+            assert_eq!(RefusalReason::of_sqlstate(code).as_str(), reason, "{code}");
+        }
+        assert_eq!(snake("Sales-EU Team"), "sales_eu_team");
+        assert_eq!(snake("special"), "special");
     }
 
     #[test]

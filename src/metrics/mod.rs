@@ -18,8 +18,8 @@ use prometheus_client::registry::Registry;
 
 pub use http::{bind, classic_text, serve, ReadyCheck};
 pub use labels::{
-    Class, Decision, Direction, DirectionLabel, Outcome, OutcomeLabel, ReasonLabel, RefuseReason,
-    StatementLabels,
+    snake, Class, Decision, Direction, DirectionLabel, Outcome, OutcomeLabel, ReadLabels,
+    ReasonLabel, RefusalLabels, RefusalReason, RefuseReason, StatementLabels,
 };
 
 /// The label of the `_info` metrics: a version string (pgvakt's, or the policy's hash).
@@ -45,6 +45,12 @@ pub struct Metrics {
     pub policy_reloads: Family<OutcomeLabel, Counter>,
     pub policy_loaded_at: Gauge,
     pub enforcement_anomalies: Counter,
+    /// Statements refused, by policy role and reason.
+    refusals: Family<RefusalLabels, Counter>,
+    /// Statements reading personal data, by policy role, category and action.
+    personal_reads: Family<ReadLabels, Counter>,
+    /// notAfter of the certificate clients are served.
+    tls_certificate_expiry: Gauge,
     pub analysis_cache_hits: Counter,
     pub analysis_cache_misses: Counter,
     pub analysis_cache_entries: Gauge,
@@ -55,13 +61,32 @@ pub struct Metrics {
     ready: Gauge,
 }
 
-/// The counters the enforcer keeps itself (it exists before the server and its registry do);
-/// the registry holds clones of the same counters.
+/// The counters the enforcer keeps itself (it exists before the server and its registry do):
+/// its analysis cache and its catalog. The registry holds clones of the same counters.
 #[derive(Debug, Clone, Default)]
 pub struct AnalysisCounters {
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub cache_entries: Gauge,
+    /// Unix time of the last successful catalog load (0 before the first).
+    pub catalog_loaded_at: Gauge,
+    /// Catalog loads and refreshes that failed (the previous catalog stays).
+    pub catalog_refresh_failures: Counter,
+}
+
+impl AnalysisCounters {
+    /// A catalog load succeeded now.
+    pub fn catalog_loaded(&self) {
+        self.catalog_loaded_at
+            .set(unix_seconds(std::time::SystemTime::now()));
+    }
+}
+
+fn unix_seconds(at: std::time::SystemTime) -> i64 {
+    let secs = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    i64::try_from(secs).unwrap_or(i64::MAX)
 }
 
 impl Default for Metrics {
@@ -161,6 +186,34 @@ impl Metrics {
             "Statements refused because PostgreSQL's parser read them differently from the analysis",
             crate::analysis::authority::DISAGREEMENTS.clone(),
         );
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "statement_refusals",
+            "Statements refused, by policy role and reason (policy: 42501, protocol: 08P01, too_complex: 54xxx, not_installed: 55000, encoding: 22021, unknown_name: 42703/42P01/42883, other)",
+            refusals.clone(),
+        );
+        let personal_reads = Family::<ReadLabels, Counter>::default();
+        registry.register(
+            "personal_data_reads",
+            "Statements of restricted roles that read personal data, by policy role, inventory category and what the role sees (allowed: stored values, masked); counted when decided (a Query, or the Parse of a prepared statement), once per category and action. Blocked columns are refused: see statement_refusals",
+            personal_reads.clone(),
+        );
+        let tls_certificate_expiry = Gauge::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "Unix time at which the certificate served to clients expires (notAfter; renewed on SIGHUP); 0 when it cannot be read",
+            tls_certificate_expiry.clone(),
+        );
+        registry.register(
+            "catalog_loaded_timestamp_seconds",
+            "Unix time of the last successful load of pgvakt's catalog from the upstream (every 30 s, after DDL through pgvakt, after a reconnect); 0 before the first",
+            analysis.catalog_loaded_at.clone(),
+        );
+        registry.register(
+            "catalog_refresh_failures",
+            "Catalog loads that failed; the previous catalog stays in force",
+            analysis.catalog_refresh_failures.clone(),
+        );
         let role_lookup_failures = Counter::default();
         registry.register(
             "role_lookup_failures",
@@ -234,6 +287,9 @@ impl Metrics {
             policy_reloads,
             policy_loaded_at,
             enforcement_anomalies,
+            refusals,
+            personal_reads,
+            tls_certificate_expiry,
             analysis_cache_hits,
             analysis_cache_misses,
             analysis_cache_entries,
@@ -248,6 +304,64 @@ impl Metrics {
         self.connections_refused
             .get_or_create(&ReasonLabel { reason })
             .inc();
+    }
+
+    /// A statement of a session in `role` refused with SQLSTATE `code`.
+    pub fn refusal(&self, role: &str, code: &str) {
+        // Without a policy there are no roles (and next to nothing is refused).
+        let role = if role.is_empty() { "no_policy" } else { role };
+        self.refusals
+            .get_or_create(&RefusalLabels {
+                role: snake(role),
+                reason: RefusalReason::of_sqlstate(code),
+            })
+            .inc();
+    }
+
+    /// A statement of `role` decided to read `columns`: one count per category and action.
+    pub fn personal_reads(&self, role: &str, columns: &[crate::analysis::ColumnUse]) {
+        use crate::analysis::UseAction;
+        let mut seen: Vec<(&str, &'static str)> = Vec::new();
+        for c in columns {
+            let action = match c.action {
+                UseAction::Masked => "masked",
+                UseAction::Allowed => "allowed",
+                _ => continue,
+            };
+            if c.category == crate::policy::inventory::NONE || seen.contains(&(&c.category, action))
+            {
+                continue;
+            }
+            seen.push((&c.category, action));
+        }
+        let role = snake(role);
+        for (category, action) in seen {
+            self.personal_reads
+                .get_or_create(&ReadLabels {
+                    role: role.clone(),
+                    category: snake(category),
+                    action,
+                })
+                .inc();
+        }
+    }
+
+    /// Series from 0 for the policy's roles, so that the first refusal shows in `increase()`.
+    pub fn set_roles<'a>(&self, roles: impl Iterator<Item = &'a str>) {
+        for role in roles {
+            for reason in RefusalReason::ALL {
+                let _ = self.refusals.get_or_create(&RefusalLabels {
+                    role: snake(role),
+                    reason: *reason,
+                });
+            }
+        }
+    }
+
+    /// notAfter of the certificate served from now on (0: unknown).
+    pub fn set_tls_certificate_expiry(&self, not_after: Option<std::time::SystemTime>) {
+        self.tls_certificate_expiry
+            .set(not_after.map_or(0, unix_seconds));
     }
 
     pub fn statement(&self, decision: Decision, class: Class) {
@@ -292,11 +406,7 @@ impl Metrics {
     }
 
     pub fn set_policy_loaded_at(&self, at: std::time::SystemTime) {
-        let secs = at
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.policy_loaded_at
-            .set(i64::try_from(secs).unwrap_or(i64::MAX));
+        self.policy_loaded_at.set(unix_seconds(at));
     }
 
     /// The text exposition of every metric, with readiness as `/readyz` answers it now.

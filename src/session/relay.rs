@@ -210,7 +210,16 @@ async fn sleep_if(enabled: bool, d: Duration) {
     }
 }
 
-fn count(proxy: &Proxy, v: &Verdict, sql: &str) {
+fn count(proxy: &Proxy, policy: &SessionPolicy, v: &Verdict, sql: &str) {
+    // The role is looked up only for what is counted by role: refusals and personal reads.
+    let role = || policy.role().map_or_else(String::new, |(r, _)| r);
+    match v {
+        Verdict::Refuse(e) => proxy.metrics.refusal(&role(), e.code),
+        Verdict::Rewrite(a) if !a.columns.is_empty() => {
+            proxy.metrics.personal_reads(&role(), &a.columns)
+        }
+        _ => {}
+    }
     let d = match v {
         Verdict::Forward => Decision::Passthrough,
         // As `policy explain` reports it: rewritten when a column read is masked.

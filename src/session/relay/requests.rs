@@ -140,10 +140,13 @@ impl RequestSide<'_> {
             Route::RefusedFunctionCall => {
                 shared.push_inflight();
                 proxy.metrics.statement(Decision::Refused, Class::Unknown);
+                let refusal = function_call_refusal();
+                let role = self.policy.role().map_or_else(String::new, |(r, _)| r);
+                proxy.metrics.refusal(&role, refusal.code);
                 if let Some(a) = self.audit.as_mut() {
                     a.other();
                 }
-                let marker = shared.refusals.marker(function_call_refusal());
+                let marker = shared.refusals.marker(refusal);
                 out.extend_from_slice(&encode_query(&marker).raw);
             }
             Route::Answered => {
@@ -159,7 +162,7 @@ impl RequestSide<'_> {
             }
             Route::Followed => {
                 let replaced = match self.audit.as_mut() {
-                    Some(a) => follow(a, frame, proxy, shared).await,
+                    Some(a) => follow(a, frame, self.policy, proxy, shared).await,
                     None => None,
                 };
                 out.extend_from_slice(replaced.as_ref().unwrap_or(&frame.raw))
@@ -203,7 +206,7 @@ impl RequestSide<'_> {
                 verdict = Verdict::Refuse(e);
             }
         }
-        count(self.proxy, &verdict, &sql);
+        count(self.proxy, policy, &verdict, &sql);
         match &parse {
             Some(p) => parse_out(&frame.raw, p, verdict, &shared.refusals),
             None => query_out(&frame.raw, verdict, &shared.refusals),
@@ -217,6 +220,7 @@ impl RequestSide<'_> {
 async fn follow(
     a: &mut FrontAudit,
     frame: &Frame,
+    policy: &SessionPolicy,
     proxy: &Proxy,
     shared: &Shared,
 ) -> Option<bytes::Bytes> {
@@ -234,6 +238,8 @@ async fn follow(
     };
     refused.map(|e| {
         proxy.metrics.statement(Decision::Refused, Class::Unknown);
+        let role = policy.role().map_or_else(String::new, |(r, _)| r);
+        proxy.metrics.refusal(&role, e.code);
         refused_message(e, &shared.refusals)
     })
 }
