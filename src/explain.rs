@@ -129,11 +129,17 @@ impl Explanation {
 
     pub fn test_outcome(&self) -> TestOutcome {
         TestOutcome {
+            role: self.role.clone(),
+            via: self.via.clone(),
             decision: self.decision,
             masked: self.masked(),
             blocked: self.blocked(),
             kept: self.kept(),
             sql_out: self.sql_out.clone(),
+            error: self
+                .error
+                .as_ref()
+                .map(|e| (e.code.to_owned(), e.message.clone())),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The `pgvakt policy` commands that need a schema: `explain`, `test`, `snapshot` and
 //! `check --upstream`. Output goes to stdout; the return value is the exit code.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -10,7 +11,7 @@ use crate::catalog::{Catalog, RelKind};
 use crate::explain::{connect, explain, live_catalog, load_snapshot};
 use crate::policy::check::{check_against_schema, LiveTable, Sample};
 use crate::policy::inventory::{is_system_schema, SPECIAL};
-use crate::policy::testcases::{self, TestReport};
+use crate::policy::testcases::{self, Subject, TestReport};
 use crate::policy::{load, PolicySet};
 
 /// Where analysis gets the schema from.
@@ -79,9 +80,7 @@ pub async fn explain_command(args: ExplainArgs) -> Result<i32, String> {
         }
         (None, Some(u)) => {
             let groups = match &client {
-                Some(c) => Catalog::member_groups(c, u)
-                    .await
-                    .map_err(|e| e.to_string())?,
+                Some(c) => groups_of(c, u).await?,
                 None => Vec::new(),
             };
             let r = set.resolve(u, &groups, SystemTime::now());
@@ -99,58 +98,112 @@ pub async fn explain_command(args: ExplainArgs) -> Result<i32, String> {
     Ok(0)
 }
 
-/// Runs test files; `policy`/`schema` override what each file names.
+/// Runs test files (directories: their *.yaml files); `policy`/`schema` override what each
+/// file names.
 pub async fn test_command(
-    files: &[PathBuf],
+    paths: &[PathBuf],
     policy: &[PathBuf],
     schema: Option<SchemaSource>,
 ) -> Result<i32, String> {
     let mut total = TestReport::default();
-    for file in files {
-        let tests = testcases::parse_test_file(file).map_err(|e| e.to_string())?;
-        let base = file.parent().unwrap_or(Path::new("."));
-        let policy_paths: Vec<PathBuf> = if policy.is_empty() {
-            tests.policy.iter().map(|p| base.join(p)).collect()
-        } else {
-            policy.to_vec()
-        };
-        if policy_paths.is_empty() {
-            return Err(format!(
-                "{}: name the policy with `policy:` in the file or --policy",
-                file.display()
-            ));
-        }
-        let source = match (&schema, &tests.schema) {
-            (Some(SchemaSource::Snapshot(p)), _) => SchemaSource::Snapshot(p.clone()),
-            (Some(SchemaSource::Upstream(d)), _) => SchemaSource::Upstream(d.clone()),
-            (None, Some(s)) => SchemaSource::Snapshot(base.join(s)),
-            (None, None) => {
-                return Err(format!(
-                    "{}: name a schema snapshot with `schema:` in the file, --schema or --upstream",
-                    file.display()
-                ))
-            }
-        };
-        let set = load_policy(&policy_paths)?;
-        let (catalog, _client) = catalog_from(&source).await?;
-        let path = policy_search_path(&set);
-        let report = testcases::run(&file.display().to_string(), &tests, |role, sql| {
-            match set.role(role) {
-                Some(r) => explain(&set, &catalog, &r, role, &path, sql).test_outcome(),
-                None => testcases::TestOutcome {
-                    decision: testcases::Decision::Refuse,
-                    masked: Vec::new(),
-                    blocked: vec![format!("unknown role {role}")],
-                    kept: Vec::new(),
-                    sql_out: None,
-                },
-            }
-        });
+    for file in testcases::expand(paths)? {
+        let report = test_file(&file, policy, schema.as_ref()).await?;
         total.passed += report.passed;
         total.failures.extend(report.failures);
     }
     print!("{total}");
     Ok(if total.ok() { 0 } else { 1 })
+}
+
+async fn test_file(
+    file: &Path,
+    policy: &[PathBuf],
+    schema: Option<&SchemaSource>,
+) -> Result<TestReport, String> {
+    let tests = testcases::parse_test_file(file).map_err(|e| e.to_string())?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    let policy_paths: Vec<PathBuf> = if policy.is_empty() {
+        tests.policy.iter().map(|p| base.join(p)).collect()
+    } else {
+        policy.to_vec()
+    };
+    if policy_paths.is_empty() {
+        return Err(format!(
+            "{}: name the policy with `policy:` in the file or --policy",
+            file.display()
+        ));
+    }
+    let source = match (schema, &tests.snapshot) {
+        (Some(SchemaSource::Snapshot(p)), _) => SchemaSource::Snapshot(p.clone()),
+        (Some(SchemaSource::Upstream(d)), _) => SchemaSource::Upstream(d.clone()),
+        (None, Some(s)) => SchemaSource::Snapshot(base.join(s)),
+        (None, None) => {
+            return Err(format!(
+                "{}: name a schema snapshot with `snapshot:` in the file, --snapshot or --upstream",
+                file.display()
+            ))
+        }
+    };
+    let set = load_policy(&policy_paths)?;
+    let (catalog, client) = catalog_from(&source).await?;
+    // Groups of the users whose cases do not give them, looked up when live.
+    let mut looked_up: HashMap<String, Vec<String>> = HashMap::new();
+    if let Some(c) = &client {
+        for case in &tests.cases {
+            if let (Some(u), None) = (&case.value.user, &case.value.groups) {
+                if !looked_up.contains_key(u) {
+                    let groups = groups_of(c, u).await?;
+                    looked_up.insert(u.clone(), groups);
+                }
+            }
+        }
+    }
+    let path = policy_search_path(&set);
+    let now = SystemTime::now();
+    Ok(testcases::run(
+        &file.display().to_string(),
+        &tests,
+        |case, subject| {
+            let (role, via, user) = match subject {
+                Subject::Role(r) => (set.role(r), None, r),
+                Subject::User { name, groups, at } => {
+                    let groups = groups
+                        .or_else(|| looked_up.get(name).map(Vec::as_slice))
+                        .unwrap_or(&[]);
+                    let at = at.map_or(now, |s| {
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(s.max(0) as u64)
+                    });
+                    let r = set.resolve(name, groups, at);
+                    (Some(r.role), Some(r.via), name)
+                }
+            };
+            let Some(r) = role else {
+                let known: Vec<&str> = set.roles.keys().map(String::as_str).collect();
+                return Err(format!(
+                    "unknown role {user:?}; the policy defines: {}",
+                    known.join(", ")
+                ));
+            };
+            let mut e = explain(&set, &catalog, &r, user, &path, &case.sql);
+            e.via = via;
+            Ok(e.test_outcome())
+        },
+    ))
+}
+
+/// The PostgreSQL groups of `user`; none when PostgreSQL has no such role (it could not log
+/// in, but its grants can still be tested).
+async fn groups_of(client: &tokio_postgres::Client, user: &str) -> Result<Vec<String>, String> {
+    match Catalog::member_groups(client, user).await {
+        Ok(groups) => Ok(groups),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT) => {
+            Ok(Vec::new())
+        }
+        Err(e) => Err(format!(
+            "looking up the groups of {user}: {}",
+            crate::dsn::cause_chain(&e)
+        )),
+    }
 }
 
 pub async fn snapshot_command(dsn: &str, out: Option<&Path>) -> Result<i32, String> {

@@ -42,6 +42,7 @@ mod metrics_format;
 mod notify;
 mod ops;
 mod policy_checks;
+mod policy_test_cases;
 mod policy_tools;
 mod pseudonym_key;
 mod read_limits;

@@ -111,7 +111,9 @@ pub enum PolicyCommand {
 #[derive(clap::Args)]
 pub struct SchemaArgs {
     /// Schema snapshot written by `pgvakt policy snapshot`, e.g. `--snapshot
-    /// policies/schema/crm-snapshot.json` (`--schema` is accepted as an older name).
+    /// policies/schema/crm-snapshot.json`.
+    // `--schema`, the older name, is still accepted (hidden: a policy's `schema:` is a
+    // database schema, not this file).
     #[arg(long, alias = "schema", conflicts_with = "upstream")]
     snapshot: Option<PathBuf>,
     /// Live database to read the schema from (libpq connection string), e.g. "host=db

@@ -274,29 +274,49 @@ fn demo_test_cases_parse_and_run() {
     assert!(tests.cases.len() >= 25);
     let p = demo();
     for c in &tests.cases {
-        assert!(p.roles.contains_key(&c.value.role), "{}", c.value.role);
+        if let Some(role) = &c.value.role {
+            assert!(p.roles.contains_key(role), "{role}");
+        }
     }
     // A stand-in analyser that refuses everything: only the refuse cases pass.
-    let report = testcases::run("crm.yaml", &tests, |_, _| testcases::TestOutcome {
-        decision: testcases::Decision::Refuse,
-        masked: vec![],
-        blocked: vec![
-            "contacts.bank_account".into(),
-            "contacts.date_of_birth".into(),
-            "contacts.email".into(),
-        ],
-        kept: vec![],
-        sql_out: None,
+    let report = testcases::run("crm.yaml", &tests, |_, _| {
+        Ok(testcases::TestOutcome {
+            role: "stand_in".into(),
+            via: None,
+            decision: testcases::Decision::Refuse,
+            masked: vec![],
+            blocked: vec![
+                "contacts.bank_account".into(),
+                "contacts.date_of_birth".into(),
+                "contacts.email".into(),
+            ],
+            kept: vec![],
+            sql_out: None,
+            error: Some(("42501".into(), "pgvakt: refused".into())),
+        })
     });
     let refusals = tests
         .cases
         .iter()
-        .filter(|c| c.value.expect == testcases::Decision::Refuse)
+        .filter(|c| {
+            let c = &c.value;
+            c.expect == testcases::Decision::Refuse
+                && c.expect_role.is_none()
+                && c.sqlstate.as_deref().is_none_or(|s| s == "42501")
+                && c.message.is_none()
+        })
         .count();
     assert_eq!(report.passed, refusals, "{report}");
-    assert!(report
-        .to_string()
-        .contains("FAIL secretary reads names and contact data: expected Allow, got Refuse"));
+    let text = report.to_string();
+    assert!(
+        text.contains("FAIL secretary reads names and contact data: expected allow, got refuse"),
+        "{text}"
+    );
+    // Each failure ends with what happened.
+    assert!(
+        text.contains("FAIL secretary reads names and contact data: got refuse as role stand_in; blocked: contacts.bank_account, contacts.date_of_birth, contacts.email; refused with 42501: pgvakt: refused"),
+        "{text}"
+    );
 }
 
 #[test]
