@@ -159,3 +159,96 @@ async fn demo_in_a_chosen_directory_keeps_it_after_shutdown() {
         .join("postmaster.pid")
         .exists());
 }
+
+/// `pgvakt demo --policy FILE`: a policy tried without editing the repository's file, changed
+/// while the demo runs, and a schema change made as the superuser the demo names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_enforces_and_reloads_a_policy_file_of_its_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    let policy = tmp.path().join("try.yaml");
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.yaml");
+    let original = std::fs::read_to_string(&repo).unwrap();
+    std::fs::write(&policy, &original).unwrap();
+    let demo = demo::start(DemoOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
+        contacts: 20,
+        policy: Some(policy.clone()),
+        ..Default::default()
+    })
+    .await
+    .expect("start the demo");
+    let shown = demo.instructions();
+    let policy = std::fs::canonicalize(&policy).unwrap();
+    assert!(
+        shown.contains(&format!("policy: {} (edit it", policy.display())),
+        "{shown}"
+    );
+    let superuser = format!(
+        "  psql \"host=127.0.0.1 port={} user=postgres password=postgres dbname=crm\"",
+        demo.upstream_port
+    );
+    assert!(shown.lines().any(|l| l == superuser), "{shown}");
+
+    let bank_account = |dsn: String| async move {
+        let out = run(
+            PSQL,
+            &[
+                &dsn,
+                "-XAtc",
+                "SELECT bank_account FROM contacts ORDER BY id LIMIT 1",
+            ],
+        )
+        .await;
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout).trim().to_owned()
+    };
+    let stored = bank_account(demo.dsn("admin", "require")).await;
+    let masked = bank_account(demo.dsn("secretary", "require")).await;
+    assert_ne!(masked, stored, "the secretary's bank accounts are masked");
+
+    // The secretary may now see bank accounts: the demo reloads the file by itself.
+    let changed = original.replacen(
+        "financial: {mask: redact}       # bank account masked entirely",
+        "financial: allow",
+        1,
+    );
+    assert_ne!(changed, original);
+    std::fs::write(&policy, changed).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while bank_account(demo.dsn("secretary", "require")).await != stored {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the changed policy was never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        std::fs::read_to_string(&repo).unwrap(),
+        original,
+        "the repository's policy is untouched"
+    );
+
+    // The superuser line reaches PostgreSQL directly and may change the schema.
+    let dsn = superuser
+        .trim()
+        .trim_start_matches("psql ")
+        .trim_matches('"');
+    let out = run(
+        PSQL,
+        &[
+            dsn,
+            "-XAtc",
+            "CREATE TABLE notes (id int); SELECT current_user",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).ends_with("postgres\n"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    demo.shutdown().await.expect("shutdown");
+}

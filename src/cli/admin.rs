@@ -10,6 +10,9 @@ use pgvakt::config::Config;
 #[derive(Subcommand)]
 pub enum AdminCommand {
     /// Lift the lockout of a user (or, with --client, of a client address) on every replica.
+    #[command(after_help = "Examples:
+  pgvakt admin unlock --config /etc/pgvakt/pgvakt.yaml alice
+  pgvakt admin unlock --config /etc/pgvakt/pgvakt.yaml --client 203.0.113.7")]
     Unlock {
         /// Configuration file (YAML): its service user connects to the shared state.
         #[arg(long)]
@@ -21,6 +24,8 @@ pub enum AdminCommand {
         name: String,
     },
     /// Lift a user's mass-read block and forget its read counts, on every replica.
+    #[command(after_help = "Examples:
+  pgvakt admin reset-limits --config /etc/pgvakt/pgvakt.yaml alice")]
     ResetLimits {
         /// Configuration file (YAML): its service user connects to the shared state.
         #[arg(long)]
@@ -29,6 +34,8 @@ pub enum AdminCommand {
         user: String,
     },
     /// List the users and client addresses locked now.
+    #[command(after_help = "Examples:
+  pgvakt admin lockouts --config /etc/pgvakt/pgvakt.yaml")]
     Lockouts {
         /// Configuration file (YAML): its service user connects to the shared state.
         #[arg(long)]

@@ -52,7 +52,8 @@ enum Command {
     /// Start a throwaway PostgreSQL with the demo CRM and pgvakt in front of it.
     #[command(after_help = "Examples:
   pgvakt demo
-  pgvakt demo --dir /tmp/pgvakt-demo --contacts 1000 --listen 127.0.0.1:7432")]
+  pgvakt demo --dir /tmp/pgvakt-demo --contacts 1000 --listen 127.0.0.1:7432
+  cp policies/crm.yaml /tmp/try.yaml && pgvakt demo --policy /tmp/try.yaml   # edit it while it runs")]
     Demo {
         /// Address clients connect to.
         #[arg(long, default_value = "127.0.0.1:6432")]
@@ -67,8 +68,18 @@ enum Command {
         /// Default: a temporary directory, removed at exit.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Policy file to enforce instead of `policies/crm.yaml`, e.g. a copy to experiment
+        /// with: changes to it are reloaded while the demo runs.
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
-    /// Policy tools.
+    /// Policy tools: check, explain, test, snapshot, grants, record.
+    #[command(after_help = "Examples:
+  pgvakt policy check policies/ --strict
+  pgvakt policy explain --role secretary --snapshot policies/schema/crm-snapshot.json \"SELECT * FROM contacts\"
+  pgvakt policy test policies/tests/
+  pgvakt policy grants --expiring 14d
+  pgvakt policy record --format html --out ropa.html")]
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
@@ -76,6 +87,10 @@ enum Command {
     /// Store the policy's pseudonym key upstream, with the function the `pseudonym` mask calls,
     /// and create the state replicas share (schema `pgvakt`); run as the database owner, into
     /// the service database. Re-run to rotate the key or bring the schema up to date.
+    #[command(after_help = "Examples:
+  pgvakt install --upstream \"host=db.internal dbname=crm user=crm_owner\" --policy /etc/pgvakt/policies \\
+      --service-user pgvakt --ca-file /etc/pgvakt/db-ca.pem
+  PGVAKT_PSEUDONYM_KEY=... pgvakt install --upstream \"host=db dbname=crm user=crm_owner sslmode=verify-full\"")]
     Install {
         /// Database to install into (libpq connection string), e.g. "host=db dbname=crm user=owner".
         #[arg(long)]
@@ -91,22 +106,35 @@ enum Command {
         #[arg(long)]
         service_user: Option<String>,
     },
-    /// Operator commands on the state replicas share (lockouts).
+    /// Operator commands on the state replicas share (lockouts, read-limit blocks).
+    #[command(after_help = "Examples:
+  pgvakt admin lockouts --config /etc/pgvakt/pgvakt.yaml
+  pgvakt admin unlock --config /etc/pgvakt/pgvakt.yaml alice
+  pgvakt admin reset-limits --config /etc/pgvakt/pgvakt.yaml alice")]
     Admin {
         #[command(subcommand)]
         command: admin::AdminCommand,
     },
     /// Data-subject rights from the inventory (run by the DPO).
+    #[command(after_help = "Examples:
+  pgvakt subject export 42 --upstream \"host=pgvakt port=6432 user=dpo dbname=crm sslmode=require\" --out subject-42.zip
+  pgvakt subject erase 42 --upstream \"host=pgvakt port=6432 user=dpo dbname=crm sslmode=require\" --dry-run")]
     Subject {
         #[command(subcommand)]
         command: subject::SubjectCommand,
     },
     /// Retention periods from the inventory (scheduled by a timer or CronJob).
+    #[command(after_help = "Examples:
+  pgvakt retention run --upstream \"host=pgvakt port=6432 user=dpo dbname=crm sslmode=require\" --dry-run")]
     Retention {
         #[command(subcommand)]
         command: subject::RetentionCommand,
     },
-    /// Audit trail tools.
+    /// Audit trail tools: verify the chain, search records, the login history.
+    #[command(after_help = "Examples:
+  pgvakt audit verify --key-file chain.key /var/log/pgvakt/audit
+  pgvakt audit search --subject 42 --since 7d --key-file subject.key /var/log/pgvakt/audit
+  pgvakt audit logins --failed --since 1h /var/log/pgvakt/audit")]
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
@@ -116,12 +144,25 @@ enum Command {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Recompute the HMAC chain; exits 1 at the first broken record, 2 if it cannot check.
+    #[command(after_help = "Examples:
+  pgvakt audit verify --key-file /etc/pgvakt/audit-chain.key /var/log/pgvakt/audit
+  pgvakt audit verify --from-db \"host=audit-db dbname=audit user=dpo\" --db-ca-file ca.pem --key-file chain.key")]
     Verify(pgvakt::audit::verify::VerifyArgs),
     /// Find the records that concern a data subject, a user, a period or an outcome.
+    #[command(after_help = "Examples:
+  pgvakt audit search --subject 42 --since 7d --key-file subject.key /var/log/pgvakt/audit
+  pgvakt audit search --user secretary --outcome refused --since 1h /var/log/pgvakt/audit
+  pgvakt audit search --column contacts.bank_account --format json /var/log/pgvakt/audit")]
     Search(pgvakt::audit::search::SearchArgs),
     /// The login history: time, user, client, TLS, outcome, reason.
+    #[command(after_help = "Examples:
+  pgvakt audit logins --user alice --since 7d /var/log/pgvakt/audit
+  pgvakt audit logins --failed --since 1h /var/log/pgvakt/audit")]
     Logins(pgvakt::audit::logins::LoginsArgs),
     /// Create the audit table (audit.sink: postgres) with INSERT-only rights for pgvakt.
+    #[command(after_help = "Examples:
+  pgvakt audit install-table --from-db \"host=audit-db dbname=audit user=audit_owner\" \\
+      --writer pgvakt_audit_writer --reader dpo --db-ca-file ca.pem")]
     InstallTable(pgvakt::audit::table_read::InstallTableArgs),
 }
 
@@ -165,6 +206,7 @@ pub fn main() -> anyhow::Result<()> {
             metrics_listen,
             contacts,
             dir,
+            policy,
         } => {
             serve::init_logging("info", LogFormat::Text);
             let opts = DemoOptions {
@@ -172,7 +214,7 @@ pub fn main() -> anyhow::Result<()> {
                 metrics_listen,
                 contacts,
                 dir,
-                policy: None,
+                policy,
             };
             let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
             rt.block_on(serve::run_demo(opts))

@@ -9,7 +9,11 @@ use pgvakt::policy_cli::{self, SchemaSource};
 #[derive(Subcommand)]
 pub enum PolicyCommand {
     /// The record of processing activities (GDPR Art. 30) generated from the policy.
+    #[command(after_help = "Examples:
+  pgvakt policy record --policy policies/ > ropa.md
+  pgvakt policy record --format html --out ropa.html")]
     Record {
+        /// Policy files or directories, e.g. `--policy /etc/pgvakt/policies`.
         #[arg(long, default_value = "policies")]
         policy: Vec<PathBuf>,
         /// `markdown` or `html`.
@@ -63,8 +67,9 @@ pub enum PolicyCommand {
         user: Option<String>,
         #[command(flatten)]
         schema: SchemaArgs,
-        /// search_path as a comma-separated list, e.g. `--search-path crm,public`; default:
-        /// the policy's `schema:`, then public.
+        /// search_path as a comma-separated list, e.g. `--search-path crm,public`. Default:
+        /// `$user`, each policy file's `schema:`, then public; with --upstream too (a
+        /// search_path set upstream with ALTER ROLE or ALTER DATABASE is not read: give it here).
         #[arg(long)]
         search_path: Option<String>,
         /// The statement, e.g. "SELECT bank_account FROM contacts".
@@ -86,6 +91,9 @@ pub enum PolicyCommand {
         schema: SchemaArgs,
     },
     /// Every grant: grantee, role, valid_from, valid_until, state and reason.
+    #[command(after_help = "Examples:
+  pgvakt policy grants
+  pgvakt policy grants --policy /etc/pgvakt/policies --expiring 14d")]
     Grants {
         /// Policy files or directories.
         #[arg(long, default_value = "policies")]

@@ -22,6 +22,8 @@ use super::{DemoError, DATABASE, LOGIN_ROLES};
 
 /// The demo's service login; its password is its name, like every demo user's.
 const SERVICE_USER: &str = "admin";
+/// How often the demo checks its policy file for changes.
+const POLICY_WATCH_MS: u64 = 2000;
 
 /// Sessions still open at Ctrl-C get this long to finish: a demo should stop promptly.
 const SHUTDOWN_GRACE_MS: u64 = 2000;
@@ -104,6 +106,7 @@ pub struct DemoHandle {
     pub upstream_port: u16,
     pub config_path: PathBuf,
     pub audit_path: PathBuf,
+    policy: PathBuf,
     /// Time from [`start`] being called to the proxy accepting connections.
     pub startup: Duration,
 }
@@ -124,6 +127,18 @@ impl DemoHandle {
             self.addr.ip(),
             self.addr.port()
         )
+    }
+
+    /// A libpq connection string straight to PostgreSQL as its superuser (not through pgvakt):
+    /// for schema changes while trying a policy.
+    pub fn superuser_dsn(&self) -> String {
+        self.cluster
+            .dsn(self.cluster.superuser(), self.cluster.password(), DATABASE)
+    }
+
+    /// The policy file the demo enforces (reloaded when it changes).
+    pub fn policy_path(&self) -> &Path {
+        &self.policy
     }
 
     /// The direct (unprotected) URL of the upstream database as the demo's admin.
@@ -155,7 +170,19 @@ impl DemoHandle {
         );
         let _ = writeln!(out, "metrics: http://{}/metrics", self.metrics_addr);
         let _ = writeln!(out, "config: {}", self.config_path.display());
+        let _ = writeln!(
+            out,
+            "policy: {} (edit it: changes are reloaded within {} s; `pgvakt policy check {}` says why one is not)",
+            self.policy.display(),
+            POLICY_WATCH_MS / 1000,
+            self.policy.display()
+        );
         let _ = writeln!(out, "upstream: {}", self.upstream_url());
+        let _ = writeln!(
+            out,
+            "superuser, straight to PostgreSQL for schema changes (pgvakt sees them within 30 s):\n  psql \"{}\"",
+            self.superuser_dsn()
+        );
         out
     }
 
@@ -180,8 +207,9 @@ impl DemoHandle {
 /// Starts PostgreSQL, installs the demo data and starts pgvakt in front of it.
 pub async fn start(opts: DemoOptions) -> Result<DemoHandle, DemoRunError> {
     let started = Instant::now();
-    let policy = match opts.policy.clone() {
-        Some(p) => p,
+    let policy = match &opts.policy {
+        // Absolute, so the configuration written into the demo directory finds it.
+        Some(p) => std::fs::canonicalize(p).map_err(io_err("resolving", p))?,
         None => find_policy()?,
     };
     let (dir, temp) = match &opts.dir {
@@ -255,6 +283,7 @@ pub async fn start(opts: DemoOptions) -> Result<DemoHandle, DemoRunError> {
         dir,
         config_path,
         audit_path,
+        policy,
         startup: started.elapsed(),
     })
 }
@@ -308,7 +337,7 @@ fn config_yaml(v: &ConfigValues<'_>) -> String {
          tls:\n  mode: required\n  cert_file: {cert}\n  key_file: {key}\n\
          limits:\n  shutdown_grace_ms: {SHUTDOWN_GRACE_MS}\n\
          metrics:\n  listen: {metrics}\n\
-         policy:\n  paths: [{policy}]\n\
+         policy:\n  paths: [{policy}]\n  watch_interval_ms: {POLICY_WATCH_MS}\n\
          audit:\n  dir: {audit}\n  chain_key_file: audit-chain.key\n  \
          subject_key_file: audit-subject.key\n",
         listen = v.listen,
