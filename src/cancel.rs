@@ -65,6 +65,11 @@ impl CancelRegistry {
         }
     }
 
+    /// The upstream backend a registered key refers to.
+    pub fn target(&self, key: CancelKey) -> Option<CancelTarget> {
+        self.keys.get(&key.0).map(|r| r.value().target.clone())
+    }
+
     pub fn unregister(&self, key: CancelKey) {
         self.keys.remove(&key.0);
     }

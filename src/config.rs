@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::access::console::{AdminConfig, CONSOLE_DATABASE};
 pub use crate::access::settings::{LockoutConfig, Threshold};
 pub use crate::audit::settings::{AuditConfig, AuditSink, Durability, OnFull};
 pub use crate::audit::table_settings::{AuditTableConfig, TableTls};
@@ -45,6 +46,9 @@ pub struct Config {
     /// Lockout after repeated failed logins; defaults in `LockoutConfig`.
     #[serde(default)]
     pub lockout: LockoutConfig,
+    /// The admin console (database `pgvakt`). Default: nobody may use it.
+    #[serde(default)]
+    pub admin: AdminConfig,
 }
 
 fn default_listen() -> SocketAddr {
@@ -406,6 +410,7 @@ impl Config {
             audit.problems(&mut problems);
         }
         self.lockout.problems(&mut problems);
+        self.admin.problems(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -432,6 +437,20 @@ mod tests {
         assert_eq!(c.tls.mode, ClientTlsMode::Required);
         assert_eq!(c.limits.max_message_bytes, 64 << 20);
         assert_eq!(c.metrics.listen.port(), 9187);
+    }
+
+    #[test]
+    fn the_admin_console_admits_nobody_unless_named() {
+        let c = Config::parse(MINIMAL, "t.yaml").unwrap();
+        assert!(!c.admin.allows("postgres") && !c.admin.allows(""));
+        let text = format!("{MINIMAL}admin:\n  users: [ops]\n  auth_database: pgvakt\n");
+        let c = Config::parse(&text, "t.yaml").unwrap();
+        assert!(c.admin.allows("ops") && !c.admin.allows("OPS"));
+        let err = c.validate("t.yaml").unwrap_err().to_string();
+        assert!(
+            err.contains("admin.auth_database: must be a PostgreSQL database"),
+            "{err}"
+        );
     }
 
     #[test]

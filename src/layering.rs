@@ -17,8 +17,9 @@ pub(crate) const LAYERS: &[&[&str]] = &[
     &["dsn"],
     &["upstream", "enforce", "cancel"],
     // The running proxy.
-    &["readiness"],
+    &["readiness", "registry"],
     &["proxy"],
+    &["console"],
     &["session"],
     &["listener"],
     // Commands around the proxy.

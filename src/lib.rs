@@ -20,6 +20,8 @@
 //! - [`mask_check`]: every mask on every column it covers, rendered and checked (`policy check`).
 //! - [`install`]: `pgvakt install`: the pseudonym key and function upstream, and their check.
 //! - [`readiness`]: what `/readyz` answers, composed of upstream, service, audit and drain.
+//! - [`registry`]: the sessions open now, which the admin console lists and ends.
+//! - [`console`]: the admin console (database `pgvakt`): SHOW SESSIONS, KILL, RELOAD, ...
 //! - [`proxy`]: state shared by every session (config, TLS, upstream, cancel keys, metrics).
 //! - [`upstream`]: connections to the upstream PostgreSQL server.
 //! - [`dsn`]: connection strings of the command-line tools: sslmode, root certificates, errors.
@@ -42,6 +44,7 @@ pub mod catalog;
 pub mod certs;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod dsn;
 pub mod enforce;
@@ -58,6 +61,7 @@ pub mod preflight;
 pub mod protocol;
 pub mod proxy;
 pub(crate) mod readiness;
+pub mod registry;
 pub mod session;
 pub(crate) mod stream;
 pub mod subject;

@@ -141,6 +141,7 @@ impl Server {
             lockout,
             reads,
             handshakes,
+            sessions: Default::default(),
         });
         let metrics_task = tokio::spawn(async move {
             tokio::join!(
@@ -161,12 +162,7 @@ impl Server {
 
     /// Re-read the TLS certificate and key; the next handshake uses them.
     pub fn reload_tls(&self) -> Result<(), tls::TlsError> {
-        let served = tls::server_tls(&self.proxy.config.tls)?;
-        self.proxy.tls.store(served.config);
-        self.proxy
-            .metrics
-            .set_tls_certificate_expiry(served.not_after);
-        Ok(())
+        self.proxy.reload_tls()
     }
 
     /// Stop accepting, let sessions finish for the grace period, then end the rest with FATAL

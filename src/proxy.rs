@@ -41,11 +41,21 @@ pub struct Proxy {
     pub reads: Arc<crate::access::reads::ReadLimits>,
     /// Threads for clients' TLS handshakes.
     pub handshakes: Handshakes,
+    /// The sessions open now (the admin console lists and ends them).
+    pub sessions: crate::registry::Registry,
 }
 
 impl Proxy {
     pub fn phase(&self) -> Phase {
         *self.phase.borrow()
+    }
+
+    /// Re-read the TLS certificate and key; the next handshake uses them. Blocks on file IO.
+    pub fn reload_tls(&self) -> Result<(), crate::tls::TlsError> {
+        let served = crate::tls::server_tls(&self.config.tls)?;
+        self.tls.store(served.config);
+        self.metrics.set_tls_certificate_expiry(served.not_after);
+        Ok(())
     }
 }
 

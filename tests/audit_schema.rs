@@ -128,6 +128,7 @@ fn the_schema_lists_exactly_the_fields_a_record_has() {
         EventType::PolicyReload,
         EventType::Anomaly,
         EventType::ConnectionRefused,
+        EventType::Admin,
     ] {
         assert!(events.contains(&e.as_str()), "{}", e.as_str());
     }

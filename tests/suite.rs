@@ -4,6 +4,7 @@
 
 mod common;
 
+mod admin_console;
 mod anonymised_copy;
 mod applications;
 mod audit_cli;

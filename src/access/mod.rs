@@ -2,6 +2,7 @@
 //! replicas through a small state in the upstream database.
 //!
 //! - [`settings`]: the `lockout:` configuration section.
+//! - [`console`]: the `admin:` configuration section (who may open the admin console).
 //! - [`local`]: one replica's counts and locks (pure bookkeeping).
 //! - [`shared`]: the state every replica shares, in schema `pgvakt` (created by `pgvakt install`).
 //! - [`lockout`]: the decisions sessions ask for, over both.
@@ -17,6 +18,7 @@
 //! such decision is counted in `pgvakt_shared_state_fallbacks_total` and
 //! `pgvakt_shared_state_up` is 0.
 
+pub mod console;
 pub mod local;
 pub mod lockout;
 pub mod metrics;

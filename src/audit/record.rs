@@ -30,6 +30,9 @@ pub enum EventType {
     /// a startup timeout, ...). Rate-limited per client address and reason: `suppressed`
     /// counts the refusals this record stands for that were not recorded one by one.
     ConnectionRefused,
+    /// A command on the admin console (`SHOW SESSIONS`, `KILL`, `RELOAD`, ...), or a refused
+    /// attempt to open it, with the console user and the outcome.
+    Admin,
 }
 
 impl EventType {
@@ -45,6 +48,7 @@ impl EventType {
             EventType::PolicyReload => "policy_reload",
             EventType::Anomaly => "anomaly",
             EventType::ConnectionRefused => "connection_refused",
+            EventType::Admin => "admin",
         }
     }
 }

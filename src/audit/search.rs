@@ -69,7 +69,7 @@ pub struct SearchArgs {
     pub until: Option<String>,
     #[arg(long, value_enum)]
     pub outcome: Option<OutcomeArg>,
-    /// Event type, e.g. statement_read, refused, login_failed, connection_refused.
+    /// Event type, e.g. statement_read, refused, login_failed, connection_refused, admin.
     #[arg(long)]
     pub event: Option<String>,
     /// Only records that list this column: `column`, `table.column` or `schema.table.column`.
@@ -219,7 +219,7 @@ fn parse_event(s: &str) -> Result<EventType, String> {
         format!(
             "--event: unknown event type '{s}' (statement_intent, statement_read, \
              statement_write, refused, login, login_failed, connection_refused, disconnect, \
-             policy_reload, anomaly)"
+             policy_reload, anomaly, admin)"
         )
     })
 }

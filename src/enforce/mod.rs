@@ -339,6 +339,24 @@ impl Enforcer {
             .unwrap_or_default()
     }
 
+    /// The policy in force and when it was loaded (None without a policy).
+    pub fn policy_in_force(&self) -> Option<(Arc<crate::policy::PolicySet>, SystemTime)> {
+        let store = &self.inner.as_ref()?.store;
+        Some((store.current(), store.loaded_at()))
+    }
+
+    /// The policy role a session of `user` (member of `groups`) runs its next statement as,
+    /// by the policy in force now (None without a policy).
+    pub fn role_of(&self, user: &str, groups: &[String]) -> Option<String> {
+        let set = self.inner.as_ref()?.store.current();
+        Some(
+            set.resolve(user, groups, SystemTime::now())
+                .role
+                .name()
+                .to_owned(),
+        )
+    }
+
     /// The grants of the policy in force (none without a policy).
     pub fn grants(&self) -> Vec<crate::policy::Grant> {
         self.inner

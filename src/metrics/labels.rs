@@ -42,6 +42,8 @@ label_values! {
         RoleLookup => "role_lookup",
         /// The user or the client address is locked after repeated failed logins.
         LockedOut => "locked_out",
+        /// A user `admin.users` does not name asked for the admin console (database `pgvakt`).
+        ConsoleNotAllowed => "console_not_allowed",
     }
 }
 

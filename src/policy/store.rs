@@ -12,6 +12,8 @@ use super::{load, PolicyErrors, PolicySet};
 pub struct PolicyStore {
     current: ArcSwap<PolicySet>,
     paths: Vec<PathBuf>,
+    /// When the set in force was installed.
+    loaded_at: ArcSwap<SystemTime>,
 }
 
 impl PolicyStore {
@@ -21,6 +23,7 @@ impl PolicyStore {
         Ok(PolicyStore {
             current: ArcSwap::from_pointee(set),
             paths,
+            loaded_at: ArcSwap::from_pointee(SystemTime::now()),
         })
     }
 
@@ -28,11 +31,17 @@ impl PolicyStore {
         PolicyStore {
             current: ArcSwap::from_pointee(set),
             paths,
+            loaded_at: ArcSwap::from_pointee(SystemTime::now()),
         }
     }
 
     pub fn current(&self) -> Arc<PolicySet> {
         self.current.load_full()
+    }
+
+    /// When the policy in force was loaded (at start or by the last successful reload).
+    pub fn loaded_at(&self) -> SystemTime {
+        **self.loaded_at.load()
     }
 
     pub fn paths(&self) -> &[PathBuf] {
@@ -44,13 +53,14 @@ impl PolicyStore {
     pub fn reload(&self, paths: &[PathBuf]) -> Result<String, PolicyErrors> {
         let set = load(paths)?;
         let version = set.version.clone();
-        self.current.store(Arc::new(set));
+        self.swap(set);
         Ok(version)
     }
 
     /// Installs an already compiled set (tests, or loaders with a custom environment).
     pub fn swap(&self, set: PolicySet) {
         self.current.store(Arc::new(set));
+        self.loaded_at.store(Arc::new(SystemTime::now()));
     }
 }
 

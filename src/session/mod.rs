@@ -1,9 +1,11 @@
 //! One client session: open (TLS, startup) → login relayed to the upstream → statement relay.
 
 mod auth;
+mod console_login;
 mod handshake;
 mod identity;
 mod lockout;
+mod login;
 pub mod prelogin;
 mod refusals;
 mod relay;
@@ -74,6 +76,9 @@ impl SessionError {
 
 static SESSION_IDS: AtomicU64 = AtomicU64::new(1);
 
+/// How long a session ended from the console may take to close on its own.
+const ENDED_GRACE: Duration = Duration::from_secs(1);
+
 /// Run one client connection to completion. Never panics on peer input; errors end only this
 /// session.
 pub async fn run(tcp: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
@@ -137,15 +142,43 @@ async fn serve(
         }
         other => other?,
     };
-    let Some(mut s) = started else {
-        return Ok(());
+    let mut s = match started {
+        None => return Ok(()),
+        Some(Begun::Console(c)) => return console_login::serve(c, proxy).await,
+        Some(Begun::Relay(s)) => s,
     };
+    let registered = proxy.sessions.register(crate::registry::Opened {
+        id,
+        user: s.user.clone(),
+        database: s.policy.database.clone(),
+        client: peer,
+        application_name: s.application_name.clone(),
+        tls_version: s.tls_version.clone(),
+        kind: crate::registry::Kind::Relay {
+            groups: s.policy.groups.clone(),
+        },
+        upstream: proxy.cancels.target(s.cancel_key),
+    });
     let since = std::time::Instant::now();
     if let Some(a) = &s.audit {
         let w = a.lock().writer();
         w.login().await;
     }
-    let result = relay::run(&mut s, proxy).await;
+    let result = {
+        let mut ended = registered.live.ended();
+        let relay = relay::run(&mut s, proxy, &registered.live);
+        tokio::pin!(relay);
+        tokio::select! {
+            r = &mut relay => r,
+            why = crate::registry::wait_ended(&mut ended) => {
+                // The relay tells its client and closes; one stuck on a client that does not
+                // read is dropped after a moment.
+                tokio::time::timeout(ENDED_GRACE, &mut relay)
+                    .await
+                    .unwrap_or_else(|_| Err(SessionError::Client(why.error())))
+            }
+        }
+    };
     if let Some(a) = &s.audit {
         let w = a.lock().writer();
         w.disconnect(since.elapsed().as_millis() as u64).await;
@@ -181,7 +214,14 @@ pub struct Started {
     pub policy: crate::enforce::SessionPolicy,
     pub user: String,
     pub tls_version: Option<String>,
+    pub application_name: Option<String>,
     pub audit: Option<trail::requests::FrontAudit>,
+}
+
+/// What a completed login goes on with.
+enum Begun {
+    Relay(Box<Started>),
+    Console(console_login::Opened),
 }
 
 async fn start(
@@ -189,7 +229,7 @@ async fn start(
     peer: SocketAddr,
     id: u64,
     proxy: &Arc<Proxy>,
-) -> Result<Option<Started>, SessionError> {
+) -> Result<Option<Begun>, SessionError> {
     let (mut client, startup, tls_version) = match handshake::open(tcp, proxy).await? {
         handshake::Opened::Done => return Ok(None),
         handshake::Opened::Refused { reason, error } => {
@@ -210,166 +250,68 @@ async fn start(
             tls_version,
         } => (stream, startup, tls_version),
     };
-    let user = startup.user().to_owned();
-    let application_name = startup
-        .params
-        .iter()
-        .find(|(k, _)| k == "application_name")
-        .map(|(_, v)| v.clone());
     // Refusals and failed logins from here on name the user and database the client asked for.
-    let refusal = |event, reason: &'static str, error: &PgError| {
-        let mut r = crate::audit::refusals::Refusal::new(event, reason, peer, Some(id));
-        r.sqlstate = Some(error.code.to_owned());
-        r.message = error.message.clone();
-        r.user = Some(user.clone());
-        r.database = Some(startup.database().to_owned());
-        r.application_name = application_name.clone();
-        r.tls_version = tls_version.clone();
-        r
+    let asked = login::Asked {
+        user: startup.user().to_owned(),
+        database: startup.database().to_owned(),
+        application_name: startup
+            .params
+            .iter()
+            .find(|(k, _)| k == "application_name")
+            .map(|(_, v)| v.clone()),
+        tls_version,
+        peer,
+        id,
     };
+    let user = asked.user.clone();
     let refused = crate::audit::EventType::ConnectionRefused;
     if proxy.phase() != Phase::Running {
         proxy.metrics.refused(RefuseReason::ShuttingDown);
         let e = PgError::admin_shutdown();
-        let _ = client.write_all(&e.to_bytes()).await;
-        prelogin::report(proxy, refusal(refused, "shutting_down", &e)).await;
+        asked
+            .refuse(&mut client, proxy, refused, "shutting_down", &e)
+            .await;
         return Ok(None);
     }
     if let Some(locked) = proxy.lockout.check(&user, peer.ip()).await {
         // Refused here: PostgreSQL never sees attempts on a locked user or address.
         proxy.metrics.refused(RefuseReason::LockedOut);
         let e = lockout::refusal(&locked);
-        let _ = client.write_all(&e.to_bytes()).await;
-        prelogin::report(proxy, refusal(refused, "locked_out", &e)).await;
+        asked
+            .refuse(&mut client, proxy, refused, "locked_out", &e)
+            .await;
         return Ok(None);
+    }
+    if startup.database() == crate::console::DATABASE {
+        // The console is pgvakt's own; nothing of it is forwarded to PostgreSQL.
+        let opened = console_login::open(client, &startup, &asked, proxy).await?;
+        return Ok(opened.map(Begun::Console));
     }
     let policy = match proxy.enforcer.session(&user, startup.database()).await {
         Ok(p) => p,
         Err(e) => {
             proxy.metrics.refused(RefuseReason::RoleLookup);
-            let _ = client.write_all(&e.to_bytes()).await;
-            prelogin::report(proxy, refusal(refused, "role_lookup", &e)).await;
+            asked
+                .refuse(&mut client, proxy, refused, "role_lookup", &e)
+                .await;
             return Ok(None);
         }
     };
     if let Err(e) = policy.check_startup_options(&startup.params) {
-        let _ = client.write_all(&e.to_bytes()).await;
-        prelogin::report(proxy, refusal(refused, "startup_parameters", &e)).await;
+        asked
+            .refuse(&mut client, proxy, refused, "startup_parameters", &e)
+            .await;
         return Ok(None);
     }
-    let mut upstream = match proxy.upstream.connect().await {
-        Ok(u) => u,
-        Err(e) => {
-            proxy.metrics.upstream_connect_errors.inc();
-            proxy.metrics.refused(RefuseReason::Upstream);
-            proxy.readiness.set_upstream(false);
-            tracing::warn!(error = %e, "upstream connection failed");
-            let e = PgError::upstream_unavailable(format!("pgvakt: {e}"));
-            let _ = client.write_all(&e.to_bytes()).await;
-            prelogin::report(proxy, refusal(refused, "upstream_unavailable", &e)).await;
-            return Ok(None);
-        }
+    let Some(login::Authenticated {
+        mut upstream,
+        client_buf,
+        upstream_buf,
+        logged_in,
+    }) = login::authenticate(&mut client, &startup, &asked, proxy).await?
+    else {
+        return Ok(None);
     };
-    proxy.readiness.set_upstream(true);
-    upstream.write_all(&startup.encode()).await?;
-    upstream.flush().await?;
-    let mut client_buf = handshake::startup_buffer();
-    let mut upstream_buf = handshake::startup_buffer();
-    let logged_in = match auth::relay_login(
-        &mut client,
-        &mut client_buf,
-        &mut upstream,
-        &mut upstream_buf,
-        proxy,
-        &identity::probe(),
-    )
-    .await
-    {
-        Ok(l) => l,
-        Err(e) => {
-            if let Some(pg) = e.client_error() {
-                let _ = client.write_all(&pg.to_bytes()).await;
-            }
-            if let SessionError::LoginFailed {
-                sqlstate,
-                unsent: Some(raw),
-                ..
-            } = &e
-            {
-                if lockout::is_credential_failure(sqlstate.as_deref()) {
-                    lockout::count_failure(proxy, &user, peer, id).await;
-                }
-                let _ = client.write_all(raw).await;
-                let _ = client.flush().await;
-            }
-            let reason = match &e {
-                SessionError::LoginFailed { sqlstate, .. } => Some(
-                    crate::access::metrics::failed_login_reason(sqlstate.as_deref()),
-                ),
-                SessionError::Client(_) => Some("authentication_method"),
-                _ => None,
-            };
-            if let Some(reason) = reason {
-                proxy.metrics.access.failed_login(reason);
-            }
-            let failed = crate::audit::EventType::LoginFailed;
-            let r = match &e {
-                SessionError::LoginFailed {
-                    message, sqlstate, ..
-                } => {
-                    let mut r = refusal(
-                        failed,
-                        "authentication",
-                        &PgError::auth_failed(message.clone()),
-                    );
-                    // PostgreSQL's own SQLSTATE, as the client got it.
-                    r.sqlstate = sqlstate.clone();
-                    Some(r)
-                }
-                SessionError::Client(pg) => Some(refusal(failed, "authentication_method", pg)),
-                _ => None,
-            };
-            if let Some(r) = r {
-                prelogin::report(proxy, r).await;
-            }
-            return Err(e);
-        }
-    };
-    // PostgreSQL must have logged in the user and database the policy and audit use; the
-    // client gets its first ReadyForQuery only then.
-    let expected = identity::Expected {
-        user: &user,
-        database: startup.database(),
-    };
-    let confirmed = match identity::check_reported_user(&logged_in.parameters, &expected) {
-        Ok(()) => {
-            identity::check_probe(&mut client, &mut upstream, &mut upstream_buf, &expected).await
-        }
-        Err(e) => Err(SessionError::Client(e)),
-    };
-    if let Err(e) = confirmed {
-        if let Some(pg) = e.client_error() {
-            let _ = client.write_all(&pg.to_bytes()).await;
-        }
-        close_after_login(&mut client, &mut upstream, proxy, logged_in.cancel_key).await;
-        return Err(match e {
-            SessionError::Client(pg) => {
-                let r = refusal(
-                    crate::audit::EventType::LoginFailed,
-                    "identity_not_confirmed",
-                    &pg,
-                );
-                proxy.metrics.access.failed_login("identity_not_confirmed");
-                prelogin::report(proxy, r).await;
-                SessionError::LoginFailed {
-                    message: pg.message,
-                    sqlstate: Some(pg.code.to_owned()),
-                    unsent: None,
-                }
-            }
-            other => other,
-        });
-    }
     if policy.role().is_some_and(|(_, restricted)| restricted) {
         // Analysis reads strings the standard way and text as UTF-8; a session whose settings
         // (role or database defaults) say otherwise would run something else than was analysed.
@@ -385,8 +327,9 @@ async fn start(
                     format!("pgvakt: {name} is {value} for this session; restricted roles need standard_conforming_strings on and UTF8"),
                 );
                 let _ = client.write_all(&e.to_bytes()).await;
-                close_after_login(&mut client, &mut upstream, proxy, logged_in.cancel_key).await;
-                prelogin::report(proxy, refusal(refused, "session_settings", &e)).await;
+                login::close_after_login(&mut client, &mut upstream, proxy, logged_in.cancel_key)
+                    .await;
+                prelogin::report(proxy, asked.refusal(refused, "session_settings", &e)).await;
                 return Ok(None);
             }
         }
@@ -394,15 +337,15 @@ async fn start(
     proxy.lockout.succeeded(&user).await;
     client.write_all(&logged_in.ready.raw).await?;
     client.flush().await?;
-    tracing::info!(user = %user, database = %startup.database(), tls = tls_version.as_deref().unwrap_or("none"), "login");
+    tracing::info!(user = %user, database = %startup.database(), tls = asked.tls_version.as_deref().unwrap_or("none"), "login");
     let audit = proxy.audit.as_ref().map(|h| {
         let info = trail::SessionInfo {
             user: user.clone(),
             role: policy.role().map(|(r, _)| r).unwrap_or_default(),
             session_id: id.to_string(),
             client_addr: peer,
-            application_name: application_name.clone(),
-            tls_version: tls_version.clone(),
+            application_name: asked.application_name.clone(),
+            tls_version: asked.tls_version.clone(),
             database: startup.database().to_owned(),
             policy_version: policy.policy_version(),
             purpose: policy.purpose(),
@@ -417,7 +360,7 @@ async fn start(
     });
     let (client_rd, client_wr) = tokio::io::split(client);
     let (upstream_rd, upstream_wr) = tokio::io::split(upstream);
-    Ok(Some(Started {
+    Ok(Some(Begun::Relay(Box::new(Started {
         client_rd,
         client_wr,
         client_buf,
@@ -433,22 +376,8 @@ async fn start(
             .is_some_and(|(_, v)| v == "UTF8"),
         policy,
         user,
-        tls_version,
+        tls_version: asked.tls_version,
+        application_name: asked.application_name,
         audit,
-    }))
-}
-
-/// End a session refused after the upstream logged it in: the client has its FATAL, the
-/// upstream gets Terminate, and the cancel key is forgotten.
-async fn close_after_login(
-    client: &mut crate::stream::BoxStream,
-    upstream: &mut crate::stream::BoxStream,
-    proxy: &Proxy,
-    cancel_key: crate::cancel::CancelKey,
-) {
-    proxy.cancels.unregister(cancel_key);
-    let _ = client.flush().await;
-    let _ = client.shutdown().await;
-    let _ = upstream.write_all(&[b'X', 0, 0, 0, 4]).await;
-    let _ = upstream.shutdown().await;
+    }))))
 }

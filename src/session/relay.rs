@@ -71,6 +71,9 @@ struct Shared {
     /// have committed) triggers a catalog reload.
     ddl_in_flight: AtomicBool,
     catalog_refresh: CatalogRefresh,
+    /// The session's entry in the registry the admin console lists: its state and statement
+    /// count, and the signal that ends it.
+    live: Arc<crate::registry::Live>,
 }
 
 impl Shared {
@@ -107,7 +110,11 @@ impl Shared {
     }
 }
 
-pub async fn run(s: &mut Started, proxy: &Proxy) -> Result<(), SessionError> {
+pub async fn run(
+    s: &mut Started,
+    proxy: &Proxy,
+    live: &Arc<crate::registry::Live>,
+) -> Result<(), SessionError> {
     let Started {
         client_rd,
         client_wr,
@@ -133,6 +140,7 @@ pub async fn run(s: &mut Started, proxy: &Proxy) -> Result<(), SessionError> {
         trail: audit.as_ref().map(|a| a.trail.clone()),
         ddl_in_flight: AtomicBool::new(false),
         catalog_refresh: policy.catalog_refresh(),
+        live: live.clone(),
     };
     let (control_tx, control_rx) = mpsc::channel::<Control>(1);
     let (done_tx, done_rx) = watch::channel(false);

@@ -112,6 +112,9 @@ impl RequestSide<'_> {
             role_restricted: self.policy.role().map(|(_, r)| r),
             audited: self.audit.is_some(),
         };
+        if matches!(frame.tag, b'Q' | b'E' | b'F') {
+            shared.live.statement();
+        }
         match route(frame.tag, setup) {
             Route::Terminate => {
                 out.extend_from_slice(&frame.raw);

@@ -17,6 +17,7 @@ pub(super) async fn backend(
 ) -> Result<(), SessionError> {
     let reader = FrameReader::new(UPSTREAM_MAX_MESSAGE);
     let mut phase = proxy.phase.subscribe();
+    let mut ended = shared.live.ended();
     let mut filter = ResultFilter::new(shared.restricted, shared.role_restricted);
     // What is written to the client is counted, and may stall only so long.
     let bytes_out = (
@@ -99,6 +100,11 @@ pub(super) async fn backend(
                 client_wr.flush().await?;
                 return Ok(());
             }
+            why = crate::registry::wait_ended(&mut ended) => {
+                client_wr.write_all(&why.error().to_bytes()).await?;
+                client_wr.flush().await?;
+                return Ok(());
+            }
         }
     }
 }
@@ -147,6 +153,11 @@ async fn apply(
                 .metrics
                 .statement_seconds
                 .observe(t.elapsed().as_secs_f64());
+        }
+        if shared.inflight.lock().is_ok_and(|q| q.is_empty()) {
+            shared
+                .live
+                .set_state(crate::registry::State::from_ready(ready.status));
         }
     }
 }
