@@ -82,6 +82,12 @@ pub fn mark_only(sql: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `name` written as PostgreSQL reads `ONLY name`: for a statement pgvakt itself builds around
+/// a relation that must be read without its children.
+pub fn only(name: &ObjectName) -> String {
+    format!("\"{}\".{name}", *MARKER)
+}
+
 /// Whether a name carries the ONLY marker (as its first part).
 pub fn is_only(name: &ObjectName) -> bool {
     name.0

@@ -359,8 +359,13 @@ fn statement(
                             .collect::<Vec<_>>()
                             .join(", ")
                     };
-                    let q = parse_query(&format!("SELECT {cols} FROM {table_name}"))
-                        .map_err(|e| ctx.unsupported(&format!("COPY {table_name}: {e}")))?;
+                    // `COPY t TO` copies t's own rows, never its inheritance children's:
+                    // the query reads `ONLY t`, or a dump would hold the children's rows twice.
+                    let q = parse_query(&format!(
+                        "SELECT {cols} FROM {}",
+                        super::inheritance::only(table_name)
+                    ))
+                    .map_err(|e| ctx.unsupported(&format!("COPY {table_name}: {e}")))?;
                     *source = CopySource::Query(q);
                 }
                 if let CopySource::Query(q) = source {
