@@ -69,7 +69,7 @@ pub struct Catalog {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("loading the catalog failed: {0}")]
+    #[error("loading the catalog failed: {}", crate::dsn::cause_chain(.0))]
     Query(#[from] tokio_postgres::Error),
 }
 

@@ -78,6 +78,12 @@ async fn refusals_by_role_and_reads_by_category() {
             .await
             .unwrap_err();
         assert_eq!(sqlstate(&err), "42501", "{err}");
+        // The refusal names the rule and the policy file's name and line, not its place on
+        // the host's disk.
+        let text = common::message(&err);
+        assert!(text.contains("(crm.yaml:"), "{text}");
+        assert!(!text.contains(env!("CARGO_MANIFEST_DIR")), "{text}");
+        assert!(!text.contains("policies/"), "{text}");
     }
     // Reading nothing personal counts no personal read.
     marketing.simple_query("SELECT 1").await.unwrap();

@@ -143,3 +143,49 @@ async fn upstream_connections_use_tls_as_sslmode_asks_and_say_why_they_fail() {
         text(&no_ca)
     );
 }
+
+/// Every command that connects says why it could not: the IO error behind tokio-postgres's
+/// "error connecting to server", the reason a connection string does not parse.
+#[test]
+fn every_tool_names_the_cause_of_a_failed_connection() {
+    let port = free_port();
+    let down = format!("host=127.0.0.1 port={port} user=x dbname=x sslmode=disable");
+    let bad = "host=127.0.0.1 port=notaport";
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgvakt"))
+            .args(args)
+            .env("RUST_BACKTRACE", "0")
+            .env_remove("PGSSLMODE")
+            .output()
+            .expect("run pgvakt");
+        assert!(!out.status.success(), "{args:?}: {}", text(&out));
+        text(&out)
+    };
+    for (dsn, cause) in [
+        (down.as_str(), "Connection refused"),
+        (bad, "invalid value for option `port`"),
+    ] {
+        for args in [
+            vec!["policy", "snapshot", "--upstream", dsn],
+            vec!["install", "--upstream", dsn],
+            vec!["subject", "export", "42", "--upstream", dsn],
+            vec!["subject", "erase", "42", "--upstream", dsn],
+            vec!["retention", "run", "--upstream", dsn],
+            vec!["audit", "search", "--db-tls", "disable", "--from-db", dsn],
+            vec!["audit", "logins", "--db-tls", "disable", "--from-db", dsn],
+            vec![
+                "audit",
+                "install-table",
+                "--db-tls",
+                "disable",
+                "--from-db",
+                dsn,
+                "--writer",
+                "w",
+            ],
+        ] {
+            let t = run(&args);
+            assert!(t.contains(cause), "{args:?}: {t}");
+        }
+    }
+}

@@ -40,19 +40,19 @@ pub const DEFAULT_CONTACTS: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
-    #[error("connecting as superuser to database `{database}`: {source}")]
+    #[error("connecting as superuser to database `{database}`: {}", crate::dsn::cause_chain(.source))]
     Connect {
         database: String,
         #[source]
         source: tokio_postgres::Error,
     },
-    #[error("{step}: {source}")]
+    #[error("{step}: {}", crate::dsn::cause_chain(.source))]
     Sql {
         step: &'static str,
         #[source]
         source: tokio_postgres::Error,
     },
-    #[error("loading table `{table}`: {source}")]
+    #[error("loading table `{table}`: {}", crate::dsn::cause_chain(.source))]
     Copy {
         table: &'static str,
         #[source]

@@ -150,7 +150,10 @@ pub async fn service_connect(
         .application_name("pgvakt-catalog")
         .connect_timeout(Duration::from_millis(up.connect_timeout_ms));
     let err = |e: tokio_postgres::Error| {
-        EnforceError::Catalog(format!("service connection as {user}: {e}"))
+        EnforceError::Catalog(format!(
+            "service connection as {user}: {}",
+            crate::dsn::cause_chain(&e)
+        ))
     };
     let client =
         match crate::tls::upstream_config(up).map_err(|e| EnforceError::Catalog(e.to_string()))? {
