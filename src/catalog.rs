@@ -43,6 +43,9 @@ pub struct Relation {
     /// Direct inheritance children (partitions included): a read or write of this relation
     /// without ONLY reaches their rows too.
     pub children: Vec<u32>,
+    /// Columns of its unique indexes (primary key included): whether a new value collides
+    /// with a stored row tells that the row exists, visible to the role or not.
+    pub unique: Vec<String>,
     /// A view's query (`pg_get_viewdef`), which restricted roles read inlined over masked
     /// stand-ins (unless it is a security barrier) and write through by its base table's rules;
     /// None for other relations.
@@ -218,6 +221,18 @@ impl Catalog {
         {
             children.entry(i.get(0)).or_default().push(i.get(1));
         }
+        let mut unique: HashMap<u32, Vec<String>> = HashMap::new();
+        for u in client
+            .query(
+                "SELECT DISTINCT i.indrelid, a.attname::text FROM pg_catalog.pg_index i \
+                 JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
+                 WHERE i.indisunique AND a.attnum > 0 ORDER BY 1, 2",
+                &[],
+            )
+            .await?
+        {
+            unique.entry(u.get(0)).or_default().push(u.get(1));
+        }
         // Security-barrier views are not inlined: their barrier would be lost. With only
         // pg_catalog on the path, pg_get_viewdef qualifies every relation, so an inlined view
         // reads the relations it was defined over whatever a session's search_path is.
@@ -279,6 +294,7 @@ impl Catalog {
                     reads: reads.remove(&oid).unwrap_or_default(),
                     children: children.remove(&oid).unwrap_or_default(),
                     primary_key: keys.remove(&oid).unwrap_or_default(),
+                    unique: unique.remove(&oid).unwrap_or_default(),
                     definition: None,
                     barrier: false,
                     instead: false,

@@ -26,6 +26,8 @@ pub struct Explanation {
     pub writes: Vec<ColumnUse>,
     /// The write rule of each written column that is not plainly writable.
     pub write_rules: Vec<(String, WriteDecision)>,
+    /// `schema.table` of each table read or written under row rules, with those rules.
+    pub rows: Vec<(String, Vec<String>)>,
     /// What is forwarded upstream (None when refused, or the client's text when unrestricted).
     pub sql_out: Option<String>,
     pub error: Option<PgError>,
@@ -48,6 +50,7 @@ pub fn explain(
         reads: Vec::new(),
         writes: Vec::new(),
         write_rules: Vec::new(),
+        rows: Vec::new(),
         sql_out: None,
         error: None,
     };
@@ -76,7 +79,19 @@ pub fn explain(
                 })
                 .filter(|(_, w)| w.action != WriteAction::Allow)
                 .collect();
-            e.decision = if a.masks_anything() || !e.write_rules.is_empty() {
+            let mut tables: Vec<String> = a.protected_reads.clone();
+            tables.extend(a.written_tables.iter().cloned());
+            tables.sort();
+            tables.dedup();
+            e.rows = tables
+                .into_iter()
+                .filter_map(|t| {
+                    let (schema, table) = t.split_once('.')?;
+                    let f = role.row_filter(schema, table, "pgvakt_row")?;
+                    Some((t, f.rules))
+                })
+                .collect();
+            e.decision = if a.masks_anything() || !e.write_rules.is_empty() || !e.rows.is_empty() {
                 Decision::Rewrite
             } else {
                 Decision::Allow
@@ -135,6 +150,7 @@ impl Explanation {
             masked: self.masked(),
             blocked: self.blocked(),
             kept: self.kept(),
+            rows: self.rows.iter().map(|(t, _)| t.clone()).collect(),
             sql_out: self.sql_out.clone(),
             error: self
                 .error
@@ -185,6 +201,15 @@ impl fmt::Display for Explanation {
                     WriteAction::Allow => "allow",
                 };
                 writeln!(f, "  {c}  write={what}  rule: {}", w.rule)?;
+            }
+        }
+        if !self.rows.is_empty() {
+            writeln!(f, "row rules:")?;
+            for (t, rules) in &self.rows {
+                writeln!(f, "  {t}")?;
+                for r in rules {
+                    writeln!(f, "    {r}")?;
+                }
             }
         }
         if let Some(err) = &self.error {

@@ -235,7 +235,63 @@ pub async fn check_schema(
         Some(c) => crate::mask_check::check_live(set, &uses, c).await,
         None => crate::mask_check::check_offline(set, &uses),
     });
+    if let Some(c) = &client {
+        row_rules_upstream(set, c, &cat, &mut d).await;
+    }
     Ok(d)
+}
+
+/// Each role's row rules as PostgreSQL reads them: for every table of the inventory that
+/// exists upstream, the predicate the role's stand-in gets must plan (`EXPLAIN`, nothing runs),
+/// so a consent, restriction, retention or hand-written predicate naming a missing column or
+/// comparing the wrong types is reported before a session meets it.
+async fn row_rules_upstream(
+    set: &PolicySet,
+    client: &tokio_postgres::Client,
+    cat: &Catalog,
+    diags: &mut crate::policy::Diagnostics,
+) {
+    use crate::policy::diag::Pos;
+    use crate::policy::model::RoleRules;
+    let fallback = Pos::file_only(set.files.first().map_or("", String::as_str));
+    for (name, role) in &set.roles {
+        for rel in cat.relations() {
+            if is_system_schema(&rel.schema)
+                || matches!(rel.kind, RelKind::Sequence | RelKind::View)
+            {
+                continue;
+            }
+            let Some(filter) = role.row_filter(&rel.schema, &rel.name, "pgvakt_row") else {
+                continue;
+            };
+            let sql = format!(
+                "EXPLAIN (COSTS OFF) SELECT 1 FROM {}.{} AS \"pgvakt_row\" WHERE {}",
+                crate::analysis::quote_ident(&rel.schema),
+                crate::analysis::quote_ident(&rel.name),
+                filter.sql
+            );
+            if let Err(e) = client.simple_query(&sql).await {
+                let why = e
+                    .as_db_error()
+                    .map_or(e.to_string(), |d| d.message().to_owned());
+                let pos = filter
+                    .rules
+                    .iter()
+                    .find_map(|r| Pos::of_rule(r))
+                    .map_or_else(|| fallback.clone(), |(_, p)| p);
+                diags.error(
+                    &pos,
+                    format!("roles.{name}.rows"),
+                    format!(
+                        "PostgreSQL rejects the row rules of {}.{} for this role ({}): {why}",
+                        rel.schema,
+                        rel.name,
+                        filter.rules.join("; ")
+                    ),
+                );
+            }
+        }
+    }
 }
 
 fn live_tables(cat: &Catalog) -> Vec<LiveTable> {

@@ -10,7 +10,8 @@
 //! copied, the role's masks applied to the stored values (as the policy's mask methods
 //! compute them), and the policy's refusals expressed in PostgreSQL's own terms: no column
 //! privilege on blocked columns, no write privilege for a read-only role, and a trigger that
-//! fails when a write would change a masked column (the write rule `keep`).
+//! fails when a write would change a masked column (the write rule `keep`). It holds only the
+//! rows of the people the role may see (row rules), and an activity may name only them.
 
 use crate::common;
 
@@ -98,20 +99,43 @@ CREATE TRIGGER keep_masked BEFORE INSERT OR UPDATE ON contacts
     FOR EACH ROW EXECUTE FUNCTION keep_masked();
 ";
 
+/// An activity may only name a contact the role sees (the row rules' write check); a hidden
+/// contact is absent from the reference, so this refuses what pgvakt refuses.
+const SUBJECT_SEEN: &str = "
+CREATE FUNCTION subject_seen() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM contacts WHERE id = NEW.contact_id) THEN
+        RAISE EXCEPTION 'the contact is not one the role sees' USING ERRCODE = '42501';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER subject_seen BEFORE INSERT OR UPDATE OF contact_id ON activities
+    FOR EACH ROW EXECUTE FUNCTION subject_seen();
+";
+
 /// A copy of the CRM tables as they are now, in schema `ref_<role>`, as that role would see
 /// them.
 async fn reference(direct: &tokio_postgres::Client, role: &str) -> String {
     let schema = format!("ref_{role}");
     let mut sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; SET search_path = {schema};\n");
+    // Only the rows of the people the role may see (its row rules: restriction, retention,
+    // consent), as the policy means them.
+    let visible = common::rows::visible_ids(role);
     for t in ["companies", "contacts", "activities", "consents"] {
+        let rows = match t {
+            "companies" => "true".to_owned(),
+            "contacts" => format!("id IN ({visible})"),
+            _ => format!("contact_id IN ({visible})"),
+        };
         sql.push_str(&format!(
             "CREATE TABLE {t} (LIKE public.{t} INCLUDING ALL);
-             INSERT INTO {t} SELECT * FROM public.{t};
+             INSERT INTO {t} SELECT * FROM public.{t} WHERE {rows};
              SELECT setval(pg_get_serial_sequence('{schema}.{t}', 'id'), last_value, is_called)
                  FROM public.{t}_id_seq;\n"
         ));
     }
     sql.push_str(masks(role));
+    sql.push_str(SUBJECT_SEEN);
     sql.push_str(&format!("GRANT USAGE ON SCHEMA {schema} TO {role};\n"));
     sql.push_str(grants(role));
     if role != "marketing" {

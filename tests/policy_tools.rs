@@ -116,6 +116,43 @@ async fn live_check_reports_inventory_names_missing_upstream_and_unclassified_pe
     assert!(t.contains("'bank_acount' does not exist"), "{t}");
     assert!(t.contains("did you mean 'bank_account'"), "{t}");
     assert!(t.contains("public.leads.mobile_phone"), "{t}");
+
+    // A row predicate the loader accepts but PostgreSQL cannot plan (text compared with a
+    // number) is an error of the live check, and the demo's own row rules all plan.
+    std::fs::write(
+        &broken,
+        text_in.replacen(
+            "      consent: true\n",
+            "      consent: true\n      where: {contacts: \"city > 5\"}\n",
+            1,
+        ),
+    )
+    .expect("write");
+    let out = pgvakt(&[
+        "policy",
+        "check",
+        broken.to_str().expect("utf-8 path"),
+        "--upstream",
+        &upstream(&env),
+    ])
+    .await;
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("roles.marketing.rows: PostgreSQL rejects the row rules of public.contacts")
+            && t.contains("operator does not exist: text > integer"),
+        "{t}"
+    );
+    let out = pgvakt(&[
+        "policy",
+        "check",
+        "policies/crm.yaml",
+        "--upstream",
+        &upstream(&env),
+    ])
+    .await;
+    let t = text(&out);
+    assert!(!t.contains("rejects the row rules"), "{t}");
 }
 
 #[tokio::test]

@@ -152,6 +152,7 @@ pub fn catalog() -> Catalog {
             reads: Vec::new(),
             children: Vec::new(),
             primary_key: Vec::new(),
+            unique: Vec::new(),
             definition: None,
             barrier: false,
             instead: false,

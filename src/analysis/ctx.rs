@@ -109,10 +109,13 @@ impl Ctx<'_> {
         self.rules.column(&rel.schema, &rel.name, column)
     }
 
+    /// Whether the role reads the relation only through a stand-in: a column it does not
+    /// read as stored, or rows it does not see.
     pub fn is_protected(&self, rel: &Relation) -> bool {
         self.decisions(rel)
             .iter()
             .any(|(_, d)| d.action != ColumnAction::Allow)
+            || self.row_filter(rel, super::row_rules::ROW_ALIAS).is_some()
     }
 
     /// The SELECT that stands in for a protected relation, or None when nothing is protected.
@@ -137,7 +140,9 @@ impl Ctx<'_> {
         always: bool,
     ) -> Result<Option<String>, PgError> {
         let decisions = self.decisions(rel);
+        let rows = self.row_filter(rel, super::row_rules::ROW_ALIAS);
         if !always
+            && rows.is_none()
             && decisions
                 .iter()
                 .all(|(_, d)| d.action == ColumnAction::Allow)
@@ -184,12 +189,16 @@ impl Ctx<'_> {
             // The statement names no column of it (e.g. count(*)): rows only.
             cols.push("NULL AS \"pgvakt_no_column\"".to_owned());
         }
-        Ok(Some(format!(
+        let select = format!(
             "SELECT {} FROM {}.{}",
             cols.join(", "),
             quote(&rel.schema),
             quote(&rel.name)
-        )))
+        );
+        Ok(Some(match rows {
+            Some(f) => super::row_rules::with_rows(select, &f),
+            None => select,
+        }))
     }
 
     /// The first protected relation a view reads, directly or through other views.

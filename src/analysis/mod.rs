@@ -21,6 +21,8 @@ mod plain;
 mod recording;
 mod relations;
 mod result_origins;
+mod row_rules;
+mod row_writes;
 pub mod session_names;
 mod settings;
 mod stand_in;
@@ -118,8 +120,10 @@ pub enum Outcome {
 pub struct Analysed {
     pub sql: String,
     pub classes: Vec<StatementClass>,
-    /// `schema.table` of protected tables read (their masks applied).
+    /// `schema.table` of protected tables read (their masks and row rules applied).
     pub protected_reads: Vec<String>,
+    /// `schema.table` of the tables the statements write.
+    pub written_tables: Vec<String>,
     /// New search_path set by the statements, if any.
     pub search_path: Option<Vec<String>>,
     /// It was set with SET LOCAL: it lasts until the transaction ends.
@@ -235,6 +239,12 @@ impl Analysed {
     ) {
         self.stand_ins.append(from);
         self.stand_in_columns.append(columns);
+    }
+
+    /// The placeholders of guarded writes into tables with row rules.
+    fn take_row_guards(&mut self, mut g: row_writes::RowGuards) {
+        self.take_mask_stand_ins(&mut g.expressions);
+        self.take_stand_ins(&mut g.relations, &mut g.relation_columns);
     }
 
     /// Masked column references of a written table, put in place like stand-ins.

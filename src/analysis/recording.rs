@@ -57,6 +57,10 @@ pub(super) fn record_writes(
     columns: impl IntoIterator<Item = String>,
     out: &mut Analysed,
 ) {
+    let table = format!("{}.{}", rel.schema, rel.name);
+    if !out.written_tables.contains(&table) {
+        out.written_tables.push(table);
+    }
     for c in columns {
         if let Some(u) = ctx.column_use(rel, &c) {
             Analysed::add_use(&mut out.written, u);

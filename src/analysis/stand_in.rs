@@ -21,19 +21,24 @@ static CHECKED: LazyLock<Mutex<HashMap<String, Arc<str>>>> =
 const CHECKED_MAX: usize = 10_000;
 
 /// A stand-in's checked rendering reading `rel` without its inheritance children: the
-/// generated SELECT ends in `FROM "schema"."name"`, which becomes `FROM ONLY ...` (sqlparser
-/// has no ONLY, so the check ran without it).
+/// generated SELECT ends in `FROM "schema"."name"`, or (with row rules) reads it as
+/// `FROM "schema"."name" AS "pgvakt_row" WHERE ...`; that FROM becomes `FROM ONLY ...`
+/// (sqlparser has no ONLY, so the check ran without it). Sub-queries of the row rules read
+/// their tables with their children, as any reference to a subject does.
 pub fn with_only(checked: &str, schema: &str, name: &str) -> Result<Arc<str>, String> {
     let from = format!(" FROM {}.{}", super::quote(schema), super::quote(name));
-    let head = checked
-        .strip_suffix(&from)
-        .ok_or("the stand-in does not end in its relation")?;
-    Ok(format!(
-        "{head} FROM ONLY {}.{}",
-        super::quote(schema),
-        super::quote(name)
-    )
-    .into())
+    let only = format!(" FROM ONLY {}.{}", super::quote(schema), super::quote(name));
+    if let Some(head) = checked.strip_suffix(&from) {
+        return Ok(format!("{head}{only}").into());
+    }
+    let aliased = format!(
+        "{from} AS {} WHERE ",
+        super::quote(super::row_rules::ROW_ALIAS)
+    );
+    let at = checked
+        .find(&aliased)
+        .ok_or("the stand-in does not read its relation where expected")?;
+    Ok(format!("{}{only}{}", &checked[..at], &checked[at + from.len()..]).into())
 }
 
 /// Whether an identifier is one of this process's placeholders.

@@ -229,7 +229,14 @@ fn statement(
                 .map(|c| column_name(ctx, c))
                 .collect::<Result<Vec<_>, _>>()?;
             guard_new_rows(ctx, &columns, ins.source.as_deref_mut(), &mut target)?;
-            record_view_writes(ctx, &rel, view.as_ref(), columns, out);
+            super::row_writes::check_insert(
+                ctx,
+                &rel,
+                &columns,
+                ins.source.is_some(),
+                ins.on.is_some(),
+            )?;
+            record_view_writes(ctx, &rel, view.as_ref(), columns.clone(), out);
             if let Some(OnInsert::OnConflict(oc)) = &ins.on {
                 if let OnConflictAction::DoUpdate(du) = &oc.action {
                     for a in &du.assignments {
@@ -251,6 +258,7 @@ fn statement(
             out.take_mask_stand_ins(&mut target.guards);
             out.guard_places.append(&mut target.guard_places);
             walk_reads(ins, ctx, out)?;
+            super::row_writes::guard_new_rows(ctx, &rel, &columns, ins.source.as_deref_mut(), out)?;
             let reference = match &ins.table_alias {
                 Some(a) => a.alias.clone(),
                 None => quote(&rel.name),
@@ -271,7 +279,8 @@ fn statement(
                 .map_or_else(|| quote(&rel.name), |a| a.name.clone());
             let alias = alias.as_ref().map(|a| fold(&a.name));
             let mut target = judged(ctx, &rel, alias, view.as_ref());
-            for a in u.assignments.iter_mut() {
+            let mut subject_values = Vec::new();
+            for (i, a) in u.assignments.iter_mut().enumerate() {
                 let cols: Vec<String> = match &a.target {
                     AssignmentTarget::ColumnName(n) => {
                         let c = column_name(ctx, n)?;
@@ -285,6 +294,7 @@ fn statement(
                             .collect::<Result<_, _>>()?
                     }
                 };
+                super::row_writes::check_assignment(ctx, &rel, i, &cols, &mut subject_values)?;
                 record_view_writes(ctx, &rel, view.as_ref(), cols, out);
             }
             if let Some(r) = &u.returning {
@@ -302,6 +312,13 @@ fn statement(
                 u.selection.visit(r)?;
                 u.returning.visit(r)
             })?;
+            super::row_writes::guard_update(
+                ctx,
+                &rel,
+                (&fold(&reference), &subject_values),
+                (&mut u.assignments, &mut u.selection),
+                out,
+            )?;
             return_subjects(&mut u.returning, ctx, &rel, reference, out);
             Ok(StatementClass::Write)
         }
@@ -316,6 +333,7 @@ fn statement(
             let rel = writable(ctx, ctx.resolve(&name_parts(ctx, name)?, name)?)?;
             only_target(ctx, &rel, name, "DELETE FROM", out)?;
             let view = through_view(ctx, &rel)?;
+            record_writes(ctx, &rel, std::iter::empty(), out);
             *name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
             let reference = alias
                 .as_ref()
@@ -333,6 +351,13 @@ fn statement(
                 d.selection.visit(r)?;
                 d.returning.visit(r)
             })?;
+            super::row_rules::guard_written_rows(
+                ctx,
+                &rel,
+                &fold(&reference),
+                &mut d.selection,
+                out,
+            )?;
             return_subjects(&mut d.returning, ctx, &rel, reference, out);
             Ok(StatementClass::Write)
         }
@@ -381,6 +406,7 @@ fn statement(
                 };
                 let rel = writable(ctx, ctx.resolve(&name_parts(ctx, table_name)?, table_name)?)?;
                 routed_rows(ctx, &rel)?;
+                super::row_writes::check_written_columns(ctx, &rel, &[], "COPY FROM")?;
                 *table_name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
                 let target = Target::new(ctx, &rel, None);
                 if columns.is_empty() {

@@ -70,6 +70,11 @@ fn failure(refusal: &PgError, ty: &str) -> String {
     )
 }
 
+/// [`failure`], for other guards of the analysis.
+pub(super) fn failure_sql(refusal: &PgError, ty: &str) -> String {
+    failure(refusal, ty)
+}
+
 /// `value`, for a new row: NULL passes, anything else fails with `refusal`.
 pub fn insert(value: &Expr, column: &str, ty: &str, refusal: &PgError) -> Result<Guard, String> {
     let mut stand_ins = Vec::new();

@@ -182,6 +182,9 @@ pub struct Record {
     pub database: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose: Option<String>,
+    /// Names of the role's declared purposes (`roles.*.purposes`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub purposes: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub legal_basis: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -243,6 +246,7 @@ impl Record {
             tls_version: None,
             database: None,
             purpose: None,
+            purposes: Vec::new(),
             legal_basis: None,
             statement: None,
             tables: Vec::new(),

@@ -33,6 +33,9 @@ pub struct SnapRelation {
     /// `schema.name` of its inheritance children (partitions included).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub children: Vec<String>,
+    /// Columns of its unique indexes (primary key included).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unique: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -113,6 +116,7 @@ impl Snapshot {
                     reads,
                     primary_key: r.primary_key.clone(),
                     children,
+                    unique: r.unique.clone(),
                 }
             })
             .collect();
@@ -177,6 +181,7 @@ impl Snapshot {
                 reads,
                 children,
                 primary_key: r.primary_key,
+                unique: r.unique,
                 definition: None,
                 barrier: false,
                 instead: false,

@@ -514,6 +514,18 @@ impl SessionPolicy {
         r.role.purpose.clone()
     }
 
+    /// The declared purposes (`roles.*.purposes`) of the session's role.
+    pub fn purposes(&self) -> Vec<String> {
+        let Some(inner) = self.inner.as_ref() else {
+            return Vec::new();
+        };
+        let r = inner
+            .store
+            .current()
+            .resolve(&self.user, &self.groups, SystemTime::now());
+        r.role.purposes.clone()
+    }
+
     /// Decide a simple-protocol query or a statement to prepare.
     pub fn check(&mut self, sql: &str) -> Verdict {
         let Some(inner) = self.inner.clone() else {

@@ -22,6 +22,12 @@ pub use labels::{
     ReasonLabel, RefusalLabels, RefusalReason, RefuseReason, StatementLabels,
 };
 
+/// A declared purpose's name (`purposes:` of the policy: a small set the policy fixes).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PurposeLabel {
+    pub purpose: String,
+}
+
 /// The label of the `_info` metrics: a version string (pgvakt's, or the policy's hash).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabel {
@@ -39,6 +45,8 @@ pub struct Metrics {
     pub connections_refused: Family<ReasonLabel, Counter>,
     pub tls_handshakes: Family<OutcomeLabel, Counter>,
     pub statements: Family<StatementLabels, Counter>,
+    /// By the declared purposes (`purposes:`) of the session's role.
+    pub statements_by_purpose: Family<PurposeLabel, Counter>,
     pub statement_seconds: Histogram,
     pub upstream_connect_errors: Counter,
     pub bytes: Family<DirectionLabel, Counter>,
@@ -144,6 +152,12 @@ impl Metrics {
             "statements",
             "Statements by enforcement decision and class",
             statements.clone(),
+        );
+        let statements_by_purpose = Family::<PurposeLabel, Counter>::default();
+        registry.register(
+            "statements_by_purpose",
+            "Statements of sessions whose role processes for this declared purpose (roles.*.purposes); a role with several purposes counts each statement for each",
+            statements_by_purpose.clone(),
         );
         let statement_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
         registry.register(
@@ -281,6 +295,7 @@ impl Metrics {
             connections_refused,
             tls_handshakes,
             statements,
+            statements_by_purpose,
             statement_seconds,
             upstream_connect_errors,
             bytes,
@@ -368,6 +383,15 @@ impl Metrics {
         self.statements
             .get_or_create(&StatementLabels { decision, class })
             .inc();
+    }
+
+    /// Count a statement for each declared purpose of the session's role.
+    pub fn statement_purposes(&self, purposes: &[String]) {
+        for p in purposes {
+            self.statements_by_purpose
+                .get_or_create(&PurposeLabel { purpose: p.clone() })
+                .inc();
+        }
     }
 
     /// The service's count of failed group lookups, exported as a counter.

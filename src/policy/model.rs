@@ -133,6 +133,14 @@ pub trait RoleRules: Send + Sync {
     fn subject_key(&self, _schema: &str, _table: &str) -> Option<String> {
         None
     }
+    /// `schema.table` of the table holding the subjects a table's subject key identifies.
+    fn subject_type(&self, _schema: &str, _table: &str) -> Option<String> {
+        None
+    }
+    /// Whether any row rule can hide rows from the role.
+    fn has_row_rules(&self) -> bool {
+        false
+    }
     /// The predicate rows of a table must satisfy for the role, over the row aliased `alias`
     /// ("as if the table held only these rows"); None when the role sees every row.
     fn row_filter(&self, _schema: &str, _table: &str, _alias: &str) -> Option<RowFilter> {
@@ -267,6 +275,18 @@ impl RoleRules for RolePolicy {
 
     fn subject_key(&self, schema: &str, table: &str) -> Option<String> {
         self.inventory.table(schema, table)?.subject_key
+    }
+
+    fn subject_type(&self, schema: &str, table: &str) -> Option<String> {
+        self.inventory.table(schema, table)?.subject_type
+    }
+
+    fn has_row_rules(&self) -> bool {
+        !self.unrestricted
+            && (self.rows.consent
+                || self.rows.retention
+                || !self.rows.where_.is_empty()
+                || (!self.rows.see_restricted && self.inventory.restrictions.is_some()))
     }
 
     fn row_filter(&self, schema: &str, table: &str, alias: &str) -> Option<RowFilter> {

@@ -186,6 +186,15 @@ impl VisitorMut for Qualify {
                     Ident::with_quote('"', name),
                 ]);
             }
+            // A built-in by its pg_catalog name: a function of the same name in a schema on
+            // the client's search_path cannot be picked instead for a better-matching type.
+            Expr::Function(f) if f.name.0.len() == 1 => {
+                let mut parts = vec![sqlparser::ast::ObjectNamePart::Identifier(Ident::new(
+                    "pg_catalog",
+                ))];
+                parts.extend(f.name.0.iter().cloned());
+                f.name = sqlparser::ast::ObjectName(parts);
+            }
             Expr::CompoundIdentifier(_) | Expr::QualifiedWildcard(..) | Expr::Wildcard(_) => {
                 self.bad = Some("column references must be plain column names".into());
                 return ControlFlow::Break(());

@@ -123,7 +123,7 @@ impl Retention {
     /// Past retention: the column is older than the period (NULL is not past it).
     pub fn past_sql(&self, alias: &str) -> String {
         format!(
-            "{}.{} < now() - CAST('{}' AS INTERVAL)",
+            "{}.{} < pg_catalog.now() - CAST('{}' AS pg_catalog.interval)",
             q(alias),
             q(&self.column),
             self.keep.interval()
@@ -183,7 +183,7 @@ fn lit(s: &str) -> String {
 fn active(alias: &str, column: Option<&str>) -> Option<String> {
     column.map(|c| {
         let c = format!("{}.{}", q(alias), q(c));
-        format!("({c} IS NULL OR {c} > now())")
+        format!("({c} IS NULL OR {c} > pg_catalog.now())")
     })
 }
 

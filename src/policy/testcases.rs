@@ -83,6 +83,9 @@ pub struct TestCase {
     /// rule `keep`: the forwarded statement guards the value).
     #[serde(default)]
     pub kept: Vec<String>,
+    /// Tables (`table` or `schema.table`) whose row rules must apply to the statement.
+    #[serde(default)]
+    pub rows: Vec<String>,
     /// Exact SQL forwarded upstream (after rewriting), when the case pins it.
     #[serde(default)]
     pub sql_out: Option<String>,
@@ -139,6 +142,8 @@ pub struct TestOutcome {
     pub masked: Vec<String>,
     pub blocked: Vec<String>,
     pub kept: Vec<String>,
+    /// `schema.table` of the tables whose row rules the statement was given.
+    pub rows: Vec<String>,
     pub sql_out: Option<String>,
     /// SQLSTATE and message of the refusal.
     pub error: Option<(String, String)>,
@@ -336,6 +341,15 @@ fn compare(c: &TestCase, got: &TestOutcome) -> Vec<String> {
         let got_set = have(got_list);
         for w in want.iter().filter(|w| !got_set.contains(*w)) {
             problems.push(format!("expected {w} to be {what}"));
+        }
+    }
+    for w in &c.rows {
+        let hit = got
+            .rows
+            .iter()
+            .any(|t| t == w || t.rsplit_once('.').is_some_and(|(_, n)| n == w));
+        if !hit {
+            problems.push(format!("expected the row rules of {w} to apply"));
         }
     }
     if let Some(want) = &c.sql_out {

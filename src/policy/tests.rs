@@ -291,6 +291,7 @@ fn demo_test_cases_parse_and_run() {
                 "contacts.email".into(),
             ],
             kept: vec![],
+            rows: vec![],
             sql_out: None,
             error: Some(("42501".into(), "pgvakt: refused".into())),
         })
@@ -309,7 +310,7 @@ fn demo_test_cases_parse_and_run() {
     assert_eq!(report.passed, refusals, "{report}");
     let text = report.to_string();
     assert!(
-        text.contains("FAIL secretary reads names and contact data: expected allow, got refuse"),
+        text.contains("FAIL secretary reads names and contact data: expected rewrite, got refuse"),
         "{text}"
     );
     // Each failure ends with what happened.

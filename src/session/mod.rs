@@ -353,6 +353,7 @@ async fn start(
                 limits: proxy.reads.clone(),
                 metrics: proxy.metrics.access.clone(),
             }),
+            purposes: policy.purposes(),
         };
         let mut trail = trail::AuditTrail::new(h.clone(), info);
         trail.set_facts(policy.audit_facts());

@@ -7,6 +7,7 @@ pub mod faults;
 pub mod leaks;
 pub mod process;
 pub mod raw;
+pub mod rows;
 pub mod schema;
 pub mod trail;
 

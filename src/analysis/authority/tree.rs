@@ -190,6 +190,21 @@ impl<'a, 'c> Gate<'a, 'c> {
                         self.role()
                     )));
                 }
+                // Executed plans count the rows each node removed: the stand-ins' row rules
+                // would show how many rows they hide.
+                let analyze = list(field(s, "options"))
+                    .iter()
+                    .filter_map(kind)
+                    .any(|(_, o)| {
+                        text(o, "defname").eq_ignore_ascii_case("analyze")
+                            && !is_false(field(o, "arg"))
+                    });
+                if analyze && self.ctx.rules.has_row_rules() {
+                    return Err(policy(format!(
+                        "EXPLAIN ANALYZE is not allowed for role {}: its row counts would tell how many rows the role's row rules hide",
+                        self.role()
+                    )));
+                }
                 for o in list(field(s, "options")).iter().filter_map(kind) {
                     let name = text(o.1, "defname").to_ascii_lowercase();
                     if !allow::explain_option(&name) {

@@ -210,6 +210,7 @@ impl RequestSide<'_> {
             }
         }
         count(self.proxy, policy, &verdict, &sql);
+        self.proxy.metrics.statement_purposes(&policy.purposes());
         match &parse {
             Some(p) => parse_out(&frame.raw, p, verdict, &shared.refusals),
             None => query_out(&frame.raw, verdict, &shared.refusals),

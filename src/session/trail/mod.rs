@@ -58,6 +58,8 @@ pub struct SessionInfo {
     pub purpose: Option<(String, String)>,
     /// Mass-read alarms, when the policy sets limits.
     pub reads: Option<crate::access::reads::ReadWatch>,
+    /// Names of the role's declared purposes (`roles.*.purposes`).
+    pub purposes: Vec<String>,
 }
 
 /// What pgvakt changes in a statement's result before the client sees it: the trailing hidden
@@ -222,12 +224,14 @@ impl AuditTrail {
         role: &str,
         policy_version: Option<String>,
         purpose: Option<(String, String)>,
+        purposes: Vec<String>,
     ) {
         if self.info.role != role {
             self.info.role = role.to_owned();
         }
         self.info.policy_version = policy_version;
         self.info.purpose = purpose;
+        self.info.purposes = purposes;
     }
 
     fn base(&self, event: EventType, outcome: Outcome) -> Record {
@@ -240,6 +244,7 @@ impl AuditTrail {
         r.tls_version = self.info.tls_version.clone();
         r.database = Some(self.info.database.clone());
         r.policy_version = self.info.policy_version.clone();
+        r.purposes = self.info.purposes.clone();
         if let Some((purpose, basis)) = &self.info.purpose {
             r.purpose = Some(purpose.clone());
             r.legal_basis = Some(basis.clone());

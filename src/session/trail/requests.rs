@@ -384,10 +384,11 @@ impl FrontAudit {
         let role = policy.role().map(|(r, _)| r);
         let version = policy.policy_version();
         let purpose = policy.purpose();
+        let purposes = policy.purposes();
         let mut t = self.lock();
         t.set_facts(facts);
         if let Some(r) = role {
-            t.set_role(&r, version, purpose);
+            t.set_role(&r, version, purpose, purposes);
         }
     }
 }

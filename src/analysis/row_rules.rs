@@ -1,0 +1,85 @@
+//! Row rules in statements: "as if the table held only these rows".
+//!
+//! A table the role has row rules for is read through its stand-in, which gains the rules'
+//! predicate as its WHERE and `OFFSET 0`. The OFFSET keeps PostgreSQL from pulling the
+//! stand-in up into the client's query or pushing the client's conditions down into it, so
+//! every expression the client wrote is evaluated on visible rows only: a cast error, a
+//! division by zero or a slow function in the client's WHERE cannot tell that a hidden row
+//! exists. Written tables get the predicate in the write's own WHERE, as the condition of a
+//! CASE that evaluates the client's condition only for visible rows.
+
+use crate::catalog::{RelKind, Relation};
+use crate::policy::rows::RowFilter;
+
+use super::Ctx;
+
+/// The alias of the row a stand-in's predicate is written over.
+pub const ROW_ALIAS: &str = "pgvakt_row";
+
+impl Ctx<'_> {
+    /// The role's row filter for a relation read or written, over the row aliased `alias`.
+    /// Views are inlined over their tables and sequences hold counters, so neither has one.
+    pub fn row_filter(&self, rel: &Relation, alias: &str) -> Option<RowFilter> {
+        if matches!(rel.kind, RelKind::View | RelKind::Sequence) {
+            return None;
+        }
+        self.rules.row_filter(&rel.schema, &rel.name, alias)
+    }
+}
+
+/// A stand-in's SELECT reading only the rows the filter lets through, as a fence.
+pub fn with_rows(select: String, filter: &RowFilter) -> String {
+    format!(
+        "{select} AS {} WHERE {} OFFSET 0",
+        super::quote(ROW_ALIAS),
+        filter.sql
+    )
+}
+
+/// An UPDATE's or DELETE's WHERE for a target with row rules: `CASE WHEN <rules> THEN
+/// (<client's condition>) ELSE false END`. CASE evaluates its condition first, so the client's
+/// condition never runs on a hidden row (its errors and side channels stay silent there), and
+/// a hidden row is never changed. The rules go in as a placeholder put in place after
+/// PostgreSQL's parser checked the statement, like a masked column reference.
+pub fn guard_written_rows(
+    ctx: &Ctx,
+    rel: &Relation,
+    reference: &str,
+    selection: &mut Option<sqlparser::ast::Expr>,
+    out: &mut super::Analysed,
+) -> Result<(), crate::protocol::PgError> {
+    use sqlparser::ast::Expr;
+    let Some(filter) = ctx.row_filter(rel, reference) else {
+        return Ok(());
+    };
+    if reference.starts_with("pgvakt_") {
+        return Err(ctx.refuse(format!(
+            "the alias {reference} is reserved for pgvakt's row rules; choose another for {}.{}",
+            rel.schema, rel.name
+        )));
+    }
+    let unsupported = |e: String| {
+        ctx.unsupported(&format!(
+            "the row rules of {}.{} ({e})",
+            rel.schema, rel.name
+        ))
+    };
+    let checked = super::stand_in::check_expr(&filter.sql).map_err(unsupported)?;
+    let placeholder = super::stand_in::placeholder();
+    let mut guarded =
+        super::parse_expr(&format!("CASE WHEN {placeholder} THEN true ELSE false END"))
+            .map_err(|e| unsupported(e.to_string()))?;
+    match (&mut guarded, selection.take()) {
+        (Expr::Case { conditions, .. }, Some(client)) => match conditions.first_mut() {
+            Some(when) => when.result = Expr::Nested(Box::new(client)),
+            None => return Err(unsupported("an empty CASE".into())),
+        },
+        (_, None) => {
+            guarded = super::parse_expr(&placeholder).map_err(|e| unsupported(e.to_string()))?;
+        }
+        _ => return Err(unsupported("a CASE that does not read back".into())),
+    }
+    *selection = Some(guarded);
+    out.take_mask_stand_ins(&mut vec![(placeholder, checked)]);
+    Ok(())
+}
