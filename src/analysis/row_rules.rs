@@ -44,12 +44,14 @@ pub fn with_rows(select: String, filter: &RowFilter) -> String {
 pub fn guard_written_rows(
     ctx: &Ctx,
     rel: &Relation,
+    view: Option<&super::view_writes::ViewColumns>,
     reference: &str,
     selection: &mut Option<sqlparser::ast::Expr>,
     out: &mut super::Analysed,
 ) -> Result<(), crate::protocol::PgError> {
     use sqlparser::ast::Expr;
-    let Some(filter) = ctx.row_filter(rel, reference) else {
+    let table = view.map_or(rel, |v| v.base.as_ref());
+    let Some(filter) = ctx.row_filter(table, reference) else {
         return Ok(());
     };
     if reference.starts_with("pgvakt_") {
@@ -61,25 +63,96 @@ pub fn guard_written_rows(
     let unsupported = |e: String| {
         ctx.unsupported(&format!(
             "the row rules of {}.{} ({e})",
-            rel.schema, rel.name
+            table.schema, table.name
         ))
     };
-    let checked = super::stand_in::check_expr(&filter.sql).map_err(unsupported)?;
-    let placeholder = super::stand_in::placeholder();
-    let mut guarded =
-        super::parse_expr(&format!("CASE WHEN {placeholder} THEN true ELSE false END"))
-            .map_err(|e| unsupported(e.to_string()))?;
+    let condition = match view {
+        None => {
+            let checked = super::stand_in::check_expr(&filter.sql).map_err(unsupported)?;
+            let placeholder = super::stand_in::placeholder();
+            out.take_mask_stand_ins(&mut vec![(placeholder.clone(), checked)]);
+            placeholder
+        }
+        Some(v) => visible_keys(ctx, rel, v, reference, out)?,
+    };
+    let mut guarded = super::parse_expr(&format!("CASE WHEN {condition} THEN true ELSE false END"))
+        .map_err(|e| unsupported(e.to_string()))?;
     match (&mut guarded, selection.take()) {
         (Expr::Case { conditions, .. }, Some(client)) => match conditions.first_mut() {
             Some(when) => when.result = Expr::Nested(Box::new(client)),
             None => return Err(unsupported("an empty CASE".into())),
         },
         (_, None) => {
-            guarded = super::parse_expr(&placeholder).map_err(|e| unsupported(e.to_string()))?;
+            guarded = super::parse_expr(&condition).map_err(|e| unsupported(e.to_string()))?;
         }
         _ => return Err(unsupported("a CASE that does not read back".into())),
     }
     *selection = Some(guarded);
-    out.take_mask_stand_ins(&mut vec![(placeholder, checked)]);
     Ok(())
+}
+
+/// A view's rows are its base table's, and the rules' predicate may read base columns the view
+/// does not show: a row written through the view is visible when its primary key is among the
+/// keys of the rows the role sees, `(view.k1, ...) IN (SELECT k1, ... FROM <stand-in>)`. A view
+/// that does not show the whole primary key as plain columns cannot be guarded: refused.
+fn visible_keys(
+    ctx: &Ctx,
+    view: &Relation,
+    columns: &super::view_writes::ViewColumns,
+    reference: &str,
+    out: &mut super::Analysed,
+) -> Result<String, crate::protocol::PgError> {
+    let base = columns.base.as_ref();
+    let refuse = || {
+        ctx.refuse(format!(
+            "writing through view {}.{} is not allowed for role {}: its table {}.{} has row rules for the role, and the view does not show the table's whole primary key; write the table itself",
+            view.schema,
+            view.name,
+            ctx.role(),
+            base.schema,
+            base.name
+        ))
+    };
+    if base.primary_key.is_empty() {
+        return Err(refuse());
+    }
+    let mut shown = Vec::new();
+    for k in &base.primary_key {
+        let v = columns
+            .map
+            .iter()
+            .find(|(_, b)| b.as_deref() == Some(k.as_str()))
+            .map(|(v, _)| v)
+            .ok_or_else(refuse)?;
+        shown.push(format!("{}.{}", super::quote(reference), super::quote(v)));
+    }
+    let reach: std::collections::HashSet<String> = base.primary_key.iter().cloned().collect();
+    let sql = ctx
+        .masked_relation_sql(base, Some(&reach))?
+        .ok_or_else(refuse)?;
+    let unsupported = |e: String| {
+        ctx.unsupported(&format!(
+            "the row rules of {}.{} ({e})",
+            base.schema, base.name
+        ))
+    };
+    let checked = super::stand_in::check(&sql).map_err(unsupported)?;
+    let placeholder = super::stand_in::placeholder();
+    let keys: Vec<String> = base
+        .primary_key
+        .iter()
+        .map(|k| super::quote(k).to_string())
+        .collect();
+    out.take_stand_ins(
+        &mut vec![(placeholder.clone(), checked)],
+        &mut vec![(
+            placeholder.trim_matches('"').to_owned(),
+            base.primary_key.clone(),
+        )],
+    );
+    Ok(format!(
+        "({}) IN (SELECT {} FROM {placeholder} AS \"pgvakt_visible\")",
+        shown.join(", "),
+        keys.join(", ")
+    ))
 }

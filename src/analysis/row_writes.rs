@@ -225,21 +225,38 @@ pub fn names_subject(ctx: &Ctx, rel: &Relation, column: &str) -> bool {
 /// (`subject_values`, from [`check_assignment`]) guarded, and the row rules in its WHERE.
 pub fn guard_update(
     ctx: &Ctx,
-    rel: &Relation,
+    (rel, view): (&Relation, Option<&super::view_writes::ViewColumns>),
     (reference, subject_values): (&str, &[usize]),
     (assignments, selection): (&mut [Assignment], &mut Option<Expr>),
     out: &mut Analysed,
 ) -> Result<(), PgError> {
     let mut g = RowGuards::default();
-    if let Some((subject, key, column)) = subject_reference(ctx, rel) {
+    let table = view.map_or(rel, |v| v.base.as_ref());
+    if let Some((subject, key, column)) = subject_reference(ctx, table) {
         for i in subject_values {
             if let Some(a) = assignments.get_mut(*i) {
                 if matches!(a.target, AssignmentTarget::ColumnName(_)) {
-                    guard(ctx, rel, (&subject, &key, &column), &mut a.value, &mut g)?;
+                    guard(ctx, table, (&subject, &key, &column), &mut a.value, &mut g)?;
                 }
             }
         }
     }
     out.take_row_guards(g);
-    super::row_rules::guard_written_rows(ctx, rel, reference, selection, out)
+    super::row_rules::guard_written_rows(ctx, rel, view, reference, selection, out)
+}
+
+/// The base table's names of columns written through a view (a computed column keeps its own
+/// name, which the base table does not have, so no base rule matches it; writing it is refused
+/// by the view's column rules); the columns themselves for a table.
+pub fn base_columns(
+    view: Option<&super::view_writes::ViewColumns>,
+    columns: &[String],
+) -> Vec<String> {
+    match view {
+        None => columns.to_vec(),
+        Some(v) => columns
+            .iter()
+            .map(|c| v.base_column(c).unwrap_or(c).to_owned())
+            .collect(),
+    }
 }

@@ -229,10 +229,19 @@ fn statement(
                 .map(|c| column_name(ctx, c))
                 .collect::<Result<Vec<_>, _>>()?;
             guard_new_rows(ctx, &columns, ins.source.as_deref_mut(), &mut target)?;
+            // Row rules are the written table's: through a view, its base table's columns.
+            let written = view
+                .as_ref()
+                .map_or_else(|| rel.clone(), |v| v.base.clone());
+            let row_columns = match (&view, columns.is_empty()) {
+                (Some(v), true) => v.map.iter().map(|(c, _)| c.clone()).collect(),
+                _ => columns.clone(),
+            };
+            let row_columns = super::row_writes::base_columns(view.as_ref(), &row_columns);
             super::row_writes::check_insert(
                 ctx,
-                &rel,
-                &columns,
+                &written,
+                &row_columns,
                 ins.source.is_some(),
                 ins.on.is_some(),
             )?;
@@ -258,7 +267,13 @@ fn statement(
             out.take_mask_stand_ins(&mut target.guards);
             out.guard_places.append(&mut target.guard_places);
             walk_reads(ins, ctx, out)?;
-            super::row_writes::guard_new_rows(ctx, &rel, &columns, ins.source.as_deref_mut(), out)?;
+            super::row_writes::guard_new_rows(
+                ctx,
+                &written,
+                &row_columns,
+                ins.source.as_deref_mut(),
+                out,
+            )?;
             let reference = match &ins.table_alias {
                 Some(a) => a.alias.clone(),
                 None => quote(&rel.name),
@@ -294,7 +309,15 @@ fn statement(
                             .collect::<Result<_, _>>()?
                     }
                 };
-                super::row_writes::check_assignment(ctx, &rel, i, &cols, &mut subject_values)?;
+                let written = view.as_ref().map_or(&*rel, |v| v.base.as_ref());
+                let base_cols = super::row_writes::base_columns(view.as_ref(), &cols);
+                super::row_writes::check_assignment(
+                    ctx,
+                    written,
+                    i,
+                    &base_cols,
+                    &mut subject_values,
+                )?;
                 record_view_writes(ctx, &rel, view.as_ref(), cols, out);
             }
             if let Some(r) = &u.returning {
@@ -314,7 +337,7 @@ fn statement(
             })?;
             super::row_writes::guard_update(
                 ctx,
-                &rel,
+                (&rel, view.as_ref()),
                 (&fold(&reference), &subject_values),
                 (&mut u.assignments, &mut u.selection),
                 out,
@@ -354,6 +377,7 @@ fn statement(
             super::row_rules::guard_written_rows(
                 ctx,
                 &rel,
+                view.as_ref(),
                 &fold(&reference),
                 &mut d.selection,
                 out,
