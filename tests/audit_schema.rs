@@ -28,6 +28,7 @@ fn full_record() -> Value {
     r.database = Some("crm".into());
     r.purpose = Some("customer service".into());
     r.legal_basis = Some("contract".into());
+    r.purposes = vec!["customer_service".into()];
     r.statement = Some(Statement {
         class: StatementClass::Read,
         command: "SELECT".into(),

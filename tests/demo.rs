@@ -83,7 +83,30 @@ async fn demo_serves_psql_and_pgbench_over_tls_and_refuses_plaintext() {
     )
     .await;
     assert!(out.status.success(), "psql failed: {}", text(&out.stderr));
-    assert_eq!(text(&out.stdout).trim(), CONTACTS.to_string());
+    // Everyone but the restricted people the demo data holds (Art. 18): they are hidden from
+    // the secretary. Counted in PostgreSQL itself from what the rule means.
+    let upstream = format!(
+        "postgresql://admin:admin@127.0.0.1:{}/crm",
+        demo.upstream_port
+    );
+    let want = run(
+        PSQL,
+        &[
+            &upstream,
+            "-XAtc",
+            &format!(
+                "SELECT count(*) FROM contacts c WHERE {}",
+                crate::common::rows::visible("secretary")
+            ),
+        ],
+    )
+    .await;
+    let want = text(&want.stdout).trim().to_owned();
+    assert!(
+        want.parse::<usize>().is_ok_and(|n| n > 0 && n < CONTACTS),
+        "the demo holds restricted people: {want}"
+    );
+    assert_eq!(text(&out.stdout).trim(), want);
 
     // A short select-only load with several clients.
     let script = demo.dir().join("select.sql");
