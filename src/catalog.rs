@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::policy::model::ColumnType;
 
+pub mod foreign_keys;
 pub mod pseudonym;
 pub mod snapshot;
 
@@ -43,9 +44,17 @@ pub struct Relation {
     /// Direct inheritance children (partitions included): a read or write of this relation
     /// without ONLY reaches their rows too.
     pub children: Vec<u32>,
-    /// Columns of its unique indexes (primary key included): whether a new value collides
-    /// with a stored row tells that the row exists, visible to the role or not.
+    /// Columns whose values a unique index or exclusion constraint checks against the stored
+    /// rows (primary key included): key columns, and columns its expressions or partial-index
+    /// predicate read. Whether a new value collides tells that a row exists, visible to the
+    /// role or not.
     pub unique: Vec<String>,
+    /// Foreign keys of this table: each makes PostgreSQL look for the referenced row, whether
+    /// the role's row rules show it or not.
+    pub foreign_keys: Vec<ForeignKey>,
+    /// Foreign keys of other tables that reference this one: deleting a row or changing a
+    /// referenced value looks for (and acts on) the referencing rows.
+    pub referenced_by: Vec<ForeignKey>,
     /// A view's query (`pg_get_viewdef`), which restricted roles read inlined over masked
     /// stand-ins (unless it is a security barrier) and write through by its base table's rules;
     /// None for other relations.
@@ -55,6 +64,15 @@ pub struct Relation {
     /// A view with INSTEAD OF triggers or rules of its own: what a write through it does is
     /// code pgvakt cannot analyse.
     pub instead: bool,
+}
+
+/// One foreign key, seen from one of its two tables: `columns` are this table's, `other`
+/// the table at the other end and `other_columns` its columns, pair by pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKey {
+    pub columns: Vec<String>,
+    pub other: u32,
+    pub other_columns: Vec<String>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -222,17 +240,26 @@ impl Catalog {
             children.entry(i.get(0)).or_default().push(i.get(1));
         }
         let mut unique: HashMap<u32, Vec<String>> = HashMap::new();
+        // Expression and predicate columns are the Vars of the index's node trees (an index
+        // reads only its own table); varattno 0, a whole-row reference, reads every column.
         for u in client
             .query(
                 "SELECT DISTINCT i.indrelid, a.attname::text FROM pg_catalog.pg_index i \
-                 JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey) \
-                 WHERE i.indisunique AND a.attnum > 0 ORDER BY 1, 2",
+                 JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum > 0 AND NOT a.attisdropped \
+                 WHERE (i.indisunique OR i.indisexclusion) \
+                   AND (a.attnum = ANY (i.indkey) OR EXISTS ( \
+                     SELECT 1 FROM pg_catalog.regexp_matches( \
+                       pg_catalog.concat(i.indexprs::pg_catalog.text, ' ', i.indpred::pg_catalog.text), \
+                       ':varattno ([0-9]+)', 'g') AS m(v) \
+                     WHERE m.v[1]::pg_catalog.int4 IN (a.attnum, 0))) \
+                 ORDER BY 1, 2",
                 &[],
             )
             .await?
         {
             unique.entry(u.get(0)).or_default().push(u.get(1));
         }
+        let (mut foreign_keys, mut referenced_by) = foreign_keys::load(client).await?;
         // Security-barrier views are not inlined: their barrier would be lost. With only
         // pg_catalog on the path, pg_get_viewdef qualifies every relation, so an inlined view
         // reads the relations it was defined over whatever a session's search_path is.
@@ -295,6 +322,8 @@ impl Catalog {
                     children: children.remove(&oid).unwrap_or_default(),
                     primary_key: keys.remove(&oid).unwrap_or_default(),
                     unique: unique.remove(&oid).unwrap_or_default(),
+                    foreign_keys: foreign_keys.remove(&oid).unwrap_or_default(),
+                    referenced_by: referenced_by.remove(&oid).unwrap_or_default(),
                     definition: None,
                     barrier: false,
                     instead: false,

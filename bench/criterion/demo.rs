@@ -153,6 +153,8 @@ pub fn catalog() -> Catalog {
             children: Vec::new(),
             primary_key: Vec::new(),
             unique: Vec::new(),
+            foreign_keys: Vec::new(),
+            referenced_by: Vec::new(),
             definition: None,
             barrier: false,
             instead: false,

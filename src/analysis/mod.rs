@@ -21,6 +21,7 @@ mod plain;
 mod recording;
 mod relations;
 mod result_origins;
+mod row_references;
 mod row_rules;
 mod row_writes;
 pub mod session_names;

@@ -74,13 +74,25 @@ pub struct RowGuards {
     pub relation_columns: Vec<(String, Vec<String>)>,
 }
 
-/// Unique columns a write sets, and ON CONFLICT / COPY FROM, for a table with row rules.
+/// Unique columns a write sets, and ON CONFLICT / COPY FROM, for a table with row rules;
+/// foreign keys between the written table and one with row rules (`row_references`).
 pub fn check_written_columns(
     ctx: &Ctx,
     rel: &Relation,
     columns: &[String],
     how: &str,
 ) -> Result<(), PgError> {
+    let all: Vec<String>;
+    let given = if how == "COPY FROM" {
+        all = rel.columns.iter().map(|c| c.name.clone()).collect();
+        &all
+    } else {
+        columns
+    };
+    super::row_references::check_referencing(ctx, rel, given)?;
+    if how == "update" {
+        super::row_references::check_referenced(ctx, rel, Some(columns))?;
+    }
     if ctx.row_filter(rel, super::row_rules::ROW_ALIAS).is_none() {
         return Ok(());
     }

@@ -250,6 +250,15 @@ fn statement(
                 if let OnConflictAction::DoUpdate(du) = &oc.action {
                     for a in &du.assignments {
                         assignment_targets(ctx, &a.target, &target)?;
+                        let cols = match &a.target {
+                            AssignmentTarget::ColumnName(n) => vec![column_name(ctx, n)?],
+                            AssignmentTarget::Tuple(ns) => ns
+                                .iter()
+                                .map(|n| column_name(ctx, n))
+                                .collect::<Result<_, _>>()?,
+                        };
+                        let cols = super::row_writes::base_columns(view.as_ref(), &cols);
+                        super::row_writes::check_written_columns(ctx, &written, &cols, "update")?;
                     }
                 }
             }
@@ -356,6 +365,8 @@ fn statement(
             let rel = writable(ctx, ctx.resolve(&name_parts(ctx, name)?, name)?)?;
             only_target(ctx, &rel, name, "DELETE FROM", out)?;
             let view = through_view(ctx, &rel)?;
+            let base = view.as_ref().map_or(&*rel, |v| v.base.as_ref());
+            super::row_references::check_referenced(ctx, base, None)?;
             record_writes(ctx, &rel, std::iter::empty(), out);
             *name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
             let reference = alias

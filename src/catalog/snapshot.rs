@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::foreign_keys::{add, ByTable};
 use super::{Catalog, Column, RelKind, Relation};
 use crate::policy::model::ColumnType;
 
@@ -36,6 +37,18 @@ pub struct SnapRelation {
     /// Columns of its unique indexes (primary key included).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unique: Vec<String>,
+    /// Its foreign keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub foreign_keys: Vec<SnapForeignKey>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SnapForeignKey {
+    pub columns: Vec<String>,
+    /// `schema.name` of the table it references.
+    pub references: String,
+    pub referenced_columns: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -117,6 +130,18 @@ impl Snapshot {
                     primary_key: r.primary_key.clone(),
                     children,
                     unique: r.unique.clone(),
+                    foreign_keys: r
+                        .foreign_keys
+                        .iter()
+                        .filter_map(|k| {
+                            let to = cat.by_oid(k.other)?;
+                            Some(SnapForeignKey {
+                                columns: k.columns.clone(),
+                                references: format!("{}.{}", to.schema, to.name),
+                                referenced_columns: k.other_columns.clone(),
+                            })
+                        })
+                        .collect(),
                 }
             })
             .collect();
@@ -146,6 +171,19 @@ impl Snapshot {
             .enumerate()
             .map(|(i, r)| (format!("{}.{}", r.schema, r.name), 1 + i as u32))
             .collect();
+        let (mut from, mut to) = (ByTable::new(), ByTable::new());
+        for (i, r) in self.relations.iter().enumerate() {
+            for k in &r.foreign_keys {
+                if let Some(other) = ids.get(&k.references) {
+                    add(
+                        &mut from,
+                        &mut to,
+                        (1 + i as u32, k.columns.clone()),
+                        (*other, k.referenced_columns.clone()),
+                    );
+                }
+            }
+        }
         for (i, r) in self.relations.into_iter().enumerate() {
             let kind = kind_of(&r.kind).ok_or_else(|| {
                 format!(
@@ -182,6 +220,8 @@ impl Snapshot {
                 children,
                 primary_key: r.primary_key,
                 unique: r.unique,
+                foreign_keys: from.remove(&(1 + i as u32)).unwrap_or_default(),
+                referenced_by: to.remove(&(1 + i as u32)).unwrap_or_default(),
                 definition: None,
                 barrier: false,
                 instead: false,

@@ -192,6 +192,16 @@ impl VisitorMut for Qualify {
                 let mut parts = vec![sqlparser::ast::ObjectNamePart::Identifier(Ident::new(
                     "pg_catalog",
                 ))];
+                // now() is the transaction's start: a client holding a transaction open would
+                // be judged by an old clock. The rules read the statement's.
+                let is_now = matches!(f.name.0.as_slice(), [sqlparser::ast::ObjectNamePart::Identifier(i)] if i.value.eq_ignore_ascii_case("now"));
+                if is_now {
+                    f.name = sqlparser::ast::ObjectName(vec![
+                        sqlparser::ast::ObjectNamePart::Identifier(Ident::new(
+                            "statement_timestamp",
+                        )),
+                    ]);
+                }
                 parts.extend(f.name.0.iter().cloned());
                 f.name = sqlparser::ast::ObjectName(parts);
             }
@@ -409,6 +419,9 @@ mod tests {
         let r = p.render("pgvakt_row");
         assert!(r.contains("\"pgvakt_row\".\"country\""), "{r}");
         assert!(!r.contains("pgvakt_predicate_row"), "{r}");
+        // The statement's clock, not the transaction's.
+        assert!(r.contains("pg_catalog.statement_timestamp()"), "{r}");
+        assert!(!r.contains("now"), "{r}");
         for ok in [
             "lower(city) LIKE 'os%'",
             "id % 2 = 0",

@@ -71,6 +71,11 @@ impl RestrictionSource {
     }
 }
 
+/// The time the rules compare against: the current statement's start. `now()` is the start of
+/// the transaction, so a client that keeps one transaction open would go on reading (new data
+/// about) a person whose consent was withdrawn or whose retention ended after it began.
+pub const NOW: &str = "pg_catalog.statement_timestamp()";
+
 /// A period in days, weeks, months or years (`3y`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Period {
@@ -123,7 +128,7 @@ impl Retention {
     /// Past retention: the column is older than the period (NULL is not past it).
     pub fn past_sql(&self, alias: &str) -> String {
         format!(
-            "{}.{} < pg_catalog.now() - CAST('{}' AS pg_catalog.interval)",
+            "{}.{} < {NOW} - CAST('{}' AS pg_catalog.interval)",
             q(alias),
             q(&self.column),
             self.keep.interval()
@@ -162,6 +167,10 @@ pub struct RowFilter {
     pub sql: String,
     /// Which rules apply, in words, for `explain` and refusals.
     pub rules: Vec<String>,
+    /// The subject table (schema, table) when the table's rows are hidden exactly when the
+    /// subject they refer to is (no rule of the table's own): a row whose subject the role
+    /// sees is visible.
+    pub through_subject: Option<(String, String)>,
 }
 
 /// What a role's rules need from the policy.
@@ -183,7 +192,7 @@ fn lit(s: &str) -> String {
 fn active(alias: &str, column: Option<&str>) -> Option<String> {
     column.map(|c| {
         let c = format!("{}.{}", q(alias), q(c));
-        format!("({c} IS NULL OR {c} > pg_catalog.now())")
+        format!("({c} IS NULL OR {c} > {NOW})")
     })
 }
 
@@ -194,6 +203,7 @@ impl RowContext<'_> {
         let entry = self.inventory.table_entry(schema, table)?;
         let mut rules = Vec::new();
         let mut conds = self.own(entry, schema, table, alias, &mut rules);
+        let through_subject = entry.subject.clone().filter(|_| conds.is_empty());
         match (&entry.subject_key, &entry.subject) {
             (Some(key), None) => {
                 conds.extend(self.subject(schema, table, key, alias, &mut rules));
@@ -239,6 +249,7 @@ impl RowContext<'_> {
         Some(RowFilter {
             sql: conds.join(" AND "),
             rules,
+            through_subject,
         })
     }
 

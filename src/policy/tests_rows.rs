@@ -16,7 +16,7 @@ fn the_demo_roles_see_only_the_people_their_rules_allow() {
     assert!(
         m.contains("FROM \"public\".\"consents\" AS \"pgvakt_consent\"")
             && m.contains("\"pgvakt_consent\".\"purpose\" IN ('newsletter', 'marketing')")
-            && m.contains("\"pgvakt_consent\".\"withdrawn_at\" IS NULL OR \"pgvakt_consent\".\"withdrawn_at\" > pg_catalog.now()"),
+            && m.contains("\"pgvakt_consent\".\"withdrawn_at\" IS NULL OR \"pgvakt_consent\".\"withdrawn_at\" > pg_catalog.statement_timestamp()"),
         "{m}"
     );
     assert!(
@@ -26,7 +26,7 @@ fn the_demo_roles_see_only_the_people_their_rules_allow() {
         "{m}"
     );
     assert!(
-        m.contains("\"r\".\"last_activity_at\" IS NULL OR NOT (\"r\".\"last_activity_at\" < pg_catalog.now() - CAST('10 years' AS pg_catalog.interval))"),
+        m.contains("\"r\".\"last_activity_at\" IS NULL OR NOT (\"r\".\"last_activity_at\" < pg_catalog.statement_timestamp() - CAST('10 years' AS pg_catalog.interval))"),
         "{m}"
     );
     // Activities and consents follow their contact.
@@ -183,7 +183,7 @@ fn consent_rules_need_a_declaration_and_purposes() {
         .unwrap_or_default();
     assert!(
         f.contains("\"pgvakt_consent\".\"topic\" IN ('newsletter')")
-            && f.contains("\"revoked_at\" > pg_catalog.now()"),
+            && f.contains("\"revoked_at\" > pg_catalog.statement_timestamp()"),
         "{f}"
     );
 }
@@ -281,7 +281,7 @@ fn retention_periods_and_where_predicates_are_checked_where_written() {
         .map(|f| f.sql)
         .unwrap_or_default();
     assert!(
-        f.contains("\"pgvakt_subject\".\"seen_at\" IS NULL OR NOT (\"pgvakt_subject\".\"seen_at\" < pg_catalog.now() - CAST('2 years' AS pg_catalog.interval))")
+        f.contains("\"pgvakt_subject\".\"seen_at\" IS NULL OR NOT (\"pgvakt_subject\".\"seen_at\" < pg_catalog.statement_timestamp() - CAST('2 years' AS pg_catalog.interval))")
             && f.contains("(\"pgvakt_subject\".\"region\" = 'north')"),
         "{f}"
     );
