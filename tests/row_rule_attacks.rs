@@ -68,6 +68,17 @@ async fn a_transaction_begun_before_a_withdrawal_does_not_keep_the_person_visibl
         "1",
         "visible before the withdrawal"
     );
+    // A snapshot another session exports before the withdrawal.
+    let exporter = env.cluster.connect("crm").await.expect("exporter");
+    exporter
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .expect("begin");
+    let snapshot: String = exporter
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .await
+        .expect("export")
+        .get(0);
     // Withdrawn, and the person's data changed afterwards, while marketing's transaction
     // (and its now()) is still the one begun before.
     direct
@@ -83,6 +94,16 @@ async fn a_transaction_begun_before_a_withdrawal_does_not_keep_the_person_visibl
         "the next statement in the same transaction no longer sees the person"
     );
     marketing.batch_execute("ROLLBACK").await.expect("rollback");
+    // Nor does the snapshot taken before: importing it is refused.
+    let imported = outcome(
+        &marketing,
+        &format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ; SET TRANSACTION SNAPSHOT '{snapshot}'; {probe}"
+        ),
+    )
+    .await;
+    assert!(imported.starts_with("error 42501"), "{imported}");
+    let _ = exporter.batch_execute("ROLLBACK").await;
     // The same for a retention period that ends while a transaction is open: the rules read
     // the statement's clock.
     let sales = env.connect("sales", "sales", "crm").await.expect("sales");

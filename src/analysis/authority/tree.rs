@@ -231,6 +231,14 @@ impl<'a, 'c> Gate<'a, 'c> {
                     name.as_str(),
                     "search_path" | "standard_conforming_strings" | "client_encoding"
                 );
+                // Another session's exported snapshot shows the rows the rules read as they
+                // were when it was taken: a consent withdrawn since would still count.
+                if name == "transaction snapshot" && self.ctx.rules.has_row_rules() {
+                    return Err(policy(format!(
+                        "SET TRANSACTION SNAPSHOT is not allowed for role {}: another session's snapshot would show consents and restrictions as they were, not as its row rules read them now",
+                        self.role()
+                    )));
+                }
                 if !checked && is_protected_setting(&name) {
                     return Err(policy(format!(
                         "changing the setting {name} is not allowed for role {}",
