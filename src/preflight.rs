@@ -29,6 +29,34 @@ fn readable(field: &str, path: &Path, problems: &mut Vec<String>) {
     }
 }
 
+/// Certificates this close to their end are worth a warning (the alert fires at the same).
+const EXPIRY_WARNING: std::time::Duration = std::time::Duration::from_secs(14 * 86_400);
+
+/// Why the served certificate's validity deserves a look: expired, ending soon, or unreadable.
+/// `run` still starts (renewal is a SIGHUP away), so this is a warning.
+fn expiry_warning(
+    not_after: Option<std::time::SystemTime>,
+    now: std::time::SystemTime,
+) -> Option<String> {
+    let Some(end) = not_after else {
+        return Some("its notAfter could not be read".into());
+    };
+    let secs = end
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let at = crate::policy::expiry::rfc3339(secs);
+    match end.duration_since(now) {
+        Err(_) => Some(format!(
+            "the certificate expired at {at}; clients that verify it fail"
+        )),
+        Ok(left) if left < EXPIRY_WARNING => Some(format!(
+            "the certificate expires at {at}, in {} days",
+            left.as_secs() / 86_400
+        )),
+        Ok(_) => None,
+    }
+}
+
 /// Checks a loaded (parsed and validated) configuration as `run` would use it.
 pub fn check(cfg: &Config) -> Preflight {
     let mut out = Preflight::default();
@@ -44,8 +72,16 @@ pub fn check(cfg: &Config) -> Preflight {
                 .extend(e.diagnostics.items.iter().map(|d| d.to_string())),
         }
     }
-    if let Err(e) = crate::tls::server_config(&cfg.tls) {
-        out.problems.push(format!("tls: {e}"));
+    match crate::tls::server_tls(&cfg.tls) {
+        Ok(served) => {
+            if let Some(w) = expiry_warning(served.not_after, std::time::SystemTime::now()) {
+                out.warnings.push(format!(
+                    "tls.cert_file {}: {w}",
+                    cfg.tls.cert_file.display()
+                ));
+            }
+        }
+        Err(e) => out.problems.push(format!("tls: {e}")),
     }
     if let Err(e) = crate::tls::upstream_config(&cfg.upstream) {
         out.problems.push(format!("upstream.tls: {e}"));
@@ -104,5 +140,27 @@ fn audit_dir(dir: &Path, problems: &mut Vec<String>) {
                 ));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn certificates_near_or_past_their_end_are_warned_about() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let day = Duration::from_secs(86_400);
+        assert_eq!(expiry_warning(Some(now + 30 * day), now), None);
+        assert_eq!(
+            expiry_warning(Some(now + 3 * day), now).as_deref(),
+            Some("the certificate expires at 2027-01-18T08:00:00Z, in 3 days")
+        );
+        assert_eq!(
+            expiry_warning(Some(now - day), now).as_deref(),
+            Some("the certificate expired at 2027-01-14T08:00:00Z; clients that verify it fail")
+        );
+        assert!(expiry_warning(None, now).is_some());
     }
 }

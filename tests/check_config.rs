@@ -130,3 +130,25 @@ fn unreadable_files_and_short_keys_are_all_reported() {
     );
     assert!(out.contains("2 problem(s)"), "{out}");
 }
+
+#[test]
+fn a_certificate_near_its_end_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &crm_policy());
+    // Replace the served certificate by one that ends in five days.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(5);
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.path().join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("server.key"), key.serialize_pem()).unwrap();
+    let out = pgvakt(&["check-config", "--config", config.to_str().unwrap()]);
+    let t = text(&out);
+    assert!(out.status.success(), "run would start: {t}");
+    let warning = t
+        .lines()
+        .find(|l| l.starts_with("warning: tls.cert_file "))
+        .unwrap_or_else(|| panic!("no certificate warning in\n{t}"));
+    assert!(warning.contains("the certificate expires at "), "{warning}");
+    assert!(warning.ends_with(", in 4 days"), "{warning}");
+}

@@ -71,6 +71,11 @@ async fn demo_serves_psql_and_pgbench_over_tls_and_refuses_plaintext() {
         "{shown}"
     );
     assert!(demo.config_path.is_file());
+    assert!(
+        shown
+            .contains("policies/crm.yaml (to try changes, start the demo with --policy on a copy)"),
+        "{shown}"
+    );
 
     // The secretary counts the contacts through the proxy with TLS.
     let out = run(

@@ -107,6 +107,8 @@ pub struct DemoHandle {
     pub config_path: PathBuf,
     pub audit_path: PathBuf,
     policy: PathBuf,
+    /// The policy was given (`--policy`), not the repository's.
+    own_policy: bool,
     /// Time from [`start`] being called to the proxy accepting connections.
     pub startup: Duration,
 }
@@ -170,13 +172,21 @@ impl DemoHandle {
         );
         let _ = writeln!(out, "metrics: http://{}/metrics", self.metrics_addr);
         let _ = writeln!(out, "config: {}", self.config_path.display());
-        let _ = writeln!(
-            out,
-            "policy: {} (edit it: changes are reloaded within {} s; `pgvakt policy check {}` says why one is not)",
-            self.policy.display(),
-            POLICY_WATCH_MS / 1000,
-            self.policy.display()
-        );
+        if self.own_policy {
+            let _ = writeln!(
+                out,
+                "policy: {} (edit it: changes are reloaded within {} s; `pgvakt policy check {}` says why one is not)",
+                self.policy.display(),
+                POLICY_WATCH_MS / 1000,
+                self.policy.display()
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "policy: {} (to try changes, start the demo with --policy on a copy)",
+                self.policy.display()
+            );
+        }
         let _ = writeln!(out, "upstream: {}", self.upstream_url());
         let _ = writeln!(
             out,
@@ -284,6 +294,7 @@ pub async fn start(opts: DemoOptions) -> Result<DemoHandle, DemoRunError> {
         config_path,
         audit_path,
         policy,
+        own_policy: opts.policy.is_some(),
         startup: started.elapsed(),
     })
 }
