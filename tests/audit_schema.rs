@@ -57,6 +57,18 @@ fn full_record() -> Value {
     r.intent = Some("ab".repeat(16));
     r.message = Some("why".into());
     r.suppressed = Some(4);
+    r.operator = Some("dpo-alice".into());
+    r.table_counts.push(pgvakt::audit::record::TableCount {
+        table: "public.contacts".into(),
+        rows: 1,
+        deleted: true,
+        columns: vec![pgvakt::audit::record::ColumnCount {
+            column: "email".into(),
+            erase: "pseudonym".into(),
+            changed: 1,
+        }],
+    });
+    r.dry_run = true;
     r.chain_key_id = Some("0123456789abcdef".into());
     r.subject_key_id = Some("fedcba9876543210".into());
     let mut v = serde_json::to_value(&r).expect("record");

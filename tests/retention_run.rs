@@ -90,6 +90,9 @@ async fn retention_run_on_a_clock_past_the_period() {
         .collect();
 
     let metrics = dir.path().join("pgvakt_retention.prom");
+    // The run records itself in the audit trail this configuration names.
+    let config = common::trail::dpo_config(dir.path(), &common::audit_yaml(dir.path()));
+    let own_dir = dir.path().join("audit").join("dpo");
     let args = |extra: &[&str]| {
         let mut a: Vec<String> = vec![
             "retention".into(),
@@ -105,6 +108,8 @@ async fn retention_run_on_a_clock_past_the_period() {
             now.into(),
             "--metrics-file".into(),
             metrics.display().to_string(),
+            "--config".into(),
+            config.display().to_string(),
         ];
         a.extend(extra.iter().map(|s| (*s).to_owned()));
         a
@@ -132,6 +137,22 @@ async fn retention_run_on_a_clock_past_the_period() {
         "{prom}"
     );
     assert!(!prom.contains("pgvakt_retention_overdue_rows 0"), "{prom}");
+    // A dry run is one record: what is overdue per table, nothing changed.
+    let records = common::trail::all_records(&own_dir);
+    assert_eq!(records.len(), 1, "{records:?}");
+    let dry = &records[0];
+    assert_eq!(
+        (&dry["event"], &dry["dry_run"], &dry["user"]),
+        (&"retention_run".into(), &true.into(), &"dpo".into())
+    );
+    let activities = dry["table_counts"]
+        .as_array()
+        .expect("table_counts")
+        .iter()
+        .find(|t| t["table"] == "public.activities" && t["deleted"] == true)
+        .expect("activities past their period counted");
+    assert_eq!(activities["rows"], n_activities);
+    assert_eq!(activities["deleted"], true);
 
     let (code, out) = pgvakt(args(&[])).await;
     assert_eq!(code, 0, "{out}");
@@ -171,6 +192,32 @@ async fn retention_run_on_a_clock_past_the_period() {
     );
     let prom = std::fs::read_to_string(&metrics).expect("metrics file");
     assert!(prom.contains("pgvakt_retention_overdue_rows 0"), "{prom}");
+    // The run: one record per subject erased (before its commit), one for the activities
+    // deleted, naming whose they were, and the summary.
+    let records = common::trail::all_records(&own_dir);
+    let run: Vec<&serde_json::Value> = records[1..].iter().collect();
+    let per_subject = run
+        .iter()
+        .filter(|r| r["subject_count"] == 1 && r["table_counts"][0]["table"] == "public.contacts")
+        .count();
+    assert_eq!(per_subject as i64, n_contacts, "{run:?}");
+    let deleted = run
+        .iter()
+        .find(|r| r["table_counts"][0]["table"] == "public.activities")
+        .expect("the activities' record");
+    assert_eq!(deleted["rows"], n_activities);
+    assert!(deleted["subject_count"].as_u64() > Some(0), "{deleted}");
+    let summary = run.last().expect("summary");
+    assert!(
+        summary["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("0 left overdue"))
+            && summary.get("dry_run").is_none(),
+        "{summary}"
+    );
+    assert!(run
+        .iter()
+        .all(|r| r["event"] == "retention_run" && r["outcome"] == "ok"));
 
     let (code, out) = pgvakt(args(&[])).await;
     assert_eq!(code, 0, "{out}");
@@ -184,6 +231,19 @@ async fn retention_run_on_a_clock_past_the_period() {
     bad[3] = "host=127.0.0.1 port=1 user=dpo dbname=crm sslmode=disable".into();
     let (code, _) = pgvakt(bad).await;
     assert_eq!(code, 2);
+    let records = common::trail::all_records(&own_dir);
+    let failed = records.last().expect("the failed run's record");
+    assert_eq!(
+        (&failed["event"], &failed["outcome"], &failed["message"]),
+        (
+            &"retention_run".into(),
+            &"error".into(),
+            &"failed: connecting".into()
+        )
+    );
+    assert!(common::schema::assert_audit_dir_valid(&own_dir) >= 4);
+    let (intact, report) = common::trail::verify(&dir.path().join("chain.key"), &own_dir);
+    assert!(intact, "{report}");
     let prom = std::fs::read_to_string(&metrics).expect("metrics file");
     assert!(
         prom.contains("pgvakt_retention_last_run_success 0"),

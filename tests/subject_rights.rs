@@ -91,6 +91,8 @@ async fn export(env: &Env, trail: &Path, id: i64, name: &str) -> Value {
         trail.join("subject.key").display().to_string(),
         "--out".into(),
         file.display().to_string(),
+        "--config".into(),
+        trail.join("pgvakt-dpo.yaml").display().to_string(),
     ])
     .await;
     assert!(ok, "export: {out}{err}");
@@ -131,9 +133,11 @@ fn exported(json: &Value) -> Vec<(String, BTreeSet<String>)> {
 #[tokio::test]
 async fn export_and_erase_a_subject_as_the_inventory_says() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let audit = common::audit_yaml(dir.path());
+    let config = common::trail::dpo_config(dir.path(), &audit);
     let env = Env::start_with(EnvOptions {
         demo_contacts: Some(80),
-        extra_yaml: common::audit_yaml(dir.path()),
+        extra_yaml: audit,
         ..Default::default()
     })
     .await;
@@ -221,6 +225,8 @@ async fn export_and_erase_a_subject_as_the_inventory_says() {
             dpo_through_pgvakt(&env),
             "--policy".into(),
             policy(),
+            "--config".into(),
+            config.display().to_string(),
         ];
         if dry {
             a.push("--dry-run".into());
@@ -329,6 +335,84 @@ async fn export_and_erase_a_subject_as_the_inventory_says() {
     ])
     .await;
     assert!(ok && out.contains("write:public.contacts"), "{out}");
+
+    // The commands' own records, in their own chain: who, which person, counts, no values.
+    let own_dir = dir.path().join("audit").join("dpo");
+    let own = common::trail::all_records(&own_dir);
+    assert!(common::schema::assert_audit_dir_valid(&own_dir) >= 5);
+    let (intact, report) = common::trail::verify(&dir.path().join("chain.key"), &own_dir);
+    assert!(intact, "the commands' chain verifies: {report}");
+    let (intact, report) =
+        common::trail::verify(&dir.path().join("chain.key"), &dir.path().join("audit"));
+    assert!(intact, "pgvakt's own chain is not touched: {report}");
+    let text = own.iter().map(Value::to_string).collect::<String>();
+    for v in &distinctive {
+        assert!(!text.contains(v.as_str()), "{v} in the commands' records");
+    }
+    // The person's pseudonym is the one pgvakt's statement records name.
+    let person = records
+        .iter()
+        .find(|r| r["application_name"] == "pgvakt subject export" && r["subjects"].is_array())
+        .map(|r| r["subjects"][0]["refs"][0].clone())
+        .expect("pgvakt's record of the export's reads");
+    let of = |event: &str| -> Vec<&Value> { own.iter().filter(|r| r["event"] == event).collect() };
+    let exports = of("subject_export");
+    let erasures = of("subject_erase");
+    assert_eq!((exports.len(), erasures.len()), (2, 3), "{text}");
+    for r in exports.iter().chain(erasures.iter()) {
+        assert_eq!(r["outcome"], "ok");
+        assert_eq!(r["user"], "dpo", "the connection's user");
+        assert_eq!(r["database"], "crm");
+        assert_eq!(r["subjects"][0]["table"], "public.contacts");
+        assert_eq!(r["subjects"][0]["refs"][0], person, "{r}");
+    }
+    let rows_of = |r: &Value, table: &str| {
+        r["table_counts"]
+            .as_array()
+            .expect("table_counts")
+            .iter()
+            .find(|t| t["table"] == table)
+            .map(|t| t["rows"].as_u64().expect("rows"))
+    };
+    for (table, rows) in &before {
+        assert_eq!(
+            rows_of(exports[0], table),
+            Some(rows.len() as u64),
+            "exported rows of {table}"
+        );
+    }
+    let (dry, done, again) = (erasures[0], erasures[1], erasures[2]);
+    assert_eq!(dry["dry_run"], true);
+    assert!(done.get("dry_run").is_none() && again.get("dry_run").is_none());
+    let bank = |r: &Value| {
+        r["table_counts"][0]["columns"]
+            .as_array()
+            .expect("columns")
+            .iter()
+            .find(|c| c["column"] == "bank_account")
+            .cloned()
+            .expect("bank_account erased")
+    };
+    assert_eq!(bank(dry)["erase"], "null");
+    assert_eq!(bank(dry)["changed"], 1, "would change");
+    assert_eq!(bank(done)["changed"], 1, "changed");
+    assert_eq!(bank(again)["changed"], 0, "nothing left to change");
+    assert_eq!(again["rows"], 0);
+    let (ok, out, _) = pgvakt(vec![
+        "audit".into(),
+        "search".into(),
+        "--subject".into(),
+        id.to_string(),
+        "--event".into(),
+        "subject_erase".into(),
+        "--format".into(),
+        "json".into(),
+        "--key-file".into(),
+        dir.path().join("subject.key").display().to_string(),
+        own_dir.display().to_string(),
+    ])
+    .await;
+    assert!(ok && out.matches("subject_erase").count() == 3, "{out}");
 }
 
 /// The subject's e-mail, phone, street address, bank account and birth date as they were.

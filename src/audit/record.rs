@@ -33,6 +33,15 @@ pub enum EventType {
     /// A command on the admin console (`SHOW SESSIONS`, `KILL`, `RELOAD`, ...), or a refused
     /// attempt to open it, with the console user and the outcome.
     Admin,
+    /// `pgvakt subject export`: a subject's data handed out (Art. 15, 20), recorded by the
+    /// command before it writes the archive.
+    SubjectExport,
+    /// `pgvakt subject erase`: a subject erased (or, with `dry_run`, measured), recorded by the
+    /// command before it commits.
+    SubjectErase,
+    /// `pgvakt retention run`: one transaction of a run (a subject, or a table's rows past
+    /// their period), recorded before it commits, and the run's summary.
+    RetentionRun,
 }
 
 impl EventType {
@@ -49,6 +58,9 @@ impl EventType {
             EventType::Anomaly => "anomaly",
             EventType::ConnectionRefused => "connection_refused",
             EventType::Admin => "admin",
+            EventType::SubjectExport => "subject_export",
+            EventType::SubjectErase => "subject_erase",
+            EventType::RetentionRun => "retention_run",
         }
     }
 }
@@ -144,6 +156,31 @@ pub struct SubjectGroup {
     pub refs: Vec<String>,
 }
 
+/// What a subject command read or changed in one table: counts, never values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableCount {
+    /// `schema.table`.
+    pub table: String,
+    /// The subject's rows in the table that were exported, erased or deleted (or, in a dry
+    /// run, would be).
+    pub rows: u64,
+    /// The rows were (or would be) deleted rather than anonymised.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
+    /// Per erased column: its erase action and how many rows it changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<ColumnCount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnCount {
+    pub column: String,
+    /// `null`, `redact` or `pseudonym`.
+    pub erase: String,
+    /// Rows whose value the erasure changed (or, in a dry run, would change).
+    pub changed: u64,
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }
@@ -216,6 +253,16 @@ pub struct Record {
     /// record stands for, not recorded one by one (rate limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppressed: Option<u64>,
+    /// Subject commands: the operating-system user who ran the command (`user` is the
+    /// database user it connected as).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    /// Subject commands: what was exported, erased or deleted, per table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub table_counts: Vec<TableCount>,
+    /// Subject commands: a dry run, which changed nothing.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dry_run: bool,
     /// Fingerprint of the chain key that sealed this record (see `keys::fingerprint`), so
     /// `audit verify` can tell a wrong key from tampering. Set by the writer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -259,6 +306,9 @@ impl Record {
             intent: None,
             message: None,
             suppressed: None,
+            operator: None,
+            table_counts: Vec::new(),
+            dry_run: false,
             chain_key_id: None,
             subject_key_id: None,
         }

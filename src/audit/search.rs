@@ -219,7 +219,7 @@ fn parse_event(s: &str) -> Result<EventType, String> {
         format!(
             "--event: unknown event type '{s}' (statement_intent, statement_read, \
              statement_write, refused, login, login_failed, connection_refused, disconnect, \
-             policy_reload, anomaly, admin)"
+             policy_reload, anomaly, subject_export, subject_erase, retention_run, admin)"
         )
     })
 }
@@ -316,6 +316,8 @@ pub struct Found {
     pub other_keys: BTreeMap<String, (u64, PathBuf)>,
     /// Records without a subject key fingerprint (written before pgvakt recorded one).
     pub unfingerprinted: u64,
+    /// Records written with the query's subject key.
+    pub own_key: u64,
 }
 
 /// Matching records. With a subject, records naming another subject key's fingerprint are
@@ -343,6 +345,7 @@ pub fn search_files(files: &[PathBuf], q: &Query) -> Result<Found, String> {
                     e.0 += 1;
                     continue;
                 }
+                (Some(_), Some(_)) => found.own_key += 1,
                 _ => {}
             }
             if let Some(matched) = q.matches(&rec, &mut refs) {

@@ -112,8 +112,13 @@ pub fn render_table(found: &[Hit]) -> String {
     out
 }
 
-/// Records with another subject key's fingerprint make the answer wrong, not empty: refuse.
+/// Records with another subject key's fingerprint make the answer wrong, not empty: refuse,
+/// unless some records were written with this key (the key was rotated: those are searched,
+/// and `rotated` says which were not).
 fn wrong_key(found: &Found, own: &str) -> Option<String> {
+    if found.own_key > 0 {
+        return None;
+    }
     let (fp, (n, file)) = found.other_keys.iter().next()?;
     let total: u64 = found.other_keys.values().map(|(n, _)| n).sum();
     let more = if found.other_keys.len() > 1 {
@@ -156,6 +161,14 @@ pub fn run(args: &SearchArgs) -> i32 {
         if let Some(msg) = wrong_key(&found, own) {
             eprintln!("pgvakt audit search: {msg}");
             return 2;
+        }
+        for (fp, (n, file)) in &found.other_keys {
+            eprintln!(
+                "note: {n} records (first in {}) were written with another subject key \
+                 (fingerprint {fp}; the key was rotated): they were not searched, search \
+                 them with the key they were written with",
+                file.display()
+            );
         }
         if found.unfingerprinted > 0 {
             eprintln!(

@@ -290,6 +290,7 @@ async fn search_finds_the_records_that_listed_a_subject() {
     let found = search_files(&files, &q).unwrap();
     assert_eq!(found.skipped, 0);
     assert!(found.other_keys.is_empty());
+    assert_eq!(found.own_key, 4);
     assert_eq!(
         users(
             found
@@ -318,6 +319,10 @@ async fn search_finds_the_records_that_listed_a_subject() {
     let found = search_files(&files, &q).unwrap();
     assert!(found.hits.is_empty());
     assert_eq!(found.other_keys.values().map(|(n, _)| n).sum::<u64>(), 4);
+    assert_eq!(
+        found.own_key, 0,
+        "so the search refuses instead of finding nothing"
+    );
 }
 
 pub(super) fn wait_for(mut cond: impl FnMut() -> bool) {

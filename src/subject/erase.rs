@@ -11,7 +11,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 use super::plan::{db_error, q, Plan, PlanColumn, PlanTable};
+use super::trail::{erasure_record, Trail, TrailArgs};
 use super::{connect, Connection, SubjectError};
+use crate::audit::record::EventType;
 use crate::policy::erase::{EraseAction, RowsAction};
 use crate::policy::masks::MaskKind;
 use crate::policy::model::{ColumnType, MaskMethod};
@@ -25,6 +27,8 @@ pub struct EraseArgs {
     /// Print what would change, change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    #[command(flatten)]
+    pub trail: TrailArgs,
 }
 
 /// What erasure does to one table of one subject.
@@ -166,13 +170,16 @@ fn statement(t: &PlanTable, pseudonym: Option<&str>) -> Result<Option<String>, S
 
 use tokio_postgres::GenericClient;
 
-/// Erase (or with `dry_run` only measure) the subject `id` of `plan` in one transaction.
+/// Erase (or with `dry_run` only measure) the subject `id` of `plan` in one transaction. With
+/// `record`, the erasure's audit record is made durable before the commit (for a dry run,
+/// before returning): an erasure the trail cannot record does not happen.
 pub async fn erase_subject(
     client: &mut Client,
     plan: &Plan,
     id: &str,
     pseudonym: Option<&str>,
     dry_run: bool,
+    record: Option<(&Trail, EventType)>,
 ) -> Result<Vec<TableChange>, SubjectError> {
     let tx = client
         .transaction()
@@ -183,6 +190,11 @@ pub async fn erase_subject(
         changes.push(measure(&tx, t, id, pseudonym).await?);
     }
     if dry_run {
+        if let Some((trail, event)) = record {
+            trail
+                .write(erasure_record(trail, event, plan, id, &changes, true))
+                .await?;
+        }
         return Ok(changes);
     }
     // Dependent tables first, so a deleted subject row does not take rows with it that the
@@ -212,8 +224,30 @@ pub async fn erase_subject(
             )));
         }
     }
+    if let Some((trail, event)) = record {
+        if changed_rows(&changes) > 0 || event == EventType::SubjectErase {
+            trail
+                .write(erasure_record(trail, event, plan, id, &changes, false))
+                .await?;
+        }
+    }
     tx.commit().await.map_err(|e| db_error("COMMIT", &e))?;
     Ok(changes)
+}
+
+/// Rows an erasure changed (or would change): deleted rows, and per anonymised table the
+/// column that changed in the most rows.
+pub fn changed_rows(changes: &[TableChange]) -> i64 {
+    changes
+        .iter()
+        .map(|c| {
+            if c.delete {
+                c.rows
+            } else {
+                c.columns.iter().map(|x| x.2).max().unwrap_or(0)
+            }
+        })
+        .sum()
 }
 
 /// The report: per table, rows and what happens to each erased column; never values.
@@ -240,16 +274,7 @@ pub fn report(changes: &[TableChange], id: &str, dry_run: bool) -> String {
             let _ = writeln!(out, "  {col}: {} ({n} rows {verb})", action.as_str());
         }
     }
-    let total: i64 = changes
-        .iter()
-        .map(|c| {
-            if c.delete {
-                c.rows
-            } else {
-                c.columns.iter().map(|x| x.2).max().unwrap_or(0)
-            }
-        })
-        .sum();
+    let total = changed_rows(changes);
     let _ = writeln!(
         out,
         "subject {id}: {}",
@@ -275,17 +300,29 @@ pub(super) fn subject_pseudonym(
 }
 
 pub async fn run(args: &EraseArgs) -> Result<String, SubjectError> {
+    const APP: &str = "pgvakt subject erase";
     let policy = super::load_policy(&args.connection.policy)?;
-    let mut client = connect(&args.connection, "pgvakt subject erase").await?;
-    let plan = Plan::load(&client, &policy, args.connection.subject_type.as_deref()).await?;
-    let pseudonym = subject_pseudonym(&policy, &plan, &args.id);
-    let changes = erase_subject(
-        &mut client,
-        &plan,
-        &args.id,
-        pseudonym.as_deref(),
-        args.dry_run,
-    )
-    .await?;
-    Ok(report(&changes, &args.id, args.dry_run))
+    let mut trail = Trail::open(&args.trail, APP, &policy).await?;
+    let result = async {
+        let mut client = connect(&args.connection, APP).await?;
+        trail.connected(&client).await?;
+        let trail = &trail;
+        let plan = Plan::load(&client, &policy, args.connection.subject_type.as_deref()).await?;
+        let pseudonym = subject_pseudonym(&policy, &plan, &args.id);
+        erase_subject(
+            &mut client,
+            &plan,
+            &args.id,
+            pseudonym.as_deref(),
+            args.dry_run,
+            Some((trail, EventType::SubjectErase)),
+        )
+        .await
+    }
+    .await;
+    if let Err(e) = &result {
+        trail.failed(EventType::SubjectErase, e).await;
+    }
+    trail.close().await;
+    Ok(report(&result?, &args.id, args.dry_run))
 }

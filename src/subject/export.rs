@@ -11,7 +11,11 @@ use tokio_postgres::Client;
 
 use super::plan::{db_error, Plan, PlanTable};
 use super::recipients::{self, AuditSource, Recipients};
+use super::trail::{Trail, TrailArgs};
 use super::{connect, Connection, SubjectError};
+use crate::audit::record::{
+    Access, Action, ColumnAccess, EventType, Outcome, Record, SubjectGroup, TableAccess, TableCount,
+};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ExportArgs {
@@ -24,6 +28,8 @@ pub struct ExportArgs {
     /// The archive to write. Default: `subject-<id>.zip` in the current directory.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub trail: TrailArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -81,11 +87,13 @@ pub async fn rows_of(
 }
 
 /// Gather everything; nothing is written yet.
-pub async fn gather(args: &ExportArgs) -> Result<Export, SubjectError> {
-    let policy = super::load_policy(&args.connection.policy)?;
+pub async fn gather(
+    args: &ExportArgs,
+    client: &Client,
+    policy: &crate::policy::PolicySet,
+) -> Result<Export, SubjectError> {
     // The trail first, so this export's own reads are not listed as a recipient.
-    let client = connect(&args.connection, "pgvakt subject export").await?;
-    let plan = Plan::load(&client, &policy, args.connection.subject_type.as_deref()).await?;
+    let plan = Plan::load(client, policy, args.connection.subject_type.as_deref()).await?;
     let recipients = recipients::find(&args.audit, &plan.subject_type, &args.id)?;
     let mut tables = Vec::new();
     for t in &plan.tables {
@@ -101,7 +109,7 @@ pub async fn gather(args: &ExportArgs) -> Result<Export, SubjectError> {
                     category: c.category.clone(),
                 })
                 .collect(),
-            rows: rows_of(&client, t, &args.id).await?,
+            rows: rows_of(client, t, &args.id).await?,
         });
     }
     let database: String = client
@@ -120,12 +128,69 @@ pub async fn gather(args: &ExportArgs) -> Result<Export, SubjectError> {
     })
 }
 
-/// The command: writes the archive and prints where, with counts.
+/// The export's audit record: the subject's pseudonym, every column handed out, rows per table.
+fn record(trail: &Trail, export: &Export) -> Record {
+    let mut rec = trail.record(EventType::SubjectExport, Outcome::Ok);
+    if let Some(r) = trail.subject_ref(&export.subject_type, &export.subject_id) {
+        rec.subjects = vec![SubjectGroup {
+            table: export.subject_type.clone(),
+            refs: vec![r],
+        }];
+        rec.subject_count = Some(1);
+    }
+    for t in &export.tables {
+        rec.tables.push(TableAccess {
+            table: t.table.clone(),
+            access: Access::Read,
+            columns: t
+                .columns
+                .iter()
+                .map(|c| ColumnAccess {
+                    column: c.name.clone(),
+                    category: c.category.clone(),
+                    action: Action::Allowed,
+                })
+                .collect(),
+            subject: Some(export.subject_type.clone()),
+        });
+        rec.table_counts.push(TableCount {
+            table: t.table.clone(),
+            rows: t.rows.len() as u64,
+            deleted: false,
+            columns: Vec::new(),
+        });
+    }
+    rec.rows = Some(export.tables.iter().map(|t| t.rows.len() as u64).sum());
+    rec
+}
+
+/// The command: writes the archive and prints where, with counts. The audit record is durable
+/// before the archive exists.
 pub async fn run(args: &ExportArgs) -> Result<String, SubjectError> {
-    let export = gather(args).await?;
+    const APP: &str = "pgvakt subject export";
+    let policy = super::load_policy(&args.connection.policy)?;
+    let mut trail = Trail::open(&args.trail, APP, &policy).await?;
+    let result = async {
+        let client = connect(&args.connection, APP).await?;
+        trail.connected(&client).await?;
+        let trail = &trail;
+        let export = gather(args, &client, &policy).await?;
+        trail.write(record(trail, &export)).await?;
+        write_archive(args, &export)
+    }
+    .await;
+    if let Err(e) = &result {
+        trail.failed(EventType::SubjectExport, e).await;
+    }
+    trail.close().await;
+    result
+}
+
+/// The ZIP, and the report of what it holds.
+fn write_archive(args: &ExportArgs, export: &Export) -> Result<String, SubjectError> {
     let json =
-        serde_json::to_vec_pretty(&export).map_err(|e| SubjectError::Io(format!("JSON: {e}")))?;
-    let html = super::html::page(&export);
+        serde_json::to_vec_pretty(export).map_err(|e| SubjectError::Io(format!("JSON: {e}")))?;
+    let html = super::html::page(export);
     let safe: String = args
         .id
         .chars()

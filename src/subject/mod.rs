@@ -3,10 +3,11 @@
 //! `subject_key` refers to the subject type (`contacts.id`, `activities.contact_id`,
 //! `consents.contact_id`, ...) holds part of a person's data.
 //!
-//! They are DPO tools and connect with a connection string of the DPO's choosing. Pointed at
-//! pgvakt as the DPO's login, every row they read or change is recorded in the audit trail
-//! under the subject's pseudonym, with `application_name` naming the command; pointed straight
-//! at PostgreSQL they work the same and nothing but PostgreSQL's own logs records them.
+//! They are DPO tools and connect with a connection string of the DPO's choosing. Each records
+//! itself in the audit trail (`trail.rs`: who, which subject by pseudonym, counts per table,
+//! never values) whether it connects to pgvakt or straight to PostgreSQL; pointed at pgvakt as
+//! the DPO's login, every row they read or change is also a statement record under the
+//! subject's pseudonym, with `application_name` naming the command.
 
 pub mod erase;
 pub mod export;
@@ -14,6 +15,7 @@ mod html;
 mod plan;
 mod recipients;
 pub mod retention;
+pub mod trail;
 mod zip;
 
 use std::path::{Path, PathBuf};
@@ -37,6 +39,21 @@ pub enum SubjectError {
     Plan(String),
     #[error("erasure check failed, nothing was changed: {0}")]
     Check(String),
+}
+
+impl SubjectError {
+    /// What kind of failure, for audit records (the message can quote the subject's id).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SubjectError::Policy(_) => "policy",
+            SubjectError::Connect(_) => "connecting",
+            SubjectError::Database(_) => "database",
+            SubjectError::Audit(_) => "audit trail",
+            SubjectError::Io(_) => "writing the output",
+            SubjectError::Plan(_) => "plan",
+            SubjectError::Check(_) => "erasure check",
+        }
+    }
 }
 
 /// Options every subject command shares.

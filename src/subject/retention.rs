@@ -14,9 +14,14 @@ use std::path::PathBuf;
 
 use tokio_postgres::Client;
 
-use super::erase::{erase_subject, erased_value, subject_pseudonym};
+use super::erase::{changed_rows, erase_subject, erased_value, subject_pseudonym};
 use super::plan::{db_error, Plan, PlanTable};
+use super::trail::{Trail, TrailArgs};
 use super::{connect, Connection, SubjectError};
+use crate::audit::record::{
+    Access, Action, ColumnAccess, ColumnCount, EventType, Outcome as RecordOutcome, Record,
+    TableAccess, TableCount,
+};
 use crate::policy::erase::{EraseAction, RowsAction};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -33,6 +38,8 @@ pub struct RetentionArgs {
     /// Write the outcome as Prometheus text for the node exporter's textfile collector.
     #[arg(long)]
     pub metrics_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub trail: TrailArgs,
 }
 
 /// What one run found and did.
@@ -44,6 +51,29 @@ pub struct Outcome {
     pub changed: i64,
     /// Rows still overdue after the run (0 after a successful run, `overdue` for a dry run).
     pub remaining: i64,
+    /// Per table and kind (anonymised or deleted): rows changed (or, in a dry run, that would
+    /// be).
+    pub tables: Vec<TableCount>,
+}
+
+impl Outcome {
+    fn count(&mut self, table: &str, rows: i64, deleted: bool) {
+        let rows = u64::try_from(rows).unwrap_or(0);
+        // Anonymised and deleted rows of one table are counted apart.
+        match self
+            .tables
+            .iter_mut()
+            .find(|t| t.table == table && t.deleted == deleted)
+        {
+            Some(t) => t.rows += rows,
+            None => self.tables.push(TableCount {
+                table: table.to_owned(),
+                rows,
+                deleted,
+                columns: Vec::new(),
+            }),
+        }
+    }
 }
 
 /// Apply every retention period of every subject type.
@@ -52,6 +82,7 @@ pub async fn apply(
     policy: &crate::policy::PolicySet,
     now: &str,
     dry_run: bool,
+    trail: &Trail,
 ) -> Result<Outcome, SubjectError> {
     let mut out = Outcome::default();
     for ty in Plan::subject_types(policy) {
@@ -61,9 +92,10 @@ pub async fn apply(
                 continue;
             }
             if i == 0 {
-                subjects_past(client, policy, &plan, now, dry_run, &mut out).await?;
+                subjects_past(client, policy, &plan, now, dry_run, trail, &mut out).await?;
             } else {
-                rows_past(client, t, now, dry_run, &mut out).await?;
+                let subject_type = plan.subject_type.as_str();
+                rows_past(client, t, subject_type, now, dry_run, trail, &mut out).await?;
             }
         }
     }
@@ -80,6 +112,7 @@ async fn subjects_past(
     plan: &Plan,
     now: &str,
     dry_run: bool,
+    trail: &Trail,
     out: &mut Outcome,
 ) -> Result<(), SubjectError> {
     let t = &plan.tables[0];
@@ -108,17 +141,19 @@ async fn subjects_past(
     let (mut subjects, mut rows) = (0, 0);
     for id in &ids {
         let pseudonym = subject_pseudonym(policy, &plan, id);
-        let changes = erase_subject(client, &plan, id, pseudonym.as_deref(), dry_run).await?;
-        let n: i64 = changes
-            .iter()
-            .map(|c| {
-                if c.delete {
-                    c.rows
-                } else {
-                    c.columns.iter().map(|x| x.2).max().unwrap_or(0)
-                }
-            })
-            .sum();
+        // A dry run is recorded once, as a whole, by the run's summary.
+        let record = (!dry_run).then_some((trail, EventType::RetentionRun));
+        let changes =
+            erase_subject(client, &plan, id, pseudonym.as_deref(), dry_run, record).await?;
+        let n = changed_rows(&changes);
+        for c in &changes {
+            let rows = if c.delete {
+                c.rows
+            } else {
+                c.columns.iter().map(|x| x.2).max().unwrap_or(0)
+            };
+            out.count(&c.table, rows, c.delete);
+        }
         if n > 0 {
             subjects += 1;
             rows += n;
@@ -141,11 +176,14 @@ async fn subjects_past(
 }
 
 /// Rows of a dependent table past its own period, anonymised (or deleted) row by row.
+#[allow(clippy::too_many_arguments)]
 async fn rows_past(
     client: &mut Client,
     t: &PlanTable,
+    subject_type: &str,
     now: &str,
     dry_run: bool,
+    trail: &Trail,
     out: &mut Outcome,
 ) -> Result<(), SubjectError> {
     let Some(r) = &t.retention else {
@@ -188,7 +226,12 @@ async fn rows_past(
         .map_err(|e| db_error(&format!("rows past retention in {}", t.name()), &e))?
         .get(0);
     if !dry_run && overdue > 0 {
-        tx.execute(&change, &[&now])
+        let change = format!(
+            "{change} RETURNING CAST(t.{} AS text)",
+            super::plan::q(&t.key)
+        );
+        let keys = tx
+            .query(&change, &[&now])
             .await
             .map_err(|e| db_error(&format!("retention of {}", t.name()), &e))?;
         let left: i64 = tx
@@ -202,9 +245,14 @@ async fn rows_past(
                 t.name()
             )));
         }
+        let keys: Vec<String> = keys.iter().map(|r| r.get(0)).collect();
+        trail
+            .write(rows_record(trail, t, subject_type, &keys, overdue))
+            .await?;
         tx.commit().await.map_err(|e| db_error("COMMIT", &e))?;
         out.changed += overdue;
     }
+    out.count(&t.name(), overdue, r.delete);
     out.overdue += overdue;
     out.lines.push(format!(
         "{}: {overdue} rows past {} ({} {}) {}",
@@ -215,6 +263,63 @@ async fn rows_past(
         if dry_run { "would change" } else { "changed" }
     ));
     Ok(())
+}
+
+/// The record of one table's rows past their period: the subjects they belonged to (capped as
+/// a statement's are), the columns erased or the rows deleted, the count.
+fn rows_record(
+    trail: &Trail,
+    t: &PlanTable,
+    subject_type: &str,
+    keys: &[String],
+    rows: i64,
+) -> Record {
+    let mut rec = trail.record(EventType::RetentionRun, RecordOutcome::Ok);
+    let deleted = t.retention.as_ref().is_some_and(|r| r.delete);
+    let columns: Vec<_> = t
+        .columns
+        .iter()
+        .filter(|c| deleted || c.erase != EraseAction::Keep)
+        .collect();
+    rec.tables = vec![TableAccess {
+        table: t.name(),
+        access: Access::Write,
+        columns: columns
+            .iter()
+            .map(|c| ColumnAccess {
+                column: c.name.clone(),
+                category: c.category.clone(),
+                action: Action::Allowed,
+            })
+            .collect(),
+        subject: Some(subject_type.to_owned()),
+    }];
+    let rows = u64::try_from(rows).unwrap_or(0);
+    rec.table_counts = vec![TableCount {
+        table: t.name(),
+        rows,
+        deleted,
+        columns: if deleted {
+            Vec::new()
+        } else {
+            columns
+                .iter()
+                .map(|c| ColumnCount {
+                    column: c.name.clone(),
+                    erase: c.erase.as_str().to_owned(),
+                    changed: rows,
+                })
+                .collect()
+        },
+    }];
+    rec.rows = Some(rows);
+    if let Some(mut set) = trail.subjects() {
+        for k in keys {
+            set.add(subject_type, k);
+        }
+        set.finish(&mut rec);
+    }
+    rec
 }
 
 /// Prometheus text for the textfile collector: the last run's outcome and time.
@@ -251,14 +356,43 @@ pub fn metrics_text(outcome: Option<&Outcome>, now_unix: u64) -> String {
     m
 }
 
-/// The command: (exit status, report).
-pub async fn run(args: &RetentionArgs) -> (i32, String) {
+/// Connect, apply, and record the run as a whole (also when it failed).
+async fn recorded(args: &RetentionArgs) -> Result<Outcome, SubjectError> {
+    const APP: &str = "pgvakt retention run";
+    let policy = super::load_policy(&args.connection.policy)?;
+    let mut trail = Trail::open(&args.trail, APP, &policy).await?;
     let result = async {
-        let policy = super::load_policy(&args.connection.policy)?;
-        let mut client = connect(&args.connection, "pgvakt retention run").await?;
-        apply(&mut client, &policy, &args.now, args.dry_run).await
+        let mut client = connect(&args.connection, APP).await?;
+        trail.connected(&client).await?;
+        apply(&mut client, &policy, &args.now, args.dry_run, &trail).await
     }
     .await;
+    let summary = match &result {
+        Ok(o) => {
+            let mut rec = trail.record(EventType::RetentionRun, RecordOutcome::Ok);
+            rec.dry_run = args.dry_run;
+            rec.table_counts = o.tables.clone();
+            rec.rows = Some(u64::try_from(o.changed).unwrap_or(0));
+            rec.message = Some(format!(
+                "run complete: {} rows overdue, {} changed, {} left overdue",
+                o.overdue, o.changed, o.remaining
+            ));
+            trail.write(rec).await
+        }
+        Err(e) => {
+            trail.failed(EventType::RetentionRun, e).await;
+            Ok(())
+        }
+    };
+    trail.close().await;
+    let outcome = result?;
+    summary?;
+    Ok(outcome)
+}
+
+/// The command: (exit status, report).
+pub async fn run(args: &RetentionArgs) -> (i32, String) {
+    let result = recorded(args).await;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

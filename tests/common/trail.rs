@@ -54,3 +54,18 @@ pub fn verify(key: &Path, dir: &Path) -> (bool, String) {
     );
     (out.status.success(), text)
 }
+
+/// A pgvakt configuration file for the DPO commands' `--config`, with `audit_yaml` (see
+/// `common::audit_yaml`) as its audit section. The rest names files that do not exist: the
+/// commands read only the audit section.
+pub fn dpo_config(dir: &Path, audit_yaml: &str) -> PathBuf {
+    let path = dir.join("pgvakt-dpo.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen: 127.0.0.1:6432\nupstream:\n  host: 127.0.0.1\n  port: 5432\ntls:\n  cert_file: /nonexistent/cert.pem\n  key_file: /nonexistent/key.pem\n{audit_yaml}"
+        ),
+    )
+    .expect("write the DPO commands' configuration");
+    path
+}
