@@ -30,7 +30,7 @@ mod differential;
 mod differential_fuzz;
 mod empty_statements;
 mod enforcement;
-mod erase_pseudonym;
+mod erase_actions;
 mod grant_expiry;
 mod grouping;
 mod inheritance;

@@ -1,8 +1,9 @@
-//! `subject erase` with the `pseudonym` action, against the demo CRM in PostgreSQL: the column
-//! gets the person's keyed pseudonym (HMAC-SHA256 under the policy's pseudonym key, tagged per
-//! column), not the old value; the same pseudonym on every run, so a second run changes nothing;
-//! another person gets another one. Without the key, or on a column that is not text, the
-//! erasure stops before changing anything.
+//! `subject erase` with the `pseudonym` action and `rows: delete`, against the demo CRM in
+//! PostgreSQL: the column gets the person's keyed pseudonym (HMAC-SHA256 under the policy's
+//! pseudonym key, tagged per column), not the old value; the same pseudonym on every run, so a
+//! second run changes nothing; another person gets another one. A table declared `rows: delete`
+//! loses the person's rows and no one else's. Without the key, or on a column that is not text,
+//! the erasure stops before changing anything.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,7 +47,8 @@ fn policy(dir: &Path, name: &str, key: Option<&Path>, contacts_erase: &str) -> P
     let contacts =
         "        columns: {date_of_birth: \"null\", bank_account: \"null\", notes: \"null\"}\n";
     let activities = "        columns: {body: \"null\"}\n";
-    for part in [key_lines, contacts, activities] {
+    let consents = "        withdrawn_at: none\n";
+    for part in [key_lines, contacts, activities, consents] {
         assert!(
             text.contains(part),
             "the demo policy changed; update this test: {part}"
@@ -65,6 +67,11 @@ fn policy(dir: &Path, name: &str, key: Option<&Path>, contacts_erase: &str) -> P
             activities,
             "        columns: {body: \"null\", subject: pseudonym}\n",
             1,
+        )
+        .replacen(
+            consents,
+            "        withdrawn_at: none\n      erase:\n        rows: delete\n",
+            1,
         );
     let p = dir.join(name);
     std::fs::write(&p, changed).expect("policy");
@@ -81,7 +88,7 @@ fn expected(subject_type: &str, id: i64) -> String {
 }
 
 #[tokio::test]
-async fn erase_to_a_pseudonym_is_keyed_stable_and_idempotent() {
+async fn pseudonyms_are_keyed_and_stable_and_deleted_rows_only_the_persons() {
     let dir = tempfile::tempdir().expect("tempdir");
     let key = dir.path().join("pseudonym.key");
     std::fs::write(&key, format!("{KEY}\n")).expect("key file");
@@ -105,11 +112,12 @@ async fn erase_to_a_pseudonym_is_keyed_stable_and_idempotent() {
         "{} sslmode=disable",
         env.cluster.dsn("postgres", "postgres", "crm")
     );
-    // Two people with an e-mail address and an activity.
+    // Two people with an e-mail address, an activity and a consent.
     let ids: Vec<i64> = direct
         .query(
             "SELECT id FROM contacts c WHERE email IS NOT NULL
                AND EXISTS (SELECT 1 FROM activities a WHERE a.contact_id = c.id)
+               AND EXISTS (SELECT 1 FROM consents s WHERE s.contact_id = c.id)
              ORDER BY id LIMIT 2",
             &[],
         )
@@ -164,8 +172,23 @@ async fn erase_to_a_pseudonym_is_keyed_stable_and_idempotent() {
         }
         pgvakt(a)
     };
+    let consents = |id: i64| {
+        let direct = &direct;
+        async move {
+            direct
+                .query_one(
+                    "SELECT count(*) FROM consents WHERE contact_id = $1",
+                    &[&id],
+                )
+                .await
+                .expect("consents")
+                .get::<_, i64>(0)
+        }
+    };
     let (email_before, last_before, _, _) = state(ids[0]).await;
     let other_before = state(ids[1]).await;
+    let (consents_before, other_consents) = (consents(ids[0]).await, consents(ids[1]).await);
+    assert!(consents_before > 0 && other_consents > 0);
 
     // Fail closed before any change: no key, or a pseudonym on a date column.
     let no_key = policy(dir.path(), "no-key.yaml", None, "{email: pseudonym}");
@@ -209,6 +232,16 @@ async fn erase_to_a_pseudonym_is_keyed_stable_and_idempotent() {
         assert!(s.starts_with(&format!("{person}-")) && s != email, "{s}");
     }
     assert_eq!(state(ids[1]).await, other_before, "no one else is touched");
+    assert!(
+        out.contains(&format!("public.consents: {consents_before} rows deleted")),
+        "{out}"
+    );
+    assert_eq!(consents(ids[0]).await, 0, "rows: delete");
+    assert_eq!(
+        consents(ids[1]).await,
+        other_consents,
+        "only the person's rows"
+    );
 
     // Stable: a second run and a dry run find nothing to change, and the values stay.
     let after = state(ids[0]).await;
@@ -261,6 +294,17 @@ async fn erase_to_a_pseudonym_is_keyed_stable_and_idempotent() {
         .expect("email");
     assert_eq!(email_count["erase"], "pseudonym");
     assert_eq!(email_count["changed"], 1);
+    let deleted = first["table_counts"]
+        .as_array()
+        .expect("table_counts")
+        .iter()
+        .find(|t| t["table"] == "public.consents")
+        .cloned()
+        .expect("consents counted");
+    assert_eq!(
+        (&deleted["rows"], &deleted["deleted"]),
+        (&consents_before.into(), &true.into())
+    );
     let text = records.iter().map(|r| r.to_string()).collect::<String>();
     for v in [email_before.as_deref(), last_before.as_deref()]
         .into_iter()
