@@ -133,3 +133,134 @@ async fn a_session_falls_back_to_the_default_role_when_its_grant_ends() {
         "{listed}"
     );
 }
+
+/// The value `read` returns, or the SQLSTATE it is refused with.
+fn outcome(
+    r: Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>,
+) -> Result<Option<String>, String> {
+    match r {
+        Ok(rows) => Ok(rows.first().and_then(|row| row.get::<_, Option<String>>(0))),
+        Err(e) => Err(common::sqlstate(&e)),
+    }
+}
+
+fn simple_outcome(
+    r: Result<Vec<tokio_postgres::SimpleQueryMessage>, tokio_postgres::Error>,
+) -> Result<Option<String>, String> {
+    match r {
+        Ok(messages) => Ok(messages.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        })),
+        Err(e) => Err(common::sqlstate(&e)),
+    }
+}
+
+/// After the grant ends, what was read through a name defined before: refused (42501) or not
+/// the stored value. Never the value itself.
+fn assert_not_read(what: &str, got: &Result<Option<String>, String>, stored: &str) {
+    match got {
+        Err(code) => assert_eq!(code, "42501", "{what}: refused with the policy's SQLSTATE"),
+        Ok(v) => assert_ne!(
+            v.as_deref(),
+            Some(stored),
+            "{what} read the stored value after the grant ended"
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_prepared_and_cursors_opened_before_the_grant_ends_follow_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let until = now() + 12;
+    let policy = policy_with_temporary_grant(dir.path(), until);
+    // With an audit trail: the refusals below pass through the trail's request matching too.
+    let env = Env::start_with(EnvOptions {
+        demo_contacts: Some(20),
+        policy_file: Some(policy),
+        extra_yaml: common::audit_yaml(dir.path()),
+        ..Default::default()
+    })
+    .await;
+    env.create_user("temp", "temp", false).await;
+    let direct = env.cluster.connect("crm").await.expect("direct");
+    direct
+        .batch_execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO temp")
+        .await
+        .expect("grant");
+    let read = "SELECT bank_account FROM contacts ORDER BY id LIMIT 1";
+    let stored: String = direct.query_one(read, &[]).await.expect("stored").get(0);
+
+    // While the grant holds: a protocol-level prepared statement, an SQL PREPARE, a cursor
+    // WITH HOLD, and, in open transactions, a protocol portal and a cursor.
+    let a = env.connect("temp", "temp", "crm").await.expect("login");
+    let prepared = a.prepare(read).await.expect("prepare");
+    assert_eq!(
+        outcome(a.query(&prepared, &[]).await),
+        Ok(Some(stored.clone()))
+    );
+    a.batch_execute(&format!("PREPARE p AS {read}"))
+        .await
+        .expect("PREPARE");
+    a.batch_execute(&format!(
+        "BEGIN; DECLARE held CURSOR WITH HOLD FOR {read}; COMMIT"
+    ))
+    .await
+    .expect("DECLARE WITH HOLD");
+    let mut b = env.connect("temp", "temp", "crm").await.expect("login");
+    let b_statement = b.prepare(read).await.expect("prepare");
+    let portal_tx = b.transaction().await.expect("BEGIN");
+    let portal = portal_tx.bind(&b_statement, &[]).await.expect("bind");
+    let mut c = env.connect("temp", "temp", "crm").await.expect("login");
+    let cursor_tx = c.transaction().await.expect("BEGIN");
+    cursor_tx
+        .batch_execute(&format!("DECLARE open_cursor CURSOR FOR {read}"))
+        .await
+        .expect("DECLARE");
+    assert!(now() < until, "the set-up took too long");
+
+    let wait = (until - now() + 1).max(0) as u64;
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    let after = [
+        (
+            "Execute of a statement prepared before",
+            outcome(a.query(&prepared, &[]).await),
+        ),
+        (
+            "EXECUTE of a statement prepared before",
+            simple_outcome(a.simple_query("EXECUTE p").await),
+        ),
+        (
+            "FETCH from a cursor WITH HOLD declared before",
+            simple_outcome(a.simple_query("FETCH held").await),
+        ),
+        (
+            "Execute of a portal bound before",
+            outcome(portal_tx.query_portal(&portal, 1).await),
+        ),
+        (
+            "FETCH from a cursor declared before",
+            simple_outcome(cursor_tx.simple_query("FETCH open_cursor").await),
+        ),
+    ];
+    for (what, got) in &after {
+        assert_not_read(what, got, &stored);
+    }
+    let e = a.query(&prepared, &[]).await.unwrap_err();
+    assert!(
+        common::message(&e)
+            .contains("was defined before this session's policy role changed to nobody"),
+        "{e}"
+    );
+    // The sessions go on as the default role, and what they prepare now runs.
+    let fresh = a
+        .prepare("SELECT count(*)::text FROM companies")
+        .await
+        .expect("prepare after the change");
+    assert!(outcome(a.query(&fresh, &[]).await).is_ok());
+    let e = a.simple_query(read).await.unwrap_err();
+    assert_eq!(common::sqlstate(&e), "42501", "{e}");
+    a.simple_query("SELECT count(*) FROM companies")
+        .await
+        .expect("the session goes on");
+}

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 
+use crate::analysis::session_names::name_ops;
 use crate::analysis::{self, Analysed, Outcome};
 use crate::catalog::Catalog;
 use crate::config::Config;
@@ -22,6 +23,7 @@ pub use origins::Protected;
 use search_path::TxPath;
 
 mod cache;
+pub mod epoch;
 mod pseudonym;
 use pseudonym::pseudonym_ready;
 mod origins;
@@ -428,6 +430,7 @@ impl Enforcer {
             tx_ends_seen: 0,
             in_tx: false,
             tx_failed: false,
+            epochs: epoch::Epochs::new(),
         })
     }
 }
@@ -453,6 +456,8 @@ pub struct SessionPolicy {
     in_tx: bool,
     /// The open block failed: its COMMIT rolls back.
     tx_failed: bool,
+    /// Prepared statements and portals defined under the current policy role, once it changed.
+    epochs: epoch::Epochs,
 }
 
 /// Reloads pgvakt's catalog on request; the relay's result side holds one.
@@ -534,6 +539,7 @@ impl SessionPolicy {
         let set = inner.store.current();
         let resolution = set.resolve(&self.user, &self.groups, SystemTime::now());
         let rules = resolution.role;
+        self.epochs.enter(rules.name());
         if rules.is_unrestricted() {
             self.protected = None;
             self.protected_for = None;
@@ -559,6 +565,10 @@ impl SessionPolicy {
             if looks_like_ddl(sql) {
                 self.ddl_sent = true;
             }
+            if epoch::may_define_names(sql) {
+                // Only remembered, for a later change of role: nothing is checked here.
+                let _ = self.epochs.text(&name_ops(sql), false);
+            }
             return Verdict::Forward;
         }
         let (outcome, filled) = self.analysed(&inner, &set, rules.as_ref(), sql);
@@ -566,6 +576,11 @@ impl SessionPolicy {
             Outcome::Forward(a) => {
                 if let Err(e) = pseudonym_ready(&inner, &set, &a.sql) {
                     return Verdict::Refuse(e);
+                }
+                if self.epochs.checking() || epoch::may_define_names(sql) {
+                    if let Err(e) = self.epochs.text(&name_ops(sql), true) {
+                        return Verdict::Refuse(e);
+                    }
                 }
                 self.apply_path_events(&a.path_events);
                 Verdict::Rewrite(Rewrite {
@@ -575,6 +590,26 @@ impl SessionPolicy {
             }
             Outcome::Refuse(e) => Verdict::Refuse(e.clone()),
         }
+    }
+
+    /// A protocol message on its way upstream, for the names it defines and runs. `Err`: an
+    /// Execute of a portal defined under an earlier policy role, which a restricted role may
+    /// not run (see [`epoch`]).
+    pub fn protocol(&mut self, frame: &crate::protocol::Frame) -> Result<(), PgError> {
+        let Some(inner) = self.inner.as_ref() else {
+            return Ok(());
+        };
+        let mut restricted = false;
+        if matches!(frame.tag, b'P' | b'E') {
+            let role = inner
+                .store
+                .current()
+                .resolve(&self.user, &self.groups, SystemTime::now())
+                .role;
+            self.epochs.enter(role.name());
+            restricted = !role.is_unrestricted();
+        }
+        self.epochs.frame(frame, restricted)
     }
 
     /// For audit records of an unrestricted role, whose statements pass unchanged: what the

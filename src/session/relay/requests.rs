@@ -115,6 +115,18 @@ impl RequestSide<'_> {
         if matches!(frame.tag, b'Q' | b'E' | b'F') {
             shared.live.statement();
         }
+        if matches!(frame.tag, b'P' | b'B' | b'E' | b'S' | b'Q') {
+            if let Err(e) = self.policy.protocol(frame) {
+                // As the audit trail refuses an Execute: it follows the request, and the client
+                // gets the refusal in the Execute's place.
+                if let Some(a) = self.audit.as_mut() {
+                    a.refuse_execute(frame);
+                }
+                proxy.metrics.statement(Decision::Refused, Class::Unknown);
+                out.extend_from_slice(&refused_message(e, &shared.refusals));
+                return Ok(Flow::Continue);
+            }
+        }
         match route(frame.tag, setup) {
             Route::Terminate => {
                 out.extend_from_slice(&frame.raw);

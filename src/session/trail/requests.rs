@@ -350,6 +350,20 @@ impl FrontAudit {
         Ok(unlimited)
     }
 
+    /// An Execute the policy refused (its portal was defined under an earlier role): followed
+    /// as a request whose answer is the refusal.
+    pub fn refuse_execute(&mut self, frame: &Frame) {
+        let Ok(portal) = decode_execute(frame) else {
+            return;
+        };
+        let def = {
+            let trail = self.lock();
+            self.def_of(&trail, b'P', portal)
+        };
+        self.lock()
+            .execute(portal, Pending::none(), Vec::new(), &def);
+    }
+
     pub fn close(&mut self, frame: &Frame) {
         if let Ok((kind, name)) = decode_target(frame) {
             self.lock().close(kind, name);
