@@ -90,7 +90,7 @@ pub struct Catalog {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("loading the catalog failed: {}", crate::dsn::cause_chain(.0))]
+    #[error("loading the catalog failed: {}", crate::cause::chain(.0))]
     Query(#[from] tokio_postgres::Error),
 }
 

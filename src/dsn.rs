@@ -197,28 +197,7 @@ impl Dsn {
     }
 }
 
-/// An error with every cause below it: tokio-postgres's own Display says only "db error" or
-/// "error connecting to server"; the server's message (with its SQLSTATE), the IO error or the
-/// TLS alert is in the chain.
-pub fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    if let Some(db) = e
-        .downcast_ref::<tokio_postgres::Error>()
-        .and_then(|e| e.as_db_error())
-    {
-        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
-    }
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let t = s.to_string();
-        if !text.contains(&t) {
-            text.push_str(": ");
-            text.push_str(&t);
-        }
-        source = s.source();
-    }
-    text
-}
+pub use crate::cause::chain as cause_chain;
 
 /// Connects as the connection string says (`application_name` defaults to `application`); the
 /// error names the address and the cause.

@@ -245,7 +245,7 @@ pub async fn live_catalog(client: &tokio_postgres::Client) -> Result<Catalog, St
     let db: String = client
         .query_one("SELECT current_database()::text", &[])
         .await
-        .map_err(|e| crate::dsn::cause_chain(&e))?
+        .map_err(|e| crate::cause::chain(&e))?
         .get(0);
     Catalog::load(client, &db).await.map_err(|e| e.to_string())
 }

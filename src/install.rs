@@ -359,7 +359,7 @@ fn quote_ident(name: &str) -> String {
 fn pg_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(d) => format!("{} ({})", d.message(), d.code().code()),
-        None => crate::dsn::cause_chain(e),
+        None => crate::cause::chain(e),
     }
 }
 

@@ -5,6 +5,8 @@
 /// Bottom to top. A module may use any module in an earlier entry, never one in its own entry
 /// or a later one (modules in one entry are independent of each other).
 pub(crate) const LAYERS: &[&[&str]] = &[
+    // Error texts with their causes, for every module that reports a library's error.
+    &["cause"],
     // Protocol bytes, streams and test/demo infrastructure: no knowledge of policy.
     &["protocol", "stream", "certs", "cluster"],
     // What the security team writes, and what PostgreSQL holds.

@@ -41,6 +41,7 @@ pub mod analysis;
 pub mod audit;
 pub(crate) mod cancel;
 pub mod catalog;
+pub mod cause;
 pub mod certs;
 pub mod cluster;
 pub mod config;

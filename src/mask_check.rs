@@ -130,7 +130,7 @@ fn server_reason(e: &tokio_postgres::Error) -> String {
             let msg = msg.split_once(": \"").map_or(msg, |(m, _)| m);
             format!("PostgreSQL: {msg} (SQLSTATE {})", db.code().code())
         }
-        None => crate::dsn::cause_chain(e),
+        None => crate::cause::chain(e),
     }
 }
 

@@ -201,7 +201,7 @@ async fn groups_of(client: &tokio_postgres::Client, user: &str) -> Result<Vec<St
         }
         Err(e) => Err(format!(
             "looking up the groups of {user}: {}",
-            crate::dsn::cause_chain(&e)
+            crate::cause::chain(&e)
         )),
     }
 }
@@ -357,4 +357,31 @@ async fn sample_values(
         }
     }
     samples
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A policy written for schema `crm` resolves a statement's unqualified names there first,
+    /// before PostgreSQL's default `public`.
+    #[test]
+    fn unqualified_names_resolve_in_the_policy_schema_first() {
+        let demo =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policies/crm.yaml"))
+                .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("crm.yaml");
+        let in_crm = demo.replacen("schema: public\n", "schema: crm\n", 1);
+        assert_ne!(in_crm, demo);
+        std::fs::write(&path, in_crm).unwrap();
+        let set = load(&[path]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(policy_search_path(&set), ["$user", "crm", "public"]);
+        let public = load(&[PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/policies/crm.yaml"
+        ))])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(policy_search_path(&public), ["$user", "public"]);
+    }
 }

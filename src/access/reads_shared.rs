@@ -36,7 +36,7 @@ pub async fn sync_once(limits: &ReadLimits, source: &ClientSource) -> Result<(),
     let c = source().ok_or("the service connection is down")?;
     let err = |e: tokio_postgres::Error| match e.as_db_error() {
         Some(d) => format!("{} ({})", d.message(), d.code().code()),
-        None => crate::dsn::cause_chain(&e),
+        None => crate::cause::chain(&e),
     };
     let now = Instant::now();
     for (user, subjects, rows) in limits.take_pending() {

@@ -197,7 +197,7 @@ async fn timed<T>(
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(match e.as_db_error() {
             Some(d) => format!("{} ({})", d.message(), d.code().code()),
-            None => crate::dsn::cause_chain(&e),
+            None => crate::cause::chain(&e),
         }),
         Err(_) => Err(format!("no answer within {} ms", STATE_TIMEOUT.as_millis())),
     }

@@ -182,7 +182,7 @@ pub async fn connect(
 pub fn db_error(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(d) => format!("{} ({})", d.message(), d.code().code()),
-        None => crate::dsn::cause_chain(e),
+        None => crate::cause::chain(e),
     }
 }
 

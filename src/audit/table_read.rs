@@ -49,9 +49,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 
 async fn open(db: &DbArgs) -> Result<(Client, TableName), String> {
     let dsn = db.from_db.as_deref().ok_or("--from-db: required")?;
-    let mut pg: tokio_postgres::Config = dsn.parse().map_err(|e: tokio_postgres::Error| {
-        format!("--from-db: {}", crate::dsn::cause_chain(&e))
-    })?;
+    let mut pg: tokio_postgres::Config = dsn
+        .parse()
+        .map_err(|e: tokio_postgres::Error| format!("--from-db: {}", crate::cause::chain(&e)))?;
     if pg.get_password().is_none() {
         if let Ok(p) = std::env::var("PGPASSWORD") {
             pg.password(p);

@@ -68,7 +68,7 @@ impl TableSink {
         let mut pg: tokio_postgres::Config = cfg
             .dsn
             .parse()
-            .map_err(|e: tokio_postgres::Error| TableSinkError::Dsn(crate::dsn::cause_chain(&e)))?;
+            .map_err(|e: tokio_postgres::Error| TableSinkError::Dsn(crate::cause::chain(&e)))?;
         let timeout = Duration::from_millis(cfg.timeout_ms);
         pg.application_name("pgvakt-audit").connect_timeout(timeout);
         Ok(TableSink {

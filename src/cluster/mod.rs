@@ -63,7 +63,7 @@ pub enum ClusterError {
         detail: String,
         log_tail: String,
     },
-    #[error("connecting to database `{dbname}` as `{user}` on 127.0.0.1:{port}: {}", crate::dsn::cause_chain(.source))]
+    #[error("connecting to database `{dbname}` as `{user}` on 127.0.0.1:{port}: {}", crate::cause::chain(.source))]
     Connect {
         dbname: String,
         user: String,

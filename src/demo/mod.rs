@@ -40,19 +40,19 @@ pub const DEFAULT_CONTACTS: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
-    #[error("connecting as superuser to database `{database}`: {}", crate::dsn::cause_chain(.source))]
+    #[error("connecting as superuser to database `{database}`: {}", crate::cause::chain(.source))]
     Connect {
         database: String,
         #[source]
         source: tokio_postgres::Error,
     },
-    #[error("{step}: {}", crate::dsn::cause_chain(.source))]
+    #[error("{step}: {}", crate::cause::chain(.source))]
     Sql {
         step: &'static str,
         #[source]
         source: tokio_postgres::Error,
     },
-    #[error("loading table `{table}`: {}", crate::dsn::cause_chain(.source))]
+    #[error("loading table `{table}`: {}", crate::cause::chain(.source))]
     Copy {
         table: &'static str,
         #[source]

@@ -152,7 +152,7 @@ pub async fn service_connect(
     let err = |e: tokio_postgres::Error| {
         EnforceError::Catalog(format!(
             "service connection as {user}: {}",
-            crate::dsn::cause_chain(&e)
+            crate::cause::chain(&e)
         ))
     };
     let client =

@@ -85,14 +85,14 @@ pub async fn connect(
     let mut config: tokio_postgres::Config = c
         .upstream
         .parse()
-        .map_err(|e: tokio_postgres::Error| SubjectError::Connect(crate::dsn::cause_chain(&e)))?;
+        .map_err(|e: tokio_postgres::Error| SubjectError::Connect(crate::cause::chain(&e)))?;
     if config.get_application_name().is_none() {
         config.application_name(application);
     }
     let message = |e: tokio_postgres::Error| {
         SubjectError::Connect(match e.as_db_error() {
             Some(db) => format!("{} ({})", db.message(), db.code().code()),
-            None => crate::dsn::cause_chain(&e),
+            None => crate::cause::chain(&e),
         })
     };
     if config.get_ssl_mode() == tokio_postgres::config::SslMode::Disable {

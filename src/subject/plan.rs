@@ -250,6 +250,6 @@ async fn columns(
 pub fn db_error(what: &str, e: &tokio_postgres::Error) -> SubjectError {
     SubjectError::Database(match e.as_db_error() {
         Some(db) => format!("{what}: {} ({})", db.message(), db.code().code()),
-        None => format!("{what}: {}", crate::dsn::cause_chain(e)),
+        None => format!("{what}: {}", crate::cause::chain(e)),
     })
 }
