@@ -168,9 +168,23 @@ fn every_tool_names_the_cause_of_a_failed_connection() {
         for args in [
             vec!["policy", "snapshot", "--upstream", dsn],
             vec!["install", "--upstream", dsn],
-            vec!["subject", "export", "42", "--upstream", dsn],
-            vec!["subject", "erase", "42", "--upstream", dsn],
-            vec!["retention", "run", "--upstream", dsn],
+            vec![
+                "subject",
+                "export",
+                "42",
+                "--no-audit-record",
+                "--upstream",
+                dsn,
+            ],
+            vec![
+                "subject",
+                "erase",
+                "42",
+                "--no-audit-record",
+                "--upstream",
+                dsn,
+            ],
+            vec!["retention", "run", "--no-audit-record", "--upstream", dsn],
             vec!["audit", "search", "--db-tls", "disable", "--from-db", dsn],
             vec!["audit", "logins", "--db-tls", "disable", "--from-db", dsn],
             vec![
