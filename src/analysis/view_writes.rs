@@ -145,6 +145,11 @@ fn resolve(ctx: &Ctx, view: &Relation, depth: usize) -> Result<ViewColumns, PgEr
                 base.name, c.name
             )));
         }
+        if let Some(read) = protected_relation_read(ctx, filter) {
+            return Err(refuse(&format!(
+                "its WHERE clause reads {read}, whose stored rows and values PostgreSQL would judge the written rows by"
+            )));
+        }
     }
     let mut map = Vec::with_capacity(view.columns.len());
     for (col, item) in view.columns.iter().zip(&s.projection) {
@@ -186,4 +191,25 @@ fn resolve(ctx: &Ctx, view: &Relation, depth: usize) -> Result<ViewColumns, PgEr
         map,
         only: super::inheritance::is_only(name),
     })
+}
+
+/// A relation a view's WHERE reads in a sub-query that the role reads through a stand-in
+/// (masked columns or row rules), or a view or name pgvakt cannot tell (fail closed).
+/// PostgreSQL evaluates the view's WHERE of a write on the stored relations, so the rows a
+/// write reaches would tell what the stand-in hides: that a hidden person works for a company,
+/// say, by an UPDATE's row count.
+fn protected_relation_read(ctx: &Ctx, filter: &Expr) -> Option<String> {
+    use std::ops::ControlFlow;
+    let mut found = None;
+    let _ = sqlparser::ast::visit_relations(filter, |name| {
+        let rel = super::statements::name_parts(ctx, name)
+            .ok()
+            .and_then(|p| ctx.resolve(&p, name).ok());
+        if rel.is_none_or(|r| r.kind == RelKind::View || ctx.is_protected(&r)) {
+            found = Some(name.to_string());
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    });
+    found
 }
