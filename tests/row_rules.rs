@@ -465,3 +465,63 @@ async fn a_consent_withdrawn_or_a_restriction_made_upstream_applies_from_the_nex
     let n: i64 = dpo.query_one(&q, &[]).await.expect("q").get(0);
     assert_eq!(n, 1, "the DPO sees everyone");
 }
+
+/// A lookup by key of a table with row rules reads one row by its index, not every visible
+/// row: the client's `column = constant` conditions on columns read as stored are repeated
+/// inside the fenced stand-in with pg_catalog's leakproof equality.
+#[tokio::test]
+async fn lookups_by_key_use_the_index_and_keep_their_answers() {
+    let env = demo().await;
+    let direct = env.cluster.connect("crm").await.expect("direct");
+    let up = Upstream::load(&direct).await;
+    for role in ["secretary", "sales", "marketing"] {
+        let c = env.connect(role, role, "crm").await.expect("connect");
+        c.batch_execute("SET enable_seqscan = off")
+            .await
+            .expect("planner setting");
+        for sql in [
+            "EXPLAIN (COSTS OFF) SELECT first_name FROM contacts WHERE id = 7",
+            "EXPLAIN (COSTS OFF) SELECT c.first_name FROM contacts c WHERE 7 = c.id AND c.first_name IS NOT NULL",
+        ] {
+            let plan: Vec<String> = c
+                .simple_query(sql)
+                .await
+                .expect("explain")
+                .iter()
+                .filter_map(|m| match m {
+                    SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                    _ => None,
+                })
+                .collect();
+            assert!(
+                plan.iter().any(|l| l.contains("Index") && l.contains("contacts")),
+                "{role}: {sql}\n{}",
+                plan.join("\n")
+            );
+        }
+        // Literal, repeated literal (the same statement shape twice) and parameter forms
+        // answer exactly the visible people.
+        let allowed = up.allowed(role);
+        let hidden: Vec<i64> = up.all.difference(&allowed).copied().take(5).collect();
+        assert!(!hidden.is_empty(), "{role} hides someone");
+        for id in up.all.iter().take(20).chain(hidden.iter()) {
+            let want = usize::from(allowed.contains(id));
+            for sql in [
+                format!("SELECT id FROM contacts WHERE id = {id}"),
+                format!("SELECT id FROM contacts WHERE id = {id} AND id = {id}"),
+            ] {
+                let got = c.simple_query(&sql).await.expect("lookup");
+                let rows = got
+                    .iter()
+                    .filter(|m| matches!(m, SimpleQueryMessage::Row(_)))
+                    .count();
+                assert_eq!(rows, want, "{role}: {sql}");
+            }
+            let rows = c
+                .query("SELECT id FROM contacts WHERE id = $1", &[id])
+                .await
+                .expect("prepared lookup");
+            assert_eq!(rows.len(), want, "{role}: id {id} as a parameter");
+        }
+    }
+}

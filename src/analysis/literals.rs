@@ -12,6 +12,9 @@
 /// Markers are `$9000000` + index: parameters PostgreSQL would reject (it allows at most
 /// 65535), of one width so no marker is the prefix of another.
 pub(crate) const MARKER_BASE: usize = 9_000_000;
+/// A copy of literal i (a condition the row rules' stand-in repeats, `row_pushdown`) is
+/// `$8000000` + i: it may appear anywhere and any number of times.
+pub(crate) const COPY_BASE: usize = 8_000_000;
 const MAX_LITERALS: usize = 99_999;
 
 /// A statement's shape and the constants taken out of it, in order.
@@ -36,6 +39,7 @@ pub fn shape(sql: &str) -> Option<Shape> {
         first.as_str(),
         "select" | "insert" | "update" | "delete" | "with" | "values"
     ) || sql.contains("$9")
+        || has_copy_marker(sql)
         || sql.to_ascii_lowercase().contains("set_config")
     {
         return None;
@@ -192,26 +196,52 @@ pub fn fill(rendered: &str, literals: &[String]) -> Option<String> {
     let mut out = String::with_capacity(rendered.len() + 16 * literals.len());
     let mut rest = rendered;
     let mut expected = 0;
-    while let Some(pos) = rest.find("$9") {
+    while let Some(pos) = next_marker(rest) {
         let digits: String = rest[pos + 1..]
             .chars()
             .take_while(char::is_ascii_digit)
             .collect();
         let n: usize = digits.parse().ok()?;
-        let i = n.checked_sub(MARKER_BASE)?;
-        if i != expected || i >= literals.len() {
-            return None;
-        }
+        let literal = match n.checked_sub(MARKER_BASE) {
+            Some(i) => {
+                if i != expected || i >= literals.len() {
+                    return None;
+                }
+                expected += 1;
+                &literals[i]
+            }
+            None => literals.get(n.checked_sub(COPY_BASE)?)?,
+        };
         out.push_str(&rest[..pos]);
-        out.push_str(&literals[i]);
+        out.push_str(literal);
         rest = &rest[pos + 1 + digits.len()..];
-        expected += 1;
     }
     if expected != literals.len() {
         return None;
     }
     out.push_str(rest);
     Some(out)
+}
+
+/// Where the next marker or copy marker starts: `$9...`, or `$8` with seven digits (a
+/// client's `$8` parameter is not one).
+fn next_marker(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    (0..b.len().saturating_sub(1)).find(|&i| {
+        b[i] == b'$' && (b[i + 1] == b'9' || (b[i + 1] == b'8' && is_copy_marker_at(b, i)))
+    })
+}
+
+fn is_copy_marker_at(b: &[u8], i: usize) -> bool {
+    let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+    digits == 7
+}
+
+/// A client's text that already holds something a copy marker would be mistaken for.
+fn has_copy_marker(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    (0..b.len().saturating_sub(1))
+        .any(|i| b[i] == b'$' && b[i + 1] == b'8' && is_copy_marker_at(b, i))
 }
 
 #[cfg(test)]
@@ -267,6 +297,18 @@ mod tests {
             shape("SELECT \"col 1\", t2.c3 -- 5\n FROM t2 /* 6 */ WHERE c3 = 7").expect("shape");
         assert_eq!(s.literals, ["7"]);
         assert!(s.text.contains("\"col 1\", t2.c3 -- 5\n FROM t2 /* 6 */"));
+    }
+
+    #[test]
+    fn copies_of_a_literal_are_filled_anywhere_and_parameters_stay() {
+        let literals = ["42".to_owned(), "'x'".to_owned()];
+        assert_eq!(
+            fill("SELECT a FROM (SELECT a FROM t WHERE id = $8000000) s WHERE id = $9000000 AND b = $8 AND c = $9000001", &literals).as_deref(),
+            Some("SELECT a FROM (SELECT a FROM t WHERE id = 42) s WHERE id = 42 AND b = $8 AND c = 'x'")
+        );
+        assert_eq!(fill("SELECT $8000002, $9000000, $9000001", &literals), None);
+        assert!(shape("SELECT a FROM t WHERE id = $8000000 AND b = 1").is_none());
+        assert!(shape("SELECT a FROM t WHERE id = $8 AND b = 1").is_some());
     }
 
     #[test]

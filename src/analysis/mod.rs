@@ -22,6 +22,7 @@ mod recording;
 mod relations;
 mod result_origins;
 mod row_references;
+mod row_pushdown;
 mod row_rules;
 mod row_writes;
 pub mod session_names;

@@ -209,6 +209,21 @@ impl<'a, 'c> Reads<'a, 'c> {
         Ok(())
     }
 
+    /// Adds a client's condition to a row-ruled stand-in (see `row_pushdown`); a stand-in not
+    /// in the expected form, or a text the check refuses, keeps its rows as they were.
+    fn copy_condition(&mut self, placeholder: &str, condition: &str) {
+        let quoted = format!("\"{placeholder}\"");
+        let Some(entry) = self.stand_ins.iter_mut().find(|(p, _)| *p == quoted) else {
+            return;
+        };
+        let Some(text) = super::row_rules::with_condition(&entry.1, condition) else {
+            return;
+        };
+        if let Ok(checked) = super::stand_in::check(&text) {
+            entry.1 = checked;
+        }
+    }
+
     /// A view over protected tables, read "as if the tables held masked values": its query is
     /// analysed like a sub-query (its protected tables become stand-ins) and put in its place.
     fn inline_view(
@@ -380,6 +395,11 @@ impl VisitorMut for Reads<'_, '_> {
     fn post_visit_select(&mut self, s: &mut sqlparser::ast::Select) -> ControlFlow<PgError> {
         // Its FROM items are stand-ins now.
         super::grouping::license(s, &self.stand_in_rels, self.ctx);
+        for (placeholder, condition) in
+            super::row_pushdown::conditions(s, &self.stand_in_rels, self.ctx)
+        {
+            self.copy_condition(&placeholder, &condition);
+        }
         ControlFlow::Continue(())
     }
 

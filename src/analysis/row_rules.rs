@@ -30,7 +30,7 @@ impl Ctx<'_> {
 /// A stand-in's SELECT reading only the rows the filter lets through, as a fence.
 pub fn with_rows(select: String, filter: &RowFilter) -> String {
     format!(
-        "{select} AS {} WHERE {} OFFSET 0",
+        "{select} AS {} WHERE ({}) OFFSET 0",
         super::quote(ROW_ALIAS),
         filter.sql
     )
@@ -155,4 +155,11 @@ fn visible_keys(
         shown.join(", "),
         keys.join(", ")
     ))
+}
+
+/// The stand-in with `condition` (over its row, see `row_pushdown`) added to its WHERE; None
+/// when it is not in the form [`with_rows`] writes.
+pub fn with_condition(stand_in: &str, condition: &str) -> Option<String> {
+    let head = stand_in.strip_suffix(" OFFSET 0")?;
+    Some(format!("{head} AND {condition} OFFSET 0"))
 }
