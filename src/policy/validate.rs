@@ -119,6 +119,9 @@ pub(crate) fn sorted<K, V>(m: &std::collections::HashMap<Spanned<K>, V>) -> Vec<
     v
 }
 
+/// Re-definitions of a name are errors: `first` says whether a key is new, noting where.
+pub(crate) type First<'a> = dyn FnMut(String, &Pos, &str, &mut Diagnostics) -> bool + 'a;
+
 /// Validates all files together.
 pub fn validate(files: &[SourceFile], diags: &mut Diagnostics) -> Checked {
     let docs: Vec<(&str, &PolicyFile)> = files
@@ -144,11 +147,28 @@ pub fn validate(files: &[SourceFile], diags: &mut Diagnostics) -> Checked {
             true
         }
     };
-
     // Pass 1: names that other sections refer to (categories, masks, roles).
+    let categories = names(&docs, &mut c, &mut first, diags);
+    masks(&docs, &mut c, &mut first, diags);
+    // Pass 2: the inventory, then what refers to it.
+    inventory(&docs, &categories, &mut c, &mut first, diags);
+    super::validate_rows::inventory(&docs, &mut c, &mut first, diags);
+    super::validate_rows::purposes(&docs, &mut c, &mut first, diags);
+    super::validate_roles::roles_and_grants(&docs, &categories, &mut c, &mut first, diags);
+    c
+}
+
+/// Categories (built-in and declared), the pseudonym key, the default role, the setting for
+/// unlisted relations and each file's schema.
+fn names(
+    docs: &[(&str, &PolicyFile)],
+    c: &mut Checked,
+    first: &mut First<'_>,
+    diags: &mut Diagnostics,
+) -> BTreeSet<String> {
     let mut categories: BTreeSet<String> =
         BUILTIN_CATEGORIES.iter().map(|s| (*s).to_owned()).collect();
-    for (file, doc) in &docs {
+    for (file, doc) in docs {
         for (name, _) in sorted(&doc.categories) {
             let pos = Pos::new(file, &name.referenced);
             let path = format!("categories.{}", name.value);
@@ -198,6 +218,17 @@ pub fn validate(files: &[SourceFile], diags: &mut Diagnostics) -> Checked {
             c.inventory.file_schemas.push(schema.to_owned());
         }
     }
+    categories
+}
+
+/// Mask methods: the built-ins, then each declared one (a built-in with parameters or a
+/// checked SQL template).
+fn masks(
+    docs: &[(&str, &PolicyFile)],
+    c: &mut Checked,
+    first: &mut First<'_>,
+    diags: &mut Diagnostics,
+) {
     for b in BUILTIN_METHODS {
         let kind = match *b {
             "null" => MaskKind::Null,
@@ -214,7 +245,7 @@ pub fn validate(files: &[SourceFile], diags: &mut Diagnostics) -> Checked {
         };
         c.masks.insert((*b).to_owned(), (kind, None));
     }
-    for (file, doc) in &docs {
+    for (file, doc) in docs {
         for (name, spec) in sorted(&doc.masks) {
             let pos = Pos::new(file, &name.referenced);
             let path = format!("masks.{}", name.value);
@@ -222,201 +253,100 @@ pub fn validate(files: &[SourceFile], diags: &mut Diagnostics) -> Checked {
                 diags.error(&pos, &path, "redefines a built-in mask method");
                 continue;
             }
-            if !first(format!("mask {}", name.value), &pos, &path, diags) {
-                continue;
-            }
-            let s = &spec.value;
-            let params = s.keep_first.is_some() || s.keep_last.is_some();
-            match (&s.method, &s.sql) {
-                (Some(m), None) => {
-                    let mpos = Pos::new(file, &m.referenced);
-                    if m.value != "partial" && params {
-                        diags.error(
-                            &mpos,
-                            format!("{path}.method"),
-                            "keep_first/keep_last apply to method 'partial' only",
-                        );
-                    }
-                    match c.masks.get(&m.value) {
-                        Some((MaskKind::Partial { .. }, None)) => {
-                            let kind = MaskKind::Partial {
-                                keep_first: s.keep_first.unwrap_or(1),
-                                keep_last: s.keep_last.unwrap_or(0),
-                            };
-                            c.masks.insert(name.value.clone(), (kind, None));
-                        }
-                        Some((kind, None)) => {
-                            let kind = kind.clone();
-                            c.masks.insert(name.value.clone(), (kind, None));
-                        }
-                        _ => diags.unknown(
-                            &mpos,
-                            format!("{path}.method"),
-                            format!("unknown built-in method '{}'", m.value),
-                            &m.value,
-                            BUILTIN_METHODS.iter().copied(),
-                        ),
-                    }
-                }
-                (None, Some(sql)) => {
-                    if params {
-                        diags.error(
-                            &pos,
-                            &path,
-                            "keep_first/keep_last apply to method 'partial' only",
-                        );
-                    }
-                    match validate_custom_template(&sql.value) {
-                        Ok(()) => {
-                            c.masks.insert(
-                                name.value.clone(),
-                                (MaskKind::Custom, Some(sql.value.clone())),
-                            );
-                        }
-                        Err(e) => {
-                            diags.error(&Pos::new(file, &sql.referenced), format!("{path}.sql"), e)
-                        }
-                    }
-                }
-                _ => diags.error(&pos, &path, "a mask needs exactly one of 'method' or 'sql'"),
+            if first(format!("mask {}", name.value), &pos, &path, diags) {
+                declared_mask(file, (name, spec), (&pos, &path), c, diags);
             }
         }
     }
+}
 
-    // Pass 2: the inventory.
-    let mut global: Vec<(ColumnName, Classified, Pos, String)> = Vec::new();
-    let mut subject_refs = Vec::new();
-    for (file, doc) in &docs {
-        let schema = doc.schema.as_ref().map_or("public", |s| s.value.as_str());
-        let Some(inv) = &doc.inventory else { continue };
-        for (name, cat) in sorted(&inv.columns) {
-            let pos = Pos::new(file, &name.referenced);
-            let path = format!("inventory.columns.{}", name.value);
-            let Some(q) = qualify(&name.value, 3, schema) else {
-                diags.error(&pos, &path, "expected table.column or schema.table.column");
-                continue;
-            };
-            let key = (q[0].clone(), q[1].clone(), q[2].clone());
-            if !first(format!("column {key:?}"), &pos, &path, diags)
-                || !check_schema(&mut c.inventory, &q[0], &pos, &path, diags)
-            {
-                continue;
-            }
-            if check_category(
-                &cat.value,
-                &categories,
-                &Pos::new(file, &cat.referenced),
-                &path,
-                diags,
-            ) {
-                let cls = Classified {
-                    category: cat.value.clone(),
-                    rule: origin(&path, &pos),
-                };
-                global.push((key, cls, pos, path));
-            }
-        }
-        for (name, spec) in sorted(&inv.tables) {
-            let pos = Pos::new(file, &name.referenced);
-            let path = format!("inventory.tables.{}", name.value);
-            let Some(q) = qualify(&name.value, 2, schema) else {
-                diags.error(&pos, &path, "expected table or schema.table");
-                continue;
-            };
-            if !first(format!("table {q:?}"), &pos, &path, diags)
-                || !check_schema(&mut c.inventory, &q[0], &pos, &path, diags)
-            {
-                continue;
-            }
-            let t = &spec.value;
-            let personal = t.personal.unwrap_or(true);
-            let mut columns: Vec<(String, Classified, Pos)> = Vec::new();
-            for (col, cat) in sorted(&t.columns) {
-                let cpos = Pos::new(file, &col.referenced);
-                let cpath = format!("{path}.columns.{}", col.value);
-                if col.value.contains('.') {
-                    diags.error(&cpos, &cpath, "column names inside a table have no '.'");
-                    continue;
-                }
-                if !check_category(
-                    &cat.value,
-                    &categories,
-                    &Pos::new(file, &cat.referenced),
-                    &cpath,
-                    diags,
-                ) {
-                    continue;
-                }
-                if !personal && cat.value != NONE {
-                    diags.error(
-                        &Pos::new(file, &cat.referenced),
-                        &cpath,
-                        format!(
-                            "table is marked 'personal: false' but the column is classified '{}'",
-                            cat.value
-                        ),
-                    );
-                }
-                for (other, ocls, opos) in &columns {
-                    if is_pattern(&col.value)
-                        && is_pattern(other)
-                        && ocls.category != cat.value
-                        && globs_overlap(other, &col.value)
-                    {
-                        diags.error(&cpos, &cpath, format!("pattern conflicts with '{other}' at {opos}: a column could match both with different categories"));
-                    }
-                }
-                let cls = Classified {
-                    category: cat.value.clone(),
-                    rule: origin(&cpath, &cpos),
-                };
-                columns.push((col.value.clone(), cls, cpos));
-            }
-            if let Some(sk) = &t.subject_key {
-                let known = columns.iter().any(|(n, _, _)| *n == sk.value);
-                if !known && !columns.is_empty() {
-                    diags.unknown(
-                        &Pos::new(file, &sk.referenced),
-                        format!("{path}.subject_key"),
-                        format!("'{}' is not a column of this table", sk.value),
-                        &sk.value,
-                        columns.iter().map(|(n, _, _)| n.as_str()),
-                    );
-                }
-            } else if personal && !is_pattern(&q[1]) {
-                diags.warning(
-                    &pos,
-                    &path,
-                    "personal table without subject_key: audit cannot name data subjects",
+/// A declared mask method: a built-in with its parameters, or a checked SQL template.
+fn declared_mask(
+    file: &str,
+    (name, spec): (&Spanned<String>, &Spanned<super::source::MaskSpec>),
+    (pos, path): (&Pos, &str),
+    c: &mut Checked,
+    diags: &mut Diagnostics,
+) {
+    let s = &spec.value;
+    let params = s.keep_first.is_some() || s.keep_last.is_some();
+    match (&s.method, &s.sql) {
+        (Some(m), None) => {
+            let mpos = Pos::new(file, &m.referenced);
+            if m.value != "partial" && params {
+                diags.error(
+                    &mpos,
+                    format!("{path}.method"),
+                    "keep_first/keep_last apply to method 'partial' only",
                 );
             }
-            if let Some(subject) = &t.subject {
-                subject_refs.push(super::validate_subjects::SubjectRef {
-                    entry: c.inventory.tables.len(),
-                    name: subject.value.clone(),
-                    schema: schema.to_owned(),
-                    pos: Pos::new(file, &subject.referenced),
-                    path: format!("{path}.subject"),
-                    has_key: t.subject_key.is_some(),
-                });
+            match c.masks.get(&m.value) {
+                Some((MaskKind::Partial { .. }, None)) => {
+                    let kind = MaskKind::Partial {
+                        keep_first: s.keep_first.unwrap_or(1),
+                        keep_last: s.keep_last.unwrap_or(0),
+                    };
+                    c.masks.insert(name.value.clone(), (kind, None));
+                }
+                Some((kind, None)) => {
+                    let kind = kind.clone();
+                    c.masks.insert(name.value.clone(), (kind, None));
+                }
+                _ => diags.unknown(
+                    &mpos,
+                    format!("{path}.method"),
+                    format!("unknown built-in method '{}'", m.value),
+                    &m.value,
+                    BUILTIN_METHODS.iter().copied(),
+                ),
             }
-            c.inventory.tables.push(TableEntry {
-                schema: q[0].clone(),
-                table: q[1].clone(),
-                subject_key: t.subject_key.as_ref().map(|s| s.value.clone()),
-                subject: None,
-                personal,
-                retention: t
-                    .retention
-                    .as_ref()
-                    .and_then(|r| super::validate_rows::retention(r, file, &path, &columns, diags)),
-                erase: t.erase.as_ref().and_then(|e| {
-                    let key = t.subject_key.as_ref().map(|k| k.value.as_str());
-                    super::erase::validate(e, file, &path, &columns, key, diags)
-                }),
-                columns: columns.into_iter().map(|(n, cls, _)| (n, cls)).collect(),
-                rule: origin(&path, &pos),
-            });
+        }
+        (None, Some(sql)) => {
+            if params {
+                diags.error(
+                    pos,
+                    path,
+                    "keep_first/keep_last apply to method 'partial' only",
+                );
+            }
+            match validate_custom_template(&sql.value) {
+                Ok(()) => {
+                    c.masks.insert(
+                        name.value.clone(),
+                        (MaskKind::Custom, Some(sql.value.clone())),
+                    );
+                }
+                Err(e) => diags.error(&Pos::new(file, &sql.referenced), format!("{path}.sql"), e),
+            }
+        }
+        _ => diags.error(pos, path, "a mask needs exactly one of 'method' or 'sql'"),
+    }
+}
+
+/// Column and table entries of the inventory, then the conflicts between their patterns.
+fn inventory(
+    docs: &[(&str, &PolicyFile)],
+    categories: &BTreeSet<String>,
+    c: &mut Checked,
+    first: &mut First<'_>,
+    diags: &mut Diagnostics,
+) {
+    let mut global: Vec<(ColumnName, Classified, Pos, String)> = Vec::new();
+    let mut subject_refs = Vec::new();
+    for (file, doc) in docs {
+        let Some(inv) = &doc.inventory else { continue };
+        let at = Where {
+            file,
+            schema: doc.schema.as_ref().map_or("public", |s| s.value.as_str()),
+        };
+        for entry in sorted(&inv.columns) {
+            if let Some(e) = inventory_column(at, entry, categories, c, first, diags) {
+                global.push(e);
+            }
+        }
+        for entry in sorted(&inv.tables) {
+            let mut refs = (categories, &mut subject_refs);
+            inventory_table(at, entry, &mut refs, c, first, diags);
         }
     }
     for (i, (key, cls, pos, path)) in global.iter().enumerate() {
@@ -455,11 +385,177 @@ pub fn validate(files: &[SourceFile], diags: &mut Diagnostics) -> Checked {
     for (key, cls, _, _) in global {
         c.inventory.columns.insert(key, cls);
     }
+}
 
-    super::validate_rows::inventory(&docs, &mut c, &mut first, diags);
-    super::validate_rows::purposes(&docs, &mut c, &mut first, diags);
-    super::validate_roles::roles_and_grants(&docs, &categories, &mut c, &mut first, diags);
-    c
+/// Where an entry was written: its file and the file's default schema.
+#[derive(Clone, Copy)]
+struct Where<'a> {
+    file: &'a str,
+    schema: &'a str,
+}
+
+/// One `inventory.columns` entry, classified; None when it is invalid or a duplicate.
+fn inventory_column(
+    Where { file, schema }: Where<'_>,
+    (name, cat): (&Spanned<String>, &Spanned<String>),
+    categories: &BTreeSet<String>,
+    c: &mut Checked,
+    first: &mut First<'_>,
+    diags: &mut Diagnostics,
+) -> Option<(ColumnName, Classified, Pos, String)> {
+    let pos = Pos::new(file, &name.referenced);
+    let path = format!("inventory.columns.{}", name.value);
+    let Some(q) = qualify(&name.value, 3, schema) else {
+        diags.error(&pos, &path, "expected table.column or schema.table.column");
+        return None;
+    };
+    let key = (q[0].clone(), q[1].clone(), q[2].clone());
+    if !first(format!("column {key:?}"), &pos, &path, diags)
+        || !check_schema(&mut c.inventory, &q[0], &pos, &path, diags)
+    {
+        return None;
+    }
+    if check_category(
+        &cat.value,
+        categories,
+        &Pos::new(file, &cat.referenced),
+        &path,
+        diags,
+    ) {
+        let cls = Classified {
+            category: cat.value.clone(),
+            rule: origin(&path, &pos),
+        };
+        return Some((key, cls, pos, path));
+    }
+    None
+}
+
+/// One `inventory.tables` entry with its columns, subject key, retention and erasure; its
+/// subject reference is resolved once every table is known.
+fn inventory_table(
+    Where { file, schema }: Where<'_>,
+    (name, spec): (&Spanned<String>, &Spanned<super::source::TableSpec>),
+    (categories, subject_refs): &mut (
+        &BTreeSet<String>,
+        &mut Vec<super::validate_subjects::SubjectRef>,
+    ),
+    c: &mut Checked,
+    first: &mut First<'_>,
+    diags: &mut Diagnostics,
+) {
+    let pos = Pos::new(file, &name.referenced);
+    let path = format!("inventory.tables.{}", name.value);
+    let Some(q) = qualify(&name.value, 2, schema) else {
+        diags.error(&pos, &path, "expected table or schema.table");
+        return;
+    };
+    if !first(format!("table {q:?}"), &pos, &path, diags)
+        || !check_schema(&mut c.inventory, &q[0], &pos, &path, diags)
+    {
+        return;
+    }
+    let t = &spec.value;
+    let personal = t.personal.unwrap_or(true);
+    let columns = table_columns(file, (&path, t), categories, personal, diags);
+    if let Some(sk) = &t.subject_key {
+        let known = columns.iter().any(|(n, _, _)| *n == sk.value);
+        if !known && !columns.is_empty() {
+            diags.unknown(
+                &Pos::new(file, &sk.referenced),
+                format!("{path}.subject_key"),
+                format!("'{}' is not a column of this table", sk.value),
+                &sk.value,
+                columns.iter().map(|(n, _, _)| n.as_str()),
+            );
+        }
+    } else if personal && !is_pattern(&q[1]) {
+        diags.warning(
+            &pos,
+            &path,
+            "personal table without subject_key: audit cannot name data subjects",
+        );
+    }
+    if let Some(subject) = &t.subject {
+        subject_refs.push(super::validate_subjects::SubjectRef {
+            entry: c.inventory.tables.len(),
+            name: subject.value.clone(),
+            schema: schema.to_owned(),
+            pos: Pos::new(file, &subject.referenced),
+            path: format!("{path}.subject"),
+            has_key: t.subject_key.is_some(),
+        });
+    }
+    c.inventory.tables.push(TableEntry {
+        schema: q[0].clone(),
+        table: q[1].clone(),
+        subject_key: t.subject_key.as_ref().map(|s| s.value.clone()),
+        subject: None,
+        personal,
+        retention: t
+            .retention
+            .as_ref()
+            .and_then(|r| super::validate_rows::retention(r, file, &path, &columns, diags)),
+        erase: t.erase.as_ref().and_then(|e| {
+            let key = t.subject_key.as_ref().map(|k| k.value.as_str());
+            super::erase::validate(e, file, &path, &columns, key, diags)
+        }),
+        columns: columns.into_iter().map(|(n, cls, _)| (n, cls)).collect(),
+        rule: origin(&path, &pos),
+    });
+}
+
+/// The columns of one table entry, classified; a pattern conflicting with another is an error.
+fn table_columns(
+    file: &str,
+    (path, t): (&str, &super::source::TableSpec),
+    categories: &BTreeSet<String>,
+    personal: bool,
+    diags: &mut Diagnostics,
+) -> Vec<(String, Classified, Pos)> {
+    let mut columns: Vec<(String, Classified, Pos)> = Vec::new();
+    for (col, cat) in sorted(&t.columns) {
+        let cpos = Pos::new(file, &col.referenced);
+        let cpath = format!("{path}.columns.{}", col.value);
+        if col.value.contains('.') {
+            diags.error(&cpos, &cpath, "column names inside a table have no '.'");
+            continue;
+        }
+        if !check_category(
+            &cat.value,
+            categories,
+            &Pos::new(file, &cat.referenced),
+            &cpath,
+            diags,
+        ) {
+            continue;
+        }
+        if !personal && cat.value != NONE {
+            diags.error(
+                &Pos::new(file, &cat.referenced),
+                &cpath,
+                format!(
+                    "table is marked 'personal: false' but the column is classified '{}'",
+                    cat.value
+                ),
+            );
+        }
+        for (other, ocls, opos) in &columns {
+            if is_pattern(&col.value)
+                && is_pattern(other)
+                && ocls.category != cat.value
+                && globs_overlap(other, &col.value)
+            {
+                diags.error(&cpos, &cpath, format!("pattern conflicts with '{other}' at {opos}: a column could match both with different categories"));
+            }
+        }
+        let cls = Classified {
+            category: cat.value.clone(),
+            rule: origin(&cpath, &cpos),
+        };
+        columns.push((col.value.clone(), cls, cpos));
+    }
+    columns
 }
 
 /// Notes an inventory name's schema as one of the policy's schemas; a system schema is an

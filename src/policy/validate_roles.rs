@@ -83,7 +83,7 @@ fn purpose(
     }
 }
 
-type First<'a> = dyn FnMut(String, &Pos, &str, &mut Diagnostics) -> bool + 'a;
+use super::validate::First;
 
 pub(crate) fn roles_and_grants(
     docs: &[(&str, &PolicyFile)],

@@ -12,7 +12,7 @@ use super::source::{PolicyFile, RestrictionsSpec, RetentionSpec, RoleSpec};
 use super::validate::{origin, qualify, sorted, Checked, CheckedRole};
 use super::validate_roles::LEGAL_BASES;
 
-type First<'a> = dyn FnMut(String, &Pos, &str, &mut Diagnostics) -> bool + 'a;
+use super::validate::First;
 
 /// Purpose names end up as SQL literals and in audit records: plain names only.
 fn plain_name(name: &str) -> bool {
