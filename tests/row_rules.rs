@@ -525,3 +525,35 @@ async fn lookups_by_key_use_the_index_and_keep_their_answers() {
         }
     }
 }
+
+/// Drivers that leave parameter types to the server (pgbench, most ORMs over the extended
+/// protocol) can log an activity for a person the role sees: the guard on the subject column
+/// gives the parameter the column's type.
+#[tokio::test]
+async fn an_untyped_parameter_names_a_subject_as_the_column_types_it() {
+    let env = demo().await;
+    let direct = env.cluster.connect("crm").await.expect("direct");
+    let up = Upstream::load(&direct).await;
+    let c = env.connect("sales", "sales", "crm").await.expect("sales");
+    let allowed = up.allowed("sales");
+    let visible = allowed.iter().next().copied().expect("someone visible");
+    let hidden = up
+        .all
+        .difference(&allowed)
+        .next()
+        .copied()
+        .expect("someone hidden");
+    // Parse without parameter types: PostgreSQL infers them from the statement.
+    let stmt = c
+        .prepare("INSERT INTO activities (contact_id, kind, subject) VALUES ($1, 'call', 'x')")
+        .await
+        .expect("prepare with an untyped parameter");
+    assert_eq!(stmt.params(), &[tokio_postgres::types::Type::INT8]);
+    let n = c.execute(&stmt, &[&visible]).await.expect("visible person");
+    assert_eq!(n, 1);
+    let e = c
+        .execute(&stmt, &[&hidden])
+        .await
+        .expect_err("a hidden person is refused");
+    assert_eq!(common::sqlstate(&e), "42501", "{e}");
+}

@@ -162,9 +162,11 @@ fn guard(
     let fail_placeholder = stand_in::placeholder();
     let k = super::quote(key);
     // The value is computed in a FROM-less sub-select listed first, so its names bind in the
-    // client's query, never to the subjects' stand-in (which is not in scope there yet).
+    // client's query, never to the subjects' stand-in (which is not in scope there yet). It is
+    // cast to the column's type there: a parameter the client left untyped gets the type
+    // PostgreSQL would give it in the column, not text.
     let sql = format!(
-        "COALESCE((SELECT \"pgvakt_subject\".{k} FROM (SELECT ({value}) AS \"pgvakt_value\") AS \"pgvakt_given\" JOIN {rel_placeholder} AS \"pgvakt_subject\" ON \"pgvakt_subject\".{k} = \"pgvakt_given\".\"pgvakt_value\"), {fail_placeholder})"
+        "COALESCE((SELECT \"pgvakt_subject\".{k} FROM (SELECT CAST(({value}) AS {ty}) AS \"pgvakt_value\") AS \"pgvakt_given\" JOIN {rel_placeholder} AS \"pgvakt_subject\" ON \"pgvakt_subject\".{k} = \"pgvakt_given\".\"pgvakt_value\"), {fail_placeholder})"
     );
     *value = parse_expr(&sql).map_err(|e| unsupported(e.to_string()))?;
     out.relation_columns.push((
