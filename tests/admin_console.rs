@@ -92,7 +92,8 @@ async fn connect_watched(
 /// are written in the order the console sent them).
 async fn admin_records(audit: &Path, last: impl Fn(&Value) -> bool) -> Vec<Value> {
     let mut found = Vec::new();
-    for _ in 0..50 {
+    // Bounded: 30 s, for a loaded machine where several suites write audit trails at once.
+    for _ in 0..300 {
         found = common::trail::all_records(audit)
             .into_iter()
             .filter(|r| r["event"] == "admin")
@@ -426,6 +427,7 @@ async fn policy_grants_lockouts_help_and_reload_from_psql_and_a_driver() {
     assert!(!rows(&console, "SHOW SESSIONS").await.is_empty());
 
     let audit = dir.path().join("audit");
+    admin_records(&audit, |r| r["sqlstate"] == "F0000").await;
     let records = admin_records(&audit, |r| r["sqlstate"] == "42601").await;
     let reloads: Vec<&Value> = records
         .iter()
