@@ -10,6 +10,7 @@
 
 pub mod authority;
 mod ctx;
+mod cursor_moves;
 mod functions;
 mod grouping;
 mod inheritance;

@@ -55,8 +55,8 @@ fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
     if let Some(why) = lexer::unfaithful(sql) {
         return Err(ctx.unsupported(why));
     }
-    if let Some(fetch) = move_as_fetch(sql) {
-        return analyse_move(&fetch, ctx);
+    if let Some(fetch) = super::cursor_moves::move_as_fetch(sql) {
+        return super::cursor_moves::analyse_move(&fetch, ctx);
     }
     let marked = super::inheritance::mark_only(sql);
     let mut stmts = Parser::parse_sql(&dialect(), &marked).map_err(|e| {
@@ -117,51 +117,6 @@ fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
     out.sql = out
         .put_stand_ins(sql_out)
         .map_err(|e| ctx.unsupported(&format!("the rewritten statement ({e})")))?;
-    Ok(out)
-}
-
-/// `MOVE` has FETCH's grammar but the parser does not know it: psycopg's scrollable cursors and
-/// pgjdbc's `setFetchDirection` send it. It returns no rows, only repositions a cursor whose
-/// query was analysed at DECLARE; it is checked as the FETCH it mirrors.
-fn move_as_fetch(sql: &str) -> Option<String> {
-    let t = sql.trim_start();
-    let word = t.get(..4)?;
-    let next = t.as_bytes().get(4).copied();
-    let is_word_end = next.is_none_or(|c| !(c.is_ascii_alphanumeric() || c == b'_' || c == b'$'));
-    (word.eq_ignore_ascii_case("move") && is_word_end).then(|| format!("FETCH{}", &t[4..]))
-}
-
-fn analyse_move(fetch: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
-    // PostgreSQL lets FROM/IN be left out (asyncpg does); the parser needs it. Whatever is
-    // guessed here is checked by rendering, so a wrong guess is an error, never a leak.
-    let stmts = Parser::parse_sql(&dialect(), fetch)
-        .or_else(|e| {
-            let t = fetch.trim_end().trim_end_matches(';').trim_end();
-            let (head, cursor) = t.rsplit_once(char::is_whitespace).ok_or(e)?;
-            Parser::parse_sql(&dialect(), &format!("{head} FROM {cursor}"))
-        })
-        .map_err(|e| ctx.unsupported(&format!("this MOVE statement ({e})")))?;
-    let [stmt @ Statement::Fetch { .. }] = stmts.as_slice() else {
-        return Err(ctx.unsupported("a MOVE statement combined with other statements"));
-    };
-    if !ctx.rules.allows_class(StatementClass::Utility) {
-        return Err(ctx.refuse(format!(
-            "Utility statements are not allowed for role {}",
-            ctx.role()
-        )));
-    }
-    let rendered = stmt.to_string();
-    let tail = rendered
-        .strip_prefix("FETCH")
-        .ok_or_else(|| ctx.unsupported("a MOVE statement that does not render back"))?;
-    let mut out = Analysed {
-        original: fetch.to_owned(),
-        command: "MOVE".into(),
-        ..Default::default()
-    };
-    out.classes.push(StatementClass::Utility);
-    out.sql = format!("MOVE{tail}");
-    out.verify_with_postgres(&out.sql, ctx)?;
     Ok(out)
 }
 
@@ -600,24 +555,4 @@ fn statement(
 
 pub fn default_search_path() -> Vec<String> {
     vec!["$user".into(), "public".into()]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::move_as_fetch;
-
-    #[test]
-    fn move_is_read_as_fetch_only_when_it_is_the_keyword() {
-        assert_eq!(
-            move_as_fetch("  MOVE 20 FROM \"c\"").as_deref(),
-            Some("FETCH 20 FROM \"c\"")
-        );
-        assert_eq!(
-            move_as_fetch("move\tforward 10 c").as_deref(),
-            Some("FETCH\tforward 10 c")
-        );
-        assert_eq!(move_as_fetch("MOVEMENT"), None);
-        assert_eq!(move_as_fetch("SELECT 1; MOVE 1 c"), None);
-        assert_eq!(move_as_fetch("mov"), None);
-    }
 }

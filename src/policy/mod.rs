@@ -30,6 +30,7 @@ pub mod source;
 pub mod store;
 pub mod testcases;
 pub mod validate;
+mod validate_inventory;
 mod validate_roles;
 mod validate_rows;
 mod validate_subjects;

@@ -1,0 +1,73 @@
+//! `MOVE`: repositioning a cursor, analysed as the FETCH it mirrors.
+
+use sqlparser::ast::Statement;
+use sqlparser::parser::Parser;
+
+use super::{dialect, Analysed, Ctx};
+use crate::policy::model::StatementClass;
+use crate::protocol::PgError;
+
+/// `MOVE` has FETCH's grammar but the parser does not know it: psycopg's scrollable cursors and
+/// pgjdbc's `setFetchDirection` send it. It returns no rows, only repositions a cursor whose
+/// query was analysed at DECLARE; it is checked as the FETCH it mirrors.
+pub(super) fn move_as_fetch(sql: &str) -> Option<String> {
+    let t = sql.trim_start();
+    let word = t.get(..4)?;
+    let next = t.as_bytes().get(4).copied();
+    let is_word_end = next.is_none_or(|c| !(c.is_ascii_alphanumeric() || c == b'_' || c == b'$'));
+    (word.eq_ignore_ascii_case("move") && is_word_end).then(|| format!("FETCH{}", &t[4..]))
+}
+
+pub(super) fn analyse_move(fetch: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
+    // PostgreSQL lets FROM/IN be left out (asyncpg does); the parser needs it. Whatever is
+    // guessed here is checked by rendering, so a wrong guess is an error, never a leak.
+    let stmts = Parser::parse_sql(&dialect(), fetch)
+        .or_else(|e| {
+            let t = fetch.trim_end().trim_end_matches(';').trim_end();
+            let (head, cursor) = t.rsplit_once(char::is_whitespace).ok_or(e)?;
+            Parser::parse_sql(&dialect(), &format!("{head} FROM {cursor}"))
+        })
+        .map_err(|e| ctx.unsupported(&format!("this MOVE statement ({e})")))?;
+    let [stmt @ Statement::Fetch { .. }] = stmts.as_slice() else {
+        return Err(ctx.unsupported("a MOVE statement combined with other statements"));
+    };
+    if !ctx.rules.allows_class(StatementClass::Utility) {
+        return Err(ctx.refuse(format!(
+            "Utility statements are not allowed for role {}",
+            ctx.role()
+        )));
+    }
+    let rendered = stmt.to_string();
+    let tail = rendered
+        .strip_prefix("FETCH")
+        .ok_or_else(|| ctx.unsupported("a MOVE statement that does not render back"))?;
+    let mut out = Analysed {
+        original: fetch.to_owned(),
+        command: "MOVE".into(),
+        ..Default::default()
+    };
+    out.classes.push(StatementClass::Utility);
+    out.sql = format!("MOVE{tail}");
+    out.verify_with_postgres(&out.sql, ctx)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::move_as_fetch;
+
+    #[test]
+    fn move_is_read_as_fetch_only_when_it_is_the_keyword() {
+        assert_eq!(
+            move_as_fetch("  MOVE 20 FROM \"c\"").as_deref(),
+            Some("FETCH 20 FROM \"c\"")
+        );
+        assert_eq!(
+            move_as_fetch("move\tforward 10 c").as_deref(),
+            Some("FETCH\tforward 10 c")
+        );
+        assert_eq!(move_as_fetch("MOVEMENT"), None);
+        assert_eq!(move_as_fetch("SELECT 1; MOVE 1 c"), None);
+        assert_eq!(move_as_fetch("mov"), None);
+    }
+}
