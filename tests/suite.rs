@@ -52,6 +52,7 @@ mod relay;
 mod result_origins;
 mod retention_run;
 mod robustness;
+mod row_pushdown;
 mod row_rule_attacks;
 mod row_rules;
 mod run_lifecycle;

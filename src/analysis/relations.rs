@@ -224,6 +224,32 @@ impl<'a, 'c> Reads<'a, 'c> {
         }
     }
 
+    /// What the SELECT's conditions say about its row-ruled stand-ins (see `row_pushdown`).
+    fn pushdown(&self, s: &sqlparser::ast::Select) -> super::row_pushdown::Pushdown {
+        let resolve = |name: &ObjectName| {
+            let parts = self.name_parts(name).ok()?;
+            if parts.len() == 1 && self.cte_names.contains(&parts[0]) {
+                return None;
+            }
+            self.ctx.resolve(&parts, name).ok()
+        };
+        super::row_pushdown::conditions(s, &self.stand_in_rels, self.ctx, &resolve)
+    }
+
+    /// Repeats a page (ORDER BY, LIMIT) inside a row-ruled stand-in (see `row_page`).
+    fn copy_page(&mut self, placeholder: &str, page: &str) {
+        let quoted = format!("\"{placeholder}\"");
+        let Some(entry) = self.stand_ins.iter_mut().find(|(p, _)| *p == quoted) else {
+            return;
+        };
+        let Some(text) = super::row_rules::with_page(&entry.1, page) else {
+            return;
+        };
+        if let Ok(checked) = super::stand_in::check(&text) {
+            entry.1 = checked;
+        }
+    }
+
     /// A view over protected tables, read "as if the tables held masked values": its query is
     /// analysed like a sub-query (its protected tables become stand-ins) and put in its place.
     fn inline_view(
@@ -395,10 +421,22 @@ impl VisitorMut for Reads<'_, '_> {
     fn post_visit_select(&mut self, s: &mut sqlparser::ast::Select) -> ControlFlow<PgError> {
         // Its FROM items are stand-ins now.
         super::grouping::license(s, &self.stand_in_rels, self.ctx);
-        for (placeholder, condition) in
-            super::row_pushdown::conditions(s, &self.stand_in_rels, self.ctx)
-        {
+        for (placeholder, condition) in self.pushdown(s).conditions {
             self.copy_condition(&placeholder, &condition);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, q: &mut Query) -> ControlFlow<PgError> {
+        // Its SELECT's conditions are in its stand-ins now.
+        if let SetExpr::Select(s) = q.body.as_ref() {
+            if let Some(placeholder) = self.pushdown(s).whole {
+                if let Some(page) =
+                    super::row_page::page(q, &placeholder, &self.stand_in_rels, self.ctx)
+                {
+                    self.copy_page(&placeholder, &page);
+                }
+            }
         }
         ControlFlow::Continue(())
     }

@@ -2,130 +2,464 @@
 //!
 //! A stand-in with row rules is fenced with `OFFSET 0` so that the client's own conditions
 //! never run on hidden rows. The fence also keeps PostgreSQL from using an index for
-//! `WHERE id = $1`: every lookup would scan all visible rows. So a top-level
-//! `column = constant` condition of the SELECT that reads the stand-in is copied into it,
-//! written with `OPERATOR(pg_catalog.=)` and only for column types whose pg_catalog equality
-//! is leakproof: it raises no error and has no side effect whatever a row holds, so it may
-//! run next to the rules' predicate, and the client's condition still applies outside.
-//! Only columns the role reads as stored qualify (a condition on a masked column compares
-//! masked values), and only constants: number and string literals and parameters.
+//! `WHERE id = $1`, from driving a join into the table by its key, and from stopping a sorted
+//! page early: every statement would read all visible rows. So what the client's WHERE and
+//! joins say about a stand-in's rows is repeated inside it:
+//! - `column op constant` (`=`, `<`, `<=`, `>`, `>=`, `BETWEEN`, `IN (...)`) on the table,
+//! - the same, carried over equalities between columns of one type (`a.contact_id = c.id AND
+//!   c.id = $1` gives `a.contact_id = $1`), through inner joins, the WHERE, and into the
+//!   nullable side of a LEFT JOIN (whose rows count only where they match),
+//! - and for a SELECT of the table alone whose whole WHERE was repeated, its ORDER BY (plain
+//!   columns) and LIMIT/OFFSET (see [`page`]).
+//!
+//! Each repeated condition is written with pg_catalog's operator for column types whose
+//! comparison functions are leakproof (`int8eq`, `texteq`, `uuid_lt`, ...): it raises no error
+//! and has no side effect whatever a row holds, so it may run next to the rules' predicate; the
+//! client's condition still applies outside, so a repeated condition can only drop rows that
+//! the client's statement would drop. Only columns the role reads as stored qualify (a
+//! condition on a masked column compares masked values). Parameters are repeated only for
+//! integer, text and uuid columns, whose comparisons with any type PostgreSQL may infer for
+//! them convert without error.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
-use sqlparser::ast::{BinaryOperator, Expr, Select, TableFactor, Value};
+use sqlparser::ast::{BinaryOperator, Expr, JoinOperator, ObjectName, Select, TableFactor};
 
 use super::grouping::StandIn;
-use super::literals::{COPY_BASE, MARKER_BASE};
+use super::pushdown_constants::{constant, Constant, Kind};
 use super::{fold, quote, Ctx};
+use crate::catalog::Relation;
 use crate::policy::model::ColumnAction;
 
-/// Column types whose equality operator in pg_catalog is leakproof (`int8eq`, `int48eq`,
-/// `texteq`, `uuid_eq`, `date_eq`, ...).
-const LEAKPROOF_EQ: &[&str] = &["bigint", "integer", "smallint", "text", "uuid", "date"];
+/// Column types whose comparison operators in pg_catalog are all leakproof.
+pub const LEAKPROOF_TYPES: &[&str] = &[
+    "bigint",
+    "integer",
+    "smallint",
+    "text",
+    "uuid",
+    "date",
+    "timestamp with time zone",
+    "timestamp without time zone",
+];
 
 const INTEGERS: &[&str] = &["bigint", "integer", "smallint"];
+/// Types whose comparison with a parameter of any type PostgreSQL may infer for it cannot
+/// fail (a date compared with a timestamp converts, and the conversion can overflow).
+const PARAMETER_TYPES: &[&str] = &["bigint", "integer", "smallint", "text", "uuid"];
 
-/// A constant as it goes into the stand-in.
-struct Constant {
-    text: String,
-    /// A number literal (a whole number that fits a bigint).
-    integer: bool,
+/// At most this many conditions are repeated in one stand-in.
+const MAX_CONDITIONS: usize = 16;
+const MAX_IN_LIST: usize = 64;
+
+/// Resolves a plain table in FROM (not a stand-in) to its relation, None for CTEs and
+/// unknown names.
+pub type Resolve<'r> = &'r dyn Fn(&ObjectName) -> Option<Arc<Relation>>;
+
+/// A column of a FROM item: (its alias, its name).
+type Col = (String, String);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// The WHERE or an inner join's ON: holds for every row of the result.
+    Everywhere,
+    /// A LEFT JOIN's ON: holds for the rows of that join's right-hand item that appear.
+    Only(usize),
 }
 
-/// (placeholder name, condition over the stand-in's row) for each condition to copy.
+enum Test {
+    Cmp(&'static str, Constant),
+    In(Vec<Constant>),
+}
+
+struct Bound {
+    col: Col,
+    test: Test,
+    scope: Scope,
+}
+
+struct Same {
+    a: Col,
+    b: Col,
+    scope: Scope,
+}
+
+/// One FROM item a condition may name.
+struct Item {
+    alias: String,
+    rel: Option<Arc<Relation>>,
+    /// The stand-in's placeholder, when the item is a row-ruled stand-in.
+    ruled: Option<String>,
+}
+
+/// What the client's conditions say about a SELECT's row-ruled stand-ins.
+pub struct Pushdown {
+    /// (placeholder, condition over the stand-in's row), to add to the stand-in's WHERE.
+    pub conditions: Vec<(String, String)>,
+    /// The only FROM item is this row-ruled stand-in and all of the WHERE was repeated in it.
+    pub whole: Option<String>,
+}
+
 pub fn conditions(
     s: &Select,
     stand_ins: &HashMap<String, StandIn>,
     ctx: &Ctx,
-) -> Vec<(String, String)> {
-    let Some(selection) = &s.selection else {
-        return Vec::new();
+    resolve: Resolve,
+) -> Pushdown {
+    let mut none = Pushdown {
+        conditions: Vec::new(),
+        whole: None,
     };
-    let mut factors = Vec::new();
+    let items = items(s, stand_ins, ctx, resolve);
+    if items.iter().all(|i| i.ruled.is_none()) {
+        return none;
+    }
+    let mut facts = Facts::default();
+    let mut whole = true;
+    if let Some(selection) = &s.selection {
+        let mut terms = Vec::new();
+        and_terms(selection, &mut terms);
+        for t in terms {
+            whole &= facts.add(t, Scope::Everywhere, &items);
+        }
+    }
+    let mut index = 0;
     for twj in &s.from {
-        factors.push(&twj.relation);
-        factors.extend(twj.joins.iter().map(|j| &j.relation));
-    }
-    let single = factors.len() == 1;
-    // (alias, placeholder) of the row-ruled stand-ins this SELECT reads.
-    let ruled: Vec<(String, String)> = factors
-        .iter()
-        .filter_map(|tf| match tf {
-            TableFactor::Table {
-                name,
-                alias: Some(a),
-                ..
-            } if name.0.len() == 1 => {
-                let p = name.0[0].as_ident()?.value.clone();
-                let s = stand_ins.get(&p)?;
-                ctx.row_filter(&s.rel, super::row_rules::ROW_ALIAS)?;
-                a.columns.is_empty().then(|| (fold(&a.name), p))
+        index += 1;
+        for j in &twj.joins {
+            let (on, scope) = match &j.join_operator {
+                JoinOperator::Join(c) | JoinOperator::Inner(c) => (c, Scope::Everywhere),
+                JoinOperator::Left(c) | JoinOperator::LeftOuter(c) => (c, Scope::Only(index)),
+                _ => (&sqlparser::ast::JoinConstraint::None, Scope::Everywhere),
+            };
+            if let sqlparser::ast::JoinConstraint::On(e) = on {
+                let mut terms = Vec::new();
+                and_terms(e, &mut terms);
+                for t in terms {
+                    facts.add(t, scope, &items);
+                }
             }
-            _ => None,
-        })
-        .collect();
-    if ruled.is_empty() {
-        return Vec::new();
+            index += 1;
+        }
     }
-    let mut conjuncts = Vec::new();
-    and_terms(selection, &mut conjuncts);
+    for (at, item) in items.iter().enumerate() {
+        let Some(placeholder) = &item.ruled else {
+            continue;
+        };
+        let mut seen = HashSet::new();
+        for text in facts.for_item(at, &items, stand_ins, ctx) {
+            if seen.len() < MAX_CONDITIONS && seen.insert(text.clone()) {
+                none.conditions.push((placeholder.clone(), text));
+            }
+        }
+    }
+    // Every conjunct became bounds on the one item, and every bound was repeated.
+    if whole && items.len() == 1 && facts.same.is_empty() {
+        let repeated = facts.bounds.iter().all(|b| {
+            readable(0, &b.col.1, &items, stand_ins, ctx)
+                .is_some_and(|ty| render(&b.col.1, ty, &b.test).is_some())
+        });
+        if repeated {
+            none.whole = items[0].ruled.clone();
+        }
+    }
+    none
+}
+
+/// The FROM items in order; one that cannot be named reliably (a nested join, a table whose
+/// alias renames its columns) has no known columns.
+fn items(
+    s: &Select,
+    stand_ins: &HashMap<String, StandIn>,
+    ctx: &Ctx,
+    resolve: Resolve,
+) -> Vec<Item> {
     let mut out = Vec::new();
-    for c in conjuncts {
-        let Expr::BinaryOp {
-            left,
-            op: BinaryOperator::Eq,
-            right,
-        } = c
-        else {
-            continue;
-        };
-        let (column, value) = match (constant(right), constant(left)) {
-            (Some(v), _) => (left.as_ref(), v),
-            (None, Some(v)) => (right.as_ref(), v),
-            _ => continue,
-        };
-        let (qualifier, name) = match column {
-            Expr::Identifier(i) => (None, fold(i)),
-            Expr::CompoundIdentifier(p) if p.len() == 2 => (Some(fold(&p[0])), fold(&p[1])),
-            _ => continue,
-        };
-        let target = match qualifier {
-            Some(q) => ruled.iter().find(|(a, _)| *a == q),
-            None if single => ruled.first(),
-            None => None,
-        };
-        let Some((_, placeholder)) = target else {
-            continue;
-        };
-        let Some(s) = stand_ins.get(placeholder) else {
-            continue;
-        };
-        let Some(ty) = s
-            .rel
-            .columns
-            .iter()
-            .find(|col| col.name == name)
-            .map(|col| col.ty.sql_name.as_str())
-        else {
-            continue;
-        };
-        // A whole number compares with an integer column as an integer; with another type
-        // PostgreSQL would pick an operator outside the leakproof list.
-        let fits = LEAKPROOF_EQ.contains(&ty) && (!value.integer || INTEGERS.contains(&ty));
-        let readable = fits
-            && s.shown.contains(&name)
-            && ctx.column(&s.rel, &name).action == ColumnAction::Allow;
-        if readable {
-            let value = value.text;
-            let condition = format!(
-                "{}.{} OPERATOR(pg_catalog.=) {value}",
-                quote(super::row_rules::ROW_ALIAS),
-                quote(&name)
-            );
-            out.push((placeholder.clone(), condition));
+    for twj in &s.from {
+        for tf in std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation)) {
+            out.push(item(tf, stand_ins, ctx, resolve));
         }
     }
     out
+}
+
+fn item(
+    tf: &TableFactor,
+    stand_ins: &HashMap<String, StandIn>,
+    ctx: &Ctx,
+    resolve: Resolve,
+) -> Item {
+    let unknown = |alias: String| Item {
+        alias,
+        rel: None,
+        ruled: None,
+    };
+    let TableFactor::Table { name, alias, .. } = tf else {
+        // A derived table or function: its alias names it, its columns are not known here.
+        let alias = match tf {
+            TableFactor::Derived { alias: Some(a), .. }
+            | TableFactor::Function { alias: Some(a), .. } => fold(&a.name),
+            _ => String::new(),
+        };
+        return unknown(alias);
+    };
+    if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
+        return unknown(alias.as_ref().map(|a| fold(&a.name)).unwrap_or_default());
+    }
+    let last = name
+        .0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(fold)
+        .unwrap_or_default();
+    let alias_name = alias.as_ref().map(|a| fold(&a.name)).unwrap_or(last);
+    let placeholder = (name.0.len() == 1)
+        .then(|| name.0[0].as_ident().map(|i| i.value.clone()))
+        .flatten();
+    if let Some(stand_in) = placeholder.as_ref().and_then(|p| stand_ins.get(p)) {
+        let ruled = ctx
+            .row_filter(&stand_in.rel, super::row_rules::ROW_ALIAS)
+            .and(placeholder.clone());
+        return Item {
+            alias: alias_name,
+            rel: Some(stand_in.rel.clone()),
+            ruled: ruled.filter(|_| alias.is_some()),
+        };
+    }
+    Item {
+        alias: alias_name,
+        rel: resolve(name),
+        ruled: None,
+    }
+}
+
+#[derive(Default)]
+struct Facts {
+    bounds: Vec<Bound>,
+    same: Vec<Same>,
+}
+
+impl Facts {
+    /// Records what one conjunct says; true when it became bounds on columns.
+    fn add(&mut self, e: &Expr, scope: Scope, items: &[Item]) -> bool {
+        let col = |e: &Expr| column(e, items);
+        match e {
+            Expr::BinaryOp { left, op, right } => {
+                let Some(sign) = comparison(op) else {
+                    return false;
+                };
+                match (col(left), col(right), constant(right), constant(left)) {
+                    (Some(a), Some(b), _, _) if sign == "=" => {
+                        self.same.push(Same { a, b, scope });
+                        false
+                    }
+                    (Some(c), None, Some(v), _) => self.bound(c, Test::Cmp(sign, v), scope),
+                    (None, Some(c), _, Some(v)) => self.bound(c, Test::Cmp(flip(sign), v), scope),
+                    _ => false,
+                }
+            }
+            Expr::Between {
+                expr,
+                negated: false,
+                low,
+                high,
+            } => {
+                let (Some(c), Some(lo), Some(hi)) = (col(expr), constant(low), constant(high))
+                else {
+                    return false;
+                };
+                self.bound(c.clone(), Test::Cmp(">=", lo), scope)
+                    && self.bound(c, Test::Cmp("<=", hi), scope)
+            }
+            Expr::InList {
+                expr,
+                list,
+                negated: false,
+            } if !list.is_empty() && list.len() <= MAX_IN_LIST => {
+                let (Some(c), Some(values)) = (
+                    col(expr),
+                    list.iter().map(constant).collect::<Option<Vec<_>>>(),
+                ) else {
+                    return false;
+                };
+                self.bound(c, Test::In(values), scope)
+            }
+            _ => false,
+        }
+    }
+
+    fn bound(&mut self, col: Col, test: Test, scope: Scope) -> bool {
+        self.bounds.push(Bound { col, test, scope });
+        true
+    }
+
+    /// The conditions that hold for item `at`'s rows, over its readable columns.
+    fn for_item(
+        &self,
+        at: usize,
+        items: &[Item],
+        stand_ins: &HashMap<String, StandIn>,
+        ctx: &Ctx,
+    ) -> Vec<String> {
+        let Some(rel) = &items[at].rel else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for c in &rel.columns {
+            let Some(ty) = readable(at, &c.name, items, stand_ins, ctx) else {
+                continue;
+            };
+            let start = (items[at].alias.clone(), c.name.clone());
+            for bound in self.reaching(&start, ty, items) {
+                if let Some(text) = render(&c.name, ty, &bound.test) {
+                    out.push(text);
+                }
+            }
+        }
+        out
+    }
+
+    /// The bounds that hold for column `start` of a FROM item: its own, and those of columns
+    /// of the same type it is equal to (so a parameter is typed alike wherever it is repeated).
+    fn reaching<'f>(&'f self, start: &Col, ty: &str, items: &[Item]) -> Vec<&'f Bound> {
+        let holds = |scope: Scope, alias: &str| match scope {
+            Scope::Everywhere => true,
+            Scope::Only(i) => items.get(i).is_some_and(|it| it.alias == alias),
+        };
+        let mut seen = vec![start.clone()];
+        let mut next = 0;
+        while next < seen.len() && seen.len() <= 8 {
+            let here = seen[next].clone();
+            next += 1;
+            for s in &self.same {
+                // Over a LEFT JOIN's ON, rows of its right-hand item follow the other side, not
+                // the other way round.
+                let from = match s.scope {
+                    Scope::Everywhere if s.a == here => Some(&s.b),
+                    Scope::Everywhere if s.b == here => Some(&s.a),
+                    Scope::Only(_) if s.a == here && holds(s.scope, &here.0) => Some(&s.b),
+                    Scope::Only(_) if s.b == here && holds(s.scope, &here.0) => Some(&s.a),
+                    _ => None,
+                };
+                if let Some(other) = from {
+                    if !seen.contains(other) && type_of(other, items) == Some(ty) {
+                        seen.push(other.clone());
+                    }
+                }
+            }
+        }
+        self.bounds
+            .iter()
+            .filter(|b| holds(b.scope, &b.col.0))
+            .filter(|b| seen.contains(&b.col))
+            .collect()
+    }
+}
+
+/// The type of a column the role reads as stored in row-ruled stand-in `at`, when its
+/// comparisons are leakproof; None otherwise.
+fn readable<'i>(
+    at: usize,
+    name: &str,
+    items: &'i [Item],
+    stand_ins: &HashMap<String, StandIn>,
+    ctx: &Ctx,
+) -> Option<&'i str> {
+    let item = items.get(at)?;
+    let stand_in = stand_ins.get(item.ruled.as_ref()?)?;
+    let ty = type_of(&(item.alias.clone(), name.to_owned()), items)?;
+    (LEAKPROOF_TYPES.contains(&ty)
+        && stand_in.shown.iter().any(|s| s == name)
+        && ctx.column(&stand_in.rel, name).action == ColumnAction::Allow)
+        .then_some(ty)
+}
+
+fn type_of<'i>(col: &Col, items: &'i [Item]) -> Option<&'i str> {
+    let mut found = items.iter().filter(|i| i.alias == col.0);
+    let item = found.next()?;
+    if found.next().is_some() {
+        return None;
+    }
+    item.rel
+        .as_ref()?
+        .columns
+        .iter()
+        .find(|c| c.name == col.1)
+        .map(|c| c.ty.sql_name.as_str())
+}
+
+/// The FROM item and column an expression names; an unqualified name only when exactly one
+/// item has such a column and every item's columns are known.
+fn column(e: &Expr, items: &[Item]) -> Option<Col> {
+    match e {
+        Expr::Identifier(i) => {
+            let name = fold(i);
+            if items.iter().any(|it| it.rel.is_none()) {
+                return None;
+            }
+            let mut having = items.iter().filter(|it| {
+                it.rel
+                    .as_ref()
+                    .is_some_and(|r| r.columns.iter().any(|c| c.name == name))
+            });
+            let one = having.next()?;
+            having.next().is_none().then(|| (one.alias.clone(), name))
+        }
+        Expr::CompoundIdentifier(p) if p.len() == 2 => {
+            let (alias, name) = (fold(&p[0]), fold(&p[1]));
+            type_of(&(alias.clone(), name.clone()), items).map(|_| (alias, name))
+        }
+        Expr::Nested(inner) => column(inner, items),
+        _ => None,
+    }
+}
+
+fn comparison(op: &BinaryOperator) -> Option<&'static str> {
+    Some(match op {
+        BinaryOperator::Eq => "=",
+        BinaryOperator::Lt => "<",
+        BinaryOperator::LtEq => "<=",
+        BinaryOperator::Gt => ">",
+        BinaryOperator::GtEq => ">=",
+        _ => return None,
+    })
+}
+
+fn flip(sign: &'static str) -> &'static str {
+    match sign {
+        "<" => ">",
+        "<=" => ">=",
+        ">" => "<",
+        ">=" => "<=",
+        other => other,
+    }
+}
+
+/// One condition over the stand-in's row; None when the constant could meet the column in a
+/// comparison that is not leakproof.
+fn render(column: &str, ty: &str, test: &Test) -> Option<String> {
+    let fits = |c: &Constant| match c.kind {
+        Kind::Integer => INTEGERS.contains(&ty),
+        Kind::Untyped | Kind::Computed => true,
+        Kind::Parameter => PARAMETER_TYPES.contains(&ty),
+    };
+    let row = format!("{}.{}", quote(super::row_rules::ROW_ALIAS), quote(column));
+    match test {
+        Test::Cmp(sign, c) => {
+            fits(c).then(|| format!("{row} OPERATOR(pg_catalog.{sign}) {}", c.text))
+        }
+        Test::In(values) => {
+            if !values.iter().all(fits) {
+                return None;
+            }
+            let each: Vec<String> = values
+                .iter()
+                .map(|c| format!("{row} OPERATOR(pg_catalog.=) {}", c.text))
+                .collect();
+            Some(format!("({})", each.join(" OR ")))
+        }
+    }
 }
 
 fn and_terms<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
@@ -141,32 +475,4 @@ fn and_terms<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
         Expr::Nested(inner) => and_terms(inner, out),
         _ => out.push(e),
     }
-}
-
-/// A constant's text as it goes into the stand-in: a whole-number or string literal as
-/// written, a parameter as written, and a shape's literal marker as its copy marker (see
-/// `literals::fill`); other constants (decimals, typed or escaped strings) are not copied.
-fn constant(e: &Expr) -> Option<Constant> {
-    let Expr::Value(v) = e else {
-        return None;
-    };
-    let (text, integer) = match &v.value {
-        Value::Number(n, false)
-            if !n.is_empty() && n.len() <= 18 && n.bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            (n.to_string(), true)
-        }
-        Value::SingleQuotedString(_) => (v.value.to_string(), false),
-        Value::Placeholder(p) => {
-            let n: usize = p.strip_prefix('$')?.parse().ok()?;
-            let text = match n.checked_sub(MARKER_BASE) {
-                Some(i) => format!("${}", COPY_BASE + i),
-                None if (1..=65_535).contains(&n) => p.clone(),
-                None => return None,
-            };
-            (text, false)
-        }
-        _ => return None,
-    };
-    Some(Constant { text, integer })
 }

@@ -163,3 +163,9 @@ pub fn with_condition(stand_in: &str, condition: &str) -> Option<String> {
     let head = stand_in.strip_suffix(" OFFSET 0")?;
     Some(format!("{head} AND {condition} OFFSET 0"))
 }
+
+/// The stand-in with `page` (ORDER BY and LIMIT, see `row_page`) after its WHERE.
+pub fn with_page(stand_in: &str, page: &str) -> Option<String> {
+    let head = stand_in.strip_suffix(" OFFSET 0")?;
+    Some(format!("{head}{page} OFFSET 0"))
+}

@@ -1,0 +1,186 @@
+//! Constants a client compares a column with, as they may be repeated inside a row-ruled
+//! stand-in (`row_pushdown`).
+//!
+//! A constant's value does not depend on any row, so evaluating it next to the rules'
+//! predicate tells nothing about hidden rows. Only expressions whose evaluation is free of
+//! side effects qualify: literals, parameters, `+`/`-` between them (written with
+//! pg_catalog's operators, so a client's own operator never runs inside the stand-in) and an
+//! element of an `ARRAY[...]` of constants. Casts, functions and sub-queries do not.
+
+use sqlparser::ast::{AccessExpr, BinaryOperator, Expr, Subscript, UnaryOperator, Value};
+
+use super::literals::{COPY_BASE, MARKER_BASE};
+
+/// What PostgreSQL will take the constant to be before it meets the column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A whole-number literal: an integer type.
+    Integer,
+    /// A string literal or a shape's literal marker: typed by the column it is compared with
+    /// (a marker that stands for a number compares as a number, as the client's text does).
+    Untyped,
+    /// A parameter: typed by its first use, which is the stand-in's condition when the
+    /// client compares it with the column.
+    Parameter,
+    /// Anything computed from constants: its type is the expression's.
+    Computed,
+}
+
+/// A constant as it goes into the stand-in.
+#[derive(Clone, Debug)]
+pub struct Constant {
+    pub text: String,
+    pub kind: Kind,
+}
+
+/// Deeper expressions are not worth the analysis.
+const MAX_DEPTH: usize = 8;
+const MAX_ELEMENTS: usize = 64;
+
+/// The constant `e` as text for the stand-in, or None when `e` is not a plain constant.
+pub fn constant(e: &Expr) -> Option<Constant> {
+    within(e, 0)
+}
+
+fn within(e: &Expr, depth: usize) -> Option<Constant> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    match e {
+        Expr::Value(v) => value(&v.value),
+        Expr::Nested(inner) => {
+            let c = within(inner, depth + 1)?;
+            Some(Constant {
+                text: format!("({})", c.text),
+                kind: c.kind,
+            })
+        }
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => {
+            let c = within(expr, depth + 1)?;
+            (c.kind == Kind::Integer).then(|| Constant {
+                text: format!("(OPERATOR(pg_catalog.-) {})", c.text),
+                kind: Kind::Computed,
+            })
+        }
+        Expr::BinaryOp { left, op, right } => {
+            let sign = match op {
+                BinaryOperator::Plus => "+",
+                BinaryOperator::Minus => "-",
+                _ => return None,
+            };
+            let (l, r) = (within(left, depth + 1)?, within(right, depth + 1)?);
+            // `$1 + $2` or `'1' + '2'` would leave PostgreSQL to guess both types.
+            let typed = |c: &Constant| matches!(c.kind, Kind::Integer | Kind::Computed);
+            (typed(&l) || typed(&r)).then(|| Constant {
+                text: format!("({} OPERATOR(pg_catalog.{sign}) {})", l.text, r.text),
+                kind: Kind::Computed,
+            })
+        }
+        Expr::CompoundFieldAccess { root, access_chain } => element(root, access_chain, depth),
+        _ => None,
+    }
+}
+
+/// `(ARRAY[c1, c2, ...])[i]`: an element of a constant array; out of range it is NULL.
+fn element(root: &Expr, chain: &[AccessExpr], depth: usize) -> Option<Constant> {
+    let [AccessExpr::Subscript(Subscript::Index { index })] = chain else {
+        return None;
+    };
+    let array = match root {
+        Expr::Nested(inner) => inner.as_ref(),
+        other => other,
+    };
+    let Expr::Array(a) = array else {
+        return None;
+    };
+    if !a.named || a.elem.is_empty() || a.elem.len() > MAX_ELEMENTS {
+        return None;
+    }
+    let elements = a
+        .elem
+        .iter()
+        .map(|e| within(e, depth + 1).map(|c| c.text))
+        .collect::<Option<Vec<_>>>()?;
+    let index = within(index, depth + 1)?;
+    Some(Constant {
+        text: format!("(ARRAY[{}])[{}]", elements.join(", "), index.text),
+        kind: Kind::Computed,
+    })
+}
+
+/// A literal or parameter: a whole number or string as written, a parameter as written, and a
+/// shape's literal marker as its copy marker (see `literals::fill`). Decimals, typed or
+/// escaped strings are not copied.
+fn value(v: &Value) -> Option<Constant> {
+    let (text, kind) = match v {
+        Value::Number(n, false)
+            if !n.is_empty() && n.len() <= 18 && n.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            (n.to_string(), Kind::Integer)
+        }
+        Value::SingleQuotedString(_) => (v.to_string(), Kind::Untyped),
+        Value::Placeholder(p) => {
+            let n: usize = p.strip_prefix('$')?.parse().ok()?;
+            match n.checked_sub(MARKER_BASE) {
+                Some(i) => (format!("${}", COPY_BASE + i), Kind::Untyped),
+                None if (1..=65_535).contains(&n) => (p.clone(), Kind::Parameter),
+                None => return None,
+            }
+        }
+        _ => return None,
+    };
+    Some(Constant { text, kind })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn of(sql: &str) -> Option<(String, Kind)> {
+        let e = crate::analysis::parse_expr(sql).ok()?;
+        constant(&e).map(|c| (c.text, c.kind))
+    }
+
+    #[test]
+    fn literals_parameters_and_markers() {
+        assert_eq!(of("42"), Some(("42".into(), Kind::Integer)));
+        assert_eq!(of("'Hansen'"), Some(("'Hansen'".into(), Kind::Untyped)));
+        assert_eq!(of("$2"), Some(("$2".into(), Kind::Parameter)));
+        assert_eq!(of("$9000003"), Some(("$8000003".into(), Kind::Untyped)));
+        assert_eq!(of("4.5"), None);
+        assert_eq!(of("E'x'"), None);
+        assert_eq!(of("$70000"), None);
+    }
+
+    #[test]
+    fn computed_from_constants_with_catalog_operators() {
+        assert_eq!(
+            of("$1 + 9"),
+            Some(("($1 OPERATOR(pg_catalog.+) 9)".into(), Kind::Computed))
+        );
+        assert_eq!(of("$1 + $2"), None);
+        assert_eq!(
+            of("(ARRAY['a', 'b'])[$1]"),
+            Some(("(ARRAY['a', 'b'])[$1]".into(), Kind::Computed))
+        );
+        assert_eq!(of("(ARRAY['a', 'b'])[1:2]"), None);
+    }
+
+    #[test]
+    fn rows_functions_casts_and_subqueries_are_not_constants() {
+        for sql in [
+            "id",
+            "c.id + 1",
+            "now()",
+            "$1::bigint",
+            "(SELECT 1)",
+            "(ARRAY[id])[1]",
+            "1 * 2",
+        ] {
+            assert_eq!(of(sql), None, "{sql}");
+        }
+    }
+}
