@@ -295,3 +295,32 @@ fn retention_periods_and_where_predicates_are_checked_where_written() {
         "{got:?}"
     );
 }
+
+#[test]
+fn statistics_views_are_refused_to_roles_whose_rules_hide_people() {
+    let restricted = "  restrictions: {column: people.blocked}\n";
+    let hiding = [
+        (
+            restricted,
+            "  clerk:\n    capabilities: [statistics_views]\n",
+        ),
+        (
+            "",
+            "  clerk:\n    capabilities: [statistics_views]\n    rows: {retention: true}\n",
+        ),
+    ];
+    for (inventory, roles) in hiding {
+        let got = problems(&with(inventory, roles));
+        assert!(
+            got.iter().any(|g| g.contains("roles.clerk.capabilities")
+                && g.contains("cannot be given to a role with row rules")),
+            "{roles}: {got:?}"
+        );
+    }
+    // A role that sees everyone may read them.
+    let p = compiled(&with(
+        restricted,
+        "  clerk:\n    capabilities: [statistics_views]\n    see_restricted: true\n",
+    ));
+    assert!(p.roles["clerk"].allows(crate::policy::model::Capability::StatisticsViews));
+}

@@ -256,11 +256,39 @@ pub(crate) fn roles_and_grants(
                     ),
                 }
             }
+            statistics_with_rows(&role, c, &Pos::new(file, &name.referenced), &path, diags);
             c.roles.insert(role.name.clone(), role);
         }
     }
     check_default_role(docs, c, diags);
     grants(docs, c, diags);
+}
+
+/// Statistics views show values of every row (most common values, histogram bounds), hidden
+/// ones too: a role whose row rules hide people cannot read them.
+fn statistics_with_rows(
+    role: &CheckedRole,
+    c: &Checked,
+    pos: &Pos,
+    path: &str,
+    diags: &mut Diagnostics,
+) {
+    let rows = &role.rows;
+    let hides = rows.consent
+        || rows.retention
+        || !rows.where_.is_empty()
+        || (!rows.see_restricted && c.inventory.restrictions.is_some());
+    if hides
+        && role
+            .capabilities
+            .contains(&super::model::Capability::StatisticsViews)
+    {
+        diags.error(
+            pos,
+            format!("{path}.capabilities"),
+            "capability 'statistics_views' cannot be given to a role with row rules: pg_stats shows values of every row, the ones the rules hide too (give the role see_restricted: true and no rows: rules, or drop the capability)",
+        );
+    }
 }
 
 /// Exact names win over patterns, so only two patterns can conflict.
