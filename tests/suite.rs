@@ -53,6 +53,7 @@ mod result_origins;
 mod retention_run;
 mod robustness;
 mod row_pushdown;
+mod row_pushdown_attacks;
 mod row_rule_attacks;
 mod row_rules;
 mod run_lifecycle;
