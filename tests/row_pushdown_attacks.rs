@@ -90,3 +90,45 @@ async fn a_constant_that_overflows_does_not_tell_a_hidden_person_from_nobody() {
         }
     }
 }
+/// LIMIT and OFFSET that PostgreSQL accepts are accepted through pgvakt: a page repeated in
+/// the stand-in counts LIMIT + OFFSET rows, which must not overflow where the client's
+/// clauses do not.
+#[tokio::test]
+async fn a_page_with_the_largest_limit_and_an_offset_answers_as_postgresql_does() {
+    let env = demo().await;
+    let direct = env.cluster.connect("crm").await.expect("direct");
+    let visible = ids(&direct, &common::rows::visible_ids("sales")).await;
+    let c = env.connect("sales", "sales", "crm").await.expect("connect");
+    for (sql, limit, offset) in [
+        (
+            "SELECT id FROM contacts WHERE id > $1 ORDER BY id LIMIT $2 OFFSET $3",
+            i64::MAX,
+            1i64,
+        ),
+        (
+            "SELECT id FROM contacts WHERE id > $1 ORDER BY id LIMIT $2 OFFSET $3",
+            5,
+            i64::MAX,
+        ),
+    ] {
+        let got = c
+            .query(sql, &[&0i64, &limit, &offset])
+            .await
+            .map(|rows| rows.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>())
+            .map_err(|e| common::message(&e));
+        let want: Vec<i64> = visible
+            .iter()
+            .copied()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .collect();
+        assert_eq!(got, Ok(want), "{sql} LIMIT {limit} OFFSET {offset}");
+    }
+    // A page with an offset is still read inside the stand-in: a Limit under the outer one.
+    let plan = simple(
+        &c,
+        "EXPLAIN (COSTS OFF) SELECT id FROM contacts WHERE id > 0 ORDER BY id LIMIT 5 OFFSET 2",
+    )
+    .await;
+    assert!(plan.matches("Limit").count() >= 2, "{plan}");
+}

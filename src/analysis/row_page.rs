@@ -113,14 +113,25 @@ fn limit(q: &Query) -> Option<String> {
     let limit = counted(limit)?;
     match offset {
         None => Some(limit.text),
-        Some(o) => {
-            let offset = counted(&o.value)?;
-            Some(format!(
-                "(CAST({} AS bigint) OPERATOR(pg_catalog.+) CAST({} AS bigint))",
-                limit.text, offset.text
-            ))
-        }
+        Some(o) => Some(sum(&limit.text, &counted(&o.value)?.text)),
     }
+}
+
+/// LIMIT `limit` + OFFSET `offset` rows, or all rows where the sum would not fit a bigint:
+/// PostgreSQL accepts `LIMIT 9223372036854775807 OFFSET 1`, and the sum must fail nowhere
+/// the client's clauses do not. A negative LIMIT or OFFSET fails in the client's clauses
+/// before the stand-in is read; inside it reads all rows, and the sum is never computed (a
+/// CASE arm after a true condition is not even folded while planning).
+fn sum(limit: &str, offset: &str) -> String {
+    let (l, o) = (
+        format!("CAST({limit} AS bigint)"),
+        format!("CAST({offset} AS bigint)"),
+    );
+    format!(
+        "CASE WHEN {l} OPERATOR(pg_catalog.<) 0 OR {o} OPERATOR(pg_catalog.<) 0 THEN NULL \
+         WHEN {l} OPERATOR(pg_catalog.<=) (9223372036854775807 OPERATOR(pg_catalog.-) {o}) \
+         THEN {l} OPERATOR(pg_catalog.+) {o} END"
+    )
 }
 
 /// Whether an output column is named `name` without being that column: ORDER BY would then
