@@ -232,7 +232,7 @@ async fn statements_prepared_and_cursors_opened_before_the_grant_ends_follow_it(
         ),
         (
             "FETCH from a cursor WITH HOLD declared before",
-            simple_outcome(a.simple_query("FETCH held").await),
+            simple_outcome(a.simple_query("FETCH NEXT FROM held").await),
         ),
         (
             "Execute of a portal bound before",
@@ -240,7 +240,7 @@ async fn statements_prepared_and_cursors_opened_before_the_grant_ends_follow_it(
         ),
         (
             "FETCH from a cursor declared before",
-            simple_outcome(cursor_tx.simple_query("FETCH open_cursor").await),
+            simple_outcome(cursor_tx.simple_query("FETCH 1 FROM open_cursor").await),
         ),
     ];
     for (what, got) in &after {

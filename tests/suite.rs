@@ -49,6 +49,7 @@ mod policy_tools;
 mod pseudonym_key;
 mod read_limits;
 mod relay;
+mod reload_prepared;
 mod result_origins;
 mod retention_run;
 mod robustness;

@@ -11,7 +11,6 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 
-use crate::analysis::session_names::name_ops;
 use crate::analysis::{self, Analysed, Outcome};
 use crate::catalog::Catalog;
 use crate::config::Config;
@@ -28,6 +27,7 @@ mod pseudonym;
 use pseudonym::pseudonym_ready;
 mod origins;
 mod policy_state;
+mod prepared;
 mod search_path;
 mod service;
 
@@ -422,10 +422,11 @@ impl SessionPolicy {
         let Some(inner) = self.inner.clone() else {
             return Verdict::Forward;
         };
+        let parsing = self.epochs.take_parsing();
         let set = inner.store.current();
         let resolution = set.resolve(&self.user, &self.groups, SystemTime::now());
         let rules = resolution.role;
-        self.epochs.enter(rules.name());
+        self.epochs.enter(rules.name(), &set.version);
         if rules.is_unrestricted() {
             self.protected = None;
             self.protected_for = None;
@@ -452,8 +453,13 @@ impl SessionPolicy {
                 self.ddl_sent = true;
             }
             if epoch::may_define_names(sql) {
-                // Only remembered, for a later change of role: nothing is checked here.
-                let _ = self.epochs.text(&name_ops(sql), false);
+                // Only remembered, for a later change: nothing is checked here.
+                let _ = self.epochs.text(
+                    &analysis::session_names::name_ops(sql),
+                    None,
+                    false,
+                    &mut |_| Ok(()),
+                );
             }
             return Verdict::Forward;
         }
@@ -463,39 +469,19 @@ impl SessionPolicy {
                 if let Err(e) = pseudonym_ready(&inner, &set, &a.sql) {
                     return Verdict::Refuse(e);
                 }
-                if self.epochs.checking() || epoch::may_define_names(sql) {
-                    if let Err(e) = self.epochs.text(&name_ops(sql), true) {
-                        return Verdict::Refuse(e);
-                    }
-                }
-                self.apply_path_events(&a.path_events);
-                Verdict::Rewrite(Rewrite {
+                let rewrite = Rewrite {
                     analysed: a.clone(),
                     filled,
-                })
+                };
+                let decided = (sql, rewrite.sql());
+                if let Err(e) = self.follow_names(&inner, &set, rules.as_ref(), decided, parsing) {
+                    return Verdict::Refuse(e);
+                }
+                self.apply_path_events(&a.path_events);
+                Verdict::Rewrite(rewrite)
             }
             Outcome::Refuse(e) => Verdict::Refuse(e.clone()),
         }
-    }
-
-    /// A protocol message on its way upstream, for the names it defines and runs. `Err`: an
-    /// Execute of a portal defined under an earlier policy role, which a restricted role may
-    /// not run (see [`epoch`]).
-    pub fn protocol(&mut self, frame: &crate::protocol::Frame) -> Result<(), PgError> {
-        let Some(inner) = self.inner.as_ref() else {
-            return Ok(());
-        };
-        let mut restricted = false;
-        if matches!(frame.tag, b'P' | b'E') {
-            let role = inner
-                .store
-                .current()
-                .resolve(&self.user, &self.groups, SystemTime::now())
-                .role;
-            self.epochs.enter(role.name());
-            restricted = !role.is_unrestricted();
-        }
-        self.epochs.frame(frame, restricted)
     }
 
     /// For audit records of an unrestricted role, whose statements pass unchanged: what the

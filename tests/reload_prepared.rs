@@ -1,0 +1,177 @@
+//! A reload that changes the rules of a role a session keeps: statements prepared, portals
+//! bound and cursors declared before it follow the policy in force, as they do when a grant
+//! ends (`grant_expiry`). What PostgreSQL would now receive differently is refused (42501,
+//! prepare it again); what is decided the same runs on.
+
+use std::path::Path;
+
+use tokio_postgres::SimpleQueryMessage;
+
+use crate::common::{self, Env, EnvOptions};
+
+const EMAIL: &str = "SELECT email FROM contacts ORDER BY id LIMIT 1";
+const PHONE: &str = "SELECT phone FROM contacts ORDER BY id LIMIT 1";
+const NAME: &str = "SELECT last_name FROM contacts ORDER BY id LIMIT 1";
+
+/// The demo policy with the secretary's e-mail blocked and phone masked.
+fn tightened(original: &str) -> String {
+    let line = "      contacts.date_of_birth: {mask: date_year}   # birth year only\n";
+    assert_eq!(original.matches(line).count(), 1, "the secretary's columns");
+    original.replace(
+        line,
+        &format!("{line}      contacts.email: block\n      contacts.phone: {{mask: redact}}\n"),
+    )
+}
+
+/// The first value read, or the SQLSTATE of the refusal.
+fn outcome(
+    r: Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>,
+) -> Result<Option<String>, String> {
+    match r {
+        Ok(rows) => Ok(rows.first().and_then(|row| row.get::<_, Option<String>>(0))),
+        Err(e) => Err(common::sqlstate(&e)),
+    }
+}
+
+fn simple_outcome(
+    r: Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>,
+) -> Result<Option<String>, String> {
+    match r {
+        Ok(messages) => Ok(messages.iter().find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        })),
+        Err(e) => Err(common::sqlstate(&e)),
+    }
+}
+
+/// Refused because the policy changed since the name was defined (not for another reason).
+fn assert_refused_as_stale<T: std::fmt::Debug>(what: &str, r: Result<T, tokio_postgres::Error>) {
+    let e = r.expect_err(what);
+    assert_eq!(common::sqlstate(&e), "42501", "{what}: {e}");
+    let msg = common::message(&e);
+    assert!(
+        msg.contains("before the policy changed") && msg.contains("prepared again"),
+        "{what}: {msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_portals_and_cursors_from_before_a_reload_follow_the_new_policy() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("crm.yaml");
+    let original =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.yaml"))
+            .expect("crm.yaml");
+    std::fs::write(&file, &original).expect("policy");
+    // With an audit trail: refusals pass through the trail's request matching too.
+    let env = Env::start_with(EnvOptions {
+        demo_contacts: Some(20),
+        policy_file: Some(file.clone()),
+        extra_yaml: common::audit_yaml(dir.path()),
+        ..Default::default()
+    })
+    .await;
+    let direct = env.cluster.connect("crm").await.expect("direct");
+    let stored = |sql: &'static str| {
+        let direct = &direct;
+        async move {
+            let row = direct.query_one(sql, &[]).await.expect("stored value");
+            Some(row.get::<_, String>(0))
+        }
+    };
+    let (email, phone, name) = (stored(EMAIL).await, stored(PHONE).await, stored(NAME).await);
+
+    // Under the first policy the secretary reads all three, through every kind of name.
+    let a = env
+        .connect("secretary", "secretary", "crm")
+        .await
+        .expect("login");
+    let by_email = a.prepare(EMAIL).await.expect("prepare");
+    let by_phone = a.prepare(PHONE).await.expect("prepare");
+    let by_name = a.prepare(NAME).await.expect("prepare");
+    assert_eq!(outcome(a.query(&by_email, &[]).await), Ok(email.clone()));
+    assert_eq!(outcome(a.query(&by_phone, &[]).await), Ok(phone.clone()));
+    a.batch_execute(&format!(
+        "PREPARE p_email AS {EMAIL}; PREPARE p_name AS {NAME}"
+    ))
+    .await
+    .expect("PREPARE");
+    a.batch_execute(&format!("PREPARE p_name_alone AS {NAME}"))
+        .await
+        .expect("PREPARE");
+    a.batch_execute(&format!(
+        "BEGIN; DECLARE held CURSOR WITH HOLD FOR {EMAIL}; COMMIT"
+    ))
+    .await
+    .expect("DECLARE WITH HOLD");
+    a.batch_execute(&format!(
+        "BEGIN; DECLARE held_name CURSOR WITH HOLD FOR {NAME}; COMMIT"
+    ))
+    .await
+    .expect("DECLARE WITH HOLD");
+    let mut b = env
+        .connect("secretary", "secretary", "crm")
+        .await
+        .expect("login");
+    let (b_email, b_name) = (
+        b.prepare(EMAIL).await.unwrap(),
+        b.prepare(NAME).await.unwrap(),
+    );
+    let portal_tx = b.transaction().await.expect("BEGIN");
+    let email_portal = portal_tx.bind(&b_email, &[]).await.expect("bind");
+    let name_portal = portal_tx.bind(&b_name, &[]).await.expect("bind");
+    let mut c = env
+        .connect("secretary", "secretary", "crm")
+        .await
+        .expect("login");
+    let cursor_tx = c.transaction().await.expect("BEGIN");
+    cursor_tx
+        .batch_execute(&format!("DECLARE open_cursor CURSOR FOR {EMAIL}"))
+        .await
+        .expect("DECLARE");
+
+    std::fs::write(&file, tightened(&original)).expect("policy");
+    let version = env.server().proxy.enforcer.reload_policy();
+    assert!(matches!(version, Some(Ok(_))), "{version:?}");
+
+    // What would now be refused or masked is refused, whichever way it was defined.
+    let e = a.query(&by_email, &[]).await.unwrap_err();
+    let detail = e.as_db_error().and_then(|d| d.detail()).unwrap_or_default();
+    assert!(detail.contains("email"), "the cause is named: {detail}");
+    assert_refused_as_stale("Execute", a.query(&by_email, &[]).await);
+    let e = a.query(&by_phone, &[]).await.unwrap_err();
+    assert_eq!(common::sqlstate(&e), "42501", "{e}");
+    let detail = e.as_db_error().and_then(|d| d.detail()).unwrap_or_default();
+    assert!(detail.contains("rewritten differently"), "{detail}");
+    assert_refused_as_stale("EXECUTE", a.simple_query("EXECUTE p_email").await);
+    // Defined in the same text as one that reads e-mail: that text is what is decided again.
+    assert_refused_as_stale("EXECUTE", a.simple_query("EXECUTE p_name").await);
+    let fetched = a.simple_query("FETCH NEXT FROM held").await;
+    assert_refused_as_stale("FETCH from a cursor WITH HOLD", fetched);
+    // What the new policy decides the same runs on.
+    assert_eq!(outcome(a.query(&by_name, &[]).await), Ok(name.clone()));
+    assert_eq!(outcome(a.query(&by_name, &[]).await), Ok(name.clone()));
+    let alone = a.simple_query("EXECUTE p_name_alone").await;
+    assert_eq!(simple_outcome(alone), Ok(name.clone()));
+    let held = a.simple_query("FETCH NEXT FROM held_name").await;
+    assert_eq!(simple_outcome(held), Ok(name.clone()));
+    assert_eq!(
+        outcome(portal_tx.query_portal(&name_portal, 1).await),
+        Ok(name.clone())
+    );
+    let executed = portal_tx.query_portal(&email_portal, 1).await;
+    assert_refused_as_stale("Execute of a portal", executed);
+    let fetched = cursor_tx.simple_query("FETCH 1 FROM open_cursor").await;
+    assert_refused_as_stale("FETCH from an open cursor", fetched);
+
+    // Prepared again, each follows the new policy: e-mail refused, phone masked.
+    let e = a.prepare(EMAIL).await.unwrap_err();
+    assert_eq!(common::sqlstate(&e), "42501", "{e}");
+    let again = a.prepare(PHONE).await.expect("prepare again");
+    let masked = outcome(a.query(&again, &[]).await).expect("masked phone");
+    assert!(masked.is_some() && masked != phone, "{masked:?}");
+    a.simple_query("SELECT count(*) FROM companies")
+        .await
+        .expect("the session goes on");
+}
