@@ -2,7 +2,7 @@
 //! after the configured number of failures; further attempts, even with the right password, are
 //! refused with FATAL 28000 without reaching PostgreSQL; the lock ends with its time or an
 //! operator's unlock; a successful login resets the count; replicas share the count through
-//! schema `pgvakt`, and without it a replica counts alone and keeps the locks it knows.
+//! schema `pgvakt` (three of them here), and without it a replica counts alone and keeps the locks it knows.
 
 use std::time::Duration;
 
@@ -143,26 +143,40 @@ async fn an_operator_unlocks_and_a_successful_login_resets_the_count() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_replicas_share_the_count() {
+async fn three_replicas_share_the_count() {
     let env = env().await;
-    let replica = env.start_replica().await;
-    let (a, b) = (env.proxy_port(), replica.addr.port());
-    assert_eq!(login(&env, a, "victim", "guess").await.0, "28P01");
-    assert_eq!(login(&env, b, "victim", "guess").await.0, "28P01");
-    assert_eq!(login(&env, a, "victim", "guess").await.0, "28P01");
-    // The third failure, counted by replica a, locks the user on replica b too.
-    for port in [b, a] {
+    let (b, c) = (env.start_replica().await, env.start_replica().await);
+    let ports = [env.proxy_port(), b.addr.port(), c.addr.port()];
+    // One failure on each: no replica alone has seen three.
+    for port in ports {
+        assert_eq!(login(&env, port, "victim", "guess").await.0, "28P01");
+    }
+    // The third failure, counted by the last replica, locks the user on all three.
+    for port in ports {
         let (code, message) = login(&env, port, "victim", "right").await;
         assert_eq!(code, "28000", "{message}");
+        assert!(
+            message.contains("locked after 3 failed logins"),
+            "{message}"
+        );
     }
     assert_eq!(seen_by_postgres(&env, "victim"), 3);
-    // An unlock through one reaches both.
+    // Each replica counted the refusals it made.
+    for metrics in [env.server().metrics_addr, b.metrics_addr, c.metrics_addr] {
+        let m = common::http_get(metrics, "/metrics").await;
+        let refused = "pgvakt_client_connections_refused_total{reason=\"locked_out\"}";
+        assert_eq!(common::metric(&m, refused), 1.0, "{m}");
+    }
+    // An unlock through one reaches all three.
     let config = env.server().proxy.config.clone();
     pgvakt::admin::unlock(&config, Scope::User, "victim")
         .await
         .expect("unlock");
-    assert_eq!(login(&env, b, "victim", "right").await.0, "ok");
-    replica.shutdown().await;
+    for port in ports.into_iter().rev() {
+        assert_eq!(login(&env, port, "victim", "right").await.0, "ok");
+    }
+    b.shutdown().await;
+    c.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
