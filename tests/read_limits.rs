@@ -1,7 +1,8 @@
 //! Mass-read alarms: reading contacts one by one as `secretary` past the role's
 //! `limits.subjects_per_hour` writes an `anomaly` record, counts the crossing and, with
 //! `action: block`, refuses the user's further personal-data reads on every replica until an
-//! operator resets the limits; re-reading the same few contacts does not trip it.
+//! operator resets the limits; re-reading the same few contacts does not trip it. Reads of one
+//! user spread over three replicas are counted once.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -127,4 +128,128 @@ async fn reading_contacts_one_by_one_trips_the_alarm_and_blocks() {
     }
     assert!(open_again, "reads resume after reset-limits");
     replica.shutdown().await;
+}
+
+/// Whether personal-data reads are refused on every client within a bounded wait.
+async fn refused_on_all(clients: &[tokio_postgres::Client]) -> bool {
+    for _ in 0..40 {
+        let mut all = true;
+        for c in clients {
+            all &= read_contact(c, 1).await.is_err();
+        }
+        if all {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_spread_over_three_replicas_are_counted_once_and_blocked_on_all() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = Env::start_with(EnvOptions {
+        demo_contacts: Some(30),
+        policy_file: Some(policy_with_limits(dir.path())),
+        extra_yaml: common::audit_yaml(dir.path()),
+        ..Default::default()
+    })
+    .await;
+    let replicas = [env.start_replica().await, env.start_replica().await];
+    let ports = [
+        env.proxy_port(),
+        replicas[0].addr.port(),
+        replicas[1].addr.port(),
+    ];
+    let mut clients = Vec::new();
+    for port in ports {
+        let c = env
+            .connect_port(port, "secretary", "secretary", "crm")
+            .await;
+        clients.push(c.expect("login"));
+    }
+    // Twelve contacts, each replica reading four of them (five with contact 1 below): no
+    // replica alone crosses the limit of five; together they do.
+    let mut refused_at = None;
+    for id in 1..=12i64 {
+        if let Err(e) = read_contact(&clients[id as usize % 3], id).await {
+            assert_eq!(common::sqlstate(&e), "42501", "{e}");
+            assert!(
+                common::message(&e).contains("more personal data within an hour"),
+                "{e}"
+            );
+            refused_at = Some(id);
+            break;
+        }
+    }
+    if let Some(id) = refused_at {
+        assert!(id >= 7, "refused at contact {id}, before six were read");
+    }
+    // The totals reach every replica with its sync; the block then holds on all three.
+    assert!(refused_on_all(&clients).await, "blocked on every replica");
+    let audit = dir.path().join("audit");
+    let mut counted = None;
+    for _ in 0..50 {
+        counted = common::trail::all_records(&audit).iter().find_map(|r| {
+            let m = r["message"].as_str().filter(|_| r["event"] == "anomaly")?;
+            let n = m.strip_prefix("read limit: ")?.split(' ').next()?;
+            n.parse::<u64>().ok()
+        });
+        if counted.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let counted = counted.expect("anomaly record");
+    assert!(
+        counted >= 6,
+        "distinct subjects over all replicas: {counted}"
+    );
+    let mut crossings = 0.0;
+    for addr in [
+        env.server().metrics_addr,
+        replicas[0].metrics_addr,
+        replicas[1].metrics_addr,
+    ] {
+        let m = common::http_get(addr, "/metrics").await;
+        crossings += common::metric(
+            &m,
+            "pgvakt_read_limit_crossings_total{limit=\"subjects_per_hour\",action=\"block\"}",
+        );
+    }
+    assert!(crossings >= 1.0, "a crossing is counted");
+
+    // An operator's reset through one reaches all three.
+    let config = env.server().proxy.config.clone();
+    pgvakt::admin::reset_limits(&config, "secretary")
+        .await
+        .expect("reset");
+    let mut open_again = false;
+    for _ in 0..30 {
+        let mut all = true;
+        for (i, c) in clients.iter().enumerate() {
+            all &= read_contact(c, 1 + i as i64).await.is_ok();
+        }
+        if all {
+            open_again = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        open_again,
+        "reads resume on every replica after reset-limits"
+    );
+    // And stay open over the next syncs: a block from a crossing before the reset that one
+    // replica writes only after it does not come back.
+    for round in 0..12 {
+        for (i, c) in clients.iter().enumerate() {
+            let r = read_contact(c, 1 + i as i64).await;
+            assert!(r.is_ok(), "round {round}, replica {i}: {r:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for r in replicas {
+        r.shutdown().await;
+    }
 }

@@ -30,7 +30,7 @@ pub struct Crossing {
 
 #[derive(Default)]
 struct Window {
-    /// Subject (`table` + NUL + pseudonym) → last read.
+    /// Subject (see [`subject`]) → last read.
     subjects: HashMap<String, Instant>,
     rows: VecDeque<(Instant, u64)>,
     /// Shared totals of the last sync (every replica's reads in the window).
@@ -66,6 +66,13 @@ impl Window {
             local_rows.max(self.shared_rows + self.pending_rows),
         )
     }
+}
+
+/// How a data subject read through `table` with pseudonym `reference` is counted, here and in
+/// the shared state. PostgreSQL's text holds no NUL, so the two are joined with `/`; the
+/// pseudonym is hex, so the last `/` ends the table name and no two subjects collide.
+pub fn subject(table: &str, reference: &str) -> String {
+    format!("{table}/{reference}")
 }
 
 /// What one sync writes: per user, the subjects and rows read since the last one.
@@ -191,6 +198,17 @@ impl ReadLimits {
             .collect()
     }
 
+    /// What [`ReadLimits::take_pending`] took and the shared state did not get: written with
+    /// the next sync.
+    pub fn give_back(&self, pending: Pending) {
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        for (user, subjects, rows) in pending {
+            let w = users.entry(user).or_default();
+            w.pending_subjects.extend(subjects);
+            w.pending_rows += rows;
+        }
+    }
+
     /// Users this replica follows.
     pub fn users(&self) -> Vec<String> {
         let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
@@ -217,6 +235,16 @@ impl ReadLimits {
             w.shared_subjects = s;
             w.shared_rows = r;
             if !blocks.contains_key(user) && !w.blocked_here {
+                if w.blocked_until.is_some_and(|t| t > now) {
+                    // The shared block went before its time: an operator's reset. What this
+                    // replica counted before it goes too, or its own count of the same reads
+                    // would cross again at the user's next read.
+                    w.subjects.clear();
+                    w.rows.clear();
+                    w.pending_subjects.clear();
+                    w.pending_rows = 0;
+                    w.reported = None;
+                }
                 w.blocked_until = None;
             }
         }
@@ -259,7 +287,7 @@ mod tests {
 
     fn subjects(ids: &[&str]) -> impl Iterator<Item = String> {
         ids.iter()
-            .map(|i| format!("public.contacts\0{i}"))
+            .map(|i| subject("public.contacts", i))
             .collect::<Vec<_>>()
             .into_iter()
     }
@@ -338,5 +366,34 @@ mod tests {
         // An operator's reset elsewhere: the next sync has no block for eve.
         l.synced(&HashMap::new(), &HashMap::new(), now);
         assert!(l.blocked("eve", now).is_none());
+        // What was read before the reset no longer counts here either.
+        let fresh = ["20", "21", "22"];
+        assert!(l
+            .observe("eve", "secretary", 1, subjects(&fresh), now)
+            .is_none());
+        let c = l.observe("eve", "secretary", 1, subjects(&["23"]), now);
+        assert_eq!(c.expect("crossed again").count, 4);
+    }
+
+    #[test]
+    fn a_block_learned_from_another_replica_is_lifted_by_a_reset_with_what_was_counted() {
+        let l = limits(LimitAction::Block);
+        let now = Instant::now();
+        // Three subjects read here: at the limit, not over it.
+        assert!(l
+            .observe("eve", "secretary", 1, subjects(&["1", "2", "3"]), now)
+            .is_none());
+        let mut blocks = HashMap::new();
+        blocks.insert("eve".to_owned(), Duration::from_secs(3000));
+        let mut totals = HashMap::new();
+        totals.insert("eve".to_owned(), (9, 9));
+        l.synced(&totals, &blocks, now);
+        assert!(l.blocked("eve", now).is_some());
+        l.synced(&HashMap::new(), &HashMap::new(), now);
+        assert!(l.blocked("eve", now).is_none());
+        // One more subject: four read here in all, but three of them before the reset.
+        assert!(l
+            .observe("eve", "secretary", 1, subjects(&["4"]), now)
+            .is_none());
     }
 }

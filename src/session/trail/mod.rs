@@ -343,10 +343,11 @@ impl AuditTrail {
         if r.event != EventType::StatementRead || r.outcome != Outcome::Ok {
             return None;
         }
-        let subjects = r
-            .subjects
-            .iter()
-            .flat_map(|g| g.refs.iter().map(move |s| format!("{}\0{s}", g.table)));
+        let subjects = r.subjects.iter().flat_map(|g| {
+            g.refs
+                .iter()
+                .map(move |s| crate::access::reads::subject(&g.table, s))
+        });
         watch.limits.observe(
             &self.info.user,
             &self.info.role,
