@@ -521,3 +521,38 @@ fn vector_ships_every_audit_line_unchanged_and_parsed() {
     );
     assert!(program.contains(".pgvakt_unparsed = true"), "{program}");
 }
+
+/// The alert rules and their unit tests in `prometheus/tests/` pass promtool, when it is
+/// installed (Debian's `prometheus` package brings it; `PGVAKT_PROMTOOL` may name the binary,
+/// and then it must run).
+#[test]
+fn alert_rules_pass_promtool_and_their_unit_tests() {
+    let named = std::env::var_os("PGVAKT_PROMTOOL");
+    let promtool = named.clone().unwrap_or_else(|| "promtool".into());
+    let runs = [
+        vec!["check", "rules", "prometheus/alerts.yml"],
+        vec!["check", "rules", "prometheus/retention-alerts.yml"],
+        vec!["test", "rules", "prometheus/tests/alerts_test.yml"],
+    ];
+    for args in runs {
+        let out = match std::process::Command::new(&promtool)
+            .args(&args)
+            .current_dir(deploy())
+            .output()
+        {
+            Ok(out) => out,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && named.is_none() => {
+                eprintln!("promtool is not installed: the alert rules' unit tests did not run");
+                return;
+            }
+            Err(e) => panic!("{promtool:?}: {e}"),
+        };
+        assert!(
+            out.status.success(),
+            "promtool {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
