@@ -1,8 +1,9 @@
 //! Lockout after repeated failed logins: a brute force with a wrong password locks the user
 //! after the configured number of failures; further attempts, even with the right password, are
 //! refused with FATAL 28000 without reaching PostgreSQL; the lock ends with its time or an
-//! operator's unlock; a successful login resets the count; replicas share the count through
-//! schema `pgvakt` (three of them here), and without it a replica counts alone and keeps the locks it knows.
+//! operator's unlock (`pgvakt admin unlock` included); a successful login resets the count;
+//! replicas (three here) share the count through schema `pgvakt`, and without it a replica
+//! counts alone and keeps the locks it knows.
 
 use std::time::Duration;
 
@@ -17,10 +18,18 @@ async fn env() -> Env {
     env_with(String::new()).await
 }
 
+/// Locks that only an operator ends within a test.
+const LONG_LOCKOUT: &str =
+    "lockout:\n  user: {max_failures: 3, window_ms: 60000, lock_ms: 600000}\n  client: {max_failures: 0}\n";
+
 async fn env_with(extra: String) -> Env {
+    env_locking(LOCKOUT, extra).await
+}
+
+async fn env_locking(lockout: &str, extra: String) -> Env {
     let env = Env::start_with(EnvOptions {
         demo_contacts: Some(20),
-        extra_yaml: format!("{LOCKOUT}{extra}"),
+        extra_yaml: format!("{lockout}{extra}"),
         ..Default::default()
     })
     .await;
@@ -140,6 +149,74 @@ async fn an_operator_unlocks_and_a_successful_login_resets_the_count() {
     assert_eq!(login(&env, port, "victim", "right").await.0, "ok");
     let listed = pgvakt::admin::lockouts(&config).await.expect("lockouts");
     assert!(!listed.contains("victim"), "{listed}");
+}
+
+/// `pgvakt <args>` as an operator runs it: exit code and output.
+async fn pgvakt(args: Vec<String>) -> (i32, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgvakt"))
+            .args(&args)
+            .output()
+            .expect("run pgvakt");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    })
+    .await
+    .expect("task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_unlocks_with_the_command_line() {
+    let env = env_locking(LONG_LOCKOUT, String::new()).await;
+    let port = env.proxy_port();
+    for _ in 0..3 {
+        assert_eq!(login(&env, port, "victim", "guess").await.0, "28P01");
+    }
+    assert_eq!(login(&env, port, "victim", "right").await.0, "28000");
+    // The operator's own configuration file, naming the service user and the upstream.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = common::audit_db::process_yaml(&env, dir.path(), LONG_LOCKOUT);
+    let config = dir.path().join("pgvakt.yaml");
+    std::fs::write(&config, yaml).expect("config");
+    let config = config.to_str().expect("utf-8 path").to_owned();
+    let admin = |args: &[&str]| {
+        let mut all = vec![
+            "admin".to_owned(),
+            args[0].to_owned(),
+            "--config".to_owned(),
+        ];
+        all.push(config.clone());
+        all.extend(args[1..].iter().map(|a| (*a).to_owned()));
+        pgvakt(all)
+    };
+
+    let (code, listed) = admin(&["lockouts"]).await;
+    assert_eq!(code, 0, "{listed}");
+    let victim = listed.lines().find(|l| l.contains("victim"));
+    assert!(
+        victim.is_some_and(|l| l.starts_with("user") && l.contains(" 3 ")),
+        "{listed}"
+    );
+    let (code, out) = admin(&["unlock", "victim"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out, "user victim: unlocked, failed-login count cleared\n");
+    assert_eq!(login(&env, port, "victim", "right").await.0, "ok");
+    let (code, listed) = admin(&["lockouts"]).await;
+    assert_eq!(code, 0, "{listed}");
+    assert!(!listed.contains("victim"), "{listed}");
+    // Nothing to unlock is said so, and succeeds; a configuration that cannot reach the shared
+    // state fails with the cause.
+    let (code, out) = admin(&["unlock", "bystander"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("nothing to unlock"), "{out}");
+    std::fs::write(dir.path().join("service-password"), "wrong\n").expect("password");
+    let (code, out) = admin(&["unlock", "victim"]).await;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("password"), "the cause is named: {out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
