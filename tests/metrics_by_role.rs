@@ -94,11 +94,17 @@ async fn refusals_by_role_and_reads_by_category() {
     assert_eq!(metric(&m, &refusals("sales", "policy")), 0.0);
     assert_eq!(present(&m, &reads("secretary", "financial", "masked")), 1.0);
     assert_eq!(present(&m, &reads("secretary", "identity", "allowed")), 1.0);
+    // Marketing's bank account is blocked: both attempts are counted under its category, and
+    // nothing as read.
+    assert_eq!(
+        present(&m, &reads("marketing", "financial", "blocked")),
+        2.0
+    );
     let marketing_reads = m
         .lines()
         .filter(|l| l.starts_with("pgvakt_personal_data_reads_total{role=\"marketing\""))
         .count();
-    assert_eq!(marketing_reads, 0, "{m}");
+    assert_eq!(marketing_reads, 1, "{m}");
     // No user name is a label value anywhere.
     assert!(!m.contains("user=\""), "{m}");
 }

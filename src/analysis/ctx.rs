@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::catalog::Relation;
-use crate::policy::model::ColumnAction;
+use crate::policy::model::{ColumnAction, ColumnDecision};
 use crate::protocol::PgError;
 
 impl Ctx<'_> {
@@ -28,16 +28,20 @@ impl Ctx<'_> {
         .with_hint("pgvakt refuses what it cannot fully analyse for roles with restrictions.")
     }
 
-    pub fn blocked(&self, schema: &str, table: &str, column: &str, rule: &str) -> PgError {
-        PgError::insufficient_privilege(format!(
+    /// The refusal of a statement naming `column` of `schema.table`, blocked for the role by
+    /// `d` (whose category the metrics count).
+    pub fn blocked(&self, schema: &str, table: &str, column: &str, d: &ColumnDecision) -> PgError {
+        let mut e = PgError::insufficient_privilege(format!(
             "pgvakt: column {table}.{column} is blocked for role {} by rule {}",
             self.role(),
-            without_paths(rule)
+            without_paths(&d.rule)
         ))
         .with_detail(format!(
             "table {schema}.{table}, policy {}",
             self.policy_version
-        ))
+        ));
+        e.blocked_category = Some(d.category.as_str().into());
+        e
     }
 
     pub fn resolve(

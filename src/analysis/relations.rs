@@ -387,7 +387,7 @@ impl<'a, 'c> Reads<'a, 'c> {
             for c in &rel.columns {
                 let d = self.ctx.rules.column(&rel.schema, &rel.name, &c.name);
                 if d.action == ColumnAction::Block && self.names.idents.contains(&c.name) {
-                    return Err(self.ctx.blocked(&rel.schema, &rel.name, &c.name, &d.rule));
+                    return Err(self.ctx.blocked(&rel.schema, &rel.name, &c.name, &d));
                 }
             }
         }

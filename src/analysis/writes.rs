@@ -232,7 +232,7 @@ impl<'a, 'c> Target<'a, 'c> {
             ColumnAction::Block => {
                 Err(self
                     .ctx
-                    .blocked(&self.rel.schema, &self.rel.name, column, &d.rule))
+                    .blocked(&self.rel.schema, &self.rel.name, column, d))
             }
             ColumnAction::Mask(m) => {
                 let Some(c) = self.rel.columns.iter().find(|c| c.name == column) else {

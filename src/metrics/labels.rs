@@ -215,7 +215,7 @@ pub struct RefusalLabels {
 }
 
 /// Personal data read by a policy role: the inventory category (from the policy) and what the
-/// role sees of it (`allowed` or `masked`).
+/// role sees of it (`allowed`, `masked`, or `blocked`: refused for naming a blocked column).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReadLabels {
     pub role: String,

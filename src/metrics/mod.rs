@@ -209,7 +209,7 @@ impl Metrics {
         let personal_reads = Family::<ReadLabels, Counter>::default();
         registry.register(
             "personal_data_reads",
-            "Statements of restricted roles that read personal data, by policy role, inventory category and what the role sees (allowed: stored values, masked); counted when decided (a Query, or the Parse of a prepared statement), once per category and action. Blocked columns are refused: see statement_refusals",
+            "Statements of restricted roles that read personal data, by policy role, inventory category and what the role sees (allowed: stored values, masked; blocked: the statement named a blocked column and was refused, also in statement_refusals); counted when decided (a Query, or the Parse of a prepared statement), once per category and action",
             personal_reads.clone(),
         );
         let tls_certificate_expiry = Gauge::default();
@@ -359,6 +359,17 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// A statement of `role` refused for naming a blocked column of `category`.
+    pub fn blocked_read(&self, role: &str, category: &str) {
+        self.personal_reads
+            .get_or_create(&ReadLabels {
+                role: snake(role),
+                category: snake(category),
+                action: "blocked",
+            })
+            .inc();
     }
 
     /// Series from 0 for the policy's roles, so that the first refusal shows in `increase()`.

@@ -12,6 +12,9 @@ pub struct PgError {
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
+    /// For pgvakt's refusal of a statement naming a blocked column: the column's inventory
+    /// category, for the metrics (never sent to the client).
+    pub blocked_category: Option<Box<str>>,
 }
 
 impl PgError {
@@ -22,6 +25,7 @@ impl PgError {
             message: message.into(),
             detail: None,
             hint: None,
+            blocked_category: None,
         }
     }
 

@@ -222,7 +222,13 @@ fn count(proxy: &Proxy, policy: &SessionPolicy, v: &Verdict, sql: &str) {
     // The role is looked up only for what is counted by role: refusals and personal reads.
     let role = || policy.role().map_or_else(String::new, |(r, _)| r);
     match v {
-        Verdict::Refuse(e) => proxy.metrics.refusal(&role(), e.code),
+        Verdict::Refuse(e) => {
+            let role = role();
+            proxy.metrics.refusal(&role, e.code);
+            if let Some(category) = &e.blocked_category {
+                proxy.metrics.blocked_read(&role, category);
+            }
+        }
         Verdict::Rewrite(a) if !a.columns.is_empty() => {
             proxy.metrics.personal_reads(&role(), &a.columns)
         }
