@@ -150,7 +150,7 @@ impl Explanation {
             masked: self.masked(),
             blocked: self.blocked(),
             kept: self.kept(),
-            rows: self.rows.iter().map(|(t, _)| t.clone()).collect(),
+            rows: self.rows.clone(),
             sql_out: self.sql_out.clone(),
             error: self
                 .error

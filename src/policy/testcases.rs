@@ -142,8 +142,8 @@ pub struct TestOutcome {
     pub masked: Vec<String>,
     pub blocked: Vec<String>,
     pub kept: Vec<String>,
-    /// `schema.table` of the tables whose row rules the statement was given.
-    pub rows: Vec<String>,
+    /// `schema.table` of the tables whose row rules the statement was given, with those rules.
+    pub rows: Vec<(String, Vec<String>)>,
     pub sql_out: Option<String>,
     /// SQLSTATE and message of the refusal.
     pub error: Option<(String, String)>,
@@ -164,6 +164,24 @@ impl TestOutcome {
             if !list.is_empty() {
                 s.push_str(&format!("; {what}: {}", list.join(", ")));
             }
+        }
+        if !self.rows.is_empty() {
+            // A rewrite with nothing masked or kept is the row rules' alone: say so, since
+            // `expect: allow` is the usual mistake then.
+            let only = self.decision == Decision::Rewrite
+                && self.masked.is_empty()
+                && self.kept.is_empty();
+            let tables: Vec<String> = self
+                .rows
+                .iter()
+                .map(|(t, rules)| format!("{t} ({})", rules.join("; ")))
+                .collect();
+            let what = if only {
+                "a rewrite only for row rules"
+            } else {
+                "row rules"
+            };
+            s.push_str(&format!("; {what}: {}", tables.join(", ")));
         }
         if let Some((code, msg)) = &self.error {
             s.push_str(&format!("; refused with {code}: {msg}"));
@@ -347,7 +365,7 @@ fn compare(c: &TestCase, got: &TestOutcome) -> Vec<String> {
         let hit = got
             .rows
             .iter()
-            .any(|t| t == w || t.rsplit_once('.').is_some_and(|(_, n)| n == w));
+            .any(|(t, _)| t == w || t.rsplit_once('.').is_some_and(|(_, n)| n == w));
         if !hit {
             problems.push(format!("expected the row rules of {w} to apply"));
         }
