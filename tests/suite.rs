@@ -22,6 +22,7 @@ mod cli_help;
 mod clients;
 mod cluster;
 mod connect_burst;
+mod console_gate;
 mod demo;
 mod demo_data;
 mod demo_script;

@@ -100,6 +100,36 @@ impl Raw {
         tls: Arc<rustls::ClientConfig>,
         params: &[(&str, &str)],
     ) -> Option<String> {
+        let mut raw = Self::start_with(port, tls, params).await;
+        loop {
+            let m = raw.recv().await?;
+            if m.tag == b'E' {
+                return m.field(b'C');
+            }
+            if m.tag == b'Z' {
+                return None;
+            }
+        }
+    }
+
+    /// The first answer to a startup with exactly these parameters: the SQLSTATE of an
+    /// ErrorResponse, "auth" when a password is asked for, or the message's tag.
+    pub async fn first_answer(
+        port: u16,
+        tls: Arc<rustls::ClientConfig>,
+        params: &[(&str, &str)],
+    ) -> String {
+        let mut raw = Self::start_with(port, tls, params).await;
+        match raw.recv().await {
+            Some(m) if m.tag == b'E' => m.field(b'C').unwrap_or_default(),
+            Some(m) if m.tag == b'R' => "auth".into(),
+            Some(m) => (m.tag as char).to_string(),
+            None => "closed".into(),
+        }
+    }
+
+    /// TLS through SSLRequest, then a startup with exactly these parameters.
+    async fn start_with(port: u16, tls: Arc<rustls::ClientConfig>, params: &[(&str, &str)]) -> Raw {
         let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.expect("tcp");
         tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
             .await
@@ -121,15 +151,7 @@ impl Raw {
         let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
         packet.extend_from_slice(&body);
         raw.stream.write_all(&packet).await.expect("startup");
-        loop {
-            let m = raw.recv().await?;
-            if m.tag == b'E' {
-                return m.field(b'C');
-            }
-            if m.tag == b'Z' {
-                return None;
-            }
-        }
+        raw
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
