@@ -30,7 +30,7 @@ pub enum RelKind {
     Sequence,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Relation {
     pub oid: u32,
     pub schema: String,
@@ -75,7 +75,9 @@ pub struct ForeignKey {
     pub other_columns: Vec<String>,
 }
 
-#[derive(Debug, Default, Clone)]
+/// Compared whole after each load: only a catalog that differs from the one in force starts a
+/// new epoch for prepared statements (see `enforce::epoch`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Catalog {
     relations: HashMap<(String, String), Arc<Relation>>,
     by_oid: HashMap<u32, Arc<Relation>>,
@@ -208,7 +210,8 @@ impl Catalog {
                 "SELECT DISTINCT r.ev_class, d.refobjid FROM pg_depend d \
                  JOIN pg_rewrite r ON d.objid = r.oid \
                  WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass \
-                   AND d.refobjid <> r.ev_class",
+                   AND d.refobjid <> r.ev_class \
+                 ORDER BY 1, 2",
                 &[],
             )
             .await?;

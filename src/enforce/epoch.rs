@@ -5,8 +5,9 @@
 //! would still run as decided then. So from the first change on, each prepared statement and
 //! portal (protocol or SQL, cursors included) is checked before a restricted role runs it:
 //! - defined under another role: refused, and the client prepares it again;
-//! - defined under the same role and an earlier policy: its text is decided again under the
-//!   policy in force (with the search_path it was prepared under, which PostgreSQL keeps too);
+//! - defined under the same role and an earlier policy or catalog (a reload, or DDL that pgvakt
+//!   has since read, such as a view redefined to show another column): its text is decided
+//!   again under the policy and catalog in force (with the search_path it was prepared under, which PostgreSQL keeps too);
 //!   it runs when what PostgreSQL received for it is exactly what would be forwarded now, and
 //!   is refused otherwise.
 //!
@@ -58,8 +59,11 @@ pub type Redecide<'a> = dyn FnMut(&Definition) -> Result<(), String> + 'a;
 
 #[derive(Debug, Default)]
 pub struct Epochs {
-    /// The policy role and policy version of the current epoch.
+    /// The policy role of the current epoch, and what else decisions depend on: the policy's
+    /// version and the generation of pgvakt's catalog of the schema (`version` joins them).
     role: Option<String>,
+    policy: String,
+    catalog: u64,
     version: Arc<str>,
     /// The role or the policy changed at least once in this session: names are checked from
     /// then on; `role_changed`: the role did.
@@ -96,9 +100,9 @@ impl Epochs {
         }
     }
 
-    /// The role and policy version the session's next statement runs under; a different one
-    /// starts a new epoch.
-    pub fn enter(&mut self, role: &str, version: &str) {
+    /// The role, policy version and catalog generation the session's next statement runs
+    /// under; a different one starts a new epoch.
+    pub fn enter(&mut self, role: &str, policy: &str, catalog: u64) {
         match &self.role {
             Some(r) if r == role => {}
             Some(_) => {
@@ -111,9 +115,11 @@ impl Epochs {
             }
             None => self.role = Some(role.to_owned()),
         }
-        if *self.version != *version {
+        if self.policy != policy || self.catalog != catalog || self.version.is_empty() {
             self.changed = !self.version.is_empty() || self.changed;
-            self.version = version.into();
+            self.policy = policy.to_owned();
+            self.catalog = catalog;
+            self.version = format!("{policy}/{catalog}").into();
         }
     }
 
@@ -347,7 +353,7 @@ impl Epochs {
 
     fn policy_changed(&self, kind: Kind, name: &[u8], why: &str) -> PgError {
         PgError::insufficient_privilege(format!(
-            "pgvakt: {} \"{}\" was prepared before the policy changed (it was reloaded since), and it is not run under the policy in force now; it must be prepared again",
+            "pgvakt: {} \"{}\" was prepared before the policy or the schema changed, and it would not run as prepared under the policy in force now; it must be prepared again",
             kind.noun(),
             String::from_utf8_lossy(name),
         ))

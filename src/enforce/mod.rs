@@ -4,7 +4,7 @@
 //! search_path. Analysis results are cached per (statement text, role, policy version,
 //! search_path), so a repeated statement costs a hash lookup.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -65,6 +65,9 @@ const CACHE_MAX: usize = 20_000;
 struct Inner {
     store: Arc<PolicyStore>,
     catalog: ArcSwap<Catalog>,
+    /// Counts loads that changed the catalog (raised once the new one is in force): prepared
+    /// statements are decided again after one (see [`epoch`]).
+    catalog_generation: AtomicU64,
     service: Option<Arc<service::Service>>,
     /// Analysis results by a hash of (statement text, role, policy version, search_path); each
     /// entry keeps its key so a hit is confirmed without allocating.
@@ -172,6 +175,7 @@ impl Enforcer {
             inner: Some(Arc::new(Inner {
                 store,
                 catalog: ArcSwap::from_pointee(catalog),
+                catalog_generation: AtomicU64::new(0),
                 service: None,
                 cache: quick_cache::sync::Cache::new(CACHE_MAX),
                 protected: DashMap::new(),
@@ -224,6 +228,7 @@ impl Enforcer {
         let inner = Arc::new(Inner {
             store: store.clone(),
             catalog: ArcSwap::from_pointee(catalog),
+            catalog_generation: AtomicU64::new(0),
             service,
             cache: quick_cache::sync::Cache::new(CACHE_MAX),
             protected: DashMap::new(),
@@ -262,7 +267,13 @@ impl Enforcer {
                 {
                     match service.load_catalog(&inner.catalog.load().database).await {
                         Ok(cat) => {
+                            // Most loads find the schema as it was: those keep the epoch,
+                            // so names defined more than once stay usable.
+                            let changed = **inner.catalog.load() != cat;
                             inner.catalog.store(Arc::new(cat));
+                            if changed {
+                                inner.catalog_generation.fetch_add(1, Ordering::Release);
+                            }
                             inner.cache.clear();
                             inner.protected.clear();
                             inner.audit_facts.clear();
@@ -426,7 +437,8 @@ impl SessionPolicy {
         let set = inner.store.current();
         let resolution = set.resolve(&self.user, &self.groups, SystemTime::now());
         let rules = resolution.role;
-        self.epochs.enter(rules.name(), &set.version);
+        let catalog = inner.catalog_generation.load(Ordering::Acquire);
+        self.epochs.enter(rules.name(), &set.version, catalog);
         if rules.is_unrestricted() {
             self.protected = None;
             self.protected_for = None;

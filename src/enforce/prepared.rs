@@ -28,7 +28,10 @@ impl SessionPolicy {
         let role = set
             .resolve(&self.user, &self.groups, SystemTime::now())
             .role;
-        self.epochs.enter(role.name(), &set.version);
+        let catalog = inner
+            .catalog_generation
+            .load(std::sync::atomic::Ordering::Acquire);
+        self.epochs.enter(role.name(), &set.version, catalog);
         let restricted = !role.is_unrestricted();
         let mut epochs = std::mem::take(&mut self.epochs);
         let r = epochs.frame(frame, restricted, &mut |def| {
