@@ -100,6 +100,8 @@ async fn statements_portals_and_cursors_from_before_a_reload_follow_the_new_poli
     a.batch_execute(&format!("PREPARE p_name_alone AS {NAME}"))
         .await
         .expect("PREPARE");
+    // Statements that run other names: what they run is decided apart from their own text.
+    let via_execute = a.prepare("EXECUTE p_email").await.expect("prepare");
     a.batch_execute(&format!(
         "BEGIN; DECLARE held CURSOR WITH HOLD FOR {EMAIL}; COMMIT"
     ))
@@ -110,6 +112,7 @@ async fn statements_portals_and_cursors_from_before_a_reload_follow_the_new_poli
     ))
     .await
     .expect("DECLARE WITH HOLD");
+    let via_fetch = a.prepare("FETCH NEXT FROM held").await.expect("prepare");
     let mut b = env
         .connect("secretary", "secretary", "crm")
         .await
@@ -149,6 +152,8 @@ async fn statements_portals_and_cursors_from_before_a_reload_follow_the_new_poli
     assert_refused_as_stale("EXECUTE", a.simple_query("EXECUTE p_name").await);
     let fetched = a.simple_query("FETCH NEXT FROM held").await;
     assert_refused_as_stale("FETCH from a cursor WITH HOLD", fetched);
+    assert_refused_as_stale("Execute of EXECUTE", a.query(&via_execute, &[]).await);
+    assert_refused_as_stale("Execute of FETCH", a.query(&via_fetch, &[]).await);
     // What the new policy decides the same runs on.
     assert_eq!(outcome(a.query(&by_name, &[]).await), Ok(name.clone()));
     assert_eq!(outcome(a.query(&by_name, &[]).await), Ok(name.clone()));

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use super::epoch::{self, Definition};
 use super::{Inner, SessionPolicy};
-use crate::analysis::session_names::name_ops;
+use crate::analysis::session_names::{name_ops, NameOp};
 use crate::analysis::Outcome;
 use crate::policy::model::RoleRules;
 use crate::policy::PolicySet;
@@ -83,6 +83,19 @@ impl SessionPolicy {
         rules: &dyn RoleRules,
         def: &Definition,
     ) -> Result<(), String> {
+        // A text that runs another name (a Parse of `EXECUTE p` or `FETCH c`) would run that
+        // name as it was decided, which deciding the text again does not look into.
+        let runs_a_name = name_ops(&def.text).iter().any(|op| match op {
+            NameOp::Execute(_) | NameOp::Explain(_) => true,
+            NameOp::Fetch { moves, .. } => !moves,
+            _ => false,
+        });
+        if runs_a_name {
+            return Err(
+                "It runs a prepared statement or cursor itself, which may have been decided under the earlier policy or schema."
+                    .to_owned(),
+            );
+        }
         // PostgreSQL keeps the search_path a statement was prepared under.
         let path = std::mem::replace(&mut self.search_path, def.search_path.clone());
         let (outcome, filled) = self.analysed(inner, set, rules, &def.text);
