@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::analysis::{self, ColumnUse, Ctx, Outcome, UseAction};
+use crate::analysis::{self, ColumnUse, Ctx, Outcome, Refusal, UseAction};
 use crate::catalog::snapshot::Snapshot;
 use crate::catalog::Catalog;
 use crate::policy::model::{RolePolicy, RoleRules, WriteAction, WriteDecision};
@@ -30,7 +30,7 @@ pub struct Explanation {
     pub rows: Vec<(String, Vec<String>)>,
     /// What is forwarded upstream (None when refused, or the client's text when unrestricted).
     pub sql_out: Option<String>,
-    pub error: Option<PgError>,
+    pub refusal: Option<Refusal>,
 }
 
 /// Decide `sql` as the proxy does for a session of `role`.
@@ -52,7 +52,7 @@ pub fn explain(
         write_rules: Vec::new(),
         rows: Vec::new(),
         sql_out: None,
-        error: None,
+        refusal: None,
     };
     if role.is_unrestricted() {
         e.sql_out = Some(sql.to_owned());
@@ -98,9 +98,9 @@ pub fn explain(
             };
             e.sql_out = Some(a.sql.clone());
         }
-        Outcome::Refuse(err) => {
+        Outcome::Refuse(r) => {
             e.decision = Decision::Refuse;
-            e.error = Some(err);
+            e.refusal = Some(r);
         }
     }
     e
@@ -118,18 +118,16 @@ impl Explanation {
 
     /// `table.column` named by a refusal for a blocked column.
     pub fn blocked(&self) -> Vec<String> {
-        let Some(err) = &self.error else {
-            return Vec::new();
-        };
-        let msg = &err.message;
-        let Some(start) = msg.find("column ") else {
-            return Vec::new();
-        };
-        let rest = &msg[start + "column ".len()..];
-        match rest.find(" is blocked") {
-            Some(end) => vec![rest[..end].to_owned()],
-            None => Vec::new(),
-        }
+        self.refusal
+            .as_ref()
+            .and_then(Refusal::blocked_column)
+            .into_iter()
+            .collect()
+    }
+
+    /// The error a client of the proxy gets, when the statement is refused.
+    pub fn error(&self) -> Option<PgError> {
+        self.refusal.as_ref().map(Refusal::to_pg_error)
     }
 
     /// `table.column` of written columns whose stored value stays unless the role writes NULL
@@ -152,10 +150,7 @@ impl Explanation {
             kept: self.kept(),
             rows: self.rows.clone(),
             sql_out: self.sql_out.clone(),
-            error: self
-                .error
-                .as_ref()
-                .map(|e| (e.code.to_owned(), e.message.clone())),
+            error: self.error().map(|e| (e.code.to_owned(), e.message)),
         }
     }
 }
@@ -212,7 +207,7 @@ impl fmt::Display for Explanation {
                 }
             }
         }
-        if let Some(err) = &self.error {
+        if let Some(err) = &self.error() {
             writeln!(f, "error: {} {}", err.code, err.message)?;
             if let Some(d) = &err.detail {
                 writeln!(f, "detail: {d}")?;

@@ -131,7 +131,7 @@ async fn analysis_reports_every_personal_column_postgresql_reads() {
     let mut failures = Vec::new();
     for sql in CORPUS {
         let e = pgvakt::explain::explain(&set, &catalog, &role, "secretary", &path, sql);
-        assert!(e.error.is_none(), "{sql}: {:?}", e.error);
+        assert!(e.refusal.is_none(), "{sql}: {:?}", e.refusal);
         let reported: HashSet<(String, String)> = e
             .reads
             .iter()

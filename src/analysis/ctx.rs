@@ -4,51 +4,78 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use super::refusal::{Reason, Why};
 use super::*;
+use crate::analysis::Refusal;
 use crate::catalog::Relation;
-use crate::policy::model::{ColumnAction, ColumnDecision};
-use crate::protocol::PgError;
+use crate::policy::model::ColumnAction;
 
 impl Ctx<'_> {
     pub fn role(&self) -> &str {
         self.rules.name()
     }
 
-    pub fn refuse(&self, message: String) -> PgError {
-        PgError::insufficient_privilege(format!("pgvakt: {}", without_paths(&message)))
-            .with_detail(format!("policy {}", self.policy_version))
+    /// A refusal of this role under this policy version.
+    pub fn refusal(&self, reason: Reason) -> Refusal {
+        Refusal {
+            role: self.role().to_owned(),
+            policy_version: self.policy_version.to_owned(),
+            reason: Box::new(reason),
+        }
     }
 
-    pub fn unsupported(&self, what: &str) -> PgError {
-        PgError::insufficient_privilege(format!(
-            "pgvakt: cannot analyse {what} for role {}, so it is refused",
-            self.role()
-        ))
-        .with_detail(format!("policy {}", self.policy_version))
-        .with_hint("pgvakt refuses what it cannot fully analyse for roles with restrictions.")
+    /// A refusal in its own words.
+    pub fn refuse(&self, message: String) -> Refusal {
+        self.refusal(Reason::Policy {
+            message,
+            hint: None,
+        })
     }
 
-    /// The refusal of a statement naming `column` of `schema.table`, blocked for the role by
-    /// `d` (whose category the metrics count).
-    pub fn blocked(&self, schema: &str, table: &str, column: &str, d: &ColumnDecision) -> PgError {
-        let mut e = PgError::insufficient_privilege(format!(
-            "pgvakt: column {table}.{column} is blocked for role {} by rule {}",
-            self.role(),
-            without_paths(&d.rule)
-        ))
-        .with_detail(format!(
-            "table {schema}.{table}, policy {}",
-            self.policy_version
-        ));
-        e.blocked_category = Some(d.category.as_str().into());
-        e
+    /// `{what} is not allowed for role R`, going on as `why` says.
+    pub fn not_allowed(&self, what: impl Into<String>, why: Why) -> Refusal {
+        self.refusal(Reason::NotAllowed {
+            what: what.into(),
+            why,
+        })
+    }
+
+    /// `role R may not {what}: {why}`.
+    pub fn may_not(&self, what: impl Into<String>, why: impl Into<String>) -> Refusal {
+        self.refusal(Reason::MayNot {
+            what: what.into(),
+            why: why.into(),
+        })
+    }
+
+    pub fn unsupported(&self, what: &str) -> Refusal {
+        self.refusal(Reason::NotSupported {
+            what: what.to_owned(),
+        })
+    }
+
+    pub fn blocked(&self, schema: &str, table: &str, column: &str, rule: &str) -> Refusal {
+        self.refusal(Reason::BlockedColumn {
+            schema: schema.to_owned(),
+            table: table.to_owned(),
+            column: column.to_owned(),
+            rule: rule.to_owned(),
+        })
+    }
+
+    /// A user-defined function, or a name that may resolve to one.
+    pub fn user_function(&self, schema: Option<&str>, name: &str) -> Refusal {
+        self.refusal(Reason::UserFunction {
+            schema: schema.map(str::to_owned),
+            name: name.to_owned(),
+        })
     }
 
     pub fn resolve(
         &self,
         parts: &[String],
         name: &sqlparser::ast::ObjectName,
-    ) -> Result<Arc<Relation>, PgError> {
+    ) -> Result<Arc<Relation>, Refusal> {
         self.catalog
             .resolve(
                 inheritance::without_marker(parts),
@@ -57,11 +84,9 @@ impl Ctx<'_> {
             )
             .cloned()
             .ok_or_else(|| {
-                self.refuse(format!(
-                    "relation {name} is not in pgvakt's catalog, so it cannot be checked for role {}",
-                    self.role()
-                ))
-                .with_hint("Temporary and newly created relations are refused for restricted roles; the catalog refreshes after DDL.")
+                self.refusal(Reason::NotInCatalog {
+                    relation: name.to_string(),
+                })
             })
     }
 
@@ -129,7 +154,7 @@ impl Ctx<'_> {
         &self,
         rel: &Relation,
         reach: Option<&HashSet<String>>,
-    ) -> Result<Option<String>, PgError> {
+    ) -> Result<Option<String>, Refusal> {
         self.masked_relation_sql_with(rel, reach, false, false)
     }
 
@@ -142,7 +167,7 @@ impl Ctx<'_> {
         reach: Option<&HashSet<String>>,
         blocked_as_null: bool,
         always: bool,
-    ) -> Result<Option<String>, PgError> {
+    ) -> Result<Option<String>, Refusal> {
         let decisions = self.decisions(rel);
         let rows = self.row_filter(rel, super::row_rules::ROW_ALIAS);
         if !always
@@ -230,7 +255,7 @@ impl Ctx<'_> {
         &self,
         parts: &[String],
         f: Option<&sqlparser::ast::Function>,
-    ) -> Result<(), PgError> {
+    ) -> Result<(), Refusal> {
         let (schema, name) = match parts {
             [n] => (None, n.as_str()),
             [s, n] => (Some(s.as_str()), n.as_str()),
@@ -238,28 +263,19 @@ impl Ctx<'_> {
         };
         if let Some(s) = schema {
             if s != "pg_catalog" {
-                return Err(self.refuse(format!(
-                    "function {s}.{name} is not a built-in function; user-defined functions are not allowed for role {}",
-                    self.role()
-                )));
+                return Err(self.user_function(Some(s), name));
             }
         } else if self.catalog.is_user_function(name) {
-            return Err(self.refuse(format!(
-                "function {name} is (or may resolve to) a user-defined function, which is not allowed for role {}",
-                self.role()
-            )));
+            return Err(self.user_function(None, name));
         }
         if functions::is_denied_function(name) {
-            return Err(self.refuse(format!(
-                "function {name} is not allowed for role {}: it can read data past pgvakt's analysis",
-                self.role()
-            )));
+            return Err(self.not_allowed(
+                format!("function {name}"),
+                Why::because("it can read data past pgvakt's analysis"),
+            ));
         }
         if name == "set_config" && !f.is_some_and(relations::setting_allowed) {
-            return Err(self.refuse(format!(
-                "set_config of this setting is not allowed for role {}",
-                self.role()
-            )));
+            return Err(self.not_allowed("set_config of this setting", Why::Plain));
         }
         Ok(())
     }

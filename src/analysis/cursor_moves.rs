@@ -4,8 +4,8 @@ use sqlparser::ast::Statement;
 use sqlparser::parser::Parser;
 
 use super::{dialect, Analysed, Ctx};
+use crate::analysis::{Refusal, Why};
 use crate::policy::model::StatementClass;
-use crate::protocol::PgError;
 
 /// `MOVE` has FETCH's grammar but the parser does not know it: psycopg's scrollable cursors and
 /// pgjdbc's `setFetchDirection` send it. It returns no rows, only repositions a cursor whose
@@ -18,7 +18,7 @@ pub(super) fn move_as_fetch(sql: &str) -> Option<String> {
     (word.eq_ignore_ascii_case("move") && is_word_end).then(|| format!("FETCH{}", &t[4..]))
 }
 
-pub(super) fn analyse_move(fetch: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
+pub(super) fn analyse_move(fetch: &str, ctx: &Ctx) -> Result<Analysed, Refusal> {
     // PostgreSQL lets FROM/IN be left out (asyncpg does); the parser needs it. Whatever is
     // guessed here is checked by rendering, so a wrong guess is an error, never a leak.
     let stmts = Parser::parse_sql(&dialect(), fetch)
@@ -32,10 +32,7 @@ pub(super) fn analyse_move(fetch: &str, ctx: &Ctx) -> Result<Analysed, PgError> 
         return Err(ctx.unsupported("a MOVE statement combined with other statements"));
     };
     if !ctx.rules.allows_class(StatementClass::Utility) {
-        return Err(ctx.refuse(format!(
-            "Utility statements are not allowed for role {}",
-            ctx.role()
-        )));
+        return Err(ctx.not_allowed("Utility statements", Why::Plain));
     }
     let rendered = stmt.to_string();
     let tail = rendered

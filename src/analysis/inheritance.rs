@@ -21,9 +21,9 @@ use rand::Rng;
 use sqlparser::ast::ObjectName;
 
 use super::Ctx;
+use crate::analysis::Refusal;
 use crate::catalog::Relation;
 use crate::policy::model::{ColumnAction, WriteAction};
-use crate::protocol::PgError;
 
 /// Not the stand-ins' nonce: knowing this one must not let client text name a stand-in.
 static MARKER: LazyLock<String> =
@@ -112,23 +112,21 @@ pub fn leaks_marker(sql: &str) -> bool {
 /// A refusal as the client may see it: the relations it names are written `ONLY t`, as the
 /// client wrote them, instead of with the marker (messages quote names and parser errors quote
 /// tokens of the marked text).
-pub fn unmarked(mut e: PgError) -> PgError {
+pub fn unmarked(mut e: Refusal) -> Refusal {
     let marked = format!("\"{}\".", *MARKER);
     let fix = |t: &mut String| {
         if t.contains(MARKER.as_str()) {
             *t = t.replace(&marked, "ONLY ").replace(MARKER.as_str(), "ONLY");
         }
     };
-    fix(&mut e.message);
-    e.detail.iter_mut().for_each(fix);
-    e.hint.iter_mut().for_each(fix);
+    e.texts_mut().into_iter().for_each(fix);
     e
 }
 
 impl Ctx<'_> {
     /// A statement reads or writes `rel` with its descendants: refused unless each one's rules
     /// for `rel`'s columns are covered by `rel`'s own.
-    pub fn check_descendants(&self, rel: &Relation) -> Result<(), PgError> {
+    pub fn check_descendants(&self, rel: &Relation) -> Result<(), Refusal> {
         let mut seen = HashSet::new();
         let mut stack = rel.children.clone();
         while let Some(oid) = stack.pop() {
@@ -233,13 +231,30 @@ mod tests {
 
     #[test]
     fn refusals_show_only_where_the_marker_was() {
-        let e = PgError::insufficient_privilege(format!("relation \"{}\".t is unknown", *MARKER))
-            .with_detail(format!("found: {}", *MARKER))
-            .with_hint(format!("TRUNCATE \"{}\".a, \"{}\".b", *MARKER, *MARKER));
-        let e = unmarked(e);
-        assert_eq!(e.message, "relation ONLY t is unknown");
-        assert_eq!(e.detail.as_deref(), Some("found: ONLY"));
-        assert_eq!(e.hint.as_deref(), Some("TRUNCATE ONLY a, ONLY b"));
+        let e = Refusal {
+            role: "r".into(),
+            policy_version: "1".into(),
+            reason: Box::new(crate::analysis::Reason::Unparsable {
+                do_block: false,
+                parser: format!("found: {}", *MARKER),
+            }),
+        };
+        assert_eq!(
+            unmarked(e).to_pg_error().detail.as_deref(),
+            Some("policy 1; parser: found: ONLY")
+        );
+        let e = Refusal {
+            role: "r".into(),
+            policy_version: "1".into(),
+            reason: Box::new(crate::analysis::Reason::NotAllowed {
+                what: format!("TRUNCATE \"{}\".a, \"{}\".b", *MARKER, *MARKER),
+                why: crate::analysis::Why::Plain,
+            }),
+        };
+        assert_eq!(
+            unmarked(e).to_pg_error().message,
+            "pgvakt: TRUNCATE ONLY a, ONLY b is not allowed for role r"
+        );
         let secret = MARKER.trim_start_matches("pgvakt_only_");
         assert!(!super::super::stand_in::placeholder().contains(secret));
     }

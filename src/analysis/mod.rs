@@ -21,6 +21,7 @@ mod normalize;
 mod plain;
 mod pushdown_constants;
 mod recording;
+mod refusal;
 mod relations;
 mod result_origins;
 mod row_page;
@@ -38,6 +39,7 @@ mod write_guard;
 mod write_targets;
 mod writes;
 
+pub use refusal::{Reason, Refusal, Why};
 pub use result_origins::ResultOrigin;
 pub use write_guard::refusal_in as write_refusal_in;
 
@@ -49,7 +51,6 @@ use sqlparser::parser::{Parser, ParserError};
 
 use crate::catalog::Catalog;
 use crate::policy::model::{RoleRules, StatementClass};
-use crate::protocol::PgError;
 
 pub use statements::{analyse, default_search_path};
 
@@ -79,7 +80,7 @@ pub fn analyse_on_a_fitting_stack(sql: &str, ctx: &Ctx) -> Outcome {
         )));
     }
     if let Some(e) = authority::too_complex(sql) {
-        return Outcome::Refuse(e);
+        return Outcome::Refuse(ctx.refusal(e));
     }
     // A long analysis must not hold a runtime worker other sessions are waiting for.
     let run = || on_a_fitting_stack(sql.len(), || analyse(sql, ctx));
@@ -118,7 +119,7 @@ pub enum Outcome {
     /// Forward this text (the rendering of the analysed, rewritten statements).
     Forward(Arc<Analysed>),
     /// Refuse with this error.
-    Refuse(PgError),
+    Refuse(Refusal),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -261,7 +262,7 @@ impl Analysed {
     }
 
     /// Check the rendering (stand-ins still as placeholders) with PostgreSQL's parser.
-    fn verify_with_postgres(&self, sql: &str, ctx: &Ctx) -> Result<(), PgError> {
+    fn verify_with_postgres(&self, sql: &str, ctx: &Ctx) -> Result<(), Refusal> {
         let placeholders = authority::Placeholders {
             relations: self.stand_in_columns.iter().cloned().collect(),
             expressions: self.mask_placeholders.iter().cloned().collect(),

@@ -9,13 +9,13 @@ use super::names::Names;
 use super::relations::Reads;
 use super::writes::Target;
 use super::{fold, Analysed, Ctx};
-use crate::protocol::PgError;
+use crate::analysis::Refusal;
 
 pub(super) fn walk_reads<T: VisitMut + sqlparser::ast::Visit>(
     node: &mut T,
     ctx: &Ctx,
     out: &mut Analysed,
-) -> Result<(), PgError> {
+) -> Result<(), Refusal> {
     let mut reads = Reads::new(ctx);
     reads.reach = Names::of(&*node).reachable().cloned();
     if let ControlFlow::Break(e) = node.visit(&mut reads) {
@@ -30,8 +30,8 @@ pub(super) fn walk_reads<T: VisitMut + sqlparser::ast::Visit>(
 pub(super) fn walk_parts(
     ctx: &Ctx,
     out: &mut Analysed,
-    f: impl FnOnce(&mut Reads) -> ControlFlow<PgError>,
-) -> Result<(), PgError> {
+    f: impl FnOnce(&mut Reads) -> ControlFlow<Refusal>,
+) -> Result<(), Refusal> {
     let mut reads = Reads::new(ctx);
     if let ControlFlow::Break(e) = f(&mut reads) {
         return Err(e);
@@ -40,7 +40,7 @@ pub(super) fn walk_parts(
     record_reads(&mut reads, out)
 }
 
-pub(super) fn record_reads(reads: &mut Reads, out: &mut Analysed) -> Result<(), PgError> {
+pub(super) fn record_reads(reads: &mut Reads, out: &mut Analysed) -> Result<(), Refusal> {
     out.take_stand_ins(&mut reads.stand_ins, &mut reads.stand_in_columns);
     for r in &reads.protected {
         out.protected_reads.push(format!("{}.{}", r.schema, r.name));
@@ -99,14 +99,14 @@ pub(super) fn record_returned(
     }
 }
 
-pub(super) fn walk_target<T: VisitMut>(node: &mut T, target: &mut Target) -> Result<(), PgError> {
+pub(super) fn walk_target<T: VisitMut>(node: &mut T, target: &mut Target) -> Result<(), Refusal> {
     match node.visit(target) {
         ControlFlow::Break(e) => Err(e),
         ControlFlow::Continue(()) => Ok(()),
     }
 }
 
-pub(super) fn name_parts(ctx: &Ctx, name: &ObjectName) -> Result<Vec<String>, PgError> {
+pub(super) fn name_parts(ctx: &Ctx, name: &ObjectName) -> Result<Vec<String>, Refusal> {
     name.0
         .iter()
         .map(|p| p.as_ident().map(fold))

@@ -15,9 +15,9 @@ use sqlparser::ast::{
 use super::names::Names;
 use super::{fold, parse_query, parse_table_factor, quote, ColumnUse, Ctx};
 use crate::analysis::functions::is_denied_relation;
+use crate::analysis::{Reason, Refusal, Why};
 use crate::catalog::{RelKind, Relation};
 use crate::policy::model::ColumnAction;
-use crate::protocol::PgError;
 
 pub struct Reads<'a, 'c> {
     pub ctx: &'a Ctx<'c>,
@@ -66,7 +66,7 @@ impl<'a, 'c> Reads<'a, 'c> {
         }
     }
 
-    fn name_parts(&self, name: &ObjectName) -> Result<Vec<String>, PgError> {
+    fn name_parts(&self, name: &ObjectName) -> Result<Vec<String>, Refusal> {
         name.0
             .iter()
             .map(|p| p.as_ident().map(fold))
@@ -74,7 +74,7 @@ impl<'a, 'c> Reads<'a, 'c> {
             .ok_or_else(|| self.ctx.unsupported(&format!("the name {name}")))
     }
 
-    fn table(&mut self, tf: &mut TableFactor) -> Result<(), PgError> {
+    fn table(&mut self, tf: &mut TableFactor) -> Result<(), Refusal> {
         let TableFactor::Table {
             name,
             alias,
@@ -100,10 +100,10 @@ impl<'a, 'c> Reads<'a, 'c> {
             .allows(crate::policy::model::Capability::StatisticsViews)
             && crate::analysis::functions::statistics_relation(&rel.schema, &rel.name);
         if is_denied_relation(&rel.schema, &rel.name) && !statistics_allowed {
-            return Err(self.ctx.refuse(format!(
-                "reading {}.{} is not allowed for role {}: it exposes column values or other sessions' statements",
-                rel.schema, rel.name, self.ctx.role()
-            )));
+            return Err(self.ctx.not_allowed(
+                format!("reading {}.{}", rel.schema, rel.name),
+                Why::because("it exposes column values or other sessions' statements"),
+            ));
         }
         self.read.push(rel.clone());
         let only = super::inheritance::is_only(name);
@@ -257,7 +257,7 @@ impl<'a, 'c> Reads<'a, 'c> {
         tf: &mut TableFactor,
         rel: &Relation,
         definition: &str,
-    ) -> Result<(), PgError> {
+    ) -> Result<(), Refusal> {
         self.depth += 1;
         if self.depth > MAX_VIEW_DEPTH {
             return Err(self.ctx.unsupported("views nested this deep"));
@@ -302,16 +302,16 @@ impl<'a, 'c> Reads<'a, 'c> {
         Ok(())
     }
 
-    fn query(&mut self, q: &mut Query) -> Result<(), PgError> {
+    fn query(&mut self, q: &mut Query) -> Result<(), Refusal> {
         if let Some(with) = &q.with {
             if with.cte_tables.len() > MAX_CTES {
-                return Err(PgError::error(
-                    "54001",
-                    format!(
-                        "pgvakt: statement too complex: {} WITH queries in one list (at most {MAX_CTES})",
+                return Err(self.ctx.refusal(Reason::TooComplex {
+                    what: format!(
+                        "{} WITH queries in one list (at most {MAX_CTES})",
                         with.cte_tables.len()
                     ),
-                ));
+                    hint: None,
+                }));
             }
             for cte in &with.cte_tables {
                 let n = fold(&cte.alias.name);
@@ -327,7 +327,7 @@ impl<'a, 'c> Reads<'a, 'c> {
     }
 
     /// `TABLE t` reads all of t: make it `SELECT * FROM t` so the table rule applies.
-    fn expand_table_exprs(&self, body: &mut SetExpr) -> Result<(), PgError> {
+    fn expand_table_exprs(&self, body: &mut SetExpr) -> Result<(), Refusal> {
         match body {
             SetExpr::Table(t) => {
                 let name = match (&t.schema_name, &t.table_name) {
@@ -348,7 +348,7 @@ impl<'a, 'c> Reads<'a, 'c> {
         }
     }
 
-    fn expr(&mut self, e: &mut Expr) -> Result<(), PgError> {
+    fn expr(&mut self, e: &mut Expr) -> Result<(), Refusal> {
         self.names.note_expr(e);
         if let Expr::Function(f) = e {
             let parts = self.name_parts(&f.name)?;
@@ -382,7 +382,7 @@ impl<'a, 'c> Reads<'a, 'c> {
     }
 
     /// After the walk: a reference by name to a blocked column is refused with its rule.
-    pub fn check_blocked(&self) -> Result<(), PgError> {
+    pub fn check_blocked(&self) -> Result<(), Refusal> {
         for rel in &self.protected {
             for c in &rel.columns {
                 let d = self.ctx.rules.column(&rel.schema, &rel.name, &c.name);
@@ -396,13 +396,13 @@ impl<'a, 'c> Reads<'a, 'c> {
 }
 
 impl VisitorMut for Reads<'_, '_> {
-    type Break = PgError;
+    type Break = Refusal;
 
-    fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<PgError> {
+    fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<Refusal> {
         to_flow(self.query(q))
     }
 
-    fn pre_visit_select(&mut self, s: &mut sqlparser::ast::Select) -> ControlFlow<PgError> {
+    fn pre_visit_select(&mut self, s: &mut sqlparser::ast::Select) -> ControlFlow<Refusal> {
         self.names.note_select(s);
         if s.into.is_some()
             && !self
@@ -410,15 +410,15 @@ impl VisitorMut for Reads<'_, '_> {
                 .rules
                 .allows(crate::policy::model::Capability::TempObjects)
         {
-            return ControlFlow::Break(self.ctx.refuse(format!(
-                "SELECT INTO (creating a table from query results) is not allowed for role {}",
-                self.ctx.role()
-            )));
+            return ControlFlow::Break(self.ctx.not_allowed(
+                "SELECT INTO (creating a table from query results)",
+                Why::Plain,
+            ));
         }
         ControlFlow::Continue(())
     }
 
-    fn post_visit_select(&mut self, s: &mut sqlparser::ast::Select) -> ControlFlow<PgError> {
+    fn post_visit_select(&mut self, s: &mut sqlparser::ast::Select) -> ControlFlow<Refusal> {
         // Its FROM items are stand-ins now.
         super::grouping::license(s, &self.stand_in_rels, self.ctx);
         for (placeholder, condition) in self.pushdown(s).conditions {
@@ -427,7 +427,7 @@ impl VisitorMut for Reads<'_, '_> {
         ControlFlow::Continue(())
     }
 
-    fn post_visit_query(&mut self, q: &mut Query) -> ControlFlow<PgError> {
+    fn post_visit_query(&mut self, q: &mut Query) -> ControlFlow<Refusal> {
         // Its SELECT's conditions are in its stand-ins now.
         if let SetExpr::Select(s) = q.body.as_ref() {
             if let Some(placeholder) = self.pushdown(s).whole {
@@ -441,13 +441,13 @@ impl VisitorMut for Reads<'_, '_> {
         ControlFlow::Continue(())
     }
 
-    fn post_visit_table_factor(&mut self, tf: &mut TableFactor) -> ControlFlow<PgError> {
+    fn post_visit_table_factor(&mut self, tf: &mut TableFactor) -> ControlFlow<Refusal> {
         // Before the table is replaced by its stand-in: the names it goes by.
         self.names.note_table_factor(tf);
         to_flow(self.table(tf))
     }
 
-    fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<PgError> {
+    fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<Refusal> {
         to_flow(self.expr(e))
     }
 }
@@ -472,7 +472,7 @@ pub fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
     }
 }
 
-pub fn to_flow(r: Result<(), PgError>) -> ControlFlow<PgError> {
+pub fn to_flow(r: Result<(), Refusal>) -> ControlFlow<Refusal> {
     match r {
         Ok(()) => ControlFlow::Continue(()),
         Err(e) => ControlFlow::Break(e),

@@ -10,12 +10,12 @@
 
 use super::row_rules::ROW_ALIAS;
 use super::Ctx;
+use crate::analysis::Refusal;
 use crate::catalog::{ForeignKey, Relation};
-use crate::protocol::PgError;
 
 /// Columns a write gives values to (an INSERT's, an UPDATE's SET) that a foreign key checks
 /// against a table the role's row rules filter.
-pub fn check_referencing(ctx: &Ctx, rel: &Relation, columns: &[String]) -> Result<(), PgError> {
+pub fn check_referencing(ctx: &Ctx, rel: &Relation, columns: &[String]) -> Result<(), Refusal> {
     for fk in &rel.foreign_keys {
         if !fk.columns.iter().any(|c| columns.contains(c)) {
             continue;
@@ -26,14 +26,14 @@ pub fn check_referencing(ctx: &Ctx, rel: &Relation, columns: &[String]) -> Resul
         {
             continue;
         }
-        return Err(ctx.refuse(format!(
-            "role {} may not write {}.{}: a foreign key looks the value up among all rows of {}.{}, whose rows the role's row rules filter, so its outcome would tell whether a hidden row exists",
-            ctx.role(),
-            rel.name,
-            fk.columns.join(", "),
-            other.schema,
-            other.name
-        )));
+        return Err(ctx.may_not(
+            format!("write {}.{}", rel.name, fk.columns.join(", ")),
+            format!(
+                "a foreign key looks the value up among all rows of {}.{}, whose rows the role's row rules filter, so its outcome would tell whether a hidden row exists",
+                other.schema,
+                other.name,
+            ),
+        ));
     }
     Ok(())
 }
@@ -44,7 +44,7 @@ pub fn check_referenced(
     ctx: &Ctx,
     rel: &Relation,
     columns: Option<&[String]>,
-) -> Result<(), PgError> {
+) -> Result<(), Refusal> {
     for fk in &rel.referenced_by {
         if columns.is_some_and(|cs| !fk.columns.iter().any(|c| cs.contains(c))) {
             continue;
@@ -57,12 +57,14 @@ pub fn check_referenced(
             None => format!("delete from {}.{}", rel.schema, rel.name),
             Some(_) => format!("update {}.{}", rel.name, fk.columns.join(", ")),
         };
-        return Err(ctx.refuse(format!(
-            "role {} may not {what}: rows of {}.{} reference it through a foreign key, and the role's row rules may hide some of them, so the key's check or action would tell that they exist or change them",
-            ctx.role(),
-            other.schema,
-            other.name
-        )));
+        return Err(ctx.may_not(
+            what,
+            format!(
+                "rows of {}.{} reference it through a foreign key, and the role's row rules may hide some of them, so the key's check or action would tell that they exist or change them",
+                other.schema,
+                other.name,
+            ),
+        ));
     }
     Ok(())
 }
@@ -72,7 +74,7 @@ fn other_end(
     ctx: &Ctx,
     rel: &Relation,
     fk: &ForeignKey,
-) -> Result<std::sync::Arc<Relation>, PgError> {
+) -> Result<std::sync::Arc<Relation>, Refusal> {
     ctx.catalog.by_oid(fk.other).cloned().ok_or_else(|| {
         ctx.refuse(format!(
             "a foreign key of {}.{} ({}) leads to a relation pgvakt's catalog does not know, whose row rules it cannot tell",

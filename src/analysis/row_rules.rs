@@ -8,6 +8,7 @@
 //! exists. Written tables get the predicate in the write's own WHERE, as the condition of a
 //! CASE that evaluates the client's condition only for visible rows.
 
+use crate::analysis::Why;
 use crate::catalog::{RelKind, Relation};
 use crate::policy::rows::RowFilter;
 
@@ -48,7 +49,7 @@ pub fn guard_written_rows(
     reference: &str,
     selection: &mut Option<sqlparser::ast::Expr>,
     out: &mut super::Analysed,
-) -> Result<(), crate::protocol::PgError> {
+) -> Result<(), crate::analysis::Refusal> {
     use sqlparser::ast::Expr;
     let table = view.map_or(rel, |v| v.base.as_ref());
     let Some(filter) = ctx.row_filter(table, reference) else {
@@ -101,17 +102,16 @@ fn visible_keys(
     columns: &super::view_writes::ViewColumns,
     reference: &str,
     out: &mut super::Analysed,
-) -> Result<String, crate::protocol::PgError> {
+) -> Result<String, crate::analysis::Refusal> {
     let base = columns.base.as_ref();
     let refuse = || {
-        ctx.refuse(format!(
-            "writing through view {}.{} is not allowed for role {}: its table {}.{} has row rules for the role, and the view does not show the table's whole primary key; write the table itself",
-            view.schema,
-            view.name,
-            ctx.role(),
-            base.schema,
-            base.name
-        ))
+        ctx.not_allowed(
+            format!("writing through view {}.{}", view.schema, view.name),
+            Why::because(format!(
+                "its table {}.{} has row rules for the role, and the view does not show the table's whole primary key; write the table itself",
+                base.schema, base.name
+            )),
+        )
     };
     if base.primary_key.is_empty() {
         return Err(refuse());

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use sqlparser::ast::{Assignment, AssignmentTarget, Expr, Query, SelectItem, SetExpr};
 
 use super::{parse_expr, stand_in, Analysed, Ctx};
+use crate::analysis::{Refusal, Why};
 use crate::catalog::Relation;
-use crate::protocol::PgError;
 
 /// An INSERT's columns (all of them without a list, none without a source) and ON CONFLICT.
 pub fn check_insert(
@@ -25,7 +25,7 @@ pub fn check_insert(
     columns: &[String],
     has_source: bool,
     on_conflict: bool,
-) -> Result<(), PgError> {
+) -> Result<(), Refusal> {
     let given: Vec<String> = match (has_source, columns.is_empty()) {
         (false, _) => Vec::new(),
         (true, true) => rel.columns.iter().map(|c| c.name.clone()).collect(),
@@ -47,18 +47,17 @@ pub fn check_assignment(
     index: usize,
     columns: &[String],
     subject_values: &mut Vec<usize>,
-) -> Result<(), PgError> {
+) -> Result<(), Refusal> {
     check_written_columns(ctx, rel, columns, "update")?;
     match columns {
         [c] if names_subject(ctx, rel, c) => subject_values.push(index),
         [_] => {}
         _ => {
             if let Some(c) = columns.iter().find(|c| names_subject(ctx, rel, c)) {
-                return Err(ctx.refuse(format!(
-                    "setting {}.{c} in a column list is not allowed for role {}; write it on its own, where pgvakt checks the subject it names",
-                    rel.name,
-                    ctx.role()
-                )));
+                return Err(ctx.not_allowed(
+                    format!("setting {}.{c} in a column list", rel.name),
+                    Why::instead("write it on its own, where pgvakt checks the subject it names"),
+                ));
             }
         }
     }
@@ -81,7 +80,7 @@ pub fn check_written_columns(
     rel: &Relation,
     columns: &[String],
     how: &str,
-) -> Result<(), PgError> {
+) -> Result<(), Refusal> {
     let all: Vec<String>;
     let given = if how == "COPY FROM" {
         all = rel.columns.iter().map(|c| c.name.clone()).collect();
@@ -97,19 +96,16 @@ pub fn check_written_columns(
         return Ok(());
     }
     if how == "ON CONFLICT" || how == "COPY FROM" {
-        return Err(ctx.refuse(format!(
-            "{how} into {}.{} is not allowed for role {}: its outcome would tell whether rows the role's row rules hide exist",
-            rel.schema,
-            rel.name,
-            ctx.role()
-        )));
+        return Err(ctx.not_allowed(
+            format!("{how} into {}.{}", rel.schema, rel.name),
+            Why::because("its outcome would tell whether rows the role's row rules hide exist"),
+        ));
     }
     if let Some(c) = columns.iter().find(|c| rel.unique.contains(c)) {
-        return Err(ctx.refuse(format!(
-            "role {} may not {how} column {}.{c}: it has a unique index, and whether a value collides would tell whether a row the role's row rules hide exists; let its default assign it",
-            ctx.role(),
-            rel.name
-        )));
+        return Err(ctx.may_not(
+            format!("{how} column {}.{c}", rel.name),
+            "it has a unique index, and whether a value collides would tell whether a row the role's row rules hide exists; let its default assign it",
+        ));
     }
     Ok(())
 }
@@ -136,7 +132,7 @@ fn guard(
     (subject, key, column): (&Relation, &str, &str),
     value: &mut Expr,
     out: &mut RowGuards,
-) -> Result<(), PgError> {
+) -> Result<(), Refusal> {
     let unsupported =
         |e: String| ctx.unsupported(&format!("the value of {}.{column} ({e})", rel.name));
     let reach = std::iter::once(key.to_owned()).collect();
@@ -187,7 +183,7 @@ pub fn guard_new_rows(
     columns: &[String],
     source: Option<&mut Query>,
     out: &mut Analysed,
-) -> Result<(), PgError> {
+) -> Result<(), Refusal> {
     let Some((subject, key, column)) = subject_reference(ctx, rel) else {
         return Ok(());
     };
@@ -222,7 +218,7 @@ pub fn guard_new_rows(
     Ok(())
 }
 
-fn unsupported_source(ctx: &Ctx, rel: &Relation, column: &str) -> PgError {
+fn unsupported_source(ctx: &Ctx, rel: &Relation, column: &str) -> Refusal {
     ctx.refuse(format!(
         "role {} may write {}.{column} only from a VALUES list or a plain SELECT list, where pgvakt checks that each row names a subject the role sees",
         ctx.role(),
@@ -243,7 +239,7 @@ pub fn guard_update(
     (reference, subject_values): (&str, &[usize]),
     (assignments, selection): (&mut [Assignment], &mut Option<Expr>),
     out: &mut Analysed,
-) -> Result<(), PgError> {
+) -> Result<(), Refusal> {
     let mut g = RowGuards::default();
     let table = view.map_or(rel, |v| v.base.as_ref());
     if let Some((subject, key, column)) = subject_reference(ctx, table) {

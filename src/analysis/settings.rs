@@ -7,16 +7,15 @@ use sqlparser::ast::{Expr, ObjectName, Set, TableFactor};
 use super::functions::is_protected_setting;
 use super::statements::name_parts;
 use super::{fold, Analysed, Ctx};
-use crate::protocol::PgError;
+use crate::analysis::{Refusal, Why};
 
 /// A setting's name as PostgreSQL reads it: quoted parts keep their case, others fold.
-pub fn setting_name(ctx: &Ctx, name: &ObjectName) -> Result<String, PgError> {
+pub fn setting_name(ctx: &Ctx, name: &ObjectName) -> Result<String, Refusal> {
     Ok(name_parts(ctx, name)?.join(".").to_ascii_lowercase())
 }
 
-pub fn set_statement(set: &mut Set, ctx: &Ctx, out: &mut Analysed) -> Result<(), PgError> {
-    let refuse =
-        |what: &str| Err(ctx.refuse(format!("{what} is not allowed for role {}", ctx.role())));
+pub fn set_statement(set: &mut Set, ctx: &Ctx, out: &mut Analysed) -> Result<(), Refusal> {
+    let refuse = |what: &str| Err(ctx.not_allowed(what, Why::Plain));
     match set {
         Set::SetRole { .. } => refuse("SET ROLE"),
         Set::SetSessionAuthorization(_) => refuse("SET SESSION AUTHORIZATION"),
@@ -114,7 +113,7 @@ pub fn set_statement(set: &mut Set, ctx: &Ctx, out: &mut Analysed) -> Result<(),
 pub fn tracked_search_path(
     q: &sqlparser::ast::Query,
     ctx: &Ctx,
-) -> Option<Result<(Vec<String>, bool), PgError>> {
+) -> Option<Result<(Vec<String>, bool), Refusal>> {
     let rendered = q.to_string();
     let rest = rendered.strip_prefix("SELECT ")?;
     let (qualified, rest) = match rest.strip_prefix("pg_catalog.") {
@@ -129,12 +128,9 @@ pub fn tracked_search_path(
         _ => return None,
     };
     if !qualified && ctx.catalog.is_user_function("set_config") {
-        return Some(Err(ctx.refuse(format!(
-            "function set_config is (or may resolve to) a user-defined function, which is not allowed for role {}",
-            ctx.role()
-        ))));
+        return Some(Err(ctx.user_function(None, "set_config")));
     }
-    let refuse = |what: &str| ctx.refuse(format!("{what} is not allowed for role {}", ctx.role()));
+    let refuse = |what: &str| ctx.not_allowed(what, Why::Plain);
     let Some(path) = search_path_value(&value) else {
         return Some(Err(refuse("this search_path value")));
     };

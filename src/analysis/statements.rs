@@ -15,17 +15,13 @@ use super::write_targets::{
 };
 use super::writes::{modifies_data, Target};
 use super::{dialect, fold, lexer, parse_query, quote, Analysed, Ctx, Outcome};
+use crate::analysis::{Reason, Refusal, Why};
 use crate::policy::model::{Capability, StatementClass};
-use crate::protocol::PgError;
 
 /// Analyse `sql` for a restricted role.
 pub fn analyse(sql: &str, ctx: &Ctx) -> Outcome {
     let result = match analyse_inner(sql, ctx) {
-        Err(e)
-            if e.detail
-                .as_deref()
-                .is_some_and(|d| d.contains(PARSER_DETAIL)) =>
-        {
+        Err(e) if matches!(*e.reason, Reason::Unparsable { .. }) => {
             // sqlparser cannot read some of PostgreSQL's syntax (a top-level `TABLE t`,
             // `FROM t *`): PostgreSQL's own deparser writes the statement in a plain form,
             // which is analysed like any text and checked by PostgreSQL's parser before it is
@@ -48,10 +44,7 @@ pub fn analyse(sql: &str, ctx: &Ctx) -> Outcome {
     }
 }
 
-/// Marks a refusal because sqlparser could not read the text.
-const PARSER_DETAIL: &str = "; parser: ";
-
-fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
+fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, Refusal> {
     if let Some(why) = lexer::unfaithful(sql) {
         return Err(ctx.unsupported(why));
     }
@@ -62,15 +55,10 @@ fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
     let mut stmts = Parser::parse_sql(&dialect(), &marked).map_err(|e| {
         // What cannot be parsed cannot be analysed: a policy refusal, whatever PostgreSQL
         // would make of the text.
-        let what = match lexer::first_word(sql).as_deref() {
-            Some("do") => format!(
-                "DO blocks (procedural code) are not allowed for role {}",
-                ctx.role()
-            ),
-            _ => "pgvakt could not parse this statement, so it is refused".to_owned(),
-        };
-        PgError::insufficient_privilege(format!("pgvakt: {what}"))
-            .with_detail(format!("policy {}{PARSER_DETAIL}{e}", ctx.policy_version))
+        ctx.refusal(Reason::Unparsable {
+            do_block: lexer::first_word(sql).as_deref() == Some("do"),
+            parser: e.to_string(),
+        })
     })?;
     let mut out = Analysed {
         original: sql.to_owned(),
@@ -91,10 +79,7 @@ fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, PgError> {
         // Transaction control, settings and the like are part of any session's work; the
         // classes a policy limits are read, write, DDL and COPY.
         if class != StatementClass::Utility && !ctx.rules.allows_class(class) {
-            return Err(ctx.refuse(format!(
-                "{class:?} statements are not allowed for role {}",
-                ctx.role()
-            )));
+            return Err(ctx.not_allowed(format!("{class:?} statements"), Why::Plain));
         }
         out.classes.push(class);
     }
@@ -124,9 +109,8 @@ fn statement(
     stmt: &mut Statement,
     ctx: &Ctx,
     out: &mut Analysed,
-) -> Result<StatementClass, PgError> {
-    let refuse_kind =
-        |what: &str| Err(ctx.refuse(format!("{what} is not allowed for role {}", ctx.role())));
+) -> Result<StatementClass, Refusal> {
+    let refuse_kind = |what: &str| Err(ctx.not_allowed(what, Why::Plain));
     match stmt {
         Statement::Query(q) => {
             if let Some(tracked) = super::settings::tracked_search_path(q, ctx) {

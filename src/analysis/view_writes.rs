@@ -12,9 +12,9 @@ use std::sync::Arc;
 use sqlparser::ast::{Expr, SelectItem, SetExpr, TableFactor};
 
 use super::{fold, parse_query, Ctx};
+use crate::analysis::{Refusal, Why};
 use crate::catalog::{RelKind, Relation};
 use crate::policy::model::{ColumnAction, ColumnDecision, WriteAction, WriteDecision};
-use crate::protocol::PgError;
 
 /// Views through views, at most.
 const MAX_DEPTH: usize = 16;
@@ -81,21 +81,19 @@ impl ViewColumns {
 }
 
 /// For a view written through: its base table and column map; None for other relations.
-pub fn through(ctx: &Ctx, rel: &Relation) -> Result<Option<ViewColumns>, PgError> {
+pub fn through(ctx: &Ctx, rel: &Relation) -> Result<Option<ViewColumns>, Refusal> {
     if rel.kind != RelKind::View {
         return Ok(None);
     }
     resolve(ctx, rel, 0).map(Some)
 }
 
-fn resolve(ctx: &Ctx, view: &Relation, depth: usize) -> Result<ViewColumns, PgError> {
+fn resolve(ctx: &Ctx, view: &Relation, depth: usize) -> Result<ViewColumns, Refusal> {
     let refuse = |why: &str| {
-        ctx.refuse(format!(
-            "writing through view {}.{} is not allowed for role {}: {why}; write the table itself",
-            view.schema,
-            view.name,
-            ctx.role()
-        ))
+        ctx.not_allowed(
+            format!("writing through view {}.{}", view.schema, view.name),
+            Why::because(format!("{why}; write the table itself")),
+        )
     };
     if view.instead {
         return Err(refuse(

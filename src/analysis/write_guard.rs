@@ -28,6 +28,7 @@ use sqlparser::ast::Expr;
 
 use super::authority::GuardPlaces;
 use super::{parse_expr, stand_in};
+use crate::analysis::Refusal;
 use crate::protocol::PgError;
 
 static NONCE: LazyLock<String> = LazyLock::new(|| {
@@ -57,8 +58,9 @@ fn part(sql: &str, stand_ins: &mut Vec<(String, Arc<str>)>) -> Result<String, St
 }
 
 /// An expression of type `ty` that makes PostgreSQL fail with `refusal`, when evaluated.
-fn failure(refusal: &PgError, ty: &str) -> String {
-    let mut text = refusal.message.clone();
+fn failure(refusal: &Refusal, ty: &str) -> String {
+    let refusal = refusal.to_pg_error();
+    let mut text = refusal.message;
     if let Some(d) = &refusal.detail {
         text.push('\u{0}');
         text.push_str(d);
@@ -71,12 +73,12 @@ fn failure(refusal: &PgError, ty: &str) -> String {
 }
 
 /// [`failure`], for other guards of the analysis.
-pub(super) fn failure_sql(refusal: &PgError, ty: &str) -> String {
+pub(super) fn failure_sql(refusal: &Refusal, ty: &str) -> String {
     failure(refusal, ty)
 }
 
 /// `value`, for a new row: NULL passes, anything else fails with `refusal`.
-pub fn insert(value: &Expr, column: &str, ty: &str, refusal: &PgError) -> Result<Guard, String> {
+pub fn insert(value: &Expr, column: &str, ty: &str, refusal: &Refusal) -> Result<Guard, String> {
     let mut stand_ins = Vec::new();
     let fail = part(&failure(refusal, ty), &mut stand_ins)?;
     let sql = format!("CASE WHEN CAST(({value}) AS {ty}) IS NULL THEN NULL ELSE {fail} END");
@@ -101,7 +103,7 @@ pub fn update(
     (column, column_sql): (&str, &str),
     ty: &str,
     mask: &str,
-    refusal: &PgError,
+    refusal: &Refusal,
 ) -> Result<Guard, String> {
     let mut stand_ins = Vec::new();
     let masked = part(mask, &mut stand_ins)?;
@@ -147,9 +149,16 @@ mod tests {
 
     #[test]
     fn a_failure_reads_back_as_its_refusal_and_nothing_else_does() {
-        let refusal =
-            PgError::insufficient_privilege("pgvakt: no 'quote' \"here\"").with_detail("policy 1");
+        let refusal = Refusal {
+            role: "r".into(),
+            policy_version: "1".into(),
+            reason: Box::new(crate::analysis::Reason::Policy {
+                message: "no 'quote' \"here\"".into(),
+                hint: None,
+            }),
+        };
         let sql = failure(&refusal, "date");
+        let refusal = refusal.to_pg_error();
         let literal = sql.split('\'').nth(1).expect("a literal");
         let message = format!("invalid input syntax for type integer: \"{literal}\"");
         let back = refusal_in(&message).expect("resolved");
@@ -165,7 +174,14 @@ mod tests {
     #[test]
     fn guards_read_back_as_one_expression() {
         let v = parse_expr("$1").unwrap();
-        let refusal = PgError::insufficient_privilege("x");
+        let refusal = Refusal {
+            role: "r".into(),
+            policy_version: "1".into(),
+            reason: Box::new(crate::analysis::Reason::Policy {
+                message: "x".into(),
+                hint: None,
+            }),
+        };
         let g = update(
             &v,
             ("bank_account", "\"contacts\".\"bank_account\""),

@@ -7,7 +7,7 @@ use sqlparser::ast::{AssignmentTarget, ObjectName, SelectItem};
 use super::statements::name_parts;
 use super::writes::Target;
 use super::{Analysed, Ctx};
-use crate::protocol::PgError;
+use crate::analysis::{Refusal, Why};
 
 /// Each guarded column of a new row: NULL or DEFAULT pass, other values of a VALUES list or
 /// of a plain SELECT's output are guarded (`write_guard`), and other queries' rows cannot be.
@@ -16,7 +16,7 @@ pub(super) fn guard_new_rows(
     columns: &[String],
     source: Option<&mut sqlparser::ast::Query>,
     target: &mut Target,
-) -> Result<(), PgError> {
+) -> Result<(), Refusal> {
     for c in columns {
         target.known(c)?;
     }
@@ -71,7 +71,7 @@ pub(super) fn assignment_targets(
     ctx: &Ctx,
     t: &AssignmentTarget,
     target: &Target,
-) -> Result<(), PgError> {
+) -> Result<(), Refusal> {
     match t {
         AssignmentTarget::ColumnName(n) => target.check_write(&column_name(ctx, n)?),
         AssignmentTarget::Tuple(ns) => {
@@ -88,19 +88,14 @@ pub(super) fn assignment_targets(
 pub(super) fn writable(
     ctx: &Ctx,
     rel: std::sync::Arc<crate::catalog::Relation>,
-) -> Result<std::sync::Arc<crate::catalog::Relation>, PgError> {
+) -> Result<std::sync::Arc<crate::catalog::Relation>, Refusal> {
     if rel.schema == "pg_catalog" || rel.schema == "information_schema" {
-        return Err(ctx.refuse(format!(
-            "writing {}.{} is not allowed for role {}",
-            rel.schema,
-            rel.name,
-            ctx.role()
-        )));
+        return Err(ctx.not_allowed(format!("writing {}.{}", rel.schema, rel.name), Why::Plain));
     }
     Ok(rel)
 }
 
-pub(super) fn column_name(ctx: &Ctx, name: &ObjectName) -> Result<String, PgError> {
+pub(super) fn column_name(ctx: &Ctx, name: &ObjectName) -> Result<String, Refusal> {
     name_parts(ctx, name)?
         .pop()
         .ok_or_else(|| ctx.unsupported("an empty column name"))
@@ -114,7 +109,7 @@ pub(super) fn only_target(
     name: &ObjectName,
     keyword: &'static str,
     out: &mut Analysed,
-) -> Result<(), PgError> {
+) -> Result<(), Refusal> {
     if super::inheritance::is_only(name) {
         out.only_write = Some((
             keyword,
@@ -131,7 +126,7 @@ pub(super) fn only_target(
 pub(super) fn through_view(
     ctx: &Ctx,
     rel: &crate::catalog::Relation,
-) -> Result<Option<super::view_writes::ViewColumns>, PgError> {
+) -> Result<Option<super::view_writes::ViewColumns>, Refusal> {
     let view = super::view_writes::through(ctx, rel)?;
     if let Some(v) = view.as_ref().filter(|v| !v.only) {
         ctx.check_descendants(&v.base)?;
@@ -174,7 +169,7 @@ pub(super) fn record_view_writes(
 }
 
 /// Rows inserted into a partitioned table are stored in its partitions.
-pub(super) fn routed_rows(ctx: &Ctx, rel: &crate::catalog::Relation) -> Result<(), PgError> {
+pub(super) fn routed_rows(ctx: &Ctx, rel: &crate::catalog::Relation) -> Result<(), Refusal> {
     if rel.kind == crate::catalog::RelKind::Partitioned {
         ctx.check_descendants(rel)?;
     }

@@ -10,9 +10,9 @@ use sqlparser::ast::{Expr, SelectItem, Statement, VisitorMut};
 
 use super::relations::to_flow;
 use super::{fold, parse_expr, Ctx};
+use crate::analysis::{Refusal, Why};
 use crate::catalog::Relation;
 use crate::policy::model::{ColumnAction, ColumnDecision, WriteAction, WriteDecision};
-use crate::protocol::PgError;
 
 pub struct Target<'a, 'c> {
     ctx: &'a Ctx<'c>,
@@ -89,7 +89,7 @@ impl<'a, 'c> Target<'a, 'c> {
 
     /// A column written with a value the analysis cannot guard (COPY FROM, INSERT ... SELECT,
     /// tuple assignments, ON CONFLICT): its write rule must allow any value.
-    pub fn check_write(&self, column: &str) -> Result<(), PgError> {
+    pub fn check_write(&self, column: &str) -> Result<(), Refusal> {
         match self.writes.get(column) {
             Some(w) if w.action == WriteAction::Allow => Ok(()),
             Some(w) => Err(self.write_refusal(column, w)),
@@ -101,7 +101,7 @@ impl<'a, 'c> Target<'a, 'c> {
     }
 
     /// A column the statement writes must be one pgvakt knows.
-    pub fn known(&self, column: &str) -> Result<(), PgError> {
+    pub fn known(&self, column: &str) -> Result<(), Refusal> {
         if self.writes.contains_key(column) {
             return Ok(());
         }
@@ -118,7 +118,7 @@ impl<'a, 'c> Target<'a, 'c> {
             .filter(|w| w.action != WriteAction::Allow)
     }
 
-    fn write_refusal(&self, column: &str, w: &WriteDecision) -> PgError {
+    fn write_refusal(&self, column: &str, w: &WriteDecision) -> Refusal {
         let read = match self.decisions.get(column).map(|d| &d.action) {
             Some(ColumnAction::Block) => "blocked",
             Some(ColumnAction::Mask(_)) => "masked",
@@ -131,17 +131,15 @@ impl<'a, 'c> Target<'a, 'c> {
             WriteAction::Keep => "it is masked for this role, so only the value the role reads (which leaves the stored value) or NULL or DEFAULT in a new row may be written",
             _ => "the role may not write it",
         };
-        self.ctx.refuse(format!(
-            "role {} may not write column {}.{column}: {why} (write rule {})",
-            self.ctx.role(),
-            self.rel.name,
-            w.rule
-        ))
+        self.ctx.may_not(
+            format!("write column {}.{column}", self.rel.name),
+            format!("{why} (write rule {})", w.rule),
+        )
     }
 
     /// A new row's value for a guarded column: NULL and DEFAULT pass as they are, anything
     /// else is wrapped so that PostgreSQL lets only NULL through.
-    pub fn guard_insert(&mut self, column: &str, value: &mut Expr) -> Result<(), PgError> {
+    pub fn guard_insert(&mut self, column: &str, value: &mut Expr) -> Result<(), Refusal> {
         self.known(column)?;
         let Some(w) = self.guarded(column).cloned() else {
             return Ok(());
@@ -166,7 +164,7 @@ impl<'a, 'c> Target<'a, 'c> {
 
     /// An UPDATE's value for a guarded column: only the value the role reads for the row may
     /// be written, and it leaves the stored value.
-    pub fn guard_update(&mut self, column: &str, value: &mut Expr) -> Result<(), PgError> {
+    pub fn guard_update(&mut self, column: &str, value: &mut Expr) -> Result<(), Refusal> {
         self.known(column)?;
         let Some(w) = self.guarded(column).cloned() else {
             return Ok(());
@@ -201,7 +199,7 @@ impl<'a, 'c> Target<'a, 'c> {
         Ok(())
     }
 
-    fn column_type(&self, column: &str) -> Result<String, PgError> {
+    fn column_type(&self, column: &str) -> Result<String, Refusal> {
         self.rel
             .columns
             .iter()
@@ -216,14 +214,14 @@ impl<'a, 'c> Target<'a, 'c> {
     }
 
     /// Columns an INSERT without a column list would write.
-    pub fn check_all_writable(&self) -> Result<(), PgError> {
+    pub fn check_all_writable(&self) -> Result<(), Refusal> {
         for c in &self.rel.columns {
             self.check_write(&c.name)?;
         }
         Ok(())
     }
 
-    fn masked(&mut self, column_sql: &str, column: &str) -> Result<Option<Expr>, PgError> {
+    fn masked(&mut self, column_sql: &str, column: &str) -> Result<Option<Expr>, Refusal> {
         let Some(d) = self.decisions.get(column) else {
             return Ok(None);
         };
@@ -255,16 +253,15 @@ impl<'a, 'c> Target<'a, 'c> {
         }
     }
 
-    fn expr(&mut self, e: &mut Expr) -> Result<(), PgError> {
+    fn expr(&mut self, e: &mut Expr) -> Result<(), Refusal> {
         let replacement = match e {
             Expr::Identifier(i) => {
                 let n = fold(i);
                 if self.names.contains(&n) && !self.decisions.contains_key(&n) {
-                    return Err(self.ctx.refuse(format!(
-                        "whole-row reference to {} is not allowed for role {}; list the columns",
-                        self.rel.name,
-                        self.ctx.role()
-                    )));
+                    return Err(self.ctx.not_allowed(
+                        format!("whole-row reference to {}", self.rel.name),
+                        Why::instead("list the columns"),
+                    ));
                 }
                 self.masked(&e.to_string(), &n)?
             }
@@ -325,7 +322,7 @@ impl<'a, 'c> Target<'a, 'c> {
     }
 
     /// RETURNING * or t.* of a protected target would return raw values.
-    pub fn check_returning(&self, items: &[SelectItem]) -> Result<(), PgError> {
+    pub fn check_returning(&self, items: &[SelectItem]) -> Result<(), Refusal> {
         let protected = self
             .decisions
             .values()
@@ -337,11 +334,10 @@ impl<'a, 'c> Target<'a, 'c> {
                     SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
                 )
             {
-                return Err(self.ctx.refuse(format!(
-                    "RETURNING * on {} is not allowed for role {}; list the columns",
-                    self.rel.name,
-                    self.ctx.role()
-                )));
+                return Err(self.ctx.not_allowed(
+                    format!("RETURNING * on {}", self.rel.name),
+                    Why::instead("list the columns"),
+                ));
             }
         }
         Ok(())
@@ -349,9 +345,9 @@ impl<'a, 'c> Target<'a, 'c> {
 }
 
 impl VisitorMut for Target<'_, '_> {
-    type Break = PgError;
+    type Break = Refusal;
 
-    fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<PgError> {
+    fn post_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<Refusal> {
         to_flow(self.expr(e))
     }
 }

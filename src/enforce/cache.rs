@@ -5,9 +5,8 @@
 use std::sync::Arc;
 
 use super::{Inner, SessionPolicy};
-use crate::analysis::{self, Ctx, Outcome};
+use crate::analysis::{self, Ctx, Outcome, Reason, Refusal};
 use crate::policy::model::RoleRules;
-use crate::protocol::PgError;
 
 pub(super) struct CacheEntry {
     sql: Box<str>,
@@ -122,11 +121,13 @@ impl SessionPolicy {
     ) -> Arc<Outcome> {
         let catalog = inner.catalog.load();
         if catalog.database != self.database {
-            return Arc::new(Outcome::Refuse(PgError::insufficient_privilege(format!(
-                "pgvakt: role {} may only use database {}, which pgvakt has a catalog for",
-                rules.name(),
-                catalog.database
-            ))));
+            return Arc::new(Outcome::Refuse(Refusal {
+                role: rules.name().to_owned(),
+                policy_version: set.version.clone(),
+                reason: Box::new(Reason::OtherDatabase {
+                    database: catalog.database.clone(),
+                }),
+            }));
         }
         let role = self.cache_scope(rules);
         let role = role.as_str();

@@ -52,9 +52,25 @@ pub enum Verdict {
 #[derive(Debug, thiserror::Error)]
 pub enum EnforceError {
     #[error("policy: {0}")]
-    Policy(String),
+    Policy(#[from] crate::policy::PolicyErrors),
+    #[error("catalog: {}: {source}", path.display())]
+    PasswordFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// tokio-postgres's own text is only "db error": the server's message is in its chain.
+    #[error(
+        "catalog: service connection as {user}: {}",
+        crate::cause::chain(source)
+    )]
+    Connect {
+        user: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
     #[error("catalog: {0}")]
-    Catalog(String),
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Cache bound. Beyond it the least useful entries are evicted (S3-FIFO: one-off statements
@@ -196,10 +212,7 @@ impl Enforcer {
             tracing::warn!("no policy configured: every statement passes through unchanged");
             return Ok(Enforcer::new());
         }
-        let store = Arc::new(
-            PolicyStore::open(config.policy.paths.clone())
-                .map_err(|e| EnforceError::Policy(e.to_string()))?,
-        );
+        let store = Arc::new(PolicyStore::open(config.policy.paths.clone())?);
         let db = config.upstream.service_database.clone();
         let service = match &config.upstream.service_user {
             Some(user) => Some(service::Service::start(config, user).await),
@@ -492,7 +505,8 @@ impl SessionPolicy {
                 self.apply_path_events(&a.path_events);
                 Verdict::Rewrite(rewrite)
             }
-            Outcome::Refuse(e) => Verdict::Refuse(e.clone()),
+            // Where a refusal becomes the error the client gets.
+            Outcome::Refuse(r) => Verdict::Refuse(r.to_pg_error()),
         }
     }
 

@@ -134,7 +134,10 @@ pub async fn service_connect(
     let up = &config.upstream;
     let password = match &up.service_password_file {
         Some(p) => std::fs::read_to_string(p)
-            .map_err(|e| EnforceError::Catalog(format!("{}: {e}", p.display())))?
+            .map_err(|source| EnforceError::PasswordFile {
+                path: p.clone(),
+                source,
+            })?
             .lines()
             .next()
             .unwrap_or("")
@@ -149,29 +152,26 @@ pub async fn service_connect(
         .dbname(&up.service_database)
         .application_name("pgvakt-catalog")
         .connect_timeout(Duration::from_millis(up.connect_timeout_ms));
-    let err = |e: tokio_postgres::Error| {
-        EnforceError::Catalog(format!(
-            "service connection as {user}: {}",
-            crate::cause::chain(&e)
-        ))
+    let err = |source| EnforceError::Connect {
+        user: user.to_owned(),
+        source,
     };
-    let client =
-        match crate::tls::upstream_config(up).map_err(|e| EnforceError::Catalog(e.to_string()))? {
-            Some(tls) if up.tls != UpstreamTlsMode::Disable => {
-                let (c, conn) = pg
-                    .connect(tokio_postgres_rustls::MakeRustlsConnect::new(
-                        (*tls).clone(),
-                    ))
-                    .await
-                    .map_err(err)?;
-                tokio::spawn(conn);
-                c
-            }
-            _ => {
-                let (c, conn) = pg.connect(tokio_postgres::NoTls).await.map_err(err)?;
-                tokio::spawn(conn);
-                c
-            }
-        };
+    let client = match crate::tls::upstream_config(up)? {
+        Some(tls) if up.tls != UpstreamTlsMode::Disable => {
+            let (c, conn) = pg
+                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(
+                    (*tls).clone(),
+                ))
+                .await
+                .map_err(err)?;
+            tokio::spawn(conn);
+            c
+        }
+        _ => {
+            let (c, conn) = pg.connect(tokio_postgres::NoTls).await.map_err(err)?;
+            tokio::spawn(conn);
+            c
+        }
+    };
     Ok(client)
 }

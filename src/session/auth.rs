@@ -38,10 +38,7 @@ pub async fn read_frame(
     reader: &FrameReader,
 ) -> Result<Frame, SessionError> {
     loop {
-        if let Some(f) = reader
-            .next(buf)
-            .map_err(|e| SessionError::Protocol(e.to_string()))?
-        {
+        if let Some(f) = reader.next(buf)? {
             return Ok(f);
         }
         buf.reserve(4096);
@@ -68,7 +65,7 @@ pub async fn relay_login(
         let frame = read_frame(upstream, upstream_buf, &reader).await?;
         match frame.tag {
             b'R' => {
-                let (code, data) = decode_auth(&frame).map_err(SessionError::upstream)?;
+                let (code, data) = decode_auth(&frame)?;
                 match code {
                     AUTH_OK => {
                         client.write_all(&frame.raw).await?;
@@ -82,7 +79,7 @@ pub async fn relay_login(
                         relay_client_response(client, client_buf, upstream, &reader).await?;
                     }
                     AUTH_SASL => {
-                        let offered = decode_sasl_mechanisms(data).map_err(SessionError::upstream)?;
+                        let offered = decode_sasl_mechanisms(data)?;
                         // Channel binding ties SCRAM to one TLS connection; the client's TLS
                         // ends at the proxy, so only mechanisms without binding can be relayed.
                         let relayable: Vec<&[u8]> =
@@ -160,14 +157,11 @@ async fn session_start(
         let frame = read_frame(upstream, upstream_buf, reader).await?;
         match frame.tag {
             b'S' => {
-                parameters.push(
-                    message::decode_parameter_status(&frame).map_err(SessionError::upstream)?,
-                );
+                parameters.push(message::decode_parameter_status(&frame)?);
                 client.write_all(&frame.raw).await?;
             }
             b'K' => {
-                let (pid, secret) =
-                    message::decode_backend_key(&frame).map_err(SessionError::upstream)?;
+                let (pid, secret) = message::decode_backend_key(&frame)?;
                 if let Some(old) = cancel_key.take() {
                     // PostgreSQL sends one; a second replaces the first.
                     proxy.cancels.unregister(old);

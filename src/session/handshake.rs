@@ -56,7 +56,7 @@ async fn read_initial<S: AsyncRead + AsyncWrite + Unpin>(
             let err = PgError::protocol_violation(format!("pgvakt: {e}"));
             let _ = s.write_all(&err.to_bytes()).await;
             let _ = s.flush().await;
-            Err(SessionError::Protocol(e.to_string()))
+            Err(SessionError::Startup(e))
         }
     }
 }
@@ -127,7 +127,7 @@ async fn accept_tls(
         Err(e) => {
             handshake(Outcome::Failed);
             proxy.metrics.refused(RefuseReason::TlsHandshake);
-            return Err(SessionError::Tls(e.to_string()));
+            return Err(SessionError::TlsHandshake(e));
         }
     };
     handshake(Outcome::Ok);

@@ -35,10 +35,22 @@ pub enum SessionError {
     Io(#[from] std::io::Error),
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// A client frame whose length cannot be right.
+    #[error("protocol violation: {0}")]
+    Frame(#[from] crate::protocol::FrameError),
+    /// A startup packet that cannot be read.
+    #[error("protocol violation: {0}")]
+    Startup(#[from] crate::protocol::startup::StartupError),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("TLS: {0}")]
+    TlsHandshake(#[source] std::io::Error),
     #[error("{0}")]
     Upstream(String),
+    #[error("upstream sent a {0}")]
+    UpstreamMessage(#[from] crate::protocol::message::MessageError),
+    #[error("upstream sent an invalid message: {0}")]
+    UpstreamFrame(#[source] crate::protocol::FrameError),
     /// PostgreSQL refused the login, with its SQLSTATE (28P01 for a wrong password).
     #[error("login failed: {message}")]
     LoginFailed {
@@ -55,18 +67,29 @@ pub enum SessionError {
 }
 
 impl SessionError {
-    fn upstream(e: crate::protocol::message::MessageError) -> Self {
-        SessionError::Upstream(format!("upstream sent a {e}"))
+    /// A protocol violation's own words, without the kind Display puts first.
+    fn detail(&self) -> String {
+        match self {
+            SessionError::Protocol(m) => m.clone(),
+            SessionError::Frame(e) => e.to_string(),
+            SessionError::Startup(e) => e.to_string(),
+            other => other.to_string(),
+        }
     }
 
     /// The FATAL message to send the client for this error, if one should be sent.
     fn client_error(&self) -> Option<PgError> {
         match self {
-            SessionError::Protocol(m) => Some(PgError::protocol_violation(format!(
-                "pgvakt: invalid message from client: {m}"
-            ))),
-            SessionError::Upstream(m) => {
-                Some(PgError::upstream_unavailable(format!("pgvakt: {m}")))
+            SessionError::Protocol(_) | SessionError::Frame(_) | SessionError::Startup(_) => {
+                Some(PgError::protocol_violation(format!(
+                    "pgvakt: invalid message from client: {}",
+                    self.detail()
+                )))
+            }
+            SessionError::Upstream(_)
+            | SessionError::UpstreamMessage(_)
+            | SessionError::UpstreamFrame(_) => {
+                Some(PgError::upstream_unavailable(format!("pgvakt: {self}")))
             }
             SessionError::Client(e) => Some(e.clone()),
             _ => None,
@@ -124,9 +147,15 @@ async fn serve(
         return Err(SessionError::Protocol("startup timed out".into()));
     };
     let started = match started {
-        Err(e @ (SessionError::Protocol(_) | SessionError::Tls(_))) => {
+        Err(
+            e @ (SessionError::Protocol(_)
+            | SessionError::Frame(_)
+            | SessionError::Startup(_)
+            | SessionError::Tls(_)
+            | SessionError::TlsHandshake(_)),
+        ) => {
             let (reason, sqlstate) = match &e {
-                SessionError::Tls(_) => ("tls_handshake", None),
+                SessionError::Tls(_) | SessionError::TlsHandshake(_) => ("tls_handshake", None),
                 _ => ("protocol", Some("08P01".to_owned())),
             };
             let mut r = crate::audit::refusals::Refusal::new(

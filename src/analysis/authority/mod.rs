@@ -66,7 +66,7 @@ use std::sync::LazyLock;
 use prometheus_client::metrics::counter::Counter;
 
 use super::Ctx;
-use crate::protocol::PgError;
+use crate::analysis::{Reason, Refusal};
 
 pub use allow::{function as allowed_function, is_statistics_relation, Reads};
 
@@ -82,24 +82,19 @@ pub const DISAGREEMENT: &str = "parser disagreement";
 #[derive(Debug)]
 pub enum Finding {
     /// The statement does something the role may not do.
-    Policy(String),
+    Policy(Reason),
     /// PostgreSQL reads the text differently from the analysis.
     Disagreement(String),
 }
 
 impl Finding {
-    fn into_error(self, ctx: &Ctx) -> PgError {
+    fn into_refusal(self, ctx: &Ctx) -> Refusal {
         match self {
-            Finding::Policy(m) => ctx.refuse(m),
-            Finding::Disagreement(m) => {
+            Finding::Policy(reason) => ctx.refusal(reason),
+            Finding::Disagreement(what) => {
                 DISAGREEMENTS.inc();
-                tracing::warn!(reason = %m, "parser disagreement: statement refused");
-                ctx.refuse(format!(
-                    "PostgreSQL's parser reads this statement differently from pgvakt's analysis ({m}), so it is refused for role {}",
-                    ctx.role()
-                ))
-                .with_detail(format!("{DISAGREEMENT}; policy {}", ctx.policy_version))
-                .with_hint("Write the statement without comments and in plain syntax.")
+                tracing::warn!(reason = %what, "parser disagreement: statement refused");
+                ctx.refusal(Reason::Disagreement { what })
             }
         }
     }
@@ -128,8 +123,8 @@ pub struct GuardPlaces {
 }
 
 /// Check the text to forward, masked stand-ins still as placeholders.
-pub fn verify(sql: &str, ctx: &Ctx, placeholders: &Placeholders) -> Result<(), PgError> {
-    check(sql, ctx, placeholders).map_err(|f| f.into_error(ctx))
+pub fn verify(sql: &str, ctx: &Ctx, placeholders: &Placeholders) -> Result<(), Refusal> {
+    check(sql, ctx, placeholders).map_err(|f| f.into_refusal(ctx))
 }
 
 fn check(sql: &str, ctx: &Ctx, placeholders: &Placeholders) -> Result<(), Finding> {
@@ -141,19 +136,16 @@ fn check(sql: &str, ctx: &Ctx, placeholders: &Placeholders) -> Result<(), Findin
     tree::Gate::new(ctx, placeholders).parse_result(&tree)
 }
 
-/// A refusal (54001) for statements whose operator chains are too long to analyse safely, or
+/// Why a statement's operator chains are too long to analyse safely (refused with 54001), or
 /// None. Checked before anything parses the text, so such a statement costs one scan.
-pub fn too_complex(sql: &str) -> Option<PgError> {
+pub fn too_complex(sql: &str) -> Option<Reason> {
     let longest = tokens::longest_chain(sql)?;
-    (longest > tokens::MAX_CHAIN).then(|| {
-        PgError::error(
-            "54001",
-            format!(
-                "pgvakt: statement too complex: an expression of {longest} tokens without a comma or parenthesis (at most {})",
-                tokens::MAX_CHAIN
-            ),
-        )
-        .with_hint("Split the expression, or pass long lists as an array parameter.")
+    (longest > tokens::MAX_CHAIN).then(|| Reason::TooComplex {
+        what: format!(
+            "an expression of {longest} tokens without a comma or parenthesis (at most {})",
+            tokens::MAX_CHAIN
+        ),
+        hint: Some("Split the expression, or pass long lists as an array parameter."),
     })
 }
 

@@ -15,7 +15,7 @@ use super::{Finding, Placeholders};
 mod utility;
 mod writes;
 use crate::analysis::functions::is_protected_setting;
-use crate::analysis::Ctx;
+use crate::analysis::{Ctx, Reason, Why};
 use crate::catalog::{RelKind, Relation};
 use crate::policy::model::Capability;
 use utility::sets_search_path_alone;
@@ -128,7 +128,18 @@ fn names(v: Option<&Value>) -> Vec<String> {
 }
 
 fn policy(m: impl Into<String>) -> Finding {
-    Finding::Policy(m.into())
+    Finding::Policy(Reason::Policy {
+        message: m.into(),
+        hint: None,
+    })
+}
+
+/// `{what} is not allowed for role R`, going on as `why` says.
+fn not_allowed(what: impl Into<String>, why: Why) -> Finding {
+    Finding::Policy(Reason::NotAllowed {
+        what: what.into(),
+        why,
+    })
 }
 
 fn differs(m: impl Into<String>) -> Finding {
@@ -200,19 +211,20 @@ impl<'a, 'c> Gate<'a, 'c> {
                             && !is_false(field(o, "arg"))
                     });
                 if analyze && self.ctx.rules.has_row_rules() {
-                    return Err(policy(format!(
-                        "EXPLAIN ANALYZE is not allowed for role {}: its row counts would tell how many rows the role's row rules hide",
-                        self.role()
-                    )));
+                    return Err(not_allowed(
+                        "EXPLAIN ANALYZE",
+                        Why::because(
+                            "its row counts would tell how many rows the role's row rules hide",
+                        ),
+                    ));
                 }
                 for o in list(field(s, "options")).iter().filter_map(kind) {
                     let name = text(o.1, "defname").to_ascii_lowercase();
                     if !allow::explain_option(&name) {
-                        return Err(policy(format!(
-                            "EXPLAIN option {} is not allowed for role {} (VERBOSE prints the expressions that mask values)",
-                            name.to_ascii_uppercase(),
-                            self.role()
-                        )));
+                        return Err(not_allowed(
+                            format!("EXPLAIN option {}", name.to_ascii_uppercase()),
+                            Why::aside("VERBOSE prints the expressions that mask values"),
+                        ));
                     }
                 }
                 self.inner_statement(s, lvl)
@@ -234,16 +246,18 @@ impl<'a, 'c> Gate<'a, 'c> {
                 // Another session's exported snapshot shows the rows the rules read as they
                 // were when it was taken: a consent withdrawn since would still count.
                 if name == "transaction snapshot" && self.ctx.rules.has_row_rules() {
-                    return Err(policy(format!(
-                        "SET TRANSACTION SNAPSHOT is not allowed for role {}: another session's snapshot would show consents and restrictions as they were, not as its row rules read them now",
-                        self.role()
-                    )));
+                    return Err(not_allowed(
+                        "SET TRANSACTION SNAPSHOT",
+                        Why::because(
+                            "another session's snapshot would show consents and restrictions as they were, not as its row rules read them now",
+                        ),
+                    ));
                 }
                 if !checked && is_protected_setting(&name) {
-                    return Err(policy(format!(
-                        "changing the setting {name} is not allowed for role {}",
-                        self.role()
-                    )));
+                    return Err(not_allowed(
+                        format!("changing the setting {name}"),
+                        Why::Plain,
+                    ));
                 }
                 self.walk(s, lvl)
             }
@@ -251,19 +265,16 @@ impl<'a, 'c> Gate<'a, 'c> {
             // returned (asyncpg's reset), so it needs no capability.
             "ListenStmt" | "NotifyStmt" => {
                 if !self.ctx.rules.allows(Capability::Notify) {
-                    return Err(policy(format!(
-                        "LISTEN/NOTIFY is not allowed for role {} (capability notify)",
-                        self.role()
-                    )));
+                    return Err(not_allowed(
+                        "LISTEN/NOTIFY",
+                        Why::aside("capability notify"),
+                    ));
                 }
                 Ok(())
             }
             "TransactionStmt" | "VariableShowStmt" | "DiscardStmt" | "FetchStmt"
             | "ClosePortalStmt" | "DeallocateStmt" | "UnlistenStmt" => Ok(()),
-            other => Err(policy(format!(
-                "the statement {other} is not allowed for role {}",
-                self.role()
-            ))),
+            other => Err(not_allowed(format!("the statement {other}"), Why::Plain)),
         }
     }
 
@@ -293,10 +304,10 @@ impl<'a, 'c> Gate<'a, 'c> {
     fn node(&mut self, k: &str, body: &Value, lvl: &Level) -> Checked {
         match k {
             "SelectStmt" => self.select(body, lvl),
-            "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => Err(policy(format!(
-                "a data-modifying statement inside another statement is not allowed for role {}",
-                self.role()
-            ))),
+            "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => Err(not_allowed(
+                "a data-modifying statement inside another statement",
+                Why::Plain,
+            )),
             "RangeVar" => self.range_var(body, lvl),
             "FuncCall" => {
                 self.function(body)?;
@@ -307,10 +318,7 @@ impl<'a, 'c> Gate<'a, 'c> {
                 self.walk(body, lvl)
             }
             "ColumnRef" => self.column_ref(body, lvl),
-            "IntoClause" => Err(policy(format!(
-                "SELECT INTO is not allowed for role {}",
-                self.role()
-            ))),
+            "IntoClause" => Err(not_allowed("SELECT INTO", Why::Plain)),
             // FOR UPDATE OF names FROM items already checked.
             "LockingClause" => Ok(()),
             _ => self.walk(body, lvl),
@@ -319,10 +327,10 @@ impl<'a, 'c> Gate<'a, 'c> {
 
     fn select(&mut self, s: &Value, parent: &Level) -> Checked {
         if field(s, "into_clause").is_some() && !self.ctx.rules.allows(Capability::TempObjects) {
-            return Err(policy(format!(
-                "SELECT INTO (creating a table from query results) is not allowed for role {}",
-                self.role()
-            )));
+            return Err(not_allowed(
+                "SELECT INTO (creating a table from query results)",
+                Why::Plain,
+            ));
         }
         let mut lvl = Level::child(parent);
         self.with(field(s, "with_clause"), &mut lvl)?;
@@ -452,12 +460,12 @@ impl<'a, 'c> Gate<'a, 'c> {
             if allow::catalog_relation(&rel.schema, &rel.name, stats) {
                 return Ok(());
             }
-            return Err(policy(format!(
-                "reading {}.{} is not allowed for role {}: it is not on pgvakt's list of catalog relations without values or other sessions' statements",
-                rel.schema,
-                rel.name,
-                self.role()
-            )));
+            return Err(not_allowed(
+                format!("reading {}.{}", rel.schema, rel.name),
+                Why::because(
+                    "it is not on pgvakt's list of catalog relations without values or other sessions' statements",
+                ),
+            ));
         }
         if self.ctx.is_protected(rel) {
             return Err(differs(format!(
@@ -488,28 +496,30 @@ impl<'a, 'c> Gate<'a, 'c> {
         match schema {
             Some("pg_catalog") => {}
             Some(s) => {
-                return Err(policy(format!(
-                    "function {s}.{name} is not a built-in function; user-defined functions are not allowed for role {}",
-                    self.role()
-                )))
+                return Err(Finding::Policy(Reason::UserFunction {
+                    schema: Some(s.to_owned()),
+                    name: name.to_owned(),
+                }))
             }
             None if self.ctx.catalog.is_user_function(name) => {
-                return Err(policy(format!(
-                    "function {name} is (or may resolve to) a user-defined function, which is not allowed for role {}",
-                    self.role()
-                )))
+                return Err(Finding::Policy(Reason::UserFunction {
+                    schema: None,
+                    name: name.to_owned(),
+                }))
             }
             None => {}
         }
         match allow::function(name) {
-            None => Err(policy(format!(
-                "function {name} is not allowed for role {}: it is not on pgvakt's list of functions that cannot read data past the analysis",
-                self.role()
-            ))),
-            Some(Reads::Needs(cap)) if !self.ctx.rules.allows(cap) => Err(policy(format!(
-                "function {name} is not allowed for role {} without capability {cap:?}",
-                self.role()
-            ))),
+            None => Err(not_allowed(
+                format!("function {name}"),
+                Why::because(
+                    "it is not on pgvakt's list of functions that cannot read data past the analysis",
+                ),
+            )),
+            Some(Reads::Needs(cap)) if !self.ctx.rules.allows(cap) => Err(not_allowed(
+                format!("function {name}"),
+                Why::WithoutCapability(cap),
+            )),
             Some(_) if name == "set_config" => {
                 let first = list(field(f, "args")).first().and_then(kind);
                 let setting = match first {
@@ -520,10 +530,7 @@ impl<'a, 'c> Gate<'a, 'c> {
                 };
                 match setting {
                     Some(s) if !is_protected_setting(&s) => Ok(()),
-                    _ => Err(policy(format!(
-                        "set_config of this setting is not allowed for role {}",
-                        self.role()
-                    ))),
+                    _ => Err(not_allowed("set_config of this setting", Why::Plain)),
                 }
             }
             Some(_) => Ok(()),
@@ -540,11 +547,10 @@ impl<'a, 'c> Gate<'a, 'c> {
         if ok {
             Ok(())
         } else {
-            Err(policy(format!(
-                "operator {} is not allowed for role {}: only built-in operators are",
-                parts.join("."),
-                self.role()
-            )))
+            Err(not_allowed(
+                format!("operator {}", parts.join(".")),
+                Why::because("only built-in operators are"),
+            ))
         }
     }
 }

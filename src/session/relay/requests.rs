@@ -53,10 +53,7 @@ pub(super) async fn frontend(
     };
     let mut out = BytesMut::new();
     loop {
-        while let Some(frame) = reader
-            .next(buf)
-            .map_err(|e| SessionError::Protocol(e.to_string()))?
-        {
+        while let Some(frame) = reader.next(buf)? {
             if let Some(a) = side.audit.as_ref().filter(|a| a.is_full()) {
                 // Every request must be matched to its answers: forward what was read and
                 // read no more until PostgreSQL has answered some.

@@ -36,7 +36,7 @@ pub(super) async fn backend(
         let mut pos = 0;
         while let Some(len) = reader
             .peek_len(&buf[pos..])
-            .map_err(|e| SessionError::Upstream(format!("upstream sent an invalid message: {e}")))?
+            .map_err(SessionError::UpstreamFrame)?
         {
             if buf.len() - pos < len {
                 break;

@@ -1,17 +1,18 @@
 //! Utility statements pg_dump sends that read no rows: LOCK TABLE in ACCESS SHARE mode and the
 //! one followed form of set_config on search_path.
 
-use super::{differs, field, kind, list, names, policy, text, Checked, Gate, Value};
+use super::{differs, field, kind, list, names, not_allowed, text, Checked, Gate, Value};
+use crate::analysis::Why;
 
 impl Gate<'_, '_> {
     /// LOCK TABLE in ACCESS SHARE mode (pg_dump's) of relations the analysis qualified.
     pub(super) fn lock(&self, s: &Value) -> Checked {
         const ACCESS_SHARE: i64 = 1;
         if field(s, "mode").and_then(Value::as_i64) != Some(ACCESS_SHARE) {
-            return Err(policy(format!(
-                "LOCK TABLE in a mode other than ACCESS SHARE is not allowed for role {}",
-                self.role()
-            )));
+            return Err(not_allowed(
+                "LOCK TABLE in a mode other than ACCESS SHARE",
+                Why::Plain,
+            ));
         }
         for r in list(field(s, "relations")) {
             let Some(("RangeVar", rv)) = kind(r) else {

@@ -4,9 +4,10 @@
 
 use super::super::{allow, Finding};
 use super::{
-    differs, field, fields, kind, list, names, policy, text, Checked, Field, FromItem, Gate, Level,
-    Target, Value,
+    differs, field, fields, kind, list, names, not_allowed, policy, text, Checked, Field, FromItem,
+    Gate, Level, Target, Value,
 };
+use crate::analysis::Why;
 use crate::policy::model::{Capability, ColumnAction, WriteAction};
 
 impl Gate<'_, '_> {
@@ -94,11 +95,13 @@ impl Gate<'_, '_> {
     }
 
     pub(super) fn whole_row(&self, t: Option<&Target>) -> Finding {
-        policy(format!(
-            "a whole-row reference to written table {} is not allowed for role {}: it reads columns the role may not see as stored",
-            t.map_or("", |t| t.table.as_str()),
-            self.role()
-        ))
+        not_allowed(
+            format!(
+                "a whole-row reference to written table {}",
+                t.map_or("", |t| t.table.as_str())
+            ),
+            Why::because("it reads columns the role may not see as stored"),
+        )
     }
 
     pub(super) fn stored(&self, t: &Target, c: &str) -> Finding {
@@ -130,16 +133,14 @@ impl Gate<'_, '_> {
             ))
         })?;
         if allow::is_system_schema(&rel.schema) {
-            return Err(policy(format!(
-                "writing {}.{} is not allowed for role {}",
-                rel.schema,
-                rel.name,
-                self.role()
-            )));
+            return Err(not_allowed(
+                format!("writing {}.{}", rel.schema, rel.name),
+                Why::Plain,
+            ));
         }
         // A view written through is judged by its base table's rules, as the analysis did.
         let view = crate::analysis::view_writes::through(self.ctx, rel)
-            .map_err(|e| policy(e.message.clone()))?;
+            .map_err(|e| Finding::Policy(*e.reason))?;
         let rules: Vec<(String, ColumnAction, WriteAction)> = match &view {
             Some(v) => v
                 .rules(self.ctx, rel)
@@ -190,18 +191,18 @@ impl Gate<'_, '_> {
     pub(super) fn written(&self, t: Option<&Target>, cols: &[String]) -> Checked {
         let Some(t) = t else { return Ok(()) };
         if cols.is_empty() && !t.guarded.is_empty() {
-            return Err(policy(format!(
-                "writing every column of {} is not allowed for role {}: name the columns",
-                t.table,
-                self.role()
-            )));
+            return Err(not_allowed(
+                format!("writing every column of {}", t.table),
+                Why::because("name the columns"),
+            ));
         }
         match cols.iter().find(|c| t.guarded.contains(c)) {
-            Some(c) => Err(policy(format!(
-                "writing column {}.{c} is not allowed for role {}: its write rule allows only NULL into a new row or the value the role reads",
-                t.table,
-                self.role()
-            ))),
+            Some(c) => Err(not_allowed(
+                format!("writing column {}.{c}", t.table),
+                Why::because(
+                    "its write rule allows only NULL into a new row or the value the role reads",
+                ),
+            )),
             None => Ok(()),
         }
     }
@@ -359,10 +360,10 @@ impl Gate<'_, '_> {
         let to_file = !text(s, "filename").is_empty()
             || s.get("is_program").and_then(Value::as_bool) == Some(true);
         if to_file && !self.ctx.rules.allows(Capability::ServerFiles) {
-            return Err(policy(format!(
-                "COPY to or from a server file or program is not allowed for role {}",
-                self.role()
-            )));
+            return Err(not_allowed(
+                "COPY to or from a server file or program",
+                Why::Plain,
+            ));
         }
         if let Some(q) = field(s, "query") {
             return match kind(q) {
