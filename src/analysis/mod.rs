@@ -36,6 +36,7 @@ mod statements;
 pub mod subjects;
 mod view_writes;
 mod write_guard;
+mod write_statements;
 mod write_targets;
 mod writes;
 

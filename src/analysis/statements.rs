@@ -1,20 +1,13 @@
 //! Per-statement decisions: which statements a restricted role may run and how each is
 //! rewritten before it is forwarded.
 
-use sqlparser::ast::{
-    AssignmentTarget, CopySource, CopyTarget, FromTable, LockTableMode, ObjectName,
-    OnConflictAction, OnInsert, Statement, TableFactor, TableObject, VisitMut,
-};
+use sqlparser::ast::{LockTableMode, ObjectName, Statement};
 use sqlparser::parser::Parser;
 
+use super::recording::walk_reads;
 pub(super) use super::recording::{name_parts, record_writes};
-use super::recording::{record_returned, return_subjects, walk_parts, walk_reads, walk_target};
-use super::write_targets::{
-    assignment_targets, column_name, guard_new_rows, judged, only_target, record_view_writes,
-    routed_rows, through_view, writable,
-};
-use super::writes::{modifies_data, Target};
-use super::{dialect, fold, lexer, parse_query, quote, Analysed, Ctx, Outcome};
+use super::writes::modifies_data;
+use super::{dialect, fold, lexer, quote, Analysed, Ctx, Outcome, PathEvent};
 use crate::analysis::{Reason, Refusal, Why};
 use crate::policy::model::{Capability, StatementClass};
 
@@ -110,7 +103,6 @@ fn statement(
     ctx: &Ctx,
     out: &mut Analysed,
 ) -> Result<StatementClass, Refusal> {
-    let refuse_kind = |what: &str| Err(ctx.not_allowed(what, Why::Plain));
     match stmt {
         Statement::Query(q) => {
             if let Some(tracked) = super::settings::tracked_search_path(q, ctx) {
@@ -124,276 +116,17 @@ fn statement(
             }
             super::settings::pin_set_config_name(q);
             if modifies_data(q) {
-                return refuse_kind("a data-modifying statement inside WITH");
+                return refuse_kind(ctx, "a data-modifying statement inside WITH");
             }
-            if out.hide_subjects {
-                out.hidden_keys = super::subjects::add_hidden_keys(q, ctx);
-                out.hidden = out.hidden_keys.len();
-            }
-            if out.single {
-                out.origins = super::result_origins::of_query(q, ctx);
-            }
-            walk_reads(q.as_mut(), ctx, out)?;
-            if out.hidden > 0 && !out.touches_personal_data() {
-                // Nothing personal is read, so there is no record to name subjects in.
-                super::subjects::remove_hidden_keys(q, out.hidden);
-                out.hidden = 0;
-                out.hidden_keys.clear();
-            }
+            read_query(q, ctx, out, true)?;
             Ok(StatementClass::Read)
         }
-        Statement::Insert(ins) => {
-            let TableObject::TableName(name) = &mut ins.table else {
-                return refuse_kind("INSERT into a table function");
-            };
-            let rel = writable(ctx, ctx.resolve(&name_parts(ctx, name)?, name)?)?;
-            routed_rows(ctx, &rel)?;
-            let view = through_view(ctx, &rel)?;
-            *name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
-            let alias = ins.table_alias.as_ref().map(|a| fold(&a.alias));
-            let mut target = judged(ctx, &rel, alias, view.as_ref());
-            if ins.columns.is_empty() {
-                target.check_all_writable()?;
-                record_view_writes(
-                    ctx,
-                    &rel,
-                    view.as_ref(),
-                    rel.columns.iter().map(|c| c.name.clone()),
-                    out,
-                );
-            }
-            let columns = ins
-                .columns
-                .iter()
-                .map(|c| column_name(ctx, c))
-                .collect::<Result<Vec<_>, _>>()?;
-            guard_new_rows(ctx, &columns, ins.source.as_deref_mut(), &mut target)?;
-            // Row rules are the written table's: through a view, its base table's columns.
-            let written = view
-                .as_ref()
-                .map_or_else(|| rel.clone(), |v| v.base.clone());
-            let row_columns = match (&view, columns.is_empty()) {
-                (Some(v), true) => v.map.iter().map(|(c, _)| c.clone()).collect(),
-                _ => columns.clone(),
-            };
-            let row_columns = super::row_writes::base_columns(view.as_ref(), &row_columns);
-            super::row_writes::check_insert(
-                ctx,
-                &written,
-                &row_columns,
-                ins.source.is_some(),
-                ins.on.is_some(),
-            )?;
-            record_view_writes(ctx, &rel, view.as_ref(), columns.clone(), out);
-            if let Some(OnInsert::OnConflict(oc)) = &ins.on {
-                if let OnConflictAction::DoUpdate(du) = &oc.action {
-                    for a in &du.assignments {
-                        assignment_targets(ctx, &a.target, &target)?;
-                        let cols = match &a.target {
-                            AssignmentTarget::ColumnName(n) => vec![column_name(ctx, n)?],
-                            AssignmentTarget::Tuple(ns) => ns
-                                .iter()
-                                .map(|n| column_name(ctx, n))
-                                .collect::<Result<_, _>>()?,
-                        };
-                        let cols = super::row_writes::base_columns(view.as_ref(), &cols);
-                        super::row_writes::check_written_columns(ctx, &written, &cols, "update")?;
-                    }
-                }
-            }
-            if let Some(r) = &ins.returning {
-                target.check_returning(r)?;
-                record_returned(ctx, &rel, target.returned(r), out);
-            }
-            // The rows inserted come from a query that cannot see the table written: its
-            // names are read like any query's.
-            let source = ins.source.take();
-            let walked = walk_target(ins, &mut target);
-            ins.source = source;
-            walked?;
-            out.take_mask_stand_ins(&mut target.stand_ins);
-            out.take_mask_stand_ins(&mut target.guards);
-            out.guard_places.append(&mut target.guard_places);
-            walk_reads(ins, ctx, out)?;
-            super::row_writes::guard_new_rows(
-                ctx,
-                &written,
-                &row_columns,
-                ins.source.as_deref_mut(),
-                out,
-            )?;
-            let reference = match &ins.table_alias {
-                Some(a) => a.alias.clone(),
-                None => quote(&rel.name),
-            };
-            return_subjects(&mut ins.returning, ctx, &rel, reference, out);
-            Ok(StatementClass::Write)
-        }
-        Statement::Update(u) => {
-            let TableFactor::Table { name, alias, .. } = &mut u.table.relation else {
-                return refuse_kind("UPDATE of a derived table");
-            };
-            let rel = writable(ctx, ctx.resolve(&name_parts(ctx, name)?, name)?)?;
-            only_target(ctx, &rel, name, "UPDATE", out)?;
-            let view = through_view(ctx, &rel)?;
-            *name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
-            let reference = alias
-                .as_ref()
-                .map_or_else(|| quote(&rel.name), |a| a.name.clone());
-            let alias = alias.as_ref().map(|a| fold(&a.name));
-            let mut target = judged(ctx, &rel, alias, view.as_ref());
-            let mut subject_values = Vec::new();
-            for (i, a) in u.assignments.iter_mut().enumerate() {
-                let cols: Vec<String> = match &a.target {
-                    AssignmentTarget::ColumnName(n) => {
-                        let c = column_name(ctx, n)?;
-                        target.guard_update(&c, &mut a.value)?;
-                        vec![c]
-                    }
-                    AssignmentTarget::Tuple(ns) => {
-                        assignment_targets(ctx, &a.target, &target)?;
-                        ns.iter()
-                            .map(|n| column_name(ctx, n))
-                            .collect::<Result<_, _>>()?
-                    }
-                };
-                let written = view.as_ref().map_or(&*rel, |v| v.base.as_ref());
-                let base_cols = super::row_writes::base_columns(view.as_ref(), &cols);
-                super::row_writes::check_assignment(
-                    ctx,
-                    written,
-                    i,
-                    &base_cols,
-                    &mut subject_values,
-                )?;
-                record_view_writes(ctx, &rel, view.as_ref(), cols, out);
-            }
-            if let Some(r) = &u.returning {
-                target.check_returning(r)?;
-                record_returned(ctx, &rel, target.returned(r), out);
-            }
-            walk_target(u, &mut target)?;
-            out.take_mask_stand_ins(&mut target.stand_ins);
-            out.take_mask_stand_ins(&mut target.guards);
-            out.guard_places.append(&mut target.guard_places);
-            walk_parts(ctx, out, |r| {
-                u.table.joins.visit(r)?;
-                u.assignments.visit(r)?;
-                u.from.visit(r)?;
-                u.selection.visit(r)?;
-                u.returning.visit(r)
-            })?;
-            super::row_writes::guard_update(
-                ctx,
-                (&rel, view.as_ref()),
-                (&fold(&reference), &subject_values),
-                (&mut u.assignments, &mut u.selection),
-                out,
-            )?;
-            return_subjects(&mut u.returning, ctx, &rel, reference, out);
-            Ok(StatementClass::Write)
-        }
-        Statement::Delete(d) => {
-            let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) = &mut d.from;
-            if from.len() != 1 || !d.tables.is_empty() {
-                return refuse_kind("DELETE from several tables");
-            }
-            let TableFactor::Table { name, alias, .. } = &mut from[0].relation else {
-                return refuse_kind("DELETE from a derived table");
-            };
-            let rel = writable(ctx, ctx.resolve(&name_parts(ctx, name)?, name)?)?;
-            only_target(ctx, &rel, name, "DELETE FROM", out)?;
-            let view = through_view(ctx, &rel)?;
-            let base = view.as_ref().map_or(&*rel, |v| v.base.as_ref());
-            super::row_references::check_referenced(ctx, base, None)?;
-            record_writes(ctx, &rel, std::iter::empty(), out);
-            *name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
-            let reference = alias
-                .as_ref()
-                .map_or_else(|| quote(&rel.name), |a| a.name.clone());
-            let alias = alias.as_ref().map(|a| fold(&a.name));
-            let mut target = judged(ctx, &rel, alias, view.as_ref());
-            if let Some(r) = &d.returning {
-                target.check_returning(r)?;
-                record_returned(ctx, &rel, target.returned(r), out);
-            }
-            walk_target(d, &mut target)?;
-            out.take_mask_stand_ins(&mut target.stand_ins);
-            walk_parts(ctx, out, |r| {
-                d.using.visit(r)?;
-                d.selection.visit(r)?;
-                d.returning.visit(r)
-            })?;
-            super::row_rules::guard_written_rows(
-                ctx,
-                &rel,
-                view.as_ref(),
-                &fold(&reference),
-                &mut d.selection,
-                out,
-            )?;
-            return_subjects(&mut d.returning, ctx, &rel, reference, out);
-            Ok(StatementClass::Write)
-        }
+        Statement::Insert(ins) => super::write_statements::insert(ins, ctx, out),
+        Statement::Update(u) => super::write_statements::update(u, ctx, out),
+        Statement::Delete(d) => super::write_statements::delete(d, ctx, out),
         Statement::Copy {
             source, to, target, ..
-        } => {
-            if !matches!(target, CopyTarget::Stdin | CopyTarget::Stdout)
-                && !ctx.rules.allows(Capability::ServerFiles)
-            {
-                return refuse_kind("COPY to or from a server file or program");
-            }
-            if *to {
-                if let CopySource::Table {
-                    table_name,
-                    columns,
-                } = source
-                {
-                    let cols = if columns.is_empty() {
-                        "*".to_owned()
-                    } else {
-                        columns
-                            .iter()
-                            .map(|c| c.to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    };
-                    // `COPY t TO` copies t's own rows, never its inheritance children's:
-                    // the query reads `ONLY t`, or a dump would hold the children's rows twice.
-                    let q = parse_query(&format!(
-                        "SELECT {cols} FROM {}",
-                        super::inheritance::only(table_name)
-                    ))
-                    .map_err(|e| ctx.unsupported(&format!("COPY {table_name}: {e}")))?;
-                    *source = CopySource::Query(q);
-                }
-                if let CopySource::Query(q) = source {
-                    walk_reads(q.as_mut(), ctx, out)?;
-                }
-            } else {
-                let CopySource::Table {
-                    table_name,
-                    columns,
-                } = source
-                else {
-                    return refuse_kind("COPY FROM into a query");
-                };
-                let rel = writable(ctx, ctx.resolve(&name_parts(ctx, table_name)?, table_name)?)?;
-                routed_rows(ctx, &rel)?;
-                super::row_writes::check_written_columns(ctx, &rel, &[], "COPY FROM")?;
-                *table_name = ObjectName::from(vec![quote(&rel.schema), quote(&rel.name)]);
-                let target = Target::new(ctx, &rel, None);
-                if columns.is_empty() {
-                    target.check_all_writable()?;
-                    record_writes(ctx, &rel, rel.columns.iter().map(|c| c.name.clone()), out);
-                }
-                for c in columns.iter() {
-                    target.check_write(&fold(c))?;
-                    record_writes(ctx, &rel, [fold(c)], out);
-                }
-            }
-            Ok(StatementClass::Copy)
-        }
+        } => super::write_statements::copy((source, *to, target), ctx, out),
         Statement::Explain {
             verbose,
             statement: inner,
@@ -401,7 +134,10 @@ fn statement(
         } => {
             out.hide_subjects = false;
             if *verbose {
-                return refuse_kind("EXPLAIN VERBOSE (it prints the expressions that mask values)");
+                return refuse_kind(
+                    ctx,
+                    "EXPLAIN VERBOSE (it prints the expressions that mask values)",
+                );
             }
             // A plan is the result, not the statement's columns.
             out.single = false;
@@ -419,60 +155,53 @@ fn statement(
             let single = stmts.len() == 1;
             for d in stmts.iter_mut() {
                 if let Some(q) = d.for_query.as_mut() {
-                    if out.hide_subjects && single {
-                        out.hidden_keys = super::subjects::add_hidden_keys(q, ctx);
-                        out.hidden = out.hidden_keys.len();
-                    }
-                    if out.single && single {
-                        out.origins = super::result_origins::of_query(q, ctx);
-                    }
-                    walk_reads(q.as_mut(), ctx, out)?;
-                    if out.hidden > 0 && !out.touches_personal_data() {
-                        super::subjects::remove_hidden_keys(q, out.hidden);
-                        out.hidden = 0;
-                        out.hidden_keys.clear();
-                    }
+                    read_query(q, ctx, out, single)?;
                 }
             }
             Ok(StatementClass::Read)
         }
-        Statement::Savepoint { name } => {
-            out.path_events
-                .push(super::PathEvent::Savepoint(fold(name)));
-            Ok(StatementClass::Utility)
-        }
-        Statement::ReleaseSavepoint { name } => {
-            out.path_events.push(super::PathEvent::Release(fold(name)));
-            Ok(StatementClass::Utility)
-        }
-        Statement::Rollback {
-            savepoint: Some(name),
-            ..
-        } => {
-            out.path_events
-                .push(super::PathEvent::RollbackTo(fold(name)));
-            Ok(StatementClass::Utility)
-        }
-        // A block that begins and ends within one text is followed here, in order: the
-        // session learns of transaction ends only from the ReadyForQuery after the text.
-        Statement::StartTransaction { .. } => {
-            out.path_events.push(super::PathEvent::Begin);
-            Ok(StatementClass::Utility)
-        }
-        Statement::Commit { chain, .. } => {
-            out.path_events.push(super::PathEvent::Commit);
-            if *chain {
-                out.path_events.push(super::PathEvent::Begin);
-            }
-            Ok(StatementClass::Utility)
-        }
-        Statement::Rollback { chain, .. } => {
-            out.path_events.push(super::PathEvent::Rollback);
-            if *chain {
-                out.path_events.push(super::PathEvent::Begin);
-            }
-            Ok(StatementClass::Utility)
-        }
+        other => utility(other, ctx, out),
+    }
+}
+
+/// `{what} is not allowed for role R`, as an analysis result.
+pub(super) fn refuse_kind<T>(ctx: &Ctx, what: &str) -> Result<T, Refusal> {
+    Err(ctx.not_allowed(what, Why::Plain))
+}
+
+/// A query whose rows the client gets: with hidden subject keys and result origins when it is
+/// the text's only result (`single`), its reads recorded and rewritten.
+fn read_query(
+    q: &mut sqlparser::ast::Query,
+    ctx: &Ctx,
+    out: &mut Analysed,
+    single: bool,
+) -> Result<(), Refusal> {
+    if out.hide_subjects && single {
+        out.hidden_keys = super::subjects::add_hidden_keys(q, ctx);
+        out.hidden = out.hidden_keys.len();
+    }
+    if out.single && single {
+        out.origins = super::result_origins::of_query(q, ctx);
+    }
+    walk_reads(q, ctx, out)?;
+    if out.hidden > 0 && !out.touches_personal_data() {
+        // Nothing personal is read, so there is no record to name subjects in.
+        super::subjects::remove_hidden_keys(q, out.hidden);
+        out.hidden = 0;
+        out.hidden_keys.clear();
+    }
+    Ok(())
+}
+
+/// Transaction control, savepoints, settings, cursors and locks: statements that read no
+/// rows themselves, followed for what they do to search_path.
+fn utility(stmt: &mut Statement, ctx: &Ctx, out: &mut Analysed) -> Result<StatementClass, Refusal> {
+    if let Some(events) = transaction_events(stmt) {
+        out.path_events.extend(events);
+        return Ok(StatementClass::Utility);
+    }
+    match stmt {
         Statement::Execute { .. }
         | Statement::Deallocate { .. }
         | Statement::Fetch { .. }
@@ -486,7 +215,7 @@ fn statement(
         // (above) moves none, and pools send `UNLISTEN *` when a connection is returned.
         Statement::LISTEN { .. } | Statement::NOTIFY { .. } => {
             if !ctx.rules.allows(Capability::Notify) {
-                return refuse_kind("LISTEN/NOTIFY without the notify capability");
+                return refuse_kind(ctx, "LISTEN/NOTIFY without the notify capability");
             }
             walk_reads(stmt, ctx, out)?;
             Ok(StatementClass::Utility)
@@ -500,7 +229,7 @@ fn statement(
         Statement::Reset(r) => {
             let text = r.to_string().to_ascii_lowercase();
             if text.contains("role") || text.contains("session") {
-                return refuse_kind("RESET ROLE / SESSION AUTHORIZATION");
+                return refuse_kind(ctx, "RESET ROLE / SESSION AUTHORIZATION");
             }
             if text.contains(" all") || text.contains("search_path") {
                 out.search_path = Some(default_search_path());
@@ -513,7 +242,7 @@ fn statement(
         // with ACCESS EXCLUSIVE and reads nothing.
         Statement::Lock(lock) => {
             if lock.lock_mode != Some(LockTableMode::AccessShare) {
-                return refuse_kind("LOCK TABLE in a mode other than ACCESS SHARE");
+                return refuse_kind(ctx, "LOCK TABLE in a mode other than ACCESS SHARE");
             }
             for t in lock.tables.iter_mut() {
                 let rel = ctx.resolve(&name_parts(ctx, &t.name)?, &t.name)?;
@@ -532,9 +261,35 @@ fn statement(
                 .take(2)
                 .collect::<Vec<_>>()
                 .join(" ");
-            refuse_kind(&format!("the statement {kind} ..."))
+            refuse_kind(ctx, &format!("the statement {kind} ..."))
         }
     }
+}
+
+/// What a transaction-control or savepoint statement does to the history search_path is
+/// restored from, or None for other statements.
+fn transaction_events(stmt: &Statement) -> Option<Vec<PathEvent>> {
+    let chained = |end: PathEvent, chain: bool| {
+        let mut events = vec![end];
+        if chain {
+            events.push(PathEvent::Begin);
+        }
+        events
+    };
+    Some(match stmt {
+        Statement::Savepoint { name } => vec![PathEvent::Savepoint(fold(name))],
+        Statement::ReleaseSavepoint { name } => vec![PathEvent::Release(fold(name))],
+        Statement::Rollback {
+            savepoint: Some(name),
+            ..
+        } => vec![PathEvent::RollbackTo(fold(name))],
+        // A block that begins and ends within one text is followed here, in order: the
+        // session learns of transaction ends only from the ReadyForQuery after the text.
+        Statement::StartTransaction { .. } => vec![PathEvent::Begin],
+        Statement::Commit { chain, .. } => chained(PathEvent::Commit, *chain),
+        Statement::Rollback { chain, .. } => chained(PathEvent::Rollback, *chain),
+        _ => return None,
+    })
 }
 
 pub fn default_search_path() -> Vec<String> {
