@@ -105,18 +105,45 @@ pub fn check_against_schema(
     samples: &[Sample],
 ) -> Diagnostics {
     let mut d = Diagnostics::default();
-    let file = set.files.first().cloned().unwrap_or_default();
-    let file_pos = Pos::file_only(&file);
-    let rule_pos = |rule: &str| Pos::of_rule(rule).map_or_else(|| file_pos.clone(), |(_, p)| p);
-    // Where a relation of `schema` is discussed: its inventory entry, else its schema's first.
-    let table_pos = |schema: &str, table: &str| {
-        let entries = &set.inventory.tables;
+    let at = Positions::new(set);
+    unlisted_relations(set, live, &at, &mut d);
+    inventory_entries_exist(set, live, &at, &mut d);
+    columns_that_look_personal(set, live, samples, &at, &mut d);
+    d
+}
+
+/// Where findings are reported: the policy line a rule or a relation is discussed at.
+struct Positions<'a> {
+    set: &'a PolicySet,
+    file: Pos,
+}
+
+impl<'a> Positions<'a> {
+    fn new(set: &'a PolicySet) -> Self {
+        let file = set.files.first().cloned().unwrap_or_default();
+        Positions {
+            set,
+            file: Pos::file_only(&file),
+        }
+    }
+
+    fn rule(&self, rule: &str) -> Pos {
+        Pos::of_rule(rule).map_or_else(|| self.file.clone(), |(_, p)| p)
+    }
+
+    /// A relation of `schema`: its inventory entry, else its schema's first.
+    fn table(&self, schema: &str, table: &str) -> Pos {
+        let entries = &self.set.inventory.tables;
         entries
             .iter()
             .find(|e| e.schema == schema && e.table == table)
             .or_else(|| entries.iter().find(|e| e.schema == schema))
-            .map_or_else(|| file_pos.clone(), |e| rule_pos(&e.rule))
-    };
+            .map_or_else(|| self.file.clone(), |e| self.rule(&e.rule))
+    }
+}
+
+/// Relations of inventoried schemas that the inventory does not list.
+fn unlisted_relations(set: &PolicySet, live: &[LiveTable], at: &Positions, d: &mut Diagnostics) {
     for rel in live {
         if is_system_schema(&rel.schema)
             || !set.inventory.schemas.contains(&rel.schema)
@@ -125,7 +152,7 @@ pub fn check_against_schema(
             continue;
         }
         let path = format!("{}.{}", rel.schema, rel.name);
-        let pos = table_pos(&rel.schema, &rel.name);
+        let pos = at.table(&rel.schema, &rel.name);
         match set.inventory.unlisted {
             UnlistedRelations::Personal => d.error(
                 &pos,
@@ -146,6 +173,15 @@ pub fn check_against_schema(
             ),
         }
     }
+}
+
+/// Inventory entries naming tables or columns that do not exist upstream.
+fn inventory_entries_exist(
+    set: &PolicySet,
+    live: &[LiveTable],
+    at: &Positions,
+    d: &mut Diagnostics,
+) {
     for entry in &set.inventory.tables {
         if is_pattern(&entry.schema) || is_pattern(&entry.table) {
             continue;
@@ -156,7 +192,7 @@ pub fn check_against_schema(
         else {
             let known = live.iter().map(|t| t.name.as_str());
             d.unknown(
-                &rule_pos(&entry.rule),
+                &at.rule(&entry.rule),
                 entry.rule.clone(),
                 format!(
                     "table '{}.{}' does not exist upstream",
@@ -170,7 +206,7 @@ pub fn check_against_schema(
         for (name, cls) in &entry.columns {
             if !is_pattern(name) && !cols.iter().any(|(c, _)| c == name) {
                 d.unknown(
-                    &rule_pos(&cls.rule),
+                    &at.rule(&cls.rule),
                     cls.rule.clone(),
                     format!(
                         "column '{name}' does not exist in {}.{}",
@@ -182,8 +218,17 @@ pub fn check_against_schema(
             }
         }
     }
-    // Any role shows whether the inventory classifies a column; the default role always exists.
-    let role = &set.default_role;
+}
+
+/// Columns whose name or sample values look personal, or special-category, while the
+/// inventory classifies them otherwise.
+fn columns_that_look_personal(
+    set: &PolicySet,
+    live: &[LiveTable],
+    samples: &[Sample],
+    at: &Positions,
+    d: &mut Diagnostics,
+) {
     for LiveTable {
         schema,
         name: table,
@@ -196,64 +241,75 @@ pub fn check_against_schema(
             continue;
         }
         for (col, ty) in cols {
-            let decision = role.column(schema, table, col);
-            let classified = set.inventory.classify(schema, table, col);
-            let unclassified = classified
-                .as_ref()
-                .is_none_or(|c| c.category == super::inventory::UNCLASSIFIED);
-            let values = samples
-                .iter()
-                .filter(|((s, t, c), _)| s == schema && t == table && c == col)
-                .flat_map(|(_, vals)| vals.iter());
-            let by_value = values.clone().find_map(|v| value_hint(v));
-            let pos = table_pos(schema, table);
-            let path = format!("{schema}.{table}.{col}");
-            let not_personal = classified.as_ref().is_some_and(|c| c.category == NONE);
-            if (unclassified && personal_name(col))
-                || ((unclassified || not_personal) && by_value.is_some())
-            {
-                let why = by_value.map_or_else(
-                    || "its name looks personal".to_owned(),
-                    |v| format!("its values look like {v}"),
-                );
-                d.warning(
-                    &pos,
-                    path.clone(),
-                    format!(
-                        "column ({ty}) is not classified as personal data but {why} (currently: {})",
-                        if decision.category == NONE {
-                            "not personal"
-                        } else {
-                            "personal, unclassified"
-                        }
-                    ),
-                );
-            }
-            let special = classified
-                .as_ref()
-                .is_some_and(|c| c.category == super::inventory::SPECIAL);
-            if special {
-                continue;
-            }
-            let word = special_word(col)
-                .map(|w| format!("its name ('{w}')"))
-                .or_else(|| {
-                    values
-                        .clone()
-                        .find_map(|v| special_word(v))
-                        .map(|w| format!("its values ('{w}...')"))
-                });
-            if let Some(word) = word {
-                d.warning(
-                    &pos,
-                    path,
-                    format!(
-                        "{word} suggest special-category data (GDPR Art. 9: health, beliefs, ethnicity, ...), but it is classified as '{}'; classify it as 'special'",
-                        classified.map_or_else(|| NONE.to_owned(), |c| c.category)
-                    ),
-                );
-            }
+            column_findings(set, (schema, table, col, ty), samples, at, d);
         }
     }
-    d
+}
+
+fn column_findings(
+    set: &PolicySet,
+    (schema, table, col, ty): (&str, &str, &str, &str),
+    samples: &[Sample],
+    at: &Positions,
+    d: &mut Diagnostics,
+) {
+    // Any role shows whether the inventory classifies a column; the default role always exists.
+    let role = &set.default_role;
+    let decision = role.column(schema, table, col);
+    let classified = set.inventory.classify(schema, table, col);
+    let unclassified = classified
+        .as_ref()
+        .is_none_or(|c| c.category == super::inventory::UNCLASSIFIED);
+    let values = samples
+        .iter()
+        .filter(|((s, t, c), _)| s == schema && t == table && c == col)
+        .flat_map(|(_, vals)| vals.iter());
+    let by_value = values.clone().find_map(|v| value_hint(v));
+    let pos = at.table(schema, table);
+    let path = format!("{schema}.{table}.{col}");
+    let not_personal = classified.as_ref().is_some_and(|c| c.category == NONE);
+    if (unclassified && personal_name(col))
+        || ((unclassified || not_personal) && by_value.is_some())
+    {
+        let why = by_value.map_or_else(
+            || "its name looks personal".to_owned(),
+            |v| format!("its values look like {v}"),
+        );
+        d.warning(
+            &pos,
+            path.clone(),
+            format!(
+                "column ({ty}) is not classified as personal data but {why} (currently: {})",
+                if decision.category == NONE {
+                    "not personal"
+                } else {
+                    "personal, unclassified"
+                }
+            ),
+        );
+    }
+    let special = classified
+        .as_ref()
+        .is_some_and(|c| c.category == super::inventory::SPECIAL);
+    if special {
+        return;
+    }
+    let word = special_word(col)
+        .map(|w| format!("its name ('{w}')"))
+        .or_else(|| {
+            values
+                .clone()
+                .find_map(|v| special_word(v))
+                .map(|w| format!("its values ('{w}...')"))
+        });
+    if let Some(word) = word {
+        d.warning(
+            &pos,
+            path,
+            format!(
+                "{word} suggest special-category data (GDPR Art. 9: health, beliefs, ethnicity, ...), but it is classified as '{}'; classify it as 'special'",
+                classified.map_or_else(|| NONE.to_owned(), |c| c.category)
+            ),
+        );
+    }
 }
