@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use super::diag::{Diagnostics, Pos};
 use super::grants::{parse_bound, Grant, Grantee};
 use super::inventory::{glob_match, globs_overlap, is_pattern, NONE};
-use super::source::{ActionSpec, PolicyFile};
+use super::source::{ActionSpec, PolicyFile, RoleSpec};
 use super::validate::{
     action, capability, check_category, class, origin, qualify, sorted, ActionRef, Checked,
     CheckedRole, DEFAULT_CLASSES,
@@ -92,22 +92,7 @@ pub(crate) fn roles_and_grants(
     first: &mut First<'_>,
     diags: &mut Diagnostics,
 ) {
-    let mask_names: Vec<String> = c.masks.keys().cloned().collect();
-    let check_action = |a: &ActionSpec, file: &str, path: &str, diags: &mut Diagnostics| -> bool {
-        if let ActionSpec::Mask(m) = a {
-            if !mask_names.contains(&m.value) {
-                diags.unknown(
-                    &Pos::new(file, &m.referenced),
-                    format!("{path}.mask"),
-                    format!("unknown mask method '{}'", m.value),
-                    &m.value,
-                    mask_names.iter().map(String::as_str),
-                );
-                return false;
-            }
-        }
-        true
-    };
+    let masks = MaskNames(c.masks.keys().cloned().collect());
     for (file, doc) in docs {
         let schema = doc.schema.as_ref().map_or("public", |s| s.value.as_str());
         for (name, spec) in sorted(&doc.roles) {
@@ -116,152 +101,111 @@ pub(crate) fn roles_and_grants(
             if !first(format!("role {}", name.value), &pos, &path, diags) {
                 continue;
             }
-            let r = &spec.value;
-            let has_rules = r.default.is_some()
-                || !r.categories.is_empty()
-                || !r.columns.is_empty()
-                || r.statements.is_some()
-                || !r.capabilities.is_empty()
-                || r.writes.is_some()
-                || r.rows.is_some()
-                || r.see_restricted.is_some();
-            if r.unrestricted && has_rules {
-                diags.error(&pos, &path, "an unrestricted role cannot also have rules");
-            }
-            let mut role = CheckedRole {
-                name: name.value.clone(),
-                unrestricted: r.unrestricted,
-                purpose: purpose(r, file, &path, &pos, diags),
-                default: (
-                    ActionRef::Mask("redact".into()),
-                    format!("{path}.default (built-in default: mask redact) ({pos})"),
-                ),
-                categories: Default::default(),
-                columns: Vec::new(),
-                classes: DEFAULT_CLASSES.to_vec(),
-                capabilities: Vec::new(),
-                write_categories: Default::default(),
-                write_columns: Vec::new(),
-                purposes: Vec::new(),
-                rows: Default::default(),
+            let at = RoleAt {
+                file,
+                schema,
+                path: &path,
+                pos: &pos,
             };
-            super::validate_rows::role(r, (file, schema, &path), &pos, c, &mut role, diags);
-            if let Some(l) = super::limits::validate(r, file, &path, diags) {
-                c.read_limits.insert(name.value.clone(), l);
-            }
-            if let Some(w) = &r.writes {
-                super::validate_writes::writes(
-                    w,
-                    (file, schema, &path),
-                    categories,
-                    c,
-                    &mut role,
-                    diags,
-                );
-            }
-            if let Some(d) = &r.default {
-                let dpos = Pos::new(file, &d.referenced);
-                let dpath = format!("{path}.default");
-                if d.value == ActionSpec::Allow {
-                    diags.error(&dpos, &dpath, "the default must be a mask or 'block' (privacy by default); allow categories or columns explicitly");
-                } else if check_action(&d.value, file, &dpath, diags) {
-                    role.default = (action(&d.value), origin(&dpath, &dpos));
-                }
-            }
-            for (cat, act) in sorted(&r.categories) {
-                let cpos = Pos::new(file, &cat.referenced);
-                let cpath = format!("{path}.categories.{}", cat.value);
-                if !check_category(&cat.value, categories, &cpos, &cpath, diags) {
-                    continue;
-                }
-                if cat.value == NONE {
-                    diags.error(
-                        &cpos,
-                        &cpath,
-                        "category 'none' is not personal data and is always allowed",
-                    );
-                    continue;
-                }
-                if check_action(&act.value, file, &cpath, diags) {
-                    role.categories.insert(
-                        cat.value.clone(),
-                        (action(&act.value), origin(&cpath, &cpos)),
-                    );
-                }
-            }
-            let mut seen_cols: Vec<((String, String, String), ActionRef, Pos)> = Vec::new();
-            for (col, act) in sorted(&r.columns) {
-                let cpos = Pos::new(file, &col.referenced);
-                let cpath = format!("{path}.columns.{}", col.value);
-                let Some(q) = qualify(&col.value, 3, schema) else {
-                    diags.error(
-                        &cpos,
-                        &cpath,
-                        "expected table.column or schema.table.column",
-                    );
-                    continue;
-                };
-                let key = (q[0].clone(), q[1].clone(), q[2].clone());
-                if !check_column_known(c, &key, &cpos, &cpath, diags)
-                    || !check_action(&act.value, file, &cpath, diags)
-                {
-                    continue;
-                }
-                let a = action(&act.value);
-                let mut ok = true;
-                for (okey, oact, opos) in &seen_cols {
-                    if *okey == key {
-                        diags.error(
-                            &cpos,
-                            &cpath,
-                            format!("duplicate rule for the same column, first at {opos}"),
-                        );
-                        ok = false;
-                    } else if *oact != a
-                        && is_pattern_name(okey)
-                        && is_pattern_name(&key)
-                        && globs_overlap(&okey.0, &key.0)
-                        && globs_overlap(&okey.1, &key.1)
-                        && globs_overlap(&okey.2, &key.2)
-                    {
-                        diags.error(&cpos, &cpath, format!("pattern conflicts with the rule at {opos}: a column could match both with different actions"));
-                        ok = false;
-                    }
-                }
-                if ok {
-                    seen_cols.push((key.clone(), a.clone(), cpos.clone()));
-                    role.columns.push((key, (a, origin(&cpath, &cpos))));
-                }
-            }
-            if let Some(classes) = &r.statements {
-                role.classes.clear();
-                for (i, s) in classes.iter().enumerate() {
-                    match class(s.value) {
-                        Ok(c) => role.classes.push(c),
-                        Err(why) => diags.error(
-                            &Pos::new(file, &s.referenced),
-                            format!("{path}.statements[{i}]"),
-                            why,
-                        ),
-                    }
-                }
-            }
-            for (i, s) in r.capabilities.iter().enumerate() {
-                match capability(s.value) {
-                    Ok(c) => role.capabilities.push(c),
-                    Err(why) => diags.error(
-                        &Pos::new(file, &s.referenced),
-                        format!("{path}.capabilities[{i}]"),
-                        why,
-                    ),
-                }
-            }
-            statistics_with_rows(&role, c, &Pos::new(file, &name.referenced), &path, diags);
+            let role = checked_role(&name.value, &spec.value, &at, categories, &masks, c, diags);
             c.roles.insert(role.name.clone(), role);
         }
     }
     check_default_role(docs, c, diags);
     grants(docs, c, diags);
+}
+
+/// Where a role is defined: its file, the file's schema, its path and position.
+struct RoleAt<'a> {
+    file: &'a str,
+    schema: &'a str,
+    path: &'a str,
+    pos: &'a Pos,
+}
+
+/// The policy's mask methods, which an action may name.
+struct MaskNames(Vec<String>);
+
+impl MaskNames {
+    /// Whether `a` names no mask, or a known one (else reported).
+    fn check(&self, a: &ActionSpec, file: &str, path: &str, diags: &mut Diagnostics) -> bool {
+        if let ActionSpec::Mask(m) = a {
+            if !self.0.contains(&m.value) {
+                diags.unknown(
+                    &Pos::new(file, &m.referenced),
+                    format!("{path}.mask"),
+                    format!("unknown mask method '{}'", m.value),
+                    &m.value,
+                    self.0.iter().map(String::as_str),
+                );
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// One role's rules, checked: its read and write rules, row rules, limits, statement classes
+/// and capabilities.
+fn checked_role(
+    name: &str,
+    r: &RoleSpec,
+    at: &RoleAt<'_>,
+    categories: &BTreeSet<String>,
+    masks: &MaskNames,
+    c: &mut Checked,
+    diags: &mut Diagnostics,
+) -> CheckedRole {
+    let (file, schema, path, pos) = (at.file, at.schema, at.path, at.pos);
+    let has_rules = r.default.is_some()
+        || !r.categories.is_empty()
+        || !r.columns.is_empty()
+        || r.statements.is_some()
+        || !r.capabilities.is_empty()
+        || r.writes.is_some()
+        || r.rows.is_some()
+        || r.see_restricted.is_some();
+    if r.unrestricted && has_rules {
+        diags.error(pos, path, "an unrestricted role cannot also have rules");
+    }
+    let mut role = CheckedRole {
+        name: name.to_owned(),
+        unrestricted: r.unrestricted,
+        purpose: purpose(r, file, path, pos, diags),
+        default: (
+            ActionRef::Mask("redact".into()),
+            format!("{path}.default (built-in default: mask redact) ({pos})"),
+        ),
+        categories: Default::default(),
+        columns: Vec::new(),
+        classes: DEFAULT_CLASSES.to_vec(),
+        capabilities: Vec::new(),
+        write_categories: Default::default(),
+        write_columns: Vec::new(),
+        purposes: Vec::new(),
+        rows: Default::default(),
+    };
+    super::validate_rows::role(r, (file, schema, path), pos, c, &mut role, diags);
+    if let Some(l) = super::limits::validate(r, file, path, diags) {
+        c.read_limits.insert(name.to_owned(), l);
+    }
+    if let Some(w) = &r.writes {
+        super::validate_writes::writes(w, (file, schema, path), categories, c, &mut role, diags);
+    }
+    if let Some(d) = &r.default {
+        let dpos = Pos::new(file, &d.referenced);
+        let dpath = format!("{path}.default");
+        if d.value == ActionSpec::Allow {
+            diags.error(&dpos, &dpath, "the default must be a mask or 'block' (privacy by default); allow categories or columns explicitly");
+        } else if masks.check(&d.value, file, &dpath, diags) {
+            role.default = (action(&d.value), origin(&dpath, &dpos));
+        }
+    }
+    role_categories(r, at, categories, masks, &mut role, diags);
+    role_columns(r, at, masks, c, &mut role, diags);
+    classes_and_capabilities(r, at, &mut role, diags);
+    statistics_with_rows(&role, c, at.pos, at.path, diags);
+    role
 }
 
 /// Statistics views show values of every row (most common values, histogram bounds), hidden
@@ -278,16 +222,135 @@ fn statistics_with_rows(
         || rows.retention
         || !rows.where_.is_empty()
         || (!rows.see_restricted && c.inventory.restrictions.is_some());
-    if hides
-        && role
-            .capabilities
-            .contains(&super::model::Capability::StatisticsViews)
-    {
+    if hides && role.capabilities.contains(&super::model::Capability::StatisticsViews) {
         diags.error(
             pos,
             format!("{path}.capabilities"),
             "capability 'statistics_views' cannot be given to a role with row rules: pg_stats shows values of every row, the ones the rules hide too (give the role see_restricted: true and no rows: rules, or drop the capability)",
         );
+    }
+}
+
+/// `roles.*.categories`: an action per inventory category.
+fn role_categories(
+    r: &RoleSpec,
+    at: &RoleAt<'_>,
+    categories: &BTreeSet<String>,
+    masks: &MaskNames,
+    role: &mut CheckedRole,
+    diags: &mut Diagnostics,
+) {
+    let (file, path) = (at.file, at.path);
+    for (cat, act) in sorted(&r.categories) {
+        let cpos = Pos::new(file, &cat.referenced);
+        let cpath = format!("{path}.categories.{}", cat.value);
+        if !check_category(&cat.value, categories, &cpos, &cpath, diags) {
+            continue;
+        }
+        if cat.value == NONE {
+            diags.error(
+                &cpos,
+                &cpath,
+                "category 'none' is not personal data and is always allowed",
+            );
+            continue;
+        }
+        if masks.check(&act.value, file, &cpath, diags) {
+            role.categories.insert(
+                cat.value.clone(),
+                (action(&act.value), origin(&cpath, &cpos)),
+            );
+        }
+    }
+}
+
+/// `roles.*.columns`: an action per column (or column pattern); two patterns a column could
+/// match both must not disagree.
+fn role_columns(
+    r: &RoleSpec,
+    at: &RoleAt<'_>,
+    masks: &MaskNames,
+    c: &Checked,
+    role: &mut CheckedRole,
+    diags: &mut Diagnostics,
+) {
+    let (file, schema, path) = (at.file, at.schema, at.path);
+    let mut seen_cols: Vec<((String, String, String), ActionRef, Pos)> = Vec::new();
+    for (col, act) in sorted(&r.columns) {
+        let cpos = Pos::new(file, &col.referenced);
+        let cpath = format!("{path}.columns.{}", col.value);
+        let Some(q) = qualify(&col.value, 3, schema) else {
+            diags.error(
+                &cpos,
+                &cpath,
+                "expected table.column or schema.table.column",
+            );
+            continue;
+        };
+        let key = (q[0].clone(), q[1].clone(), q[2].clone());
+        if !check_column_known(c, &key, &cpos, &cpath, diags)
+            || !masks.check(&act.value, file, &cpath, diags)
+        {
+            continue;
+        }
+        let a = action(&act.value);
+        let mut ok = true;
+        for (okey, oact, opos) in &seen_cols {
+            if *okey == key {
+                diags.error(
+                    &cpos,
+                    &cpath,
+                    format!("duplicate rule for the same column, first at {opos}"),
+                );
+                ok = false;
+            } else if *oact != a
+                && is_pattern_name(okey)
+                && is_pattern_name(&key)
+                && globs_overlap(&okey.0, &key.0)
+                && globs_overlap(&okey.1, &key.1)
+                && globs_overlap(&okey.2, &key.2)
+            {
+                diags.error(&cpos, &cpath, format!("pattern conflicts with the rule at {opos}: a column could match both with different actions"));
+                ok = false;
+            }
+        }
+        if ok {
+            seen_cols.push((key.clone(), a.clone(), cpos.clone()));
+            role.columns.push((key, (a, origin(&cpath, &cpos))));
+        }
+    }
+}
+
+/// `roles.*.statements` and `roles.*.capabilities`.
+fn classes_and_capabilities(
+    r: &RoleSpec,
+    at: &RoleAt<'_>,
+    role: &mut CheckedRole,
+    diags: &mut Diagnostics,
+) {
+    let (file, path) = (at.file, at.path);
+    if let Some(classes) = &r.statements {
+        role.classes.clear();
+        for (i, s) in classes.iter().enumerate() {
+            match class(s.value) {
+                Ok(c) => role.classes.push(c),
+                Err(why) => diags.error(
+                    &Pos::new(file, &s.referenced),
+                    format!("{path}.statements[{i}]"),
+                    why,
+                ),
+            }
+        }
+    }
+    for (i, s) in r.capabilities.iter().enumerate() {
+        match capability(s.value) {
+            Ok(c) => role.capabilities.push(c),
+            Err(why) => diags.error(
+                &Pos::new(file, &s.referenced),
+                format!("{path}.capabilities[{i}]"),
+                why,
+            ),
+        }
     }
 }
 
