@@ -259,25 +259,8 @@ async fn start(
     id: u64,
     proxy: &Arc<Proxy>,
 ) -> Result<Option<Begun>, SessionError> {
-    let (mut client, startup, tls_version) = match handshake::open(tcp, proxy).await? {
-        handshake::Opened::Done => return Ok(None),
-        handshake::Opened::Refused { reason, error } => {
-            let mut r = crate::audit::refusals::Refusal::new(
-                crate::audit::EventType::ConnectionRefused,
-                reason,
-                peer,
-                Some(id),
-            );
-            r.sqlstate = Some(error.code.to_owned());
-            r.message = error.message;
-            prelogin::report(proxy, r).await;
-            return Ok(None);
-        }
-        handshake::Opened::Session {
-            stream,
-            startup,
-            tls_version,
-        } => (stream, startup, tls_version),
+    let Some((mut client, startup, tls_version)) = opened(tcp, peer, id, proxy).await? else {
+        return Ok(None);
     };
     // Refusals and failed logins from here on name the user and database the client asked for.
     let asked = login::Asked {
@@ -294,21 +277,8 @@ async fn start(
     };
     let user = asked.user.clone();
     let refused = crate::audit::EventType::ConnectionRefused;
-    if proxy.phase() != Phase::Running {
-        proxy.metrics.refused(RefuseReason::ShuttingDown);
-        let e = PgError::admin_shutdown();
-        asked
-            .refuse(&mut client, proxy, refused, "shutting_down", &e)
-            .await;
-        return Ok(None);
-    }
-    if let Some(locked) = proxy.lockout.check(&user, peer.ip()).await {
-        // Refused here: PostgreSQL never sees attempts on a locked user or address.
-        proxy.metrics.refused(RefuseReason::LockedOut);
-        let e = lockout::refusal(&locked);
-        asked
-            .refuse(&mut client, proxy, refused, "locked_out", &e)
-            .await;
+    if let Some((reason, e)) = refused_before_login(&user, peer, proxy).await {
+        asked.refuse(&mut client, proxy, refused, reason, &e).await;
         return Ok(None);
     }
     if startup.database() == crate::console::DATABASE {
@@ -316,22 +286,13 @@ async fn start(
         let opened = console_login::open(client, &startup, &asked, proxy).await?;
         return Ok(opened.map(Begun::Console));
     }
-    let policy = match proxy.enforcer.session(&user, startup.database()).await {
+    let policy = match session_policy(&startup, proxy).await {
         Ok(p) => p,
-        Err(e) => {
-            proxy.metrics.refused(RefuseReason::RoleLookup);
-            asked
-                .refuse(&mut client, proxy, refused, "role_lookup", &e)
-                .await;
+        Err((reason, e)) => {
+            asked.refuse(&mut client, proxy, refused, reason, &e).await;
             return Ok(None);
         }
     };
-    if let Err(e) = policy.check_startup_options(&startup.params) {
-        asked
-            .refuse(&mut client, proxy, refused, "startup_parameters", &e)
-            .await;
-        return Ok(None);
-    }
     let Some(login::Authenticated {
         mut upstream,
         client_buf,
@@ -341,41 +302,161 @@ async fn start(
     else {
         return Ok(None);
     };
-    if policy.role().is_some_and(|(_, restricted)| restricted) {
-        // Analysis reads strings the standard way and text as UTF-8; a session whose settings
-        // (role or database defaults) say otherwise would run something else than was analysed.
-        for (name, value) in &logged_in.parameters {
-            let bad = match name.as_str() {
-                "standard_conforming_strings" => value != "on",
-                "client_encoding" => value != "UTF8",
-                _ => false,
-            };
-            if bad {
-                let e = PgError::fatal(
-                    "42501",
-                    format!("pgvakt: {name} is {value} for this session; restricted roles need standard_conforming_strings on and UTF8"),
-                );
-                let _ = client.write_all(&e.to_bytes()).await;
-                login::close_after_login(&mut client, &mut upstream, proxy, logged_in.cancel_key)
-                    .await;
-                prelogin::report(proxy, asked.refusal(refused, "session_settings", &e)).await;
-                return Ok(None);
-            }
-        }
+    if let Some(e) = unanalysable_settings(&policy, &logged_in.parameters) {
+        let _ = client.write_all(&e.to_bytes()).await;
+        login::close_after_login(&mut client, &mut upstream, proxy, logged_in.cancel_key).await;
+        prelogin::report(proxy, asked.refusal(refused, "session_settings", &e)).await;
+        return Ok(None);
     }
     proxy.lockout.succeeded(&user).await;
     client.write_all(&logged_in.ready.raw).await?;
     client.flush().await?;
     tracing::info!(user = %user, database = %startup.database(), tls = asked.tls_version.as_deref().unwrap_or("none"), "login");
-    let audit = proxy.audit.as_ref().map(|h| {
+    let audit = front_audit(proxy, &policy, &asked, startup.database(), &user);
+    let (client_rd, client_wr) = tokio::io::split(client);
+    let (upstream_rd, upstream_wr) = tokio::io::split(upstream);
+    Ok(Some(Begun::Relay(Box::new(Started {
+        client_rd,
+        client_wr,
+        client_buf,
+        upstream_rd,
+        upstream_wr,
+        upstream_buf,
+        cancel_key: logged_in.cancel_key,
+        client_utf8: client_utf8(&logged_in.parameters),
+        policy,
+        user,
+        tls_version: asked.tls_version,
+        application_name: asked.application_name,
+        audit,
+    }))))
+}
+
+/// The client after the handshake: its stream, startup packet and TLS version, or None when
+/// the connection was a cancel request or was refused (and recorded).
+async fn opened(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    proxy: &Arc<Proxy>,
+) -> Result<
+    Option<(
+        crate::stream::BoxStream,
+        crate::protocol::startup::StartupMessage,
+        Option<String>,
+    )>,
+    SessionError,
+> {
+    match handshake::open(tcp, proxy).await? {
+        handshake::Opened::Done => Ok(None),
+        handshake::Opened::Refused { reason, error } => {
+            let mut r = crate::audit::refusals::Refusal::new(
+                crate::audit::EventType::ConnectionRefused,
+                reason,
+                peer,
+                Some(id),
+            );
+            r.sqlstate = Some(error.code.to_owned());
+            r.message = error.message;
+            prelogin::report(proxy, r).await;
+            Ok(None)
+        }
+        handshake::Opened::Session {
+            stream,
+            startup,
+            tls_version,
+        } => Ok(Some((stream, startup, tls_version))),
+    }
+}
+
+/// The user's policy for the session, if its role can be looked up and the role allows the
+/// startup parameters the client sent; else why not, with the error the client gets.
+async fn session_policy(
+    startup: &crate::protocol::startup::StartupMessage,
+    proxy: &Arc<Proxy>,
+) -> Result<crate::enforce::SessionPolicy, (&'static str, PgError)> {
+    let policy = proxy
+        .enforcer
+        .session(startup.user(), startup.database())
+        .await
+        .map_err(|e| {
+            proxy.metrics.refused(RefuseReason::RoleLookup);
+            ("role_lookup", e)
+        })?;
+    policy
+        .check_startup_options(&startup.params)
+        .map_err(|e| ("startup_parameters", e))?;
+    Ok(policy)
+}
+
+/// Why a login is refused before PostgreSQL sees it (the proxy is shutting down, or the user
+/// or address is locked out), with the error the client gets.
+async fn refused_before_login(
+    user: &str,
+    peer: SocketAddr,
+    proxy: &Arc<Proxy>,
+) -> Option<(&'static str, PgError)> {
+    if proxy.phase() != Phase::Running {
+        proxy.metrics.refused(RefuseReason::ShuttingDown);
+        return Some(("shutting_down", PgError::admin_shutdown()));
+    }
+    // Refused here: PostgreSQL never sees attempts on a locked user or address.
+    let locked = proxy.lockout.check(user, peer.ip()).await?;
+    proxy.metrics.refused(RefuseReason::LockedOut);
+    Some(("locked_out", lockout::refusal(&locked)))
+}
+
+/// Analysis reads strings the standard way and text as UTF-8; a restricted session whose
+/// settings (role or database defaults) say otherwise would run something else than was
+/// analysed: the error it is refused with.
+fn unanalysable_settings(
+    policy: &crate::enforce::SessionPolicy,
+    parameters: &[(String, String)],
+) -> Option<PgError> {
+    if !policy.role().is_some_and(|(_, restricted)| restricted) {
+        return None;
+    }
+    parameters.iter().find_map(|(name, value)| {
+        let bad = match name.as_str() {
+            "standard_conforming_strings" => value != "on",
+            "client_encoding" => value != "UTF8",
+            _ => false,
+        };
+        bad.then(|| {
+            PgError::fatal(
+                "42501",
+                format!("pgvakt: {name} is {value} for this session; restricted roles need standard_conforming_strings on and UTF8"),
+            )
+        })
+    })
+}
+
+/// Whether the session's client_encoding is UTF8, as PostgreSQL last reported it at login.
+fn client_utf8(parameters: &[(String, String)]) -> bool {
+    parameters
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "client_encoding")
+        .is_some_and(|(_, v)| v == "UTF8")
+}
+
+/// The session's audit trail, when audit records are written.
+fn front_audit(
+    proxy: &Arc<Proxy>,
+    policy: &crate::enforce::SessionPolicy,
+    asked: &login::Asked,
+    database: &str,
+    user: &str,
+) -> Option<trail::requests::FrontAudit> {
+    proxy.audit.as_ref().map(|h| {
         let info = trail::SessionInfo {
-            user: user.clone(),
+            user: user.to_owned(),
             role: policy.role().map(|(r, _)| r).unwrap_or_default(),
-            session_id: id.to_string(),
-            client_addr: peer,
+            session_id: asked.id.to_string(),
+            client_addr: asked.peer,
             application_name: asked.application_name.clone(),
             tls_version: asked.tls_version.clone(),
-            database: startup.database().to_owned(),
+            database: database.to_owned(),
             policy_version: policy.policy_version(),
             purpose: policy.purpose(),
             reads: Some(crate::access::reads::ReadWatch {
@@ -387,27 +468,5 @@ async fn start(
         let mut trail = trail::AuditTrail::new(h.clone(), info);
         trail.set_facts(policy.audit_facts());
         trail::requests::FrontAudit::new(trail, policy.is_restricted())
-    });
-    let (client_rd, client_wr) = tokio::io::split(client);
-    let (upstream_rd, upstream_wr) = tokio::io::split(upstream);
-    Ok(Some(Begun::Relay(Box::new(Started {
-        client_rd,
-        client_wr,
-        client_buf,
-        upstream_rd,
-        upstream_wr,
-        upstream_buf,
-        cancel_key: logged_in.cancel_key,
-        client_utf8: logged_in
-            .parameters
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "client_encoding")
-            .is_some_and(|(_, v)| v == "UTF8"),
-        policy,
-        user,
-        tls_version: asked.tls_version,
-        application_name: asked.application_name,
-        audit,
-    }))))
+    })
 }
