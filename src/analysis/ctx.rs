@@ -8,7 +8,7 @@ use super::refusal::{Reason, Why};
 use super::*;
 use crate::analysis::Refusal;
 use crate::catalog::Relation;
-use crate::policy::model::ColumnAction;
+use crate::policy::model::{ColumnAction, ColumnDecision};
 
 impl Ctx<'_> {
     pub fn role(&self) -> &str {
@@ -54,12 +54,15 @@ impl Ctx<'_> {
         })
     }
 
-    pub fn blocked(&self, schema: &str, table: &str, column: &str, rule: &str) -> Refusal {
+    /// The refusal of a statement naming `column` of `schema.table`, blocked for the role by
+    /// `d`.
+    pub fn blocked(&self, schema: &str, table: &str, column: &str, d: &ColumnDecision) -> Refusal {
         self.refusal(Reason::BlockedColumn {
             schema: schema.to_owned(),
             table: table.to_owned(),
             column: column.to_owned(),
-            rule: rule.to_owned(),
+            category: d.category.clone(),
+            rule: d.rule.clone(),
         })
     }
 

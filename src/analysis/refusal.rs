@@ -26,6 +26,8 @@ pub enum Reason {
         schema: String,
         table: String,
         column: String,
+        /// The column's inventory category.
+        category: String,
         /// The policy rule that blocks it (with its file and line).
         rule: String,
     },
@@ -122,6 +124,7 @@ impl Refusal {
                 table,
                 column,
                 rule,
+                ..
             } => PgError::insufficient_privilege(format!(
                 "pgvakt: column {table}.{column} is blocked for role {role} by rule {}",
                 without_paths(rule)
@@ -199,6 +202,7 @@ impl Refusal {
                 table,
                 column,
                 rule,
+                ..
             } => vec![schema, table, column, rule],
             Reason::NotAllowed { what, why } => match why {
                 Why::Because(s) | Why::Instead(s) | Why::Aside(s) => vec![what, s],
@@ -248,6 +252,7 @@ mod tests {
             schema: "public".into(),
             table: "contacts".into(),
             column: "ssn".into(),
+            category: "national_id".into(),
             rule: "roles.secretary.categories.national_id (/etc/pgvakt/crm.yaml:3:5)".into(),
         });
         assert_eq!(e.code, "42501");
