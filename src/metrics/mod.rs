@@ -5,6 +5,7 @@
 //! Label values come only from the fixed sets in `labels.rs`, never from SQL, user or table
 //! names; the standard `process_*` metrics come from `process.rs`.
 
+mod declared;
 mod http;
 mod labels;
 mod process;
@@ -14,7 +15,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
+
+use declared::*;
 
 pub use http::{bind, classic_text, serve, ReadyCheck};
 pub use labels::{
@@ -97,6 +100,35 @@ fn unix_seconds(at: std::time::SystemTime) -> i64 {
     i64::try_from(secs).unwrap_or(i64::MAX)
 }
 
+/// `metric`, registered under its declared name and help text.
+fn registered<M: Metric + Clone>(registry: &mut Registry, (name, help): Declared, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
+/// `build_info`, always 1, its label the running version.
+fn register_build_info(r: &mut Registry) {
+    registered(r, BUILD_INFO, Family::<VersionLabel, Gauge>::default())
+        .get_or_create(&VersionLabel {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        })
+        .set(1);
+}
+
+/// The enforcer's own catalog counters (the registry holds clones).
+fn register_catalog_counters(r: &mut Registry, analysis: &AnalysisCounters) {
+    registered(
+        r,
+        CATALOG_LOADED_TIMESTAMP_SECONDS,
+        analysis.catalog_loaded_at.clone(),
+    );
+    registered(
+        r,
+        CATALOG_REFRESH_FAILURES,
+        analysis.catalog_refresh_failures.clone(),
+    );
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new(&AnalysisCounters::default())
@@ -106,187 +138,52 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new(analysis: &AnalysisCounters) -> Self {
         let mut registry = Registry::with_prefix("pgvakt");
-        let build_info = Family::<VersionLabel, Gauge>::default();
-        registry.register(
-            "build_info",
-            "Always 1; the label names the running pgvakt version",
-            build_info.clone(),
+        let r = &mut registry;
+        register_build_info(r);
+        let policy_info = registered(r, POLICY_INFO, Family::default());
+        let connections_current = registered(r, CLIENT_CONNECTIONS, Gauge::default());
+        let connections_total = registered(r, CLIENT_CONNECTIONS_ACCEPTED, Counter::default());
+        let connections_refused = registered(r, CLIENT_CONNECTIONS_REFUSED, Family::default());
+        let tls_handshakes = registered(r, TLS_HANDSHAKES, Family::default());
+        let statements = registered(r, STATEMENTS, Family::default());
+        let statements_by_purpose = registered(r, STATEMENTS_BY_PURPOSE, Family::default());
+        let statement_seconds = registered(
+            r,
+            STATEMENT_DURATION_SECONDS,
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
         );
-        build_info
-            .get_or_create(&VersionLabel {
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-            })
-            .set(1);
-        let policy_info = Family::<VersionLabel, Gauge>::default();
-        registry.register(
-            "policy_info",
-            "1 for the policy in force (label: its version hash, as in audit records); compare replicas with count by (version)",
-            policy_info.clone(),
-        );
-        let connections_current = Gauge::default();
-        registry.register(
-            "client_connections",
-            "Client sessions currently open",
-            connections_current.clone(),
-        );
-        let connections_total = Counter::default();
-        registry.register(
-            "client_connections_accepted",
-            "Client TCP connections accepted",
-            connections_total.clone(),
-        );
-        let connections_refused = Family::<ReasonLabel, Counter>::default();
-        registry.register(
-            "client_connections_refused",
-            "Client connections refused, by reason",
-            connections_refused.clone(),
-        );
-        let tls_handshakes = Family::<OutcomeLabel, Counter>::default();
-        registry.register(
-            "tls_handshakes",
-            "Client TLS handshakes by outcome",
-            tls_handshakes.clone(),
-        );
-        let statements = Family::<StatementLabels, Counter>::default();
-        registry.register(
-            "statements",
-            "Statements by enforcement decision and class",
-            statements.clone(),
-        );
-        let statements_by_purpose = Family::<PurposeLabel, Counter>::default();
-        registry.register(
-            "statements_by_purpose",
-            "Statements of sessions whose role processes for this declared purpose (roles.*.purposes); a role with several purposes counts each statement for each",
-            statements_by_purpose.clone(),
-        );
-        let statement_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
-        registry.register(
-            "statement_duration_seconds",
-            "Time from a request reaching the proxy to ReadyForQuery leaving it",
-            statement_seconds.clone(),
-        );
-        let upstream_connect_errors = Counter::default();
-        registry.register(
-            "upstream_connect_errors",
-            "Failed connection attempts to the upstream PostgreSQL",
-            upstream_connect_errors.clone(),
-        );
-        let bytes = Family::<DirectionLabel, Counter>::default();
-        registry.register(
-            "relayed_bytes",
-            "Bytes relayed, by direction",
-            bytes.clone(),
-        );
-        let policy_reloads = Family::<OutcomeLabel, Counter>::default();
-        registry.register(
-            "policy_reloads",
-            "Policy reloads by outcome; a failed reload keeps the previous policy",
-            policy_reloads.clone(),
-        );
-        let policy_loaded_at = Gauge::default();
-        registry.register(
-            "policy_loaded_timestamp_seconds",
-            "Unix time the policy in force was loaded (age = time() - this); 0 without a policy",
-            policy_loaded_at.clone(),
-        );
-        let enforcement_anomalies = Counter::default();
-        registry.register(
-            "enforcement_anomalies",
-            "Protected columns seen unmasked in a result for a restricted role (values replaced)",
-            enforcement_anomalies.clone(),
-        );
-        registry.register(
-            "parser_disagreements",
-            "Statements refused because PostgreSQL's parser read them differently from the analysis",
+        let upstream_connect_errors = registered(r, UPSTREAM_CONNECT_ERRORS, Counter::default());
+        let bytes = registered(r, RELAYED_BYTES, Family::default());
+        let policy_reloads = registered(r, POLICY_RELOADS, Family::default());
+        let policy_loaded_at = registered(r, POLICY_LOADED_TIMESTAMP_SECONDS, Gauge::default());
+        let enforcement_anomalies = registered(r, ENFORCEMENT_ANOMALIES, Counter::default());
+        registered(
+            r,
+            PARSER_DISAGREEMENTS,
             crate::analysis::authority::DISAGREEMENTS.clone(),
         );
-        let refusals = Family::<RefusalLabels, Counter>::default();
-        registry.register(
-            "statement_refusals",
-            "Statements refused, by policy role and reason (policy: 42501, protocol: 08P01, too_complex: 54xxx, not_installed: 55000, encoding: 22021, unknown_name: 42703/42P01/42883, other)",
-            refusals.clone(),
+        let refusals = registered(r, STATEMENT_REFUSALS, Family::default());
+        let personal_reads = registered(r, PERSONAL_DATA_READS, Family::default());
+        let tls_certificate_expiry = registered(
+            r,
+            TLS_CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS,
+            Gauge::default(),
         );
-        let personal_reads = Family::<ReadLabels, Counter>::default();
-        registry.register(
-            "personal_data_reads",
-            "Statements of restricted roles that read personal data, by policy role, inventory category and what the role sees (allowed: stored values, masked; blocked: the statement named a blocked column and was refused, also in statement_refusals); counted when decided (a Query, or the Parse of a prepared statement), once per category and action",
-            personal_reads.clone(),
-        );
-        let tls_certificate_expiry = Gauge::default();
-        registry.register(
-            "tls_certificate_expiry_timestamp_seconds",
-            "Unix time at which the certificate served to clients expires (notAfter; renewed on SIGHUP); 0 when it cannot be read",
-            tls_certificate_expiry.clone(),
-        );
-        registry.register(
-            "catalog_loaded_timestamp_seconds",
-            "Unix time of the last successful load of pgvakt's catalog from the upstream (every 30 s, after DDL through pgvakt, after a reconnect); 0 before the first",
-            analysis.catalog_loaded_at.clone(),
-        );
-        registry.register(
-            "catalog_refresh_failures",
-            "Catalog loads that failed; the previous catalog stays in force",
-            analysis.catalog_refresh_failures.clone(),
-        );
-        let role_lookup_failures = Counter::default();
-        registry.register(
-            "role_lookup_failures",
-            "Logins refused because the user's PostgreSQL groups, which decide its policy role, could not be looked up",
-            role_lookup_failures.clone(),
-        );
-        let analysis_cache_hits = analysis.cache_hits.clone();
-        registry.register(
-            "analysis_cache_hits",
-            "Statement analyses answered from the cache",
-            analysis_cache_hits.clone(),
-        );
-        let analysis_cache_misses = analysis.cache_misses.clone();
-        registry.register(
-            "analysis_cache_misses",
-            "Statement analyses computed",
-            analysis_cache_misses.clone(),
-        );
-        let analysis_cache_entries = analysis.cache_entries.clone();
-        registry.register(
-            "analysis_cache_entries",
-            "Entries in the analysis cache",
-            analysis_cache_entries.clone(),
-        );
+        register_catalog_counters(r, analysis);
+        let role_lookup_failures = registered(r, ROLE_LOOKUP_FAILURES, Counter::default());
+        let analysis_cache_hits = registered(r, ANALYSIS_CACHE_HITS, analysis.cache_hits.clone());
+        let analysis_cache_misses =
+            registered(r, ANALYSIS_CACHE_MISSES, analysis.cache_misses.clone());
+        let analysis_cache_entries =
+            registered(r, ANALYSIS_CACHE_ENTRIES, analysis.cache_entries.clone());
         let audit = crate::audit::AuditMetrics::default();
-        audit.register(&mut registry);
+        audit.register(r);
         let access = crate::access::AccessMetrics::default();
-        access.register(&mut registry);
-        // Every series of a fixed label set starts at 0, so increase() and rate() see the first
-        // event (a failed reload, a plaintext attempt) instead of a series appearing at 1.
-        for reason in RefuseReason::ALL {
-            let _ = connections_refused.get_or_create(&ReasonLabel { reason: *reason });
-        }
-        for outcome in Outcome::ALL {
-            let _ = tls_handshakes.get_or_create(&OutcomeLabel { outcome: *outcome });
-            let _ = policy_reloads.get_or_create(&OutcomeLabel { outcome: *outcome });
-        }
-        for direction in Direction::ALL {
-            let _ = bytes.get_or_create(&DirectionLabel {
-                direction: *direction,
-            });
-        }
-        for decision in Decision::ALL {
-            for class in Class::ALL {
-                let _ = statements.get_or_create(&StatementLabels {
-                    decision: *decision,
-                    class: *class,
-                });
-            }
-        }
-        let ready = Gauge::default();
-        registry.register(
-            "ready",
-            "1 when /readyz answers 200 (upstream reachable, service connection open, audit sink writable, not draining)",
-            ready.clone(),
-        );
+        access.register(r);
+        let ready = registered(r, READY, Gauge::default());
         let mut process = Registry::default();
         process.register_collector(Box::new(process::ProcessCollector));
-        Metrics {
+        let metrics = Metrics {
             registry,
             process,
             policy_info,
@@ -312,6 +209,39 @@ impl Metrics {
             audit,
             access,
             ready,
+        };
+        metrics.start_fixed_series_at_zero();
+        metrics
+    }
+
+    fn start_fixed_series_at_zero(&self) {
+        // Every series of a fixed label set starts at 0, so increase() and rate() see the first
+        // event (a failed reload, a plaintext attempt) instead of a series appearing at 1.
+        for reason in RefuseReason::ALL {
+            let _ = self
+                .connections_refused
+                .get_or_create(&ReasonLabel { reason: *reason });
+        }
+        for outcome in Outcome::ALL {
+            let _ = self
+                .tls_handshakes
+                .get_or_create(&OutcomeLabel { outcome: *outcome });
+            let _ = self
+                .policy_reloads
+                .get_or_create(&OutcomeLabel { outcome: *outcome });
+        }
+        for direction in Direction::ALL {
+            let _ = self.bytes.get_or_create(&DirectionLabel {
+                direction: *direction,
+            });
+        }
+        for decision in Decision::ALL {
+            for class in Class::ALL {
+                let _ = self.statements.get_or_create(&StatementLabels {
+                    decision: *decision,
+                    class: *class,
+                });
+            }
         }
     }
 
