@@ -50,28 +50,14 @@ impl Server {
     pub async fn start(config: Config, enforcer: Enforcer) -> Result<Server, ServerError> {
         let server_tls = tls::server_tls(&config.tls)?;
         let upstream = Upstream::new(&config.upstream)?;
-        let listener = bind(config.listen, config.limits.max_connections).map_err(|source| {
-            ServerError::Bind {
-                addr: config.listen,
-                source,
-            }
-        })?;
-        let metrics_listener = metrics::bind(config.metrics.listen)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: config.metrics.listen,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| ServerError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-        let metrics_addr = metrics_listener
-            .local_addr()
-            .map_err(|source| ServerError::Bind {
-                addr: config.metrics.listen,
-                source,
-            })?;
+        let (listener, addr) = listening(
+            config.listen,
+            bind(config.listen, config.limits.max_connections),
+        )?;
+        let (metrics_listener, metrics_addr) = listening(
+            config.metrics.listen,
+            metrics::bind(config.metrics.listen).await,
+        )?;
         let metrics = Arc::new(Metrics::new(&enforcer.counters()));
         metrics.set_tls_certificate_expiry(server_tls.not_after);
         metrics.set_roles(enforcer.role_names().iter().map(String::as_str));
@@ -85,29 +71,8 @@ impl Server {
             Some(a) => Some(crate::audit::Audit::start(a, &metrics.audit)?),
             None => None,
         };
-        let reads = Arc::new(crate::access::reads::ReadLimits::default());
-        reads.set_limits(enforcer.read_limits());
-        if let Some(source) = enforcer.service_clients() {
-            let up = metrics.access.shared_state_up.clone();
-            crate::access::reads_shared::start(&reads, source, move |ok| {
-                up.set(i64::from(ok));
-            });
-        }
-        metrics.access.set_grants(&enforcer.grants());
-        if let Some(reloads) = enforcer.reloads() {
-            tokio::spawn(track_grants_and_limits(
-                reloads.resubscribe(),
-                enforcer.downgrade(),
-                metrics.clone(),
-                reads.clone(),
-            ));
-            tokio::spawn(count_and_record_reloads(
-                reloads,
-                metrics.clone(),
-                audit.clone(),
-                enforcer.policy_version(),
-            ));
-        }
+        let reads = read_limits(&enforcer, &metrics);
+        follow_reloads(&enforcer, &metrics, &reads, &audit);
         let readiness = Readiness::new(enforcer.clone(), audit.clone());
         readiness.set_upstream(upstream_reachable(&upstream).await);
         let (phase, _) = watch::channel(Phase::Running);
@@ -277,6 +242,59 @@ async fn count_and_record_reloads(
 /// `net.core.somaxconn`.
 pub fn listen_backlog(max_connections: usize) -> u32 {
     max_connections.saturating_mul(2).clamp(128, 10_000) as u32
+}
+
+/// A listener bound to `addr` (or why not), with the address it got: port 0 picks one.
+fn listening(
+    addr: SocketAddr,
+    bound: std::io::Result<TcpListener>,
+) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let listener = bound.map_err(|source| ServerError::Bind { addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    Ok((listener, local))
+}
+
+/// The read limits of the policy in force, shared across replicas when the service
+/// connection is there.
+fn read_limits(
+    enforcer: &Enforcer,
+    metrics: &Arc<Metrics>,
+) -> Arc<crate::access::reads::ReadLimits> {
+    let reads = Arc::new(crate::access::reads::ReadLimits::default());
+    reads.set_limits(enforcer.read_limits());
+    if let Some(source) = enforcer.service_clients() {
+        let up = metrics.access.shared_state_up.clone();
+        crate::access::reads_shared::start(&reads, source, move |ok| {
+            up.set(i64::from(ok));
+        });
+    }
+    reads
+}
+
+/// Grants, read limits, reload counts and reload audit records follow each policy reload.
+fn follow_reloads(
+    enforcer: &Enforcer,
+    metrics: &Arc<Metrics>,
+    reads: &Arc<crate::access::reads::ReadLimits>,
+    audit: &Option<crate::audit::AuditHandle>,
+) {
+    metrics.access.set_grants(&enforcer.grants());
+    if let Some(reloads) = enforcer.reloads() {
+        tokio::spawn(track_grants_and_limits(
+            reloads.resubscribe(),
+            enforcer.downgrade(),
+            metrics.clone(),
+            reads.clone(),
+        ));
+        tokio::spawn(count_and_record_reloads(
+            reloads,
+            metrics.clone(),
+            audit.clone(),
+            enforcer.policy_version(),
+        ));
+    }
 }
 
 fn bind(addr: SocketAddr, max_connections: usize) -> std::io::Result<TcpListener> {
