@@ -124,12 +124,17 @@ impl Refusal {
                 table,
                 column,
                 rule,
-                ..
-            } => PgError::insufficient_privilege(format!(
-                "pgvakt: column {table}.{column} is blocked for role {role} by rule {}",
-                without_paths(rule)
-            ))
-            .with_detail(format!("table {schema}.{table}, {policy}")),
+                category,
+            } => {
+                let mut e = PgError::insufficient_privilege(format!(
+                    "pgvakt: column {table}.{column} is blocked for role {role} by rule {}",
+                    without_paths(rule)
+                ))
+                .with_detail(format!("table {schema}.{table}, {policy}"));
+                // The metrics count blocked reads by category.
+                e.blocked_category = Some(category.as_str().into());
+                e
+            }
             Reason::NotAllowed { what, why } => {
                 refused(format!("{what} is not allowed for role {role}{why}"))
             }

@@ -109,7 +109,7 @@ impl SessionPolicy {
             )),
             Outcome::Refuse(e) => Err(format!(
                 "Under the policy in force now (version {}) it is refused: {}",
-                set.version, e.message
+                set.version, e.to_pg_error().message
             )),
         }
     }

@@ -222,7 +222,11 @@ fn statistics_with_rows(
         || rows.retention
         || !rows.where_.is_empty()
         || (!rows.see_restricted && c.inventory.restrictions.is_some());
-    if hides && role.capabilities.contains(&super::model::Capability::StatisticsViews) {
+    if hides
+        && role
+            .capabilities
+            .contains(&super::model::Capability::StatisticsViews)
+    {
         diags.error(
             pos,
             format!("{path}.capabilities"),
