@@ -25,12 +25,24 @@ NAMES = {
     "pgvakt": "pgvakt, no policy",
     "pgvakt_policy": "pgvakt, policy + audit",
     "pgvakt_policy_noaudit": "pgvakt, policy, audit off",
+    "pgvakt_policy_aftercompletion": "pgvakt, policy + audit after_completion",
+    "pgvakt_policy_norows": "pgvakt, policy without row rules + audit",
+}
+# What the instances with one safety feature off leave out, against pgvakt_policy.
+FEATURES_OFF = {
+    "pgvakt_policy_noaudit": "audit trail (off)",
+    "pgvakt_policy_aftercompletion": "audit durability `before_release` (here `after_completion`)",
+    "pgvakt_policy_norows": "row rules (none; as marketing, the statements carry the rules by hand)",
 }
 # pgbench numbers scripts in the order of its -f options (bench/run).
 SCRIPTS = ["select_only", "contact_by_id", "contacts_by_name", "company_listing",
            "contact_activities", "activity_insert", "contact_by_email"]
 CRM_SCRIPTS = ["contact_by_id", "contacts_by_name", "company_listing", "contact_activities",
                "activity_insert", "contact_by_email"]
+MARKETING_SCRIPTS = ["contact_by_id", "contacts_by_name", "company_listing", "contact_by_email"]
+# Marketing's statements as run on each path: pgvakt applies the row rules to the plain ones;
+# the others run them with the rules written out by hand (bench/workloads/marketing/*.filtered.sql).
+RULED_PATHS = ("pgvakt_policy", "pgvakt_policy_noaudit", "pgvakt_policy_aftercompletion")
 
 
 def percentile(values, p):
@@ -87,8 +99,13 @@ def fmt_ratio(v):
 
 
 results = {"meta": meta, "throughput": {}, "fixed_rate": {}, "saturation": {}, "bulk": {},
-           "idle": {},
+           "idle": {}, "feature_cost": {}, "anomalies": {},
            "analysis": {}, "targets": []}
+
+
+def anomalies():
+    path = os.path.join(RAW, "anomalies.json")
+    return json.load(open(path)) if os.path.exists(path) else None
 
 
 def target(name, value, limit, met, unit=""):
@@ -97,7 +114,7 @@ def target(name, value, limit, met, unit=""):
 
 
 # ---- throughput workloads ------------------------------------------------------------------
-for workload in ("select_only", "crm"):
+for workload in ("select_only", "crm", "crm_marketing"):
     base = os.path.join(RAW, workload)
     if not os.path.isdir(base):
         continue
@@ -120,27 +137,29 @@ for workload in ("select_only", "crm"):
             row["tps_vs_pgbouncer"] = ratio(row["tps"], rows.get("pgbouncer", {}).get("tps"))
         results["throughput"][f"{workload}/{variant}"] = rows
 
-# ---- saturation: service time per statement of the CRM mix ----------------------------------
-for variant in ("extended", "simple"):
-    base = os.path.join(RAW, "crm", variant)
-    if not os.path.isdir(base):
-        continue
-    per_path = {}
-    for path in sorted(os.listdir(base)):
-        by_script = {}
-        for r in runs("crm", variant, path):
-            for script, lat in txn_log(r):
-                by_script.setdefault(script, []).append(lat)
-        per_path[path] = {CRM_SCRIPTS[n] if n < len(CRM_SCRIPTS) else str(n):
-                          {"p50_us": percentile(v, 50), "p99_us": percentile(v, 99), "n": len(v)}
-                          for n, v in sorted(by_script.items())}
-    direct = per_path.get("direct", {})
-    for scripts in per_path.values():
-        for name, row in scripts.items():
-            d = direct.get(name)
-            if d:
-                row["added_p50_us"] = row["p50_us"] - d["p50_us"]
-    results["saturation"][variant] = per_path
+# ---- saturation: service time per statement of the CRM mixes -------------------------------
+for workload, names in (("crm", CRM_SCRIPTS), ("crm_marketing", MARKETING_SCRIPTS)):
+    for variant in ("extended", "simple"):
+        base = os.path.join(RAW, workload, variant)
+        if not os.path.isdir(base):
+            continue
+        per_path = {}
+        for path in sorted(os.listdir(base)):
+            by_script = {}
+            for r in runs(workload, variant, path):
+                for script, lat in txn_log(r):
+                    by_script.setdefault(script, []).append(lat)
+            per_path[path] = {names[n] if n < len(names) else str(n):
+                              {"p50_us": percentile(v, 50), "p99_us": percentile(v, 99),
+                               "n": len(v)}
+                              for n, v in sorted(by_script.items())}
+        direct = per_path.get("direct", {})
+        for scripts in per_path.values():
+            for name, row in scripts.items():
+                d = direct.get(name)
+                if d:
+                    row["added_p50_us"] = row["p50_us"] - d["p50_us"]
+        results["saturation"][f"{workload}/{variant}"] = per_path
 
 for variant in ("simple", "prepared"):
     rows = results["throughput"].get(f"select_only/{variant}", {})
@@ -160,6 +179,31 @@ for variant in ("extended", "simple"):
     if v and off:
         r = ratio(v["tps"], off["tps"])
         target(f"audit cost, CRM ({variant}): TPS audit on vs off", r, 0.95, (r or 0) >= 0.95, "×")
+for variant in ("extended", "simple"):
+    v = results["throughput"].get(f"crm_marketing/{variant}", {}).get("pgvakt_policy", {})
+    if v:
+        target(f"CRM workload ({variant} protocol) as marketing: pgvakt (row rules) TPS vs direct "
+               "running the same filtered statements",
+               v["tps_vs_direct"], 0.8, (v["tps_vs_direct"] or 0) >= 0.8, "×")
+
+# ---- cost of each safety feature: the full configuration against it with one feature off -----
+for key, rows in results["throughput"].items():
+    full = rows.get("pgvakt_policy", {}).get("tps")
+    costs = {path: ratio(full, rows[path]["tps"]) for path in FEATURES_OFF if path in rows}
+    if full is not None and costs:
+        results["feature_cost"][key] = costs
+
+# ---- anomaly records: an ordinary workload must not trip a mass-read alarm ---------------------
+found = anomalies()
+if found:
+    results["anomalies"] = found
+    mass_reads = sum(i["anomalies_during_crm"].get("mass_read", 0)
+                     for i in found["instances"].values())
+    declared = {r: l for r, l in found["limits"].items() if l}
+    limits_text = ("limits " + "; ".join(f"{r}: {l}" for r, l in declared.items())
+                   if declared else "no limits declared for " + ", ".join(found["limits"]))
+    target(f"no false mass-read alarm: `anomaly` records of read limits during the CRM workloads "
+           f"({limits_text})", mass_reads, 0, mass_reads == 0, "records")
 
 # ---- fixed rate: added latency per statement ------------------------------------------------
 fr_base = os.path.join(RAW, "fixed_rate", "extended")
@@ -271,8 +315,16 @@ w(f"Sizes: {s['contacts']:,} contacts, pgbench scale {s['pgbench_scale']}, {s['c
   f"pgbench, PostgreSQL and the proxy share the machine's cores, so a proxy's CPU time is taken from "
   f"the database's.\n")
 w("Paths: " + "; ".join(f"`{k}` = {v}" for k, v in NAMES.items()) + ". "
-  "All runs are as the demo user `secretary`, whose policy role masks `bank_account` and "
-  "`date_of_birth`; with the policy, every statement is analysed and the rewritten text forwarded.\n")
+  "Runs are as the demo user `secretary`, whose policy role masks `bank_account` and "
+  "`date_of_birth` (and hides people whose processing is restricted), except `crm_marketing`, "
+  "which runs as `marketing`; with the policy, every statement is analysed and the rewritten "
+  "text forwarded.\n")
+if "marketing_visible_contacts" in meta:
+    w(f"Marketing's row rules (an active consent for newsletter or marketing, within the 10-year "
+      f"retention, not restricted) leave it {meta['marketing_visible_contacts']:,} of "
+      f"{s['contacts']:,} contacts; the run checks that pgvakt's rules and the hand-written ones "
+      f"select the same people. The restrictions table is emptied before the runs (the secretary "
+      f"mix logs activities for random contacts), so every rule's check still runs but finds none.\n")
 
 w("## Targets\n")
 w("| target | measured | limit | |")
@@ -290,7 +342,13 @@ w("`select_only` is `pgbench -S`; `crm` mixes contact lookups by id (35 %), by n
   "activity inserts (10 %), each well under a millisecond in PostgreSQL (names and e-mail are "
   "indexed as a CRM indexes them); "
   "`extended` sends each statement with Parse/Bind (cached analysis), `simple` inlines values "
-  "(each text is new: uncached analysis).\n")
+  "(each text is new: uncached analysis). `crm_marketing` is the read-only mix of the role "
+  "`marketing` (bench/workloads/marketing): a contact card by id (45 %), a name-search page "
+  "(20 %), a company listing (15 %) and a lookup by e-mail (20 %), reading only the columns "
+  "marketing may read. Through pgvakt with its policy the statements are the plain ones and the "
+  "row rules filter them; on every other path (direct, PgBouncer, pgvakt without policy, pgvakt "
+  "without row rules) the same statements carry the rules' filter written out by hand, as "
+  "pgvakt generates it (`pgvakt policy explain --role marketing`).\n")
 w("| workload | path | TPS | vs direct | vs PgBouncer | p50 µs | p99 µs |")
 w("|---|---|---|---|---|---|---|")
 for key, rows in results["throughput"].items():
@@ -314,18 +372,33 @@ if results["fixed_rate"]:
                   f"{fmt(r.get('added_p50_us'))} | {fmt(r.get('added_p99_us'))} |")
     w("")
 
+if results["feature_cost"]:
+    w("## Cost of each safety feature\n")
+    w("TPS of pgvakt with policy and audit (`before_release`, row rules) divided by the TPS of the "
+      "same pgvakt with one feature off, in the same run: below 1.00× the feature costs "
+      "throughput. Off in turn: " + "; ".join(f"{NAMES[k]}: {v}" for k, v in FEATURES_OFF.items())
+      + ". As `secretary` the only row rule is the restriction rule; as `marketing` without row "
+      "rules the statements carry the same filter by hand, so that ratio is what pgvakt's rules "
+      "cost over writing them into the statements.\n")
+    w("| workload | " + " | ".join(NAMES[k] for k in FEATURES_OFF) + " |")
+    w("|---|" + "---|" * len(FEATURES_OFF))
+    for key, costs in results["feature_cost"].items():
+        w(f"| {key} | " + " | ".join(fmt_ratio(costs.get(k)) for k in FEATURES_OFF) + " |")
+    w("")
+
 if results["saturation"]:
-    w("## Service time per statement at saturation (CRM mix, 8 clients)\n")
+    w("## Service time per statement at saturation (CRM mixes, 8 clients)\n")
     w("Each statement's latency inside the throughput runs above; *added p50* is the difference "
       "to direct PostgreSQL in the same run.\n")
-    w("| protocol | statement | path | p50 µs | p99 µs | added p50 µs |")
+    w("| workload | statement | path | p50 µs | p99 µs | added p50 µs |")
     w("|---|---|---|---|---|---|")
-    for variant, per_path in results["saturation"].items():
-        for name in CRM_SCRIPTS:
+    for key, per_path in results["saturation"].items():
+        names = MARKETING_SCRIPTS if key.startswith("crm_marketing/") else CRM_SCRIPTS
+        for name in names:
             for path in NAMES:
                 r = per_path.get(path, {}).get(name)
                 if r:
-                    w(f"| {variant} | {name} | {NAMES[path]} | {fmt(r['p50_us'])} | "
+                    w(f"| {key} | {name} | {NAMES[path]} | {fmt(r['p50_us'])} | "
                       f"{fmt(r['p99_us'])} | {fmt(r.get('added_p50_us'))} |")
     w("")
 
@@ -371,5 +444,19 @@ w("## Audit\n")
 w(f"Audit records written by the policy + audit pgvakt during the run: {meta['audit_records_written']:,}. "
   "When this is 0 the build has no audit writer yet, and the audit-on/off comparison measures "
   "only run-to-run variation.\n")
+if results["anomalies"]:
+    found = results["anomalies"]
+    w("`anomaly` records by cause, of each pgvakt with audit: during the CRM workloads (secretary "
+      "and marketing) / in the whole run. A mass-read alarm (`read limit`) during these ordinary "
+      "workloads would be a false alarm. Mass-read limits declared (`roles.<r>.limits`): "
+      + "; ".join(f"{r}: {l or 'none'}" for r, l in found["limits"].items()) + ".\n")
+    causes = ["mass_read", "parser_disagreement", "unmasked_columns", "lockout", "other"]
+    w("| instance | records | " + " | ".join(causes) + " |")
+    w("|---|---|" + "---|" * len(causes))
+    for name, i in found["instances"].items():
+        w(f"| {NAMES.get(name, name)} | {i['records']:,} | " + " | ".join(
+            f"{i['anomalies_during_crm'].get(c, 0)} / {i['anomalies'].get(c, 0)}" for c in causes)
+          + " |")
+    w("")
 open(base + ".md", "w").write("\n".join(md))
 print(base + ".md")

@@ -1,0 +1,2 @@
+-- Who marketing sees (not a pgbench script): through pgvakt the row rules apply.
+SELECT count(*), sum(id) FROM contacts;
