@@ -258,3 +258,29 @@ async fn repeated_conditions_leave_the_clients_own_to_visible_rows() {
         assert_eq!(h.ok(), a.ok(), "{p}");
     }
 }
+
+/// A parameter the statement uses more than once keeps the type the client's statement gives
+/// it: a copy inside the stand-in, which PostgreSQL reads first, would type it by the column.
+#[tokio::test]
+async fn parameters_keep_the_types_the_clients_statement_gives_them() {
+    let env = demo().await;
+    let direct = env.cluster.connect("crm").await.expect("direct");
+    let c = env
+        .connect("secretary", "secretary", "crm")
+        .await
+        .expect("secretary");
+    for sql in [
+        "SELECT $1::integer AS page, id FROM contacts WHERE id > $1 ORDER BY id LIMIT 3",
+        "SELECT $1::integer AS n, id FROM contacts WHERE id > 0 ORDER BY id LIMIT $1",
+        "SELECT d.x, c.id FROM contacts c, (SELECT $1::numeric AS x) d WHERE c.id = $1",
+        // Used once: repeated inside, typed alike.
+        "SELECT id FROM contacts WHERE id = $1",
+    ] {
+        let want = direct.prepare(sql).await.expect("direct prepare");
+        let got = c
+            .prepare(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(got.params(), want.params(), "{sql}");
+    }
+}

@@ -126,6 +126,9 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Analysed {
     pub sql: String,
+    /// Parameters the statement uses exactly once: only these may be repeated in a row-ruled
+    /// stand-in, where they would otherwise be typed by the copy instead of by the client's use.
+    pub parameters_once: std::collections::BTreeSet<usize>,
     pub classes: Vec<StatementClass>,
     /// `schema.table` of protected tables read (their masks and row rules applied).
     pub protected_reads: Vec<String>,

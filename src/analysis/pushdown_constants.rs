@@ -35,6 +35,8 @@ pub enum Kind {
 pub struct Constant {
     pub text: String,
     pub kind: Kind,
+    /// The parameter's number, for a parameter.
+    pub parameter: Option<usize>,
 }
 
 /// Deeper expressions are not worth the analysis.
@@ -56,7 +58,7 @@ fn within(e: &Expr, depth: usize) -> Option<Constant> {
             let c = within(inner, depth + 1)?;
             Some(Constant {
                 text: format!("({})", c.text),
-                kind: c.kind,
+                ..c
             })
         }
         Expr::UnaryOp {
@@ -67,6 +69,7 @@ fn within(e: &Expr, depth: usize) -> Option<Constant> {
             (c.kind == Kind::Integer).then(|| Constant {
                 text: format!("(OPERATOR(pg_catalog.-) {})", c.text),
                 kind: Kind::Computed,
+                parameter: None,
             })
         }
         Expr::BinaryOp { left, op, right } => {
@@ -81,6 +84,7 @@ fn within(e: &Expr, depth: usize) -> Option<Constant> {
             (typed(&l) || typed(&r)).then(|| Constant {
                 text: format!("({} OPERATOR(pg_catalog.{sign}) {})", l.text, r.text),
                 kind: Kind::Computed,
+                parameter: None,
             })
         }
         Expr::CompoundFieldAccess { root, access_chain } => element(root, access_chain, depth),
@@ -118,6 +122,7 @@ fn element(root: &Expr, chain: &[AccessExpr], depth: usize) -> Option<Constant> 
     Some(Constant {
         text: format!("(ARRAY[{}])[{}]", elements.join(", "), index.text),
         kind: Kind::Computed,
+        parameter: None,
     })
 }
 
@@ -142,7 +147,33 @@ fn value(v: &Value) -> Option<Constant> {
         }
         _ => return None,
     };
-    Some(Constant { text, kind })
+    let parameter = (kind == Kind::Parameter)
+        .then(|| text.strip_prefix('$')?.parse().ok())
+        .flatten();
+    Some(Constant {
+        text,
+        kind,
+        parameter,
+    })
+}
+
+/// The parameters (`$n`) a statement uses exactly once.
+pub fn used_once<T: sqlparser::ast::Visit>(node: &T) -> std::collections::BTreeSet<usize> {
+    let mut seen = std::collections::BTreeMap::<usize, usize>::new();
+    let _ = sqlparser::ast::visit_expressions(node, |e| {
+        if let Expr::Value(v) = e {
+            if let Value::Placeholder(p) = &v.value {
+                if let Some(n) = p.strip_prefix('$').and_then(|n| n.parse().ok()) {
+                    *seen.entry(n).or_default() += 1;
+                }
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    seen.into_iter()
+        .filter(|(_, count)| *count == 1)
+        .map(|(n, _)| n)
+        .collect()
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub(super) fn walk_reads<T: VisitMut + sqlparser::ast::Visit>(
     out: &mut Analysed,
 ) -> Result<(), Refusal> {
     let mut reads = Reads::new(ctx);
+    reads.parameters_once = out.parameters_once.clone();
     reads.reach = Names::of(&*node).reachable().cloned();
     if let ControlFlow::Break(e) = node.visit(&mut reads) {
         return Err(e);

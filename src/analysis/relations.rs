@@ -22,6 +22,8 @@ use crate::policy::model::ColumnAction;
 pub struct Reads<'a, 'c> {
     pub ctx: &'a Ctx<'c>,
     pub cte_names: HashSet<String>,
+    /// Parameters the statement uses once (see `Analysed::parameters_once`).
+    pub parameters_once: std::collections::BTreeSet<usize>,
     /// Column names, relation names and unnamed reads seen so far (blocked-column check and
     /// the columns records list).
     pub names: Names,
@@ -54,6 +56,7 @@ impl<'a, 'c> Reads<'a, 'c> {
         Reads {
             ctx,
             cte_names: HashSet::new(),
+            parameters_once: Default::default(),
             names: Names::default(),
             protected: Vec::new(),
             read: Vec::new(),
@@ -233,7 +236,8 @@ impl<'a, 'c> Reads<'a, 'c> {
             }
             self.ctx.resolve(&parts, name).ok()
         };
-        super::row_pushdown::conditions(s, &self.stand_in_rels, self.ctx, &resolve)
+        let once = &self.parameters_once;
+        super::row_pushdown::conditions(s, &self.stand_in_rels, self.ctx, &resolve, once)
     }
 
     /// Repeats a page (ORDER BY, LIMIT) inside a row-ruled stand-in (see `row_page`).
@@ -431,9 +435,13 @@ impl VisitorMut for Reads<'_, '_> {
         // Its SELECT's conditions are in its stand-ins now.
         if let SetExpr::Select(s) = q.body.as_ref() {
             if let Some(placeholder) = self.pushdown(s).whole {
-                if let Some(page) =
-                    super::row_page::page(q, &placeholder, &self.stand_in_rels, self.ctx)
-                {
+                if let Some(page) = super::row_page::page(
+                    q,
+                    &placeholder,
+                    &self.stand_in_rels,
+                    self.ctx,
+                    &self.parameters_once,
+                ) {
                     self.copy_page(&placeholder, &page);
                 }
             }

@@ -28,6 +28,7 @@ pub fn page(
     placeholder: &str,
     stand_ins: &HashMap<String, StandIn>,
     ctx: &Ctx,
+    once: &std::collections::BTreeSet<usize>,
 ) -> Option<String> {
     let SetExpr::Select(s) = q.body.as_ref() else {
         return None;
@@ -49,7 +50,7 @@ pub fn page(
         sqlparser::ast::TableFactor::Table { alias: Some(a), .. } => fold(&a.name),
         _ => return None,
     };
-    let limit = limit(q)?;
+    let limit = limit(q, once)?;
     let mut keys = Vec::new();
     if let Some(order) = &q.order_by {
         let OrderByKind::Expressions(list) = &order.kind else {
@@ -95,7 +96,8 @@ pub fn page(
 }
 
 /// The number of rows the query keeps from the start: its LIMIT, plus its OFFSET.
-fn limit(q: &Query) -> Option<String> {
+/// A parameter used elsewhere in the statement is not repeated (see `row_pushdown::render`).
+fn limit(q: &Query, once: &std::collections::BTreeSet<usize>) -> Option<String> {
     let Some(LimitClause::LimitOffset {
         limit: Some(limit),
         offset,
@@ -108,7 +110,11 @@ fn limit(q: &Query) -> Option<String> {
         return None;
     }
     let counted = |e: &Expr| {
-        constant(e).filter(|c| matches!(c.kind, Kind::Integer | Kind::Parameter | Kind::Untyped))
+        constant(e).filter(|c| match c.kind {
+            Kind::Integer | Kind::Untyped => true,
+            Kind::Parameter => c.parameter.is_some_and(|n| once.contains(&n)),
+            Kind::Computed => false,
+        })
     };
     let limit = counted(limit)?;
     match offset {

@@ -21,7 +21,7 @@
 //! integer, text and uuid columns, whose comparisons with any type PostgreSQL may infer for
 //! them convert without error.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use sqlparser::ast::{BinaryOperator, Expr, JoinOperator, ObjectName, Select, TableFactor};
@@ -106,6 +106,7 @@ pub fn conditions(
     stand_ins: &HashMap<String, StandIn>,
     ctx: &Ctx,
     resolve: Resolve,
+    once: &BTreeSet<usize>,
 ) -> Pushdown {
     let mut none = Pushdown {
         conditions: Vec::new(),
@@ -148,7 +149,7 @@ pub fn conditions(
             continue;
         };
         let mut seen = HashSet::new();
-        for text in facts.for_item(at, &items, stand_ins, ctx) {
+        for text in facts.for_item(at, &items, stand_ins, ctx, once) {
             if seen.len() < MAX_CONDITIONS && seen.insert(text.clone()) {
                 none.conditions.push((placeholder.clone(), text));
             }
@@ -158,7 +159,7 @@ pub fn conditions(
     if whole && items.len() == 1 && facts.same.is_empty() {
         let repeated = facts.bounds.iter().all(|b| {
             readable(0, &b.col.1, &items, stand_ins, ctx)
-                .is_some_and(|ty| render(&b.col.1, ty, &b.test).is_some())
+                .is_some_and(|ty| render(&b.col.1, ty, &b.test, once).is_some())
         });
         if repeated {
             none.whole = items[0].ruled.clone();
@@ -301,6 +302,7 @@ impl Facts {
         items: &[Item],
         stand_ins: &HashMap<String, StandIn>,
         ctx: &Ctx,
+        once: &BTreeSet<usize>,
     ) -> Vec<String> {
         let Some(rel) = &items[at].rel else {
             return Vec::new();
@@ -312,7 +314,7 @@ impl Facts {
             };
             let start = (items[at].alias.clone(), c.name.clone());
             for bound in self.reaching(&start, ty, items) {
-                if let Some(text) = render(&c.name, ty, &bound.test) {
+                if let Some(text) = render(&c.name, ty, &bound.test, once) {
                     out.push(text);
                 }
             }
@@ -438,11 +440,15 @@ fn flip(sign: &'static str) -> &'static str {
 
 /// One condition over the stand-in's row; None when the constant could meet the column in a
 /// comparison that is not leakproof.
-fn render(column: &str, ty: &str, test: &Test) -> Option<String> {
+/// A parameter the statement uses elsewhere too is not repeated: the copy, read first by
+/// PostgreSQL, would give it the column's type instead of the type the client's use gives it.
+fn render(column: &str, ty: &str, test: &Test, once: &BTreeSet<usize>) -> Option<String> {
     let fits = |c: &Constant| match c.kind {
         Kind::Integer => INTEGERS.contains(&ty),
         Kind::Untyped | Kind::Computed => true,
-        Kind::Parameter => PARAMETER_TYPES.contains(&ty),
+        Kind::Parameter => {
+            PARAMETER_TYPES.contains(&ty) && c.parameter.is_some_and(|n| once.contains(&n))
+        }
     };
     let row = format!("{}.{}", quote(super::row_rules::ROW_ALIAS), quote(column));
     match test {

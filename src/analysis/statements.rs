@@ -65,6 +65,7 @@ fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, Refusal> {
     out.hide_subjects = ctx.hidden_subjects && out.single;
     let mut only_writes = Vec::new();
     for (i, stmt) in stmts.iter_mut().enumerate() {
+        out.parameters_once = super::pushdown_constants::used_once(&*stmt);
         let class = statement(stmt, ctx, &mut out)?;
         if let Some(target) = out.only_write.take() {
             only_writes.push((i, target));
