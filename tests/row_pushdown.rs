@@ -4,9 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::common;
+use crate::row_rules::demo;
 
-use common::{Env, EnvOptions};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -14,27 +13,10 @@ type Ids = BTreeSet<i64>;
 
 /// The people `role` sees, per the demo policy's rules, computed from the stored data.
 async fn visible(direct: &Client, role: &str) -> Vec<i64> {
-    let consent = if role == "marketing" {
-        "AND id IN (SELECT contact_id FROM consents WHERE purpose IN ('newsletter', 'marketing')
-             AND (withdrawn_at IS NULL OR withdrawn_at > now()))"
-    } else {
-        ""
-    };
-    let retention = if matches!(role, "sales" | "marketing") {
-        "AND (last_activity_at IS NULL OR last_activity_at >= now() - interval '10 years')"
-    } else {
-        ""
-    };
-    let sql = format!(
-        "SELECT id FROM contacts WHERE id NOT IN (SELECT contact_id FROM restrictions
-           WHERE lifted_at IS NULL OR lifted_at > now()) {consent} {retention}"
-    );
-    direct
-        .query(&sql, &[])
+    crate::row_rules::Upstream::load(direct)
         .await
-        .expect("visible people")
-        .iter()
-        .map(|r| r.get(0))
+        .allowed(role)
+        .into_iter()
         .collect()
 }
 
@@ -125,14 +107,6 @@ fn cases() -> Vec<(&'static str, &'static str, Vec<i64>)> {
             vec![4],
         ),
     ]
-}
-
-async fn demo() -> Env {
-    Env::start_with(EnvOptions {
-        demo_contacts: Some(400),
-        ..Default::default()
-    })
-    .await
 }
 
 #[tokio::test]

@@ -22,7 +22,7 @@ async fn ids(c: &Client, sql: &str) -> Ids {
 }
 
 /// What the demo policy's rules mean, per rule, on the upstream data.
-struct Upstream {
+pub(crate) struct Upstream {
     all: Ids,
     consented: Ids,
     restricted: Ids,
@@ -30,7 +30,7 @@ struct Upstream {
 }
 
 impl Upstream {
-    async fn load(direct: &Client) -> Upstream {
+    pub(crate) async fn load(direct: &Client) -> Upstream {
         Upstream {
             all: ids(direct, "SELECT id FROM contacts").await,
             consented: ids(
@@ -52,7 +52,7 @@ impl Upstream {
         }
     }
 
-    fn allowed(&self, role: &str) -> Ids {
+    pub(crate) fn allowed(&self, role: &str) -> Ids {
         let base: Ids = match role {
             "marketing" => self.consented.clone(),
             _ => self.all.clone(),
@@ -143,7 +143,7 @@ async fn copy_ids(c: &Client, sql: &str) -> Ids {
         .collect()
 }
 
-async fn demo() -> Env {
+pub(crate) async fn demo() -> Env {
     Env::start_with(EnvOptions {
         demo_contacts: Some(400),
         ..Default::default()

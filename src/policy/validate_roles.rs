@@ -283,18 +283,10 @@ fn role_columns(
     for (col, act) in sorted(&r.columns) {
         let cpos = Pos::new(file, &col.referenced);
         let cpath = format!("{path}.columns.{}", col.value);
-        let Some(q) = qualify(&col.value, 3, schema) else {
-            diags.error(
-                &cpos,
-                &cpath,
-                "expected table.column or schema.table.column",
-            );
+        let Some(key) = known_column(c, &col.value, schema, &cpos, &cpath, diags) else {
             continue;
         };
-        let key = (q[0].clone(), q[1].clone(), q[2].clone());
-        if !check_column_known(c, &key, &cpos, &cpath, diags)
-            || !masks.check(&act.value, file, &cpath, diags)
-        {
+        if !masks.check(&act.value, file, &cpath, diags) {
             continue;
         }
         let a = action(&act.value);
@@ -361,6 +353,24 @@ fn classes_and_capabilities(
 /// Exact names win over patterns, so only two patterns can conflict.
 fn is_pattern_name(k: &(String, String, String)) -> bool {
     is_pattern(&k.0) || is_pattern(&k.1) || is_pattern(&k.2)
+}
+
+/// The `(schema, table, column)` a role rule names as `[schema.]table.column`, when the
+/// inventory knows it; otherwise the error is reported and None returned.
+pub(crate) fn known_column(
+    c: &Checked,
+    name: &str,
+    schema: &str,
+    pos: &Pos,
+    path: &str,
+    diags: &mut Diagnostics,
+) -> Option<(String, String, String)> {
+    let Some(q) = qualify(name, 3, schema) else {
+        diags.error(pos, path, "expected table.column or schema.table.column");
+        return None;
+    };
+    let key = (q[0].clone(), q[1].clone(), q[2].clone());
+    check_column_known(c, &key, pos, path, diags).then_some(key)
 }
 
 /// A role rule must name a column the inventory knows, or it silently does nothing.

@@ -7,7 +7,7 @@ use super::diag::{Diagnostics, Pos};
 use super::inventory::NONE;
 use super::model::WriteAction;
 use super::source::{WriteSpec, WritesSpec};
-use super::validate::{check_category, origin, qualify, sorted, Checked, CheckedRole};
+use super::validate::{check_category, origin, sorted, Checked, CheckedRole};
 
 fn write_action(w: WriteSpec) -> WriteAction {
     match w {
@@ -49,18 +49,11 @@ pub(crate) fn writes(
     for (col, w) in sorted(&spec.columns) {
         let cpos = Pos::new(file, &col.referenced);
         let cpath = format!("{path}.writes.columns.{}", col.value);
-        let Some(q) = qualify(&col.value, 3, schema) else {
-            diags.error(
-                &cpos,
-                &cpath,
-                "expected table.column or schema.table.column",
-            );
+        let Some(key) =
+            super::validate_roles::known_column(c, &col.value, schema, &cpos, &cpath, diags)
+        else {
             continue;
         };
-        let key = (q[0].clone(), q[1].clone(), q[2].clone());
-        if !super::validate_roles::check_column_known(c, &key, &cpos, &cpath, diags) {
-            continue;
-        }
         if !seen.insert(key.clone()) {
             diags.error(&cpos, &cpath, "duplicate write rule for the same column");
             continue;
