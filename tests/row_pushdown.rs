@@ -79,6 +79,12 @@ fn cases() -> Vec<(&'static str, &'static str, Vec<i64>)> {
             vec![10, 60],
         ),
         (
+            // Parameters computed with a literal, as pgbench numbers `:id` and `:id + 9`.
+            "SELECT id FROM contacts WHERE id > $2 - 20 AND id <= $1 + 5 ORDER BY id",
+            "SELECT id FROM contacts WHERE id > $2 - 20 AND id <= $1 + 5 AND id = ANY($3) ORDER BY id",
+            vec![3, 25],
+        ),
+        (
             "SELECT id FROM contacts WHERE id IN ($1, $2, 7, 8) ORDER BY id",
             "SELECT id FROM contacts WHERE id IN ($1, $2, 7, 8) AND id = ANY($3) ORDER BY id",
             vec![1, 2],
@@ -131,13 +137,30 @@ async fn pushed_down_reads_answer_what_the_statement_answers_over_the_visible_pe
             for first in starts {
                 let mut p: Vec<i64> = params.clone();
                 p[0] = first;
-                // An array subscript types its parameter as integer.
-                let index = i32::try_from(first.rem_euclid(3) + 1).unwrap_or(1);
-                let mut with: Vec<&(dyn ToSql + Sync)> =
-                    p.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
                 if through.contains("ARRAY['Hansen'") {
-                    with[0] = &index;
+                    p[0] = first.rem_euclid(3) + 1;
                 }
+                // Each value as the type PostgreSQL gives the parameter (integer for an array
+                // subscript or `$1 + 5`).
+                let types = direct
+                    .prepare(over)
+                    .await
+                    .expect("prepare")
+                    .params()
+                    .to_vec();
+                let narrow: Vec<i32> = p.iter().map(|v| i32::try_from(*v).unwrap_or(0)).collect();
+                let with: Vec<&(dyn ToSql + Sync)> = p
+                    .iter()
+                    .zip(&narrow)
+                    .zip(&types)
+                    .map(|((wide, narrow), ty)| {
+                        if *ty == tokio_postgres::types::Type::INT4 {
+                            narrow as &(dyn ToSql + Sync)
+                        } else {
+                            wide as &(dyn ToSql + Sync)
+                        }
+                    })
+                    .collect();
                 let mut want_params = with.clone();
                 want_params.push(&ids);
                 let got = rows(&c, through, &with).await;
@@ -191,6 +214,28 @@ async fn a_contacts_activities_a_companys_contacts_and_a_name_page_read_few_rows
                 assert!(text.matches("Limit").count() >= 2, "{role}: {sql}\n{text}");
             }
             eprintln!("{role}: {sql}\n{text}");
+        }
+        // The same with parameters under a generic plan, as a driver's prepared statements:
+        // the constants computed from them are checked once, and the index is still used.
+        c.batch_execute(
+            "SET plan_cache_mode = force_generic_plan; \
+             PREPARE listing AS SELECT co.id, count(c.id) FROM companies co \
+             LEFT JOIN contacts c ON c.company_id = co.id WHERE co.id BETWEEN $1 AND $2 + 9 \
+             GROUP BY co.id; \
+             PREPARE names AS SELECT id, first_name FROM contacts \
+             WHERE last_name = (ARRAY['Hansen', 'Olsen'])[$1] ORDER BY first_name LIMIT 3",
+        )
+        .await
+        .expect("prepare");
+        for (run, index) in [
+            ("EXECUTE listing(1, 1)", "contacts_company_id_idx"),
+            ("EXECUTE names(1)", "contacts_name_idx"),
+        ] {
+            let explain = format!("EXPLAIN (COSTS OFF) {run}");
+            let text = plan(&c.simple_query(&explain).await.expect("explain"));
+            assert!(text.contains(index), "{role}: {run}\n{text}");
+            assert!(text.contains("One-Time Filter"), "{role}: {run}\n{text}");
+            assert!(!text.contains("Seq Scan"), "{role}: {run}\n{text}");
         }
     }
 }
@@ -249,6 +294,8 @@ async fn parameters_keep_the_types_the_clients_statement_gives_them() {
         "SELECT d.x, c.id FROM contacts c, (SELECT $1::numeric AS x) d WHERE c.id = $1",
         // Used once: repeated inside, typed alike.
         "SELECT id FROM contacts WHERE id = $1",
+        "SELECT id FROM contacts WHERE id <= $1 + 5 AND company_id BETWEEN $2 AND $3 + 9",
+        "SELECT id FROM contacts WHERE last_name = (ARRAY['Hansen', 'Olsen'])[$1]",
     ] {
         let want = direct.prepare(sql).await.expect("direct prepare");
         let got = c

@@ -64,24 +64,43 @@ async fn a_constant_that_overflows_does_not_tell_a_hidden_person_from_nobody() {
         let c = env.connect(role, role, "crm").await.expect("connect");
         let set = simple(&c, "SET plan_cache_mode = force_generic_plan").await;
         assert!(!set.starts_with("error"), "{role}: {set}");
-        for (n, (sql, edge)) in [
+        for (n, (sql, types, edge)) in [
             (
                 "SELECT id FROM contacts WHERE id = $1 AND company_id > $2 + 1",
-                i32::MAX,
+                "",
+                i64::from(i32::MAX),
             ),
             (
                 "SELECT c.id FROM contacts c JOIN activities a ON a.contact_id = c.id WHERE c.id = $1 AND a.id > $2 - 1",
-                i32::MIN,
+                "",
+                i64::from(i32::MIN),
             ),
             (
                 "SELECT id FROM contacts WHERE id = $1 AND company_id = (ARRAY[$2 + 1, 5])[1]",
-                i32::MAX,
+                "",
+                i64::from(i32::MAX),
+            ),
+            (
+                "SELECT id FROM contacts WHERE id = $1 AND company_id <= 1 - $2",
+                "",
+                i64::from(i32::MIN),
+            ),
+            (
+                // A bigint index is coerced to integer: out of range it fails.
+                "SELECT id FROM contacts WHERE id = $1 AND last_name = (ARRAY['Hansen', 'Olsen'])[$2]",
+                "(bigint, bigint)",
+                i64::MAX,
+            ),
+            (
+                "SELECT id FROM contacts c WHERE c.id = $1 AND c.company_id BETWEEN 0 AND $2 + 1",
+                "(bigint, integer)",
+                i64::from(i32::MAX),
             ),
         ]
         .into_iter()
         .enumerate()
         {
-            let prepared = simple(&c, &format!("PREPARE probe{n} AS {sql}")).await;
+            let prepared = simple(&c, &format!("PREPARE probe{n}{types} AS {sql}")).await;
             assert!(!prepared.starts_with("error"), "{role}: {sql}: {prepared}");
             let run = |id: i64| format!("EXECUTE probe{n}({id}, {edge})");
             let h = simple(&c, &run(hidden)).await;

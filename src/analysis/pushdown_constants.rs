@@ -8,8 +8,16 @@
 //! So only constants PostgreSQL folds while planning, or that cannot fail, qualify: literals,
 //! a parameter on its own, and `+`/`-` between literals (written with pg_catalog's operators,
 //! so a client's own operator never runs inside the stand-in) and an element of an
-//! `ARRAY[...]` of literals at a literal index. A parameter inside anything computed, casts,
-//! functions and sub-queries do not.
+//! `ARRAY[...]` of literals at a literal index.
+//!
+//! A parameter with a whole-number literal (`$1 + 9`) or as the index into such an array
+//! (`(ARRAY['a', 'b'])[$1]`) qualifies too, as [`Constant::gated`]: its condition goes into
+//! the stand-in with a gate, `(constant) IS NOT NULL`, which references no column, so
+//! PostgreSQL evaluates it once as the stand-in's one-time filter before reading any row. If
+//! the constant fails, it fails there, whatever the table holds; if it succeeds, computing it
+//! again for a row gives the same value and cannot fail. (A NULL constant compares as NULL, so
+//! the gate drops nothing the condition would keep.) Casts, functions, sub-queries and
+//! parameters computed with each other still do not qualify.
 
 use sqlparser::ast::{AccessExpr, BinaryOperator, Expr, Subscript, UnaryOperator, Value};
 
@@ -35,8 +43,10 @@ pub enum Kind {
 pub struct Constant {
     pub text: String,
     pub kind: Kind,
-    /// The parameter's number, for a parameter.
+    /// The parameter's number, for a parameter or a constant computed from one.
     pub parameter: Option<usize>,
+    /// Computed from a parameter: repeated only behind a one-time gate (see the module).
+    pub gated: bool,
 }
 
 /// Deeper expressions are not worth the analysis.
@@ -70,6 +80,7 @@ fn within(e: &Expr, depth: usize) -> Option<Constant> {
                 text: format!("(OPERATOR(pg_catalog.-) {})", c.text),
                 kind: Kind::Computed,
                 parameter: None,
+                gated: false,
             })
         }
         Expr::BinaryOp { left, op, right } => {
@@ -78,13 +89,20 @@ fn within(e: &Expr, depth: usize) -> Option<Constant> {
                 BinaryOperator::Minus => "-",
                 _ => return None,
             };
+            let text = |l: &Constant, r: &Constant| {
+                format!("({} OPERATOR(pg_catalog.{sign}) {})", l.text, r.text)
+            };
+            if let Some(c) = with_parameter(left, right, depth, text) {
+                return Some(c);
+            }
             let (l, r) = (folded(left, depth)?, folded(right, depth)?);
             // `'1' + '2'` would leave PostgreSQL to guess both types.
             let typed = |c: &Constant| matches!(c.kind, Kind::Integer | Kind::Computed);
             (typed(&l) || typed(&r)).then(|| Constant {
-                text: format!("({} OPERATOR(pg_catalog.{sign}) {})", l.text, r.text),
+                text: text(&l, &r),
                 kind: Kind::Computed,
                 parameter: None,
+                gated: l.gated || r.gated,
             })
         }
         Expr::CompoundFieldAccess { root, access_chain } => element(root, access_chain, depth),
@@ -93,9 +111,31 @@ fn within(e: &Expr, depth: usize) -> Option<Constant> {
 }
 
 /// A part of a computed constant: anything but a parameter, which PostgreSQL would compute
-/// with for each row under a generic plan.
+/// with for each row under a generic plan, or a constant computed from one.
 fn folded(e: &Expr, depth: usize) -> Option<Constant> {
-    within(e, depth + 1).filter(|c| c.kind != Kind::Parameter)
+    within(e, depth + 1).filter(|c| c.kind != Kind::Parameter && !c.gated)
+}
+
+/// `$n + 9`, `9 + $n`, `$n - 9`: a parameter with a whole-number literal, whose type
+/// PostgreSQL takes from the literal as it does in the client's text.
+fn with_parameter(
+    left: &Expr,
+    right: &Expr,
+    depth: usize,
+    text: impl Fn(&Constant, &Constant) -> String,
+) -> Option<Constant> {
+    let (l, r) = (within(left, depth + 1)?, within(right, depth + 1)?);
+    let parameter = match (l.kind, r.kind) {
+        (Kind::Parameter, Kind::Integer) => l.parameter,
+        (Kind::Integer, Kind::Parameter) => r.parameter,
+        _ => return None,
+    };
+    Some(Constant {
+        text: text(&l, &r),
+        kind: Kind::Computed,
+        parameter: Some(parameter?),
+        gated: true,
+    })
 }
 
 /// `(ARRAY[c1, c2, ...])[i]`: an element of a constant array; out of range it is NULL.
@@ -118,11 +158,13 @@ fn element(root: &Expr, chain: &[AccessExpr], depth: usize) -> Option<Constant> 
         .iter()
         .map(|e| folded(e, depth).map(|c| c.text))
         .collect::<Option<Vec<_>>>()?;
-    let index = folded(index, depth)?;
+    // A parameter index is coerced to integer for each row under a generic plan: gated.
+    let index = within(index, depth + 1).filter(|c| !c.gated)?;
     Some(Constant {
         text: format!("(ARRAY[{}])[{}]", elements.join(", "), index.text),
         kind: Kind::Computed,
-        parameter: None,
+        parameter: index.parameter,
+        gated: index.kind == Kind::Parameter,
     })
 }
 
@@ -154,6 +196,7 @@ fn value(v: &Value) -> Option<Constant> {
         text,
         kind,
         parameter,
+        gated: false,
     })
 }
 
@@ -210,6 +253,34 @@ mod tests {
     }
 
     #[test]
+    fn a_parameter_with_a_literal_is_gated() {
+        let gated = |sql: &str| {
+            let e = crate::analysis::parse_expr(sql).ok()?;
+            constant(&e).map(|c| (c.text, c.kind, c.parameter, c.gated))
+        };
+        assert_eq!(
+            gated("$1 + 9"),
+            Some((
+                "($1 OPERATOR(pg_catalog.+) 9)".into(),
+                Kind::Computed,
+                Some(1),
+                true
+            ))
+        );
+        assert_eq!(
+            gated("(ARRAY['a', 'b'])[$2]"),
+            Some((
+                "(ARRAY['a', 'b'])[$2]".into(),
+                Kind::Computed,
+                Some(2),
+                true
+            ))
+        );
+        assert_eq!(gated("20 - 9").map(|c| c.3), Some(false));
+        assert_eq!(gated("$3").map(|c| c.3), Some(false));
+    }
+
+    #[test]
     fn rows_functions_casts_and_subqueries_are_not_constants() {
         for sql in [
             "id",
@@ -219,12 +290,13 @@ mod tests {
             "(SELECT 1)",
             "(ARRAY[id])[1]",
             "1 * 2",
-            // Computed for each row under a generic plan.
-            "$1 + 9",
-            "($1) - 1",
+            // Parameters computed with each other, or inside what is computed further.
             "$1 + $2",
-            "(ARRAY['a', 'b'])[$1]",
+            "($1 + 1) + 1",
             "(ARRAY[$1, 5])[1]",
+            "(ARRAY['a', 'b'])[$1 + 1]",
+            "$1 * 2",
+            "-$1",
         ] {
             assert_eq!(of(sql), None, "{sql}");
         }

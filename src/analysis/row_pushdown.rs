@@ -443,20 +443,30 @@ fn flip(sign: &'static str) -> &'static str {
 /// A parameter the statement uses elsewhere too is not repeated: the copy, read first by
 /// PostgreSQL, would give it the column's type instead of the type the client's use gives it.
 fn render(column: &str, ty: &str, test: &Test, once: &BTreeSet<usize>) -> Option<String> {
-    let fits = |c: &Constant| match c.kind {
-        Kind::Integer => INTEGERS.contains(&ty),
-        Kind::Untyped | Kind::Computed => true,
-        Kind::Parameter => {
-            PARAMETER_TYPES.contains(&ty) && c.parameter.is_some_and(|n| once.contains(&n))
+    let fits = |c: &Constant| {
+        let parameter_ok =
+            || PARAMETER_TYPES.contains(&ty) && c.parameter.is_some_and(|n| once.contains(&n));
+        match c.kind {
+            Kind::Integer => INTEGERS.contains(&ty),
+            Kind::Untyped => true,
+            Kind::Computed => c.parameter.is_none() || parameter_ok(),
+            Kind::Parameter => parameter_ok(),
         }
     };
     let row = format!("{}.{}", quote(super::row_rules::ROW_ALIAS), quote(column));
     match test {
-        Test::Cmp(sign, c) => {
-            fits(c).then(|| format!("{row} OPERATOR(pg_catalog.{sign}) {}", c.text))
-        }
+        Test::Cmp(sign, c) => fits(c).then(|| {
+            let cmp = format!("{row} OPERATOR(pg_catalog.{sign}) {}", c.text);
+            if c.gated {
+                // Evaluated once, before any row (see `pushdown_constants`).
+                format!("{cmp} AND ({}) IS NOT NULL", c.text)
+            } else {
+                cmp
+            }
+        }),
         Test::In(values) => {
-            if !values.iter().all(fits) {
+            // A NULL element does not empty an IN list, so a gate there would drop rows.
+            if !values.iter().all(|c| fits(c) && !c.gated) {
                 return None;
             }
             let each: Vec<String> = values
