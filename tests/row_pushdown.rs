@@ -204,6 +204,10 @@ async fn a_contacts_activities_a_companys_contacts_and_a_name_page_read_few_rows
                 "SELECT id, first_name FROM contacts WHERE last_name = (ARRAY['Hansen', 'Olsen'])[1] ORDER BY first_name LIMIT 3",
                 "contacts_name_idx",
             ),
+            (
+                "SELECT id, first_name FROM contacts WHERE email = (SELECT email FROM contacts WHERE id = 5)",
+                "contacts_email_idx",
+            ),
         ] {
             let explain = format!("EXPLAIN (COSTS OFF) {sql}");
             let text = plan(&c.simple_query(&explain).await.expect("explain"));

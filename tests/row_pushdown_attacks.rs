@@ -81,6 +81,12 @@ async fn a_constant_that_overflows_does_not_tell_a_hidden_person_from_nobody() {
                 i64::from(i32::MAX),
             ),
             (
+                // More than one row: the sub-query fails before any row is read, or never.
+                "SELECT id FROM contacts WHERE id = $1 AND email = (SELECT email FROM contacts WHERE id > $2)",
+                "",
+                0,
+            ),
+            (
                 "SELECT id FROM contacts WHERE id = $1 AND company_id <= 1 - $2",
                 "",
                 i64::from(i32::MIN),

@@ -223,6 +223,28 @@ pub fn fill(rendered: &str, literals: &[String]) -> Option<String> {
     Some(out)
 }
 
+/// `text` with each literal marker turned into the copy marker of the same literal, for a
+/// text repeated elsewhere in the statement (the markers themselves are filled once each).
+pub fn as_copies(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(pos) = next_marker(rest) {
+        let digits = rest[pos + 1..]
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count();
+        let number = rest[pos + 1..pos + 1 + digits].parse::<usize>().ok();
+        out.push_str(&rest[..pos]);
+        match number.and_then(|n| n.checked_sub(MARKER_BASE)) {
+            Some(i) => out.push_str(&format!("${}", COPY_BASE + i)),
+            None => out.push_str(&rest[pos..pos + 1 + digits]),
+        }
+        rest = &rest[pos + 1 + digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Where the next marker or copy marker starts: `$9...`, or `$8` with seven digits (a
 /// client's `$8` parameter is not one).
 fn next_marker(s: &str) -> Option<usize> {
@@ -247,6 +269,14 @@ fn has_copy_marker(sql: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copies_turn_markers_into_copy_markers_and_leave_the_rest() {
+        assert_eq!(
+            as_copies("id = $9000002 AND x = $8000001 AND y = $9 AND z = $12"),
+            "id = $8000002 AND x = $8000001 AND y = $9 AND z = $12"
+        );
+    }
 
     #[test]
     fn constants_become_markers_and_come_back() {

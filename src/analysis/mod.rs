@@ -20,6 +20,7 @@ mod names;
 mod normalize;
 mod plain;
 mod pushdown_constants;
+mod pushdown_subquery;
 mod recording;
 mod refusal;
 mod relations;

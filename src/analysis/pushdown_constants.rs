@@ -47,6 +47,9 @@ pub struct Constant {
     pub parameter: Option<usize>,
     /// Computed from a parameter: repeated only behind a one-time gate (see the module).
     pub gated: bool,
+    /// The type it has, which the column must have too (a scalar sub-query's column): a
+    /// conversion of the column's value could fail on a hidden row.
+    pub same_type: Option<String>,
 }
 
 /// Deeper expressions are not worth the analysis.
@@ -81,6 +84,7 @@ fn within(e: &Expr, depth: usize) -> Option<Constant> {
                 kind: Kind::Computed,
                 parameter: None,
                 gated: false,
+                same_type: None,
             })
         }
         Expr::BinaryOp { left, op, right } => {
@@ -103,6 +107,7 @@ fn within(e: &Expr, depth: usize) -> Option<Constant> {
                 kind: Kind::Computed,
                 parameter: None,
                 gated: l.gated || r.gated,
+                same_type: None,
             })
         }
         Expr::CompoundFieldAccess { root, access_chain } => element(root, access_chain, depth),
@@ -135,6 +140,7 @@ fn with_parameter(
         kind: Kind::Computed,
         parameter: Some(parameter?),
         gated: true,
+        same_type: None,
     })
 }
 
@@ -165,6 +171,7 @@ fn element(root: &Expr, chain: &[AccessExpr], depth: usize) -> Option<Constant> 
         kind: Kind::Computed,
         parameter: index.parameter,
         gated: index.kind == Kind::Parameter,
+        same_type: None,
     })
 }
 
@@ -197,6 +204,7 @@ fn value(v: &Value) -> Option<Constant> {
         kind,
         parameter,
         gated: false,
+        same_type: None,
     })
 }
 

@@ -237,7 +237,13 @@ impl<'a, 'c> Reads<'a, 'c> {
             self.ctx.resolve(&parts, name).ok()
         };
         let once = &self.parameters_once;
-        super::row_pushdown::conditions(s, &self.stand_in_rels, self.ctx, &resolve, once)
+        let scope = super::pushdown_subquery::Scope {
+            stand_in_rels: &self.stand_in_rels,
+            stand_in_texts: &self.stand_ins,
+            once,
+        };
+        let subquery = |q: &Query| super::pushdown_subquery::constant_of(q, &scope);
+        super::row_pushdown::conditions(s, &self.stand_in_rels, self.ctx, &resolve, once, &subquery)
     }
 
     /// Repeats a page (ORDER BY, LIMIT) inside a row-ruled stand-in (see `row_page`).

@@ -24,7 +24,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use sqlparser::ast::{BinaryOperator, Expr, JoinOperator, ObjectName, Select, TableFactor};
+use sqlparser::ast::{BinaryOperator, Expr, JoinOperator, ObjectName, Query, Select, TableFactor};
 
 use super::grouping::StandIn;
 use super::pushdown_constants::{constant, Constant, Kind};
@@ -101,12 +101,16 @@ pub struct Pushdown {
     pub whole: Option<String>,
 }
 
+/// A scalar sub-query as a constant (see `pushdown_subquery`), None when it is not one.
+pub type SubqueryConstant<'q> = &'q dyn Fn(&Query) -> Option<Constant>;
+
 pub fn conditions(
     s: &Select,
     stand_ins: &HashMap<String, StandIn>,
     ctx: &Ctx,
     resolve: Resolve,
     once: &BTreeSet<usize>,
+    subquery: SubqueryConstant,
 ) -> Pushdown {
     let mut none = Pushdown {
         conditions: Vec::new(),
@@ -116,7 +120,17 @@ pub fn conditions(
     if items.iter().all(|i| i.ruled.is_none()) {
         return none;
     }
-    let mut facts = Facts::default();
+    let value = |e: &Expr| {
+        constant(e).or_else(|| match e {
+            Expr::Subquery(q) => subquery(q),
+            _ => None,
+        })
+    };
+    let mut facts = Facts {
+        value: &value,
+        bounds: Vec::new(),
+        same: Vec::new(),
+    };
     let mut whole = true;
     if let Some(selection) = &s.selection {
         let mut terms = Vec::new();
@@ -235,16 +249,18 @@ fn item(
     }
 }
 
-#[derive(Default)]
-struct Facts {
+struct Facts<'v> {
+    /// The constant an expression is, if any.
+    value: &'v dyn Fn(&Expr) -> Option<Constant>,
     bounds: Vec<Bound>,
     same: Vec<Same>,
 }
 
-impl Facts {
+impl Facts<'_> {
     /// Records what one conjunct says; true when it became bounds on columns.
     fn add(&mut self, e: &Expr, scope: Scope, items: &[Item]) -> bool {
         let col = |e: &Expr| column(e, items);
+        let constant = self.value;
         match e {
             Expr::BinaryOp { left, op, right } => {
                 let Some(sign) = comparison(op) else {
@@ -446,6 +462,9 @@ fn render(column: &str, ty: &str, test: &Test, once: &BTreeSet<usize>) -> Option
     let fits = |c: &Constant| {
         let parameter_ok =
             || PARAMETER_TYPES.contains(&ty) && c.parameter.is_some_and(|n| once.contains(&n));
+        if c.same_type.as_ref().is_some_and(|t| t != ty) {
+            return false;
+        }
         match c.kind {
             Kind::Integer => INTEGERS.contains(&ty),
             Kind::Untyped => true,

@@ -50,6 +50,11 @@ pub fn is_placeholder(i: &sqlparser::ast::Ident) -> bool {
             .is_some_and(|r| r.starts_with('_'))
 }
 
+/// Whether a text still names one of this process's placeholders anywhere.
+pub fn mentions_placeholder(text: &str) -> bool {
+    text.contains(&format!("pgvakt_stand_in_{}_", *NONCE))
+}
+
 /// A fresh placeholder, as the quoted identifier the rendering will contain.
 pub fn placeholder() -> String {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
