@@ -49,6 +49,7 @@ mod policy_test_cases;
 mod policy_tools;
 mod pseudonym_key;
 mod read_limits;
+mod redteam_session8;
 mod relay;
 mod reload_prepared;
 mod result_origins;
