@@ -164,8 +164,16 @@ pub fn conditions(
         };
         let mut seen = HashSet::new();
         for text in facts.for_item(at, &items, stand_ins, ctx, once) {
-            if seen.len() < MAX_CONDITIONS && seen.insert(text.clone()) {
+            if seen.contains(&text) {
+                continue;
+            }
+            if seen.len() < MAX_CONDITIONS {
+                seen.insert(text.clone());
                 none.conditions.push((placeholder.clone(), text));
+            } else {
+                // Left out: the stand-in then holds rows the WHERE drops, and a page
+                // repeated inside would count them.
+                whole = false;
             }
         }
     }
