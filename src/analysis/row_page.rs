@@ -141,16 +141,44 @@ fn sum(limit: &str, offset: &str) -> String {
 }
 
 /// Whether an output column is named `name` without being that column: ORDER BY would then
-/// mean the output column.
+/// mean the output column. Without an alias PostgreSQL names a cast, COLLATE or parenthesised
+/// column after the column (`id::text` is named id), and other expressions after a type, a
+/// keyword or a sub-query's column, or `?column?` (operators and literals).
 fn renamed(projection: &[SelectItem], name: &str) -> bool {
     projection.iter().any(|item| match item {
-        SelectItem::ExprWithAlias { expr, alias } => {
-            fold(alias) == name
-                && !matches!(expr, Expr::Identifier(i) if fold(i) == name)
-                && !matches!(expr, Expr::CompoundIdentifier(p) if p.last().is_some_and(|l| fold(l) == name))
-        }
+        SelectItem::ExprWithAlias { expr, alias } => fold(alias) == name && !plain(expr, name),
+        SelectItem::UnnamedExpr(expr) if plain(expr, name) => false,
+        SelectItem::UnnamedExpr(expr) => match column_name(expr) {
+            Some(n) => n == name,
+            None => !matches!(
+                expr,
+                Expr::BinaryOp { .. } | Expr::UnaryOp { .. } | Expr::Value(_)
+            ),
+        },
         _ => false,
     })
+}
+
+/// `e` is the column `name` itself.
+fn plain(e: &Expr, name: &str) -> bool {
+    match e {
+        Expr::Identifier(i) => fold(i) == name,
+        Expr::CompoundIdentifier(p) => p.last().is_some_and(|l| fold(l) == name),
+        _ => false,
+    }
+}
+
+/// The column name PostgreSQL gives `e` when it is a column, possibly cast, collated or in
+/// parentheses.
+fn column_name(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Identifier(i) => Some(fold(i)),
+        Expr::CompoundIdentifier(p) => p.last().map(fold),
+        Expr::Nested(inner)
+        | Expr::Collate { expr: inner, .. }
+        | Expr::Cast { expr: inner, .. } => column_name(inner),
+        _ => None,
+    }
 }
 
 fn calls_functions(projection: &[SelectItem]) -> bool {
