@@ -23,6 +23,7 @@ use search_path::TxPath;
 
 mod cache;
 pub mod epoch;
+mod groups;
 mod pseudonym;
 use pseudonym::pseudonym_ready;
 mod origins;
@@ -332,6 +333,7 @@ impl Enforcer {
             user: user.to_owned(),
             database: database.to_owned(),
             groups,
+            groups_at: needs_groups.then(std::time::Instant::now),
             search_path: analysis::default_search_path(),
             protected: None,
             protected_for: None,
@@ -351,6 +353,8 @@ pub struct SessionPolicy {
     pub user: String,
     pub database: String,
     pub groups: Vec<String>,
+    /// When `groups` were looked up (None: not yet; see [`groups`]).
+    groups_at: Option<std::time::Instant>,
     pub search_path: Vec<String>,
     /// Origins of the columns the current role may not see as stored (None: unrestricted).
     pub protected: Option<Arc<Protected>>,

@@ -104,6 +104,11 @@ impl RequestSide<'_> {
     /// Append what PostgreSQL receives for one client frame to `out`.
     async fn frame(&mut self, frame: &Frame, out: &mut BytesMut) -> Result<Flow, SessionError> {
         let (shared, proxy) = (self.shared, self.proxy);
+        // The role this frame runs as follows the user's groups as they are now.
+        let fresh = match frame.tag {
+            b'P' | b'B' | b'E' | b'Q' => self.policy.refresh_groups().await,
+            _ => Ok(()),
+        };
         let setup = Setup {
             restricted: shared.restricted,
             role_restricted: self.policy.role().map(|(_, r)| r),
@@ -113,7 +118,7 @@ impl RequestSide<'_> {
             shared.live.statement();
         }
         if matches!(frame.tag, b'P' | b'B' | b'E' | b'S' | b'Q') {
-            if let Err(e) = self.policy.protocol(frame) {
+            if let Err(e) = fresh.and_then(|()| self.policy.protocol(frame)) {
                 // As the audit trail refuses an Execute: it follows the request, and the client
                 // gets the refusal in the Execute's place.
                 if let Some(a) = self.audit.as_mut() {
