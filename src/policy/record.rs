@@ -9,7 +9,7 @@ use std::fmt::Write;
 use super::grants::Grantee;
 use super::inventory::NONE;
 use super::model::ColumnAction;
-use super::PolicySet;
+use super::{PolicySet, RolePolicy};
 
 /// One section: a title, a sentence, and a table.
 struct Section {
@@ -27,9 +27,10 @@ fn action(a: &ColumnAction) -> String {
     }
 }
 
-fn sections(p: &PolicySet) -> Vec<Section> {
-    let inv = &p.inventory;
-    let subjects: Vec<Vec<String>> = inv
+/// Tables that identify data subjects, so a reader of the record sees whose data the policy
+/// covers and which column names them.
+fn subject_rows(p: &PolicySet) -> Vec<Vec<String>> {
+    p.inventory
         .tables
         .iter()
         .filter(|t| t.subject_key.is_some())
@@ -44,9 +45,14 @@ fn sections(p: &PolicySet) -> Vec<Section> {
                 ty,
             ]
         })
-        .collect();
+        .collect()
+}
+
+/// Classified columns by category; sorted, so the record reads the same on every run, and
+/// shared with the recipients section, which states each role's access per category.
+fn columns_by_category(p: &PolicySet) -> BTreeMap<String, BTreeSet<String>> {
     let mut categories: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for t in &inv.tables {
+    for t in &p.inventory.tables {
         for (c, cls) in &t.columns {
             if cls.category != NONE {
                 categories
@@ -56,8 +62,11 @@ fn sections(p: &PolicySet) -> Vec<Section> {
             }
         }
     }
-    let purposes = p
-        .purposes
+    categories
+}
+
+fn purpose_rows(p: &PolicySet) -> Vec<Vec<String>> {
+    p.purposes
         .values()
         .map(|x| {
             vec![
@@ -66,7 +75,32 @@ fn sections(p: &PolicySet) -> Vec<Section> {
                 x.legal_bases.join(", "),
             ]
         })
+        .collect()
+}
+
+/// What a role receives, category by category, so the record states access in the same terms
+/// as the categories section rather than as column lists.
+fn role_access(r: &RolePolicy, categories: &BTreeMap<String, BTreeSet<String>>) -> String {
+    if r.unrestricted {
+        return "everything, unrestricted".to_owned();
+    }
+    let mut parts: Vec<String> = categories
+        .keys()
+        .map(|c| {
+            let a = r.categories.get(c).map_or(&r.default_action, |x| &x.action);
+            format!("{c}: {}", action(a))
+        })
         .collect();
+    parts.push(format!("otherwise: {}", action(&r.default_action)));
+    parts.join("; ")
+}
+
+/// Each policy role with its purpose, legal basis, access and the users and groups granted it:
+/// Art. 30(1)(d) asks for recipients, and here a recipient is whoever holds a role.
+fn recipient_rows(
+    p: &PolicySet,
+    categories: &BTreeMap<String, BTreeSet<String>>,
+) -> Vec<Vec<String>> {
     let mut recipients = Vec::new();
     for (name, r) in &p.roles {
         let holders: Vec<String> = p
@@ -78,19 +112,7 @@ fn sections(p: &PolicySet) -> Vec<Section> {
                 Grantee::Group(g) => format!("members of {g}"),
             })
             .collect();
-        let access = if r.unrestricted {
-            "everything, unrestricted".to_owned()
-        } else {
-            let mut parts: Vec<String> = categories
-                .keys()
-                .map(|c| {
-                    let a = r.categories.get(c).map_or(&r.default_action, |x| &x.action);
-                    format!("{c}: {}", action(a))
-                })
-                .collect();
-            parts.push(format!("otherwise: {}", action(&r.default_action)));
-            parts.join("; ")
-        };
+        let access = role_access(r, categories);
         let (purpose, basis) = r.purpose.clone().unwrap_or_default();
         let purpose = if r.purposes.is_empty() {
             purpose
@@ -105,7 +127,11 @@ fn sections(p: &PolicySet) -> Vec<Section> {
             holders.join(", "),
         ]);
     }
-    let retention = inv
+    recipients
+}
+
+fn retention_rows(p: &PolicySet) -> Vec<Vec<String>> {
+    p.inventory
         .tables
         .iter()
         .filter_map(|t| {
@@ -116,19 +142,28 @@ fn sections(p: &PolicySet) -> Vec<Section> {
                 if r.delete { "delete" } else { "anonymise" }.to_owned(),
             ])
         })
-        .collect();
-    let measures = vec![
+        .collect()
+}
+
+/// The measures pgvakt itself applies; fixed text, since they hold for every policy.
+fn measure_rows() -> Vec<Vec<String>> {
+    vec![
         vec!["Transport".into(), "TLS required for every client connection; TLS towards PostgreSQL when configured (verify-full).".into()],
         vec!["Access control".into(), "Per-role masking and blocking of personal columns, computed by PostgreSQL; statements pgvakt cannot analyse are refused for restricted roles.".into()],
         vec!["Accountability".into(), "Tamper-evident audit trail (HMAC chain) of every read and change of personal data, naming data subjects by keyed pseudonyms.".into()],
         vec!["Data-subject rights".into(), "pgvakt subject export (Art. 15, 20), pgvakt subject erase (Art. 17) and pgvakt retention run, following this inventory.".into()],
-    ];
+    ]
+}
+
+fn sections(p: &PolicySet) -> Vec<Section> {
+    let categories = columns_by_category(p);
+    let recipients = recipient_rows(p, &categories);
     vec![
         Section {
             title: "Categories of data subjects",
             intro: "Tables that identify data subjects, the key column and the subject type it refers to.".into(),
             header: vec!["table", "subject key", "subject type"],
-            rows: subjects,
+            rows: subject_rows(p),
         },
         Section {
             title: "Categories of personal data",
@@ -143,7 +178,7 @@ fn sections(p: &PolicySet) -> Vec<Section> {
             title: "Purposes and legal bases",
             intro: "Declared purposes of processing and the GDPR Art. 6(1) bases they may rest on.".into(),
             header: vec!["purpose", "description", "legal bases"],
-            rows: purposes,
+            rows: purpose_rows(p),
         },
         Section {
             title: "Recipients",
@@ -155,13 +190,13 @@ fn sections(p: &PolicySet) -> Vec<Section> {
             title: "Retention",
             intro: "Periods after which pgvakt retention run anonymises or deletes rows.".into(),
             header: vec!["table", "period", "action"],
-            rows: retention,
+            rows: retention_rows(p),
         },
         Section {
             title: "Technical and organisational measures",
             intro: "Applied by pgvakt in front of the database.".into(),
             header: vec!["measure", "how"],
-            rows: measures,
+            rows: measure_rows(),
         },
     ]
 }
