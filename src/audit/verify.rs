@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 
-use super::chain::{open_line, ChainKey, MacBytes, GENESIS};
+use super::chain::{open_line, ChainKey, MacBytes, SealedLine, GENESIS};
 use super::files::{expand_inputs, RecoverError};
 use super::keys::{KeyError, KeySource};
 
@@ -261,136 +261,205 @@ impl Lines {
     }
 }
 
+/// What one record hands to the next while the chain is walked.
+struct Walk<'k> {
+    key: &'k ChainKey,
+    partial: bool,
+    report: Report,
+    /// The sequence number the next record must carry; none before the first record.
+    expected: Option<u64>,
+    prev: MacBytes,
+    /// A line that ended without a newline: a recovered crash if a record follows it, a
+    /// truncated log if nothing does, so it is only judged once the next line is known.
+    torn: Option<(usize, usize)>,
+    unfingerprinted: u64,
+}
+
+/// A problem found at `line`, named by file and line number so it can be looked at.
+fn at(lines: &Lines, line: &Line, seq: u64, kind: Break) -> Problem {
+    Problem {
+        seq,
+        file: Some(lines.files[line.file].clone()),
+        line: line.no,
+        kind,
+    }
+}
+
 /// Verify `files` (already in chain order) with `key`.
 pub fn verify_files(
     files: Vec<PathBuf>,
     key: &ChainKey,
     partial: bool,
 ) -> Result<Report, VerifyError> {
-    let mut report = Report {
-        files: files.len(),
-        ..Report::default()
+    let mut walk = Walk {
+        key,
+        partial,
+        report: Report {
+            files: files.len(),
+            ..Report::default()
+        },
+        expected: None,
+        prev: GENESIS,
+        torn: None,
+        unfingerprinted: 0,
     };
     let mut lines = Lines {
         files,
         next_file: 0,
         reader: None,
     };
-    let mut expected: Option<u64> = None;
-    let mut prev: MacBytes = GENESIS;
-    let mut torn: Option<(usize, usize)> = None;
-    let mut unfingerprinted = 0u64;
     while let Some(line) = lines.next()? {
-        let path = lines.files[line.file].clone();
-        let problem = |seq, kind| Problem {
-            seq,
-            file: Some(path.clone()),
-            line: line.no,
-            kind,
-        };
-        let exp = expected.unwrap_or(1);
         if !line.complete {
-            torn = Some((line.file, line.no));
+            walk.torn = Some((line.file, line.no));
             continue;
         }
-        if let Some((file, no)) = torn.take() {
-            report.notes.push(format!(
+        walk.note_recovered_tear(&lines, &line);
+        if let Some(problem) = walk.record(&mut lines, &line)? {
+            walk.report.problem = Some(problem);
+            return Ok(walk.report);
+        }
+    }
+    Ok(walk.finish(&lines))
+}
+
+impl Walk<'_> {
+    /// A torn line followed by a complete record: the writer was killed mid-write and the chain
+    /// went on, so the operator is told but the log is not failed.
+    fn note_recovered_tear(&mut self, lines: &Lines, line: &Line) {
+        if let Some((file, no)) = self.torn.take() {
+            self.report.notes.push(format!(
                 "{}:{no} is a torn record (the writer stopped mid-write); the chain continues in {}",
                 lines.files[file].display(),
                 lines.files[line.file].display()
             ));
         }
+    }
+
+    /// Checks one complete line and moves the chain past it; the problem where it breaks.
+    fn record(&mut self, lines: &mut Lines, line: &Line) -> Result<Option<Problem>, VerifyError> {
+        let exp = self.expected.unwrap_or(1);
         let sealed = match std::str::from_utf8(&line.bytes)
             .map_err(|e| e.to_string())
             .and_then(|t| open_line(t).map_err(|e| e.to_string()))
         {
             Ok(s) => s,
-            Err(reason) => {
-                report.problem = Some(problem(exp, Break::Unreadable { reason }));
-                return Ok(report);
-            }
+            Err(reason) => return Ok(Some(at(lines, line, exp, Break::Unreadable { reason }))),
         };
-        if let Some(found) = sealed.key_id.as_deref().filter(|k| *k != key.id()) {
-            let kind = if report.records > 0 {
-                Break::KeyChanged {
-                    found: found.to_owned(),
-                }
-            } else if lines.has_key_id_later(key.id())? {
-                // Later records were sealed with this key: this one's fingerprint was edited.
-                Break::Edited
-            } else {
-                Break::WrongKey {
-                    found: found.to_owned(),
-                    given: key.id().to_owned(),
-                }
-            };
-            report.problem = Some(problem(sealed.seq, kind));
-            return Ok(report);
+        if let Some(kind) = self.other_key(lines, &sealed)? {
+            return Ok(Some(at(lines, line, sealed.seq, kind)));
         }
         if sealed.key_id.is_none() {
-            unfingerprinted += 1;
+            self.unfingerprinted += 1;
         }
-        if expected.is_none() && sealed.seq != 1 {
-            if !partial {
-                let found = sealed.seq;
-                report.problem = Some(problem(1, Break::StartsLate { found }));
-                return Ok(report);
+        if let Some(problem) = self.link(lines, line, &sealed, exp)? {
+            return Ok(Some(problem));
+        }
+        self.report.first_seq.get_or_insert(sealed.seq);
+        self.report.last_seq = Some(sealed.seq);
+        self.report.records += 1;
+        self.prev = sealed.mac;
+        self.expected = Some(sealed.seq + 1);
+        Ok(None)
+    }
+
+    /// A record naming another key's fingerprint. Told apart before any MAC is checked, since
+    /// a wrong key makes every MAC fail and would otherwise read as an edit of the first record.
+    fn other_key(
+        &self,
+        lines: &mut Lines,
+        sealed: &SealedLine,
+    ) -> Result<Option<Break>, VerifyError> {
+        let Some(found) = sealed.key_id.as_deref().filter(|k| *k != self.key.id()) else {
+            return Ok(None);
+        };
+        Ok(Some(if self.report.records > 0 {
+            Break::KeyChanged {
+                found: found.to_owned(),
             }
-            report.notes.push(format!(
+        } else if lines.has_key_id_later(self.key.id())? {
+            // Later records were sealed with this key: this one's fingerprint was edited.
+            Break::Edited
+        } else {
+            Break::WrongKey {
+                found: found.to_owned(),
+                given: self.key.id().to_owned(),
+            }
+        }))
+    }
+
+    /// Whether the record carries the expected sequence number and chains from the previous
+    /// record's MAC; a log cut by retention may start later only when `--partial` allows it.
+    fn link(
+        &mut self,
+        lines: &mut Lines,
+        line: &Line,
+        sealed: &SealedLine,
+        exp: u64,
+    ) -> Result<Option<Problem>, VerifyError> {
+        if self.expected.is_none() && sealed.seq != 1 {
+            if !self.partial {
+                let found = sealed.seq;
+                return Ok(Some(at(lines, line, 1, Break::StartsLate { found })));
+            }
+            self.report.notes.push(format!(
                 "the log starts at seq {}; that record's link to earlier ones is not checked",
                 sealed.seq
             ));
         } else if sealed.seq == exp {
-            if !sealed.chains_from(key, &prev) {
-                if sealed.key_id.is_none() && report.records == 0 {
-                    report.notes.push(format!(
+            if !sealed.chains_from(self.key, &self.prev) {
+                if sealed.key_id.is_none() && self.report.records == 0 {
+                    self.report.notes.push(format!(
                         "record {exp} carries no key fingerprint (written before pgvakt recorded \
                          one): with these records a wrong key looks the same as an edit"
                     ));
                 }
-                report.problem = Some(problem(exp, Break::Edited));
-                return Ok(report);
+                return Ok(Some(at(lines, line, exp, Break::Edited)));
             }
         } else {
-            let found = sealed.seq;
-            let p = problem(exp, Break::Edited);
-            let kind = if found < exp {
-                Break::Duplicate { found }
-            } else if lines.has_seq_later(exp)? {
-                Break::Reordered { found }
-            } else {
-                Break::Missing { found }
-            };
-            report.problem = Some(Problem { kind, ..p });
-            return Ok(report);
+            let kind = misplaced(lines, sealed.seq, exp)?;
+            return Ok(Some(at(lines, line, exp, kind)));
         }
-        report.first_seq.get_or_insert(sealed.seq);
-        report.last_seq = Some(sealed.seq);
-        report.records += 1;
-        prev = sealed.mac;
-        expected = Some(sealed.seq + 1);
+        Ok(None)
     }
-    if unfingerprinted > 0 {
-        report.notes.push(format!(
-            "{unfingerprinted} records carry no key fingerprint (written before pgvakt recorded one)"
-        ));
+
+    /// After the last line: a torn line nothing followed means the log was cut; no records at
+    /// all is a failure too, since an empty log vouches for nothing.
+    fn finish(mut self, lines: &Lines) -> Report {
+        if self.unfingerprinted > 0 {
+            self.report.notes.push(format!(
+                "{} records carry no key fingerprint (written before pgvakt recorded one)",
+                self.unfingerprinted
+            ));
+        }
+        if let Some((file, no)) = self.torn {
+            self.report.problem = Some(Problem {
+                seq: self.expected.unwrap_or(1),
+                file: Some(lines.files[file].clone()),
+                line: no,
+                kind: Break::Torn,
+            });
+        } else if self.report.records == 0 {
+            self.report.problem = Some(Problem {
+                seq: 1,
+                file: None,
+                line: 0,
+                kind: Break::Empty,
+            });
+        }
+        self.report
     }
-    if let Some((file, no)) = torn {
-        report.problem = Some(Problem {
-            seq: expected.unwrap_or(1),
-            file: Some(lines.files[file].clone()),
-            line: no,
-            kind: Break::Torn,
-        });
-    } else if report.records == 0 {
-        report.problem = Some(Problem {
-            seq: 1,
-            file: None,
-            line: 0,
-            kind: Break::Empty,
-        });
-    }
-    Ok(report)
+}
+
+/// Why record `found` stands where `exp` belongs: an earlier number is a duplicate, and a later
+/// one means `exp` was either moved further on or removed, which only the rest of the log tells.
+fn misplaced(lines: &mut Lines, found: u64, exp: u64) -> Result<Break, VerifyError> {
+    Ok(if found < exp {
+        Break::Duplicate { found }
+    } else if lines.has_seq_later(exp)? {
+        Break::Reordered { found }
+    } else {
+        Break::Missing { found }
+    })
 }
 
 /// The command: prints the report; exit status 0 intact, 1 broken, 2 could not check (no
