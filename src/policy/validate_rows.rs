@@ -8,7 +8,7 @@ use super::inventory::{is_pattern, Classified, TableEntry};
 use super::rows::{
     ConsentSource, Period, Purpose, RestrictionSource, Retention, RowRules, WhereRule,
 };
-use super::source::{PolicyFile, RestrictionsSpec, RetentionSpec, RoleSpec};
+use super::source::{PolicyFile, RestrictionsSpec, RetentionSpec, RoleSpec, RowsSpec};
 use super::validate::{origin, qualify, sorted, Checked, CheckedRole};
 use super::validate_roles::LEGAL_BASES;
 
@@ -354,44 +354,66 @@ pub(crate) fn role(
     diags: &mut Diagnostics,
 ) {
     if let Some(list) = &r.purposes {
-        let basis = r.legal_basis.as_ref().map(|b| b.value.as_str());
-        if basis.is_none() {
-            diags.error(
-                pos,
-                format!("{path}.purposes"),
-                "a role with purposes needs its legal_basis (GDPR Art. 6(1))",
-            );
-        }
-        for (i, p) in list.iter().enumerate() {
-            let ppos = Pos::new(file, &p.referenced);
-            let ppath = format!("{path}.purposes[{i}]");
-            match c.purposes.get(&p.value) {
-                None => diags.unknown(
-                    &ppos,
-                    ppath,
-                    format!("unknown purpose '{}' (declare it under purposes:)", p.value),
-                    &p.value,
-                    c.purposes.keys().map(String::as_str),
-                ),
-                Some(decl) => {
-                    if let Some(b) = basis.filter(|b| !decl.legal_bases.iter().any(|x| x == b)) {
-                        diags.error(
-                            &ppos,
-                            ppath,
-                            format!(
-                                "purpose '{}' allows legal basis {}, not the role's '{b}'",
-                                p.value,
-                                decl.legal_bases.join(", ")
-                            ),
-                        );
-                    }
-                    if !role.purposes.contains(&p.value) {
-                        role.purposes.push(p.value.clone());
-                    }
+        role_purposes(r, list, (file, path), pos, c, role, diags);
+    }
+    see_restricted(r, (file, path), pos, role);
+    let Some(rows) = &r.rows else { return };
+    role.rows = row_rules(rows, (file, schema, path), c, role, diags);
+}
+
+/// The role's purposes, each checked against its declaration: a purpose only covers the legal
+/// bases it declares, so a role claiming another basis for it is an error, not a widening.
+fn role_purposes(
+    r: &RoleSpec,
+    list: &[Spanned<String>],
+    (file, path): (&str, &str),
+    pos: &Pos,
+    c: &Checked,
+    role: &mut CheckedRole,
+    diags: &mut Diagnostics,
+) {
+    let basis = r.legal_basis.as_ref().map(|b| b.value.as_str());
+    if basis.is_none() {
+        diags.error(
+            pos,
+            format!("{path}.purposes"),
+            "a role with purposes needs its legal_basis (GDPR Art. 6(1))",
+        );
+    }
+    for (i, p) in list.iter().enumerate() {
+        let ppos = Pos::new(file, &p.referenced);
+        let ppath = format!("{path}.purposes[{i}]");
+        match c.purposes.get(&p.value) {
+            None => diags.unknown(
+                &ppos,
+                ppath,
+                format!("unknown purpose '{}' (declare it under purposes:)", p.value),
+                &p.value,
+                c.purposes.keys().map(String::as_str),
+            ),
+            Some(decl) => {
+                if let Some(b) = basis.filter(|b| !decl.legal_bases.iter().any(|x| x == b)) {
+                    diags.error(
+                        &ppos,
+                        ppath,
+                        format!(
+                            "purpose '{}' allows legal basis {}, not the role's '{b}'",
+                            p.value,
+                            decl.legal_bases.join(", ")
+                        ),
+                    );
+                }
+                if !role.purposes.contains(&p.value) {
+                    role.purposes.push(p.value.clone());
                 }
             }
         }
     }
+}
+
+/// `see_restricted` and where it was decided; the built-in default is named too, so an
+/// explanation of a hidden row can point at the rule even when the policy says nothing.
+fn see_restricted(r: &RoleSpec, (file, path): (&str, &str), pos: &Pos, role: &mut CheckedRole) {
     role.rows.restricted_rule = format!("{path}.see_restricted (built-in default: false) ({pos})");
     if let Some(s) = &r.see_restricted {
         role.rows.see_restricted = s.value;
@@ -400,7 +422,17 @@ pub(crate) fn role(
             &Pos::new(file, &s.referenced),
         );
     }
-    let Some(rows) = &r.rows else { return };
+}
+
+/// The role's `rows:` compiled; it replaces the role's row rules whole, carrying over the
+/// `see_restricted` decision made before it.
+fn row_rules(
+    rows: &Spanned<RowsSpec>,
+    (file, schema, path): (&str, &str, &str),
+    c: &Checked,
+    role: &CheckedRole,
+    diags: &mut Diagnostics,
+) -> RowRules {
     let rpos = Pos::new(file, &rows.referenced);
     let rpath = format!("{path}.rows");
     let spec = &rows.value;
@@ -412,17 +444,40 @@ pub(crate) fn role(
         rule: origin(&rpath, &rpos),
         restricted_rule: role.rows.restricted_rule.clone(),
     };
+    needs_of_row_rules(spec, &rpos, &rpath, c, role, diags);
+    for (table, text) in sorted(&spec.where_) {
+        let tpath = format!("{rpath}.where.{}", table.value);
+        let Some(e) = entry(c, table, schema, file, &tpath, diags) else {
+            continue;
+        };
+        if let Some(w) = where_rule(e, table, text, file, &tpath, diags) {
+            out.where_.push(w);
+        }
+    }
+    out
+}
+
+/// Consent and retention rules filter by data the inventory must declare (where consents live,
+/// which tables have a retention period); without it they would hide nothing, silently.
+fn needs_of_row_rules(
+    spec: &RowsSpec,
+    rpos: &Pos,
+    rpath: &str,
+    c: &Checked,
+    role: &CheckedRole,
+    diags: &mut Diagnostics,
+) {
     if spec.consent {
         if c.inventory.consents.is_none() {
             diags.error(
-                &rpos,
+                rpos,
                 format!("{rpath}.consent"),
                 "consent rules need inventory.consents (where consents live)",
             );
         }
         if role.purposes.is_empty() {
             diags.error(
-                &rpos,
+                rpos,
                 format!("{rpath}.consent"),
                 "consent rules need the role's purposes (consent is given for a purpose)",
             );
@@ -430,40 +485,48 @@ pub(crate) fn role(
     }
     if spec.retention && !c.inventory.tables.iter().any(|t| t.retention.is_some()) {
         diags.error(
-            &rpos,
+            rpos,
             format!("{rpath}.retention"),
             "no inventory table declares a retention period",
         );
     }
-    for (table, text) in sorted(&spec.where_) {
-        let tpos = Pos::new(file, &table.referenced);
-        let tpath = format!("{rpath}.where.{}", table.value);
-        let Some(e) = entry(c, table, schema, file, &tpath, diags) else {
-            continue;
-        };
-        match super::predicate::compile(&text.value) {
-            Ok(p) => {
-                for col in &p.columns {
-                    if !e.columns.is_empty() && !e.columns.iter().any(|(n, _)| n == col) {
-                        diags.unknown(
-                            &Pos::new(file, &text.referenced),
-                            &tpath,
-                            format!("'{col}' is not a column of {}.{}", e.schema, e.table),
-                            col,
-                            e.columns.iter().map(|(n, _)| n.as_str()),
-                        );
-                    }
+}
+
+/// One `where:` condition compiled for table `e`. Its columns are checked against the
+/// inventory here, so a misspelt column fails the policy check instead of the first query.
+fn where_rule(
+    e: &TableEntry,
+    table: &Spanned<String>,
+    text: &Spanned<String>,
+    file: &str,
+    tpath: &str,
+    diags: &mut Diagnostics,
+) -> Option<WhereRule> {
+    let tpos = Pos::new(file, &table.referenced);
+    match super::predicate::compile(&text.value) {
+        Ok(p) => {
+            for col in &p.columns {
+                if !e.columns.is_empty() && !e.columns.iter().any(|(n, _)| n == col) {
+                    diags.unknown(
+                        &Pos::new(file, &text.referenced),
+                        tpath,
+                        format!("'{col}' is not a column of {}.{}", e.schema, e.table),
+                        col,
+                        e.columns.iter().map(|(n, _)| n.as_str()),
+                    );
                 }
-                out.where_.push(WhereRule {
-                    schema: e.schema.clone(),
-                    table: e.table.clone(),
-                    predicate: p,
-                    text: text.value.clone(),
-                    rule: origin(&tpath, &tpos),
-                });
             }
-            Err(why) => diags.error(&Pos::new(file, &text.referenced), &tpath, why),
+            Some(WhereRule {
+                schema: e.schema.clone(),
+                table: e.table.clone(),
+                predicate: p,
+                text: text.value.clone(),
+                rule: origin(tpath, &tpos),
+            })
+        }
+        Err(why) => {
+            diags.error(&Pos::new(file, &text.referenced), tpath, why);
+            None
         }
     }
-    role.rows = out;
 }
