@@ -8,7 +8,7 @@ mod serve;
 mod subject;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -172,35 +172,9 @@ pub fn main() -> anyhow::Result<()> {
         Command::Run { config } => {
             let cfg = Config::load(&config)?;
             serve::init_logging(&cfg.log.level, cfg.log.format);
-            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
-            rt.block_on(serve::run(cfg))
+            runtime()?.block_on(serve::run(cfg))
         }
-        Command::CheckConfig { config } => {
-            let cfg = Config::load(&config)?;
-            let report = pgvakt::preflight::check(&cfg);
-            for w in &report.warnings {
-                println!("warning: {w}");
-            }
-            for p in &report.problems {
-                println!("error: {p}");
-            }
-            if !report.ok() {
-                println!(
-                    "{}: {} problem(s); `pgvakt run` would not start",
-                    config.display(),
-                    report.problems.len()
-                );
-                std::process::exit(1);
-            }
-            match &report.policy_version {
-                Some(v) => println!("{}: ok (policy {v})", config.display()),
-                None => println!(
-                    "{}: ok (no policy: every statement passes through)",
-                    config.display()
-                ),
-            }
-            Ok(())
-        }
+        Command::CheckConfig { config } => check_config(&config),
         Command::Demo {
             listen,
             metrics_listen,
@@ -216,8 +190,7 @@ pub fn main() -> anyhow::Result<()> {
                 dir,
                 policy,
             };
-            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
-            rt.block_on(serve::run_demo(opts))
+            runtime()?.block_on(serve::run_demo(opts))
         }
         Command::Install {
             upstream,
@@ -225,7 +198,7 @@ pub fn main() -> anyhow::Result<()> {
             ca_file,
             service_user,
         } => {
-            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let rt = runtime()?;
             let report = rt.block_on(pgvakt::install::run(
                 &upstream,
                 &policy,
@@ -235,42 +208,75 @@ pub fn main() -> anyhow::Result<()> {
             print!("{report}");
             Ok(())
         }
-        Command::Admin { command } => {
-            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
-            let code = rt.block_on(admin::run(command));
-            drop(rt);
-            std::process::exit(code)
-        }
-        Command::Subject { command } => {
-            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
-            let code = rt.block_on(subject::run(command));
-            drop(rt);
-            std::process::exit(code)
-        }
-        Command::Retention { command } => {
-            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
-            let code = rt.block_on(subject::retention(command));
-            drop(rt);
-            std::process::exit(code)
-        }
+        Command::Admin { command } => exit_after(|| admin::run(command)),
+        Command::Subject { command } => exit_after(|| subject::run(command)),
+        Command::Retention { command } => exit_after(|| subject::retention(command)),
         Command::Audit { command } => std::process::exit(match command {
             AuditCommand::Verify(args) => pgvakt::audit::verify::run(&args),
             AuditCommand::Search(args) => pgvakt::audit::search::run(&args),
             AuditCommand::Logins(args) => pgvakt::audit::logins::run(&args),
             AuditCommand::InstallTable(args) => pgvakt::audit::table_read::install_table(&args),
         }),
-        Command::Policy { command } => {
-            let rt = tokio::runtime::Runtime::new().context("starting the runtime")?;
-            let code = rt.block_on(policy::run(command));
-            drop(rt);
-            match code {
-                Ok(0) => Ok(()),
-                Ok(c) => std::process::exit(c),
-                Err(e) => {
-                    eprintln!("pgvakt: {e}");
-                    std::process::exit(2)
-                }
-            }
+        Command::Policy { command } => policy_command(command),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("starting the runtime")
+}
+
+/// Runs a command whose result is an exit status. The runtime is dropped before
+/// `process::exit`, which runs no destructors, so the command's tasks are dropped first.
+fn exit_after<F: std::future::Future<Output = i32>>(
+    command: impl FnOnce() -> F,
+) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    let code = rt.block_on(command());
+    drop(rt);
+    std::process::exit(code)
+}
+
+/// `pgvakt policy`: exit status 2 with the error when a tool could not do its work, so scripts
+/// tell that apart from a check that ran and found problems (its own status).
+fn policy_command(command: PolicyCommand) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    let code = rt.block_on(policy::run(command));
+    drop(rt);
+    match code {
+        Ok(0) => Ok(()),
+        Ok(c) => std::process::exit(c),
+        Err(e) => {
+            eprintln!("pgvakt: {e}");
+            std::process::exit(2)
         }
     }
+}
+
+/// `pgvakt check-config`: every warning and problem is printed before the verdict, and the
+/// exit status is 1 when `run` would not start, so a deployment script can stop there.
+fn check_config(config: &Path) -> anyhow::Result<()> {
+    let cfg = Config::load(config)?;
+    let report = pgvakt::preflight::check(&cfg);
+    for w in &report.warnings {
+        println!("warning: {w}");
+    }
+    for p in &report.problems {
+        println!("error: {p}");
+    }
+    if !report.ok() {
+        println!(
+            "{}: {} problem(s); `pgvakt run` would not start",
+            config.display(),
+            report.problems.len()
+        );
+        std::process::exit(1);
+    }
+    match &report.policy_version {
+        Some(v) => println!("{}: ok (policy {v})", config.display()),
+        None => println!(
+            "{}: ok (no policy: every statement passes through)",
+            config.display()
+        ),
+    }
+    Ok(())
 }
