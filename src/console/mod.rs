@@ -23,11 +23,12 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
 
 use crate::audit::record::{EventType, Outcome, Record, Statement, StatementClass};
 use crate::protocol::{message, FrameReader, PgError};
 use crate::proxy::{Phase, Proxy};
-use crate::registry::{wait_ended, Kind, Opened};
+use crate::registry::{wait_ended, Ended, Kind, Live, Opened, Registered};
 use crate::stream::BoxStream;
 use answer::Answer;
 use command::Command;
@@ -64,90 +65,33 @@ pub async fn serve(
     console: Console,
     proxy: &Arc<Proxy>,
 ) -> Result<(), ConsoleError> {
-    let registered = proxy.sessions.register(Opened {
-        id: console.id,
-        user: console.user.clone(),
-        database: DATABASE.into(),
-        client: console.client,
-        application_name: console.application_name.clone(),
-        tls_version: console.tls_version.clone(),
-        kind: Kind::Console,
-        upstream: None,
-    });
+    let registered = register(&console, proxy);
     let live = registered.live.clone();
     let mut ended = live.ended();
     let mut phase = proxy.phase.subscribe();
     let since = Instant::now();
     write(proxy, base(&console, EventType::Login, Outcome::Ok)).await;
     tracing::info!(user = %console.user, "admin console login");
-    let reader = FrameReader::new(MAX_MESSAGE);
-    let mut out = BytesMut::new();
-    table::ready(&mut out);
-    // After an extended-protocol message, the rest up to Sync is discarded (one error each).
-    let mut discarding = false;
+    let mut exchange = Exchange {
+        console: &console,
+        proxy,
+        live: &live,
+        reader: FrameReader::new(MAX_MESSAGE),
+        discarding: false,
+        out: BytesMut::new(),
+    };
+    table::ready(&mut exchange.out);
     let result = loop {
-        let frames = loop {
-            match reader.next(&mut buf) {
-                Ok(Some(frame)) => match frame.tag {
-                    b'Q' => {
-                        live.statement();
-                        query(&frame, &console, proxy, &mut out).await;
-                        table::ready(&mut out);
-                        live.set_state(crate::registry::State::Idle);
-                    }
-                    b'X' => break Ok(false),
-                    b'S' => {
-                        discarding = false;
-                        table::ready(&mut out);
-                    }
-                    b'P' | b'B' | b'D' | b'E' | b'C' => {
-                        if !discarding {
-                            discarding = true;
-                            simple_only().encode(&mut out);
-                        }
-                    }
-                    b'F' => {
-                        simple_only().encode(&mut out);
-                        table::ready(&mut out);
-                    }
-                    // Flush, and COPY data outside COPY (PostgreSQL ignores those too).
-                    b'H' | b'd' | b'c' | b'f' => {}
-                    other => {
-                        break Err(ConsoleError::Protocol(format!(
-                            "unexpected message type {:?}",
-                            other as char
-                        )))
-                    }
-                },
-                Ok(None) => break Ok(true),
-                Err(e) => break Err(ConsoleError::Protocol(e.to_string())),
-            }
-        };
-        if !out.is_empty() {
-            stream.write_all(&out).await?;
-            stream.flush().await?;
-            out.clear();
-        }
+        let frames = exchange.answer(&mut buf).await;
+        exchange.send(stream).await?;
         match frames {
             Ok(true) => {}
             Ok(false) => break Ok(()),
             Err(e) => break Err(e),
         }
         buf.reserve(4096);
-        tokio::select! {
-            r = stream.read_buf(&mut buf) => {
-                if r? == 0 {
-                    break Ok(());
-                }
-            }
-            e = wait_ended(&mut ended) => {
-                let _ = stream.write_all(&e.error().to_bytes()).await;
-                break Ok(());
-            }
-            _ = async { phase.wait_for(|p| *p == Phase::Terminating).await.map(|_| ()) } => {
-                let _ = stream.write_all(&PgError::admin_shutdown().to_bytes()).await;
-                break Ok(());
-            }
+        if !more_input(stream, &mut buf, &mut ended, &mut phase).await? {
+            break Ok(());
         }
     };
     if let Err(e) = &result {
@@ -159,6 +103,114 @@ pub async fn serve(
     r.duration_ms = Some(u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX));
     write(proxy, r).await;
     result
+}
+
+/// Lists the console client among the sessions, so `SHOW SESSIONS` shows it and `KILL` and
+/// shutdown can end it like any other client.
+fn register<'p>(console: &Console, proxy: &'p Proxy) -> Registered<'p> {
+    proxy.sessions.register(Opened {
+        id: console.id,
+        user: console.user.clone(),
+        database: DATABASE.into(),
+        client: console.client,
+        application_name: console.application_name.clone(),
+        tls_version: console.tls_version.clone(),
+        kind: Kind::Console,
+        upstream: None,
+    })
+}
+
+/// What the message loop carries from one read of the client to the next.
+struct Exchange<'a> {
+    console: &'a Console,
+    proxy: &'a Arc<Proxy>,
+    live: &'a Live,
+    reader: FrameReader,
+    /// After an extended-protocol message, the rest up to Sync is discarded (one error each).
+    discarding: bool,
+    /// Answers collected over a batch of messages, sent together.
+    out: BytesMut,
+}
+
+impl Exchange<'_> {
+    /// Answers every complete message in `buf`. Ok(true): more input is needed; Ok(false): the
+    /// client said goodbye (Terminate).
+    async fn answer(&mut self, buf: &mut BytesMut) -> Result<bool, ConsoleError> {
+        loop {
+            match self.reader.next(buf) {
+                Ok(Some(frame)) => match frame.tag {
+                    b'Q' => {
+                        self.live.statement();
+                        query(&frame, self.console, self.proxy, &mut self.out).await;
+                        table::ready(&mut self.out);
+                        self.live.set_state(crate::registry::State::Idle);
+                    }
+                    b'X' => return Ok(false),
+                    b'S' => {
+                        self.discarding = false;
+                        table::ready(&mut self.out);
+                    }
+                    b'P' | b'B' | b'D' | b'E' | b'C' => {
+                        if !self.discarding {
+                            self.discarding = true;
+                            simple_only().encode(&mut self.out);
+                        }
+                    }
+                    b'F' => {
+                        simple_only().encode(&mut self.out);
+                        table::ready(&mut self.out);
+                    }
+                    // Flush, and COPY data outside COPY (PostgreSQL ignores those too).
+                    b'H' | b'd' | b'c' | b'f' => {}
+                    other => {
+                        return Err(ConsoleError::Protocol(format!(
+                            "unexpected message type {:?}",
+                            other as char
+                        )))
+                    }
+                },
+                Ok(None) => return Ok(true),
+                Err(e) => return Err(ConsoleError::Protocol(e.to_string())),
+            }
+        }
+    }
+
+    /// Sends the collected answers, also those before a protocol error, so the client sees
+    /// every command it sent answered up to the point where the console gave up.
+    async fn send(&mut self, stream: &mut BoxStream) -> Result<(), ConsoleError> {
+        if !self.out.is_empty() {
+            stream.write_all(&self.out).await?;
+            stream.flush().await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Waits for the client's next bytes; false when the session is over: the client closed the
+/// connection, it was ended with `KILL`, or pgvakt is stopping (both told to the client first).
+async fn more_input(
+    stream: &mut BoxStream,
+    buf: &mut BytesMut,
+    ended: &mut watch::Receiver<Option<Ended>>,
+    phase: &mut watch::Receiver<Phase>,
+) -> Result<bool, ConsoleError> {
+    tokio::select! {
+        r = stream.read_buf(buf) => {
+            if r? == 0 {
+                return Ok(false);
+            }
+        }
+        e = wait_ended(ended) => {
+            let _ = stream.write_all(&e.error().to_bytes()).await;
+            return Ok(false);
+        }
+        _ = async { phase.wait_for(|p| *p == Phase::Terminating).await.map(|_| ()) } => {
+            let _ = stream.write_all(&PgError::admin_shutdown().to_bytes()).await;
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn simple_only() -> PgError {
