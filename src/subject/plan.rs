@@ -6,7 +6,7 @@ use tokio_postgres::Client;
 
 use super::SubjectError;
 use crate::policy::erase::{column_action, EraseAction, RowsAction};
-use crate::policy::inventory::{is_pattern, UNCLASSIFIED};
+use crate::policy::inventory::{is_pattern, TableEntry, UNCLASSIFIED};
 use crate::policy::PolicySet;
 
 /// One column of a subject table.
@@ -91,8 +91,6 @@ pub fn q(name: &str) -> String {
 }
 
 impl Plan {
-    /// The tables of `subject_type` (default: the inventory's one table whose subject key is
-    /// its own), with their columns read from the database.
     /// Every subject type of the inventory: the tables with a subject key of their own.
     pub fn subject_types(policy: &PolicySet) -> Vec<String> {
         policy
@@ -104,41 +102,14 @@ impl Plan {
             .collect()
     }
 
+    /// The tables of `subject_type` (default: the inventory's one table whose subject key is
+    /// its own), with their columns read from the database.
     pub async fn load(
         client: &Client,
         policy: &PolicySet,
         subject_type: Option<&str>,
     ) -> Result<Plan, SubjectError> {
-        let holders: Vec<_> = policy
-            .inventory
-            .tables
-            .iter()
-            .filter(|t| t.subject_key.is_some() && t.subject.is_none())
-            .filter(|t| !is_pattern(&t.table))
-            .collect();
-        let holder = match subject_type {
-            Some(want) => holders
-                .iter()
-                .find(|t| want == t.table || want == format!("{}.{}", t.schema, t.table))
-                .ok_or_else(|| {
-                    SubjectError::Plan(format!(
-                        "--type {want}: not an inventory table with a subject_key of its own"
-                    ))
-                })?,
-            None => match holders.as_slice() {
-                [one] => one,
-                [] => {
-                    return Err(SubjectError::Plan(
-                        "the inventory has no table with a subject_key of its own".into(),
-                    ))
-                }
-                _ => {
-                    return Err(SubjectError::Plan(
-                        "the inventory has several subject types: name one with --type".into(),
-                    ))
-                }
-            },
-        };
+        let holder = subjects_table(policy, subject_type)?;
         let key = (holder.schema.clone(), holder.table.clone());
         let mut tables = Vec::new();
         for entry in &policy.inventory.tables {
@@ -153,47 +124,7 @@ impl Plan {
             if is_pattern(&entry.table) || is_pattern(&entry.schema) {
                 continue;
             }
-            let cols = columns(client, &entry.schema, &entry.table).await?;
-            let Some(key_col) = cols.iter().find(|c| &c.0 == subject_key) else {
-                return Err(SubjectError::Plan(format!(
-                    "{}.{}: subject key {subject_key} is not a column in the database",
-                    entry.schema, entry.table
-                )));
-            };
-            let key_type = key_col.1.clone();
-            let columns = cols
-                .into_iter()
-                .map(|(name, sql_type, type_category, not_null)| {
-                    let category = policy
-                        .inventory
-                        .classify(&entry.schema, &entry.table, &name)
-                        .map_or_else(|| UNCLASSIFIED.to_owned(), |c| c.category);
-                    let (erase, erase_rule) =
-                        column_action(entry.erase.as_ref(), Some(subject_key), &name, &category);
-                    PlanColumn {
-                        name,
-                        sql_type,
-                        type_category,
-                        not_null,
-                        category,
-                        erase,
-                        erase_rule,
-                    }
-                })
-                .collect();
-            let table = PlanTable {
-                schema: entry.schema.clone(),
-                table: entry.table.clone(),
-                key: subject_key.clone(),
-                key_type,
-                columns,
-                rows: entry.erase.as_ref().map(|e| e.rows).unwrap_or_default(),
-                retention: entry.retention.as_ref().map(|r| PlanRetention {
-                    column: r.column.clone(),
-                    interval: r.keep.interval(),
-                    delete: r.delete,
-                }),
-            };
+            let table = plan_table(client, policy, entry, subject_key).await?;
             if (entry.schema.as_str(), entry.table.as_str()) == (key.0.as_str(), key.1.as_str()) {
                 tables.insert(0, table);
             } else {
@@ -205,6 +136,94 @@ impl Plan {
             tables,
         })
     }
+}
+
+/// The table holding the subjects of `subject_type`. Without `--type` the inventory must have
+/// exactly one, since exporting or erasing "subject 42" of the wrong type would act on
+/// someone else.
+fn subjects_table<'p>(
+    policy: &'p PolicySet,
+    subject_type: Option<&str>,
+) -> Result<&'p TableEntry, SubjectError> {
+    let holders: Vec<_> = policy
+        .inventory
+        .tables
+        .iter()
+        .filter(|t| t.subject_key.is_some() && t.subject.is_none())
+        .filter(|t| !is_pattern(&t.table))
+        .collect();
+    match subject_type {
+        Some(want) => holders
+            .iter()
+            .find(|t| want == t.table || want == format!("{}.{}", t.schema, t.table))
+            .copied()
+            .ok_or_else(|| {
+                SubjectError::Plan(format!(
+                    "--type {want}: not an inventory table with a subject_key of its own"
+                ))
+            }),
+        None => match holders.as_slice() {
+            [one] => Ok(one),
+            [] => Err(SubjectError::Plan(
+                "the inventory has no table with a subject_key of its own".into(),
+            )),
+            _ => Err(SubjectError::Plan(
+                "the inventory has several subject types: name one with --type".into(),
+            )),
+        },
+    }
+}
+
+/// One inventory table of the subject type, with its columns as the database has them: the
+/// inventory may lag behind the schema, and every column is exported or erased, classified
+/// or not.
+async fn plan_table(
+    client: &Client,
+    policy: &PolicySet,
+    entry: &TableEntry,
+    subject_key: &str,
+) -> Result<PlanTable, SubjectError> {
+    let cols = columns(client, &entry.schema, &entry.table).await?;
+    let Some(key_col) = cols.iter().find(|c| c.0 == subject_key) else {
+        return Err(SubjectError::Plan(format!(
+            "{}.{}: subject key {subject_key} is not a column in the database",
+            entry.schema, entry.table
+        )));
+    };
+    let key_type = key_col.1.clone();
+    let columns = cols
+        .into_iter()
+        .map(|(name, sql_type, type_category, not_null)| {
+            let category = policy
+                .inventory
+                .classify(&entry.schema, &entry.table, &name)
+                .map_or_else(|| UNCLASSIFIED.to_owned(), |c| c.category);
+            let (erase, erase_rule) =
+                column_action(entry.erase.as_ref(), Some(subject_key), &name, &category);
+            PlanColumn {
+                name,
+                sql_type,
+                type_category,
+                not_null,
+                category,
+                erase,
+                erase_rule,
+            }
+        })
+        .collect();
+    Ok(PlanTable {
+        schema: entry.schema.clone(),
+        table: entry.table.clone(),
+        key: subject_key.to_owned(),
+        key_type,
+        columns,
+        rows: entry.erase.as_ref().map(|e| e.rows).unwrap_or_default(),
+        retention: entry.retention.as_ref().map(|r| PlanRetention {
+            column: r.column.clone(),
+            interval: r.keep.interval(),
+            delete: r.delete,
+        }),
+    })
 }
 
 /// (name, format_type, type category, NOT NULL) of a table's columns, in order.
