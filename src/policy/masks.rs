@@ -261,15 +261,7 @@ fn mask_expr(
     };
     match kind {
         MaskKind::Null => Ok("NULL".into()),
-        MaskKind::Redact => match ty.category {
-            'S' => Ok("'***'".into()),
-            'N' => Ok("0".into()),
-            'B' => Ok("false".into()),
-            'T' => Ok("'0'".into()),
-            'D' if is_time_of_day(&ty.sql_name) => Ok("'00:00:00'".into()),
-            'D' => Ok("'1970-01-01'".into()),
-            _ => Err("no constant of this type is defined; use 'null'".into()),
-        },
+        MaskKind::Redact => redact(ty),
         MaskKind::Partial {
             keep_first,
             keep_last,
@@ -309,41 +301,63 @@ fn mask_expr(
                  '[0-9](?=(?:[^0-9]*[0-9]){{4}})', '*', 'g') END"
             ))
         }
-        MaskKind::DateYear => match ty.category {
-            'D' if ty.sql_name == "date" => Ok(format!(
-                "make_date(CAST(EXTRACT(YEAR FROM {col}) AS integer), 1, 1)"
-            )),
-            'D' if ty.sql_name.starts_with("timestamp") => Ok(format!("date_trunc('year', {col})")),
-            _ => Err("date_year works on date and timestamp columns only".into()),
-        },
-        MaskKind::Pseudonym(key) => {
-            if key.is_none() {
-                return Err(
-                    "no pseudonym key is configured (set the key environment variable or key file)"
-                        .into(),
-                );
-            }
-            // The key stays upstream: the enforcer checks that the installed function holds
-            // the policy's key before it forwards a statement containing this call.
-            let hex = format!("{PSEUDONYM_FUNCTION}({text})");
-            match (ty.category, ty.sql_name.as_str()) {
-                ('S', _) => Ok(hex),
-                // Integer keys get an integer pseudonym so joins between id columns still work.
-                ('N', "integer") => Ok(format!(
-                    "CAST(CAST('x' || left({hex}, 8) AS bit(32)) AS integer)"
-                )),
-                ('N', "bigint") => Ok(format!(
-                    "CAST(CAST('x' || left({hex}, 16) AS bit(64)) AS bigint)"
-                )),
-                _ => Err("pseudonym works on string, integer and bigint columns only".into()),
-            }
-        }
+        MaskKind::DateYear => date_year(col, ty),
+        MaskKind::Pseudonym(key) => pseudonym(key.as_ref(), &text, ty),
         MaskKind::Custom => Ok(format!(
             "({})",
             template
                 .replace("{col}", col)
                 .replace("{type}", &ty.sql_name)
         )),
+    }
+}
+
+/// A fixed value of the column's type rather than NULL, so applications that rely on the
+/// column holding a value keep working while it shows nothing.
+fn redact(ty: &ColumnType) -> Result<String, String> {
+    match ty.category {
+        'S' => Ok("'***'".into()),
+        'N' => Ok("0".into()),
+        'B' => Ok("false".into()),
+        'T' => Ok("'0'".into()),
+        'D' if is_time_of_day(&ty.sql_name) => Ok("'00:00:00'".into()),
+        'D' => Ok("'1970-01-01'".into()),
+        _ => Err("no constant of this type is defined; use 'null'".into()),
+    }
+}
+
+/// January 1st of the year, in the column's own type, so comparisons and sorting by the
+/// column still work at year precision.
+fn date_year(col: &str, ty: &ColumnType) -> Result<String, String> {
+    match ty.category {
+        'D' if ty.sql_name == "date" => Ok(format!(
+            "make_date(CAST(EXTRACT(YEAR FROM {col}) AS integer), 1, 1)"
+        )),
+        'D' if ty.sql_name.starts_with("timestamp") => Ok(format!("date_trunc('year', {col})")),
+        _ => Err("date_year works on date and timestamp columns only".into()),
+    }
+}
+
+/// A keyed pseudonym of the column's text, computed upstream by the installed function.
+fn pseudonym(key: Option<&PseudonymKey>, text: &str, ty: &ColumnType) -> Result<String, String> {
+    if key.is_none() {
+        return Err(
+            "no pseudonym key is configured (set the key environment variable or key file)".into(),
+        );
+    }
+    // The key stays upstream: the enforcer checks that the installed function holds
+    // the policy's key before it forwards a statement containing this call.
+    let hex = format!("{PSEUDONYM_FUNCTION}({text})");
+    match (ty.category, ty.sql_name.as_str()) {
+        ('S', _) => Ok(hex),
+        // Integer keys get an integer pseudonym so joins between id columns still work.
+        ('N', "integer") => Ok(format!(
+            "CAST(CAST('x' || left({hex}, 8) AS bit(32)) AS integer)"
+        )),
+        ('N', "bigint") => Ok(format!(
+            "CAST(CAST('x' || left({hex}, 16) AS bit(64)) AS bigint)"
+        )),
+        _ => Err("pseudonym works on string, integer and bigint columns only".into()),
     }
 }
 
