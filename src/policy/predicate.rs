@@ -12,7 +12,7 @@
 use std::ops::ControlFlow;
 
 use pg_query::protobuf::node::Node as N;
-use pg_query::protobuf::{a_const, AExprKind, Node};
+use pg_query::protobuf::{a_const, AExpr, AExprKind, FuncCall, Node, TypeCast};
 use sqlparser::ast::{Expr, Ident, VisitMut, VisitorMut};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -319,33 +319,7 @@ fn walk(node: &Node, columns: &mut Vec<String>) -> Result<(), String> {
             Some(a_const::Val::Bsval(_)) => Err("bit-string constants are not allowed".into()),
             _ => Ok(()),
         },
-        N::AExpr(e) => {
-            let kind = AExprKind::try_from(e.kind).unwrap_or(AExprKind::Undefined);
-            let op_ok = match kind {
-                AExprKind::AexprOp
-                | AExprKind::AexprOpAny
-                | AExprKind::AexprOpAll
-                | AExprKind::AexprLike
-                | AExprKind::AexprIlike
-                | AExprKind::AexprIn => builtin(&e.name, OPERATORS).is_some(),
-                AExprKind::AexprDistinct
-                | AExprKind::AexprNotDistinct
-                | AExprKind::AexprNullif
-                | AExprKind::AexprBetween
-                | AExprKind::AexprNotBetween
-                | AExprKind::AexprBetweenSym
-                | AExprKind::AexprNotBetweenSym => true,
-                _ => false,
-            };
-            if !op_ok {
-                return Err(format!(
-                    "operator {} is not allowed in a row predicate",
-                    names(&e.name).join(".")
-                ));
-            }
-            walk_opt(e.lexpr.as_deref(), columns)?;
-            walk_opt(e.rexpr.as_deref(), columns)
-        }
+        N::AExpr(e) => operator(e, columns),
         N::List(l) => walk_all(&l.items, columns),
         N::BoolExpr(b) => walk_all(&b.args, columns),
         N::NullTest(t) => walk_opt(t.arg.as_deref(), columns),
@@ -363,36 +337,8 @@ fn walk(node: &Node, columns: &mut Vec<String>) -> Result<(), String> {
         N::MinMaxExpr(m) => walk_all(&m.args, columns),
         N::AArrayExpr(a) => walk_all(&a.elements, columns),
         N::SqlvalueFunction(_) => Ok(()),
-        N::TypeCast(t) => {
-            let ty = t.type_name.as_ref().ok_or("a cast without a type")?;
-            let plain = !ty.setof && !ty.pct_type && ty.array_bounds.is_empty();
-            if !plain || builtin(&ty.names, TYPES).is_none() {
-                return Err(format!(
-                    "casts to {} are not allowed in a row predicate (allowed: {})",
-                    names(&ty.names).join("."),
-                    TYPES.join(", ")
-                ));
-            }
-            walk_all(&ty.typmods, columns)?;
-            walk_opt(t.arg.as_deref(), columns)
-        }
-        N::FuncCall(f) => {
-            let plain = f.agg_order.is_empty()
-                && f.agg_filter.is_none()
-                && f.over.is_none()
-                && !f.agg_within_group
-                && !f.agg_star
-                && !f.agg_distinct
-                && !f.func_variadic;
-            if !plain || builtin(&f.funcname, FUNCTIONS).is_none() {
-                return Err(format!(
-                    "function {} is not allowed in a row predicate (allowed: {})",
-                    names(&f.funcname).join("."),
-                    FUNCTIONS.join(", ")
-                ));
-            }
-            walk_all(&f.args, columns)
-        }
+        N::TypeCast(t) => cast(t, columns),
+        N::FuncCall(f) => function_call(f, columns),
         N::SubLink(_) => Err("sub-queries are not allowed in a row predicate; declare consents and restrictions in the inventory instead".into()),
         N::ParamRef(_) => Err("parameters are not allowed in a row predicate".into()),
         other => Err(format!(
@@ -400,6 +346,72 @@ fn walk(node: &Node, columns: &mut Vec<String>) -> Result<(), String> {
             node_kind(other)
         )),
     }
+}
+
+/// An operator expression: named operators only from the allowlist, since a user-defined
+/// operator runs arbitrary functions; the fixed forms (BETWEEN, IS DISTINCT FROM, NULLIF) have
+/// no name to look up and are always allowed.
+fn operator(e: &AExpr, columns: &mut Vec<String>) -> Result<(), String> {
+    let kind = AExprKind::try_from(e.kind).unwrap_or(AExprKind::Undefined);
+    let op_ok = match kind {
+        AExprKind::AexprOp
+        | AExprKind::AexprOpAny
+        | AExprKind::AexprOpAll
+        | AExprKind::AexprLike
+        | AExprKind::AexprIlike
+        | AExprKind::AexprIn => builtin(&e.name, OPERATORS).is_some(),
+        AExprKind::AexprDistinct
+        | AExprKind::AexprNotDistinct
+        | AExprKind::AexprNullif
+        | AExprKind::AexprBetween
+        | AExprKind::AexprNotBetween
+        | AExprKind::AexprBetweenSym
+        | AExprKind::AexprNotBetweenSym => true,
+        _ => false,
+    };
+    if !op_ok {
+        return Err(format!(
+            "operator {} is not allowed in a row predicate",
+            names(&e.name).join(".")
+        ));
+    }
+    walk_opt(e.lexpr.as_deref(), columns)?;
+    walk_opt(e.rexpr.as_deref(), columns)
+}
+
+/// A cast, to a listed type only: a cast to a user type runs that type's input function.
+fn cast(t: &TypeCast, columns: &mut Vec<String>) -> Result<(), String> {
+    let ty = t.type_name.as_ref().ok_or("a cast without a type")?;
+    let plain = !ty.setof && !ty.pct_type && ty.array_bounds.is_empty();
+    if !plain || builtin(&ty.names, TYPES).is_none() {
+        return Err(format!(
+            "casts to {} are not allowed in a row predicate (allowed: {})",
+            names(&ty.names).join("."),
+            TYPES.join(", ")
+        ));
+    }
+    walk_all(&ty.typmods, columns)?;
+    walk_opt(t.arg.as_deref(), columns)
+}
+
+/// A call of a listed function, plainly: aggregates and window functions would change what a
+/// condition on one row means.
+fn function_call(f: &FuncCall, columns: &mut Vec<String>) -> Result<(), String> {
+    let plain = f.agg_order.is_empty()
+        && f.agg_filter.is_none()
+        && f.over.is_none()
+        && !f.agg_within_group
+        && !f.agg_star
+        && !f.agg_distinct
+        && !f.func_variadic;
+    if !plain || builtin(&f.funcname, FUNCTIONS).is_none() {
+        return Err(format!(
+            "function {} is not allowed in a row predicate (allowed: {})",
+            names(&f.funcname).join("."),
+            FUNCTIONS.join(", ")
+        ));
+    }
+    walk_all(&f.args, columns)
 }
 
 fn node_kind(n: &N) -> String {
