@@ -55,7 +55,7 @@ use std::sync::Arc;
 
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Transaction};
 
 pub use crate::catalog::pseudonym::{inspect, Installed, FUNCTION_BODY};
 use crate::policy::masks::{PseudonymKey, PSEUDONYM_FUNCTION, PSEUDONYM_PROBE};
@@ -160,16 +160,40 @@ pub async fn install(
     client: &mut Client,
     key: &PseudonymKey,
 ) -> Result<InstallReport, InstallError> {
-    let sql = |step| {
-        move |e: tokio_postgres::Error| InstallError::Sql {
-            step,
-            message: pg_message(&e),
-        }
-    };
     let tx = client
         .transaction()
         .await
         .map_err(sql("starting the transaction"))?;
+    lock_schema(&tx).await?;
+    let (owner, database, owner_trusted) = own_schema(&tx).await?;
+    tx.batch_execute(SCHEMA_SQL)
+        .await
+        .map_err(sql("creating the key table"))?;
+    let previous_key_id = replace_key(&tx, key).await?;
+    let key_id = key.fingerprint().to_owned();
+    create_function(&tx, key).await?;
+    tx.commit().await.map_err(sql("committing"))?;
+    Ok(InstallReport {
+        database,
+        owner,
+        key_id,
+        previous_key_id,
+        owner_trusted,
+    })
+}
+
+/// A failed statement of an install, named by the step it served so the operator knows what
+/// was being done when PostgreSQL refused.
+fn sql(step: &'static str) -> impl Fn(tokio_postgres::Error) -> InstallError {
+    move |e: tokio_postgres::Error| InstallError::Sql {
+        step,
+        message: pg_message(&e),
+    }
+}
+
+/// The start of every install transaction: a search_path nothing can shadow a built-in in,
+/// one install at a time, and schema `pgvakt` present.
+async fn lock_schema(tx: &Transaction<'_>) -> Result<(), InstallError> {
     // Nothing the installing session's search_path holds can stand in for a built-in.
     tx.batch_execute("SET LOCAL search_path = pg_catalog, pg_temp")
         .await
@@ -183,6 +207,13 @@ pub async fn install(
     tx.batch_execute("CREATE SCHEMA IF NOT EXISTS pgvakt")
         .await
         .map_err(sql("creating schema pgvakt"))?;
+    Ok(())
+}
+
+/// The owner of schema `pgvakt`, the database, and whether the proxy trusts that owner. Only
+/// the schema's owner may install: the function and key table must share one owner for the
+/// proxy to trust them.
+async fn own_schema(tx: &Transaction<'_>) -> Result<(String, String, bool), InstallError> {
     let row = tx
         .query_one(
             "SELECT pg_catalog.pg_get_userbyid(n.nspowner)::text, current_user::text, \
@@ -200,9 +231,15 @@ pub async fn install(
     if owner != user {
         return Err(InstallError::NotOwner { owner, user });
     }
-    tx.batch_execute(SCHEMA_SQL)
-        .await
-        .map_err(sql("creating the key table"))?;
+    Ok((owner, database, owner_trusted))
+}
+
+/// Replaces the stored key with `key`; the previous key's id, so the report can say whether
+/// the key was rotated.
+async fn replace_key(
+    tx: &Transaction<'_>,
+    key: &PseudonymKey,
+) -> Result<Option<String>, InstallError> {
     let previous_key_id = tx
         .query_opt("SELECT key_id FROM pgvakt.pseudonym_key", &[])
         .await
@@ -228,6 +265,13 @@ pub async fn install(
         .await
         .map_err(sql("storing the key"))?;
     writer.finish().await.map_err(sql("storing the key"))?;
+    Ok(previous_key_id)
+}
+
+/// Creates the function and checks, before committing, that it answers the probe as `key`
+/// does: an install whose function computes something else would leave every pseudonym
+/// statement refused.
+async fn create_function(tx: &Transaction<'_>, key: &PseudonymKey) -> Result<(), InstallError> {
     tx.batch_execute(&function_sql())
         .await
         .map_err(sql("creating the function"))?;
@@ -243,14 +287,7 @@ pub async fn install(
             want: key.probe().to_owned(),
         });
     }
-    tx.commit().await.map_err(sql("committing"))?;
-    Ok(InstallReport {
-        database,
-        owner,
-        key_id,
-        previous_key_id,
-        owner_trusted,
-    })
+    Ok(())
 }
 
 /// What [`install_state`] did.
@@ -282,28 +319,11 @@ pub async fn install_state(
     client: &mut Client,
     service_user: Option<&str>,
 ) -> Result<StateReport, InstallError> {
-    let sql = |step| {
-        move |e: tokio_postgres::Error| InstallError::Sql {
-            step,
-            message: pg_message(&e),
-        }
-    };
     let tx = client
         .transaction()
         .await
         .map_err(sql("starting the transaction"))?;
-    tx.batch_execute("SET LOCAL search_path = pg_catalog, pg_temp")
-        .await
-        .map_err(sql("pinning the search_path"))?;
-    tx.execute(
-        "SELECT pg_catalog.pg_advisory_xact_lock($1)",
-        &[&INSTALL_LOCK],
-    )
-    .await
-    .map_err(sql("waiting for other installs"))?;
-    tx.batch_execute("CREATE SCHEMA IF NOT EXISTS pgvakt")
-        .await
-        .map_err(sql("creating schema pgvakt"))?;
+    lock_schema(&tx).await?;
     let row = tx
         .query_one(
             "SELECT pg_catalog.pg_get_userbyid(n.nspowner)::text, current_user::text, \
