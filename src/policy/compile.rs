@@ -10,7 +10,7 @@ use super::diag::{Diagnostics, PolicyErrors, Pos};
 use super::masks::{MaskKind, PseudonymKey};
 use super::model::{ColumnAction, MaskMethod, RolePolicy, RuleAction};
 use super::source::{read_all, SourceFile};
-use super::validate::{validate, ActionRef, Checked};
+use super::validate::{validate, ActionRef, Checked, CheckedRole};
 use super::PolicySet;
 
 /// Shortest accepted pseudonym key: shorter keys make pseudonyms guessable by brute force.
@@ -119,76 +119,12 @@ fn build(
     warnings: Diagnostics,
 ) -> PolicySet {
     let version = version(files, key.as_ref());
-    let masks: BTreeMap<String, Arc<MaskMethod>> = c
-        .masks
-        .iter()
-        .map(|(name, (kind, template))| {
-            let m = match (kind, template) {
-                (MaskKind::Pseudonym(_), _) => {
-                    MaskMethod::named(name, MaskKind::Pseudonym(key.clone()))
-                }
-                (_, Some(t)) => MaskMethod::custom(name, t),
-                (k, None) => MaskMethod::named(name, k.clone()),
-            };
-            (name.clone(), Arc::new(m))
-        })
-        .collect();
+    let masks = bind_masks(&c.masks, key.as_ref());
     let inventory = Arc::new(c.inventory);
-    let to_action = |a: &ActionRef| match a {
-        ActionRef::Allow => ColumnAction::Allow,
-        ActionRef::Block => ColumnAction::Block,
-        // Validation guarantees the name; `null` is the fail-closed fallback regardless.
-        ActionRef::Mask(n) => ColumnAction::Mask(
-            masks
-                .get(n)
-                .cloned()
-                .unwrap_or_else(|| Arc::new(MaskMethod::builtin(MaskKind::Null))),
-        ),
-    };
-    let rule = |(a, origin): &(ActionRef, String)| RuleAction {
-        action: to_action(a),
-        rule: origin.clone(),
-    };
     let roles: BTreeMap<String, Arc<RolePolicy>> = c
         .roles
         .values()
-        .map(|r| {
-            let mut columns = super::inventory::ColumnRules::default();
-            for (k, a) in &r.columns {
-                columns.insert(k.clone(), rule(a));
-            }
-            let role = RolePolicy {
-                name: r.name.clone(),
-                unrestricted: r.unrestricted,
-                purpose: r.purpose.clone(),
-                inventory: Arc::clone(&inventory),
-                columns,
-                categories: r
-                    .categories
-                    .iter()
-                    .map(|(k, a)| (k.clone(), rule(a)))
-                    .collect(),
-                default_action: to_action(&r.default.0),
-                default_rule: r.default.1.clone(),
-                classes: r.classes.clone(),
-                capabilities: r.capabilities.clone(),
-                write_columns: {
-                    let mut w = super::inventory::ColumnRules::default();
-                    for (k, (a, origin)) in &r.write_columns {
-                        w.insert(k.clone(), write_rule(*a, origin));
-                    }
-                    w
-                },
-                write_categories: r
-                    .write_categories
-                    .iter()
-                    .map(|(k, (a, origin))| (k.clone(), write_rule(*a, origin)))
-                    .collect(),
-                purposes: r.purposes.clone(),
-                rows: r.rows.clone(),
-            };
-            (r.name.clone(), Arc::new(role))
-        })
+        .map(|r| (r.name.clone(), Arc::new(role_policy(r, &masks, &inventory))))
         .collect();
     let default_role = roles
         .get(&c.default_role)
@@ -205,6 +141,88 @@ fn build(
         masks,
         warnings,
         files: files.iter().map(|f| f.path.clone()).collect(),
+    }
+}
+
+/// The declared masks as methods; every `pseudonym` method gets the loaded key (or none), so a
+/// reload with another key changes what the masks render.
+fn bind_masks(
+    declared: &BTreeMap<String, (MaskKind, Option<String>)>,
+    key: Option<&PseudonymKey>,
+) -> BTreeMap<String, Arc<MaskMethod>> {
+    declared
+        .iter()
+        .map(|(name, (kind, template))| {
+            let m = match (kind, template) {
+                (MaskKind::Pseudonym(_), _) => {
+                    MaskMethod::named(name, MaskKind::Pseudonym(key.cloned()))
+                }
+                (_, Some(t)) => MaskMethod::custom(name, t),
+                (k, None) => MaskMethod::named(name, k.clone()),
+            };
+            (name.clone(), Arc::new(m))
+        })
+        .collect()
+}
+
+fn to_action(masks: &BTreeMap<String, Arc<MaskMethod>>, a: &ActionRef) -> ColumnAction {
+    match a {
+        ActionRef::Allow => ColumnAction::Allow,
+        ActionRef::Block => ColumnAction::Block,
+        // Validation guarantees the name; `null` is the fail-closed fallback regardless.
+        ActionRef::Mask(n) => ColumnAction::Mask(
+            masks
+                .get(n)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(MaskMethod::builtin(MaskKind::Null))),
+        ),
+    }
+}
+
+/// A validated role as the enforcer reads it: mask names resolved to methods, and every
+/// decision paired with the rule it comes from, for `explain` and refusals.
+fn role_policy(
+    r: &CheckedRole,
+    masks: &BTreeMap<String, Arc<MaskMethod>>,
+    inventory: &Arc<super::inventory::Inventory>,
+) -> RolePolicy {
+    let rule = |(a, origin): &(ActionRef, String)| RuleAction {
+        action: to_action(masks, a),
+        rule: origin.clone(),
+    };
+    let mut columns = super::inventory::ColumnRules::default();
+    for (k, a) in &r.columns {
+        columns.insert(k.clone(), rule(a));
+    }
+    RolePolicy {
+        name: r.name.clone(),
+        unrestricted: r.unrestricted,
+        purpose: r.purpose.clone(),
+        inventory: Arc::clone(inventory),
+        columns,
+        categories: r
+            .categories
+            .iter()
+            .map(|(k, a)| (k.clone(), rule(a)))
+            .collect(),
+        default_action: to_action(masks, &r.default.0),
+        default_rule: r.default.1.clone(),
+        classes: r.classes.clone(),
+        capabilities: r.capabilities.clone(),
+        write_columns: {
+            let mut w = super::inventory::ColumnRules::default();
+            for (k, (a, origin)) in &r.write_columns {
+                w.insert(k.clone(), write_rule(*a, origin));
+            }
+            w
+        },
+        write_categories: r
+            .write_categories
+            .iter()
+            .map(|(k, (a, origin))| (k.clone(), write_rule(*a, origin)))
+            .collect(),
+        purposes: r.purposes.clone(),
+        rows: r.rows.clone(),
     }
 }
 
