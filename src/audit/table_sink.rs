@@ -170,6 +170,21 @@ impl TableSink {
 
 /// After connecting: lock the replica, make commits durable, read where the chain ends.
 async fn prepare(client: Client, table: &TableName, replica: &str) -> Result<Conn, String> {
+    claim_replica(&client, table, replica).await?;
+    durable_commits(&client).await?;
+    warn_unless_insert_only(&client, table).await?;
+    let last = chain_end(&client, table, replica).await?;
+    let insert = prepare_insert(&client, table).await?;
+    Ok(Conn {
+        client,
+        insert,
+        last,
+    })
+}
+
+/// Holds the replica's advisory lock for as long as the connection lives, so no second writer
+/// can interleave records in this replica's chain.
+async fn claim_replica(client: &Client, table: &TableName, replica: &str) -> Result<(), String> {
     let e = |e: tokio_postgres::Error| db_error(&e);
     let found = client
         .query_one(
@@ -197,7 +212,12 @@ async fn prepare(client: Client, table: &TableName, replica: &str) -> Result<Con
              audit.postgres.replica, or the previous connection's backend has not ended yet)"
         ));
     }
-    // A commit the server could lose in a crash would break the promise made to sessions.
+    Ok(())
+}
+
+/// A commit the server could lose in a crash would break the promise made to sessions.
+async fn durable_commits(client: &Client) -> Result<(), String> {
+    let e = |e: tokio_postgres::Error| db_error(&e);
     let sync = client
         .query_one(
             "SELECT pg_catalog.current_setting('synchronous_commit')",
@@ -211,6 +231,12 @@ async fn prepare(client: Client, table: &TableName, replica: &str) -> Result<Con
             .await
             .map_err(e)?;
     }
+    Ok(())
+}
+
+/// A writer that may change or remove records could hide what it wrote; that is for the
+/// operator to fix, so it is a warning, not a refusal to write.
+async fn warn_unless_insert_only(client: &Client, table: &TableName) -> Result<(), String> {
     let rights = client
         .query_one(
             "SELECT pg_catalog.has_table_privilege($1::text, 'UPDATE') \
@@ -219,13 +245,22 @@ async fn prepare(client: Client, table: &TableName, replica: &str) -> Result<Con
             &[&table.sql()],
         )
         .await
-        .map_err(e)?;
+        .map_err(|e| db_error(&e))?;
     if rights.get::<_, bool>(0) {
         tracing::warn!(
             audit.table = %table,
             "the audit writer's role may UPDATE, DELETE or TRUNCATE the audit table; grant it INSERT only (pgvakt audit install-table)"
         );
     }
+    Ok(())
+}
+
+/// The replica's last `(seq, mac)` in the table, where the next batch must continue the chain.
+async fn chain_end(
+    client: &Client,
+    table: &TableName,
+    replica: &str,
+) -> Result<(u64, MacBytes), String> {
     let t = table.sql();
     let last = client
         .query_opt(
@@ -233,8 +268,8 @@ async fn prepare(client: Client, table: &TableName, replica: &str) -> Result<Con
             &[&replica],
         )
         .await
-        .map_err(e)?;
-    let last = match last {
+        .map_err(|e| db_error(&e))?;
+    Ok(match last {
         None => (0, GENESIS),
         Some(row) => {
             let seq: i64 = row.get(0);
@@ -247,8 +282,13 @@ async fn prepare(client: Client, table: &TableName, replica: &str) -> Result<Con
                 })?;
             (u64::try_from(seq).unwrap_or(0), mac)
         }
-    };
-    let insert = client
+    })
+}
+
+/// The batch INSERT, prepared once per connection: a batch is sent as one array per column.
+async fn prepare_insert(client: &Client, table: &TableName) -> Result<Statement, String> {
+    let t = table.sql();
+    client
         .prepare(&format!(
             "INSERT INTO {t} (replica, seq, ts, mac, record) \
              SELECT $1, u.seq, u.ts::timestamptz, u.mac, u.record \
@@ -257,12 +297,7 @@ async fn prepare(client: Client, table: &TableName, replica: &str) -> Result<Con
              AS u(seq, ts, mac, record)"
         ))
         .await
-        .map_err(e)?;
-    Ok(Conn {
-        client,
-        insert,
-        last,
-    })
+        .map_err(|e| db_error(&e))
 }
 
 /// A batch as columns.
