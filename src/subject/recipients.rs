@@ -7,11 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use serde::Serialize;
+use tempfile::TempDir;
 
 use super::SubjectError;
 use crate::audit::keys::KeySource;
 use crate::audit::record::EventType;
-use crate::audit::search::{search_files, Match, Query};
+use crate::audit::search::{search_files, Hit, Match, Query};
 use crate::audit::subjects::SubjectKey;
 
 /// Where the audit trail is and the key its pseudonyms were made with.
@@ -79,7 +80,27 @@ pub fn find(src: &AuditSource, subject_type: &str, id: &str) -> Result<Recipient
         table: Some(subject_type.to_owned()),
         ..Default::default()
     };
-    let (_copy, files) = match &src.db.from_db {
+    let (_copy, files) = trail_files(src)?;
+    let found = search_files(&files, &q).map_err(SubjectError::Audit)?;
+    if let Some((theirs, (n, file))) = found.other_keys.iter().next() {
+        if found.hits.is_empty() {
+            return Err(SubjectError::Audit(format!(
+                "{n} records (first in {}) were written with subject key {theirs}, not this key ({own}): give the key the trail was written with",
+                file.display()
+            )));
+        }
+    }
+    Ok(Recipients {
+        searched: true,
+        records_matched: found.hits.len() as u64,
+        recipients: by_recipient(&found.hits),
+    })
+}
+
+/// The audit files to search. From the audit table they are exported to a temporary
+/// directory first, which is returned too: it must outlive the search.
+fn trail_files(src: &AuditSource) -> Result<(Option<TempDir>, Vec<PathBuf>), SubjectError> {
+    Ok(match &src.db.from_db {
         Some(_) => {
             let (dir, files) = crate::audit::table_read::export_for_search(&src.db, None, None)
                 .map_err(SubjectError::Audit)?;
@@ -90,18 +111,13 @@ pub fn find(src: &AuditSource, subject_type: &str, id: &str) -> Result<Recipient
             crate::audit::files::expand_inputs(&src.audit)
                 .map_err(|e| SubjectError::Audit(e.to_string()))?,
         ),
-    };
-    let found = search_files(&files, &q).map_err(SubjectError::Audit)?;
-    if let Some((theirs, (n, file))) = found.other_keys.iter().next() {
-        if found.hits.is_empty() {
-            return Err(SubjectError::Audit(format!(
-                "{n} records (first in {}) were written with subject key {theirs}, not this key ({own}): give the key the trail was written with",
-                file.display()
-            )));
-        }
-    }
+    })
+}
+
+/// The matching records summed up per user and policy role, the recipients Art. 15 asks about.
+fn by_recipient(hits: &[Hit]) -> Vec<Recipient> {
     let mut by_user: BTreeMap<(String, String), Recipient> = BTreeMap::new();
-    for hit in &found.hits {
+    for hit in hits {
         let r = &hit.record;
         let (user, role) = (
             r.user.clone().unwrap_or_default(),
@@ -120,20 +136,30 @@ pub fn find(src: &AuditSource, subject_type: &str, id: &str) -> Result<Recipient
                 last: r.ts.clone(),
                 columns: BTreeSet::new(),
             });
+        e.count(hit);
+    }
+    by_user.into_values().collect()
+}
+
+impl Recipient {
+    /// Adds one matching record. Only reads and writes are counted: other records that name
+    /// the subject, such as a statement's intent record, are repeated by its completion.
+    fn count(&mut self, hit: &Hit) {
+        let r = &hit.record;
         match (hit.matched, r.event) {
-            (Match::Possible, _) => e.possible_reads += 1,
-            (Match::Yes, EventType::StatementWrite) => e.writes += 1,
-            (Match::Yes, EventType::StatementRead) => e.reads += 1,
-            (Match::Yes, _) => continue,
+            (Match::Possible, _) => self.possible_reads += 1,
+            (Match::Yes, EventType::StatementWrite) => self.writes += 1,
+            (Match::Yes, EventType::StatementRead) => self.reads += 1,
+            (Match::Yes, _) => return,
         }
         if let Some(p) = &r.purpose {
-            e.purposes.insert(p.clone());
+            self.purposes.insert(p.clone());
         }
-        e.first = e.first.clone().min(r.ts.clone());
-        e.last = e.last.clone().max(r.ts.clone());
+        self.first = self.first.clone().min(r.ts.clone());
+        self.last = self.last.clone().max(r.ts.clone());
         for t in &r.tables {
             for c in &t.columns {
-                e.columns.insert(format!(
+                self.columns.insert(format!(
                     "{}.{} ({})",
                     t.table,
                     c.column,
@@ -142,11 +168,6 @@ pub fn find(src: &AuditSource, subject_type: &str, id: &str) -> Result<Recipient
             }
         }
     }
-    Ok(Recipients {
-        searched: true,
-        records_matched: found.hits.len() as u64,
-        recipients: by_user.into_values().collect(),
-    })
 }
 
 fn action_name(a: crate::audit::record::Action) -> &'static str {
