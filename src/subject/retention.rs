@@ -12,10 +12,10 @@
 use std::fmt::Write;
 use std::path::PathBuf;
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Transaction};
 
 use super::erase::{changed_rows, erase_subject, erased_value, subject_pseudonym};
-use super::plan::{db_error, Plan, PlanTable};
+use super::plan::{db_error, Plan, PlanRetention, PlanTable};
 use super::trail::{Trail, TrailArgs};
 use super::{connect, Connection, SubjectError};
 use crate::audit::record::{
@@ -189,32 +189,8 @@ async fn rows_past(
     let Some(r) = &t.retention else {
         return Ok(());
     };
-    let past = r.past("t", 1);
-    let (count, change) = if r.delete {
-        (
-            format!("SELECT count(*) FROM {} AS t WHERE {past}", t.quoted()),
-            format!("DELETE FROM {} AS t WHERE {past}", t.quoted()),
-        )
-    } else {
-        let mut sets = Vec::new();
-        let mut differs = Vec::new();
-        for c in t.columns.iter().filter(|c| c.erase != EraseAction::Keep) {
-            let v = erased_value(t, c, None)?;
-            sets.push(format!("{} = {v}", super::plan::q(&c.name)));
-            differs.push(format!("{} IS DISTINCT FROM {v}", super::plan::q(&c.name)));
-        }
-        if sets.is_empty() {
-            return Ok(());
-        }
-        let filter = format!("{past} AND ({})", differs.join(" OR "));
-        (
-            format!("SELECT count(*) FROM {} AS t WHERE {filter}", t.quoted()),
-            format!(
-                "UPDATE {} AS t SET {} WHERE {filter}",
-                t.quoted(),
-                sets.join(", ")
-            ),
-        )
+    let Some((count, change)) = retention_statements(t, r)? else {
+        return Ok(());
     };
     let tx = client
         .transaction()
@@ -226,30 +202,12 @@ async fn rows_past(
         .map_err(|e| db_error(&format!("rows past retention in {}", t.name()), &e))?
         .get(0);
     if !dry_run && overdue > 0 {
-        let change = format!(
-            "{change} RETURNING CAST(t.{} AS text)",
-            super::plan::q(&t.key)
-        );
-        let keys = tx
-            .query(&change, &[&now])
-            .await
-            .map_err(|e| db_error(&format!("retention of {}", t.name()), &e))?;
-        let left: i64 = tx
-            .query_one(&count, &[&now])
-            .await
-            .map_err(|e| db_error(&format!("checking {}", t.name()), &e))?
-            .get(0);
-        if left > 0 {
-            return Err(SubjectError::Check(format!(
-                "{}: {left} rows past retention still hold their values",
-                t.name()
-            )));
-        }
-        let keys: Vec<String> = keys.iter().map(|r| r.get(0)).collect();
-        trail
-            .write(rows_record(trail, t, subject_type, &keys, overdue))
-            .await?;
-        tx.commit().await.map_err(|e| db_error("COMMIT", &e))?;
+        let past = Past {
+            count: &count,
+            now,
+            overdue,
+        };
+        change_rows(tx, t, &change, &past, subject_type, trail).await?;
         out.changed += overdue;
     }
     out.count(&t.name(), overdue, r.delete);
@@ -262,6 +220,87 @@ async fn rows_past(
         if r.delete { "delete" } else { "anonymise" },
         if dry_run { "would change" } else { "changed" }
     ));
+    Ok(())
+}
+
+/// The statement counting the table's rows past retention and the one that deletes or
+/// anonymises them. Anonymised rows that already hold the erased values are not counted, so a
+/// second run finds nothing to do; none when the table has no column to anonymise.
+fn retention_statements(
+    t: &PlanTable,
+    r: &PlanRetention,
+) -> Result<Option<(String, String)>, SubjectError> {
+    let past = r.past("t", 1);
+    if r.delete {
+        return Ok(Some((
+            format!("SELECT count(*) FROM {} AS t WHERE {past}", t.quoted()),
+            format!("DELETE FROM {} AS t WHERE {past}", t.quoted()),
+        )));
+    }
+    let mut sets = Vec::new();
+    let mut differs = Vec::new();
+    for c in t.columns.iter().filter(|c| c.erase != EraseAction::Keep) {
+        let v = erased_value(t, c, None)?;
+        sets.push(format!("{} = {v}", super::plan::q(&c.name)));
+        differs.push(format!("{} IS DISTINCT FROM {v}", super::plan::q(&c.name)));
+    }
+    if sets.is_empty() {
+        return Ok(None);
+    }
+    let filter = format!("{past} AND ({})", differs.join(" OR "));
+    Ok(Some((
+        format!("SELECT count(*) FROM {} AS t WHERE {filter}", t.quoted()),
+        format!(
+            "UPDATE {} AS t SET {} WHERE {filter}",
+            t.quoted(),
+            sets.join(", ")
+        ),
+    )))
+}
+
+/// What was counted before the change: the count statement, the time it was taken at, and
+/// the rows it found.
+struct Past<'a> {
+    count: &'a str,
+    now: &'a str,
+    overdue: i64,
+}
+
+/// Changes the rows, checks that none past retention still holds its values, and records whose
+/// rows they were before committing: a change that is not in the audit trail is not made.
+async fn change_rows(
+    tx: Transaction<'_>,
+    t: &PlanTable,
+    change: &str,
+    past: &Past<'_>,
+    subject_type: &str,
+    trail: &Trail,
+) -> Result<(), SubjectError> {
+    let now = past.now;
+    let change = format!(
+        "{change} RETURNING CAST(t.{} AS text)",
+        super::plan::q(&t.key)
+    );
+    let keys = tx
+        .query(&change, &[&now])
+        .await
+        .map_err(|e| db_error(&format!("retention of {}", t.name()), &e))?;
+    let left: i64 = tx
+        .query_one(past.count, &[&now])
+        .await
+        .map_err(|e| db_error(&format!("checking {}", t.name()), &e))?
+        .get(0);
+    if left > 0 {
+        return Err(SubjectError::Check(format!(
+            "{}: {left} rows past retention still hold their values",
+            t.name()
+        )));
+    }
+    let keys: Vec<String> = keys.iter().map(|r| r.get(0)).collect();
+    trail
+        .write(rows_record(trail, t, subject_type, &keys, past.overdue))
+        .await?;
+    tx.commit().await.map_err(|e| db_error("COMMIT", &e))?;
     Ok(())
 }
 
