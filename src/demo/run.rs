@@ -12,6 +12,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use tempfile::TempDir;
+
 use crate::certs::{self, CertError};
 use crate::cluster::{Cluster, ClusterError, ClusterOptions};
 use crate::config::{Config, ConfigError};
@@ -222,7 +224,33 @@ pub async fn start(opts: DemoOptions) -> Result<DemoHandle, DemoRunError> {
         Some(p) => std::fs::canonicalize(p).map_err(io_err("resolving", p))?,
         None => find_policy()?,
     };
-    let (dir, temp) = match &opts.dir {
+    let (dir, temp) = demo_dir(opts.dir.as_deref())?;
+    let cluster = start_database(&dir, temp.is_some(), &policy, opts.contacts).await?;
+    let (config_path, audit_path) = write_config(&dir, &opts, &cluster, &policy)?;
+
+    let config = Config::load(&config_path)?;
+    let enforcer = Enforcer::load(&config).await?;
+    let server = Server::start(config, enforcer).await?;
+    Ok(DemoHandle {
+        addr: server.addr,
+        metrics_addr: server.metrics_addr,
+        upstream_port: cluster.port(),
+        server,
+        cluster,
+        temp,
+        dir,
+        config_path,
+        audit_path,
+        policy,
+        own_policy: opts.policy.is_some(),
+        startup: started.elapsed(),
+    })
+}
+
+/// The demo directory: the one the user named, kept at exit, or a temporary one, removed when
+/// the returned handle is dropped.
+fn demo_dir(chosen: Option<&Path>) -> Result<(PathBuf, Option<TempDir>), DemoRunError> {
+    Ok(match chosen {
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(io_err("creating", dir))?;
             let dir = std::fs::canonicalize(dir).map_err(io_err("resolving", dir))?;
@@ -236,23 +264,43 @@ pub async fn start(opts: DemoOptions) -> Result<DemoHandle, DemoRunError> {
                 .map_err(DemoRunError::TempDir)?;
             (temp.path().to_path_buf(), Some(temp))
         }
-    };
+    })
+}
+
+/// PostgreSQL with the demo data and pgvakt's install in it, ready for the proxy.
+async fn start_database(
+    dir: &Path,
+    temporary: bool,
+    policy: &Path,
+    contacts: usize,
+) -> Result<Cluster, DemoRunError> {
     // In a temporary demo directory the cluster takes a temporary directory of its own: ours is
     // private to this user, and as root PostgreSQL runs as `postgres`, which could not enter it.
     let cluster = Cluster::start_async(ClusterOptions {
-        dir: temp.is_none().then(|| dir.join("postgres")),
+        dir: (!temporary).then(|| dir.join("postgres")),
         ..Default::default()
     })
     .await?;
-    let summary = super::install(&cluster.superuser_config("postgres"), opts.contacts).await?;
+    let summary = super::install(&cluster.superuser_config("postgres"), contacts).await?;
     tracing::info!(
         contacts = summary.rows.contacts,
         elapsed_ms = summary.elapsed.as_millis() as u64,
         "demo data installed"
     );
-    install_pseudonym(&cluster, &policy).await?;
+    install_pseudonym(&cluster, policy).await?;
+    Ok(cluster)
+}
 
-    let certs = certs::generate(&dir, "demo-client")?;
+/// Everything the proxy's configuration names (certificates, the service password, fresh audit
+/// keys) and the configuration itself, written into `dir`; the configuration's path and the
+/// audit log's.
+fn write_config(
+    dir: &Path,
+    opts: &DemoOptions,
+    cluster: &Cluster,
+    policy: &Path,
+) -> Result<(PathBuf, PathBuf), DemoRunError> {
+    let certs = certs::generate(dir, "demo-client")?;
     let password_file = dir.join("service-password");
     write_file(&password_file, &format!("{SERVICE_USER}\n"))?;
     restrict(&password_file)?;
@@ -275,28 +323,11 @@ pub async fn start(opts: DemoOptions) -> Result<DemoHandle, DemoRunError> {
         cert: &certs.server_cert,
         key: &certs.server_key,
         password_file: &password_file,
-        policy: &policy,
+        policy,
         audit: &audit_path,
     });
     write_file(&config_path, &yaml)?;
-
-    let config = Config::load(&config_path)?;
-    let enforcer = Enforcer::load(&config).await?;
-    let server = Server::start(config, enforcer).await?;
-    Ok(DemoHandle {
-        addr: server.addr,
-        metrics_addr: server.metrics_addr,
-        upstream_port: cluster.port(),
-        server,
-        cluster,
-        temp,
-        dir,
-        config_path,
-        audit_path,
-        policy,
-        own_policy: opts.policy.is_some(),
-        startup: started.elapsed(),
-    })
+    Ok((config_path, audit_path))
 }
 
 /// `pgvakt install` as the database owner, as an operator would run it: the state replicas
