@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use super::diag::{Diagnostics, Pos};
 use super::grants::{parse_bound, Grant, Grantee};
 use super::inventory::{glob_match, globs_overlap, is_pattern, NONE};
-use super::source::{ActionSpec, PolicyFile, RoleSpec};
+use super::source::{ActionSpec, GrantSpec, PolicyFile, RoleSpec};
 use super::validate::{
     action, capability, check_category, class, origin, qualify, sorted, ActionRef, Checked,
     CheckedRole, DEFAULT_CLASSES,
@@ -476,60 +476,8 @@ fn grants(docs: &[(&str, &PolicyFile)], c: &mut Checked, diags: &mut Diagnostics
             let pos = Pos::new(file, &g.referenced);
             let path = format!("grants[{index}]");
             index += 1;
-            let s = &g.value;
-            let grantee = match (&s.user, &s.group) {
-                (Some(u), None) => Grantee::User(u.value.clone()),
-                (None, Some(gr)) => Grantee::Group(gr.value.clone()),
-                _ => {
-                    diags.error(
-                        &pos,
-                        &path,
-                        "a grant needs exactly one of 'user' or 'group'",
-                    );
-                    continue;
-                }
-            };
-            if !c.roles.contains_key(&s.role.value) {
-                diags.unknown(
-                    &Pos::new(file, &s.role.referenced),
-                    format!("{path}.role"),
-                    format!("unknown role '{}'", s.role.value),
-                    &s.role.value,
-                    c.roles.keys().map(String::as_str),
-                );
+            let Some(grant) = grant(file, &g.value, &path, &pos, c, diags) else {
                 continue;
-            }
-            let mut parse = |v: &Option<super::source::Name>,
-                             field: &str,
-                             end: bool|
-             -> Result<Option<i64>, ()> {
-                match v {
-                    None => Ok(None),
-                    Some(v) => parse_bound(&v.value, end).map(Some).map_err(|e| {
-                        diags.error(&Pos::new(file, &v.referenced), format!("{path}.{field}"), e);
-                    }),
-                }
-            };
-            let (Ok(from), Ok(until)) = (
-                parse(&s.valid_from, "valid_from", false),
-                parse(&s.valid_until, "valid_until", true),
-            ) else {
-                continue;
-            };
-            if let (Some(f), Some(u)) = (from, until) {
-                if f >= u {
-                    diags.error(&pos, &path, "valid_from is not before valid_until");
-                    continue;
-                }
-            }
-            let grant = Grant {
-                grantee,
-                role: s.role.value.clone(),
-                valid_from: from,
-                valid_until: until,
-                origin: origin(&path, &pos),
-                reason: s.reason.clone(),
-                pos: pos.clone(),
             };
             if let Some((_, opos)) = placed
                 .iter()
@@ -548,4 +496,77 @@ fn grants(docs: &[(&str, &PolicyFile)], c: &mut Checked, diags: &mut Diagnostics
         }
     }
     c.grants = placed.into_iter().map(|(g, _)| g).collect();
+}
+
+/// One grant as written: to one user or one group, of a declared role, over a period that is
+/// not empty. Whether it collides with another grant is the caller's to judge.
+fn grant(
+    file: &str,
+    s: &GrantSpec,
+    path: &str,
+    pos: &Pos,
+    c: &Checked,
+    diags: &mut Diagnostics,
+) -> Option<Grant> {
+    let grantee = match (&s.user, &s.group) {
+        (Some(u), None) => Grantee::User(u.value.clone()),
+        (None, Some(gr)) => Grantee::Group(gr.value.clone()),
+        _ => {
+            diags.error(pos, path, "a grant needs exactly one of 'user' or 'group'");
+            return None;
+        }
+    };
+    if !c.roles.contains_key(&s.role.value) {
+        diags.unknown(
+            &Pos::new(file, &s.role.referenced),
+            format!("{path}.role"),
+            format!("unknown role '{}'", s.role.value),
+            &s.role.value,
+            c.roles.keys().map(String::as_str),
+        );
+        return None;
+    }
+    let (from, until) = validity(file, s, path, pos, diags)?;
+    Some(Grant {
+        grantee,
+        role: s.role.value.clone(),
+        valid_from: from,
+        valid_until: until,
+        origin: origin(path, pos),
+        reason: s.reason.clone(),
+        pos: pos.clone(),
+    })
+}
+
+/// `valid_from` and `valid_until` as times; both are parsed (and both reported) before the
+/// order of the two is checked.
+fn validity(
+    file: &str,
+    s: &GrantSpec,
+    path: &str,
+    pos: &Pos,
+    diags: &mut Diagnostics,
+) -> Option<(Option<i64>, Option<i64>)> {
+    let mut parse =
+        |v: &Option<super::source::Name>, field: &str, end: bool| -> Result<Option<i64>, ()> {
+            match v {
+                None => Ok(None),
+                Some(v) => parse_bound(&v.value, end).map(Some).map_err(|e| {
+                    diags.error(&Pos::new(file, &v.referenced), format!("{path}.{field}"), e);
+                }),
+            }
+        };
+    let (Ok(from), Ok(until)) = (
+        parse(&s.valid_from, "valid_from", false),
+        parse(&s.valid_until, "valid_until", true),
+    ) else {
+        return None;
+    };
+    if let (Some(f), Some(u)) = (from, until) {
+        if f >= u {
+            diags.error(pos, path, "valid_from is not before valid_until");
+            return None;
+        }
+    }
+    Some((from, until))
 }
