@@ -1,5 +1,8 @@
 //! Conditions a client puts on a row-ruled table's plain columns, copied into its stand-in.
 //!
+//! Only for roles whose policy says `row_pushdown: true`: a repeated condition makes the
+//! statement's time grow with the hidden rows it selects (a timing channel the policy accepts).
+//!
 //! A stand-in with row rules is fenced with `OFFSET 0` so that the client's own conditions
 //! never run on hidden rows. The fence also keeps PostgreSQL from using an index for
 //! `WHERE id = $1`, from driving a join into the table by its key, and from stopping a sorted
@@ -241,8 +244,10 @@ fn item(
         .then(|| name.0[0].as_ident().map(|i| i.value.clone()))
         .flatten();
     if let Some(stand_in) = placeholder.as_ref().and_then(|p| stand_ins.get(p)) {
+        // Only where the policy accepts the timing channel (`row_pushdown`).
         let ruled = ctx
             .row_filter(&stand_in.rel, super::row_rules::ROW_ALIAS)
+            .filter(|f| f.pushdown)
             .and(placeholder.clone());
         return Item {
             alias: alias_name,

@@ -158,6 +158,10 @@ pub struct RowRules {
     pub rule: String,
     /// Origin of the restriction default or of `see_restricted`.
     pub restricted_rule: String,
+    /// `row_pushdown`: the client's conditions are repeated inside the fenced stand-ins so
+    /// PostgreSQL can use indexes, at the cost of a timing channel (how long a statement takes
+    /// grows with the hidden rows its conditions select). Off unless the policy opens it.
+    pub pushdown: bool,
 }
 
 /// The predicate a table's rows must satisfy for a role, and the rules it comes from.
@@ -171,6 +175,8 @@ pub struct RowFilter {
     /// subject they refer to is (no rule of the table's own): a row whose subject the role
     /// sees is visible.
     pub through_subject: Option<(String, String)>,
+    /// The role's `row_pushdown` (see [`RowRules::pushdown`]).
+    pub pushdown: bool,
 }
 
 /// What a role's rules need from the policy.
@@ -250,6 +256,7 @@ impl RowContext<'_> {
             sql: conds.join(" AND "),
             rules,
             through_subject,
+            pushdown: self.rules.pushdown,
         })
     }
 

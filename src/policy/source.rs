@@ -272,6 +272,11 @@ pub struct RoleSpec {
     /// false (privacy by default) when the inventory declares restrictions.
     #[serde(default)]
     pub see_restricted: Option<Spanned<bool>>,
+    /// Whether the client's conditions on row-ruled tables are repeated inside their stand-ins
+    /// so PostgreSQL can use indexes (faster; how long a statement takes then grows with the
+    /// hidden rows its conditions select). Default: false.
+    #[serde(default)]
+    pub row_pushdown: Option<Spanned<bool>>,
     /// Personal data a user may read per hour before an alarm or a block.
     #[serde(default)]
     pub limits: Option<Spanned<super::limits::LimitsSpec>>,

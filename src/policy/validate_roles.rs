@@ -164,7 +164,8 @@ fn checked_role(
         || !r.capabilities.is_empty()
         || r.writes.is_some()
         || r.rows.is_some()
-        || r.see_restricted.is_some();
+        || r.see_restricted.is_some()
+        || r.row_pushdown.is_some();
     if r.unrestricted && has_rules {
         diags.error(pos, path, "an unrestricted role cannot also have rules");
     }

@@ -344,7 +344,7 @@ fn restrictions(
     }
 }
 
-/// A role's `purposes`, `rows` and `see_restricted`.
+/// A role's `purposes`, `rows`, `see_restricted` and `row_pushdown`.
 pub(crate) fn role(
     r: &RoleSpec,
     (file, schema, path): (&str, &str, &str),
@@ -357,6 +357,7 @@ pub(crate) fn role(
         role_purposes(r, list, (file, path), pos, c, role, diags);
     }
     see_restricted(r, (file, path), pos, role);
+    role.rows.pushdown = r.row_pushdown.as_ref().is_some_and(|p| p.value);
     let Some(rows) = &r.rows else { return };
     role.rows = row_rules(rows, (file, schema, path), c, role, diags);
 }
@@ -425,7 +426,7 @@ fn see_restricted(r: &RoleSpec, (file, path): (&str, &str), pos: &Pos, role: &mu
 }
 
 /// The role's `rows:` compiled; it replaces the role's row rules whole, carrying over the
-/// `see_restricted` decision made before it.
+/// `see_restricted` and `row_pushdown` decisions made before it.
 fn row_rules(
     rows: &Spanned<RowsSpec>,
     (file, schema, path): (&str, &str, &str),
@@ -443,6 +444,7 @@ fn row_rules(
         where_: Vec::new(),
         rule: origin(&rpath, &rpos),
         restricted_rule: role.rows.restricted_rule.clone(),
+        pushdown: role.rows.pushdown,
     };
     needs_of_row_rules(spec, &rpos, &rpath, c, role, diags);
     for (table, text) in sorted(&spec.where_) {
