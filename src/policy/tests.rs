@@ -115,7 +115,7 @@ fn unknown_key_has_location_path_and_suggestion() {
     let got = problems(&format!(
         "{BASE}  sales:\n    categoris: {{contact: allow}}\n"
     ));
-    assert_eq!(got, vec!["p.yaml:10:5: error: roles.sales.categoris: unknown field `categoris`, expected one of description, purpose, legal_basis, unrestricted, default, categories, columns, statements, capabilities, writes, purposes, rows, see_restricted, limits (did you mean 'categories'?)"]);
+    assert_eq!(got, vec!["p.yaml:10:5: error: roles.sales.categoris: unknown field `categoris`, expected one of description, purpose, legal_basis, unrestricted, default, categories, columns, statements, capabilities, writes, purposes, rows, see_restricted, row_pushdown, limits (did you mean 'categories'?)"]);
 }
 
 #[test]
