@@ -90,7 +90,7 @@ pub fn constant_of(q: &Query, scope: &Scope) -> Option<Constant> {
     }
     if let Some(w) = &s.selection {
         let mut terms = Vec::new();
-        and_terms(w, &mut terms);
+        super::row_pushdown::and_terms(w, &mut terms);
         if !terms.iter().all(|t| plain_condition(t, &own, scope.once)) {
             return None;
         }
@@ -134,21 +134,6 @@ fn plain_condition(
         c.is_some_and(|c| !c.gated && c.parameter.is_none_or(|n| once.contains(&n)))
     };
     (own(left).is_some() && fine(constant(right))) || (own(right).is_some() && fine(constant(left)))
-}
-
-fn and_terms<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
-    match e {
-        Expr::BinaryOp {
-            left,
-            op: sqlparser::ast::BinaryOperator::And,
-            right,
-        } => {
-            and_terms(left, out);
-            and_terms(right, out);
-        }
-        Expr::Nested(inner) => and_terms(inner, out),
-        _ => out.push(e),
-    }
 }
 
 /// `text` with its stand-ins put in place and its literal markers as copy markers (each

@@ -510,7 +510,8 @@ fn render(column: &str, ty: &str, test: &Test, once: &BTreeSet<usize>) -> Option
     }
 }
 
-fn and_terms<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
+/// The conjuncts of `e`, through parentheses.
+pub(super) fn and_terms<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
     match e {
         Expr::BinaryOp {
             left,
