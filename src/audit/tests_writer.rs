@@ -119,7 +119,7 @@ async fn a_durable_record_returns_only_once_its_batch_is_written() {
     let started = Instant::now();
     assert_eq!(
         audit.record_durable(rec("stuck")).await,
-        Err(AuditUnavailable::QueueFull { waited_ms: 100 })
+        Err(AuditUnavailable::NotSynced { waited_ms: 100 })
     );
     assert!(started.elapsed() >= Duration::from_millis(100));
 }

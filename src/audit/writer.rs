@@ -32,6 +32,12 @@ const CLOSE_RETRY: Duration = Duration::from_secs(5);
 pub enum AuditUnavailable {
     #[error("audit trail unavailable: the audit queue stayed full for {waited_ms} ms")]
     QueueFull { waited_ms: u64 },
+    /// The record was queued but its batch was not on disk in time (a slow disk, not a full
+    /// queue): the operator's remedy differs, so the text does too.
+    #[error(
+        "audit trail unavailable: the record was not written and synced within {waited_ms} ms"
+    )]
+    NotSynced { waited_ms: u64 },
     #[error("audit trail unavailable: writing the audit log is failing; retrying")]
     SinkFailing,
     #[error("audit trail unavailable: the audit writer has stopped")]
@@ -157,7 +163,7 @@ impl AuditHandle {
             Err(_) if !inner.shared.healthy.load(Ordering::Acquire) => {
                 Err(AuditUnavailable::SinkFailing)
             }
-            Err(_) => Err(AuditUnavailable::QueueFull {
+            Err(_) => Err(AuditUnavailable::NotSynced {
                 waited_ms: inner.block_timeout.as_millis() as u64,
             }),
         }

@@ -335,14 +335,17 @@ pub fn message(e: &tokio_postgres::Error) -> String {
         .unwrap_or_else(|| e.to_string())
 }
 
-/// An `audit:` configuration section writing under `dir`, with fresh keys there.
+/// An `audit:` configuration section writing under `dir`, with fresh keys there. Records are
+/// given 5 s to reach the disk: tests run side by side, each with its own PostgreSQL, and one
+/// fsync on a busy CI disk can take longer than production's 2 s default. Tests of a failing
+/// sink set their own, shorter limit.
 pub fn audit_yaml(dir: &std::path::Path) -> String {
     let chain = dir.join("chain.key");
     let subject = dir.join("subject.key");
     std::fs::write(&chain, "a chain key that is long enough for the tests\n").expect("key");
     std::fs::write(&subject, "a subject key, different and long enough too\n").expect("key");
     format!(
-        "audit:\n  dir: {}\n  chain_key_file: {}\n  subject_key_file: {}\n  block_timeout_ms: 500\n",
+        "audit:\n  dir: {}\n  chain_key_file: {}\n  subject_key_file: {}\n  block_timeout_ms: 5000\n",
         dir.join("audit").display(),
         chain.display(),
         subject.display()
