@@ -9,13 +9,55 @@
 //! already present) is analysed as it is, and a rendering in which a marker does not appear
 //! exactly once is not used.
 
-/// Markers are `$9000000` + index: parameters PostgreSQL would reject (it allows at most
-/// 65535), of one width so no marker is the prefix of another.
+/// Markers are `$9000000` + index (`$9500000` + index for whole numbers, see [`Marker`]):
+/// parameters PostgreSQL would reject (it allows at most 65535), of one width so no marker is
+/// the prefix of another.
 pub(crate) const MARKER_BASE: usize = 9_000_000;
 /// A copy of literal i (a condition the row rules' stand-in repeats, `row_pushdown`) is
 /// `$8000000` + i: it may appear anywhere and any number of times.
 pub(crate) const COPY_BASE: usize = 8_000_000;
 const MAX_LITERALS: usize = 99_999;
+/// Markers (and copies) of whole numbers of up to 18 digits, always an integer type to
+/// PostgreSQL, sit this far above the others: a shape's analysis may then treat them as
+/// integers, as it treats the client's own text (`$1 + 9` repeated in a stand-in,
+/// `row_pushdown`), and a shape holds whole numbers or it does not.
+const WHOLE: usize = 500_000;
+
+/// What a `$n` in a shape or its rendering stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Marker {
+    /// The literal's position in [`Shape::literals`].
+    pub index: usize,
+    /// A copy (may appear anywhere, any number of times) rather than the literal's own place.
+    pub copy: bool,
+    /// The literal is a whole number.
+    pub whole: bool,
+}
+
+impl Marker {
+    /// The marker `$n` is, None for a parameter or anything else.
+    pub(crate) fn of(n: usize) -> Option<Marker> {
+        let (base, copy) = if n >= MARKER_BASE {
+            (MARKER_BASE, false)
+        } else if n >= COPY_BASE {
+            (COPY_BASE, true)
+        } else {
+            return None;
+        };
+        let offset = n - base;
+        let whole = offset >= WHOLE;
+        let index = if whole { offset - WHOLE } else { offset };
+        (index < MAX_LITERALS).then_some(Marker { index, copy, whole })
+    }
+
+    /// The text of this marker as a copy.
+    pub(crate) fn copy_text(self) -> String {
+        format!(
+            "${}",
+            COPY_BASE + self.index + if self.whole { WHOLE } else { 0 }
+        )
+    }
+}
 
 /// A statement's shape and the constants taken out of it, in order.
 #[derive(Debug, PartialEq, Eq)]
@@ -24,8 +66,13 @@ pub struct Shape {
     pub literals: Vec<String>,
 }
 
-fn marker(i: usize) -> String {
-    format!("${}", MARKER_BASE + i)
+fn marker(i: usize, whole: bool) -> String {
+    format!("${}", MARKER_BASE + i + if whole { WHOLE } else { 0 })
+}
+
+/// Whether PostgreSQL reads `literal` as an integer constant, whatever its digits.
+fn is_whole(literal: &str) -> bool {
+    !literal.is_empty() && literal.len() <= 18 && literal.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn ident_char(c: u8) -> bool {
@@ -183,9 +230,10 @@ fn push(
     }
     text.push_str(&sql[*copied..start]);
     text.push(' ');
-    text.push_str(&marker(literals.len()));
+    let literal = &sql[start..end];
+    text.push_str(&marker(literals.len(), is_whole(literal)));
     text.push(' ');
-    literals.push(sql[start..end].to_owned());
+    literals.push(literal.to_owned());
     *copied = end;
     Some(())
 }
@@ -201,17 +249,18 @@ pub fn fill(rendered: &str, literals: &[String]) -> Option<String> {
             .chars()
             .take_while(char::is_ascii_digit)
             .collect();
-        let n: usize = digits.parse().ok()?;
-        let literal = match n.checked_sub(MARKER_BASE) {
-            Some(i) => {
-                if i != expected || i >= literals.len() {
-                    return None;
-                }
-                expected += 1;
-                &literals[i]
+        let m = Marker::of(digits.parse().ok()?)?;
+        let literal = literals.get(m.index)?;
+        // The class is part of the shape: a rendering that changed it is not used.
+        if m.whole != is_whole(literal) {
+            return None;
+        }
+        if !m.copy {
+            if m.index != expected {
+                return None;
             }
-            None => literals.get(n.checked_sub(COPY_BASE)?)?,
-        };
+            expected += 1;
+        }
         out.push_str(&rest[..pos]);
         out.push_str(literal);
         rest = &rest[pos + 1 + digits.len()..];
@@ -235,8 +284,8 @@ pub fn as_copies(text: &str) -> String {
             .count();
         let number = rest[pos + 1..pos + 1 + digits].parse::<usize>().ok();
         out.push_str(&rest[..pos]);
-        match number.and_then(|n| n.checked_sub(MARKER_BASE)) {
-            Some(i) => out.push_str(&format!("${}", COPY_BASE + i)),
+        match number.and_then(Marker::of).filter(|m| !m.copy) {
+            Some(m) => out.push_str(&m.copy_text()),
             None => out.push_str(&rest[pos..pos + 1 + digits]),
         }
         rest = &rest[pos + 1 + digits..];
@@ -284,11 +333,11 @@ mod tests {
             .expect("shape");
         assert_eq!(
             s.text,
-            "SELECT a,  $9000000  FROM t1 WHERE id =  $9000001  AND x >  $9000002  AND name =  $9000003 "
+            "SELECT a,  $9000000  FROM t1 WHERE id =  $9500001  AND x >  $9000002  AND name =  $9000003 "
         );
         assert_eq!(s.literals, ["'t1'", "42", "1.5e3", "'O''Brien'"]);
         let rendered =
-            "SELECT a, $9000000 FROM t1 WHERE id = $9000001 AND x > $9000002 AND name = $9000003";
+            "SELECT a, $9000000 FROM t1 WHERE id = $9500001 AND x > $9000002 AND name = $9000003";
         assert_eq!(
             fill(rendered, &s.literals).as_deref(),
             Some("SELECT a, 't1' FROM t1 WHERE id = 42 AND x > 1.5e3 AND name = 'O''Brien'")
@@ -333,10 +382,14 @@ mod tests {
     fn copies_of_a_literal_are_filled_anywhere_and_parameters_stay() {
         let literals = ["42".to_owned(), "'x'".to_owned()];
         assert_eq!(
-            fill("SELECT a FROM (SELECT a FROM t WHERE id = $8000000) s WHERE id = $9000000 AND b = $8 AND c = $9000001", &literals).as_deref(),
+            fill("SELECT a FROM (SELECT a FROM t WHERE id = $8500000) s WHERE id = $9500000 AND b = $8 AND c = $9000001", &literals).as_deref(),
             Some("SELECT a FROM (SELECT a FROM t WHERE id = 42) s WHERE id = 42 AND b = $8 AND c = 'x'")
         );
-        assert_eq!(fill("SELECT $8000002, $9000000, $9000001", &literals), None);
+        assert_eq!(fill("SELECT $8000002, $9500000, $9000001", &literals), None);
+        // A marker whose class is not its literal's: the rendering is not used.
+        assert_eq!(fill("SELECT $9000000, $9000001", &literals), None);
+        assert_eq!(fill("SELECT $9500000, $9500001", &literals), None);
+        assert_eq!(fill("SELECT $8000000, $9500000, $9000001", &literals), None);
         assert!(shape("SELECT a FROM t WHERE id = $8000000 AND b = 1").is_none());
         assert!(shape("SELECT a FROM t WHERE id = $8 AND b = 1").is_some());
     }
@@ -344,11 +397,11 @@ mod tests {
     #[test]
     fn renderings_with_missing_duplicated_or_reordered_markers_are_not_used() {
         let lits = vec!["1".to_owned(), "2".to_owned()];
-        assert_eq!(fill("a $9000000 b", &lits), None);
-        assert_eq!(fill("a $9000001 b $9000000", &lits), None);
-        assert_eq!(fill("a $9000000 b $9000000", &lits), None);
+        assert_eq!(fill("a $9500000 b", &lits), None);
+        assert_eq!(fill("a $9500001 b $9500000", &lits), None);
+        assert_eq!(fill("a $9500000 b $9500000", &lits), None);
         assert_eq!(
-            fill("a $9000000 b $9000001", &lits).as_deref(),
+            fill("a $9500000 b $9500001", &lits).as_deref(),
             Some("a 1 b 2")
         );
     }

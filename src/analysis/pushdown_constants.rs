@@ -21,15 +21,16 @@
 
 use sqlparser::ast::{AccessExpr, BinaryOperator, Expr, Subscript, UnaryOperator, Value};
 
-use super::literals::{COPY_BASE, MARKER_BASE};
+use super::literals::Marker;
 
 /// What PostgreSQL will take the constant to be before it meets the column.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// A whole-number literal: an integer type.
+    /// A whole-number literal, or a shape's marker of one: an integer type.
     Integer,
-    /// A string literal or a shape's literal marker: typed by the column it is compared with
-    /// (a marker that stands for a number compares as a number, as the client's text does).
+    /// A string literal, or a shape's marker of a literal that is not a whole number: typed by
+    /// the column it is compared with (a decimal compares as a number, as the client's text
+    /// does).
     Untyped,
     /// A parameter: typed by its first use, which is the stand-in's condition when the
     /// client compares it with the column.
@@ -188,8 +189,10 @@ fn value(v: &Value) -> Option<Constant> {
         Value::SingleQuotedString(_) => (v.to_string(), Kind::Untyped),
         Value::Placeholder(p) => {
             let n: usize = p.strip_prefix('$')?.parse().ok()?;
-            match n.checked_sub(MARKER_BASE) {
-                Some(i) => (format!("${}", COPY_BASE + i), Kind::Untyped),
+            match Marker::of(n) {
+                Some(m) if m.copy => return None,
+                Some(m) if m.whole => (m.copy_text(), Kind::Integer),
+                Some(m) => (m.copy_text(), Kind::Untyped),
                 None if (1..=65_535).contains(&n) => (p.clone(), Kind::Parameter),
                 None => return None,
             }
@@ -242,6 +245,8 @@ mod tests {
         assert_eq!(of("'Hansen'"), Some(("'Hansen'".into(), Kind::Untyped)));
         assert_eq!(of("$2"), Some(("$2".into(), Kind::Parameter)));
         assert_eq!(of("$9000003"), Some(("$8000003".into(), Kind::Untyped)));
+        assert_eq!(of("$9500003"), Some(("$8500003".into(), Kind::Integer)));
+        assert_eq!(of("$8500003"), None);
         assert_eq!(of("4.5"), None);
         assert_eq!(of("E'x'"), None);
         assert_eq!(of("$70000"), None);
@@ -285,6 +290,17 @@ mod tests {
             ))
         );
         assert_eq!(gated("20 - 9").map(|c| c.3), Some(false));
+        // In a shape, whole numbers keep their class: `$1 + 9` is gated there too.
+        assert_eq!(
+            gated("$1 + $9500002"),
+            Some((
+                "($1 OPERATOR(pg_catalog.+) $8500002)".into(),
+                Kind::Computed,
+                Some(1),
+                true
+            ))
+        );
+        assert_eq!(gated("$1 + $9000002"), None);
         assert_eq!(gated("$3").map(|c| c.3), Some(false));
     }
 

@@ -155,12 +155,9 @@ pub fn same_but_literals(shape: &str, filled: &str, literals: &[String]) -> Resu
         let marker = (s.token == PgToken::Param as i32)
             .then(|| st.strip_prefix('$')?.parse::<usize>().ok())
             .flatten()
-            .and_then(|n| {
-                use super::super::literals::{COPY_BASE, MARKER_BASE};
-                // A literal's marker, or a copy of it (a row rules' stand-in repeats it).
-                n.checked_sub(MARKER_BASE)
-                    .or_else(|| n.checked_sub(COPY_BASE).filter(|_| n < MARKER_BASE))
-            });
+            // A literal's marker, or a copy of it (a row rules' stand-in repeats it).
+            .and_then(super::super::literals::Marker::of)
+            .map(|m| m.index);
         match marker {
             Some(i) => {
                 let literal_kind = [PgToken::Sconst, PgToken::Iconst, PgToken::Fconst]
