@@ -27,6 +27,7 @@ mod relations;
 mod result_origins;
 mod row_page;
 mod row_pushdown;
+pub use row_pushdown::unsafe_declared as unsafe_declared_parameter;
 mod row_references;
 mod row_rules;
 mod row_writes;
@@ -130,6 +131,9 @@ pub struct Analysed {
     /// Parameters the statement uses exactly once: only these may be repeated in a row-ruled
     /// stand-in, where they would otherwise be typed by the copy instead of by the client's use.
     pub parameters_once: std::collections::BTreeSet<usize>,
+    /// Parameters compared with a column inside a row-ruled stand-in: a Parse may leave their
+    /// types to PostgreSQL or declare only `row_pushdown::SAFE_DECLARED_TYPES` for them.
+    pub pushed_parameters: std::collections::BTreeSet<usize>,
     pub classes: Vec<StatementClass>,
     /// `schema.table` of protected tables read (their masks and row rules applied).
     pub protected_reads: Vec<String>,

@@ -43,6 +43,8 @@ pub(super) fn walk_parts(
 
 pub(super) fn record_reads(reads: &mut Reads, out: &mut Analysed) -> Result<(), Refusal> {
     out.take_stand_ins(&mut reads.stand_ins, &mut reads.stand_in_columns);
+    out.pushed_parameters
+        .extend(std::mem::take(&mut reads.pushed_parameters));
     for r in &reads.protected {
         out.protected_reads.push(format!("{}.{}", r.schema, r.name));
     }

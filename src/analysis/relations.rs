@@ -24,6 +24,8 @@ pub struct Reads<'a, 'c> {
     pub cte_names: HashSet<String>,
     /// Parameters the statement uses once (see `Analysed::parameters_once`).
     pub parameters_once: std::collections::BTreeSet<usize>,
+    /// Parameters repeated inside row-ruled stand-ins (see `Analysed::pushed_parameters`).
+    pub pushed_parameters: std::collections::BTreeSet<usize>,
     /// Column names, relation names and unnamed reads seen so far (blocked-column check and
     /// the columns records list).
     pub names: Names,
@@ -57,6 +59,7 @@ impl<'a, 'c> Reads<'a, 'c> {
             ctx,
             cte_names: HashSet::new(),
             parameters_once: Default::default(),
+            pushed_parameters: Default::default(),
             names: Names::default(),
             protected: Vec::new(),
             read: Vec::new(),
@@ -431,7 +434,9 @@ impl VisitorMut for Reads<'_, '_> {
     fn post_visit_select(&mut self, s: &mut sqlparser::ast::Select) -> ControlFlow<Refusal> {
         // Its FROM items are stand-ins now.
         super::grouping::license(s, &self.stand_in_rels, self.ctx);
-        for (placeholder, condition) in self.pushdown(s).conditions {
+        let pushdown = self.pushdown(s);
+        self.pushed_parameters.extend(pushdown.parameters);
+        for (placeholder, condition) in pushdown.conditions {
             self.copy_condition(&placeholder, &condition);
         }
         ControlFlow::Continue(())

@@ -52,6 +52,49 @@ const INTEGERS: &[&str] = &["bigint", "integer", "smallint"];
 /// fail (a date compared with a timestamp converts, and the conversion can overflow).
 const PARAMETER_TYPES: &[&str] = &["bigint", "integer", "smallint", "text", "uuid"];
 
+/// Types a client may declare for a parameter repeated inside a stand-in (a Parse's type
+/// OIDs, `PREPARE p(type, ...)`), with 0 for one it leaves to PostgreSQL. A declared type
+/// chooses the comparison: compared with a bigint column, an `oid` (or `regclass`, ...)
+/// parameter makes PostgreSQL convert the column's value to oid on every row the comparison
+/// meets, hidden rows included, and the conversion fails past 4294967295, so an error would
+/// tell that such a row exists. With these types nothing that can fail converts the value of
+/// an integer, text or uuid column (an integer becomes numeric or double precision at most;
+/// otherwise the parameter is converted, once, to the column's type).
+pub const SAFE_DECLARED_TYPES: &[(u32, &[&str])] = &[
+    (0, &[]),
+    (705, &["unknown"]),
+    (21, &["smallint", "int2"]),
+    (23, &["integer", "int", "int4"]),
+    (20, &["bigint", "int8"]),
+    (1700, &["numeric", "decimal"]),
+    (700, &["real", "float4"]),
+    (701, &["double precision", "float8", "float"]),
+    (25, &["text"]),
+    (1043, &["varchar", "character varying"]),
+    (1042, &["char", "character", "bpchar"]),
+    (19, &["name"]),
+    (2950, &["uuid"]),
+];
+
+/// Whether a type written in `PREPARE name(type, ...)` is one of [`SAFE_DECLARED_TYPES`].
+pub fn safe_declared_name(ty: &str) -> bool {
+    let t = ty.trim().to_ascii_lowercase();
+    let t = t.strip_prefix("pg_catalog.").unwrap_or(&t);
+    let base = t.split('(').next().unwrap_or_default().trim();
+    SAFE_DECLARED_TYPES
+        .iter()
+        .any(|(_, names)| names.contains(&base))
+}
+
+/// The first parameter repeated inside a stand-in (`pushed`) that a Parse declares with a type
+/// (`oids`, PostgreSQL's type OIDs, 0 for unspecified) not among [`SAFE_DECLARED_TYPES`].
+pub fn unsafe_declared(pushed: &BTreeSet<usize>, oids: &[u32]) -> Option<(usize, u32)> {
+    pushed.iter().find_map(|&n| {
+        let oid = *oids.get(n.checked_sub(1)?)?;
+        (!SAFE_DECLARED_TYPES.iter().any(|(o, _)| *o == oid)).then_some((n, oid))
+    })
+}
+
 /// At most this many conditions are repeated in one stand-in.
 const MAX_CONDITIONS: usize = 16;
 const MAX_IN_LIST: usize = 64;
@@ -102,6 +145,9 @@ pub struct Pushdown {
     pub conditions: Vec<(String, String)>,
     /// The only FROM item is this row-ruled stand-in and all of the WHERE was repeated in it.
     pub whole: Option<String>,
+    /// The parameters (`$n`) the conditions compare a column with: a type the client declares
+    /// for one of them chooses the comparison (see [`SAFE_DECLARED_TYPES`]).
+    pub parameters: BTreeSet<usize>,
 }
 
 /// A scalar sub-query as a constant (see `pushdown_subquery`), None when it is not one.
@@ -118,6 +164,7 @@ pub fn conditions(
     let mut none = Pushdown {
         conditions: Vec::new(),
         whole: None,
+        parameters: BTreeSet::new(),
     };
     let items = items(s, stand_ins, ctx, resolve);
     if items.iter().all(|i| i.ruled.is_none()) {
@@ -166,12 +213,13 @@ pub fn conditions(
             continue;
         };
         let mut seen = HashSet::new();
-        for text in facts.for_item(at, &items, stand_ins, ctx, once) {
+        for (text, parameters) in facts.for_item(at, &items, stand_ins, ctx, once) {
             if seen.contains(&text) {
                 continue;
             }
             if seen.len() < MAX_CONDITIONS {
                 seen.insert(text.clone());
+                none.parameters.extend(parameters);
                 none.conditions.push((placeholder.clone(), text));
             } else {
                 // Left out: the stand-in then holds rows the WHERE drops, and a page
@@ -324,7 +372,8 @@ impl Facts<'_> {
         true
     }
 
-    /// The conditions that hold for item `at`'s rows, over its readable columns.
+    /// The conditions that hold for item `at`'s rows, over its readable columns, each with
+    /// the parameters it compares a column with.
     fn for_item(
         &self,
         at: usize,
@@ -332,7 +381,7 @@ impl Facts<'_> {
         stand_ins: &HashMap<String, StandIn>,
         ctx: &Ctx,
         once: &BTreeSet<usize>,
-    ) -> Vec<String> {
+    ) -> Vec<(String, Vec<usize>)> {
         let Some(rel) = &items[at].rel else {
             return Vec::new();
         };
@@ -344,7 +393,11 @@ impl Facts<'_> {
             let start = (items[at].alias.clone(), c.name.clone());
             for bound in self.reaching(&start, ty, items) {
                 if let Some(text) = render(&c.name, ty, &bound.test, once) {
-                    out.push(text);
+                    let parameters = match &bound.test {
+                        Test::Cmp(_, c) => c.parameter.into_iter().collect(),
+                        Test::In(values) => values.iter().filter_map(|c| c.parameter).collect(),
+                    };
+                    out.push((text, parameters));
                 }
             }
         }

@@ -66,6 +66,15 @@ fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, Refusal> {
     let mut only_writes = Vec::new();
     for (i, stmt) in stmts.iter_mut().enumerate() {
         out.parameters_once = super::pushdown_constants::used_once(&*stmt);
+        if let Statement::Prepare { data_types, .. } = &*stmt {
+            // A declared type chooses the comparison a repeated parameter makes (see
+            // `row_pushdown::SAFE_DECLARED_TYPES`): others are not repeated.
+            out.parameters_once.retain(|n| {
+                n.checked_sub(1)
+                    .and_then(|i| data_types.get(i))
+                    .is_none_or(|t| super::row_pushdown::safe_declared_name(&t.to_string()))
+            });
+        }
         let class = statement(stmt, ctx, &mut out)?;
         if let Some(target) = out.only_write.take() {
             only_writes.push((i, target));

@@ -39,7 +39,10 @@ pub fn parse<'a>(
 ) -> (Parse<'a>, Decided<'a>) {
     match message::decode_parse(frame) {
         Ok(p) => {
-            let decided = decide(policy, client_utf8, p.sql, message::utf8_text(p.sql));
+            let mut decided = decide(policy, client_utf8, p.sql, message::utf8_text(p.sql));
+            if let Some(e) = declared_types_refusal(&decided.verdict, &p.param_types) {
+                decided.verdict = Verdict::Refuse(e);
+            }
             (p, decided)
         }
         Err(e) => {
@@ -51,6 +54,24 @@ pub fn parse<'a>(
             (p, decide(policy, client_utf8, b"", Err(e)))
         }
     }
+}
+
+/// A Parse's declared parameter types choose the comparisons PostgreSQL makes with them. A
+/// parameter repeated inside a row-ruled stand-in meets hidden rows there, so it may only have
+/// a type that cannot make PostgreSQL convert a column's value in a way that fails (see
+/// `row_pushdown::SAFE_DECLARED_TYPES`): an `oid` compared with a bigint key would fail on a
+/// hidden row past 4294967295 and so tell it exists.
+fn declared_types_refusal(verdict: &Verdict, oids: &[u32]) -> Option<PgError> {
+    let Verdict::Rewrite(a) = verdict else {
+        return None;
+    };
+    let (n, oid) = crate::analysis::unsafe_declared_parameter(&a.pushed_parameters, oids)?;
+    Some(
+        PgError::insufficient_privilege(format!(
+            "pgvakt: parameter ${n} is declared with type OID {oid}; it is compared with a column of a table the role's row rules filter, where that type could convert the stored values"
+        ))
+        .with_hint("Leave the parameter's type to PostgreSQL, or declare the column's own type."),
+    )
 }
 
 fn decide<'a>(
