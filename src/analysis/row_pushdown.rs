@@ -578,3 +578,37 @@ pub(super) fn and_terms<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
         _ => out.push(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declared_types_that_could_convert_a_column_are_told_apart() {
+        for ty in [
+            "bigint",
+            "INT4",
+            "numeric(10, 2)",
+            "varchar(20)",
+            "pg_catalog.text",
+        ] {
+            assert!(safe_declared_name(ty), "{ty}");
+        }
+        for ty in [
+            "oid",
+            "regclass",
+            "\"char\"",
+            "int8[]",
+            "timestamp",
+            "money",
+        ] {
+            assert!(!safe_declared_name(ty), "{ty}");
+        }
+        let pushed: BTreeSet<usize> = [2].into_iter().collect();
+        // oid 26 for $2 is refused; for $1, which is not repeated, it does not matter.
+        assert_eq!(unsafe_declared(&pushed, &[20, 26]), Some((2, 26)));
+        assert_eq!(unsafe_declared(&pushed, &[26, 20]), None);
+        assert_eq!(unsafe_declared(&pushed, &[20]), None);
+        assert_eq!(unsafe_declared(&pushed, &[0, 0]), None);
+    }
+}
