@@ -132,6 +132,38 @@ async fn serve(
     id: u64,
     proxy: &Arc<Proxy>,
 ) -> Result<(), SessionError> {
+    let mut s = match start_in_time(tcp, peer, id, proxy).await? {
+        None => return Ok(()),
+        Some(Begun::Console(c)) => return console_login::serve(c, proxy).await,
+        Some(Begun::Relay(s)) => s,
+    };
+    let registered = proxy.sessions.register(registry_entry(&s, peer, id, proxy));
+    let since = std::time::Instant::now();
+    if let Some(a) = &s.audit {
+        let w = a.lock().writer();
+        w.login().await;
+    }
+    let result = relay_until_ended(&mut s, proxy, &registered.live).await;
+    if let Some(a) = &s.audit {
+        let w = a.lock().writer();
+        w.disconnect(since.elapsed().as_millis() as u64).await;
+    }
+    proxy.cancels.unregister(s.cancel_key);
+    // The upstream goes first: its backend must end even if the client below never reads.
+    drop(s.upstream_wr);
+    drop(s.upstream_rd);
+    last_words(&mut s.client_wr, &result).await;
+    result
+}
+
+/// `start` within limits.startup_timeout_ms; a timeout or a connection that fails before
+/// login is recorded as a refusal (PostgreSQL never saw it, so only pgvakt can).
+async fn start_in_time(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    proxy: &Arc<Proxy>,
+) -> Result<Option<Begun>, SessionError> {
     let startup_timeout = Duration::from_millis(proxy.config.limits.startup_timeout_ms);
     let started = tokio::time::timeout(startup_timeout, start(tcp, peer, id, proxy)).await;
     let Ok(started) = started else {
@@ -146,7 +178,7 @@ async fn serve(
         prelogin::report(proxy, r).await;
         return Err(SessionError::Protocol("startup timed out".into()));
     };
-    let started = match started {
+    match started {
         Err(
             e @ (SessionError::Protocol(_)
             | SessionError::Frame(_)
@@ -167,16 +199,20 @@ async fn serve(
             r.sqlstate = sqlstate;
             r.message = e.to_string();
             prelogin::report(proxy, r).await;
-            return Err(e);
+            Err(e)
         }
-        other => other?,
-    };
-    let mut s = match started {
-        None => return Ok(()),
-        Some(Begun::Console(c)) => return console_login::serve(c, proxy).await,
-        Some(Begun::Relay(s)) => s,
-    };
-    let registered = proxy.sessions.register(crate::registry::Opened {
+        other => other,
+    }
+}
+
+/// The registry's entry for a relay session (what the console lists and can end).
+fn registry_entry(
+    s: &Started,
+    peer: SocketAddr,
+    id: u64,
+    proxy: &Proxy,
+) -> crate::registry::Opened {
+    crate::registry::Opened {
         id,
         user: s.user.clone(),
         database: s.policy.database.clone(),
@@ -187,46 +223,45 @@ async fn serve(
             groups: s.policy.groups.clone(),
         },
         upstream: proxy.cancels.target(s.cancel_key),
-    });
-    let since = std::time::Instant::now();
-    if let Some(a) = &s.audit {
-        let w = a.lock().writer();
-        w.login().await;
     }
-    let result = {
-        let mut ended = registered.live.ended();
-        let relay = relay::run(&mut s, proxy, &registered.live);
-        tokio::pin!(relay);
-        tokio::select! {
-            r = &mut relay => r,
-            why = crate::registry::wait_ended(&mut ended) => {
-                // The relay tells its client and closes; one stuck on a client that does not
-                // read is dropped after a moment.
-                tokio::time::timeout(ENDED_GRACE, &mut relay)
-                    .await
-                    .unwrap_or_else(|_| Err(SessionError::Client(why.error())))
-            }
+}
+
+/// The statement relay, until it ends or the session is ended from the console.
+async fn relay_until_ended(
+    s: &mut Started,
+    proxy: &Proxy,
+    live: &Arc<crate::registry::Live>,
+) -> Result<(), SessionError> {
+    let mut ended = live.ended();
+    let relay = relay::run(s, proxy, live);
+    tokio::pin!(relay);
+    tokio::select! {
+        r = &mut relay => r,
+        why = crate::registry::wait_ended(&mut ended) => {
+            // The relay tells its client and closes; one stuck on a client that does not
+            // read is dropped after a moment.
+            tokio::time::timeout(ENDED_GRACE, &mut relay)
+                .await
+                .unwrap_or_else(|_| Err(SessionError::Client(why.error())))
         }
-    };
-    if let Some(a) = &s.audit {
-        let w = a.lock().writer();
-        w.disconnect(since.elapsed().as_millis() as u64).await;
     }
-    proxy.cancels.unregister(s.cancel_key);
-    // The upstream goes first: its backend must end even if the client below never reads.
-    drop(s.upstream_wr);
-    drop(s.upstream_rd);
+}
+
+/// Send the client the session's error, if it gets one, and close its side.
+async fn last_words(
+    client_wr: &mut tokio::io::WriteHalf<crate::stream::BoxStream>,
+    result: &Result<(), SessionError>,
+) {
     // A client that stopped reading would hold these writes (and the task) forever.
     let last_words = async {
-        if let Err(e) = &result {
+        if let Err(e) = result {
             if let Some(pg) = e.client_error() {
-                let _ = s.client_wr.write_all(&pg.to_bytes()).await;
+                let _ = client_wr.write_all(&pg.to_bytes()).await;
             }
         }
-        let _ = s.client_wr.shutdown().await;
+        let _ = client_wr.shutdown().await;
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), last_words).await;
-    result
 }
 
 /// A logged-in session ready for the statement relay.

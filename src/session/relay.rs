@@ -77,6 +77,30 @@ struct Shared {
 }
 
 impl Shared {
+    /// A session's state as it starts: idle, nothing in flight, nothing refused yet.
+    fn new(
+        policy: &SessionPolicy,
+        audit: Option<&FrontAudit>,
+        client_utf8: bool,
+        live: &Arc<crate::registry::Live>,
+    ) -> Self {
+        Shared {
+            refusals: Refusals::new(),
+            inflight: Mutex::new(VecDeque::new()),
+            tx_status: AtomicU8::new(b'I'),
+            tx_ended: std::sync::atomic::AtomicU64::new(0),
+            tx_committed: AtomicBool::new(false),
+            restricted: policy.is_restricted(),
+            role_restricted: policy.role().is_some_and(|(_, r)| r),
+            client_utf8: AtomicBool::new(client_utf8),
+            protected: ArcSwapOption::empty(),
+            trail: audit.map(|a| a.trail.clone()),
+            ddl_in_flight: AtomicBool::new(false),
+            catalog_refresh: policy.catalog_refresh(),
+            live: live.clone(),
+        }
+    }
+
     fn tell_transactions(&self, policy: &mut SessionPolicy) {
         let ended = self.tx_ended.load(Ordering::SeqCst);
         let committed = self.tx_committed.load(Ordering::SeqCst);
@@ -127,21 +151,7 @@ pub async fn run(
         client_utf8,
         ..
     } = s;
-    let shared = Shared {
-        refusals: Refusals::new(),
-        inflight: Mutex::new(VecDeque::new()),
-        tx_status: AtomicU8::new(b'I'),
-        tx_ended: std::sync::atomic::AtomicU64::new(0),
-        tx_committed: AtomicBool::new(false),
-        restricted: policy.is_restricted(),
-        role_restricted: policy.role().is_some_and(|(_, r)| r),
-        client_utf8: AtomicBool::new(*client_utf8),
-        protected: ArcSwapOption::empty(),
-        trail: audit.as_ref().map(|a| a.trail.clone()),
-        ddl_in_flight: AtomicBool::new(false),
-        catalog_refresh: policy.catalog_refresh(),
-        live: live.clone(),
-    };
+    let shared = Shared::new(policy, audit.as_ref(), *client_utf8, live);
     let (control_tx, control_rx) = mpsc::channel::<Control>(1);
     let (done_tx, done_rx) = watch::channel(false);
     let front = async {
@@ -176,21 +186,7 @@ pub async fn run(
         let _ = done_tx.send(true);
         r
     };
-    // When the result side ends (client gone, upstream closed), the client side may be stuck
-    // writing to an upstream that no longer reads: it gets a moment, then is dropped, so the
-    // session and its backend end instead of waiting for each other for good.
-    let (front, back) = {
-        tokio::pin!(front, back);
-        tokio::select! {
-            f = &mut front => (f, back.await),
-            b = &mut back => {
-                let f = tokio::time::timeout(SIDE_GRACE, &mut front)
-                    .await
-                    .unwrap_or(Err(SessionError::Closed));
-                (f, b)
-            }
-        }
-    };
+    let (front, back) = both_sides(front, back).await;
     let _ = tokio::time::timeout(SIDE_GRACE, upstream_wr.shutdown()).await;
     if let Err(e) = &front {
         // Its FATAL, if any, has been delivered by the backend side.
@@ -199,6 +195,27 @@ pub async fn run(
         }
     }
     back
+}
+
+/// Both sides' results, the client side's and the result side's.
+///
+/// When the result side ends (client gone, upstream closed), the client side may be stuck
+/// writing to an upstream that no longer reads: it gets a moment, then is dropped, so the
+/// session and its backend end instead of waiting for each other for good.
+async fn both_sides(
+    front: impl std::future::Future<Output = Result<(), SessionError>>,
+    back: impl std::future::Future<Output = Result<(), SessionError>>,
+) -> (Result<(), SessionError>, Result<(), SessionError>) {
+    tokio::pin!(front, back);
+    tokio::select! {
+        f = &mut front => (f, back.await),
+        b = &mut back => {
+            let f = tokio::time::timeout(SIDE_GRACE, &mut front)
+                .await
+                .unwrap_or(Err(SessionError::Closed));
+            (f, b)
+        }
+    }
 }
 
 /// How long one side of a session may take to finish after the other has ended.
