@@ -3,7 +3,7 @@
 //! integrity details withheld) and which audit records they complete. Writes that stall end the
 //! session.
 
-use super::result_filter::{Output, Ready, ResultFilter, View};
+use super::result_filter::{Output, Ready, ResultFilter, Step, View};
 use super::*;
 use crate::audit::Record;
 
@@ -19,67 +19,18 @@ pub(super) async fn backend(
     let mut phase = proxy.phase.subscribe();
     let mut ended = shared.live.ended();
     let mut filter = ResultFilter::new(shared.restricted, shared.role_restricted);
-    // What is written to the client is counted, and may stall only so long.
-    let bytes_out = (
-        proxy
-            .metrics
-            .bytes
-            .get_or_create(&DirectionLabel {
-                direction: Direction::UpstreamToClient,
-            })
-            .clone(),
-        Duration::from_millis(proxy.config.limits.client_write_timeout_ms),
-    );
+    let bytes_out = client_output(proxy);
     loop {
-        // Forward the longest run of complete frames straight from the buffer; only frames that
-        // must change are written one by one.
-        let mut pos = 0;
-        while let Some(len) = reader
-            .peek_len(&buf[pos..])
-            .map_err(SessionError::UpstreamFrame)?
-        {
-            if buf.len() - pos < len {
-                break;
-            }
-            let step = {
-                let protected = shared.protected.load();
-                let mut trail = shared.trail.as_deref().map(lock);
-                let view = View {
-                    protected: protected.as_ref().map(|p| p.as_ref()),
-                    refusals: &shared.refusals,
-                    trail: trail.as_deref_mut(),
-                };
-                filter
-                    .step(&buf[pos..pos + len], view)
-                    .map_err(SessionError::Upstream)?
-            };
-            apply(
-                step.records,
-                step.anomaly,
-                step.ready,
-                step.client_utf8,
-                proxy,
-                shared,
-            )
-            .await;
-            match step.output {
-                Output::Keep => pos += len,
-                Output::Replace(r) => {
-                    write_out(client_wr, &buf[..pos], &bytes_out).await?;
-                    buf.advance(pos + len);
-                    pos = 0;
-                    write_out(client_wr, &r, &bytes_out).await?;
-                }
-                Output::Fatal(e) => {
-                    write_out(client_wr, &buf[..pos], &bytes_out).await?;
-                    return Err(SessionError::Client(e));
-                }
-            }
-        }
-        if pos > 0 {
-            write_out(client_wr, &buf[..pos], &bytes_out).await?;
-            buf.advance(pos);
-        }
+        forward_frames(
+            &reader,
+            buf,
+            client_wr,
+            &mut filter,
+            proxy,
+            shared,
+            &bytes_out,
+        )
+        .await?;
         stalled(bytes_out.1, client_wr.flush()).await?;
         make_room(buf);
         tokio::select! {
@@ -107,6 +58,90 @@ pub(super) async fn backend(
             }
         }
     }
+}
+
+/// What is written to the client is counted, and may stall only so long: the counter and
+/// limits.client_write_timeout_ms.
+fn client_output(proxy: &Proxy) -> (prometheus_client::metrics::counter::Counter, Duration) {
+    (
+        proxy
+            .metrics
+            .bytes
+            .get_or_create(&DirectionLabel {
+                direction: Direction::UpstreamToClient,
+            })
+            .clone(),
+        Duration::from_millis(proxy.config.limits.client_write_timeout_ms),
+    )
+}
+
+/// Write every complete frame in `buf` to the client, as the filter decides, and drop them
+/// from `buf`; an incomplete last frame stays for the next read.
+async fn forward_frames(
+    reader: &FrameReader,
+    buf: &mut BytesMut,
+    client_wr: &mut WriteHalf<BoxStream>,
+    filter: &mut ResultFilter,
+    proxy: &Proxy,
+    shared: &Shared,
+    bytes_out: &(prometheus_client::metrics::counter::Counter, Duration),
+) -> Result<(), SessionError> {
+    // Forward the longest run of complete frames straight from the buffer; only frames that
+    // must change are written one by one.
+    let mut pos = 0;
+    while let Some(len) = reader
+        .peek_len(&buf[pos..])
+        .map_err(SessionError::UpstreamFrame)?
+    {
+        if buf.len() - pos < len {
+            break;
+        }
+        let step = filter_frame(filter, &buf[pos..pos + len], shared)?;
+        apply(
+            step.records,
+            step.anomaly,
+            step.ready,
+            step.client_utf8,
+            proxy,
+            shared,
+        )
+        .await;
+        match step.output {
+            Output::Keep => pos += len,
+            Output::Replace(r) => {
+                write_out(client_wr, &buf[..pos], bytes_out).await?;
+                buf.advance(pos + len);
+                pos = 0;
+                write_out(client_wr, &r, bytes_out).await?;
+            }
+            Output::Fatal(e) => {
+                write_out(client_wr, &buf[..pos], bytes_out).await?;
+                return Err(SessionError::Client(e));
+            }
+        }
+    }
+    if pos > 0 {
+        write_out(client_wr, &buf[..pos], bytes_out).await?;
+        buf.advance(pos);
+    }
+    Ok(())
+}
+
+/// The filter's decision on one frame. The protected columns and the audit trail are held
+/// only for the step, never across an await.
+fn filter_frame(
+    filter: &mut ResultFilter,
+    frame: &[u8],
+    shared: &Shared,
+) -> Result<Step, SessionError> {
+    let protected = shared.protected.load();
+    let mut trail = shared.trail.as_deref().map(lock);
+    let view = View {
+        protected: protected.as_ref().map(|p| p.as_ref()),
+        refusals: &shared.refusals,
+        trail: trail.as_deref_mut(),
+    };
+    filter.step(frame, view).map_err(SessionError::Upstream)
 }
 
 /// What a frame asked for besides its bytes: audit records first (a read is recorded before
