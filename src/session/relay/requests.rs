@@ -119,13 +119,7 @@ impl RequestSide<'_> {
         }
         if matches!(frame.tag, b'P' | b'B' | b'E' | b'S' | b'Q') {
             if let Err(e) = fresh.and_then(|()| self.policy.protocol(frame)) {
-                // As the audit trail refuses an Execute: it follows the request, and the client
-                // gets the refusal in the Execute's place.
-                if let Some(a) = self.audit.as_mut() {
-                    a.refuse_execute(frame);
-                }
-                proxy.metrics.statement(Decision::Refused, Class::Unknown);
-                out.extend_from_slice(&refused_message(e, &shared.refusals));
+                self.refuse_protocol(frame, e, out);
                 return Ok(Flow::Continue);
             }
         }
@@ -141,42 +135,9 @@ impl RequestSide<'_> {
                 let bytes = self.statement(frame).await;
                 out.extend_from_slice(&bytes);
             }
-            Route::Unanalysed => {
-                if frame.tag == b'Q' {
-                    shared.push_inflight();
-                    if let Some(a) = self.audit.as_mut() {
-                        a.other();
-                    }
-                }
-                let sql = unanalysed_text(frame.tag, &frame.raw);
-                proxy
-                    .metrics
-                    .statement(Decision::Passthrough, Class::of_sql(sql));
-                out.extend_from_slice(&frame.raw);
-            }
-            Route::RefusedFunctionCall => {
-                shared.push_inflight();
-                proxy.metrics.statement(Decision::Refused, Class::Unknown);
-                let refusal = function_call_refusal();
-                let role = self.policy.role().map_or_else(String::new, |(r, _)| r);
-                proxy.metrics.refusal(&role, refusal.code);
-                if let Some(a) = self.audit.as_mut() {
-                    a.other();
-                }
-                let marker = shared.refusals.marker(refusal);
-                out.extend_from_slice(&encode_query(&marker).raw);
-            }
-            Route::Answered => {
-                shared.push_inflight();
-                if let Some(a) = self.audit.as_mut() {
-                    if frame.tag == b'S' {
-                        a.sync();
-                    } else {
-                        a.other();
-                    }
-                }
-                out.extend_from_slice(&frame.raw);
-            }
+            Route::Unanalysed => self.unanalysed(frame, out),
+            Route::RefusedFunctionCall => self.refuse_function_call(out),
+            Route::Answered => self.answered(frame, out),
             Route::Followed => {
                 let replaced = match self.audit.as_mut() {
                     Some(a) => follow(a, frame, self.policy, proxy, shared).await,
@@ -194,6 +155,64 @@ impl RequestSide<'_> {
             }
         }
         Ok(Flow::Continue)
+    }
+
+    /// A Parse, Bind, Execute, Sync or Query the policy refused as a protocol message.
+    fn refuse_protocol(&mut self, frame: &Frame, e: PgError, out: &mut BytesMut) {
+        // As the audit trail refuses an Execute: it follows the request, and the client
+        // gets the refusal in the Execute's place.
+        if let Some(a) = self.audit.as_mut() {
+            a.refuse_execute(frame);
+        }
+        self.proxy
+            .metrics
+            .statement(Decision::Refused, Class::Unknown);
+        out.extend_from_slice(&refused_message(e, &self.shared.refusals));
+    }
+
+    /// A frame the policy need not analyse, forwarded unchanged and counted as passed through.
+    fn unanalysed(&mut self, frame: &Frame, out: &mut BytesMut) {
+        if frame.tag == b'Q' {
+            self.shared.push_inflight();
+            if let Some(a) = self.audit.as_mut() {
+                a.other();
+            }
+        }
+        let sql = unanalysed_text(frame.tag, &frame.raw);
+        self.proxy
+            .metrics
+            .statement(Decision::Passthrough, Class::of_sql(sql));
+        out.extend_from_slice(&frame.raw);
+    }
+
+    /// A FunctionCall of a restricted session: PostgreSQL receives a query that answers with
+    /// the refusal, so the client still gets one response in its place.
+    fn refuse_function_call(&mut self, out: &mut BytesMut) {
+        let (shared, proxy) = (self.shared, self.proxy);
+        shared.push_inflight();
+        proxy.metrics.statement(Decision::Refused, Class::Unknown);
+        let refusal = function_call_refusal();
+        let role = self.policy.role().map_or_else(String::new, |(r, _)| r);
+        proxy.metrics.refusal(&role, refusal.code);
+        if let Some(a) = self.audit.as_mut() {
+            a.other();
+        }
+        let marker = shared.refusals.marker(refusal);
+        out.extend_from_slice(&encode_query(&marker).raw);
+    }
+
+    /// A frame PostgreSQL answers with a ReadyForQuery (Sync, FunctionCall): forwarded, and
+    /// awaited for the latency histogram and the audit trail.
+    fn answered(&mut self, frame: &Frame, out: &mut BytesMut) {
+        self.shared.push_inflight();
+        if let Some(a) = self.audit.as_mut() {
+            if frame.tag == b'S' {
+                a.sync();
+            } else {
+                a.other();
+            }
+        }
+        out.extend_from_slice(&frame.raw);
     }
 
     /// A Query or Parse: the policy decides, the audit trail admits (or turns the decision
