@@ -61,50 +61,52 @@ pub async fn relay_login(
     after_auth: &Frame,
 ) -> Result<LoggedIn, SessionError> {
     let reader = FrameReader::new(AUTH_MAX_MESSAGE);
+    relay_authentication(
+        client,
+        client_buf,
+        upstream,
+        upstream_buf,
+        &reader,
+        after_auth,
+    )
+    .await?;
+    let mut cancel_key = None;
+    let result = session_start(
+        client,
+        upstream,
+        upstream_buf,
+        &reader,
+        proxy,
+        &mut cancel_key,
+    )
+    .await;
+    if let (Err(_), Some(key)) = (&result, cancel_key) {
+        // The cancel key of a session that never started would stay registered forever.
+        proxy.cancels.unregister(key);
+    }
+    result
+}
+
+/// The authentication exchange, up to AuthenticationOk (relayed, with `after_auth` sent to the
+/// upstream right after it).
+async fn relay_authentication(
+    client: &mut BoxStream,
+    client_buf: &mut BytesMut,
+    upstream: &mut BoxStream,
+    upstream_buf: &mut BytesMut,
+    reader: &FrameReader,
+    after_auth: &Frame,
+) -> Result<(), SessionError> {
     loop {
-        let frame = read_frame(upstream, upstream_buf, &reader).await?;
+        let frame = read_frame(upstream, upstream_buf, reader).await?;
         match frame.tag {
             b'R' => {
-                let (code, data) = decode_auth(&frame)?;
-                match code {
-                    AUTH_OK => {
-                        client.write_all(&frame.raw).await?;
-                        upstream.write_all(&after_auth.raw).await?;
-                        upstream.flush().await?;
-                        break;
-                    }
-                    AUTH_CLEARTEXT | AUTH_MD5 | AUTH_SASL_CONTINUE => {
-                        client.write_all(&frame.raw).await?;
-                        client.flush().await?;
-                        relay_client_response(client, client_buf, upstream, &reader).await?;
-                    }
-                    AUTH_SASL => {
-                        let offered = decode_sasl_mechanisms(data)?;
-                        // Channel binding ties SCRAM to one TLS connection; the client's TLS
-                        // ends at the proxy, so only mechanisms without binding can be relayed.
-                        let relayable: Vec<&[u8]> =
-                            offered.into_iter().filter(|m| !m.ends_with(b"-PLUS")).collect();
-                        if relayable.is_empty() {
-                            return Err(SessionError::Client(PgError::auth_failed(
-                                "pgvakt cannot relay SCRAM with channel binding and the server offers nothing else",
-                            )));
-                        }
-                        let mut data = Vec::new();
-                        for m in relayable {
-                            data.extend_from_slice(m);
-                            data.push(0);
-                        }
-                        data.push(0);
-                        client.write_all(&encode_auth(AUTH_SASL, &data).raw).await?;
-                        client.flush().await?;
-                        relay_client_response(client, client_buf, upstream, &reader).await?;
-                    }
-                    AUTH_SASL_FINAL => client.write_all(&frame.raw).await?,
-                    other => {
-                        return Err(SessionError::Client(PgError::auth_failed(format!(
-                            "pgvakt cannot relay authentication method {other} (supported: trust, password, md5, scram-sha-256)"
-                        ))))
-                    }
+                let authenticated =
+                    relay_auth_request(client, client_buf, upstream, reader, &frame).await?;
+                if authenticated {
+                    upstream.write_all(&after_auth.raw).await?;
+                    upstream.flush().await?;
+                    return Ok(());
                 }
             }
             b'E' => {
@@ -124,22 +126,66 @@ pub async fn relay_login(
             }
         }
     }
+}
 
-    let mut cancel_key = None;
-    let result = session_start(
-        client,
-        upstream,
-        upstream_buf,
-        &reader,
-        proxy,
-        &mut cancel_key,
-    )
-    .await;
-    if let (Err(_), Some(key)) = (&result, cancel_key) {
-        // The cancel key of a session that never started would stay registered forever.
-        proxy.cancels.unregister(key);
+/// Relay one authentication request to the client and, when it asks for one, the client's
+/// response to the upstream. True at AuthenticationOk.
+async fn relay_auth_request(
+    client: &mut BoxStream,
+    client_buf: &mut BytesMut,
+    upstream: &mut BoxStream,
+    reader: &FrameReader,
+    frame: &Frame,
+) -> Result<bool, SessionError> {
+    let (code, data) = decode_auth(frame)?;
+    match code {
+        AUTH_OK => {
+            client.write_all(&frame.raw).await?;
+            return Ok(true);
+        }
+        AUTH_CLEARTEXT | AUTH_MD5 | AUTH_SASL_CONTINUE => {
+            client.write_all(&frame.raw).await?;
+            client.flush().await?;
+            relay_client_response(client, client_buf, upstream, reader).await?;
+        }
+        AUTH_SASL => {
+            let offer = relayable_sasl(data)?;
+            client.write_all(&encode_auth(AUTH_SASL, &offer).raw).await?;
+            client.flush().await?;
+            relay_client_response(client, client_buf, upstream, reader).await?;
+        }
+        AUTH_SASL_FINAL => client.write_all(&frame.raw).await?,
+        other => {
+            return Err(SessionError::Client(PgError::auth_failed(format!(
+                "pgvakt cannot relay authentication method {other} (supported: trust, password, md5, scram-sha-256)"
+            ))))
+        }
     }
-    result
+    Ok(false)
+}
+
+/// The AuthenticationSASL body the client is offered: the upstream's mechanisms without
+/// channel binding.
+fn relayable_sasl(data: &[u8]) -> Result<Vec<u8>, SessionError> {
+    let offered = decode_sasl_mechanisms(data)?;
+    // Channel binding ties SCRAM to one TLS connection; the client's TLS ends at the proxy,
+    // so only mechanisms without binding can be relayed.
+    let relayable: Vec<&[u8]> = offered
+        .into_iter()
+        .filter(|m| !m.ends_with(b"-PLUS"))
+        .collect();
+    if relayable.is_empty() {
+        return Err(SessionError::Client(PgError::auth_failed(
+            "pgvakt cannot relay SCRAM with channel binding and the server offers nothing else",
+        )));
+    }
+    let mut offer = Vec::new();
+    for m in relayable {
+        offer.extend_from_slice(m);
+        offer.push(0);
+    }
+    offer.push(0);
+    Ok(offer)
 }
 
 /// ParameterStatus, BackendKeyData and notices after AuthenticationOk, up to ReadyForQuery.
