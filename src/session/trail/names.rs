@@ -273,33 +273,9 @@ impl Names {
         let mut hidden = Vec::with_capacity(ops.len());
         let mut changed = Changed::default();
         for op in ops {
-            let (def, cmd, in_text) = match op {
-                NameOp::Execute(n) => (
-                    self.statement(n.as_bytes()),
-                    "EXECUTE",
-                    changed.statement(n),
-                ),
-                NameOp::Explain(n) => (
-                    self.statement(n.as_bytes()),
-                    "EXPLAIN",
-                    changed.statement(n),
-                ),
-                NameOp::Fetch { name, moves } => {
-                    let in_text = changed.portal(name);
-                    if !in_text && self.portal_in_doubt(name.as_bytes()) {
-                        doubt.get_or_insert_with(|| name.clone());
-                    }
-                    (
-                        self.portal(name.as_bytes()).map(|p| &p.def),
-                        if *moves { "MOVE" } else { "FETCH" },
-                        in_text,
-                    )
-                }
-                other => {
-                    changed.note(other);
-                    hidden.push(ResultForm::default());
-                    continue;
-                }
+            let Some((def, cmd, in_text)) = self.runs(op, &mut changed, &mut doubt) else {
+                hidden.push(ResultForm::default());
+                continue;
             };
             // A name this very text (re)defined or dropped runs what the text defined: its
             // reads are the text's own, and a text of several statements has no hidden
@@ -327,6 +303,44 @@ impl Names {
             command,
             doubt,
         }
+    }
+
+    /// For an op that runs a name (`EXECUTE`, `EXPLAIN ANALYZE EXECUTE`, `FETCH`, `MOVE`): the name's
+    /// definition, the command, and whether the text itself (re)defined or dropped the name
+    /// before. Other ops define or drop names: they are noted in `changed`, and give None.
+    fn runs<'a>(
+        &'a self,
+        op: &NameOp,
+        changed: &mut Changed,
+        doubt: &mut Option<String>,
+    ) -> Option<(Option<&'a Def>, &'static str, bool)> {
+        Some(match op {
+            NameOp::Execute(n) => (
+                self.statement(n.as_bytes()),
+                "EXECUTE",
+                changed.statement(n),
+            ),
+            NameOp::Explain(n) => (
+                self.statement(n.as_bytes()),
+                "EXPLAIN",
+                changed.statement(n),
+            ),
+            NameOp::Fetch { name, moves } => {
+                let in_text = changed.portal(name);
+                if !in_text && self.portal_in_doubt(name.as_bytes()) {
+                    doubt.get_or_insert_with(|| name.clone());
+                }
+                (
+                    self.portal(name.as_bytes()).map(|p| &p.def),
+                    if *moves { "MOVE" } else { "FETCH" },
+                    in_text,
+                )
+            }
+            other => {
+                changed.note(other);
+                return None;
+            }
+        })
     }
 }
 

@@ -4,6 +4,7 @@
 
 use super::answers::{Entry, KeyColumn};
 use super::{rows, AuditTrail, Audited};
+use crate::analysis::subjects::HiddenKey;
 use crate::analysis::ColumnUse;
 use crate::protocol::results;
 
@@ -27,56 +28,71 @@ impl AuditTrail {
                 }
                 _ => None,
             };
-            // An Execute without its own RowDescription: the shape is the portal's, or the
-            // statement's with the Bind's result formats.
-            let shape = portal.as_ref().and_then(|portal| {
-                self.portal_shapes.get(portal).cloned().or_else(|| {
-                    let stmt = self.portal_statements.get(portal)?;
-                    let formats = self.portal_formats.get(portal);
-                    let mut shape = self.statement_shapes.get(stmt)?.clone();
-                    for k in &mut shape {
-                        k.binary = match formats.map(Vec::as_slice) {
-                            Some([one]) => *one == 1,
-                            Some(all) => all.get(k.index).is_some_and(|f| *f == 1),
-                            None => false,
-                        };
-                    }
-                    Some(shape)
-                })
-            });
-            // Without any RowDescription (no Describe): the hidden keys are the row's last
-            // values, their tables and types known from the analysis.
-            let shape = shape.or_else(|| {
-                let keys = hidden_keys?;
-                let count = results::data_row_values(frame)?.len();
-                let first = count.checked_sub(keys.len())?;
-                let formats = portal.as_ref().and_then(|p| self.portal_formats.get(p));
-                let types = self.facts.as_ref().map(|f| &f.subject_types);
-                Some(
-                    keys.into_iter()
-                        .enumerate()
-                        .map(|(i, k)| KeyColumn {
-                            index: first + i,
-                            // Pseudonyms are per subject type, as for keys found by origin.
-                            table: types
-                                .and_then(|t| t.get(&k.table))
-                                .cloned()
-                                .unwrap_or(k.table),
-                            type_oid: k.type_oid,
-                            binary: match formats.map(Vec::as_slice) {
-                                Some([one]) => *one == 1,
-                                Some(all) => all.get(first + i).is_some_and(|f| *f == 1),
-                                None => false,
-                            },
-                        })
-                        .collect(),
-                )
-            });
+            let shape = portal
+                .as_ref()
+                .and_then(|portal| self.portal_shape(portal))
+                .or_else(|| self.hidden_key_shape(frame, portal.as_ref(), hidden_keys?));
             // Re-borrow after reading the maps.
             if let Some(Entry::Query(p) | Entry::Execute(p, _)) = self.queue.front_mut() {
                 p.keys = Some(shape.unwrap_or_default());
             }
         }
+        self.collect_row_keys(frame);
+    }
+
+    /// The key columns of an Execute without its own RowDescription: the portal's, or the
+    /// statement's with the Bind's result formats.
+    fn portal_shape(&self, portal: &[u8]) -> Option<Vec<KeyColumn>> {
+        self.portal_shapes.get(portal).cloned().or_else(|| {
+            let stmt = self.portal_statements.get(portal)?;
+            let formats = self.portal_formats.get(portal);
+            let mut shape = self.statement_shapes.get(stmt)?.clone();
+            for k in &mut shape {
+                k.binary = match formats.map(Vec::as_slice) {
+                    Some([one]) => *one == 1,
+                    Some(all) => all.get(k.index).is_some_and(|f| *f == 1),
+                    None => false,
+                };
+            }
+            Some(shape)
+        })
+    }
+
+    /// The key columns of a result without any RowDescription (no Describe): the hidden keys
+    /// are the row's last values, their tables and types known from the analysis.
+    fn hidden_key_shape(
+        &self,
+        frame: &[u8],
+        portal: Option<&Vec<u8>>,
+        keys: Vec<HiddenKey>,
+    ) -> Option<Vec<KeyColumn>> {
+        let count = results::data_row_values(frame)?.len();
+        let first = count.checked_sub(keys.len())?;
+        let formats = portal.and_then(|p| self.portal_formats.get(p));
+        let types = self.facts.as_ref().map(|f| &f.subject_types);
+        Some(
+            keys.into_iter()
+                .enumerate()
+                .map(|(i, k)| KeyColumn {
+                    index: first + i,
+                    // Pseudonyms are per subject type, as for keys found by origin.
+                    table: types
+                        .and_then(|t| t.get(&k.table))
+                        .cloned()
+                        .unwrap_or(k.table),
+                    type_oid: k.type_oid,
+                    binary: match formats.map(Vec::as_slice) {
+                        Some([one]) => *one == 1,
+                        Some(all) => all.get(first + i).is_some_and(|f| *f == 1),
+                        None => false,
+                    },
+                })
+                .collect(),
+        )
+    }
+
+    /// Add the subject keys this row carries to the pending request's set.
+    fn collect_row_keys(&mut self, frame: &[u8]) {
         let Some(Entry::Query(p) | Entry::Execute(p, _)) = self.queue.front_mut() else {
             return;
         };
