@@ -151,6 +151,66 @@ impl Inner {
     }
 }
 
+/// The catalog at startup. Until the catalog is read, restricted roles can read no table (fail
+/// closed).
+async fn first_catalog(s: &service::Service, db: &str, counters: &AnalysisCounters) -> Catalog {
+    match s.load_catalog(db).await {
+        Ok(cat) => {
+            counters.catalog_loaded();
+            cat
+        }
+        Err(e) => {
+            counters.catalog_refresh_failures.inc();
+            tracing::warn!(error = %e, "catalog not loaded yet; restricted roles can read no table until it is");
+            Catalog::new(db)
+        }
+    }
+}
+
+/// Reload the catalog when asked, when the service connection is back, and every 30 s, for as
+/// long as the enforcer lives.
+async fn keep_catalog(weak: std::sync::Weak<Inner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let Some(service) = inner.service.clone() else {
+            return;
+        };
+        tokio::select! {
+            _ = inner.refresh.notified() => {}
+            _ = service.reconnected.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+        inner.reload_catalog(&service).await;
+    }
+}
+
+impl Inner {
+    /// Read the catalog again; what was derived from the old one is dropped. A failed read
+    /// keeps the previous catalog.
+    async fn reload_catalog(&self, service: &service::Service) {
+        match service.load_catalog(&self.catalog.load().database).await {
+            Ok(cat) => {
+                // Most loads find the schema as it was: those keep the epoch, so names
+                // defined more than once stay usable.
+                let changed = **self.catalog.load() != cat;
+                self.catalog.store(Arc::new(cat));
+                if changed {
+                    self.catalog_generation.fetch_add(1, Ordering::Release);
+                }
+                self.cache.clear();
+                self.protected.clear();
+                self.audit_facts.clear();
+                self.counters.cache_entries.set(0);
+                self.counters.catalog_loaded();
+            }
+            Err(e) => {
+                self.counters.catalog_refresh_failures.inc();
+                tracing::warn!(error = %e, "catalog refresh failed; keeping the previous one")
+            }
+        }
+    }
+}
+
 /// Builds the per-session view of the policy. Without policy files every session passes
 /// through untouched (the proxy is then a plain TLS-terminating relay).
 #[derive(Default, Clone)]
@@ -221,18 +281,7 @@ impl Enforcer {
         };
         let counters = AnalysisCounters::default();
         let catalog = match &service {
-            // Until the catalog is read, restricted roles can read no table (fail closed).
-            Some(s) => match s.load_catalog(&db).await {
-                Ok(cat) => {
-                    counters.catalog_loaded();
-                    cat
-                }
-                Err(e) => {
-                    counters.catalog_refresh_failures.inc();
-                    tracing::warn!(error = %e, "catalog not loaded yet; restricted roles can read no table until it is");
-                    Catalog::new(&db)
-                }
-            },
+            Some(s) => first_catalog(s, &db, &counters).await,
             None => {
                 tracing::warn!("no upstream.service_user: the catalog is empty, restricted roles can read no table");
                 Catalog::new(&db)
@@ -266,42 +315,7 @@ impl Enforcer {
                 },
             ));
         }
-        let weak = Arc::downgrade(&inner);
-        tokio::spawn(async move {
-            loop {
-                let Some(inner) = weak.upgrade() else { return };
-                let Some(service) = inner.service.clone() else {
-                    return;
-                };
-                tokio::select! {
-                    _ = inner.refresh.notified() => {}
-                    _ = service.reconnected.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-                }
-                {
-                    match service.load_catalog(&inner.catalog.load().database).await {
-                        Ok(cat) => {
-                            // Most loads find the schema as it was: those keep the epoch,
-                            // so names defined more than once stay usable.
-                            let changed = **inner.catalog.load() != cat;
-                            inner.catalog.store(Arc::new(cat));
-                            if changed {
-                                inner.catalog_generation.fetch_add(1, Ordering::Release);
-                            }
-                            inner.cache.clear();
-                            inner.protected.clear();
-                            inner.audit_facts.clear();
-                            inner.counters.cache_entries.set(0);
-                            inner.counters.catalog_loaded();
-                        }
-                        Err(e) => {
-                            inner.counters.catalog_refresh_failures.inc();
-                            tracing::warn!(error = %e, "catalog refresh failed; keeping the previous one")
-                        }
-                    }
-                }
-            }
-        });
+        tokio::spawn(keep_catalog(Arc::downgrade(&inner)));
         Ok(Enforcer { inner: Some(inner) })
     }
 
