@@ -2,7 +2,7 @@
 //! with it), and settings that change how text is read, who runs it or what it can reach are
 //! refused.
 
-use sqlparser::ast::{Expr, ObjectName, Set, TableFactor};
+use sqlparser::ast::{ContextModifier, Expr, ObjectName, Set, TableFactor};
 
 use super::functions::is_protected_setting;
 use super::statements::name_parts;
@@ -36,53 +36,7 @@ pub fn set_statement(set: &mut Set, ctx: &Ctx, out: &mut Analysed) -> Result<(),
             ..
         } => {
             let name = setting_name(ctx, variable)?;
-            match name.as_str() {
-                "search_path" => {
-                    let mut path = Vec::new();
-                    for v in values.iter() {
-                        let s = match v {
-                            Expr::Identifier(i) => fold(i),
-                            Expr::Value(v) => v.value.to_string().trim_matches('\'').to_owned(),
-                            _ => return refuse("this search_path value"),
-                        };
-                        path.push(s);
-                    }
-                    if path
-                        .iter()
-                        .position(|s| s == "pg_catalog")
-                        .is_some_and(|p| p > 0)
-                    {
-                        return refuse("a search_path that puts pg_catalog after other schemas");
-                    }
-                    out.search_path_local =
-                        matches!(scope, Some(sqlparser::ast::ContextModifier::Local));
-                    out.path_events
-                        .push(super::PathEvent::Set(path.clone(), out.search_path_local));
-                    out.search_path = Some(path);
-                    Ok(())
-                }
-                "standard_conforming_strings" => {
-                    let v = values.first().map(|v| v.to_string().to_ascii_lowercase());
-                    match v.as_deref().map(|s| s.trim_matches('\'')) {
-                        Some("on") | Some("true") | Some("1") => Ok(()),
-                        _ => refuse("turning standard_conforming_strings off"),
-                    }
-                }
-                "client_encoding" => {
-                    let v = values.first().map(|v| {
-                        v.to_string()
-                            .to_ascii_lowercase()
-                            .replace(['\'', '-', '_'], "")
-                    });
-                    if v.as_deref() == Some("utf8") {
-                        Ok(())
-                    } else {
-                        refuse("changing client_encoding")
-                    }
-                }
-                n if is_protected_setting(n) => refuse(&format!("SET {n}")),
-                _ => Ok(()),
-            }
+            single_assignment(&name, values, scope.as_ref(), ctx, out)
         }
         Set::ParenthesizedAssignments { variables, .. } => {
             for v in variables.iter() {
@@ -103,6 +57,73 @@ pub fn set_statement(set: &mut Set, ctx: &Ctx, out: &mut Analysed) -> Result<(),
         }
         _ => Ok(()),
     }
+}
+
+/// `SET name = values`, `name` folded as PostgreSQL reads it.
+fn single_assignment(
+    name: &str,
+    values: &[Expr],
+    scope: Option<&ContextModifier>,
+    ctx: &Ctx,
+    out: &mut Analysed,
+) -> Result<(), Refusal> {
+    let refuse = |what: &str| Err(ctx.not_allowed(what, Why::Plain));
+    match name {
+        "search_path" => set_search_path(values, scope, ctx, out),
+        "standard_conforming_strings" => {
+            let v = values.first().map(|v| v.to_string().to_ascii_lowercase());
+            match v.as_deref().map(|s| s.trim_matches('\'')) {
+                Some("on") | Some("true") | Some("1") => Ok(()),
+                _ => refuse("turning standard_conforming_strings off"),
+            }
+        }
+        "client_encoding" => {
+            let v = values.first().map(|v| {
+                v.to_string()
+                    .to_ascii_lowercase()
+                    .replace(['\'', '-', '_'], "")
+            });
+            if v.as_deref() == Some("utf8") {
+                Ok(())
+            } else {
+                refuse("changing client_encoding")
+            }
+        }
+        n if is_protected_setting(n) => refuse(&format!("SET {n}")),
+        _ => Ok(()),
+    }
+}
+
+/// `SET [LOCAL] search_path`: the new path is followed, unless it puts pg_catalog after other
+/// schemas (then a user's function could stand in for a built-in one).
+fn set_search_path(
+    values: &[Expr],
+    scope: Option<&ContextModifier>,
+    ctx: &Ctx,
+    out: &mut Analysed,
+) -> Result<(), Refusal> {
+    let refuse = |what: &str| Err(ctx.not_allowed(what, Why::Plain));
+    let mut path = Vec::new();
+    for v in values.iter() {
+        let s = match v {
+            Expr::Identifier(i) => fold(i),
+            Expr::Value(v) => v.value.to_string().trim_matches('\'').to_owned(),
+            _ => return refuse("this search_path value"),
+        };
+        path.push(s);
+    }
+    if path
+        .iter()
+        .position(|s| s == "pg_catalog")
+        .is_some_and(|p| p > 0)
+    {
+        return refuse("a search_path that puts pg_catalog after other schemas");
+    }
+    out.search_path_local = matches!(scope, Some(ContextModifier::Local));
+    out.path_events
+        .push(super::PathEvent::Set(path.clone(), out.search_path_local));
+    out.search_path = Some(path);
+    Ok(())
 }
 
 /// `SELECT [pg_catalog.]set_config('search_path', '<path>', <local>)` alone in its text, as
