@@ -8,8 +8,8 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use sqlparser::ast::{
-    Expr, JoinConstraint, JoinOperator, ObjectName, Query, SetExpr, TableFactor, VisitMut,
-    VisitorMut,
+    Expr, JoinConstraint, JoinOperator, ObjectName, Query, SetExpr, TableAlias, TableFactor,
+    VisitMut, VisitorMut,
 };
 
 use super::names::Names;
@@ -100,27 +100,7 @@ impl<'a, 'c> Reads<'a, 'c> {
             return Ok(());
         }
         let rel = self.ctx.resolve(&parts, name)?;
-        let statistics_allowed = self
-            .ctx
-            .rules
-            .allows(crate::policy::model::Capability::StatisticsViews)
-            && crate::analysis::functions::statistics_relation(&rel.schema, &rel.name);
-        if is_denied_relation(&rel.schema, &rel.name) && !statistics_allowed {
-            return Err(self.ctx.not_allowed(
-                format!("reading {}.{}", rel.schema, rel.name),
-                Why::because("it exposes column values or other sessions' statements"),
-            ));
-        }
-        self.read.push(rel.clone());
-        let only = super::inheritance::is_only(name);
-        if only && matches!(rel.kind, RelKind::View | RelKind::Sequence) {
-            return Err(self
-                .ctx
-                .unsupported(&format!("ONLY {}.{}", rel.schema, rel.name)));
-        }
-        if !only {
-            self.ctx.check_descendants(&rel)?;
-        }
+        let only = self.admit(&rel, name)?;
         if rel.kind == RelKind::View {
             if let Some(base) = self.ctx.view_reads_protected(&rel) {
                 return match rel.definition.as_ref().filter(|_| !rel.barrier) {
@@ -148,25 +128,58 @@ impl<'a, 'c> Reads<'a, 'c> {
                 self.ctx.role()
             )));
         }
-        let alias_sql = match alias {
-            Some(a) if a.columns.is_empty() => a.name.to_string(),
-            Some(a) => format!(
-                "{} ({})",
-                a.name,
-                a.columns
-                    .iter()
-                    .map(|c| c.name.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            None => name
-                .0
-                .last()
-                .and_then(|p| p.as_ident())
-                .map(|i| i.to_string())
-                .unwrap_or_else(|| quote(&rel.name).to_string()),
-        };
-        let mut derived = super::stand_in::check(&derived).map_err(|e| {
+        let alias_sql = alias_sql(alias.as_ref(), name, &rel);
+        let derived = self.checked_stand_in(&derived, &rel, only)?;
+        // The stand-in goes in as a placeholder name and its text is put in place after the
+        // rendering check: short texts to re-parse, and each stand-in is checked once.
+        let placeholder = super::stand_in::placeholder();
+        *tf = parse_table_factor(&format!("{placeholder} AS {alias_sql}")).map_err(|e| {
+            self.ctx
+                .unsupported(&format!("rewriting {}: {e}", rel.name))
+        })?;
+        self.add_stand_in(placeholder, &rel, derived);
+        if protected {
+            self.protected.push(rel);
+        }
+        Ok(())
+    }
+
+    /// Refuse a relation no role may read as it is, record the read, and check ONLY and the
+    /// tables that inherit from it. Returns whether the name said ONLY.
+    fn admit(&mut self, rel: &Arc<Relation>, name: &ObjectName) -> Result<bool, Refusal> {
+        let statistics_allowed = self
+            .ctx
+            .rules
+            .allows(crate::policy::model::Capability::StatisticsViews)
+            && crate::analysis::functions::statistics_relation(&rel.schema, &rel.name);
+        if is_denied_relation(&rel.schema, &rel.name) && !statistics_allowed {
+            return Err(self.ctx.not_allowed(
+                format!("reading {}.{}", rel.schema, rel.name),
+                Why::because("it exposes column values or other sessions' statements"),
+            ));
+        }
+        self.read.push(rel.clone());
+        let only = super::inheritance::is_only(name);
+        if only && matches!(rel.kind, RelKind::View | RelKind::Sequence) {
+            return Err(self
+                .ctx
+                .unsupported(&format!("ONLY {}.{}", rel.schema, rel.name)));
+        }
+        if !only {
+            self.ctx.check_descendants(rel)?;
+        }
+        Ok(only)
+    }
+
+    /// The derived table's text after the rendering check, reading `ONLY` the table when the
+    /// client's name did.
+    fn checked_stand_in(
+        &self,
+        derived: &str,
+        rel: &Relation,
+        only: bool,
+    ) -> Result<Arc<str>, Refusal> {
+        let mut derived = super::stand_in::check(derived).map_err(|e| {
             self.ctx
                 .unsupported(&format!("rewriting {}: {e}", rel.name))
         })?;
@@ -177,13 +190,12 @@ impl<'a, 'c> Reads<'a, 'c> {
                         .unsupported(&format!("rewriting ONLY {}: {e}", rel.name))
                 })?;
         }
-        // The stand-in goes in as a placeholder name and its text is put in place after the
-        // rendering check: short texts to re-parse, and each stand-in is checked once.
-        let placeholder = super::stand_in::placeholder();
-        *tf = parse_table_factor(&format!("{placeholder} AS {alias_sql}")).map_err(|e| {
-            self.ctx
-                .unsupported(&format!("rewriting {}: {e}", rel.name))
-        })?;
+        Ok(derived)
+    }
+
+    /// Note a stand-in put in place of `rel`: its text, the relation it reads (GROUP BY a key)
+    /// and the columns it shows (those in reach, less blocked ones at the top level).
+    fn add_stand_in(&mut self, placeholder: String, rel: &Arc<Relation>, derived: Arc<str>) {
         let shown = rel
             .columns
             .iter()
@@ -209,10 +221,6 @@ impl<'a, 'c> Reads<'a, 'c> {
         self.stand_in_columns
             .push((placeholder.trim_matches('"').to_owned(), shown));
         self.stand_ins.push((placeholder, derived));
-        if protected {
-            self.protected.push(rel);
-        }
-        Ok(())
     }
 
     /// Adds a client's condition to a row-ruled stand-in (see `row_pushdown`); a stand-in not
@@ -515,4 +523,27 @@ pub fn literal_setting(f: &sqlparser::ast::Function) -> Option<String> {
 
 pub fn setting_allowed(f: &sqlparser::ast::Function) -> bool {
     literal_setting(f).is_some_and(|s| !crate::analysis::functions::is_protected_setting(&s))
+}
+
+/// The alias the stand-in takes: the client's (with its column names), else the name the
+/// client used, so the statement's references to it still resolve.
+fn alias_sql(alias: Option<&TableAlias>, name: &ObjectName, rel: &Relation) -> String {
+    match alias {
+        Some(a) if a.columns.is_empty() => a.name.to_string(),
+        Some(a) => format!(
+            "{} ({})",
+            a.name,
+            a.columns
+                .iter()
+                .map(|c| c.name.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| quote(&rel.name).to_string()),
+    }
 }

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use sqlparser::ast::{Expr, SelectItem, SetExpr, TableFactor};
+use sqlparser::ast::{Expr, Query, Select, SelectItem, SetExpr, TableFactor};
 
 use super::{fold, parse_query, Ctx};
 use crate::analysis::{Refusal, Why};
@@ -89,12 +89,7 @@ pub fn through(ctx: &Ctx, rel: &Relation) -> Result<Option<ViewColumns>, Refusal
 }
 
 fn resolve(ctx: &Ctx, view: &Relation, depth: usize) -> Result<ViewColumns, Refusal> {
-    let refuse = |why: &str| {
-        ctx.not_allowed(
-            format!("writing through view {}.{}", view.schema, view.name),
-            Why::because(format!("{why}; write the table itself")),
-        )
-    };
+    let refuse = |why: &str| write_refusal(ctx, view, why);
     if view.instead {
         return Err(refuse(
             "it has INSTEAD OF triggers or rules, which run code pgvakt cannot analyse",
@@ -113,13 +108,7 @@ fn resolve(ctx: &Ctx, view: &Relation, depth: usize) -> Result<ViewColumns, Refu
     let SetExpr::Select(s) = q.body.as_ref() else {
         return Err(refuse(not_simple));
     };
-    let plain = q.with.is_none()
-        && s.from.len() == 1
-        && s.from[0].joins.is_empty()
-        && s.distinct.is_none()
-        && s.having.is_none()
-        && matches!(&s.group_by, sqlparser::ast::GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
-        && s.projection.len() == view.columns.len();
+    let plain = is_plain(&q, s, view);
     let TableFactor::Table {
         name, args: None, ..
     } = &s.from[0].relation
@@ -131,38 +120,12 @@ fn resolve(ctx: &Ctx, view: &Relation, depth: usize) -> Result<ViewColumns, Refu
     }
     let parts = super::statements::name_parts(ctx, name)?;
     let base = ctx.resolve(&parts, name)?;
-    // The view's own filter runs on stored values: over a protected column, which rows a
-    // write reaches would tell what the role cannot read.
     if let Some(filter) = &s.selection {
-        let named = super::names::Names::of(filter).idents;
-        if let Some(c) = base.columns.iter().find(|c| {
-            named.contains(&c.name) && ctx.column(&base, &c.name).action != ColumnAction::Allow
-        }) {
-            return Err(refuse(&format!(
-                "its WHERE clause reads protected column {}.{}",
-                base.name, c.name
-            )));
-        }
-        if let Some(read) = protected_relation_read(ctx, filter) {
-            return Err(refuse(&format!(
-                "its WHERE clause reads {read}, whose stored rows and values PostgreSQL would judge the written rows by"
-            )));
+        if let Some(why) = filter_refusal(ctx, &base, filter) {
+            return Err(refuse(&why));
         }
     }
-    let mut map = Vec::with_capacity(view.columns.len());
-    for (col, item) in view.columns.iter().zip(&s.projection) {
-        let expr = match item {
-            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e,
-            _ => return Err(refuse(not_simple)),
-        };
-        let shown = match expr {
-            Expr::Identifier(i) => Some(fold(i)),
-            Expr::CompoundIdentifier(p) if p.len() == 2 => p.last().map(fold),
-            _ => None,
-        }
-        .filter(|c| base.columns.iter().any(|b| b.name == *c));
-        map.push((col.name.clone(), shown));
-    }
+    let mut map = column_map(view, &s.projection, &base).ok_or_else(|| refuse(not_simple))?;
     if base.kind == RelKind::View {
         // Through the next view to its table.
         let next = resolve(ctx, &base, depth + 1)?;
@@ -189,6 +152,69 @@ fn resolve(ctx: &Ctx, view: &Relation, depth: usize) -> Result<ViewColumns, Refu
         map,
         only: super::inheritance::is_only(name),
     })
+}
+
+/// Writing through `view` is refused, `why`.
+fn write_refusal(ctx: &Ctx, view: &Relation, why: &str) -> Refusal {
+    ctx.not_allowed(
+        format!("writing through view {}.{}", view.schema, view.name),
+        Why::because(format!("{why}; write the table itself")),
+    )
+}
+
+/// The view is one SELECT of one relation, one item per view column, with nothing that makes
+/// PostgreSQL refuse to write through it (WITH, joins, DISTINCT, GROUP BY, HAVING).
+fn is_plain(q: &Query, s: &Select, view: &Relation) -> bool {
+    q.with.is_none()
+        && s.from.len() == 1
+        && s.from[0].joins.is_empty()
+        && s.distinct.is_none()
+        && s.having.is_none()
+        && matches!(&s.group_by, sqlparser::ast::GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+        && s.projection.len() == view.columns.len()
+}
+
+/// Why the view's WHERE keeps it from being written through, if it does. The view's own
+/// filter runs on stored values: over a protected column, which rows a write reaches would
+/// tell what the role cannot read.
+fn filter_refusal(ctx: &Ctx, base: &Relation, filter: &Expr) -> Option<String> {
+    let named = super::names::Names::of(filter).idents;
+    if let Some(c) = base.columns.iter().find(|c| {
+        named.contains(&c.name) && ctx.column(base, &c.name).action != ColumnAction::Allow
+    }) {
+        return Some(format!(
+            "its WHERE clause reads protected column {}.{}",
+            base.name, c.name
+        ));
+    }
+    let read = protected_relation_read(ctx, filter)?;
+    Some(format!(
+        "its WHERE clause reads {read}, whose stored rows and values PostgreSQL would judge the written rows by"
+    ))
+}
+
+/// Each view column with the base column it shows (None for a computed one); None when an
+/// item is not a column or expression (the view is not simple).
+fn column_map(
+    view: &Relation,
+    projection: &[SelectItem],
+    base: &Relation,
+) -> Option<Vec<(String, Option<String>)>> {
+    let mut map = Vec::with_capacity(view.columns.len());
+    for (col, item) in view.columns.iter().zip(projection) {
+        let expr = match item {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e,
+            _ => return None,
+        };
+        let shown = match expr {
+            Expr::Identifier(i) => Some(fold(i)),
+            Expr::CompoundIdentifier(p) if p.len() == 2 => p.last().map(fold),
+            _ => None,
+        }
+        .filter(|c| base.columns.iter().any(|b| b.name == *c));
+        map.push((col.name.clone(), shown));
+    }
+    Some(map)
 }
 
 /// A relation a view's WHERE reads in a sub-query that the role reads through a stand-in
