@@ -144,8 +144,9 @@ impl<'a, 'c> Reads<'a, 'c> {
         Ok(())
     }
 
-    /// Refuse a relation no role may read as it is, record the read, and check ONLY and the
-    /// tables that inherit from it. Returns whether the name said ONLY.
+    /// Refuse a catalog relation that holds column values or other sessions' SQL (unless the
+    /// role may read statistics views), record the read, and check ONLY and the tables that
+    /// inherit from it. Returns whether the name said ONLY.
     fn admit(&mut self, rel: &Arc<Relation>, name: &ObjectName) -> Result<bool, Refusal> {
         let statistics_allowed = self
             .ctx
