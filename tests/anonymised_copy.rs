@@ -65,11 +65,7 @@ async fn rows_as_text(
 
 #[tokio::test]
 async fn masked_pg_dump_restores_and_holds_only_masked_values() {
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(150),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_demo(150).await;
     // A DBA's copy the inventory does not list: personal by default, so masked in the dump too.
     let admin = env.connect("admin", "admin", "crm").await.expect("admin");
     admin
@@ -187,11 +183,7 @@ async fn masked_pg_dump_restores_and_holds_only_masked_values() {
 
 #[tokio::test]
 async fn dump_tools_work_without_opening_anything_else() {
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(30),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_demo(30).await;
     // psql's \d family as a masking role.
     let mut args = vec!["-X".to_owned(), "-v".into(), "ON_ERROR_STOP=1".into()];
     for c in [
@@ -316,9 +308,7 @@ async fn sorted_rows(
 /// The demo policy with a partitioned table whose partition key is not personal (a masked key
 /// would send every restored row to one partition).
 fn policy_with_events(dir: &Path) -> std::path::PathBuf {
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.yaml"))
-            .expect("demo policy");
+    let text = common::policy_files::demo_policy();
     let mut events = String::new();
     for t in ["events", "events_2020", "events_2021"] {
         events.push_str(&format!(

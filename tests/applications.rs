@@ -18,7 +18,7 @@ use crate::common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Env, EnvOptions};
+use common::Env;
 use tokio::process::Command;
 
 const CONTACTS: usize = 150;
@@ -227,11 +227,7 @@ async fn django_and_sqlalchemy_screens_see_what_a_masked_copy_shows() {
     tokio::task::spawn_blocking(crate::clients::ensure_drivers)
         .await
         .expect("driver installation");
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(CONTACTS),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_demo(CONTACTS).await;
     let direct = env.cluster.connect("crm").await.expect("direct");
     direct
         .batch_execute(&screen_subjects())

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
+use crate::common::policy_files::{demo_policy_copy, DemoPolicyCopy};
+use crate::common::rows::hidden_and_absent;
 use crate::common::{self, Env, EnvOptions};
 
 /// Rows of a simple-protocol statement as text, or its error.
@@ -17,15 +19,7 @@ fn text_rows(
     r: Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>,
 ) -> Result<Vec<Vec<Option<String>>>, String> {
     match r {
-        Ok(m) => Ok(m
-            .iter()
-            .filter_map(|x| match x {
-                SimpleQueryMessage::Row(r) => {
-                    Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
-                }
-                _ => None,
-            })
-            .collect()),
+        Ok(m) => Ok(common::answers::text_rows(&m)),
         Err(e) => Err(format!(
             "error {} {}",
             common::sqlstate(&e),
@@ -115,45 +109,16 @@ async fn compare(env: &Env, statements: &[&str]) -> Vec<String> {
 /// What marketing gets through pgvakt equals the statement over the visible rows only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushed_down_pages_and_conditions_answer_as_over_the_visible_rows() {
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(400),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_demo(400).await;
     let wrong = compare(&env, SAME_AS_VISIBLE).await;
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
-}
-
-/// A hidden person and an id nobody has, for `role`.
-async fn hidden_and_absent(direct: &Client, role: &str) -> (i64, i64) {
-    let ids = |sql: String| async move {
-        direct
-            .query(&sql, &[])
-            .await
-            .expect("ids")
-            .iter()
-            .map(|r| r.get::<_, i64>(0))
-            .collect::<Vec<_>>()
-    };
-    let visible = ids(common::rows::visible_ids(role)).await;
-    let all = ids("SELECT id FROM contacts ORDER BY id".to_owned()).await;
-    let hidden = all
-        .iter()
-        .copied()
-        .find(|i| !visible.contains(i))
-        .expect("someone hidden");
-    (hidden, all.last().copied().unwrap_or(0) + 1000)
 }
 
 /// Errors and answers do not tell a hidden person from nobody, under generic and custom
 /// plans, with pushed conditions and pages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushed_conditions_do_not_tell_a_hidden_person_from_nobody() {
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(400),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_demo(400).await;
     let direct = env.cluster.connect("crm").await.expect("direct");
     let mut told = Vec::new();
     for role in ["marketing", "sales"] {
@@ -207,8 +172,7 @@ async fn pushed_conditions_do_not_tell_a_hidden_person_from_nobody() {
 
 /// The demo policy with one more grant line.
 fn policy_with(dir: &Path, name: &str, default_role: &str, extra_grants: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(root.join("policies/crm.yaml")).expect("crm.yaml");
+    let text = common::policy_files::demo_policy();
     assert!(text.contains("default_role: nobody\n"));
     let mut text = text.replace(
         "default_role: nobody\n",
@@ -299,19 +263,13 @@ fn tightened(original: &str) -> String {
     original.replace(line, &format!("{line}      contacts.email: block\n"))
 }
 
-/// After a reload, every way of reading an old scrollable cursor or prepared statement is
-/// refused, and nothing a restricted role can send reads it as decided before.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn old_scroll_cursors_and_statements_are_refused_every_way_after_a_reload() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("crm.yaml");
-    let original =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.yaml"))
-            .expect("crm.yaml");
-    std::fs::write(&file, &original).expect("policy");
+/// The demo (20 people) enforcing a copy of the demo policy that the test rewrites, and every
+/// stored e-mail address (what the secretary reads until `tightened` blocks it).
+async fn demo_on_a_policy_copy() -> (DemoPolicyCopy, Env, Vec<String>) {
+    let policy = demo_policy_copy();
     let env = Env::start_with(EnvOptions {
         demo_contacts: Some(20),
-        policy_file: Some(file.clone()),
+        policy_file: Some(policy.file.clone()),
         ..Default::default()
     })
     .await;
@@ -323,6 +281,14 @@ async fn old_scroll_cursors_and_statements_are_refused_every_way_after_a_reload(
         .iter()
         .map(|r| r.get(0))
         .collect();
+    (policy, env, emails)
+}
+
+/// After a reload, every way of reading an old scrollable cursor or prepared statement is
+/// refused, and nothing a restricted role can send reads it as decided before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_scroll_cursors_and_statements_are_refused_every_way_after_a_reload() {
+    let (policy, env, emails) = demo_on_a_policy_copy().await;
     let a = env
         .connect("secretary", "secretary", "crm")
         .await
@@ -337,7 +303,7 @@ async fn old_scroll_cursors_and_statements_are_refused_every_way_after_a_reload(
         .prepare("FETCH ABSOLUTE 2 FROM sc")
         .await
         .expect("prepare");
-    std::fs::write(&file, tightened(&original)).expect("policy");
+    std::fs::write(&policy.file, tightened(&policy.original)).expect("policy");
     let version = env.server().proxy.enforcer.reload_policy();
     assert!(matches!(version, Some(Ok(_))), "{version:?}");
 
@@ -388,26 +354,7 @@ async fn old_scroll_cursors_and_statements_are_refused_every_way_after_a_reload(
 /// first part was read before the reload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_portals_from_before_a_reload_are_not_read_by_name_or_in_parts() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("crm.yaml");
-    let original =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.yaml"))
-            .expect("crm.yaml");
-    std::fs::write(&file, &original).expect("policy");
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(20),
-        policy_file: Some(file.clone()),
-        ..Default::default()
-    })
-    .await;
-    let direct = env.cluster.connect("crm").await.expect("direct");
-    let emails: Vec<String> = direct
-        .query("SELECT email FROM contacts WHERE email IS NOT NULL", &[])
-        .await
-        .expect("emails")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let (policy, env, emails) = demo_on_a_policy_copy().await;
     let mut a = env
         .connect("secretary", "secretary", "crm")
         .await
@@ -433,7 +380,7 @@ async fn protocol_portals_from_before_a_reload_are_not_read_by_name_or_in_parts(
         .collect();
     assert_eq!(names.len(), 2, "both portals are listed: {names:?}");
 
-    std::fs::write(&file, tightened(&original)).expect("policy");
+    std::fs::write(&policy.file, tightened(&policy.original)).expect("policy");
     let version = env.server().proxy.enforcer.reload_policy();
     assert!(matches!(version, Some(Ok(_))), "{version:?}");
 
@@ -473,11 +420,7 @@ async fn protocol_portals_from_before_a_reload_are_not_read_by_name_or_in_parts(
 /// fail alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subject_guards_under_a_generic_plan_do_not_tell_a_hidden_person_from_nobody() {
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(200),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_demo(200).await;
     let direct = env.cluster.connect("crm").await.expect("direct");
     let mut told = Vec::new();
     for role in ["secretary", "sales"] {
@@ -554,9 +497,7 @@ async fn timed_pair(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_row_pushdown_how_long_a_range_takes_does_not_count_hidden_people() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let original =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.yaml"))
-            .expect("crm.yaml");
+    let original = common::policy_files::demo_policy();
     let opened = "    row_pushdown: true\n";
     assert!(original.contains(opened), "the demo opens row_pushdown");
     let strict = dir.path().join("crm-strict.yaml");

@@ -5,57 +5,24 @@
 //! such statements, in both protocols, and the refusals are counted.
 
 use crate::common;
-use crate::common::trail::records;
+use crate::common::trail::{records, verify};
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::audit_db::connect;
 use common::process::PgvaktProcess;
+use common::reads::read_contact;
 use common::{sqlstate, Env, EnvOptions};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-fn verify(key: &Path, dir: &Path) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgvakt"))
-        .args(["audit", "verify", "--key-file"])
-        .arg(key)
-        .arg(dir)
-        .output()
-        .expect("run pgvakt audit verify");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
+/// The binary's configuration in front of the demo with an audit directory under `audit`, and
+/// `extra` after the audit section.
 fn process_yaml(env: &Env, audit: &Path, extra: &str) -> String {
-    let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.yaml");
-    format!(
-        "listen: 127.0.0.1:0\nupstream:\n  host: 127.0.0.1\n  port: {}\n  service_user: admin\n  service_password_file: {}\n  service_database: crm\ntls:\n  cert_file: {}\n  key_file: {}\nmetrics:\n  listen: 127.0.0.1:0\nlimits:\n  shutdown_grace_ms: 500\npolicy:\n  paths: [{}]\n  watch_interval_ms: 0\nlog:\n  level: info\n  format: json\n{}{extra}",
-        env.cluster.port(),
-        env.dir.path().join("service-password").display(),
-        env.certs.server_cert.display(),
-        env.certs.server_key.display(),
-        policy.display(),
-        common::audit_yaml(audit),
-    )
-}
-
-async fn connect(env: &Env, port: u16, user: &str, app: &str) -> tokio_postgres::Client {
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host("127.0.0.1")
-        .port(port)
-        .user(user)
-        .password(user)
-        .dbname("crm")
-        .application_name(app)
-        .ssl_mode(tokio_postgres::config::SslMode::Require);
-    let (client, conn) = cfg.connect(env.tls()).await.expect("connect");
-    tokio::spawn(conn);
-    client
+    let audit = format!("{}{extra}", common::audit_yaml(audit));
+    common::audit_db::process_yaml(env, env.dir.path(), &audit)
 }
 
 /// Reads of contacts, alternating the simple and the extended protocol, until the connection
@@ -64,22 +31,7 @@ async fn read_until_killed(client: tokio_postgres::Client, n: i64, max: u64) -> 
     let mut ok = 0u64;
     while ok < max {
         let id = 1 + (ok as i64 + n) % 50;
-        let r = if ok % 2 == 0 {
-            client
-                .simple_query(&format!(
-                    "SELECT first_name, email FROM contacts WHERE id = {id}"
-                ))
-                .await
-                .map(|_| ())
-        } else {
-            client
-                .query(
-                    "SELECT first_name, email FROM contacts WHERE id = $1",
-                    &[&id],
-                )
-                .await
-                .map(|_| ())
-        };
+        let r = read_contact(&client, id, ok % 2 == 0).await;
         match r {
             Ok(()) => ok += 1,
             Err(_) => return ok,
@@ -90,11 +42,7 @@ async fn read_until_killed(client: tokio_postgres::Client, n: i64, max: u64) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_leaves_a_record_of_every_read_received() {
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(50),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_demo(50).await;
     let audit = tempfile::tempdir().expect("tempdir");
     let yaml = process_yaml(&env, audit.path(), "");
     let proxy = PgvaktProcess::start(audit.path(), &yaml).await;
@@ -103,7 +51,7 @@ async fn sigkill_under_load_leaves_a_record_of_every_read_received() {
     let mut clients = Vec::new();
     for (n, user) in users.iter().enumerate() {
         let app = format!("durability-{n}");
-        let client = connect(&env, proxy.addr.port(), user, &app).await;
+        let client = connect(proxy.addr.port(), &env, user, &app).await;
         clients.push((
             app,
             tokio::spawn(read_until_killed(client, n as i64, 200_000)),
@@ -190,7 +138,7 @@ async fn sigkill_under_load_leaves_a_record_of_every_read_received() {
     // A restart continues the chain after the last complete record; then the whole log
     // verifies, the torn line noted.
     let mut again = PgvaktProcess::start(audit.path(), &yaml).await;
-    let c = connect(&env, again.addr.port(), "secretary", "after-restart").await;
+    let c = connect(again.addr.port(), &env, "secretary", "after-restart").await;
     c.simple_query("SELECT first_name FROM contacts WHERE id = 1")
         .await
         .expect("read after restart");

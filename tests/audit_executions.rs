@@ -37,13 +37,8 @@ async fn start() -> Audited {
     .await;
     // Row rules (which hide restricted people from every role but dpo) are row_rules.rs's
     // subject; here every person is one the roles may process.
-    env.cluster
-        .connect("crm")
-        .await
-        .expect("direct")
-        .batch_execute("DELETE FROM restrictions")
-        .await
-        .expect("no restrictions");
+    env.setup_crm("DELETE FROM restrictions", "no restrictions")
+        .await;
     Audited { env, keys }
 }
 

@@ -11,7 +11,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::Config as PgConfig;
 
 use crate::common::process::PgvaktProcess;
-use crate::common::{self, Env, EnvOptions};
+use crate::common::{self, Env};
 
 /// The binary in front of the demo CRM with the demo policy and an audit trail under `dir`.
 async fn start(env: &Env, dir: &Path) -> PgvaktProcess {
@@ -40,22 +40,9 @@ fn client(port: u16, user: &str, password: &str, mode: SslMode) -> PgConfig {
     c
 }
 
+/// Every record of the audit trail under `dir`.
 fn records(dir: &Path) -> Vec<Value> {
-    let mut files: Vec<_> = std::fs::read_dir(dir.join("audit"))
-        .expect("audit dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .expect("read")
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).expect("record"))
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    common::trail::all_records(&dir.join("audit"))
 }
 
 async fn wait_records(dir: &Path, what: &str, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
@@ -78,11 +65,7 @@ async fn warn_line(proxy: &mut PgvaktProcess, message: &str) -> Value {
 
 #[tokio::test]
 async fn failed_logins_and_refused_connections_name_who_and_from_where() {
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(20),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_demo(20).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut proxy = start(&env, dir.path()).await;
     let port = proxy.addr.port();

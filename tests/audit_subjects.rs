@@ -9,25 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::common::trail::all_records;
 use crate::common::{self, Env, EnvOptions};
-
-fn records(dir: &Path) -> Vec<Value> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .expect("audit dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .expect("read")
-                .lines()
-                .map(|l| serde_json::from_str::<Value>(l).expect("record"))
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
 
 fn search(dir: &Path, key: &Path, args: &[&str]) -> (Vec<Value>, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgvakt"))
@@ -92,7 +75,7 @@ async fn a_person_read_through_contacts_and_activities_has_one_pseudonym() {
 
     let mut recs = Vec::new();
     for _ in 0..100 {
-        recs = records(&dir);
+        recs = all_records(&dir);
         if recs.iter().filter(|r| r["event"] == "disconnect").count() == 3 {
             break;
         }

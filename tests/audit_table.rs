@@ -54,16 +54,7 @@ async fn a_sessions_records_land_in_the_table_and_the_tools_answer_from_it() {
     assert!(!text.contains("dpo-story"), "person 8 was not read: {text}");
     // The sink's idle connection is cut (an idle timeout, a failover): the next read is not
     // refused for that, its intent goes over a new connection.
-    let su = db.cluster.connect("audit").await.expect("superuser");
-    let cut: i64 = su
-        .query_one(
-            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE application_name = 'pgvakt-audit') t",
-            &[],
-        )
-        .await
-        .expect("terminate")
-        .get(0);
+    let cut = db.terminate_writer().await;
     assert_eq!(cut, 1);
     tokio::time::sleep(Duration::from_millis(200)).await;
     c.simple_query("SELECT first_name FROM contacts WHERE id = 9")
@@ -117,11 +108,7 @@ async fn a_sessions_records_land_in_the_table_and_the_tools_answer_from_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_write_one_table_and_verify_checks_each_chain() {
     let db = AuditDb::start().await;
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(20),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_demo(20).await;
     let (d1, d2, d3) = (
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
@@ -254,11 +241,7 @@ async fn read_until_gone(client: tokio_postgres::Client, n: i64) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_under_load_has_every_read_in_the_table_and_continues_its_chain() {
     let db = AuditDb::start().await;
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(20),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_demo(20).await;
     let dir = tempfile::tempdir().expect("dir");
     let yaml = process_yaml(&env, dir.path(), &db.yaml("killed"));
     let proxy = PgvaktProcess::start(dir.path(), &yaml).await;

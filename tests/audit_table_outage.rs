@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::audit_db::{connect, of, process_yaml, AuditDb};
 use common::process::PgvaktProcess;
+use common::reads::read_contact;
 use common::{sqlstate, Env, EnvOptions};
 
 /// Reads of contacts until `stop`, alternating the simple and the extended protocol; returns
@@ -21,22 +22,7 @@ async fn read_until(client: tokio_postgres::Client, n: i64, stop: Arc<AtomicBool
     while !stop.load(Ordering::Relaxed) {
         i += 1;
         let id = 1 + (i + n) % 50;
-        let r = if i % 2 == 0 {
-            client
-                .simple_query(&format!(
-                    "SELECT first_name, email FROM contacts WHERE id = {id}"
-                ))
-                .await
-                .map(|_| ())
-        } else {
-            client
-                .query(
-                    "SELECT first_name, email FROM contacts WHERE id = $1",
-                    &[&id],
-                )
-                .await
-                .map(|_| ())
-        };
+        let r = read_contact(&client, id, i % 2 == 0).await;
         match r {
             Ok(()) => ok += 1,
             Err(e) => {
@@ -84,18 +70,8 @@ async fn the_audit_database_restarted_under_load_blocks_reads_then_recovers_with
     tokio::time::sleep(Duration::from_millis(800)).await;
 
     // The sink's backend is terminated: the writer reconnects and goes on.
-    let su = db.cluster.connect("audit").await.expect("superuser");
-    let killed: i64 = su
-        .query_one(
-            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE application_name = 'pgvakt-audit') t",
-            &[],
-        )
-        .await
-        .expect("terminate")
-        .get(0);
+    let killed = db.terminate_writer().await;
     assert_eq!(killed, 1);
-    drop(su);
     tokio::time::sleep(Duration::from_millis(800)).await;
 
     // The audit database goes down: not ready, personal-data reads refused, others go on.

@@ -408,11 +408,7 @@ async fn a_failing_sink_stops_personal_data_reads_until_it_recovers() {
 
 #[tokio::test]
 async fn sigterm_under_load_loses_no_audit_record() {
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(50),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_demo(50).await;
     let audit = tempfile::tempdir().expect("tempdir");
     let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.yaml");
     let yaml = format!(

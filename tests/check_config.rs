@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use crate::common::cli::text;
+
 fn pgvakt(args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_pgvakt"))
         .args(args)
@@ -12,14 +14,6 @@ fn pgvakt(args: &[&str]) -> Output {
         .env_remove("PGVAKT_AUDIT_SUBJECT_KEY")
         .output()
         .expect("run pgvakt")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// A complete configuration in `dir` whose policy is `policy`.

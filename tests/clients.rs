@@ -97,13 +97,8 @@ impl Suite {
         .await;
         // The drivers' answers are compared with PostgreSQL's over the whole table; row rules
         // (restricted people hidden from secretary) are row_rules.rs's subject.
-        env.cluster
-            .connect("crm")
-            .await
-            .expect("direct")
-            .batch_execute("DELETE FROM restrictions")
-            .await
-            .expect("no restrictions");
+        env.setup_crm("DELETE FROM restrictions", "no restrictions")
+            .await;
         // Created through pgvakt, as an application's migration would be: DDL by an
         // unrestricted role makes pgvakt refresh its catalog, so the secretary may use the table.
         env.connect("admin", "admin", "crm")

@@ -9,7 +9,7 @@ use crate::common;
 
 use std::collections::{BTreeSet, HashSet};
 
-use common::{Env, EnvOptions};
+use common::Env;
 use pgvakt::catalog::Catalog;
 use pgvakt::policy::model::RoleRules;
 use serde_json::Value;
@@ -117,11 +117,7 @@ fn used(plan: &Value, table: &str, columns: &[String]) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn analysis_reports_every_personal_column_postgresql_reads() {
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(50),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_demo(50).await;
     let direct = env.cluster.connect("crm").await.expect("direct");
     let catalog = Catalog::load(&direct, "crm").await.expect("catalog");
     let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.yaml");

@@ -19,7 +19,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use common::leaks::{run_case, Expect, Secrets};
-use common::{Env, EnvOptions};
+use common::Env;
 use pgvakt::analysis::{self, authority, Ctx, Outcome};
 use pgvakt::catalog::snapshot::Snapshot;
 
@@ -248,13 +248,7 @@ fn forwarded_text_reads_the_same_to_postgresql() {
 
 #[tokio::test]
 async fn generated_statements_never_leak_through_the_proxy() {
-    let audit = tempfile::tempdir().expect("tempdir").keep();
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(100),
-        extra_yaml: common::audit_yaml(&audit),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_audited_demo(100).await;
     let direct = env.cluster.connect("crm").await.expect("direct");
     let secrets = Secrets::load(&direct).await;
     let (seed, cases) = cases(250);

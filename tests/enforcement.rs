@@ -3,20 +3,10 @@
 
 use crate::common;
 
-use std::collections::HashSet;
-
-use common::{sqlstate, Env, EnvOptions};
+use common::leaks::{self, check_messages, Expect, Secrets};
+use common::{sqlstate, Env};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Expect {
-    /// Runs, and no protected value appears in what comes back.
-    Runs,
-    /// Refused (42501 or 42601) with no protected value in the error.
-    Refused,
-    /// Either outcome is acceptable; only the absence of protected values is checked.
-    NoLeak,
-}
 use Expect::*;
 
 /// Statements a secretary (bank_account masked, date_of_birth year only) might try.
@@ -190,33 +180,6 @@ const MARKETING: &[(&str, Expect)] = &[
     ("COPY contacts (bank_account) TO STDOUT", Refused),
 ];
 
-struct Secrets {
-    accounts: HashSet<String>,
-}
-
-impl Secrets {
-    async fn load(direct: &Client) -> Secrets {
-        let mut accounts = HashSet::new();
-        for r in direct
-            .query("SELECT bank_account FROM contacts", &[])
-            .await
-            .unwrap()
-        {
-            let a: String = r.get(0);
-            accounts.insert(a.replace('.', ""));
-            accounts.insert(a);
-        }
-        Secrets { accounts }
-    }
-
-    fn leaks(&self, text: &str) -> Option<String> {
-        self.accounts
-            .iter()
-            .find(|a| text.contains(a.as_str()))
-            .cloned()
-    }
-}
-
 async fn run_case(
     c: &Client,
     secrets: &Secrets,
@@ -227,45 +190,7 @@ async fn run_case(
     if sql.starts_with("COPY") && sql.contains("TO STDOUT") {
         return copy_case(c, secrets, role, sql, expect).await;
     }
-    let result = c.simple_query(sql).await;
-    let _ = c.simple_query("ROLLBACK").await;
-    match result {
-        Result::Ok(msgs) => {
-            for m in &msgs {
-                if let SimpleQueryMessage::Row(r) = m {
-                    for i in 0..r.len() {
-                        if let Some(leak) = r.get(i).and_then(|v| secrets.leaks(v)) {
-                            return Err(format!("{role}: LEAK of {leak} by {sql:?}"));
-                        }
-                    }
-                }
-            }
-            if expect == Refused {
-                return Err(format!("{role}: expected refusal, but {sql:?} ran"));
-            }
-            Result::Ok(())
-        }
-        Err(e) => {
-            let text = format!("{e:?}");
-            if let Some(leak) = secrets.leaks(&text) {
-                return Err(format!("{role}: LEAK of {leak} in error of {sql:?}"));
-            }
-            if expect == Runs {
-                return Err(format!(
-                    "{role}: expected {sql:?} to run, got {}",
-                    common::message(&e)
-                ));
-            }
-            if expect == Refused && !matches!(sqlstate(&e).as_str(), "42501" | "42601") {
-                return Err(format!(
-                    "{role}: {sql:?} failed with {} {} instead of a refusal",
-                    sqlstate(&e),
-                    common::message(&e)
-                ));
-            }
-            Result::Ok(())
-        }
-    }
+    leaks::run_case(c, secrets, role, sql, expect).await
 }
 
 async fn copy_case(
@@ -306,24 +231,18 @@ async fn copy_case(
     }
 }
 
-/// The demo with the audit trail on, as the demo runs: plain SELECTs then carry hidden
-/// subject-key columns, which must change nothing the client sees.
+/// The demo with the audit trail on: the hidden subject-key columns plain SELECTs then carry
+/// must change nothing the client sees.
 async fn demo_env() -> Env {
-    let audit = tempfile::tempdir().expect("tempdir").keep();
-    Env::start_with(EnvOptions {
-        demo_contacts: Some(200),
-        extra_yaml: common::audit_yaml(&audit),
-        ..Default::default()
-    })
-    .await
+    Env::start_audited_demo(200).await
 }
 
 #[tokio::test]
 async fn restricted_roles_never_see_a_bank_account() {
     let env = demo_env().await;
     let direct = env.cluster.connect("crm").await.unwrap();
-    let secrets = Secrets::load(&direct).await;
-    assert!(secrets.accounts.len() >= 400);
+    let secrets = Secrets::bank_accounts(&direct).await;
+    assert!(secrets.len() >= 400);
     let mut failures = Vec::new();
     for (role, cases) in [("secretary", SECRETARY), ("marketing", MARKETING)] {
         let c = env.connect(role, role, "crm").await.unwrap();
@@ -347,38 +266,12 @@ async fn restricted_roles_never_see_a_bank_account() {
     );
 }
 
-/// What a client receives for one case over the extended protocol, checked like the simple one.
-fn check_messages(
-    msgs: &[common::raw::Msg],
-    secrets: &Secrets,
-    what: &str,
-    expect: Expect,
-) -> Result<(), String> {
-    for m in msgs {
-        if let Some(leak) = secrets.leaks(&String::from_utf8_lossy(&m.body)) {
-            return Err(format!("{what}: LEAK of {leak}"));
-        }
-    }
-    let error = msgs.iter().find(|m| m.tag == b'E');
-    match (expect, error) {
-        (Refused, None) => Err(format!("{what}: expected refusal, but it ran")),
-        (Refused, Some(e)) if !matches!(e.field(b'C').as_deref(), Some("42501" | "42601")) => {
-            Err(format!(
-                "{what}: failed with {:?} instead of a refusal",
-                e.field(b'C')
-            ))
-        }
-        (Runs, Some(e)) => Err(format!("{what}: expected to run, got {:?}", e.field(b'M'))),
-        _ => Ok(()),
-    }
-}
-
 #[tokio::test]
 async fn extended_protocol_and_prepared_statements_never_leak() {
     use common::raw::{self, Raw};
     let env = demo_env().await;
     let direct = env.cluster.connect("crm").await.unwrap();
-    let secrets = Secrets::load(&direct).await;
+    let secrets = Secrets::bank_accounts(&direct).await;
     let tls = common::client_tls(&env.certs.ca_cert);
     let mut failures = Vec::new();
     let mut checked = 0;
@@ -455,7 +348,7 @@ async fn extended_protocol_and_prepared_statements_never_leak() {
 async fn masked_values_keep_types_in_text_and_binary() {
     let env = demo_env().await;
     let direct = env.cluster.connect("crm").await.unwrap();
-    let secrets = Secrets::load(&direct).await;
+    let secrets = Secrets::bank_accounts(&direct).await;
     let c = env.connect("secretary", "secretary", "crm").await.unwrap();
     // Extended protocol, binary results: types as in the table.
     let row = c

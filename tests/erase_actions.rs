@@ -6,42 +6,21 @@
 //! the erasure stops before changing anything.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::common;
 
+use common::cli::pgvakt;
 use common::{Env, EnvOptions};
 
 const KEY: &str = "the erasure pseudonym key of these tests";
 
-async fn pgvakt(args: Vec<String>) -> (i32, String) {
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_pgvakt"))
-            .args(&args)
-            .output()
-            .expect("run pgvakt");
-        (
-            out.status.code().unwrap_or(-1),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
-    })
-    .await
-    .expect("task")
-}
-
 /// The demo policy with the pseudonym key in `key` (none when `None`) and `erase` columns of
 /// contacts replaced by `contacts_erase`; activities' subjects also get a pseudonym.
 fn policy(dir: &Path, name: &str, key: Option<&Path>, contacts_erase: &str) -> PathBuf {
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.yaml"))
-            .expect("demo policy");
+    let text = common::policy_files::demo_policy();
     let key_lines =
         "pseudonym:\n  key_env: PGVAKT_PSEUDONYM_KEY\n  key_file: /etc/pgvakt/pseudonym.key\n";
     let contacts =

@@ -7,12 +7,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pgvakt::policy::expiry::rfc3339;
 
+use crate::common::answers::{first_value, simple_first_value};
 use crate::common::{self, Env, EnvOptions};
 
 /// The demo policy with one more grant: `temp` gets `admin` until `until` (Unix seconds).
 fn policy_with_temporary_grant(dir: &Path, until: i64) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut text = std::fs::read_to_string(root.join("policies/crm.yaml")).expect("crm.yaml");
+    let mut text = common::policy_files::demo_policy();
     assert!(
         text.trim_end().ends_with("role: marketing}"),
         "grants end the file"
@@ -58,13 +58,11 @@ async fn a_session_falls_back_to_the_default_role_when_its_grant_ends() {
     })
     .await;
     env.create_user("temp", "temp", false).await;
-    env.cluster
-        .connect("crm")
-        .await
-        .expect("direct")
-        .batch_execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO temp")
-        .await
-        .expect("grant");
+    env.setup_crm(
+        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO temp",
+        "grant",
+    )
+    .await;
     let session = env.connect("temp", "temp", "crm").await.expect("login");
     let read = "SELECT bank_account FROM contacts ORDER BY id LIMIT 1";
     assert!(now() < until, "the environment took too long to start");
@@ -134,28 +132,6 @@ async fn a_session_falls_back_to_the_default_role_when_its_grant_ends() {
     );
 }
 
-/// The value `read` returns, or the SQLSTATE it is refused with.
-fn outcome(
-    r: Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>,
-) -> Result<Option<String>, String> {
-    match r {
-        Ok(rows) => Ok(rows.first().and_then(|row| row.get::<_, Option<String>>(0))),
-        Err(e) => Err(common::sqlstate(&e)),
-    }
-}
-
-fn simple_outcome(
-    r: Result<Vec<tokio_postgres::SimpleQueryMessage>, tokio_postgres::Error>,
-) -> Result<Option<String>, String> {
-    match r {
-        Ok(messages) => Ok(messages.iter().find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-            _ => None,
-        })),
-        Err(e) => Err(common::sqlstate(&e)),
-    }
-}
-
 /// After the grant ends, what was read through a name defined before: refused (42501) or not
 /// the stored value. Never the value itself.
 fn assert_not_read(what: &str, got: &Result<Option<String>, String>, stored: &str) {
@@ -196,7 +172,7 @@ async fn statements_prepared_and_cursors_opened_before_the_grant_ends_follow_it(
     let a = env.connect("temp", "temp", "crm").await.expect("login");
     let prepared = a.prepare(read).await.expect("prepare");
     assert_eq!(
-        outcome(a.query(&prepared, &[]).await),
+        first_value(a.query(&prepared, &[]).await),
         Ok(Some(stored.clone()))
     );
     a.batch_execute(&format!("PREPARE p AS {read}"))
@@ -224,23 +200,23 @@ async fn statements_prepared_and_cursors_opened_before_the_grant_ends_follow_it(
     let after = [
         (
             "Execute of a statement prepared before",
-            outcome(a.query(&prepared, &[]).await),
+            first_value(a.query(&prepared, &[]).await),
         ),
         (
             "EXECUTE of a statement prepared before",
-            simple_outcome(a.simple_query("EXECUTE p").await),
+            simple_first_value(a.simple_query("EXECUTE p").await),
         ),
         (
             "FETCH from a cursor WITH HOLD declared before",
-            simple_outcome(a.simple_query("FETCH NEXT FROM held").await),
+            simple_first_value(a.simple_query("FETCH NEXT FROM held").await),
         ),
         (
             "Execute of a portal bound before",
-            outcome(portal_tx.query_portal(&portal, 1).await),
+            first_value(portal_tx.query_portal(&portal, 1).await),
         ),
         (
             "FETCH from a cursor declared before",
-            simple_outcome(cursor_tx.simple_query("FETCH 1 FROM open_cursor").await),
+            simple_first_value(cursor_tx.simple_query("FETCH 1 FROM open_cursor").await),
         ),
     ];
     for (what, got) in &after {
@@ -257,7 +233,7 @@ async fn statements_prepared_and_cursors_opened_before_the_grant_ends_follow_it(
         .prepare("SELECT count(*)::text FROM companies")
         .await
         .expect("prepare after the change");
-    assert!(outcome(a.query(&fresh, &[]).await).is_ok());
+    assert!(first_value(a.query(&fresh, &[]).await).is_ok());
     let e = a.simple_query(read).await.unwrap_err();
     assert_eq!(common::sqlstate(&e), "42501", "{e}");
     a.simple_query("SELECT count(*) FROM companies")

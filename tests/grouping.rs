@@ -5,7 +5,8 @@
 
 use crate::common;
 
-use common::{Env, EnvOptions};
+use common::answers::rows_or_error;
+use common::Env;
 
 /// (through pgvakt as the secretary, the same directly with the secretary's masks written
 /// out: bank account redacted, birth date as its year's first day).
@@ -45,29 +46,9 @@ const VIEW: &str = "CREATE VIEW contact_activity AS \
     SELECT c.id, c.first_name, c.bank_account, count(a.id) AS n FROM contacts c \
     LEFT JOIN activities a ON a.contact_id = c.id GROUP BY c.id";
 
-async fn texts(c: &tokio_postgres::Client, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
-    let msgs = c
-        .simple_query(sql)
-        .await
-        .map_err(|e| format!("{} {}", common::sqlstate(&e), common::message(&e)))?;
-    Ok(msgs
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
-            }
-            _ => None,
-        })
-        .collect())
-}
-
 #[tokio::test]
 async fn grouping_by_a_primary_key_licenses_the_other_columns() {
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(60),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_demo(60).await;
     let direct = env.cluster.connect("crm").await.expect("direct");
     // This test compares grouping with the stored rows; row rules (which hide restricted people
     // from secretary) are tests/row_rules.rs's subject: nobody is restricted here.
@@ -85,17 +66,12 @@ async fn grouping_by_a_primary_key_licenses_the_other_columns() {
         .connect("secretary", "secretary", "crm")
         .await
         .expect("secretary");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while texts(&c, "SELECT id FROM contact_activity").await.is_err()
-        && std::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    }
+    common::catalog::until_known(&c, "SELECT id FROM contact_activity").await;
     let mut failures = Vec::new();
     for (through, masked) in CASES {
-        let want = texts(&direct, masked).await.expect(masked);
+        let want = rows_or_error(&direct, masked).await.expect(masked);
         assert!(!want.is_empty(), "{masked} returned nothing");
-        match texts(&c, through).await {
+        match rows_or_error(&c, through).await {
             Ok(got) if got == want => {}
             Ok(got) => failures.push(format!(
                 "{through}: {} rows differ from {} (first {:?} vs {:?})",
@@ -109,7 +85,7 @@ async fn grouping_by_a_primary_key_licenses_the_other_columns() {
     }
     // Grouping sets are left to PostgreSQL, which does not use functional dependencies there
     // either: its own grouping error.
-    let e = texts(
+    let e = rows_or_error(
         &c,
         "SELECT c.id, c.first_name FROM contacts c GROUP BY ROLLUP (c.id)",
     )

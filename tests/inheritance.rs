@@ -5,6 +5,7 @@
 
 use crate::common;
 
+use common::answers::rows_or_error;
 use common::{Env, EnvOptions};
 
 /// Stored values in the children that restricted roles must never receive.
@@ -24,10 +25,7 @@ GRANT SELECT, UPDATE, DELETE ON contacts, contacts_archive, contacts_scratch, co
 
 /// The demo policy with `contacts_archive` listed and ruled as `contacts` is.
 fn policy_with_archive() -> String {
-    let policy = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.yaml"),
-    )
-    .expect("demo policy");
+    let policy = common::policy_files::demo_policy();
     let contacts = policy
         .find("    contacts:\n")
         .expect("contacts in the inventory");
@@ -44,22 +42,6 @@ fn policy_with_archive() -> String {
         "      contacts.date_of_birth: {mask: date_year}",
         "      contacts.date_of_birth: {mask: date_year}\n      contacts_archive.date_of_birth: {mask: date_year}",
     )
-}
-
-async fn rows(c: &tokio_postgres::Client, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
-    let msgs = c
-        .simple_query(sql)
-        .await
-        .map_err(|e| format!("{} {}", common::sqlstate(&e), common::message(&e)))?;
-    Ok(msgs
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
-            }
-            _ => None,
-        })
-        .collect())
 }
 
 fn leaks(rows: &[Vec<Option<String>>]) -> bool {
@@ -86,17 +68,10 @@ async fn only_and_inheritance_children_follow_the_policy() {
         .await
         .expect("secretary");
     // The catalog is reloaded after the DDL pgvakt relayed.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while rows(&c, "SELECT count(*) FROM contacts_scratch")
-        .await
-        .is_err()
-        && std::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    }
+    common::catalog::until_known(&c, "SELECT count(*) FROM contacts_scratch").await;
 
     // ONLY reads the parent's own rows, masked as always.
-    let only = rows(
+    let only = rows_or_error(
         &c,
         "SELECT id, first_name, bank_account FROM ONLY contacts ORDER BY id",
     )
@@ -111,7 +86,7 @@ async fn only_and_inheritance_children_follow_the_policy() {
     assert!(only
         .iter()
         .all(|r| r[2].as_deref().is_none_or(|v| v == "***")));
-    let joined = rows(
+    let joined = rows_or_error(
         &c,
         "SELECT count(*) FROM ONLY public.contacts c JOIN ONLY companies co ON co.id = c.company_id",
     )
@@ -120,17 +95,17 @@ async fn only_and_inheritance_children_follow_the_policy() {
     assert!(!joined.is_empty());
 
     // A view over ONLY contacts reads and writes the parent's own rows.
-    let own = rows(&c, "SELECT id, bank_account FROM contacts_own ORDER BY id")
+    let own = rows_or_error(&c, "SELECT id, bank_account FROM contacts_own ORDER BY id")
         .await
         .expect("view over ONLY");
     assert_eq!(own.len() as i64, want);
     assert!(own
         .iter()
         .all(|r| r[1].as_deref().is_none_or(|v| v == "***")));
-    rows(&c, "UPDATE contacts_own SET city = 'Kiruna' WHERE id = 3")
+    rows_or_error(&c, "UPDATE contacts_own SET city = 'Kiruna' WHERE id = 3")
         .await
         .expect("write through a view over ONLY");
-    let e = rows(
+    let e = rows_or_error(
         &c,
         "UPDATE contacts_own SET bank_account = 'X' WHERE id = 3",
     )
@@ -146,7 +121,7 @@ async fn only_and_inheritance_children_follow_the_policy() {
         "DELETE FROM contacts WHERE id = -1",
         "SELECT * FROM ONLY (contacts)",
     ] {
-        let e = rows(&c, sql).await.expect_err(sql);
+        let e = rows_or_error(&c, sql).await.expect_err(sql);
         assert!(e.starts_with("42501"), "{sql}: {e}");
         if !sql.contains('(') {
             assert!(
@@ -156,7 +131,7 @@ async fn only_and_inheritance_children_follow_the_policy() {
         }
     }
     // The unlisted child itself is personal by default: masked for the secretary.
-    let scratch = rows(&c, "SELECT first_name, bank_account FROM contacts_scratch")
+    let scratch = rows_or_error(&c, "SELECT first_name, bank_account FROM contacts_scratch")
         .await
         .expect("unlisted child");
     assert_eq!(scratch.len(), 1);
@@ -164,16 +139,16 @@ async fn only_and_inheritance_children_follow_the_policy() {
     assert_ne!(scratch[0][0].as_deref(), Some("Scratch"));
 
     // Writes with ONLY change the parent's rows only.
-    rows(&c, "UPDATE ONLY contacts SET city = 'Lund' WHERE id = 1")
+    rows_or_error(&c, "UPDATE ONLY contacts SET city = 'Lund' WHERE id = 1")
         .await
         .expect("UPDATE ONLY");
-    rows(
+    rows_or_error(
         &c,
         "UPDATE ONLY contacts c SET city = 'Malmö' WHERE c.id = 2",
     )
     .await
     .expect("UPDATE ONLY with an alias");
-    rows(&c, "DELETE FROM ONLY contacts WHERE id = -1")
+    rows_or_error(&c, "DELETE FROM ONLY contacts WHERE id = -1")
         .await
         .expect("DELETE FROM ONLY");
     let city: Option<String> = direct
@@ -191,7 +166,7 @@ async fn only_and_inheritance_children_follow_the_policy() {
         .expect("drop");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let all = loop {
-        match rows(
+        match rows_or_error(
             &c,
             "SELECT id, first_name, bank_account, date_of_birth FROM contacts",
         )
@@ -218,7 +193,7 @@ async fn only_and_inheritance_children_follow_the_policy() {
         "SELECT * FROM contacts_archive",
         "SELECT * FROM contacts * WHERE id = 900001",
     ] {
-        let r = rows(&c, sql).await.expect(sql);
+        let r = rows_or_error(&c, sql).await.expect(sql);
         assert!(!leaks(&r), "{sql}: {r:?}");
     }
 }
@@ -228,11 +203,7 @@ async fn only_and_inheritance_children_follow_the_policy() {
 /// may show one.
 #[tokio::test]
 async fn refusals_with_only_show_no_internal_names() {
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(5),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_demo(5).await;
     let c = env
         .connect("secretary", "secretary", "crm")
         .await

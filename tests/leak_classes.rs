@@ -8,7 +8,7 @@
 use crate::common;
 
 use common::leaks::{run_case, run_extended, Expect, Secrets};
-use common::{Env, EnvOptions};
+use common::Env;
 use Expect::*;
 
 /// Lexical differentials: what sqlparser takes for a string, comment or operator is something
@@ -382,14 +382,9 @@ const VIEWS: &[(&str, Expect)] = &[
 ];
 
 async fn demo_env() -> (Env, std::path::PathBuf) {
-    let audit = tempfile::tempdir().expect("tempdir").keep();
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(200),
-        extra_yaml: common::audit_yaml(&audit),
-        ..Default::default()
-    })
-    .await;
-    (env, audit.join("audit"))
+    let env = Env::start_audited_demo(200).await;
+    let audit = env.audit_dir.clone().expect("an audit directory");
+    (env, audit)
 }
 
 /// Every audit record written so far, as text.
@@ -430,15 +425,7 @@ async fn run_classes(
             .connect("secretary", "secretary", "crm")
             .await
             .expect("secretary");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while c
-            .simple_query("SELECT 1 FROM leak_mat LIMIT 0")
-            .await
-            .is_err()
-            && std::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        }
+        common::catalog::until_known(&c, "SELECT 1 FROM leak_mat LIMIT 0").await;
     }
     let mut failures = Vec::new();
     let mut count = 0;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use pgvakt::access::Scope;
 
+use crate::common::cli::pgvakt;
 use crate::common::{self, Env, EnvOptions};
 
 const LOCKOUT: &str =
@@ -152,23 +153,6 @@ async fn an_operator_unlocks_and_a_successful_login_resets_the_count() {
 }
 
 /// `pgvakt <args>` as an operator runs it: exit code and output.
-async fn pgvakt(args: Vec<String>) -> (i32, String) {
-    tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_pgvakt"))
-            .args(&args)
-            .output()
-            .expect("run pgvakt");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.code().unwrap_or(-1), text)
-    })
-    .await
-    .expect("task")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_unlocks_with_the_command_line() {
     let env = env_locking(LONG_LOCKOUT, String::new()).await;
@@ -264,13 +248,8 @@ async fn without_the_shared_state_a_replica_counts_alone_and_keeps_known_locks()
         login(&env, port, "victim", "guess").await;
     }
     // The shared state goes away (as if its database did not answer).
-    env.cluster
-        .connect("crm")
-        .await
-        .expect("direct")
-        .batch_execute("ALTER TABLE pgvakt.login_failures RENAME TO gone")
-        .await
-        .expect("rename");
+    env.setup_crm("ALTER TABLE pgvakt.login_failures RENAME TO gone", "rename")
+        .await;
     // The lock this replica knows still holds.
     let (code, message) = login(&env, port, "victim", "right").await;
     assert_eq!(code, "28000", "{message}");

@@ -6,7 +6,7 @@ use crate::common;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{metric, sqlstate, Env, EnvOptions};
+use common::{metric, sqlstate, Env};
 
 fn refusals(role: &str, reason: &str) -> String {
     format!("pgvakt_statement_refusals_total{{role=\"{role}\",reason=\"{reason}\"}}")
@@ -48,11 +48,7 @@ async fn wait_for(env: &Env, what: &str, done: impl Fn(&str) -> bool) -> String 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_by_role_and_reads_by_category() {
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(20),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_demo(20).await;
     let before = env.metrics().await;
     // Every role of the policy has its refusal series from the start, at 0.
     for role in ["secretary", "sales", "marketing", "dpo", "admin", "nobody"] {
@@ -111,11 +107,7 @@ async fn refusals_by_role_and_reads_by_category() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_expiry_follows_a_reload_and_catalog_refreshes_are_timed() {
-    let mut env = Env::start_with(EnvOptions {
-        demo_contacts: Some(5),
-        ..Default::default()
-    })
-    .await;
+    let mut env = Env::start_demo(5).await;
     const EXPIRY: &str = "pgvakt_tls_certificate_expiry_timestamp_seconds";
     const CATALOG_AT: &str = "pgvakt_catalog_loaded_timestamp_seconds";
     const CATALOG_FAILED: &str = "pgvakt_catalog_refresh_failures_total";

@@ -158,11 +158,7 @@ fn check_classic(text: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn metrics_follow_the_exposition_conventions() {
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(5),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_demo(5).await;
     let addr = env.server().metrics_addr;
     let c = env.connect("secretary", "secretary", "crm").await.unwrap();
     c.simple_query("SELECT bank_account FROM contacts")
@@ -257,28 +253,22 @@ async fn metrics_follow_the_exposition_conventions() {
 
 #[tokio::test]
 async fn policy_info_follows_a_reload() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("crm.yaml");
-    let original = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.yaml"),
-    )
-    .unwrap();
-    std::fs::write(&file, &original).unwrap();
+    let policy = common::policy_files::demo_policy_copy();
     let env = Env::start_with(EnvOptions {
         demo_contacts: Some(5),
-        policy_file: Some(file.clone()),
+        policy_file: Some(policy.file.clone()),
         ..Default::default()
     })
     .await;
-    let before = pgvakt::policy::load(std::slice::from_ref(&file))
+    let before = pgvakt::policy::load(std::slice::from_ref(&policy.file))
         .unwrap()
         .version;
     std::fs::write(
-        &file,
-        format!("{original}\n# a comment changes the version\n"),
+        &policy.file,
+        format!("{}\n# a comment changes the version\n", policy.original),
     )
     .unwrap();
-    let after = pgvakt::policy::load(std::slice::from_ref(&file))
+    let after = pgvakt::policy::load(std::slice::from_ref(&policy.file))
         .unwrap()
         .version;
     assert_ne!(before, after);

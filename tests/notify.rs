@@ -6,21 +6,11 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{sqlstate, Env, EnvOptions};
-use futures_util::StreamExt;
+use common::policy_files::{demo_with_policy, NAMES_AND_ACCOUNTS};
+use common::{sqlstate, Env};
 
-/// Two restricted roles that differ only in `notify`.
-const POLICY: &str = "
-default_role: nobody
-inventory:
-  tables:
-    companies: {personal: false}
-    contacts:
-      subject_key: id
-      columns: {id: none, first_name: identity, bank_account: financial}
-    activities: {subject_key: contact_id}
-    consents: {subject_key: contact_id}
-roles:
+/// The roles and grants of `policy`.
+const ROLES: &str = "roles:
   nobody: {default: block}
   quiet:
     description: Reads names; no notifications.
@@ -34,17 +24,13 @@ grants:
   - {user: sales, role: announcer}
 ";
 
+/// Two restricted roles that differ only in `notify`.
+fn policy() -> String {
+    format!("\ndefault_role: nobody\n{NAMES_AND_ACCOUNTS}{ROLES}")
+}
+
 async fn start() -> (Env, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let policy = dir.path().join("notify.yaml");
-    std::fs::write(&policy, POLICY).expect("policy");
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(20),
-        policy_file: Some(policy),
-        ..Default::default()
-    })
-    .await;
-    (env, dir)
+    demo_with_policy(20, "notify.yaml", &policy()).await
 }
 
 #[tokio::test]
@@ -87,19 +73,13 @@ async fn listen_and_notify_need_the_notify_capability() {
     );
 
     // With the capability: LISTEN works and the notification arrives through pgvakt.
-    let (listener, mut conn) = env
+    let (listener, conn) = env
         .pg_config("sales", "sales", "crm")
         .connect(env.tls())
         .await
         .expect("sales");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
-        while let Some(Ok(m)) = stream.next().await {
-            if let tokio_postgres::AsyncMessage::Notification(n) = m {
-                let _ = tx.send((n.channel().to_owned(), n.payload().to_owned()));
-            }
-        }
+    let mut rx = common::notifications::notifications(conn, |n| {
+        (n.channel().to_owned(), n.payload().to_owned())
     });
     listener
         .batch_execute("LISTEN crm_events")

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::process::{self, PgvaktProcess};
 use common::raw::{query, Raw};
-use common::{http_get, metric, sqlstate, Env, EnvOptions};
+use common::{http_get, metric, sqlstate, Env};
 use nix::sys::signal::Signal;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -29,11 +29,7 @@ const BYTES_OUT: &str = "pgvakt_relayed_bytes_total{direction=\"upstream_to_clie
 
 #[tokio::test]
 async fn metrics_count_connections_statements_refusals_and_bytes() {
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(20),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_demo(20).await;
     let before = env.metrics().await;
     assert_eq!(metric(&before, ACCEPTED), 0.0, "{before}");
     assert!(

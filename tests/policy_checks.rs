@@ -8,33 +8,20 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{Env, EnvOptions};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use common::cli::{in_repo, text};
+use common::Env;
 
 fn pgvakt(args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_pgvakt"))
-        .args(args)
-        .current_dir(root())
+    in_repo(args)
         .env_remove("PGSSLMODE")
         .output()
         .expect("run pgvakt")
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// The demo policy with `edits` applied (each must change it), written to `dir`; the file
 /// and its text.
 fn policy_with(dir: &Path, edits: &[(&str, &str)]) -> (PathBuf, String) {
-    let mut policy = std::fs::read_to_string(root().join("policies/crm.yaml")).unwrap();
+    let mut policy = common::policy_files::demo_policy();
     for (from, to) in edits {
         let next = policy.replacen(from, to, 1);
         assert_ne!(next, policy, "the demo policy no longer has {from:?}");
@@ -106,11 +93,7 @@ fn strict_fails_on_warnings() {
 
 #[tokio::test]
 async fn live_check_has_postgresql_prepare_every_mask_and_reads_values() {
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(30),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_demo(30).await;
     let direct = env.cluster.connect("crm").await.unwrap();
     direct
         .batch_execute(

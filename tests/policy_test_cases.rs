@@ -5,29 +5,20 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use crate::common;
+use crate::common::cli::{in_repo, text};
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn pgvakt(args: &[&str]) -> Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_pgvakt"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run pgvakt")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    in_repo(args).output().expect("run pgvakt")
 }
 
 /// The demo policy with a grant to a PostgreSQL group and a grant for the first half of 2026.
 fn policy(dir: &Path) -> PathBuf {
-    let demo = std::fs::read_to_string(root().join("policies/crm.yaml")).unwrap();
+    let demo = common::policy_files::demo_policy();
     assert!(demo
         .trim_end()
         .ends_with("{user: marketing, role: marketing}"));

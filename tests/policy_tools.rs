@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
+use common::cli::text;
 use common::{metric, Env, EnvOptions};
 use pgvakt::policy::testcases::{parse_test_file, Decision};
 
@@ -24,25 +25,13 @@ async fn pgvakt(args: &[&str]) -> Output {
         .expect("run pgvakt")
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn upstream(env: &Env) -> String {
     env.cluster
         .dsn(env.cluster.superuser(), env.cluster.password(), "crm")
 }
 
 async fn demo() -> Env {
-    Env::start_with(EnvOptions {
-        demo_contacts: Some(60),
-        ..Default::default()
-    })
-    .await
+    Env::start_demo(60).await
 }
 
 #[tokio::test]
@@ -97,7 +86,7 @@ async fn live_check_reports_inventory_names_missing_upstream_and_unclassified_pe
         .expect("extra table");
     let dir = tempfile::tempdir().expect("tempdir");
     let broken = dir.path().join("crm.yaml");
-    let text_in = std::fs::read_to_string(root().join("policies/crm.yaml")).expect("policy");
+    let text_in = common::policy_files::demo_policy();
     std::fs::write(
         &broken,
         text_in.replacen("bank_account:", "bank_acount:", 1),
@@ -251,7 +240,7 @@ async fn wait_for(what: &str, mut cond: impl AsyncFnMut() -> bool) {
 async fn policy_changes_reach_live_sessions_and_invalid_ones_keep_the_old_policy() {
     let dir = tempfile::tempdir().expect("tempdir");
     let policy = dir.path().join("crm.yaml");
-    let original = std::fs::read_to_string(root().join("policies/crm.yaml")).expect("policy");
+    let original = common::policy_files::demo_policy();
     std::fs::write(&policy, &original).expect("copy policy");
     let env = Env::start_with(EnvOptions {
         demo_contacts: Some(20),

@@ -5,7 +5,7 @@ use crate::common;
 use std::time::{Duration, Instant};
 
 use common::{metric, sqlstate, Env};
-use futures_util::{SinkExt, StreamExt, TryStreamExt};
+use futures_util::{SinkExt, TryStreamExt};
 
 #[tokio::test]
 async fn simple_and_extended_queries_pass_through() {
@@ -107,19 +107,13 @@ async fn cancel_really_cancels() {
 async fn notifications_are_delivered() {
     let env = Env::start().await;
     env.create_user("alice", "pw", false).await;
-    let (listener, mut conn) = env
+    let (listener, conn) = env
         .pg_config("alice", "pw", "postgres")
         .connect(env.tls())
         .await
         .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
-        while let Some(Ok(m)) = stream.next().await {
-            if let tokio_postgres::AsyncMessage::Notification(n) = m {
-                let _ = tx.send((n.channel().to_owned(), n.payload().to_owned()));
-            }
-        }
+    let mut rx = common::notifications::notifications(conn, |n| {
+        (n.channel().to_owned(), n.payload().to_owned())
     });
     listener.batch_execute("LISTEN crm_events").await.unwrap();
     let sender = env.connect("alice", "pw", "postgres").await.unwrap();

@@ -3,10 +3,8 @@
 //! ends (`grant_expiry`). What PostgreSQL would now receive differently is refused (42501,
 //! prepare it again); what is decided the same runs on.
 
-use std::path::Path;
-
-use tokio_postgres::SimpleQueryMessage;
-
+use crate::common::answers::{first_value, simple_first_value};
+use crate::common::policy_files::{demo_policy_copy, DemoPolicyCopy};
 use crate::common::{self, Env, EnvOptions};
 
 const EMAIL: &str = "SELECT email FROM contacts ORDER BY id LIMIT 1";
@@ -23,28 +21,6 @@ fn tightened(original: &str) -> String {
     )
 }
 
-/// The first value read, or the SQLSTATE of the refusal.
-fn outcome(
-    r: Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>,
-) -> Result<Option<String>, String> {
-    match r {
-        Ok(rows) => Ok(rows.first().and_then(|row| row.get::<_, Option<String>>(0))),
-        Err(e) => Err(common::sqlstate(&e)),
-    }
-}
-
-fn simple_outcome(
-    r: Result<Vec<SimpleQueryMessage>, tokio_postgres::Error>,
-) -> Result<Option<String>, String> {
-    match r {
-        Ok(messages) => Ok(messages.iter().find_map(|m| match m {
-            SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
-            _ => None,
-        })),
-        Err(e) => Err(common::sqlstate(&e)),
-    }
-}
-
 /// Refused because the policy changed since the name was defined (not for another reason).
 fn assert_refused_as_stale<T: std::fmt::Debug>(what: &str, r: Result<T, tokio_postgres::Error>) {
     let e = r.expect_err(what);
@@ -58,12 +34,11 @@ fn assert_refused_as_stale<T: std::fmt::Debug>(what: &str, r: Result<T, tokio_po
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_portals_and_cursors_from_before_a_reload_follow_the_new_policy() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("crm.yaml");
-    let original =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.yaml"))
-            .expect("crm.yaml");
-    std::fs::write(&file, &original).expect("policy");
+    let DemoPolicyCopy {
+        dir,
+        file,
+        original,
+    } = demo_policy_copy();
     // With an audit trail: refusals pass through the trail's request matching too.
     let env = Env::start_with(EnvOptions {
         demo_contacts: Some(20),
@@ -90,8 +65,14 @@ async fn statements_portals_and_cursors_from_before_a_reload_follow_the_new_poli
     let by_email = a.prepare(EMAIL).await.expect("prepare");
     let by_phone = a.prepare(PHONE).await.expect("prepare");
     let by_name = a.prepare(NAME).await.expect("prepare");
-    assert_eq!(outcome(a.query(&by_email, &[]).await), Ok(email.clone()));
-    assert_eq!(outcome(a.query(&by_phone, &[]).await), Ok(phone.clone()));
+    assert_eq!(
+        first_value(a.query(&by_email, &[]).await),
+        Ok(email.clone())
+    );
+    assert_eq!(
+        first_value(a.query(&by_phone, &[]).await),
+        Ok(phone.clone())
+    );
     a.batch_execute(&format!(
         "PREPARE p_email AS {EMAIL}; PREPARE p_name AS {NAME}"
     ))
@@ -155,14 +136,14 @@ async fn statements_portals_and_cursors_from_before_a_reload_follow_the_new_poli
     assert_refused_as_stale("Execute of EXECUTE", a.query(&via_execute, &[]).await);
     assert_refused_as_stale("Execute of FETCH", a.query(&via_fetch, &[]).await);
     // What the new policy decides the same runs on.
-    assert_eq!(outcome(a.query(&by_name, &[]).await), Ok(name.clone()));
-    assert_eq!(outcome(a.query(&by_name, &[]).await), Ok(name.clone()));
+    assert_eq!(first_value(a.query(&by_name, &[]).await), Ok(name.clone()));
+    assert_eq!(first_value(a.query(&by_name, &[]).await), Ok(name.clone()));
     let alone = a.simple_query("EXECUTE p_name_alone").await;
-    assert_eq!(simple_outcome(alone), Ok(name.clone()));
+    assert_eq!(simple_first_value(alone), Ok(name.clone()));
     let held = a.simple_query("FETCH NEXT FROM held_name").await;
-    assert_eq!(simple_outcome(held), Ok(name.clone()));
+    assert_eq!(simple_first_value(held), Ok(name.clone()));
     assert_eq!(
-        outcome(portal_tx.query_portal(&name_portal, 1).await),
+        first_value(portal_tx.query_portal(&name_portal, 1).await),
         Ok(name.clone())
     );
     let executed = portal_tx.query_portal(&email_portal, 1).await;
@@ -174,7 +155,7 @@ async fn statements_portals_and_cursors_from_before_a_reload_follow_the_new_poli
     let e = a.prepare(EMAIL).await.unwrap_err();
     assert_eq!(common::sqlstate(&e), "42501", "{e}");
     let again = a.prepare(PHONE).await.expect("prepare again");
-    let masked = outcome(a.query(&again, &[]).await).expect("masked phone");
+    let masked = first_value(a.query(&again, &[]).await).expect("masked phone");
     assert!(masked.is_some() && masked != phone, "{masked:?}");
     a.simple_query("SELECT count(*) FROM companies")
         .await
@@ -187,11 +168,7 @@ async fn statements_portals_and_cursors_from_before_a_reload_follow_the_new_poli
 /// again once it has read the new catalog.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statements_prepared_before_a_relation_is_replaced_follow_the_new_one() {
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(20),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_demo(20).await;
     let direct = env.cluster.connect("crm").await.expect("direct");
     let read = "SELECT name FROM companies ORDER BY id LIMIT 1";
     let accounts: Vec<String> = direct
@@ -209,7 +186,7 @@ async fn statements_prepared_before_a_relation_is_replaced_follow_the_new_one() 
         .await
         .expect("login");
     let prepared = s.prepare(read).await.expect("prepare");
-    let company = outcome(s.query(&prepared, &[]).await).expect("a company name");
+    let company = first_value(s.query(&prepared, &[]).await).expect("a company name");
     assert!(company.is_some());
 
     // Made through pgvakt, which reloads its catalog after DDL it relays.
@@ -226,7 +203,7 @@ async fn statements_prepared_before_a_relation_is_replaced_follow_the_new_one() 
     // (its bank accounts masked): neither the old company nor a stored account.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
     loop {
-        let fresh = simple_outcome(s.simple_query(read).await);
+        let fresh = simple_first_value(s.simple_query(read).await);
         match fresh {
             Ok(Some(v)) if !accounts.contains(&v) && Some(&v) != company.as_ref() => break,
             _ => {
@@ -238,7 +215,7 @@ async fn statements_prepared_before_a_relation_is_replaced_follow_the_new_one() 
             }
         }
     }
-    let got = outcome(s.query(&prepared, &[]).await);
+    let got = first_value(s.query(&prepared, &[]).await);
     if let Ok(Some(v)) = &got {
         assert!(
             !accounts.contains(v),

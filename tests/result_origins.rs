@@ -6,7 +6,7 @@
 
 use crate::common;
 
-use common::{Env, EnvOptions};
+use common::Env;
 
 const VIEW: &str = "CREATE VIEW contact_overview AS \
     SELECT c.id, c.first_name, c.bank_account, c.date_of_birth, co.name AS company \
@@ -47,13 +47,7 @@ async fn describe(c: &tokio_postgres::Client, sql: &str) -> Result<Described, St
 
 #[tokio::test]
 async fn masked_columns_describe_their_stored_column() {
-    let audit = tempfile::tempdir().expect("tempdir").keep();
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(20),
-        extra_yaml: common::audit_yaml(&audit),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_audited_demo(20).await;
     let direct = env.cluster.connect("crm").await.expect("direct");
     let admin = env.connect("admin", "admin", "crm").await.expect("admin");
     admin.simple_query(VIEW).await.expect("view");

@@ -4,36 +4,15 @@
 //! alone, and a second run finds nothing; the textfile metrics say what the alerts read.
 
 use std::path::Path;
-use std::process::Command;
 
 use crate::common;
 
+use common::cli::pgvakt;
 use common::{Env, EnvOptions};
-
-async fn pgvakt(args: Vec<String>) -> (i32, String) {
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new(env!("CARGO_BIN_EXE_pgvakt"))
-            .args(&args)
-            .output()
-            .expect("run pgvakt");
-        (
-            out.status.code().unwrap_or(-1),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
-    })
-    .await
-    .expect("task")
-}
 
 /// The demo policy, with activities kept for five years and then deleted.
 fn policy(dir: &Path) -> std::path::PathBuf {
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.yaml"))
-            .expect("demo policy");
+    let text = common::policy_files::demo_policy();
     let changed = text.replacen(
         "      erase:\n        columns: {body: \"null\"}\n",
         "      erase:\n        columns: {body: \"null\"}\n      retention: {column: happened_at, keep: 5y, action: delete}\n",
@@ -46,6 +25,20 @@ fn policy(dir: &Path) -> std::path::PathBuf {
     let p = dir.join("crm.yaml");
     std::fs::write(&p, changed).expect("policy");
     p
+}
+
+/// The contacts inside the period on the run's clock (2036-06-01), as JSON.
+async fn kept(direct: &tokio_postgres::Client) -> Vec<String> {
+    direct
+        .query(
+            "SELECT row_to_json(c)::text FROM contacts c WHERE last_activity_at >= '2036-06-01'::timestamptz - interval '10 years' ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("rows inside the period")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 #[tokio::test]
@@ -78,16 +71,7 @@ async fn retention_run_on_a_clock_past_the_period() {
         "{n_contacts} {n_activities}"
     );
     let total_contacts = count("SELECT count(*) FROM contacts").await;
-    let kept_before: Vec<String> = direct
-        .query(
-            "SELECT row_to_json(c)::text FROM contacts c WHERE last_activity_at >= '2036-06-01'::timestamptz - interval '10 years' ORDER BY id",
-            &[],
-        )
-        .await
-        .expect("rows inside the period")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let kept_before: Vec<String> = kept(&direct).await;
 
     let metrics = dir.path().join("pgvakt_retention.prom");
     // The run records itself in the audit trail this configuration names.
@@ -176,16 +160,7 @@ async fn retention_run_on_a_clock_past_the_period() {
         total_contacts,
         "rows kept"
     );
-    let kept_after: Vec<String> = direct
-        .query(
-            "SELECT row_to_json(c)::text FROM contacts c WHERE last_activity_at >= '2036-06-01'::timestamptz - interval '10 years' ORDER BY id",
-            &[],
-        )
-        .await
-        .expect("rows inside the period")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let kept_after: Vec<String> = kept(&direct).await;
     assert_eq!(
         kept_after, kept_before,
         "subjects inside the period untouched"

@@ -100,13 +100,7 @@ async fn garbage_startup_gets_protocol_violation() {
 /// stays up, and another session is served meanwhile.
 #[tokio::test]
 async fn deep_and_long_statements_do_not_crash_or_stall_the_proxy() {
-    let audit = tempfile::tempdir().expect("tempdir").keep();
-    let env = Env::start_with(common::EnvOptions {
-        demo_contacts: Some(50),
-        extra_yaml: common::audit_yaml(&audit),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_audited_demo(50).await;
     let chain = |sep: &str, n: usize| vec!["1"; n].join(sep);
     let texts = [
         format!("SELECT {}", chain("+", 40_000)),

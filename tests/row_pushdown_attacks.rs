@@ -5,6 +5,7 @@
 
 use crate::common;
 
+use common::rows::{hidden_and_absent, ids};
 use common::{Env, EnvOptions};
 use tokio_postgres::Client;
 
@@ -14,27 +15,6 @@ async fn demo() -> Env {
         ..Default::default()
     })
     .await
-}
-
-async fn ids(c: &Client, sql: &str) -> Vec<i64> {
-    c.query(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
-/// A hidden person and an id nobody has, for `role`.
-async fn hidden_and_absent(direct: &Client, role: &str) -> (i64, i64) {
-    let visible = ids(direct, &common::rows::visible_ids(role)).await;
-    let all = ids(direct, "SELECT id FROM contacts ORDER BY id").await;
-    let hidden = all
-        .iter()
-        .copied()
-        .find(|i| !visible.contains(i))
-        .expect("someone hidden");
-    (hidden, all.last().copied().unwrap_or(0) + 1000)
 }
 
 /// What a client learns from one simple-protocol statement: its first column, or its error.

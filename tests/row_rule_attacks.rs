@@ -5,26 +5,10 @@
 
 use crate::common;
 
+use common::answers::outcome;
+use common::catalog::until_known;
 use common::{Env, EnvOptions};
 use tokio_postgres::{Client, SimpleQueryMessage};
-
-/// What a client learns from one statement: its rows and command tags, or its error.
-async fn outcome(c: &Client, sql: &str) -> String {
-    let result = c.simple_query(sql).await;
-    let _ = c.simple_query("ROLLBACK").await;
-    match result {
-        Ok(msgs) => msgs
-            .iter()
-            .map(|m| match m {
-                SimpleQueryMessage::Row(r) => format!("row {:?}", r.get(0)),
-                SimpleQueryMessage::CommandComplete(n) => format!("done {n}"),
-                _ => String::new(),
-            })
-            .collect::<Vec<_>>()
-            .join("; "),
-        Err(e) => format!("error {} {}", common::sqlstate(&e), common::message(&e)),
-    }
-}
 
 async fn first_id(c: &Client, sql: &str) -> i64 {
     c.query_one(sql, &[])
@@ -33,21 +17,9 @@ async fn first_id(c: &Client, sql: &str) -> i64 {
         .get(0)
 }
 
-/// Waits until pgvakt's catalog, reloaded after DDL it relayed, knows `probe`'s relations.
-async fn until_known(c: &Client, probe: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while c.simple_query(probe).await.is_err() && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_transaction_begun_before_a_withdrawal_does_not_keep_the_person_visible() {
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(80),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_demo(80).await;
     let direct = env.cluster.connect("crm").await.expect("direct");
     let person = first_id(
         &direct,
@@ -151,11 +123,7 @@ CREATE UNIQUE INDEX contacts_phone_norway ON contacts (phone) WHERE country = 'N
 
 #[tokio::test]
 async fn unique_indexes_over_expressions_and_predicates_do_not_tell_hidden_values() {
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(120),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_demo(120).await;
     let direct = env.cluster.connect("crm").await.expect("direct");
     // A person hidden from both roles (restricted), and two they see, in Sweden; the first
     // shares the hidden person's phone number, which only Norwegian numbers must not do.
@@ -240,10 +208,7 @@ async fn unique_indexes_over_expressions_and_predicates_do_not_tell_hidden_value
 /// The demo policy with a table of orders that refer to contacts through a foreign key but
 /// are not declared as the contacts' rows (no subject key).
 fn policy_with_orders() -> String {
-    let policy = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.yaml"),
-    )
-    .expect("demo policy");
+    let policy = common::policy_files::demo_policy();
     let at = policy
         .find("    contacts:\n")
         .expect("contacts in the inventory");

@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 
 use crate::common;
 
-use common::{Env, EnvOptions};
+use common::answers::outcome;
+use common::Env;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 type Ids = BTreeSet<i64>;
@@ -144,11 +145,7 @@ async fn copy_ids(c: &Client, sql: &str) -> Ids {
 }
 
 pub(crate) async fn demo() -> Env {
-    Env::start_with(EnvOptions {
-        demo_contacts: Some(400),
-        ..Default::default()
-    })
-    .await
+    Env::start_demo(400).await
 }
 
 #[tokio::test]
@@ -246,25 +243,6 @@ async fn every_role_reaches_exactly_the_people_its_rules_allow_through_every_rea
     assert_eq!(up.allowed("dpo"), up.all);
 }
 
-/// What a client learns from one statement: its rows, or its error.
-async fn outcome(c: &Client, sql: &str) -> String {
-    let result = c.simple_query(sql).await;
-    // A failed statement inside BEGIN ... ROLLBACK leaves the transaction open and aborted.
-    let _ = c.simple_query("ROLLBACK").await;
-    match result {
-        Ok(msgs) => msgs
-            .iter()
-            .map(|m| match m {
-                SimpleQueryMessage::Row(r) => format!("row {:?}", r.get(0)),
-                SimpleQueryMessage::CommandComplete(n) => format!("done {n}"),
-                _ => String::new(),
-            })
-            .collect::<Vec<_>>()
-            .join("; "),
-        Err(e) => format!("error {} {}", common::sqlstate(&e), common::message(&e)),
-    }
-}
-
 /// An error text with the id it names replaced (row outcomes are compared as they are).
 fn in_errors(outcome: &str, id: i64) -> String {
     if !outcome.starts_with("error") {
@@ -344,15 +322,7 @@ async fn a_hidden_person_cannot_be_told_apart_from_one_who_does_not_exist() {
         let hidden: Vec<i64> = up.all.difference(&allowed).copied().take(3).collect();
         assert!(!hidden.is_empty(), "{role} hides someone");
         let c = env.connect(role, role, "crm").await.expect("connect");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while c
-            .simple_query("SELECT 1 FROM activity_log LIMIT 0")
-            .await
-            .is_err()
-            && std::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        }
+        common::catalog::until_known(&c, "SELECT 1 FROM activity_log LIMIT 0").await;
         let nokey = outcome(&c, "UPDATE contact_nokey SET city = city WHERE false").await;
         assert!(
             nokey.starts_with("error 42501") && nokey.contains("primary key"),

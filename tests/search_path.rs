@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use common::{Env, EnvOptions};
+use common::Env;
 
 async fn reads_contacts(c: &tokio_postgres::Client) -> bool {
     c.simple_query("SELECT first_name FROM contacts LIMIT 1")
@@ -15,11 +15,7 @@ async fn reads_contacts(c: &tokio_postgres::Client) -> bool {
 
 #[tokio::test]
 async fn search_path_follows_commit_rollback_and_set_local() {
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(10),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_demo(10).await;
     let c = env
         .connect("secretary", "secretary", "crm")
         .await
@@ -174,11 +170,7 @@ async fn probe(c: &tokio_postgres::Client) -> Option<(Option<&'static str>, Opti
 
 #[tokio::test]
 async fn one_text_with_its_own_block_and_savepoints_leaves_the_path_postgresql_has() {
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(5),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_demo(5).await;
     let admin = env.connect("admin", "admin", "crm").await.expect("admin");
     admin
         .batch_execute(

@@ -6,21 +6,11 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::{sqlstate, Env, EnvOptions};
+use common::policy_files::{demo_with_policy, NAMES_AND_ACCOUNTS};
+use common::{sqlstate, Env};
 
-/// The default role reads (masked) bank accounts; members of `strict_group` may not read them
-/// at all, so falling back to the default would widen their access.
-const POLICY: &str = "
-default_role: open
-inventory:
-  tables:
-    companies: {personal: false}
-    contacts:
-      subject_key: id
-      columns: {id: none, first_name: identity, bank_account: financial}
-    activities: {subject_key: contact_id}
-    consents: {subject_key: contact_id}
-roles:
+/// The roles and grants of `policy`.
+const ROLES: &str = "roles:
   open:
     description: Everyone without a grant; sees masked values.
     default: {mask: redact}
@@ -30,6 +20,12 @@ roles:
 grants:
   - {group: strict_group, role: strict}
 ";
+
+/// The default role reads (masked) bank accounts; members of `strict_group` may not read them
+/// at all, so falling back to the default would widen their access.
+fn policy() -> String {
+    format!("\ndefault_role: open\n{NAMES_AND_ACCOUNTS}{ROLES}")
+}
 
 async fn readyz(env: &Env) -> String {
     common::http_get(env.server().metrics_addr, "/readyz").await
@@ -73,22 +69,12 @@ async fn sales_never_reads_bank_accounts(env: &Env) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_grants_survive_an_upstream_restart_and_fail_closed_meanwhile() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let policy = dir.path().join("groups.yaml");
-    std::fs::write(&policy, POLICY).expect("policy");
-    let mut env = Env::start_with(EnvOptions {
-        demo_contacts: Some(20),
-        policy_file: Some(policy),
-        ..Default::default()
-    })
+    let (mut env, _policy) = demo_with_policy(20, "groups.yaml", &policy()).await;
+    env.setup_crm(
+        "CREATE ROLE strict_group NOLOGIN; GRANT strict_group TO sales",
+        "group",
+    )
     .await;
-    env.cluster
-        .connect("crm")
-        .await
-        .expect("direct")
-        .batch_execute("CREATE ROLE strict_group NOLOGIN; GRANT strict_group TO sales")
-        .await
-        .expect("group");
     assert!(
         sales_never_reads_bank_accounts(&env).await,
         "sales logs in before the restart"

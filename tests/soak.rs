@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::faults::AuditDisk;
 use common::process::PgvaktProcess;
-use common::{trail, Env, EnvOptions};
+use common::{trail, Env};
 use load::{Load, Tally, ROLES};
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -77,9 +77,7 @@ fn config(env: &Env, disk: &AuditDisk, policy: &Path) -> String {
 
 /// The demo policy, or the variant where marketing sees e-mail addresses masked.
 fn policy_text(variant: bool) -> String {
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.yaml"))
-            .expect("demo policy");
+    let text = common::policy_files::demo_policy();
     if !variant {
         return text;
     }
@@ -208,11 +206,7 @@ async fn soak_under_faults_loses_no_record_and_leaks_nothing() {
         .unwrap_or(0);
     // Room for the trail of a long run; the fill takes whatever is left.
     let disk = AuditDisk::new(256 + seconds / 60 * 128);
-    let mut env = Env::start_with(EnvOptions {
-        demo_contacts: Some(CONTACTS),
-        ..Default::default()
-    })
-    .await;
+    let mut env = Env::start_demo(CONTACTS).await;
     // Only the binary serves clients here.
     if let Some(server) = env.server.take() {
         server.shutdown().await;

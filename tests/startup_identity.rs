@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::raw::{query, Msg, Raw};
-use common::{client_tls, Env, EnvOptions};
+use common::{client_tls, Env};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// TLS through SSLRequest, then a startup packet whose parameter list is exactly `params`
@@ -365,11 +365,7 @@ async fn postgres_logging_in_someone_else_ends_the_session() {
 
 #[tokio::test]
 async fn ordinary_logins_still_work() {
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(20),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_demo(20).await;
     for user in ["admin", "marketing"] {
         let c = env.connect(user, user, "crm").await.expect(user);
         let row = c

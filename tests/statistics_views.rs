@@ -4,20 +4,11 @@
 
 use crate::common;
 
-use common::{sqlstate, Env, EnvOptions};
+use common::policy_files::{demo_with_policy, NAMES_AND_ACCOUNTS};
+use common::sqlstate;
 
-/// Two restricted roles that differ only in `statistics_views`.
-const POLICY: &str = "
-default_role: nobody
-inventory:
-  tables:
-    companies: {personal: false}
-    contacts:
-      subject_key: id
-      columns: {id: none, first_name: identity, bank_account: financial}
-    activities: {subject_key: contact_id}
-    consents: {subject_key: contact_id}
-roles:
+/// The roles and grants of `policy`.
+const ROLES: &str = "roles:
   nobody: {default: block}
   clerk:
     description: Reads names; no statistics.
@@ -31,24 +22,15 @@ grants:
   - {user: sales, role: analyst}
 ";
 
+/// Two restricted roles that differ only in `statistics_views`.
+fn policy() -> String {
+    format!("\ndefault_role: nobody\n{NAMES_AND_ACCOUNTS}{ROLES}")
+}
+
 #[tokio::test]
 async fn statistics_views_need_the_capability() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let policy = dir.path().join("stats.yaml");
-    std::fs::write(&policy, POLICY).expect("policy");
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(50),
-        policy_file: Some(policy),
-        ..Default::default()
-    })
-    .await;
-    env.cluster
-        .connect("crm")
-        .await
-        .expect("direct")
-        .batch_execute("ANALYZE contacts")
-        .await
-        .expect("analyze");
+    let (env, _policy) = demo_with_policy(50, "stats.yaml", &policy()).await;
+    env.setup_crm("ANALYZE contacts", "analyze").await;
     let statements = [
         "SELECT attname FROM pg_stats WHERE tablename = 'contacts'",
         "SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = 'contacts'",

@@ -6,6 +6,8 @@ use std::process::Output;
 
 use pgvakt::cluster::{Cluster, ClusterOptions, ServerTls};
 
+use crate::common::cli::text;
+
 fn snapshot(dsn: &str) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_pgvakt"))
         .args(["policy", "snapshot", "--upstream", dsn])
@@ -13,14 +15,6 @@ fn snapshot(dsn: &str) -> Output {
         .env_remove("PGSSLROOTCERT")
         .output()
         .expect("run pgvakt")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 fn free_port() -> u16 {

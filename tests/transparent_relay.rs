@@ -11,18 +11,11 @@ use crate::common;
 use std::time::Duration;
 
 use common::raw::{msg, query, sync, Msg, Raw};
-use common::{client_tls, Env, EnvOptions};
-use futures_util::StreamExt;
+use common::{client_tls, Env};
 use tokio::io::AsyncWriteExt;
 
 async fn crm() -> Env {
-    let audit = tempfile::tempdir().expect("tempdir").keep();
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(20),
-        extra_yaml: common::audit_yaml(&audit),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_audited_demo(20).await;
     env.trust_user("admin").await;
     env.trust_user("secretary").await;
     env
@@ -145,20 +138,13 @@ async fn clients_see_postgresql_s_process_id_and_cancel_keys_stay_private() {
 #[tokio::test]
 async fn a_notification_names_the_sender_s_real_process_id() {
     let env = crm().await;
-    let (client, mut conn) = env
+    let (client, conn) = env
         .pg_config("admin", "admin", "crm")
         .connect(env.tls())
         .await
         .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut stream = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
-        while let Some(Ok(m)) = stream.next().await {
-            if let tokio_postgres::AsyncMessage::Notification(n) = m {
-                let _ = tx.send((n.process_id(), n.payload().to_owned()));
-            }
-        }
-    });
+    let mut rx =
+        common::notifications::notifications(conn, |n| (n.process_id(), n.payload().to_owned()));
     client.batch_execute("LISTEN own_events").await.unwrap();
     client
         .batch_execute("NOTIFY own_events, 'mine'")

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{Env, EnvOptions};
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 /// Every value of every row `sql` returns, in text format.
 async fn values(client: &Client, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
@@ -18,15 +18,7 @@ async fn values(client: &Client, sql: &str) -> Result<Vec<Vec<Option<String>>>, 
         .simple_query(sql)
         .await
         .map_err(|e| common::message(&e))?;
-    Ok(msgs
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => {
-                Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
-            }
-            _ => None,
-        })
-        .collect())
+    Ok(common::answers::text_rows(&msgs))
 }
 
 /// pgvakt refreshes its catalog after DDL has committed; wait until `client` may use the table.

@@ -46,13 +46,7 @@ const CASES: &[(&str, Expect)] = &[
 
 #[tokio::test]
 async fn views_over_protected_tables_show_masked_values_to_every_role() {
-    let audit = tempfile::tempdir().expect("tempdir").keep();
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(100),
-        extra_yaml: common::audit_yaml(&audit),
-        ..Default::default()
-    })
-    .await;
+    let env = Env::start_audited_demo(100).await;
     let direct = env.cluster.connect("crm").await.expect("direct");
     // Made through pgvakt, which reloads its catalog after DDL it relays.
     let admin = env.connect("admin", "admin", "crm").await.expect("admin");
@@ -211,15 +205,7 @@ async fn writes_through_views_follow_the_base_tables_rules() {
         .connect("secretary", "secretary", "crm")
         .await
         .expect("secretary");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while c
-        .simple_query("SELECT 1 FROM contact_mat LIMIT 0")
-        .await
-        .is_err()
-        && std::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    }
+    common::catalog::until_known(&c, "SELECT 1 FROM contact_mat LIMIT 0").await;
     let before = stored(1).await;
 
     // What the secretary may write on contacts it may write through a view of them.

@@ -15,10 +15,7 @@ use tokio_postgres::Client;
 /// field) and the secretary refused any write of a birth date.
 fn policy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    let demo = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/crm.yaml"),
-    )
-    .expect("demo policy");
+    let demo = common::policy_files::demo_policy();
     let with_writes = demo
         .replace(
             "      financial: {mask: bank_account} # last 4 digits visible\n",

@@ -122,6 +122,20 @@ impl AuditDb {
         )
     }
 
+    /// Terminates the sink's connection to the audit database (as an idle timeout or a failover
+    /// would); how many backends were terminated.
+    pub async fn terminate_writer(&self) -> i64 {
+        let su = self.cluster.connect("audit").await.expect("superuser");
+        su.query_one(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'pgvakt-audit') t",
+            &[],
+        )
+        .await
+        .expect("terminate")
+        .get(0)
+    }
+
     /// Every record in the table, with its replica.
     pub async fn records(&self) -> Vec<(String, Value)> {
         let c = self.cluster.connect("audit").await.expect("superuser");

@@ -2,6 +2,8 @@
 //! data from what the rules mean, for tests that compare what a role gets with what it should
 //! get. Deliberately not pgvakt's own predicates.
 
+use tokio_postgres::Client;
+
 /// A condition on `contacts` aliased `c` that holds for the people `role` may see.
 pub fn visible(role: &str) -> String {
     let not_restricted =
@@ -24,4 +26,27 @@ pub fn visible(role: &str) -> String {
 /// The ids of the people `role` may see.
 pub fn visible_ids(role: &str) -> String {
     format!("SELECT c.id FROM public.contacts c WHERE {}", visible(role))
+}
+
+/// The values of the first column `sql` returns, read directly (as the superuser).
+pub async fn ids(direct: &Client, sql: &str) -> Vec<i64> {
+    direct
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// A person hidden from `role` and an id nobody has: what an attack tries to tell apart.
+pub async fn hidden_and_absent(direct: &Client, role: &str) -> (i64, i64) {
+    let visible = ids(direct, &visible_ids(role)).await;
+    let all = ids(direct, "SELECT id FROM contacts ORDER BY id").await;
+    let hidden = all
+        .iter()
+        .copied()
+        .find(|i| !visible.contains(i))
+        .expect("someone hidden");
+    (hidden, all.last().copied().unwrap_or(0) + 1000)
 }
