@@ -108,14 +108,14 @@ fn resolve(ctx: &Ctx, view: &Relation, depth: usize) -> Result<ViewColumns, Refu
     let SetExpr::Select(s) = q.body.as_ref() else {
         return Err(refuse(not_simple));
     };
-    let plain = is_plain(&q, s, view);
-    let TableFactor::Table {
+    // A view over no table (`SELECT 1 AS x`) has no FROM item at all.
+    let Some(TableFactor::Table {
         name, args: None, ..
-    } = &s.from[0].relation
+    }) = s.from.first().map(|f| &f.relation)
     else {
         return Err(refuse(not_simple));
     };
-    if !plain {
+    if !is_plain(&q, s, view) {
         return Err(refuse(not_simple));
     }
     let parts = super::statements::name_parts(ctx, name)?;
