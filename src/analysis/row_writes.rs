@@ -125,6 +125,30 @@ fn subject_reference(ctx: &Ctx, rel: &Relation) -> Option<(Arc<Relation>, String
     Some((subject, key, column))
 }
 
+/// The subjects' stand-in for a guard. Where the role accepts `row_pushdown`'s timing channel
+/// and the value has the key's type (whose equality is leakproof), the stand-in looks the key
+/// up itself, by index, instead of reading every visible subject for each row written: its
+/// fence keeps the condition outside from reaching in.
+fn keyed(ctx: &Ctx, subject: &Relation, key: &str, ty: &str, stand_in: String) -> String {
+    let pushdown = ctx
+        .row_filter(subject, super::row_rules::ROW_ALIAS)
+        .is_some_and(|f| f.pushdown);
+    let key_type = subject
+        .columns
+        .iter()
+        .find(|c| c.name == key)
+        .map(|c| c.ty.sql_name.as_str());
+    if !pushdown || key_type != Some(ty) || !super::row_pushdown::LEAKPROOF_TYPES.contains(&ty) {
+        return stand_in;
+    }
+    let condition = format!(
+        "{}.{} OPERATOR(pg_catalog.=) \"pgvakt_given\".\"pgvakt_value\"",
+        super::quote(super::row_rules::ROW_ALIAS),
+        super::quote(key)
+    );
+    super::row_rules::with_condition(&stand_in, &condition).unwrap_or(stand_in)
+}
+
 /// A guard for one value written to the referring column.
 fn guard(
     ctx: &Ctx,
@@ -139,14 +163,15 @@ fn guard(
     let sql = ctx
         .masked_relation_sql(subject, Some(&reach))?
         .ok_or_else(|| unsupported("no stand-in for its subjects".into()))?;
-    let checked = stand_in::check(&sql).map_err(unsupported)?;
-    let rel_placeholder = stand_in::placeholder();
     let ty = rel
         .columns
         .iter()
         .find(|c| c.name == column)
         .map(|c| c.ty.sql_name.clone())
         .ok_or_else(|| unsupported("no type".into()))?;
+    let sql = keyed(ctx, subject, key, &ty, sql);
+    let checked = stand_in::check(&sql).map_err(unsupported)?;
+    let rel_placeholder = stand_in::placeholder();
     let refusal = ctx.refuse(format!(
         "role {} may write {}.{column} only with the key of a {} it sees (its row rules)",
         ctx.role(),
@@ -157,12 +182,13 @@ fn guard(
     let fail_checked = stand_in::check_expr(&fail).map_err(unsupported)?;
     let fail_placeholder = stand_in::placeholder();
     let k = super::quote(key);
-    // The value is computed in a FROM-less sub-select listed first, so its names bind in the
-    // client's query, never to the subjects' stand-in (which is not in scope there yet). It is
-    // cast to the column's type there: a parameter the client left untyped gets the type
-    // PostgreSQL would give it in the column, not text.
+    // The value is computed in a FROM-less sub-select, so its names bind in the client's
+    // query, never to the subjects' stand-in (which is a level further in). It is cast to the
+    // column's type there: a parameter the client left untyped gets the type PostgreSQL would
+    // give it in the column, not text. The subjects are read in a sub-query of that level, so
+    // the stand-in may name the value (see `keyed`).
     let sql = format!(
-        "COALESCE((SELECT \"pgvakt_subject\".{k} FROM (SELECT CAST(({value}) AS {ty}) AS \"pgvakt_value\") AS \"pgvakt_given\" JOIN {rel_placeholder} AS \"pgvakt_subject\" ON \"pgvakt_subject\".{k} = \"pgvakt_given\".\"pgvakt_value\"), {fail_placeholder})"
+        "COALESCE((SELECT (SELECT \"pgvakt_subject\".{k} FROM {rel_placeholder} AS \"pgvakt_subject\" WHERE \"pgvakt_subject\".{k} = \"pgvakt_given\".\"pgvakt_value\") FROM (SELECT CAST(({value}) AS {ty}) AS \"pgvakt_value\") AS \"pgvakt_given\"), {fail_placeholder})"
     );
     *value = parse_expr(&sql).map_err(|e| unsupported(e.to_string()))?;
     out.relation_columns.push((
