@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, GroupByExpr, Ident, Query, SelectItem, SetExpr, TableFactor, Visit, Visitor,
+    Expr, GroupByExpr, Ident, Query, Select, SelectItem, SetExpr, TableFactor, Visit, Visitor,
 };
 
 use super::{fold, quote, Ctx};
@@ -132,87 +132,22 @@ pub fn add_hidden_keys(q: &mut Query, ctx: &Ctx) -> Vec<HiddenKey> {
         .as_ref()
         .map(|w| w.cte_tables.iter().map(|c| fold(&c.alias.name)).collect())
         .unwrap_or_default();
-    let order_blocks = q.order_by.as_ref().is_some_and(|order| {
-        let mut agg = Aggregates(false);
-        let _ = order.visit(&mut agg);
-        // `ORDER BY 2` names an output position: an added column would give it a meaning.
-        agg.0
-            || order
-                .to_string()
-                .split([' ', ',', '(', ')'])
-                .any(|w| w.parse::<u64>().is_ok())
-    });
-    if order_blocks {
+    if order_blocks(q) {
         return Vec::new();
     }
     let SetExpr::Select(sel) = q.body.as_mut() else {
         return Vec::new();
     };
-    let grouped =
-        !matches!(&sel.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
-    if sel.distinct.is_some() || grouped || sel.having.is_some() || sel.into.is_some() {
-        return Vec::new();
-    }
-    let mut agg = Aggregates(false);
-    let _ = sel.projection.visit(&mut agg);
-    if agg.0 {
+    if !one_row_per_row(sel) {
         return Vec::new();
     }
     let mut keys: Vec<(Ident, String, HiddenKey)> = Vec::new();
     for twj in &sel.from {
         let factors = std::iter::once(&twj.relation).chain(twj.joins.iter().map(|j| &j.relation));
         for tf in factors {
-            let TableFactor::Table {
-                name,
-                alias,
-                args: None,
-                ..
-            } = tf
-            else {
-                continue;
-            };
-            if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
-                continue;
+            if let Some(found) = subject_key_of(tf, &sel.projection, &ctes, ctx) {
+                keys.push(found);
             }
-            let Some(parts) = name
-                .0
-                .iter()
-                .map(|p| p.as_ident().map(fold))
-                .collect::<Option<Vec<_>>>()
-            else {
-                continue;
-            };
-            if parts.len() == 1 && ctes.contains(&parts[0]) {
-                continue;
-            }
-            let Some(rel) = ctx.catalog.resolve(
-                super::inheritance::without_marker(&parts),
-                ctx.search_path,
-                ctx.user,
-            ) else {
-                continue;
-            };
-            let Some(key) = ctx.rules.subject_key(&rel.schema, &rel.name) else {
-                continue;
-            };
-            if !rel.columns.iter().any(|c| c.name == key)
-                || ctx.rules.column(&rel.schema, &rel.name, &key).action != ColumnAction::Allow
-            {
-                continue;
-            }
-            let reference = match alias {
-                Some(a) => a.name.clone(),
-                None => match name.0.last().and_then(|p| p.as_ident()) {
-                    Some(i) => i.clone(),
-                    None => continue,
-                },
-            };
-            if projects(&sel.projection, &fold(&reference), &key) {
-                // Already in the result: the audit trail finds it by its origin.
-                continue;
-            }
-            let hidden = hidden_key(rel, &key);
-            keys.push((reference, key, hidden));
         }
     }
     for (i, (reference, key, _)) in keys.iter().enumerate() {
@@ -222,6 +157,84 @@ pub fn add_hidden_keys(q: &mut Query, ctx: &Ctx) -> Vec<HiddenKey> {
         });
     }
     keys.into_iter().map(|(_, _, h)| h).collect()
+}
+
+/// An ORDER BY that an added column would change: one with aggregates, or naming an output
+/// position (`ORDER BY 2`), to which an added column could give a meaning.
+fn order_blocks(q: &Query) -> bool {
+    q.order_by.as_ref().is_some_and(|order| {
+        let mut agg = Aggregates(false);
+        let _ = order.visit(&mut agg);
+        agg.0
+            || order
+                .to_string()
+                .split([' ', ',', '(', ')'])
+                .any(|w| w.parse::<u64>().is_ok())
+    })
+}
+
+/// Whether each result row is one row of the FROM items, so an added key column names the
+/// subject of the row it sits in (no DISTINCT, grouping, aggregates or SELECT INTO).
+fn one_row_per_row(sel: &Select) -> bool {
+    let grouped =
+        !matches!(&sel.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
+    if sel.distinct.is_some() || grouped || sel.having.is_some() || sel.into.is_some() {
+        return false;
+    }
+    let mut agg = Aggregates(false);
+    let _ = sel.projection.visit(&mut agg);
+    !agg.0
+}
+
+/// For a plain table in FROM whose subject key the role reads as stored and the result does
+/// not already return: (the name the query knows it by, the key column, the hidden key).
+fn subject_key_of(
+    tf: &TableFactor,
+    projection: &[SelectItem],
+    ctes: &HashSet<String>,
+    ctx: &Ctx,
+) -> Option<(Ident, String, HiddenKey)> {
+    let TableFactor::Table {
+        name,
+        alias,
+        args: None,
+        ..
+    } = tf
+    else {
+        return None;
+    };
+    if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
+        return None;
+    }
+    let parts = name
+        .0
+        .iter()
+        .map(|p| p.as_ident().map(fold))
+        .collect::<Option<Vec<_>>>()?;
+    if parts.len() == 1 && ctes.contains(&parts[0]) {
+        return None;
+    }
+    let rel = ctx.catalog.resolve(
+        super::inheritance::without_marker(&parts),
+        ctx.search_path,
+        ctx.user,
+    )?;
+    let key = ctx.rules.subject_key(&rel.schema, &rel.name)?;
+    if !rel.columns.iter().any(|c| c.name == key)
+        || ctx.rules.column(&rel.schema, &rel.name, &key).action != ColumnAction::Allow
+    {
+        return None;
+    }
+    let reference = match alias {
+        Some(a) => a.name.clone(),
+        None => name.0.last().and_then(|p| p.as_ident())?.clone(),
+    };
+    if projects(projection, &fold(&reference), &key) {
+        // Already in the result: the audit trail finds it by its origin.
+        return None;
+    }
+    let hidden = hidden_key(rel, &key);
+    Some((reference, key, hidden))
 }
 
 /// Whether the projection returns `reference.key` as a plain column (or all of `reference`).

@@ -185,82 +185,14 @@ impl<'a, 'c> Gate<'a, 'c> {
             "InsertStmt" | "UpdateStmt" | "DeleteStmt" => self.dml(k, s, lvl),
             "LockStmt" => self.lock(s),
             "CopyStmt" => self.copy(s, lvl),
-            "ExplainStmt" => {
-                // Cost estimates come from statistics of the stored values (a GROUP BY on a
-                // masked column shows how many distinct stored values it has).
-                let costs_off = list(field(s, "options"))
-                    .iter()
-                    .filter_map(kind)
-                    .any(|(_, o)| {
-                        text(o, "defname").eq_ignore_ascii_case("costs")
-                            && is_false(field(o, "arg"))
-                    });
-                if !costs_off {
-                    return Err(policy(format!(
-                        "EXPLAIN for role {} needs COSTS OFF: cost estimates come from statistics of stored values",
-                        self.role()
-                    )));
-                }
-                // Executed plans count the rows each node removed: the stand-ins' row rules
-                // would show how many rows they hide.
-                let analyze = list(field(s, "options"))
-                    .iter()
-                    .filter_map(kind)
-                    .any(|(_, o)| {
-                        text(o, "defname").eq_ignore_ascii_case("analyze")
-                            && !is_false(field(o, "arg"))
-                    });
-                if analyze && self.ctx.rules.has_row_rules() {
-                    return Err(not_allowed(
-                        "EXPLAIN ANALYZE",
-                        Why::because(
-                            "its row counts would tell how many rows the role's row rules hide",
-                        ),
-                    ));
-                }
-                for o in list(field(s, "options")).iter().filter_map(kind) {
-                    let name = text(o.1, "defname").to_ascii_lowercase();
-                    if !allow::explain_option(&name) {
-                        return Err(not_allowed(
-                            format!("EXPLAIN option {}", name.to_ascii_uppercase()),
-                            Why::aside("VERBOSE prints the expressions that mask values"),
-                        ));
-                    }
-                }
-                self.inner_statement(s, lvl)
-            }
+            "ExplainStmt" => self.explain(s, lvl),
             "PrepareStmt" => self.inner_statement(s, lvl),
             "DeclareCursorStmt" => match field(s, "query").and_then(kind) {
                 Some(("SelectStmt", q)) => self.select(q, lvl),
                 _ => Err(policy("a cursor over anything but a query")),
             },
             "ExecuteStmt" => self.walk(s, lvl),
-            "VariableSetStmt" => {
-                let name = text(s, "name").to_ascii_lowercase();
-                // These three are allowed with the values the analysis checked (it reads the
-                // same tokens); the others are never changed by restricted roles.
-                let checked = matches!(
-                    name.as_str(),
-                    "search_path" | "standard_conforming_strings" | "client_encoding"
-                );
-                // Another session's exported snapshot shows the rows the rules read as they
-                // were when it was taken: a consent withdrawn since would still count.
-                if name == "transaction snapshot" && self.ctx.rules.has_row_rules() {
-                    return Err(not_allowed(
-                        "SET TRANSACTION SNAPSHOT",
-                        Why::because(
-                            "another session's snapshot would show consents and restrictions as they were, not as its row rules read them now",
-                        ),
-                    ));
-                }
-                if !checked && is_protected_setting(&name) {
-                    return Err(not_allowed(
-                        format!("changing the setting {name}"),
-                        Why::Plain,
-                    ));
-                }
-                self.walk(s, lvl)
-            }
+            "VariableSetStmt" => self.set(s, lvl),
             // UNLISTEN moves no data, and pools send `UNLISTEN *` when a connection is
             // returned (asyncpg's reset), so it needs no capability.
             "ListenStmt" | "NotifyStmt" => {
@@ -276,6 +208,74 @@ impl<'a, 'c> Gate<'a, 'c> {
             | "ClosePortalStmt" | "DeallocateStmt" | "UnlistenStmt" => Ok(()),
             other => Err(not_allowed(format!("the statement {other}"), Why::Plain)),
         }
+    }
+
+    fn explain(&mut self, s: &Value, lvl: &Level) -> Checked {
+        // Cost estimates come from statistics of the stored values (a GROUP BY on a masked
+        // column shows how many distinct stored values it has).
+        let costs_off = list(field(s, "options"))
+            .iter()
+            .filter_map(kind)
+            .any(|(_, o)| {
+                text(o, "defname").eq_ignore_ascii_case("costs") && is_false(field(o, "arg"))
+            });
+        if !costs_off {
+            return Err(policy(format!(
+                "EXPLAIN for role {} needs COSTS OFF: cost estimates come from statistics of stored values",
+                self.role()
+            )));
+        }
+        // Executed plans count the rows each node removed: the stand-ins' row rules would
+        // show how many rows they hide.
+        let analyze = list(field(s, "options"))
+            .iter()
+            .filter_map(kind)
+            .any(|(_, o)| {
+                text(o, "defname").eq_ignore_ascii_case("analyze") && !is_false(field(o, "arg"))
+            });
+        if analyze && self.ctx.rules.has_row_rules() {
+            return Err(not_allowed(
+                "EXPLAIN ANALYZE",
+                Why::because("its row counts would tell how many rows the role's row rules hide"),
+            ));
+        }
+        for o in list(field(s, "options")).iter().filter_map(kind) {
+            let name = text(o.1, "defname").to_ascii_lowercase();
+            if !allow::explain_option(&name) {
+                return Err(not_allowed(
+                    format!("EXPLAIN option {}", name.to_ascii_uppercase()),
+                    Why::aside("VERBOSE prints the expressions that mask values"),
+                ));
+            }
+        }
+        self.inner_statement(s, lvl)
+    }
+
+    fn set(&mut self, s: &Value, lvl: &Level) -> Checked {
+        let name = text(s, "name").to_ascii_lowercase();
+        // These three are allowed with the values the analysis checked (it reads the same
+        // tokens); the others are never changed by restricted roles.
+        let checked = matches!(
+            name.as_str(),
+            "search_path" | "standard_conforming_strings" | "client_encoding"
+        );
+        // Another session's exported snapshot shows the rows the rules read as they were when
+        // it was taken: a consent withdrawn since would still count.
+        if name == "transaction snapshot" && self.ctx.rules.has_row_rules() {
+            return Err(not_allowed(
+                "SET TRANSACTION SNAPSHOT",
+                Why::because(
+                    "another session's snapshot would show consents and restrictions as they were, not as its row rules read them now",
+                ),
+            ));
+        }
+        if !checked && is_protected_setting(&name) {
+            return Err(not_allowed(
+                format!("changing the setting {name}"),
+                Why::Plain,
+            ));
+        }
+        self.walk(s, lvl)
     }
 
     fn inner_statement(&mut self, s: &Value, lvl: &Level) -> Checked {
