@@ -17,29 +17,8 @@ pub fn unfaithful(sql: &str) -> Option<&'static str> {
             b'\'' => {
                 let escapes =
                     i > 0 && (b[i - 1] == b'e' || b[i - 1] == b'E') && (i < 2 || word_start(i - 1));
-                i += 1;
-                while i < b.len() {
-                    if escapes && b[i] == b'\\' {
-                        i += 2;
-                        continue;
-                    }
-                    if b[i] == b'\'' {
-                        if b.get(i + 1) == Some(&b'\'') {
-                            i += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    i += 1;
-                }
-                // PostgreSQL joins string constants separated by whitespace with a newline.
-                let mut j = i + 1;
-                let mut newline = false;
-                while j < b.len() && b[j].is_ascii_whitespace() {
-                    newline |= b[j] == b'\n' || b[j] == b'\r';
-                    j += 1;
-                }
-                if newline && b.get(j) == Some(&b'\'') {
+                i = string_end(b, i + 1, escapes);
+                if continued_across_lines(b, i) {
                     return Some("string constants continued across lines");
                 }
             }
@@ -63,10 +42,8 @@ pub fn unfaithful(sql: &str) -> Option<&'static str> {
                     .map(|p| p + i + 1);
                 if let Some(e) = tag_end {
                     if b[e] == b'$' && !b[i + 1..e].first().is_some_and(|c| c.is_ascii_digit()) {
-                        let tag = &b[i..=e];
-                        let body = e + 1;
-                        match b[body..].windows(tag.len()).position(|w| w == tag) {
-                            Some(p) => i = body + p + tag.len(),
+                        match dollar_end(b, i, e) {
+                            Some(end) => i = end,
                             None => return Some("an unterminated dollar-quoted string"),
                         }
                         continue;
@@ -86,6 +63,49 @@ pub fn unfaithful(sql: &str) -> Option<&'static str> {
         i += 1;
     }
     None
+}
+
+/// Where a quoted string whose body starts at `i` closes (the index of its closing quote, or
+/// the end of the text); `escapes` for an E'' string, where a backslash escapes a quote.
+fn string_end(b: &[u8], mut i: usize, escapes: bool) -> usize {
+    while i < b.len() {
+        if escapes && b[i] == b'\\' {
+            i += 2;
+            continue;
+        }
+        if b[i] == b'\'' {
+            if b.get(i + 1) == Some(&b'\'') {
+                i += 2;
+                continue;
+            }
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// Whether the string closing at `close` continues: PostgreSQL joins string constants
+/// separated by whitespace that holds a newline.
+fn continued_across_lines(b: &[u8], close: usize) -> bool {
+    let mut j = close + 1;
+    let mut newline = false;
+    while j < b.len() && b[j].is_ascii_whitespace() {
+        newline |= b[j] == b'\n' || b[j] == b'\r';
+        j += 1;
+    }
+    newline && b.get(j) == Some(&b'\'')
+}
+
+/// The end of a dollar-quoted string whose tag runs from `start` to `tag_end` (both `$`), or
+/// None when it is never closed.
+fn dollar_end(b: &[u8], start: usize, tag_end: usize) -> Option<usize> {
+    let tag = &b[start..=tag_end];
+    let body = tag_end + 1;
+    b[body..]
+        .windows(tag.len())
+        .position(|w| w == tag)
+        .map(|p| body + p + tag.len())
 }
 
 #[cfg(test)]
