@@ -76,6 +76,9 @@ struct Inner {
     max_subjects: usize,
     durability: Durability,
     metrics: AuditMetrics,
+    /// The writer thread, woken when a caller starts waiting for a sync: a batch that is
+    /// gathering then goes at once instead of at its next check.
+    writer: std::thread::Thread,
 }
 
 /// What sessions hold to record events. Cheap to clone; all clones feed one writer.
@@ -155,6 +158,7 @@ impl AuditHandle {
                 .send(msg)
                 .await
                 .map_err(|_| AuditUnavailable::Closed)?;
+            inner.writer.unpark();
             inner.metrics.queue_depth.set(queued(&inner.tx));
             synced.await.unwrap_or(Err(AuditUnavailable::Closed))
         };
@@ -204,6 +208,7 @@ impl AuditHandle {
         inner.shared.closing.store(true, Ordering::Release);
         let (ack, done) = oneshot::channel();
         if inner.tx.send(Msg::Close(ack)).await.is_ok() {
+            inner.writer.unpark();
             let _ = done.await;
         }
     }
@@ -236,7 +241,7 @@ pub(crate) fn spawn(
     // ones come in the background.
     let (first_answer, answered) = std::sync::mpsc::channel::<()>();
     let resume = settings.chain_from_sink.then_some(first_answer);
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("pgvakt-audit".into())
         .spawn(move || writer.run(rx, resume))?;
     let _ = answered.recv();
@@ -250,15 +255,14 @@ pub(crate) fn spawn(
             max_subjects: settings.max_subjects,
             durability: settings.durability,
             metrics,
+            writer: thread.thread().clone(),
         }),
     })
 }
 
 /// How long the writer lets records gather after the first of a batch arrives, unless a caller
-/// waits for the batch to be synced.
+/// waits for the batch to be synced (it wakes the writer: `record_durable`, `close`).
 const GATHER: Duration = Duration::from_millis(10);
-/// Steps of the gathering, to notice a waiting caller.
-const GATHER_STEP: Duration = Duration::from_millis(1);
 
 struct Writer {
     /// Fingerprint of the subject key, stamped on every record.
@@ -293,7 +297,9 @@ impl Writer {
                         msgs.push(m);
                     }
                     Err(_) if !waiting && Instant::now() < gather_until => {
-                        std::thread::sleep(GATHER_STEP)
+                        std::thread::park_timeout(
+                            gather_until.saturating_duration_since(Instant::now()),
+                        )
                     }
                     Err(_) => break,
                 }
