@@ -50,6 +50,7 @@ mod policy_test_cases;
 mod policy_tools;
 mod pseudonym_key;
 mod read_limits;
+mod redteam10;
 mod redteam9;
 mod relay;
 mod reload_prepared;

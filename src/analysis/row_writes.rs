@@ -232,16 +232,40 @@ pub fn guard_new_rows(
                 guard(ctx, rel, parts, v, &mut g)?;
             }
         }
-        SetExpr::Select(select) => match select.projection.get_mut(i) {
-            Some(SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) => {
-                guard(ctx, rel, parts, e, &mut g)?
+        // The item at the column's position is its value only where no item stands for
+        // several columns.
+        SetExpr::Select(select) if !select.projection.iter().any(expands) => {
+            match select.projection.get_mut(i) {
+                Some(SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. }) => {
+                    guard(ctx, rel, parts, e, &mut g)?
+                }
+                _ => return Err(unsupported_source(ctx, rel, &column)),
             }
-            _ => return Err(unsupported_source(ctx, rel, &column)),
-        },
+        }
         _ => return Err(unsupported_source(ctx, rel, &column)),
     }
     out.take_row_guards(g);
     Ok(())
+}
+
+/// Whether a SELECT list item may stand for several output columns: `*`, `t.*`, and `(t.*)`,
+/// which PostgreSQL expands like `t.*` (its parser drops the parentheses). After one, the
+/// items no longer line up with the columns written.
+pub fn expands(item: &SelectItem) -> bool {
+    fn star(e: &Expr) -> bool {
+        match e {
+            Expr::Nested(inner) => star(inner),
+            Expr::Wildcard(_) | Expr::QualifiedWildcard(..) => true,
+            _ => false,
+        }
+    }
+    match item {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => star(e),
+        // `expr AS (a, b)` names several columns.
+        SelectItem::ExprWithAliases { .. }
+        | SelectItem::Wildcard(_)
+        | SelectItem::QualifiedWildcard(..) => true,
+    }
 }
 
 fn unsupported_source(ctx: &Ctx, rel: &Relation, column: &str) -> Refusal {
@@ -269,10 +293,20 @@ pub fn guard_update(
     let mut g = RowGuards::default();
     let table = view.map_or(rel, |v| v.base.as_ref());
     if let Some((subject, key, column)) = subject_reference(ctx, table) {
+        // Every value noted is guarded or the statement is refused: `SET (contact_id) =
+        // ROW(...)` is one column in a list, whose value PostgreSQL would take unchecked.
         for i in subject_values {
-            if let Some(a) = assignments.get_mut(*i) {
-                if matches!(a.target, AssignmentTarget::ColumnName(_)) {
+            match assignments.get_mut(*i) {
+                Some(a) if matches!(a.target, AssignmentTarget::ColumnName(_)) => {
                     guard(ctx, table, (&subject, &key, &column), &mut a.value, &mut g)?;
+                }
+                _ => {
+                    return Err(ctx.not_allowed(
+                        format!("setting {}.{column} in a column list", table.name),
+                        Why::instead(
+                            "write it on its own, where pgvakt checks the subject it names",
+                        ),
+                    ))
                 }
             }
         }
@@ -294,5 +328,26 @@ pub fn base_columns(
             .iter()
             .map(|c| v.base_column(c).unwrap_or(c).to_owned())
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_that_stand_for_several_columns_expand() {
+        let q = super::super::parse_query(
+            "SELECT *, t.*, (t.*), ((t.*)), a, b AS c, (a), t.a, f(t.*) FROM t",
+        )
+        .expect("parses");
+        let SetExpr::Select(s) = q.body.as_ref() else {
+            panic!("a SELECT");
+        };
+        let expanding: Vec<bool> = s.projection.iter().map(expands).collect();
+        assert_eq!(
+            expanding,
+            [true, true, true, true, false, false, false, false, false]
+        );
     }
 }

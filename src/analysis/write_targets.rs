@@ -41,13 +41,9 @@ pub(super) fn guard_new_rows(
         }
         // `INSERT ... SELECT p0, p1 FROM (VALUES ...)`, as SQLAlchemy writes many rows: each
         // output column is guarded where it is computed, row by row like a VALUES list.
+        // `(t.*)` is an expression to sqlparser and several columns to PostgreSQL.
         Some(sqlparser::ast::SetExpr::Select(select))
-            if select.projection.iter().all(|p| {
-                matches!(
-                    p,
-                    SelectItem::UnnamedExpr(_) | SelectItem::ExprWithAlias { .. }
-                )
-            }) =>
+            if !select.projection.iter().any(super::row_writes::expands) =>
         {
             for (i, c) in &guarded {
                 match select.projection.get_mut(*i) {
