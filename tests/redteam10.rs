@@ -106,3 +106,32 @@ async fn a_parenthesised_wildcard_does_not_move_a_write_rule_guard() {
         "{sql}\n  answer: {answer}\n  stored with that bank account: {stored:?}"
     );
 }
+
+/// `ORDER BY 2` names an output position. With the audit trail on, a plain SELECT gets the
+/// subject key as a hidden trailing column, which is left out where ORDER BY names a position,
+/// since the added column would give the position a meaning. Through a statement's shape the
+/// number is a marker (`$9500000`), which the check did not see as a number: the key was
+/// added, and PostgreSQL sorted by it instead of answering, as it does for the role's own
+/// columns, that position 2 is not in the select list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_by_position_in_a_shape_does_not_sort_by_the_hidden_subject_key() {
+    let env = Env::start_audited_demo(40).await;
+    let direct = env.cluster.connect("crm").await.expect("direct");
+    let c = env
+        .connect("secretary", "secretary", "crm")
+        .await
+        .expect("login");
+    let mut told = Vec::new();
+    for sql in [
+        "SELECT first_name FROM contacts ORDER BY 2 LIMIT 3",
+        "SELECT first_name FROM contacts WHERE id > 0 ORDER BY (2) DESC",
+        "SELECT a.subject FROM activities a ORDER BY 2 LIMIT 3",
+    ] {
+        let through = outcome(&c, sql).await;
+        let own = outcome(&direct, sql).await;
+        if through != own {
+            told.push(format!("{sql}\n  pgvakt: {through}\n  PostgreSQL: {own}"));
+        }
+    }
+    assert!(told.is_empty(), "{}", told.join("\n"));
+}

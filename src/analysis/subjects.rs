@@ -160,7 +160,9 @@ pub fn add_hidden_keys(q: &mut Query, ctx: &Ctx) -> Vec<HiddenKey> {
 }
 
 /// An ORDER BY that an added column would change: one with aggregates, or naming an output
-/// position (`ORDER BY 2`), to which an added column could give a meaning.
+/// position (`ORDER BY 2`), to which an added column could give a meaning. In a statement's
+/// shape the number is a marker (`$9500000`), filled in before PostgreSQL reads it: a whole
+/// number's marker counts as that number.
 fn order_blocks(q: &Query) -> bool {
     q.order_by.as_ref().is_some_and(|order| {
         let mut agg = Aggregates(false);
@@ -169,7 +171,7 @@ fn order_blocks(q: &Query) -> bool {
             || order
                 .to_string()
                 .split([' ', ',', '(', ')'])
-                .any(|w| w.parse::<u64>().is_ok())
+                .any(|w| w.parse::<u64>().is_ok() || is_whole_marker(w))
     })
 }
 
@@ -235,6 +237,15 @@ fn subject_key_of(
     }
     let hidden = hidden_key(rel, &key);
     Some((reference, key, hidden))
+}
+
+/// Whether `word` is a shape's marker of a whole-number literal (see `literals`); other
+/// constants in ORDER BY name no position (PostgreSQL refuses them).
+fn is_whole_marker(word: &str) -> bool {
+    word.strip_prefix('$')
+        .and_then(|n| n.parse::<usize>().ok())
+        .and_then(super::literals::Marker::of)
+        .is_some_and(|m| m.whole)
 }
 
 /// Whether the projection returns `reference.key` as a plain column (or all of `reference`).
