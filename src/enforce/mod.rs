@@ -196,11 +196,14 @@ impl Inner {
                 self.catalog.store(Arc::new(cat));
                 if changed {
                     self.catalog_generation.fetch_add(1, Ordering::Release);
+                    // Derived from the old catalog. An unchanged one keeps them: dropping
+                    // every analysed statement each 30 s made every shape pay its first
+                    // analysis again.
+                    self.cache.clear();
+                    self.protected.clear();
+                    self.audit_facts.clear();
+                    self.counters.cache_entries.set(0);
                 }
-                self.cache.clear();
-                self.protected.clear();
-                self.audit_facts.clear();
-                self.counters.cache_entries.set(0);
                 self.counters.catalog_loaded();
             }
             Err(e) => {
