@@ -39,27 +39,6 @@ async fn typed(c: &Client, sql: &str, types: &[Type], params: &[&(dyn ToSql + Sy
     }
 }
 
-async fn ids(c: &Client, sql: &str) -> Vec<i64> {
-    c.query(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
-/// A hidden person and an id nobody has, for `role`.
-async fn hidden_and_absent(direct: &Client, role: &str) -> (i64, i64) {
-    let visible = ids(direct, &common::rows::visible_ids(role)).await;
-    let all = ids(direct, "SELECT id FROM contacts ORDER BY id").await;
-    let hidden = all
-        .iter()
-        .copied()
-        .find(|i| !visible.contains(i))
-        .expect("someone hidden");
-    (hidden, all.last().copied().unwrap_or(0) + 1000)
-}
-
 /// A parameter whose type the client declares chooses the comparison PostgreSQL runs: a
 /// bigint column compared with an `oid` (or `regclass`, ...) parameter is converted to oid on
 /// every row the comparison meets, and the conversion fails for values past 4294967295.
@@ -75,7 +54,7 @@ async fn a_declared_parameter_type_does_not_convert_hidden_rows() {
     let direct = env.cluster.connect("crm").await.expect("direct");
     let mut told = Vec::new();
     for role in ["secretary", "sales", "marketing"] {
-        let (hidden, absent) = hidden_and_absent(&direct, role).await;
+        let (hidden, absent) = common::rows::hidden_and_absent(&direct, role).await;
         // A company with a large key (bigint identities pass 2^32 in big systems), and a hidden
         // person working there.
         direct

@@ -20,6 +20,7 @@ mod names;
 mod normalize;
 mod plain;
 mod pushdown_constants;
+mod pushdown_parameters;
 mod pushdown_subquery;
 mod recording;
 mod refusal;
@@ -27,7 +28,7 @@ mod relations;
 mod result_origins;
 mod row_page;
 mod row_pushdown;
-pub use row_pushdown::unsafe_declared as unsafe_declared_parameter;
+pub use pushdown_parameters::unsafe_declared as unsafe_declared_parameter;
 mod row_references;
 mod row_rules;
 mod row_writes;
@@ -132,7 +133,7 @@ pub struct Analysed {
     /// stand-in, where they would otherwise be typed by the copy instead of by the client's use.
     pub parameters_once: std::collections::BTreeSet<usize>,
     /// Parameters compared with a column inside a row-ruled stand-in: a Parse may leave their
-    /// types to PostgreSQL or declare only `row_pushdown::SAFE_DECLARED_TYPES` for them.
+    /// types to PostgreSQL or declare only `pushdown_parameters::SAFE_DECLARED_TYPES` for them.
     pub pushed_parameters: std::collections::BTreeSet<usize>,
     pub classes: Vec<StatementClass>,
     /// `schema.table` of protected tables read (their masks and row rules applied).

@@ -68,11 +68,11 @@ fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, Refusal> {
         out.parameters_once = super::pushdown_constants::used_once(&*stmt);
         if let Statement::Prepare { data_types, .. } = &*stmt {
             // A declared type chooses the comparison a repeated parameter makes (see
-            // `row_pushdown::SAFE_DECLARED_TYPES`): others are not repeated.
+            // `pushdown_parameters::SAFE_DECLARED_TYPES`): others are not repeated.
             out.parameters_once.retain(|n| {
                 n.checked_sub(1)
                     .and_then(|i| data_types.get(i))
-                    .is_none_or(|t| super::row_pushdown::safe_declared_name(&t.to_string()))
+                    .is_none_or(|t| super::pushdown_parameters::safe_declared_name(&t.to_string()))
             });
         }
         let class = statement(stmt, ctx, &mut out)?;

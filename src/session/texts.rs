@@ -59,7 +59,7 @@ pub fn parse<'a>(
 /// A Parse's declared parameter types choose the comparisons PostgreSQL makes with them. A
 /// parameter repeated inside a row-ruled stand-in meets hidden rows there, so it may only have
 /// a type that cannot make PostgreSQL convert a column's value in a way that fails (see
-/// `row_pushdown::SAFE_DECLARED_TYPES`): an `oid` compared with a bigint key would fail on a
+/// `pushdown_parameters::SAFE_DECLARED_TYPES`): an `oid` compared with a bigint key would fail on a
 /// hidden row past 4294967295 and so tell it exists.
 fn declared_types_refusal(verdict: &Verdict, oids: &[u32]) -> Option<PgError> {
     let Verdict::Rewrite(a) = verdict else {
