@@ -231,6 +231,16 @@ pub struct ColumnUse {
 }
 
 impl Analysed {
+    /// The statements only read: no write, COPY, utility or schema change (a restricted
+    /// role's reads call no user function either, so they change nothing upstream).
+    pub fn reads_only(&self) -> bool {
+        !self.ddl
+            && self.written.is_empty()
+            && self.written_tables.is_empty()
+            && !self.classes.is_empty()
+            && self.classes.iter().all(|c| *c == StatementClass::Read)
+    }
+
     /// True when any column the statements read is masked for the role.
     pub fn masks_anything(&self) -> bool {
         self.columns.iter().any(|c| c.action == UseAction::Masked)

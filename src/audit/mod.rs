@@ -24,7 +24,9 @@
 //! With `audit.durability: before_release` (the default) a session writes a
 //! `statement_intent` record with `record_durable` before it forwards a statement that may
 //! touch personal data, and waits for it to be synced (group commit: one fsync serves every
-//! session waiting then); the completion record names the intent's event id in `intent`.
+//! session waiting then), or, for a read that runs alone, forwards it at once and holds its
+//! answers until the sync (`submit_durable`); the completion record names the intent's event
+//! id in `intent`.
 //!
 //! `record` honours `audit.on_full`: `block` waits for queue space up to `block_timeout_ms` and
 //! fails at once while the sink is failing; `drop` counts and discards when the queue is full.
@@ -75,7 +77,7 @@ pub use record::{
     SubjectGroup, TableAccess,
 };
 pub use subjects::SubjectSet;
-pub use writer::{AuditHandle, AuditUnavailable};
+pub use writer::{AuditHandle, AuditUnavailable, Syncing};
 
 use crate::audit::settings::{AuditConfig, AuditSink};
 use chain::{Chain, ChainKey};

@@ -37,7 +37,8 @@ pub enum OnFull {
 #[serde(rename_all = "snake_case")]
 pub enum Durability {
     /// An intent record (who, role, session, statement, columns and categories) is written and
-    /// synced before the statement is forwarded upstream, so no result reaches the client
+    /// synced before the statement is forwarded upstream (a read that runs alone is forwarded
+    /// while its record syncs, its answers held until then), so no result reaches the client
     /// without a durable record; if it cannot be, the statement is refused. Sessions share
     /// fsyncs (group commit). The completion record (rows, subjects) follows, naming the
     /// intent. The default.

@@ -125,6 +125,38 @@ async fn a_durable_record_returns_only_once_its_batch_is_written() {
 }
 
 #[tokio::test]
+async fn a_submitted_durable_record_is_queued_at_once_and_its_wait_ends_at_the_sync() {
+    let (audit, sink, _metrics) = gated(OnFull::Drop);
+    let started = Instant::now();
+    let syncing = audit.submit_durable(rec("intent")).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(50),
+        "the submission does not wait for the sync"
+    );
+    sink.wait_entered();
+    let waiting = tokio::spawn(syncing.wait());
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    assert!(!waiting.is_finished(), "the wait ended before the write");
+    sink.open();
+    assert_eq!(waiting.await.unwrap(), Ok(()));
+    assert_eq!(sink.lines(), 1);
+    // The deadline counts from the submission: a wait begun late ends at the same time.
+    let (audit, _stuck_sink, _m) = gated(OnFull::Drop);
+    let started = Instant::now();
+    let syncing = audit.submit_durable(rec("stuck")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(
+        syncing.wait().await,
+        Err(AuditUnavailable::NotSynced { waited_ms: 100 })
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(100) && waited < Duration::from_millis(150),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_durable_record_fails_at_once_when_its_write_fails() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = config(tmp.path());

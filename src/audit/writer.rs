@@ -95,6 +95,30 @@ impl std::fmt::Debug for AuditHandle {
     }
 }
 
+/// A durable record queued by [`AuditHandle::submit_durable`], not yet known to be on disk.
+pub struct Syncing {
+    synced: oneshot::Receiver<Result<(), AuditUnavailable>>,
+    deadline: tokio::time::Instant,
+    handle: AuditHandle,
+}
+
+impl std::fmt::Debug for Syncing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Syncing").finish_non_exhaustive()
+    }
+}
+
+impl Syncing {
+    /// Until the record is synced (`Ok`) or cannot be within `block_timeout_ms` of its
+    /// submission (`Err`: what it stands for must not be released).
+    pub async fn wait(self) -> Result<(), AuditUnavailable> {
+        match tokio::time::timeout_at(self.deadline, self.synced).await {
+            Ok(r) => r.unwrap_or(Err(AuditUnavailable::Closed)),
+            Err(_) => Err(self.handle.late()),
+        }
+    }
+}
+
 impl AuditHandle {
     /// Queue `rec`. With `on_full: block` this waits for queue space up to `block_timeout_ms`
     /// and fails at once while the sink is failing: a caller that gets `Err` must not let
@@ -146,30 +170,43 @@ impl AuditHandle {
     /// `pgvakt_audit_statements_refused_total` by `refused`, which the caller calls when it
     /// refuses.
     pub async fn record_durable(&self, rec: Record) -> Result<(), AuditUnavailable> {
+        self.submit_durable(rec).await?.wait().await
+    }
+
+    /// Queue `rec` for a sync and return at once: what it stands for may be prepared while
+    /// the record goes to disk, but nothing of it may reach anyone before [`Syncing::wait`]
+    /// returns `Ok`. The `block_timeout_ms` of `record_durable` counts from here.
+    pub async fn submit_durable(&self, rec: Record) -> Result<Syncing, AuditUnavailable> {
         let inner = &*self.inner;
         if !inner.shared.healthy.load(Ordering::Acquire) {
             return Err(AuditUnavailable::SinkFailing);
         }
+        let deadline = tokio::time::Instant::now() + inner.block_timeout;
         let (ack, synced) = oneshot::channel();
         let msg = Msg::Record(Box::new(rec), Some(ack));
-        let waited = async {
-            inner
-                .tx
-                .send(msg)
-                .await
-                .map_err(|_| AuditUnavailable::Closed)?;
-            inner.writer.unpark();
-            inner.metrics.queue_depth.set(queued(&inner.tx));
-            synced.await.unwrap_or(Err(AuditUnavailable::Closed))
-        };
-        match tokio::time::timeout(inner.block_timeout, waited).await {
-            Ok(r) => r,
-            Err(_) if !inner.shared.healthy.load(Ordering::Acquire) => {
-                Err(AuditUnavailable::SinkFailing)
-            }
-            Err(_) => Err(AuditUnavailable::NotSynced {
+        match tokio::time::timeout_at(deadline, inner.tx.send(msg)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(AuditUnavailable::Closed),
+            Err(_) => return Err(self.late()),
+        }
+        inner.writer.unpark();
+        inner.metrics.queue_depth.set(queued(&inner.tx));
+        Ok(Syncing {
+            synced,
+            deadline,
+            handle: self.clone(),
+        })
+    }
+
+    /// Why a durable record missed its deadline.
+    fn late(&self) -> AuditUnavailable {
+        let inner = &*self.inner;
+        if !inner.shared.healthy.load(Ordering::Acquire) {
+            AuditUnavailable::SinkFailing
+        } else {
+            AuditUnavailable::NotSynced {
                 waited_ms: inner.block_timeout.as_millis() as u64,
-            }),
+            }
         }
     }
 

@@ -78,6 +78,9 @@ pub(crate) struct ResultFilter {
     rolled_back: bool,
     /// Transaction status of the last ReadyForQuery.
     tx_status: u8,
+    /// The answers now arriving are withheld (`withhold`); the ReadyForQuery that ends them
+    /// goes to the client behind this error.
+    withholding: Option<PgError>,
 }
 
 impl ResultFilter {
@@ -88,12 +91,38 @@ impl ResultFilter {
             nulling: None,
             rolled_back: false,
             tx_status: b'I',
+            withholding: None,
         }
+    }
+
+    /// The client gets `error` instead of every answer up to the next ReadyForQuery (a
+    /// statement whose intent record could not be made durable, which ran alone).
+    pub fn withhold(&mut self, error: PgError) {
+        self.withholding = Some(error);
     }
 
     /// Decide one complete frame (tag, length and body). Err: PostgreSQL sent something
     /// malformed that had to be decoded.
     pub fn step(&mut self, frame: &[u8], view: View<'_>) -> Result<Step, String> {
+        let mut step = self.decide(frame, view)?;
+        let Some(error) = &self.withholding else {
+            return Ok(step);
+        };
+        // The frame still went through the trail and the transaction tracking above.
+        match step.output {
+            Output::Fatal(_) => {}
+            _ if frame.first() == Some(&b'Z') => {
+                let mut out = error.to_bytes();
+                out.extend_from_slice(frame);
+                step.output = Output::Replace(out.freeze());
+                self.withholding = None;
+            }
+            _ => step.output = Output::Replace(Bytes::new()),
+        }
+        Ok(step)
+    }
+
+    fn decide(&mut self, frame: &[u8], view: View<'_>) -> Result<Step, String> {
         let Some(&tag) = frame.first() else {
             return Ok(Step::keep());
         };

@@ -268,3 +268,25 @@ fn empty_and_truncated_frames_do_not_panic() {
         let _ = f.filter.step(bytes, view);
     }
 }
+
+#[test]
+fn withheld_answers_become_the_error_in_front_of_their_ready_for_query() {
+    let mut f = Fixture::restricted();
+    let refusal = PgError::insufficient_privilege("audit trail cannot be written");
+    f.filter.withhold(refusal.clone());
+    for answer in [
+        row_description(&[("id", 16400, 1), ("first_name", 16400, 2)]),
+        data_row(&[Some("7"), Some("Ada")]),
+        complete("SELECT 1"),
+    ] {
+        assert_eq!(f.step(&answer).output, Output::Replace(Bytes::new()));
+    }
+    let mut expected = refusal.to_bytes();
+    expected.extend_from_slice(&ready(b'I'));
+    let z = f.step(&ready(b'I'));
+    assert_eq!(z.output, Output::Replace(expected.freeze()));
+    assert_eq!(z.ready.map(|r| r.status), Some(b'I'));
+    // The next statement's answers go through again.
+    let d = f.step(&data_row(&[Some("8"), Some("Grace")]));
+    assert_eq!(d.output, Output::Keep);
+}

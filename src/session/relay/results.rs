@@ -3,9 +3,10 @@
 //! integrity details withheld) and which audit records they complete. Writes that stall end the
 //! session.
 
+use super::super::trail::requests::unavailable;
 use super::result_filter::{Output, Ready, ResultFilter, Step, View};
 use super::*;
-use crate::audit::Record;
+use crate::audit::{Record, Syncing};
 
 pub(super) async fn backend(
     upstream_rd: &mut ReadHalf<BoxStream>,
@@ -96,7 +97,19 @@ async fn forward_frames(
         if buf.len() - pos < len {
             break;
         }
-        let step = filter_frame(filter, &buf[pos..pos + len], shared)?;
+        let step = match filter_frame(filter, &buf[pos..pos + len], shared)? {
+            Filtered::Step(step) => step,
+            Filtered::Held(syncing) => {
+                // Everything before this frame answered earlier requests.
+                write_out(client_wr, &buf[..pos], bytes_out).await?;
+                buf.advance(pos);
+                pos = 0;
+                if let Err(e) = syncing.wait().await {
+                    withheld(filter, shared, &e)?;
+                }
+                continue;
+            }
+        };
         apply(
             step.records,
             step.anomaly,
@@ -127,21 +140,59 @@ async fn forward_frames(
     Ok(())
 }
 
+/// A frame's fate: the filter's step, or first a wait for the intent record of the statement
+/// it answers.
+enum Filtered {
+    Step(Step),
+    Held(Syncing),
+}
+
 /// The filter's decision on one frame. The protected columns and the audit trail are held
 /// only for the step, never across an await.
 fn filter_frame(
     filter: &mut ResultFilter,
     frame: &[u8],
     shared: &Shared,
-) -> Result<Step, SessionError> {
+) -> Result<Filtered, SessionError> {
     let protected = shared.protected.load();
     let mut trail = shared.trail.as_deref().map(lock);
+    if let Some(syncing) = trail.as_deref_mut().and_then(AuditTrail::take_hold) {
+        return Ok(Filtered::Held(syncing));
+    }
     let view = View {
         protected: protected.as_ref().map(|p| p.as_ref()),
         refusals: &shared.refusals,
         trail: trail.as_deref_mut(),
     };
-    filter.step(frame, view).map_err(SessionError::Upstream)
+    filter
+        .step(frame, view)
+        .map(Filtered::Step)
+        .map_err(SessionError::Upstream)
+}
+
+/// The intent record of the statement now answered could not be made durable: its answers
+/// never reach the client. A statement that ran alone is answered with the audit refusal
+/// instead and the session goes on; otherwise the session ends, since an error in place of
+/// one answer would leave client and server disagreeing about what else ran.
+fn withheld(
+    filter: &mut ResultFilter,
+    shared: &Shared,
+    e: &crate::audit::AuditUnavailable,
+) -> Result<(), SessionError> {
+    let Some(t) = &shared.trail else {
+        return Ok(());
+    };
+    let mut trail = lock(t);
+    trail.handle().refused_unrecorded();
+    tracing::error!(error = %e, "intent record not durable; results withheld");
+    if trail.withhold() {
+        filter.withhold(unavailable());
+        return Ok(());
+    }
+    Err(SessionError::Client(PgError::fatal(
+        "42501",
+        format!("pgvakt: personal data cannot be read or written now: the audit trail cannot be written ({e}); the results were withheld and the session ended"),
+    )))
 }
 
 /// What a frame asked for besides its bytes: audit records first (a read is recorded before

@@ -10,7 +10,7 @@ use super::names::{Def, Kind, Resolved};
 use super::{describe, rows, AuditTrail, Audited, ResultForm};
 use crate::analysis::session_names::NameOp;
 use crate::analysis::ColumnUse;
-use crate::audit::{EventType, Outcome, Record, SubjectSet};
+use crate::audit::{EventType, Outcome, Record, SubjectSet, Syncing};
 use crate::protocol::results;
 
 /// A result column that identifies a data subject.
@@ -62,6 +62,11 @@ pub struct Pending {
     pub(super) command: Option<&'static str>,
     /// Personal columns the results' origins showed.
     pub(super) found: Vec<ColumnUse>,
+    /// The intent record's sync, still under way when the statement was forwarded: nothing
+    /// of its answers reaches the client before it is done (`AuditTrail::take_hold`).
+    hold: Option<Syncing>,
+    /// That sync failed: the client got an error instead of the answers.
+    withheld: bool,
 }
 
 impl Pending {
@@ -83,7 +88,15 @@ impl Pending {
             index: 0,
             command: r.command,
             found: Vec::new(),
+            hold: None,
+            withheld: false,
         }
+    }
+
+    /// Its answers wait for this sync of its intent record.
+    pub fn held(mut self, syncing: Option<Syncing>) -> Pending {
+        self.hold = syncing;
+        self
     }
 
     /// A request that reads nothing audited.
@@ -121,12 +134,45 @@ impl AuditTrail {
         p.proposals = self.propose(&ops, def);
         p.ops = ops;
         self.push(Entry::Query(p));
+        self.runs_since_sync = 0;
     }
 
     pub fn execute(&mut self, portal: &[u8], mut p: Pending, ops: Vec<NameOp>, def: &Def) {
         p.proposals = self.propose(&ops, def);
         p.ops = ops;
         self.push(Entry::Execute(p, portal.to_vec()));
+        self.runs_since_sync = self.runs_since_sync.saturating_add(1);
+    }
+
+    /// Whether a Query or Execute sent now runs alone in an implicit transaction of its own:
+    /// the session is idle, no answer is outstanding and nothing ran since the last Sync.
+    /// Only such a statement's answers can be replaced by an error with client and server
+    /// still agreeing on what happened (see `withhold`).
+    pub fn runs_alone(&self) -> bool {
+        self.tx_status == b'I'
+            && self.runs_since_sync == 0
+            && !self
+                .queue
+                .iter()
+                .any(|e| matches!(e, Entry::Query(_) | Entry::Execute(..) | Entry::Sync))
+    }
+
+    /// The sync the request now answered waits for failed: its completion record says its
+    /// answers were withheld. True when the client can be given an error in their place and
+    /// the session go on: a Query, or an Execute followed by nothing but its Sync (PostgreSQL
+    /// runs nothing else the client would take for skipped after the error).
+    pub fn withhold(&mut self) -> bool {
+        let alone = match self.queue.front() {
+            Some(Entry::Query(_)) => true,
+            Some(Entry::Execute(..)) => {
+                self.queue.len() == 2 && matches!(self.queue.get(1), Some(Entry::Sync))
+            }
+            _ => false,
+        };
+        if let Some(Entry::Query(p)) | Some(Entry::Execute(p, _)) = self.queue.front_mut() {
+            p.withheld = true;
+        }
+        alone
     }
 
     pub fn parse(&mut self, name: &[u8], proposal: Option<u64>) {
@@ -167,6 +213,16 @@ impl AuditTrail {
 
     pub fn sync(&mut self) {
         self.push(Entry::Sync);
+        self.runs_since_sync = 0;
+    }
+
+    /// The sync the request now answered waits for, handed out once: the frame in hand and
+    /// everything after it must wait until it is done.
+    pub fn take_hold(&mut self) -> Option<Syncing> {
+        match self.queue.front_mut() {
+            Some(Entry::Query(p)) | Some(Entry::Execute(p, _)) => p.hold.take(),
+            _ => None,
+        }
     }
 
     /// Whether a frame from the server needs `on_frame`.
@@ -407,6 +463,17 @@ impl AuditTrail {
         } else {
             EventType::StatementRead
         };
+        if p.withheld {
+            let mut r = self.base(event, Outcome::Refused);
+            r.sqlstate = Some("42501".into());
+            r.intent = p.intent.clone();
+            r.rows = Some(0);
+            describe(&mut r, &p.audited, p.command, &p.found);
+            r.message =
+                Some("results withheld: the intent record could not be made durable".into());
+            self.handle.subjects().finish(&mut r);
+            return Some(r);
+        }
         let mut r = self.base(event, outcome);
         r.sqlstate = p.sqlstate.clone();
         r.duration_ms = Some(p.started.elapsed().as_millis() as u64);

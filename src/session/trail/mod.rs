@@ -146,6 +146,8 @@ pub struct AuditTrail {
     /// Transaction status of the last ReadyForQuery, whether an error came since and whether
     /// the last command was a ROLLBACK: a transaction that ends so did not commit.
     tx_status: u8,
+    /// Queries and Executes sent since the last Sync (a Query is its own Sync).
+    runs_since_sync: u32,
     errored: bool,
     rolled_back: bool,
     /// Signalled when answers free room in a full queue, for a client side waiting on it.
@@ -171,6 +173,7 @@ impl AuditTrail {
             portal_statements: HashMap::new(),
             facts: None,
             tx_status: b'I',
+            runs_since_sync: 0,
             errored: false,
             rolled_back: false,
             room: Arc::new(tokio::sync::Notify::new()),

@@ -25,6 +25,10 @@ pub struct Def {
     pub ops: Arc<[NameOp]>,
     /// Its text, for the record of a name whose reads are unknown.
     pub text: Arc<str>,
+    /// A restricted role's statement that only reads: it may run while its intent record
+    /// syncs, its answers held until the record is on disk (nothing of it runs upstream that
+    /// a failed record would leave unaccounted for).
+    pub reads_only: bool,
 }
 
 #[derive(Clone)]
@@ -423,6 +427,7 @@ mod tests {
 
     fn def(text: &str) -> Def {
         Def {
+            reads_only: false,
             audited: Audited::Unknown(Arc::from(text)),
             ops: Arc::from(Vec::new()),
             text: Arc::from(text),

@@ -4,13 +4,16 @@
 //!
 //! With `audit.durability: before_release` a Query, or the first Execute of a Bind, that may
 //! touch personal data is forwarded only once its intent record is synced; if it cannot be,
-//! the client gets the audit error instead and the refusal is counted.
+//! the client gets the audit error instead and the refusal is counted. A restricted role's
+//! read that runs alone is forwarded while its record syncs; the result side holds its
+//! answers until the sync is done (`AuditTrail::take_hold`).
 
 use std::sync::{Arc, Mutex};
 
 use super::names::{Def, Resolved, MAX_NAMES};
 use super::{AuditTrail, Audited, Pending, ResultForm};
 use crate::analysis::session_names::{name_ops, NameOp};
+use crate::audit::Syncing;
 use crate::config::Durability;
 use crate::enforce::{Observed, SessionPolicy, Verdict};
 use crate::protocol::message::{decode_bind, decode_execute, decode_target};
@@ -90,9 +93,12 @@ impl FrontAudit {
 
     /// With `durability: before_release`, write the intent record of an audited statement and
     /// wait until it is synced; its event id, for the completion record. The error replaces the
-    /// statement when the record cannot be made durable.
-    async fn intent(&self, r: &Resolved) -> Result<Option<String>, PgError> {
-        let (handle, rec) = {
+    /// statement when the record cannot be made durable. A statement that only reads
+    /// (`reads_only`, and no name it runs) and runs alone (`AuditTrail::runs_alone`) does not
+    /// wait: it goes with the sync still under way, which its answers wait for instead
+    /// (`Pending::held`), so PostgreSQL's work and the fsync overlap.
+    async fn intent(&self, r: &Resolved, reads_only: bool) -> Result<Intent, PgError> {
+        let (handle, rec, reads_only) = {
             let trail = self.lock();
             if trail.handle().durability() != Durability::BeforeRelease {
                 return Ok(None);
@@ -100,11 +106,19 @@ impl FrontAudit {
             let Some(rec) = trail.intent_record(&r.audited, r.command) else {
                 return Ok(None);
             };
-            (trail.handle().clone(), rec)
+            let reads_only = reads_only && r.command.is_none() && trail.runs_alone();
+            (trail.handle().clone(), rec, reads_only)
         };
         let id = rec.event_id.clone();
-        match handle.record_durable(rec).await {
-            Ok(()) => Ok(Some(id)),
+        let synced = match handle.submit_durable(rec).await {
+            Ok(syncing) if reads_only => {
+                return Ok(Some((id, Some(syncing))));
+            }
+            Ok(syncing) => syncing.wait().await,
+            Err(e) => Err(e),
+        };
+        match synced {
+            Ok(()) => Ok(Some((id, None))),
             Err(e) => {
                 handle.refused_unrecorded();
                 tracing::error!(error = %e, "intent record not durable; statement refused");
@@ -151,19 +165,21 @@ impl FrontAudit {
             .lock()
             .names
             .resolve(&audited, &ops, sql, self.analysing);
+        let reads_only = reads_only(verdict);
         let admitted = match (&resolved.doubt, self.admit(&resolved.audited).await) {
             (Some(name), _) => Err(in_doubt(name.as_bytes())),
-            (None, Ok(())) => self.intent(&resolved).await,
+            (None, Ok(())) => self.intent(&resolved, reads_only).await,
             (None, Err(e)) => Err(e),
         };
         let def = Def {
             audited,
             ops: Arc::from(Vec::new()),
             text: Arc::from(sql),
+            reads_only,
         };
         match admitted {
             Ok(intent) => {
-                self.lock().query(Pending::new(resolved, intent), ops, &def);
+                self.lock().query(pending(resolved, intent), ops, &def);
                 Ok(())
             }
             Err(e) => {
@@ -210,6 +226,7 @@ impl FrontAudit {
             audited,
             ops: Arc::from(ops),
             text: Arc::from(sql),
+            reads_only: reads_only(verdict),
         };
         let id = trail.names.propose_statement(name, def);
         trail.parse(name, Some(id));
@@ -237,6 +254,7 @@ impl FrontAudit {
                 text: Arc::from(""),
                 audited,
                 ops: Arc::from(Vec::new()),
+                reads_only: false,
             }
         })
     }
@@ -317,10 +335,11 @@ impl FrontAudit {
                     .execute(portal, Pending::none(), Vec::new(), &def);
                 return Err(e);
             }
-            (Some(id), None) => Some(id),
+            // The first Execute's answers, before these, waited for the intent's sync.
+            (Some(id), None) => Some((id, None)),
             (None, None) => {
                 let admitted = match self.admit(&resolved.audited).await {
-                    Ok(()) => self.intent(&resolved).await,
+                    Ok(()) => self.intent(&resolved, def.reads_only).await,
                     Err(e) => Err(e),
                 };
                 match admitted {
@@ -343,10 +362,10 @@ impl FrontAudit {
             .then(|| without_row_limit(frame, portal))
             .flatten();
         let mut trail = self.lock();
-        if let Some(id) = &intent {
+        if let Some((id, _)) = &intent {
             trail.names.set_portal_intent(portal, id);
         }
-        trail.execute(portal, Pending::new(resolved, intent), ops, &def);
+        trail.execute(portal, pending(resolved, intent), ops, &def);
         Ok(unlimited)
     }
 
@@ -380,6 +399,7 @@ impl FrontAudit {
             audited: Audited::No,
             ops: Arc::from(Vec::new()),
             text: Arc::from(""),
+            reads_only: false,
         };
         self.lock().query(Pending::none(), Vec::new(), &def);
     }
@@ -407,9 +427,23 @@ impl FrontAudit {
     }
 }
 
+/// An intent record's event id, and the sync its statement's answers wait for when the
+/// statement was forwarded without waiting.
+type Intent = Option<(String, Option<Syncing>)>;
+
+fn pending(resolved: Resolved, intent: Intent) -> Pending {
+    let (id, syncing) = intent.map_or((None, None), |(id, s)| (Some(id), s));
+    Pending::new(resolved, id).held(syncing)
+}
+
+/// A restricted role's statement that only reads (see `Def::reads_only`).
+fn reads_only(verdict: &Verdict) -> bool {
+    matches!(verdict, Verdict::Rewrite(a) if a.analysed.reads_only())
+}
+
 /// What the client gets instead of a statement that may touch personal data while its record
 /// cannot be written.
-fn unavailable() -> PgError {
+pub(crate) fn unavailable() -> PgError {
     PgError::insufficient_privilege(
         "pgvakt: personal data cannot be read or written now: the audit trail cannot be written",
     )
