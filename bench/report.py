@@ -205,6 +205,19 @@ if found:
     target(f"no false mass-read alarm: `anomaly` records of read limits during the CRM workloads "
            f"({limits_text})", mass_reads, 0, mass_reads == 0, "records")
 
+# ---- mass-read limits: the office day and the copy of the contacts --------------------------
+limits_path = os.path.join(RAW, "read_limits.json")
+if os.path.exists(limits_path):
+    rl = json.load(open(limits_path))
+    results["read_limits"] = rl
+    office, copy = rl["office"], rl["copy"]
+    target(f"no false mass-read alarm: office day as secretary ({office['statements']:,} statements "
+           f"over a portfolio of 300 people; limit {rl['subjects_per_hour']:,} subjects/hour, block)",
+           office["alarms"], 0, office["alarms"] == 0 and office["statements"] > 0, "records")
+    target(f"mass-read alarm: copying contacts one by one as sales is stopped "
+           f"(read {copy['read']:,} of {copy['attempted']:,})",
+           copy["alarms"], 1, copy["alarms"] >= 1 and copy["read"] < copy["attempted"], "records")
+
 # ---- fixed rate: added latency per statement ------------------------------------------------
 fr_base = os.path.join(RAW, "fixed_rate", "extended")
 if os.path.isdir(fr_base):
@@ -458,5 +471,15 @@ if results["anomalies"]:
             f"{i['anomalies_during_crm'].get(c, 0)} / {i['anomalies'].get(c, 0)}" for c in causes)
           + " |")
     w("")
+if results.get("read_limits"):
+    rl = results["read_limits"]
+    w(f"Mass-read limits, on a pgvakt whose demo policy gives secretary and sales "
+      f"`limits: {{subjects_per_hour: {rl['subjects_per_hour']}, action: block}}`: the office day "
+      f"(bench/workloads/office: cards, activities and calls of a portfolio of 300 people, the "
+      f"first page of ten common names, the clerk's ten companies; 8 clients at full speed) ran "
+      f"{rl['office']['statements']:,} statements as secretary and wrote "
+      f"{rl['office']['alarms']} `read limit` records; copying contacts one by one as sales "
+      f"read {rl['copy']['read']:,} of {rl['copy']['attempted']:,} cards before the limit "
+      f"stopped it ({rl['copy']['alarms']} record).\n")
 open(base + ".md", "w").write("\n".join(md))
 print(base + ".md")
