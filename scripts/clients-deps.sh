@@ -3,7 +3,8 @@
 # missing, into project-local directories: a Python virtualenv with psycopg 3, asyncpg and the
 # two ORMs of the application suite (Django, SQLAlchemy 2.0),
 # node-postgres under tests/clients/node (from its lock file), and Debian's pgjdbc plus a JDK
-# (the Java client runs in source-launcher mode, which needs the compiler). Fast when present.
+# (the Java client runs in source-launcher mode, which needs the compiler), and promtool (Debian's
+# prometheus package) for the alert rules' unit tests in deploy/. Fast when present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,7 @@ need_node_modules() {
 apt_need=()
 [ -f /usr/share/java/postgresql.jar ] || apt_need+=(libpostgresql-jdbc-java)
 command -v javac >/dev/null 2>&1 || apt_need+=(openjdk-17-jdk-headless)
+command -v promtool >/dev/null 2>&1 || apt_need+=(prometheus)
 if need_venv && ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     apt_need+=(python3-venv)
 fi

@@ -81,14 +81,7 @@ fn ident_char(c: u8) -> bool {
 
 /// The shape of `sql`, or None when it should be analysed as it is.
 pub fn shape(sql: &str) -> Option<Shape> {
-    let first = super::lexer::first_word(sql)?;
-    if !matches!(
-        first.as_str(),
-        "select" | "insert" | "update" | "delete" | "with" | "values"
-    ) || sql.contains("$9")
-        || has_copy_marker(sql)
-        || sql.to_ascii_lowercase().contains("set_config")
-    {
+    if !may_have_shape(sql) {
         return None;
     }
     let b = sql.as_bytes();
@@ -104,48 +97,11 @@ pub fn shape(sql: &str) -> Option<Shape> {
                     _ => return None,
                 }
             }
-            b'"' => {
-                i += 1;
-                loop {
-                    match b.get(i) {
-                        None => return None,
-                        Some(b'"') if b.get(i + 1) == Some(&b'"') => i += 2,
-                        Some(b'"') => {
-                            i += 1;
-                            break;
-                        }
-                        Some(_) => i += 1,
-                    }
-                }
-            }
+            b'"' => i = quoted_name_end(b, i)?,
             b'\'' => {
-                // Only plain strings: E'', B'', X'', N'', U&'' and the like stay as they are.
-                if i > 0 && (ident_char(b[i - 1]) || b[i - 1] == b'&') {
-                    return None;
-                }
-                let start = i;
-                i += 1;
-                loop {
-                    match b.get(i) {
-                        None => return None,
-                        // A backslash means nothing in a standard string, but a reader with
-                        // other settings would end the string elsewhere: not a shape.
-                        Some(b'\\') => return None,
-                        Some(b'\'') if b.get(i + 1) == Some(&b'\'') => i += 2,
-                        Some(b'\'') => {
-                            i += 1;
-                            break;
-                        }
-                        Some(_) => i += 1,
-                    }
-                }
-                // A constant continued on the next line is one string to PostgreSQL.
-                let rest = &b[i..];
-                let ws = rest.iter().take_while(|c| c.is_ascii_whitespace()).count();
-                if rest.get(ws) == Some(&b'\'') {
-                    return None;
-                }
-                push(sql, start, i, &mut copied, &mut text, &mut literals)?;
+                let end = plain_string_end(b, i)?;
+                push(sql, i, end, &mut copied, &mut text, &mut literals)?;
+                i = end;
             }
             b'$' => {
                 // Parameters ($1) pass; dollar-quoted strings are analysed as they are.
@@ -163,30 +119,9 @@ pub fn shape(sql: &str) -> Option<Shape> {
                     i += 1;
                     continue;
                 }
-                let start = i;
-                while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.') {
-                    i += 1;
-                }
-                if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
-                    i += 1;
-                    if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
-                        i += 1;
-                    }
-                    let exp = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
-                    if exp == 0 {
-                        // `1e` is a number and a name to PostgreSQL.
-                        return None;
-                    }
-                    i += exp;
-                }
-                if i < b.len() && ident_char(b[i]) {
-                    // 1_000, 0x1F, 1abc: not a plain number to every reader.
-                    return None;
-                }
-                if sql[start..i].matches('.').count() > 1 {
-                    return None;
-                }
-                push(sql, start, i, &mut copied, &mut text, &mut literals)?;
+                let end = plain_number_end(sql, i)?;
+                push(sql, i, end, &mut copied, &mut text, &mut literals)?;
+                i = end;
             }
             b';' => {
                 // Several statements: a later one (SET search_path = 'x') may depend on its
@@ -215,6 +150,94 @@ pub fn shape(sql: &str) -> Option<Shape> {
     }
     text.push_str(&sql[copied..]);
     Some(Shape { text, literals })
+}
+
+/// Statements whose constants may be taken out: plain reads and writes, without pgvakt's own
+/// markers in the text and without settings a constant could change.
+fn may_have_shape(sql: &str) -> bool {
+    let Some(first) = super::lexer::first_word(sql) else {
+        return false;
+    };
+    matches!(
+        first.as_str(),
+        "select" | "insert" | "update" | "delete" | "with" | "values"
+    ) && !sql.contains("$9")
+        && !has_copy_marker(sql)
+        && !sql.to_ascii_lowercase().contains("set_config")
+}
+
+/// Where the quoted name that starts at `start` ends (`""` stands for a quote inside it);
+/// None when it does not.
+fn quoted_name_end(b: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    loop {
+        match b.get(i) {
+            None => return None,
+            Some(b'"') if b.get(i + 1) == Some(&b'"') => i += 2,
+            Some(b'"') => return Some(i + 1),
+            Some(_) => i += 1,
+        }
+    }
+}
+
+/// Where the plain string constant that starts at `start` ends; None when it is not one that
+/// every reader splits alike: prefixed (E'', B'', X'', N'', U&''), holding a backslash,
+/// continued on the next line, or not ended.
+fn plain_string_end(b: &[u8], start: usize) -> Option<usize> {
+    if start > 0 && (ident_char(b[start - 1]) || b[start - 1] == b'&') {
+        return None;
+    }
+    let mut i = start + 1;
+    loop {
+        match b.get(i) {
+            None => return None,
+            // A backslash means nothing in a standard string, but a reader with other
+            // settings would end the string elsewhere: not a shape.
+            Some(b'\\') => return None,
+            Some(b'\'') if b.get(i + 1) == Some(&b'\'') => i += 2,
+            Some(b'\'') => {
+                i += 1;
+                break;
+            }
+            Some(_) => i += 1,
+        }
+    }
+    // A constant continued on the next line is one string to PostgreSQL.
+    let rest = &b[i..];
+    let ws = rest.iter().take_while(|c| c.is_ascii_whitespace()).count();
+    if rest.get(ws) == Some(&b'\'') {
+        return None;
+    }
+    Some(i)
+}
+
+/// Where the number that starts at `start` ends; None when it is not a plain decimal number to
+/// every reader (`1e`, `1_000`, `0x1F`, `1abc`, `1.2.3`).
+fn plain_number_end(sql: &str, start: usize) -> Option<usize> {
+    let b = sql.as_bytes();
+    let mut i = start;
+    while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.') {
+        i += 1;
+    }
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        i += 1;
+        if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+            i += 1;
+        }
+        let exp = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if exp == 0 {
+            // `1e` is a number and a name to PostgreSQL.
+            return None;
+        }
+        i += exp;
+    }
+    if i < b.len() && ident_char(b[i]) {
+        return None;
+    }
+    if sql[start..i].matches('.').count() > 1 {
+        return None;
+    }
+    Some(i)
 }
 
 fn push(

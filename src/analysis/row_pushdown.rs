@@ -138,33 +138,7 @@ pub fn conditions(
         bounds: Vec::new(),
         same: Vec::new(),
     };
-    let mut whole = true;
-    if let Some(selection) = &s.selection {
-        let mut terms = Vec::new();
-        and_terms(selection, &mut terms);
-        for t in terms {
-            whole &= facts.add(t, Scope::Everywhere, &items);
-        }
-    }
-    let mut index = 0;
-    for twj in &s.from {
-        index += 1;
-        for j in &twj.joins {
-            let (on, scope) = match &j.join_operator {
-                JoinOperator::Join(c) | JoinOperator::Inner(c) => (c, Scope::Everywhere),
-                JoinOperator::Left(c) | JoinOperator::LeftOuter(c) => (c, Scope::Only(index)),
-                _ => (&sqlparser::ast::JoinConstraint::None, Scope::Everywhere),
-            };
-            if let sqlparser::ast::JoinConstraint::On(e) = on {
-                let mut terms = Vec::new();
-                and_terms(e, &mut terms);
-                for t in terms {
-                    facts.add(t, scope, &items);
-                }
-            }
-            index += 1;
-        }
-    }
+    let mut whole = facts.add_select(s, &items);
     for (at, item) in items.iter().enumerate() {
         let Some(placeholder) = &item.ruled else {
             continue;
@@ -186,16 +160,27 @@ pub fn conditions(
         }
     }
     // Every conjunct became bounds on the one item, and every bound was repeated.
-    if whole && items.len() == 1 && facts.same.is_empty() {
-        let repeated = facts.bounds.iter().all(|b| {
-            readable(0, &b.col.1, &items, stand_ins, ctx)
-                .is_some_and(|ty| render(&b.col.1, ty, &b.test, once).is_some())
-        });
-        if repeated {
-            none.whole = items[0].ruled.clone();
-        }
+    if whole && all_repeated(&facts, &items, stand_ins, ctx, once) {
+        none.whole = items[0].ruled.clone();
     }
     none
+}
+
+/// Whether the only FROM item's stand-in repeats every bound the statement puts on it, and
+/// no condition ties it to anything else.
+fn all_repeated(
+    facts: &Facts,
+    items: &[Item],
+    stand_ins: &HashMap<String, StandIn>,
+    ctx: &Ctx,
+    once: &BTreeSet<usize>,
+) -> bool {
+    items.len() == 1
+        && facts.same.is_empty()
+        && facts.bounds.iter().all(|b| {
+            readable(0, &b.col.1, items, stand_ins, ctx)
+                .is_some_and(|ty| render(&b.col.1, ty, &b.test, once).is_some())
+        })
 }
 
 /// The FROM items in order; one that cannot be named reliably (a nested join, a table whose
@@ -275,6 +260,40 @@ struct Facts<'v> {
 }
 
 impl Facts<'_> {
+    /// Records what a SELECT's WHERE says everywhere and what its joins' ON conditions say
+    /// (a LEFT JOIN's only about its nullable side); true when every WHERE conjunct became
+    /// bounds on columns.
+    fn add_select(&mut self, s: &Select, items: &[Item]) -> bool {
+        let mut whole = true;
+        if let Some(selection) = &s.selection {
+            let mut terms = Vec::new();
+            and_terms(selection, &mut terms);
+            for t in terms {
+                whole &= self.add(t, Scope::Everywhere, items);
+            }
+        }
+        let mut index = 0;
+        for twj in &s.from {
+            index += 1;
+            for j in &twj.joins {
+                let (on, scope) = match &j.join_operator {
+                    JoinOperator::Join(c) | JoinOperator::Inner(c) => (c, Scope::Everywhere),
+                    JoinOperator::Left(c) | JoinOperator::LeftOuter(c) => (c, Scope::Only(index)),
+                    _ => (&sqlparser::ast::JoinConstraint::None, Scope::Everywhere),
+                };
+                if let sqlparser::ast::JoinConstraint::On(e) = on {
+                    let mut terms = Vec::new();
+                    and_terms(e, &mut terms);
+                    for t in terms {
+                        self.add(t, scope, items);
+                    }
+                }
+                index += 1;
+            }
+        }
+        whole
+    }
+
     /// Records what one conjunct says; true when it became bounds on columns.
     fn add(&mut self, e: &Expr, scope: Scope, items: &[Item]) -> bool {
         let col = |e: &Expr| column(e, items);
