@@ -30,7 +30,8 @@
 //! - [`cancel`]: proxy-issued cancel keys mapped to the upstream's.
 //! - [`config`]: the strict YAML configuration file with its defaults and validation.
 //! - [`metrics`]: Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` listener.
-//! - [`certs`]: self-signed certificates for the demo and tests.
+//! - [`certs`]: self-signed certificates for the demo and tests (feature `demo`, on by default,
+//!   as the next two).
 //! - [`cluster`]: throwaway PostgreSQL clusters for tests, benchmarks and the demo.
 //! - [`demo`]: the demo CRM database and `pgvakt demo` ([`demo::run`]).
 //! - [`subject`]: data-subject rights from the inventory: `subject export` and `subject erase`.
@@ -41,30 +42,33 @@ pub mod analysis;
 pub mod audit;
 pub(crate) mod cancel;
 pub mod catalog;
-pub mod cause;
+pub(crate) mod cause;
+#[cfg(feature = "demo")]
 pub mod certs;
+#[cfg(feature = "demo")]
 pub mod cluster;
 pub mod config;
-pub mod console;
+pub(crate) mod console;
+#[cfg(feature = "demo")]
 pub mod demo;
-pub mod dsn;
+pub(crate) mod dsn;
 pub mod enforce;
 pub mod explain;
 pub mod install;
 #[cfg(test)]
 mod layering;
 pub mod listener;
-pub mod mask_check;
+pub(crate) mod mask_check;
 pub mod metrics;
 pub mod policy;
 pub mod policy_cli;
 pub mod preflight;
 pub mod protocol;
-pub mod proxy;
+pub(crate) mod proxy;
 pub(crate) mod readiness;
-pub mod registry;
-pub mod session;
+pub(crate) mod registry;
+pub(crate) mod session;
 pub(crate) mod stream;
 pub mod subject;
-pub mod tls;
+pub(crate) mod tls;
 pub(crate) mod upstream;

@@ -77,12 +77,6 @@ pub struct ServerTls {
     pub not_after: Option<std::time::SystemTime>,
 }
 
-/// The server configuration for client connections. Called again on SIGHUP so renewed
-/// certificates are used by the next handshake.
-pub fn server_config(cfg: &ClientTlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
-    server_tls(cfg).map(|s| s.config)
-}
-
 /// notAfter of a DER certificate.
 pub fn not_after(cert: &CertificateDer<'_>) -> Option<std::time::SystemTime> {
     use x509_cert::der::Decode;
@@ -90,7 +84,9 @@ pub fn not_after(cert: &CertificateDer<'_>) -> Option<std::time::SystemTime> {
     Some(cert.tbs_certificate.validity.not_after.to_system_time())
 }
 
-/// [`server_config`] with the served certificate's expiry, read from the same file contents.
+/// The server configuration for client connections, with the served certificate's expiry
+/// read from the same file contents. Called again on SIGHUP so renewed certificates are used
+/// by the next handshake.
 pub fn server_tls(cfg: &ClientTlsConfig) -> Result<ServerTls, TlsError> {
     let versions: &[&rustls::SupportedProtocolVersion] = match cfg.min_version {
         TlsVersion::V12 => &[&rustls::version::TLS13, &rustls::version::TLS12],

@@ -7,13 +7,15 @@ mod policy;
 mod serve;
 mod subject;
 
+#[cfg(feature = "demo")]
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use pgvakt::config::{Config, LogFormat};
+use pgvakt::config::Config;
+#[cfg(feature = "demo")]
 use pgvakt::demo::run::DemoOptions;
 
 use policy::PolicyCommand;
@@ -50,6 +52,7 @@ enum Command {
         config: PathBuf,
     },
     /// Start a throwaway PostgreSQL with the demo CRM and pgvakt in front of it.
+    #[cfg(feature = "demo")]
     #[command(after_help = "Examples:
   pgvakt demo
   pgvakt demo --dir /tmp/pgvakt-demo --contacts 1000 --listen 127.0.0.1:7432
@@ -175,6 +178,7 @@ pub fn main() -> anyhow::Result<()> {
             runtime()?.block_on(serve::run(cfg))
         }
         Command::CheckConfig { config } => check_config(&config),
+        #[cfg(feature = "demo")]
         Command::Demo {
             listen,
             metrics_listen,
@@ -182,7 +186,7 @@ pub fn main() -> anyhow::Result<()> {
             dir,
             policy,
         } => {
-            serve::init_logging("info", LogFormat::Text);
+            serve::init_logging("info", pgvakt::config::LogFormat::Text);
             let opts = DemoOptions {
                 listen,
                 metrics_listen,

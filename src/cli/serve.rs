@@ -1,6 +1,7 @@
 //! `pgvakt run` and `pgvakt demo`: logging, the proxy's life cycle and its signals.
 
 use pgvakt::config::{Config, LogFormat};
+#[cfg(feature = "demo")]
 use pgvakt::demo::run::{self as demo, DemoOptions};
 use pgvakt::enforce::Enforcer;
 use pgvakt::listener::Server;
@@ -31,6 +32,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "demo")]
 pub async fn run_demo(opts: DemoOptions) -> anyhow::Result<()> {
     let kept = opts.dir.is_some();
     let demo = demo::start(opts).await?;

@@ -85,19 +85,6 @@ impl Audited {
         }
     }
 
-    /// Trailing hidden columns its results carry.
-    pub fn hidden(&self) -> usize {
-        match self {
-            Audited::Yes(a) => a.hidden,
-            _ => 0,
-        }
-    }
-
-    /// Its hidden columns are the whole result, which the client did not ask for.
-    pub fn hidden_whole(&self) -> bool {
-        matches!(self, Audited::Yes(a) if a.hidden_whole)
-    }
-
     /// Whether it is recorded whatever its results show.
     pub fn is_recorded(&self) -> bool {
         matches!(self, Audited::Yes(_) | Audited::Unknown(_))
