@@ -510,3 +510,41 @@ async fn startup_settings_that_change_how_statements_are_read_are_refused() {
         .await
         .expect("admin session works");
 }
+
+/// FETCH and MOVE as PostgreSQL allows them without FROM/IN or a direction (`FETCH held`,
+/// `FETCH 2 held`, `FETCH IN held`): run through pgvakt like their long forms, rows in order
+/// and masked.
+#[tokio::test]
+async fn fetch_without_from_or_direction_runs_masked() {
+    let env = demo_env().await;
+    let direct = env.cluster.connect("crm").await.unwrap();
+    let secrets = Secrets::bank_accounts(&direct).await;
+    let c = env.connect("secretary", "secretary", "crm").await.unwrap();
+    c.batch_execute(
+        "BEGIN; DECLARE held CURSOR WITH HOLD FOR SELECT id, bank_account FROM contacts ORDER BY id; COMMIT",
+    )
+    .await
+    .expect("declare");
+    let mut ids = Vec::new();
+    for sql in [
+        "FETCH held",
+        "FETCH 2 held",
+        "fetch in held",
+        "MOVE held",
+        "FETCH NEXT held",
+    ] {
+        let messages = c
+            .simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        for m in &messages {
+            if let SimpleQueryMessage::Row(r) = m {
+                ids.push(r.get(0).unwrap_or_default().parse::<i64>().unwrap_or(-1));
+                let shown = r.get(1).unwrap_or_default();
+                assert!(secrets.leaks(shown).is_none(), "{sql} showed {shown}");
+            }
+        }
+    }
+    assert_eq!(ids, vec![1, 2, 3, 4, 6]);
+    c.simple_query("CLOSE held").await.expect("close");
+}

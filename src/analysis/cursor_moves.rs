@@ -1,4 +1,5 @@
-//! `MOVE`: repositioning a cursor, analysed as the FETCH it mirrors.
+//! `MOVE`: repositioning a cursor, analysed as the FETCH it mirrors; and FETCH or MOVE without
+//! FROM/IN before the cursor name, which PostgreSQL allows and the parser does not.
 
 use sqlparser::ast::Statement;
 use sqlparser::parser::Parser;
@@ -18,14 +19,35 @@ pub(super) fn move_as_fetch(sql: &str) -> Option<String> {
     (word.eq_ignore_ascii_case("move") && is_word_end).then(|| format!("FETCH{}", &t[4..]))
 }
 
+/// A FETCH written as PostgreSQL allows and the parser does not: without FROM/IN before the
+/// cursor (`FETCH 2 held`) or without a direction (`FETCH held`, `FETCH FROM held`, which mean
+/// NEXT); the same FETCH as the parser reads it, or None for any other text. Only tried after
+/// the text as written failed to parse; the rendering of what it parses to is what is
+/// forwarded and checked by PostgreSQL's parser, so a wrong guess is an error, never a leak.
+pub(super) fn with_from(sql: &str) -> Option<String> {
+    let t = sql.trim().trim_end_matches(';').trim_end();
+    if super::lexer::first_word(t).as_deref() != Some("fetch") {
+        return None;
+    }
+    let (head, cursor) = t.rsplit_once(char::is_whitespace)?;
+    let words: Vec<&str> = head.split_whitespace().collect();
+    match words.as_slice() {
+        [_fetch] => Some(format!("FETCH NEXT FROM {cursor}")),
+        [_fetch, from] if from.eq_ignore_ascii_case("from") || from.eq_ignore_ascii_case("in") => {
+            Some(format!("FETCH NEXT FROM {cursor}"))
+        }
+        [.., last] if last.eq_ignore_ascii_case("from") || last.eq_ignore_ascii_case("in") => None,
+        _ => Some(format!("{head} FROM {cursor}")),
+    }
+}
+
 pub(super) fn analyse_move(fetch: &str, ctx: &Ctx) -> Result<Analysed, Refusal> {
     // PostgreSQL lets FROM/IN be left out (asyncpg does); the parser needs it. Whatever is
     // guessed here is checked by rendering, so a wrong guess is an error, never a leak.
     let stmts = Parser::parse_sql(&dialect(), fetch)
-        .or_else(|e| {
-            let t = fetch.trim_end().trim_end_matches(';').trim_end();
-            let (head, cursor) = t.rsplit_once(char::is_whitespace).ok_or(e)?;
-            Parser::parse_sql(&dialect(), &format!("{head} FROM {cursor}"))
+        .or_else(|e| match with_from(fetch) {
+            Some(t) => Parser::parse_sql(&dialect(), &t).map_err(|_| e),
+            None => Err(e),
         })
         .map_err(|e| ctx.unsupported(&format!("this MOVE statement ({e})")))?;
     let [stmt @ Statement::Fetch { .. }] = stmts.as_slice() else {
@@ -66,5 +88,25 @@ mod tests {
         assert_eq!(move_as_fetch("MOVEMENT"), None);
         assert_eq!(move_as_fetch("SELECT 1; MOVE 1 c"), None);
         assert_eq!(move_as_fetch("mov"), None);
+    }
+
+    #[test]
+    fn a_fetch_without_from_or_direction_is_read_as_postgresql_reads_it() {
+        use super::with_from;
+        assert_eq!(
+            with_from("FETCH held").as_deref(),
+            Some("FETCH NEXT FROM held")
+        );
+        assert_eq!(
+            with_from("fetch in held").as_deref(),
+            Some("FETCH NEXT FROM held")
+        );
+        assert_eq!(
+            with_from(" fetch 2 held ;").as_deref(),
+            Some("fetch 2 FROM held")
+        );
+        assert_eq!(with_from("FETCH 2 FROM held"), None);
+        assert_eq!(with_from("SELECT held"), None);
+        assert_eq!(with_from("FETCH"), None);
     }
 }

@@ -45,14 +45,19 @@ fn analyse_inner(sql: &str, ctx: &Ctx) -> Result<Analysed, Refusal> {
         return super::cursor_moves::analyse_move(&fetch, ctx);
     }
     let marked = super::inheritance::mark_only(sql);
-    let mut stmts = Parser::parse_sql(&dialect(), &marked).map_err(|e| {
-        // What cannot be parsed cannot be analysed: a policy refusal, whatever PostgreSQL
-        // would make of the text.
-        ctx.refusal(Reason::Unparsable {
-            do_block: lexer::first_word(sql).as_deref() == Some("do"),
-            parser: e.to_string(),
+    let mut stmts = Parser::parse_sql(&dialect(), &marked)
+        .or_else(|e| match super::cursor_moves::with_from(&marked) {
+            Some(t) => Parser::parse_sql(&dialect(), &t).map_err(|_| e),
+            None => Err(e),
         })
-    })?;
+        .map_err(|e| {
+            // What cannot be parsed cannot be analysed: a policy refusal, whatever PostgreSQL
+            // would make of the text.
+            ctx.refusal(Reason::Unparsable {
+                do_block: lexer::first_word(sql).as_deref() == Some("do"),
+                parser: e.to_string(),
+            })
+        })?;
     let mut out = Analysed {
         original: sql.to_owned(),
         command: lexer::first_word(sql)
