@@ -51,6 +51,7 @@ mod policy_tools;
 mod pseudonym_key;
 mod read_limits;
 mod redteam10;
+mod redteam11;
 mod redteam9;
 mod relay;
 mod reload_prepared;

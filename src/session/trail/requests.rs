@@ -335,7 +335,8 @@ impl FrontAudit {
                     .execute(portal, Pending::none(), Vec::new(), &def);
                 return Err(e);
             }
-            // The first Execute's answers, before these, waited for the intent's sync.
+            // The intent is on disk: it was synced before the first part was forwarded (an
+            // intent still syncing then is not kept for the portal, see below).
             (Some(id), None) => Some((id, None)),
             (None, None) => {
                 let admitted = match self.admit(&resolved.audited).await {
@@ -362,7 +363,10 @@ impl FrontAudit {
             .then(|| without_row_limit(frame, portal))
             .flatten();
         let mut trail = self.lock();
-        if let Some((id, _)) = &intent {
+        // Later parts of the portal run on this intent without a check of their own, so only
+        // an intent known to be on disk is kept for them: one still syncing may fail, and its
+        // answers be withheld while a cursor declared WITH HOLD outlives the refusal.
+        if let Some((id, None)) = &intent {
             trail.names.set_portal_intent(portal, id);
         }
         trail.execute(portal, pending(resolved, intent), ops, &def);
