@@ -58,6 +58,28 @@ pub fn is_denied_function(name: &str) -> bool {
         || name == "lowrite"
 }
 
+/// Listed functions whose effect outlives the statement that calls them: a setting, a
+/// session-level advisory lock, a sequence's position (and `currval`), the random seed, a
+/// notification. A read that calls one changes what the session or other sessions see, so it
+/// is not run before its intent record is durable (see `Analysed::reads_only`).
+pub fn changes_state(name: &str) -> bool {
+    matches!(
+        name,
+        "set_config"
+            | "pg_advisory_lock"
+            | "pg_advisory_lock_shared"
+            | "pg_try_advisory_lock"
+            | "pg_try_advisory_lock_shared"
+            | "pg_advisory_unlock"
+            | "pg_advisory_unlock_shared"
+            | "pg_advisory_unlock_all"
+            | "nextval"
+            | "setval"
+            | "setseed"
+            | "pg_notify"
+    )
+}
+
 /// Catalog relations whose rows hold column values, statistics or other sessions' SQL.
 pub fn is_denied_relation(schema: &str, name: &str) -> bool {
     const DENIED: &[&str] = &[

@@ -148,6 +148,9 @@ pub struct Analysed {
     pub path_events: Vec<PathEvent>,
     /// The statements changed the schema: the catalog should be refreshed.
     pub ddl: bool,
+    /// Running the statements may change what is not a write to the analysis: a setting, an
+    /// advisory lock, a sequence, or whatever a view the analysis did not inline does.
+    pub changes_state: bool,
     /// Personal-data columns the statements read, with the role's action on each.
     pub columns: Vec<ColumnUse>,
     /// Personal-data columns the statements write (INSERT/UPDATE/COPY FROM targets).
@@ -231,10 +234,12 @@ pub struct ColumnUse {
 }
 
 impl Analysed {
-    /// The statements only read: no write, COPY, utility or schema change (a restricted
-    /// role's reads call no user function either, so they change nothing upstream).
+    /// The statements only read: no write, COPY, utility or schema change, no listed function
+    /// with lasting effects and no view whose code was not analysed (a restricted role's text
+    /// calls no user function either, so they change nothing upstream).
     pub fn reads_only(&self) -> bool {
         !self.ddl
+            && !self.changes_state
             && self.written.is_empty()
             && self.written_tables.is_empty()
             && !self.classes.is_empty()

@@ -42,6 +42,7 @@ pub(super) fn walk_parts(
 }
 
 pub(super) fn record_reads(reads: &mut Reads, out: &mut Analysed) -> Result<(), Refusal> {
+    out.changes_state |= reads.changes_state;
     out.take_stand_ins(&mut reads.stand_ins, &mut reads.stand_in_columns);
     out.pushed_parameters
         .extend(std::mem::take(&mut reads.pushed_parameters));

@@ -45,6 +45,10 @@ pub struct Reads<'a, 'c> {
     stand_in_rels: std::collections::HashMap<String, super::grouping::StandIn>,
     /// How many views deep the walk is.
     depth: usize,
+    /// PostgreSQL may change something while running the statement that the analysis does not
+    /// see as a write: a listed function with lasting effects (`functions::changes_state`), or
+    /// a view or foreign table whose code the analysis did not read (it may call any function).
+    pub changes_state: bool,
 }
 
 /// WITH queries in one list, at most: each is a scope the analysis checks names against.
@@ -69,6 +73,7 @@ impl<'a, 'c> Reads<'a, 'c> {
             inlined_uses: Vec::new(),
             stand_in_rels: std::collections::HashMap::new(),
             depth: 0,
+            changes_state: false,
         }
     }
 
@@ -81,6 +86,14 @@ impl<'a, 'c> Reads<'a, 'c> {
     }
 
     fn table(&mut self, tf: &mut TableFactor) -> Result<(), Refusal> {
+        if let TableFactor::Function { name, .. } = tf {
+            // `LATERAL f(...)`: PostgreSQL's parser checks the function against the allowlist.
+            match self.name_parts(name) {
+                Ok(parts) => self.note_call(&parts),
+                Err(_) => self.changes_state = true,
+            }
+            return Ok(());
+        }
         let TableFactor::Table {
             name,
             alias,
@@ -94,6 +107,7 @@ impl<'a, 'c> Reads<'a, 'c> {
         let parts = self.name_parts(name)?;
         if args.is_some() {
             // A set-returning function in FROM.
+            self.note_call(&parts);
             return self.ctx.check_function(&parts, None);
         }
         if parts.len() == 1 && self.cte_names.contains(&parts[0]) {
@@ -111,6 +125,12 @@ impl<'a, 'c> Reads<'a, 'c> {
                     ))),
                 };
             }
+        }
+        // Not inlined: PostgreSQL runs the view's own query, which the analysis did not read.
+        if matches!(rel.kind, RelKind::View | RelKind::Foreign)
+            && !matches!(rel.schema.as_str(), "pg_catalog" | "information_schema")
+        {
+            self.changes_state = true;
         }
         let protected = self.ctx.is_protected(&rel);
         let Some(derived) =
@@ -304,6 +324,7 @@ impl<'a, 'c> Reads<'a, 'c> {
         self.stand_ins.append(&mut inner.stand_ins);
         self.stand_in_columns.append(&mut inner.stand_in_columns);
         self.protected.append(&mut inner.protected);
+        self.changes_state |= inner.changes_state;
         let TableFactor::Table { name, alias, .. } = &*tf else {
             return Err(self.ctx.unsupported("a view reference"));
         };
@@ -374,9 +395,20 @@ impl<'a, 'c> Reads<'a, 'c> {
         self.names.note_expr(e);
         if let Expr::Function(f) = e {
             let parts = self.name_parts(&f.name)?;
+            self.note_call(&parts);
             self.ctx.check_function(&parts, Some(f))?;
         }
         Ok(())
+    }
+
+    /// A call of a function whose effect outlives the statement (see `changes_state`).
+    fn note_call(&mut self, parts: &[String]) {
+        if parts
+            .last()
+            .is_some_and(|n| crate::analysis::functions::changes_state(n))
+        {
+            self.changes_state = true;
+        }
     }
 
     /// Personal-data columns of the relations read that the statement uses: those named, or
@@ -436,6 +468,10 @@ impl VisitorMut for Reads<'_, '_> {
                 "SELECT INTO (creating a table from query results)",
                 Why::Plain,
             ));
+        }
+        // It creates and fills a table: not a read that leaves nothing behind.
+        if s.into.is_some() {
+            self.changes_state = true;
         }
         ControlFlow::Continue(())
     }

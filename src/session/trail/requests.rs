@@ -166,9 +166,12 @@ impl FrontAudit {
             .names
             .resolve(&audited, &ops, sql, self.analysing);
         let reads_only = reads_only(verdict);
+        // A text that defines or drops names (PREPARE, DECLARE ... WITH HOLD, DEALLOCATE)
+        // leaves them changed even when its answers are withheld: it waits for its record.
+        let overlaps = reads_only && ops.is_empty();
         let admitted = match (&resolved.doubt, self.admit(&resolved.audited).await) {
             (Some(name), _) => Err(in_doubt(name.as_bytes())),
-            (None, Ok(())) => self.intent(&resolved, reads_only).await,
+            (None, Ok(())) => self.intent(&resolved, overlaps).await,
             (None, Err(e)) => Err(e),
         };
         let def = Def {
@@ -224,9 +227,9 @@ impl FrontAudit {
         }
         let def = Def {
             audited,
+            reads_only: reads_only(verdict) && ops.is_empty(),
             ops: Arc::from(ops),
             text: Arc::from(sql),
-            reads_only: reads_only(verdict),
         };
         let id = trail.names.propose_statement(name, def);
         trail.parse(name, Some(id));
