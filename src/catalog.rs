@@ -84,6 +84,12 @@ pub struct Catalog {
     by_oid: HashMap<u32, Arc<Relation>>,
     /// Function names defined outside pg_catalog: a call by such a name might run user code.
     user_functions: HashSet<String>,
+    /// pg_catalog functions PostgreSQL marks VOLATILE (any overload): a call may change
+    /// something that outlives the statement. Empty for a catalog not loaded live.
+    volatile_functions: HashSet<String>,
+    /// Relations with row-level security enabled: PostgreSQL runs their policies' expressions,
+    /// which the statement's text does not show.
+    row_security: HashSet<u32>,
     schemas: HashSet<String>,
     pub database: String,
     /// Whether the pseudonym mask's function is installed upstream; `None` for a catalog that
@@ -119,6 +125,24 @@ impl Catalog {
 
     pub fn is_user_function(&self, name: &str) -> bool {
         self.user_functions.contains(name)
+    }
+
+    pub fn add_volatile_function(&mut self, name: &str) {
+        self.volatile_functions.insert(name.to_owned());
+    }
+
+    /// Whether a built-in function of this name may change what outlives the statement, as
+    /// PostgreSQL classifies it (provolatile).
+    pub fn is_volatile_function(&self, name: &str) -> bool {
+        self.volatile_functions.contains(name)
+    }
+
+    pub fn add_row_security(&mut self, oid: u32) {
+        self.row_security.insert(oid);
+    }
+
+    pub fn has_row_security(&self, oid: u32) -> bool {
+        self.row_security.contains(&oid)
     }
 
     pub fn relation(&self, schema: &str, name: &str) -> Option<&Arc<Relation>> {

@@ -42,7 +42,12 @@ pub(super) fn walk_parts(
 }
 
 pub(super) fn record_reads(reads: &mut Reads, out: &mut Analysed) -> Result<(), Refusal> {
-    out.changes_state |= reads.changes_state;
+    // A table with row-level security runs its policies' expressions, unseen in the text.
+    out.changes_state |= reads.changes_state
+        || reads
+            .read
+            .iter()
+            .any(|r| reads.ctx.catalog.has_row_security(r.oid));
     out.take_stand_ins(&mut reads.stand_ins, &mut reads.stand_in_columns);
     out.pushed_parameters
         .extend(std::mem::take(&mut reads.pushed_parameters));

@@ -403,10 +403,9 @@ impl<'a, 'c> Reads<'a, 'c> {
 
     /// A call of a function whose effect outlives the statement (see `changes_state`).
     fn note_call(&mut self, parts: &[String]) {
-        if parts
-            .last()
-            .is_some_and(|n| crate::analysis::functions::changes_state(n))
-        {
+        if parts.last().is_some_and(|n| {
+            crate::analysis::functions::changes_state(n) || self.ctx.catalog.is_volatile_function(n)
+        }) {
             self.changes_state = true;
         }
     }

@@ -43,6 +43,12 @@ impl Catalog {
         for f in client.query(USER_FUNCTIONS, &[]).await? {
             cat.add_user_function(&f.get::<_, String>(0));
         }
+        for f in client.query(VOLATILE_FUNCTIONS, &[]).await? {
+            cat.add_volatile_function(&f.get::<_, String>(0));
+        }
+        for r in client.query(ROW_SECURITY, &[]).await? {
+            cat.add_row_security(r.get::<_, u32>(0));
+        }
         cat.pseudonym = Some(pseudonym::inspect(client).await);
         Ok(cat)
     }
@@ -101,6 +107,12 @@ const VIEW_DEFINITIONS: &str = "SELECT c.oid, pg_catalog.pg_get_viewdef(c.oid), 
 const USER_FUNCTIONS: &str =
     "SELECT DISTINCT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
                  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')";
+
+const VOLATILE_FUNCTIONS: &str = "SELECT DISTINCT p.proname::text FROM pg_catalog.pg_proc p \
+     JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+     WHERE n.nspname = 'pg_catalog' AND p.provolatile = 'v'";
+
+const ROW_SECURITY: &str = "SELECT c.oid FROM pg_catalog.pg_class c WHERE c.relrowsecurity";
 
 /// What each relation has besides its columns, by relation OID.
 struct Facts {
