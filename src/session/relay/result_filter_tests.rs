@@ -290,3 +290,17 @@ fn withheld_answers_become_the_error_in_front_of_their_ready_for_query() {
     let d = f.step(&data_row(&[Some("8"), Some("Grace")]));
     assert_eq!(d.output, Output::Keep);
 }
+
+#[test]
+fn another_sessions_notification_passes_while_answers_are_withheld() {
+    let mut f = Fixture::restricted();
+    f.filter.withhold(PgError::insufficient_privilege(
+        "audit trail cannot be written",
+    ));
+    let notification = frame(b'A', b"\0\0\x30\x39crm_events\0contact changed\0");
+    assert_eq!(f.step(&notification).output, Output::Keep);
+    assert_eq!(
+        f.step(&complete("SELECT 1")).output,
+        Output::Replace(Bytes::new())
+    );
+}
