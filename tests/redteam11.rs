@@ -28,6 +28,27 @@ async fn start(keys: &Path) -> Env {
     .await
 }
 
+/// The demo (20 people) under the names-and-accounts policy with `roles` (YAML of roles and
+/// grants) added, and an audit trail under `keys`; the policy's directory lives as long as the
+/// first value.
+async fn start_with_roles(keys: &Path, file: &str, roles: &str) -> (tempfile::TempDir, Env) {
+    let (dir, policy) = common::policy_files::write_policy(
+        file,
+        &format!(
+            "\ndefault_role: nobody\n{}{roles}",
+            common::policy_files::NAMES_AND_ACCOUNTS
+        ),
+    );
+    let env = Env::start_with(EnvOptions {
+        demo_contacts: Some(20),
+        policy_file: Some(policy),
+        extra_yaml: common::audit_yaml(keys),
+        ..Default::default()
+    })
+    .await;
+    (dir, env)
+}
+
 /// The audit directory made unwritable: a regular file takes its place.
 struct BrokenSink {
     dir: PathBuf,
@@ -501,20 +522,7 @@ grants:
 #[tokio::test]
 async fn a_withheld_read_does_not_swallow_another_sessions_notification() {
     let keys = tempfile::tempdir().expect("tempdir");
-    let (_pdir, policy) = common::policy_files::write_policy(
-        "notify.yaml",
-        &format!(
-            "\ndefault_role: nobody\n{}{NOTIFY_POLICY}",
-            common::policy_files::NAMES_AND_ACCOUNTS
-        ),
-    );
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(20),
-        policy_file: Some(policy),
-        extra_yaml: common::audit_yaml(keys.path()),
-        ..Default::default()
-    })
-    .await;
+    let (_pdir, env) = start_with_roles(keys.path(), "notify.yaml", NOTIFY_POLICY).await;
     env.trust_user("sales").await;
     let direct = env.cluster.connect("crm").await.expect("direct");
     let tls = common::client_tls(&env.certs.ca_cert);
@@ -622,20 +630,7 @@ grants:
 #[tokio::test]
 async fn a_withheld_select_into_makes_no_table() {
     let keys = tempfile::tempdir().expect("tempdir");
-    let (_pdir, policy) = common::policy_files::write_policy(
-        "temp.yaml",
-        &format!(
-            "\ndefault_role: nobody\n{}{TEMP_POLICY}",
-            common::policy_files::NAMES_AND_ACCOUNTS
-        ),
-    );
-    let env = Env::start_with(EnvOptions {
-        demo_contacts: Some(20),
-        policy_file: Some(policy),
-        extra_yaml: common::audit_yaml(keys.path()),
-        ..Default::default()
-    })
-    .await;
+    let (_pdir, env) = start_with_roles(keys.path(), "temp.yaml", TEMP_POLICY).await;
     let c = env
         .connect("secretary", "secretary", "crm")
         .await
