@@ -100,13 +100,13 @@ impl Chain {
     pub fn seal(&mut self, rec: &mut Record) -> Result<String, serde_json::Error> {
         rec.seq = self.next_seq;
         rec.chain_key_id = Some(self.key.id().to_owned());
-        let mut value = serde_json::to_value(&*rec)?;
-        let body = canonical(&value);
+        rec.mac = None;
+        let body = serde_json::to_string(&*rec)?;
+        debug_assert_eq!(body, canonical(&serde_json::to_value(&*rec)?));
         let mac = self.key.mac(rec.seq, &self.prev, &body);
-        if let Value::Object(map) = &mut value {
-            map.insert("mac".into(), Value::String(hex::encode(mac)));
-        }
-        let mut line = canonical(&value);
+        rec.mac = Some(hex::encode(mac));
+        let mut line = serde_json::to_string(&*rec)?;
+        debug_assert_eq!(line, canonical(&serde_json::to_value(&*rec)?));
         line.push('\n');
         self.prev = mac;
         self.next_seq += 1;

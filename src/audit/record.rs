@@ -126,17 +126,15 @@ pub enum Action {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColumnAccess {
-    pub column: String,
+    pub action: Action,
     /// Inventory category, e.g. `contact`, `financial`.
     pub category: String,
-    pub action: Action,
+    pub column: String,
 }
 
 /// A table the statement read or wrote, with the columns involved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableAccess {
-    /// `schema.table`.
-    pub table: String,
     pub access: Access,
     #[serde(default)]
     pub columns: Vec<ColumnAccess>,
@@ -144,41 +142,43 @@ pub struct TableAccess {
     /// those subjects, e.g. `public.contacts` for `activities.contact_id`), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
+    /// `schema.table`.
+    pub table: String,
 }
 
 /// Pseudonyms of the data subjects of one subject type whose rows were returned or written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubjectGroup {
+    pub refs: Vec<String>,
     /// The subject type: `schema.table` of the table that holds these subjects (for
     /// `activities.contact_id`, `public.contacts`). Part of the pseudonym's input, so search
     /// recomputes the pseudonym per subject type.
     pub table: String,
-    pub refs: Vec<String>,
 }
 
 /// What a subject command read or changed in one table: counts, never values.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableCount {
-    /// `schema.table`.
-    pub table: String,
-    /// The subject's rows in the table that were exported, erased or deleted (or, in a dry
-    /// run, would be).
-    pub rows: u64,
-    /// The rows were (or would be) deleted rather than anonymised.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub deleted: bool,
     /// Per erased column: its erase action and how many rows it changed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub columns: Vec<ColumnCount>,
+    /// The rows were (or would be) deleted rather than anonymised.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
+    /// The subject's rows in the table that were exported, erased or deleted (or, in a dry
+    /// run, would be).
+    pub rows: u64,
+    /// `schema.table`.
+    pub table: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColumnCount {
+    /// Rows whose value the erasure changed (or, in a dry run, would change).
+    pub changed: u64,
     pub column: String,
     /// `null`, `redact` or `pseudonym`.
     pub erase: String,
-    /// Rows whose value the erasure changed (or, in a dry run, would change).
-    pub changed: u64,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -187,52 +187,76 @@ fn is_false(b: &bool) -> bool {
 
 /// One audit event. Build it with [`Record::new`] and fill in what applies; the writer assigns
 /// `seq` and the chain MAC.
+///
+/// Fields are declared in the byte order of their names, here and in every struct a record
+/// holds: serde writes fields in declaration order, so the record serialises straight to its
+/// canonical form (see [`canonical`]) without building a `serde_json::Value` tree first, which
+/// was most of the writer's work per record. `Chain::seal` checks the two forms agree in debug
+/// builds, so the whole test suite guards the order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
-    pub schema: u32,
-    pub event_id: String,
-    /// Position in the chain; assigned by the writer.
-    #[serde(default)]
-    pub seq: u64,
-    /// RFC 3339 UTC with milliseconds, when the event happened.
-    pub ts: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub duration_ms: Option<u64>,
-    pub event: EventType,
-    pub outcome: Outcome,
+    pub application_name: Option<String>,
+    /// Fingerprint of the chain key that sealed this record (see `keys::fingerprint`), so
+    /// `audit verify` can tell a wrong key from tampering. Set by the writer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sqlstate: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    /// Policy role the session ran under.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<String>,
+    pub chain_key_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_addr: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub application_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_version: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<String>,
+    /// Subject commands: a dry run, which changed nothing.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dry_run: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    pub event: EventType,
+    pub event_id: String,
+    /// Event id of the `statement_intent` record written before the statement ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legal_basis: Option<String>,
+    /// HMAC of the chain (see `chain.rs`) over the record without this field. Set by the writer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// Refusal reason, anomaly or reload detail; never SQL literals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Subject commands: the operating-system user who ran the command (`user` is the
+    /// database user it connected as).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose: Option<String>,
     /// Names of the role's declared purposes (`roles.*.purposes`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub purposes: Vec<String>,
+    /// Policy role the session ran under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub legal_basis: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub statement: Option<Statement>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tables: Vec<TableAccess>,
+    pub role: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
+    pub schema: u32,
+    /// Position in the chain; assigned by the writer.
+    #[serde(default)]
+    pub seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqlstate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement: Option<Statement>,
     /// Distinct subjects seen; exact unless `subjects_truncated` (then an upper bound).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject_count: Option<u64>,
+    /// Fingerprint of the subject key the record's pseudonyms were computed with, so
+    /// `audit search` can tell a wrong key from "no matching records". Set by the writer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_key_id: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subjects: Vec<SubjectGroup>,
     /// More subjects than `audit.max_subjects`: `subjects` lists only the first ones.
@@ -241,36 +265,21 @@ pub struct Record {
     /// The result's shape (e.g. an aggregate) did not let the proxy name the subjects.
     #[serde(default, skip_serializing_if = "is_false")]
     pub subjects_unknown: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy_version: Option<String>,
-    /// Event id of the `statement_intent` record written before the statement ran.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub intent: Option<String>,
-    /// Refusal reason, anomaly or reload detail; never SQL literals.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
     /// `connection_refused`: further refusals of the same address and reason that this
     /// record stands for, not recorded one by one (rate limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppressed: Option<u64>,
-    /// Subject commands: the operating-system user who ran the command (`user` is the
-    /// database user it connected as).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub operator: Option<String>,
     /// Subject commands: what was exported, erased or deleted, per table.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub table_counts: Vec<TableCount>,
-    /// Subject commands: a dry run, which changed nothing.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub dry_run: bool,
-    /// Fingerprint of the chain key that sealed this record (see `keys::fingerprint`), so
-    /// `audit verify` can tell a wrong key from tampering. Set by the writer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<TableAccess>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub chain_key_id: Option<String>,
-    /// Fingerprint of the subject key the record's pseudonyms were computed with, so
-    /// `audit search` can tell a wrong key from "no matching records". Set by the writer.
+    pub tls_version: Option<String>,
+    /// RFC 3339 UTC with milliseconds, when the event happened.
+    pub ts: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subject_key_id: Option<String>,
+    pub user: Option<String>,
 }
 
 impl Record {
@@ -311,6 +320,7 @@ impl Record {
             dry_run: false,
             chain_key_id: None,
             subject_key_id: None,
+            mac: None,
         }
     }
 }
@@ -462,6 +472,61 @@ mod tests {
             !text.contains("subjects_truncated"),
             "false flags are left out: {text}"
         );
+    }
+
+    /// Every field set, so a field declared out of order fails here and not only where a test
+    /// happens to seal a record that carries it.
+    #[test]
+    fn a_record_serialises_straight_to_its_canonical_form() {
+        let mut r = Record::new(EventType::SubjectErase, Outcome::Refused);
+        let s = |v: &str| Some(v.to_owned());
+        (r.duration_ms, r.rows, r.subject_count, r.suppressed) =
+            (Some(1), Some(2), Some(3), Some(4));
+        (r.sqlstate, r.user, r.role, r.session_id) = (s("42501"), s("u"), s("r"), s("7"));
+        (r.client_addr, r.application_name) = (s("127.0.0.1:5"), s("a\"pp\n"));
+        (r.tls_version, r.database, r.purpose) = (s("TLSv1_3"), s("crm"), s("p"));
+        (r.legal_basis, r.policy_version, r.intent) = (s("consent"), s("v"), s("i"));
+        (r.message, r.operator, r.chain_key_id) = (s("m"), s("o"), s("c"));
+        (r.subject_key_id, r.mac) = (s("k"), s("mac"));
+        (r.subjects_truncated, r.subjects_unknown, r.dry_run) = (true, true, true);
+        r.purposes = vec!["newsletter".into()];
+        r.statement = Some(Statement {
+            class: StatementClass::Read,
+            command: "SELECT".into(),
+            fingerprint: "f".into(),
+            normalized: "SELECT ?".into(),
+        });
+        r.tables.push(TableAccess {
+            access: Access::Read,
+            columns: vec![ColumnAccess {
+                action: Action::Masked,
+                category: "financial".into(),
+                column: "bank_account".into(),
+            }],
+            subject: s("public.contacts"),
+            table: "public.contacts".into(),
+        });
+        r.subjects.push(SubjectGroup {
+            refs: vec!["ab".into()],
+            table: "public.contacts".into(),
+        });
+        r.table_counts.push(TableCount {
+            columns: vec![ColumnCount {
+                changed: 1,
+                column: "email".into(),
+                erase: "null".into(),
+            }],
+            deleted: true,
+            rows: 1,
+            table: "public.contacts".into(),
+        });
+        let direct = serde_json::to_string(&r).unwrap();
+        let value = serde_json::to_value(&r).unwrap();
+        let mut reference = String::new();
+        write_canonical(&value, &mut reference);
+        assert_eq!(direct, reference);
+        let keys = value.as_object().map_or(0, |m| m.len());
+        assert_eq!(keys, 35, "every field is set in this test: {direct}");
     }
 
     #[test]
