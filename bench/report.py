@@ -84,6 +84,21 @@ def tps(run_dir):
     return float(m.group(1)) if m else None
 
 
+def cpu_per_txn(run_dir):
+    """CPU microseconds per transaction of PostgreSQL (every backend), the path's proxy and
+    pgbench during one run (bench/run's cpu.json), or None for runs without it."""
+    path = os.path.join(run_dir, "cpu.json")
+    text = open(os.path.join(run_dir, "stdout.txt")).read()
+    m = re.search(r"number of transactions actually processed: (\d+)", text)
+    if not os.path.exists(path) or not m or int(m.group(1)) == 0:
+        return None
+    cpu, n = json.load(open(path)), int(m.group(1))
+    tick_us = 1e6 / cpu["clk_tck"]
+    return {"postgres": cpu["postgres_ticks"] * tick_us / n,
+            "proxy": cpu["proxy_ticks"] * tick_us / n,
+            "pgbench": cpu["pgbench_s"] * 1e6 / n}
+
+
 def ratio(a, b):
     return round(a / b, 3) if a is not None and b not in (None, 0) else None
 
@@ -125,7 +140,10 @@ for workload in ("select_only", "crm", "crm_marketing"):
             for r in runs(workload, variant, path):
                 lat = [l for _, l in txn_log(r)]
                 per_run.append((tps(r), percentile(lat, 50), percentile(lat, 99)))
+            cpu = [c for c in (cpu_per_txn(r) for r in runs(workload, variant, path)) if c]
             rows[path] = {
+                "cpu_us_per_txn": {k: median([c[k] for c in cpu]) for k in
+                                   ("postgres", "proxy", "pgbench")} if cpu else None,
                 "tps": median([t for t, _, _ in per_run]),
                 "p50_us": median([p for _, p, _ in per_run]),
                 "p99_us": median([p for _, _, p in per_run]),
@@ -136,6 +154,19 @@ for workload in ("select_only", "crm", "crm_marketing"):
             row["tps_vs_direct"] = ratio(row["tps"], rows.get("direct", {}).get("tps"))
             row["tps_vs_pgbouncer"] = ratio(row["tps"], rows.get("pgbouncer", {}).get("tps"))
         results["throughput"][f"{workload}/{variant}"] = rows
+
+# ---- PostgreSQL alone: each CRM statement as written and as pgvakt rewrites it ---------------
+results["rewrite"] = {}
+for name in CRM_SCRIPTS:
+    row = {}
+    for form in ("original", "rewritten"):
+        r = runs("rewrite", name, form)
+        if r:
+            cpu = cpu_per_txn(r[0])
+            row[form] = {"tps": tps(r[0]), "postgres_us_per_txn": cpu and cpu["postgres"]}
+    if row:
+        row["ratio"] = ratio(row.get("rewritten", {}).get("tps"), row.get("original", {}).get("tps"))
+        results["rewrite"][name] = row
 
 # ---- saturation: service time per statement of the CRM mixes -------------------------------
 for workload, names in (("crm", CRM_SCRIPTS), ("crm_marketing", MARKETING_SCRIPTS)):
@@ -371,6 +402,41 @@ for key, rows in results["throughput"].items():
             w(f"| {key} | {NAMES[path]} | {fmt(r['tps'])} | {fmt_ratio(r['tps_vs_direct'])} | "
               f"{fmt_ratio(r['tps_vs_pgbouncer'])} | {fmt(r['p50_us'])} | {fmt(r['p99_us'])} |")
 w("")
+
+w("## CPU per transaction (throughput runs above)\n")
+w("CPU time each process used during a run divided by the transactions it completed (medians "
+  "over the runs), from /proc: PostgreSQL counts every backend and its auxiliary processes; "
+  "*proxy* is PgBouncer's or pgvakt's process, all threads (pgvakt's audit writer included); "
+  "pgbench is the client, TLS included. Where the sum stays well below two cores' worth at the "
+  "measured TPS, the path waits rather than computes (e.g. on the audit trail's fsync).\n")
+w("| workload | path | PostgreSQL µs | proxy µs | pgbench µs | total µs | cores busy |")
+w("|---|---|---|---|---|---|---|")
+for key, rows in results["throughput"].items():
+    for path in NAMES:
+        r = rows.get(path)
+        c = r and r.get("cpu_us_per_txn")
+        if c and r["tps"]:
+            total = c["postgres"] + c["proxy"] + c["pgbench"]
+            proxy = "–" if path == "direct" else fmt(c["proxy"])
+            w(f"| {key} | {NAMES[path]} | {fmt(c['postgres'])} | {proxy} | "
+              f"{fmt(c['pgbench'])} | {fmt(total)} | {total * r['tps'] / 1e6:.2f} |")
+w("")
+
+if results["rewrite"]:
+    w("## PostgreSQL alone: the CRM statements as written and as pgvakt forwards them\n")
+    w("Each CRM statement run straight against PostgreSQL (8 clients, extended protocol, one "
+      "statement per run), once as the client writes it and once as pgvakt forwards it for "
+      "`secretary` (`pgvakt policy explain`: stand-ins with masks, the restriction rule's "
+      "`NOT EXISTS`, conditions repeated inside the stand-ins). The ratio is what the rewrite "
+      "alone costs PostgreSQL, before anything the proxy itself does; PostgreSQL plans each "
+      "unnamed statement anew, so planning the larger text counts in full.\n")
+    w("| statement | original TPS | rewritten TPS | rewritten vs original | PostgreSQL µs/txn original | rewritten |")
+    w("|---|---|---|---|---|---|")
+    for name, row in results["rewrite"].items():
+        o, r = row.get("original", {}), row.get("rewritten", {})
+        w(f"| {name} | {fmt(o.get('tps'))} | {fmt(r.get('tps'))} | {fmt_ratio(row['ratio'])} | "
+          f"{fmt(o.get('postgres_us_per_txn'))} | {fmt(r.get('postgres_us_per_txn'))} |")
+    w("")
 
 if results["fixed_rate"]:
     w(f"## Latency at a fixed rate ({s['rate']} transactions/s, 2 clients, extended protocol)\n")
