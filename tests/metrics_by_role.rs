@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{metric, sqlstate, Env};
 
@@ -32,18 +32,6 @@ fn now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
-}
-
-async fn wait_for(env: &Env, what: &str, done: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let m = env.metrics().await;
-        if done(&m) {
-            return m;
-        }
-        assert!(Instant::now() < deadline, "{what} never happened:\n{m}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,13 +119,15 @@ async fn certificate_expiry_follows_a_reload_and_catalog_refreshes_are_timed() {
     // A refresh while PostgreSQL is down fails and is counted; the next one succeeds.
     env.cluster.stop_server().unwrap();
     env.server().proxy.enforcer.refresh_catalog();
-    wait_for(&env, "a failed catalog refresh", |m| {
+    env.metrics_when("a failed catalog refresh", |m| {
         metric(m, CATALOG_FAILED) >= 1.0
     })
     .await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     env.cluster.start_server().unwrap();
     // The service connection comes back and reloads the catalog by itself.
-    let m = wait_for(&env, "a catalog reload", |m| metric(m, CATALOG_AT) > loaded).await;
+    let m = env
+        .metrics_when("a catalog reload", |m| metric(m, CATALOG_AT) > loaded)
+        .await;
     assert!((now() - metric(&m, CATALOG_AT)).abs() < 60.0);
 }

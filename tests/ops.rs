@@ -137,23 +137,15 @@ async fn metrics_count_connections_statements_refusals_and_bytes() {
         .unwrap();
     drop(admin);
     drop(secretary);
-    let after = wait_for_metrics(&env, |m| metric(m, &format!("{CURRENT} ")) == 0.0).await;
+    let after = env
+        .metrics_when("the session's end", |m| {
+            metric(m, &format!("{CURRENT} ")) == 0.0
+        })
+        .await;
     assert!(
         metric(&after, BYTES_OUT) >= metric(&m, BYTES_OUT) + 100_000.0,
         "{after}"
     );
-}
-
-async fn wait_for_metrics(env: &Env, done: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let m = env.metrics().await;
-        if done(&m) {
-            return m;
-        }
-        assert!(Instant::now() < deadline, "metrics never got there: {m}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Status line of a GET on the metrics listener.

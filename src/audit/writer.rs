@@ -259,11 +259,14 @@ impl AuditHandle {
 /// only needs writing (a completion record, a login) does not wake the writer, which is a
 /// thread wake-up per statement saved; it is picked up at the next wake-up, at most `GATHER`
 /// later. Whoever needs the writer sooner unparks it: a caller waiting for a sync, `close`,
-/// and a queue filling up (see `enqueue`).
-fn next(rx: &mut mpsc::Receiver<Msg>) -> Option<Msg> {
+/// and a queue filling up (see `enqueue`). Also returns when the writer began to wait for it:
+/// the batch's gathering counts from there, so a record queued just after the writer parked is
+/// written within one `GATHER` plus a sync, not two.
+fn next(rx: &mut mpsc::Receiver<Msg>) -> Option<(Msg, Instant)> {
+    let since = Instant::now();
     loop {
         match rx.try_recv() {
-            Ok(m) => return Some(m),
+            Ok(m) => return Some((m, since)),
             Err(mpsc::error::TryRecvError::Disconnected) => return None,
             Err(mpsc::error::TryRecvError::Empty) => std::thread::park_timeout(GATHER),
         }
@@ -338,14 +341,14 @@ impl Writer {
             }
         }
         let mut acks = Vec::new();
-        while let Some(first) = next(&mut rx) {
+        while let Some((first, since)) = next(&mut rx) {
             // Let a batch gather: one wake-up and one fsync per few milliseconds instead of
             // per record keeps the writer from competing with sessions for the CPU. Records
             // only queued delay the file, never a statement; as soon as a caller waits for the
             // sync (an intent record), the batch goes.
             let mut waiting = matches!(first, Msg::Record(_, Some(_)) | Msg::Close(_));
             let mut msgs = vec![first];
-            let gather_until = Instant::now() + GATHER;
+            let gather_until = since + GATHER;
             while msgs.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(m) => {

@@ -233,6 +233,24 @@ impl Env {
         http_get(self.server().metrics_addr, "/metrics").await
     }
 
+    /// The metrics once `done` holds of them. Counters that follow an event the client has
+    /// already seen (an alert sent, a session ended) are updated a moment later by the task
+    /// that handled it, so a test that asserts them at once races that task.
+    pub async fn metrics_when(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let m = self.metrics().await;
+            if done(&m) {
+                return m;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what} never happened:\n{m}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// A second pgvakt with the same configuration in front of the same PostgreSQL, as a
     /// replica behind a load balancer (its own ports).
     pub async fn start_replica(&self) -> Server {
